@@ -1,0 +1,99 @@
+// Element-wise and per-row operators of the transformer block.
+import { shareStart, madd, hsum } from "./common";
+
+/** y = x / sqrt(mean(x²) + eps) · w, per row of n (HF LlamaRMSNorm/MixtralRMSNorm in f32). y may be x. */
+export function rmsnorm(y: usize, x: usize, w: usize, rows: i32, n: i32, eps: f32, tid: i32, nt: i32): void {
+  const s = shareStart(rows, tid, nt, 1), e = shareStart(rows, tid + 1, nt, 1);
+  const rb = <usize>n << 2;
+  for (let r = s; r < e; r++) {
+    const xr = x + <usize>r * rb, yr = y + <usize>r * rb;
+    let acc = f32x4.splat(0);
+    let k = 0;
+    for (; k + 4 <= n; k += 4) {
+      const v = v128.load(xr + (<usize>k << 2));
+      acc = madd(v, v, acc);
+    }
+    let ss = hsum(acc);
+    for (; k < n; k++) { const v = load<f32>(xr + (<usize>k << 2)); ss += v * v; }
+    const inv: f32 = 1 / sqrt<f32>(ss / <f32>n + eps);
+    const iv = f32x4.splat(inv);
+    k = 0;
+    for (; k + 4 <= n; k += 4) {
+      const o = <usize>k << 2;
+      v128.store(yr + o, f32x4.mul(f32x4.mul(v128.load(xr + o), iv), v128.load(w + o)));
+    }
+    for (; k < n; k++) { const o = <usize>k << 2; store<f32>(yr + o, load<f32>(xr + o) * inv * load<f32>(w + o)); }
+  }
+}
+
+/**
+ * Rotary embedding, Hugging Face rotate-half convention, in place on rows of `heads` × hd:
+ * (x1, x2) → (x1·cos − x2·sin, x2·cos + x1·sin) with x1 the first half of a head, x2 the second.
+ * cos/sin tables are [position][hd/2]; positions[i] is row i's position.
+ */
+export function rope(x: usize, rows: i32, heads: i32, hd: i32, positions: usize, cosT: usize, sinT: usize, tid: i32, nt: i32): void {
+  const half = hd >> 1;
+  const total = rows * heads;
+  const s = shareStart(total, tid, nt, 1), e = shareStart(total, tid + 1, nt, 1);
+  for (let it = s; it < e; it++) {
+    const r = it / heads;
+    const p = <usize>load<i32>(positions + (<usize>r << 2));
+    const base = x + (<usize>it * <usize>hd << 2);
+    const ct = cosT + p * (<usize>half << 2), st = sinT + p * (<usize>half << 2);
+    for (let i = 0; i < half; i++) {
+      const o1 = base + (<usize>i << 2), o2 = o1 + (<usize>half << 2);
+      const c = load<f32>(ct + (<usize>i << 2)), sn = load<f32>(st + (<usize>i << 2));
+      const x1 = load<f32>(o1), x2 = load<f32>(o2);
+      store<f32>(o1, x1 * c - x2 * sn);
+      store<f32>(o2, x2 * c + x1 * sn);
+    }
+  }
+}
+
+/** h = silu(g) · u, with silu(g) = g / (1 + e^-g). h may alias g. */
+export function silu_mul(h: usize, g: usize, u: usize, n: i32, tid: i32, nt: i32): void {
+  const s = shareStart(n, tid, nt, 4), e = shareStart(n, tid + 1, nt, 4);
+  for (let i = s; i < e; i++) {
+    const o = <usize>i << 2;
+    const gv = load<f32>(g + o);
+    store<f32>(h + o, gv / (1 + Mathf.exp(-gv)) * load<f32>(u + o));
+  }
+}
+
+/** y = a + b (element-wise). y may alias a or b. */
+export function add(y: usize, a: usize, b: usize, n: i32, tid: i32, nt: i32): void {
+  const s = shareStart(n, tid, nt, 4), e = shareStart(n, tid + 1, nt, 4);
+  let i = s;
+  for (; i + 4 <= e; i += 4) { const o = <usize>i << 2; v128.store(y + o, f32x4.add(v128.load(a + o), v128.load(b + o))); }
+  for (; i < e; i++) { const o = <usize>i << 2; store<f32>(y + o, load<f32>(a + o) + load<f32>(b + o)); }
+}
+
+/** Clamp every element to [-c, c] (OLMoE's clip_qkv). */
+export function clamp(x: usize, n: i32, c: f32): void {
+  for (let i = 0; i < n; i++) { const o = <usize>i << 2; store<f32>(x + o, min(max(load<f32>(x + o), -c), c)); }
+}
+
+/** Reads `bytes` (multiple of 64) from p and writes a checksum at out + 16·tid: the memory-bandwidth probe. */
+export function read_probe(p: usize, bytes: usize, out: usize, tid: i32, nt: i32): void {
+  const chunks = <i32>(bytes >> 6);
+  const s = <usize>shareStart(chunks, tid, nt, 1) << 6, e = <usize>shareStart(chunks, tid + 1, nt, 1) << 6;
+  let a = i32x4.splat(0), b = i32x4.splat(0), c = i32x4.splat(0), d = i32x4.splat(0);
+  for (let o = s; o < e; o += 64) {
+    a = v128.xor(a, v128.load(p + o));
+    b = v128.xor(b, v128.load(p + o + 16));
+    c = v128.xor(c, v128.load(p + o + 32));
+    d = v128.xor(d, v128.load(p + o + 48));
+  }
+  v128.store(out + (<usize>tid << 4), v128.xor(v128.xor(a, b), v128.xor(c, d)));
+}
+
+/** y[r] += b for each of `rows` rows of n. */
+export function add_bias(y: usize, b: usize, rows: i32, n: i32, tid: i32, nt: i32): void {
+  const s = shareStart(rows, tid, nt, 1), e = shareStart(rows, tid + 1, nt, 1);
+  for (let r = s; r < e; r++) {
+    const yr = y + (<usize>r * <usize>n << 2);
+    let k = 0;
+    for (; k + 4 <= n; k += 4) { const o = <usize>k << 2; v128.store(yr + o, f32x4.add(v128.load(yr + o), v128.load(b + o))); }
+    for (; k < n; k++) { const o = <usize>k << 2; store<f32>(yr + o, load<f32>(yr + o) + load<f32>(b + o)); }
+  }
+}

@@ -1,0 +1,78 @@
+// The seam between model code and kernels. The model only speaks this interface, so a native backend
+// (ONNX Runtime, GPU) can be added beside the WebAssembly one without touching src/model.
+
+/** How a weight matrix is held in memory. */
+export type WeightDType = "f32" | "bf16" | "q8";
+export const WEIGHT_DTYPES: readonly WeightDType[] = ["f32", "bf16", "q8"];
+
+/** How a tensor is stored in a checkpoint file. */
+export type SourceDType = "F32" | "BF16" | "F16";
+
+/** A region of backend memory. Activations are f32 unless a kernel says otherwise. */
+export interface Tensor {
+  readonly arena: number;
+  readonly ptr: number;
+  readonly bytes: number;
+}
+
+/** A weight matrix [rows][cols] (y = x · Wᵀ), or a vector when rows = 1. */
+export interface WeightTensor extends Tensor {
+  readonly dtype: WeightDType;
+  readonly rows: number;
+  readonly cols: number;
+  /** q8 only: address of the per-block scales. */
+  readonly scales: number;
+}
+
+/** Where a tensor's bytes lie in a file: the backend reads them straight into its memory. */
+export interface WeightSource {
+  readonly fd: number;
+  readonly offset: number;
+  readonly dtype: SourceDType;
+  readonly file: string;
+}
+
+export interface RopeTable {
+  readonly cos: Tensor;
+  readonly sin: Tensor;
+  readonly positions: number;
+  readonly half: number;
+}
+
+export interface Backend {
+  readonly name: string;
+  readonly threads: number;
+
+  /** Room for a weight; vectors (norms, biases) always land in the arena that holds activations. */
+  allocWeight(dtype: WeightDType, rows: number, cols: number): WeightTensor;
+  /** Fill a weight from a file region, converting its dtype. */
+  loadWeight(w: WeightTensor, src: WeightSource): void;
+  /** Fill a weight from f32 values held by the caller (generated or test weights). */
+  setWeight(w: WeightTensor, values: Float32Array): void;
+  /** Activation memory (f32 unless stated), in the arena that the model computes in. */
+  alloc(bytes: number): Tensor;
+  free(t: Tensor): void;
+  f32(t: Tensor, offset?: number, length?: number): Float32Array;
+  i32(t: Tensor, offset?: number, length?: number): Int32Array;
+
+  /** y[rows][w.rows] = x[rows][w.cols] · wᵀ */
+  matmul(y: Tensor, x: Tensor, w: WeightTensor, rows: number): void;
+  /** out[i] = table[ids[i]] as f32 */
+  embed(out: Tensor, table: WeightTensor, ids: ArrayLike<number>): void;
+  rmsnorm(y: Tensor, x: Tensor, w: WeightTensor, rows: number, n: number, eps: number): void;
+  ropeTable(positions: number, headDim: number, theta: number): RopeTable;
+  rope(x: Tensor, rows: number, heads: number, headDim: number, positions: Tensor, table: RopeTable): void;
+  /** Causal attention of `rows` new queries at positions start.. against a cache holding start + rows keys. */
+  attention(out: Tensor, q: Tensor, k: Tensor, v: Tensor, rows: number, start: number, heads: number, kvHeads: number, headDim: number): void;
+  siluMul(h: Tensor, g: Tensor, u: Tensor, n: number): void;
+  add(y: Tensor, a: Tensor, b: Tensor, n: number): void;
+  /** y[r] += bias for every row */
+  addBias(y: Tensor, bias: WeightTensor, rows: number): void;
+  clamp(x: Tensor, n: number, c: number): void;
+
+  /** Measured memory read bandwidth in GB/s over a buffer of `bytes`, with every thread. */
+  measureReadBandwidth(bytes: number): number;
+  /** Bytes held in backend memory, per weight dtype and for activations. */
+  memoryUsage(): { weights: number; activations: number; arenas: number };
+  close(): void;
+}

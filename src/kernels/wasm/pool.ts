@@ -1,0 +1,113 @@
+// The host side of the thread pool. The calling thread is thread 0 and computes its own share while
+// the workers compute theirs, so a job costs one handoff, not two. Workers spin briefly after a job
+// (a spinning worker wakes in ~2.5 µs, a sleeping one in ~70 µs) and then sleep in Atomics.wait.
+import { Worker, MessageChannel, type MessagePort } from "node:worker_threads";
+import { CTRL, OP_ADOPT, ARGS_OFFSET, MAX_ARGS, CTRL_BYTES, KERNELS, instantiate, type KernelFn, type KernelName } from "./abi.js";
+
+const KERNEL_INDEX = new Map<KernelName, number>(KERNELS.map((k, i) => [k, i]));
+
+export interface PoolOptions {
+  threads: number;
+  /** Iterations a worker spins on the control block before sleeping. */
+  spin?: number;
+}
+
+export class ThreadPool {
+  readonly threads: number;
+  private readonly ctrl: Int32Array;
+  private readonly args: Float64Array;
+  private readonly workers: Worker[] = [];
+  private readonly ports: MessagePort[] = [];
+  private readonly local: KernelFn[][] = [];
+  private readonly call: number[] = [];
+  private readonly spin: number;
+
+  constructor(private readonly module: WebAssembly.Module, opts: PoolOptions) {
+    this.threads = Math.max(1, Math.floor(opts.threads));
+    this.spin = opts.spin ?? 20000;
+    const sab = new SharedArrayBuffer(CTRL_BYTES);
+    this.ctrl = new Int32Array(sab, 0, ARGS_OFFSET / 4);
+    this.args = new Float64Array(sab, ARGS_OFFSET, MAX_ARGS);
+    for (let tid = 1; tid < this.threads; tid++) {
+      const { port1, port2 } = new MessageChannel();
+      const worker = new Worker(new URL("./worker.js", import.meta.url), {
+        workerData: { module, ctrl: sab, tid, nt: this.threads, port: port2, spin: this.spin },
+        transferList: [port2],
+      });
+      worker.unref();
+      this.workers.push(worker);
+      this.ports.push(port1);
+    }
+  }
+
+  /** Make a memory usable by every thread; returns the arena's index. */
+  addArena(memory: WebAssembly.Memory): number {
+    const index = this.local.length;
+    this.local.push(instantiate(this.module, memory));
+    for (const p of this.ports) p.postMessage({ index, memory });
+    if (this.workers.length > 0) this.dispatch(OP_ADOPT, index, 0);
+    return index;
+  }
+
+  /** Runs a kernel on the calling thread alone. */
+  single(arena: number, kernel: KernelName, ...args: number[]): void {
+    this.local[arena]![KERNEL_INDEX.get(kernel)!]!(...args, 0, 1);
+  }
+
+  /** Runs a kernel split over every thread. */
+  parallel(arena: number, kernel: KernelName, ...args: number[]): void {
+    const op = KERNEL_INDEX.get(kernel)!;
+    if (this.workers.length === 0) {
+      this.local[arena]![op]!(...args, 0, 1);
+      return;
+    }
+    this.args.set(args);
+    this.dispatch(op, arena, args.length);
+  }
+
+  /** Raw call of a kernel without the (tid, nt) pair, on the calling thread. */
+  direct(arena: number, kernel: KernelName, ...args: number[]): void {
+    this.local[arena]![KERNEL_INDEX.get(kernel)!]!(...args);
+  }
+
+  private dispatch(op: number, arena: number, nargs: number): void {
+    const c = this.ctrl;
+    c[CTRL.OP] = op;
+    c[CTRL.ARENA] = arena;
+    c[CTRL.NARGS] = nargs;
+    Atomics.store(c, CTRL.DONE, 0);
+    Atomics.add(c, CTRL.GEN, 1);
+    if (Atomics.load(c, CTRL.SLEEPERS) > 0) Atomics.notify(c, CTRL.GEN);
+    let failure: unknown;
+    if (op !== OP_ADOPT) {
+      const call = this.call;
+      call.length = nargs + 2;
+      for (let i = 0; i < nargs; i++) call[i] = this.args[i]!;
+      call[nargs] = 0;
+      call[nargs + 1] = this.threads;
+      try {
+        this.local[arena]![op]!(...call);
+      } catch (e) {
+        failure = e;
+      }
+    }
+    const want = this.threads - 1;
+    let spins = 0;
+    let done: number;
+    while ((done = Atomics.load(c, CTRL.DONE)) !== want) {
+      if (++spins > this.spin) Atomics.wait(c, CTRL.DONE, done, 1000);
+    }
+    if (failure) throw failure;
+    if (Atomics.exchange(c, CTRL.ERROR, 0)) throw new Error(`kernel ${op === OP_ADOPT ? "setup" : KERNELS[op]} failed in a worker thread`);
+  }
+
+  close(): void {
+    if (this.workers.length === 0) return;
+    Atomics.store(this.ctrl, CTRL.EXIT, 1);
+    Atomics.add(this.ctrl, CTRL.GEN, 1);
+    Atomics.notify(this.ctrl, CTRL.GEN);
+    for (const w of this.workers) void w.terminate();
+    for (const p of this.ports) p.close();
+    this.workers.length = 0;
+  }
+}

@@ -1,0 +1,138 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { WasmBackend } from "./wasm-backend.js";
+import { relaxedSimdSupported } from "./module.js";
+import { Random } from "../../util/random.js";
+import type { WeightDType } from "../backend.js";
+
+const variants = relaxedSimdSupported() ? (["simd", "relaxed"] as const) : (["simd"] as const);
+
+/** What the kernels should compute for a weight stored as dtype, in float64 from the stored values. */
+function storedWeights(w: Float32Array, rows: number, cols: number, dtype: WeightDType): Float64Array {
+  const out = new Float64Array(w.length);
+  if (dtype === "f32") out.set(w);
+  else if (dtype === "bf16") {
+    const u = new Uint32Array(1), f = new Float32Array(u.buffer);
+    for (let i = 0; i < w.length; i++) {
+      f[0] = w[i]!;
+      const x = u[0]!;
+      u[0] = ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) << 16;
+      out[i] = f[0]!;
+    }
+  } else {
+    for (let b = 0; b < (rows * cols) / 32; b++) {
+      const [q, d] = quantizeBlock(w.subarray(b * 32, b * 32 + 32));
+      for (let j = 0; j < 32; j++) out[b * 32 + j] = q[j]! * d;
+    }
+  }
+  return out;
+}
+
+/** ggml's quantize_row_q8_0 for one block: q from the f32 scale, the stored scale rounded to f16. */
+function quantizeBlock(x: Float32Array): [Int32Array, number] {
+  let amax = 0;
+  for (const v of x) amax = Math.max(amax, Math.abs(v));
+  const d = Math.fround(amax / 127);
+  const id = d ? Math.fround(1 / d) : 0;
+  const q = new Int32Array(32);
+  for (let j = 0; j < 32; j++) q[j] = Math.round(Math.abs(Math.fround(x[j]! * id))) * Math.sign(x[j]!);
+  return [q, roundToF16(d)];
+}
+
+/** Nearest f16 value (ties to even) of a positive normal-range float. */
+function roundToF16(v: number): number {
+  if (v === 0) return 0;
+  const quantum = Math.pow(2, Math.floor(Math.log2(v)) - 10);
+  const r = v / quantum;
+  const f = Math.floor(r);
+  const rounded = r - f > 0.5 || (r - f === 0.5 && f % 2 === 1) ? f + 1 : f;
+  return rounded * quantum;
+}
+
+function reference(x: Float32Array, w: Float64Array, M: number, N: number, K: number, quantizeX: boolean): Float64Array {
+  const xs = new Float64Array(x.length);
+  if (quantizeX) {
+    for (let b = 0; b < x.length / 32; b++) {
+      const [q, d] = quantizeBlock(x.subarray(b * 32, b * 32 + 32));
+      for (let j = 0; j < 32; j++) xs[b * 32 + j] = q[j]! * d;
+    }
+  } else xs.set(x);
+  const y = new Float64Array(M * N);
+  for (let m = 0; m < M; m++)
+    for (let n = 0; n < N; n++) {
+      let s = 0;
+      for (let k = 0; k < K; k++) s += xs[m * K + k]! * w[n * K + k]!;
+      y[m * N + n] = s;
+    }
+  return y;
+}
+
+for (const simd of variants) {
+  for (const threads of [1, 2, 3]) {
+    test(`matmul matches a float64 reference for every dtype and shape (${simd}, ${threads} threads)`, () => {
+      const be = new WasmBackend({ threads, simd });
+      const rng = new Random(7);
+      try {
+        for (const dtype of ["f32", "bf16", "q8"] as const) {
+          for (const [M, N, K] of [[1, 37, 64], [1, 256, 512], [5, 19, 96], [13, 64, 256], [4, 8, 32]] as const) {
+            const wv = rng.fillNormal(new Float32Array(N * K), 0.5);
+            const xv = rng.fillNormal(new Float32Array(M * K), 1);
+            const w = be.allocWeight(dtype, N, K);
+            be.setWeight(w, wv);
+            const x = be.alloc(M * K * 4), y = be.alloc(M * N * 4);
+            be.f32(x).set(xv);
+            be.matmul(y, x, w, M);
+            const want = reference(xv, storedWeights(wv, N, K, dtype), M, N, K, dtype === "q8");
+            const got = be.f32(y);
+            for (let i = 0; i < M * N; i++) {
+              const tol = 1e-4 * Math.sqrt(K) * 2 + 1e-5 * Math.abs(want[i]!);
+              assert.ok(Math.abs(got[i]! - want[i]!) <= tol, `${dtype} ${M}x${N}x${K} [${i}]: ${got[i]} vs ${want[i]}`);
+            }
+            be.free(x);
+            be.free(y);
+          }
+        }
+      } finally {
+        be.close();
+      }
+    });
+  }
+}
+
+test("weights beyond one arena go to further arenas and still multiply correctly", () => {
+  // 64 pages = 4 MiB per arena: three 1 MiB-ish weights and the reserve force a spill.
+  const be = new WasmBackend({ threads: 2, arenaPages: 64, activationReserve: 1 << 20 });
+  const rng = new Random(3);
+  try {
+    const N = 256, K = 1024, M = 3;
+    const ws = [0, 1, 2, 3].map(() => {
+      const v = rng.fillNormal(new Float32Array(N * K), 0.1);
+      const w = be.allocWeight("f32", N, K);
+      be.setWeight(w, v);
+      return { w, v };
+    });
+    assert.ok(be.memoryUsage().arenas >= 2, "expected a second arena");
+    assert.ok(ws.some((e) => e.w.arena > 0));
+    const xv = rng.fillNormal(new Float32Array(M * K), 1);
+    const x = be.alloc(M * K * 4), y = be.alloc(M * N * 4);
+    be.f32(x).set(xv);
+    for (const { w, v } of ws) {
+      be.matmul(y, x, w, M);
+      const want = reference(xv, Float64Array.from(v), M, N, K, false);
+      const got = be.f32(y);
+      for (let i = 0; i < M * N; i++) assert.ok(Math.abs(got[i]! - want[i]!) < 1e-3, `arena ${w.arena} [${i}]`);
+    }
+  } finally {
+    be.close();
+  }
+});
+
+test("a weight whose shape a dtype cannot hold is refused with the reason", () => {
+  const be = new WasmBackend({ threads: 1 });
+  try {
+    assert.throws(() => be.allocWeight("q8", 4, 40), /multiple of 32/);
+    assert.throws(() => be.allocWeight("bf16", 4, 12), /multiple of 8/);
+  } finally {
+    be.close();
+  }
+});

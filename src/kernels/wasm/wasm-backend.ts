@@ -1,0 +1,334 @@
+// The WebAssembly SIMD backend: weights and activations in shared memories (arenas), kernels from
+// src/kernels/assembly run on the calling thread plus a worker pool.
+import { readSync } from "node:fs";
+import os from "node:os";
+import type { Backend, RopeTable, Tensor, WeightDType, WeightSource, WeightTensor } from "../backend.js";
+import { Arena, MAX_PAGES } from "./arena.js";
+import { ThreadPool } from "./pool.js";
+import { loadKernelModule, type SimdVariant } from "./module.js";
+import type { KernelName } from "./abi.js";
+
+export interface WasmBackendOptions {
+  /** Threads including the caller; defaults to the cores available. */
+  threads?: number;
+  simd?: SimdVariant | "auto";
+  /** Pages per arena (64 KiB each); at most 65536 (4 GiB). Smaller values exist for tests. */
+  arenaPages?: number;
+  /** Bytes kept free for activations and KV caches in arena 0 when placing weights. */
+  activationReserve?: number;
+  spin?: number;
+}
+
+// Below this many multiply-adds a kernel runs on the calling thread: a handoff costs more than it saves.
+const PARALLEL_MIN_WORK = 1 << 15;
+// Conversions of weights go through a staging buffer of this many bytes (f32).
+const STAGING_BYTES = 16 << 20;
+
+const DTYPE_CODE: Record<WeightDType, number> = { f32: 0, bf16: 1, q8: 2 };
+
+export class WasmBackend implements Backend {
+  readonly name: string;
+  readonly threads: number;
+  readonly variant: SimdVariant;
+  private readonly arenas: Arena[] = [];
+  private readonly pool: ThreadPool;
+  private readonly arenaPages: number;
+  private readonly reserve: number;
+  private readonly q8ActBytes: number;
+  private weightArena = 0;
+  private weightBytes = 0;
+  private readonly scratch = new Map<string, Tensor>();
+
+  constructor(opts: WasmBackendOptions = {}) {
+    const { module, variant } = loadKernelModule(opts.simd ?? "auto");
+    this.variant = variant;
+    this.threads = Math.max(1, Math.floor(opts.threads ?? os.availableParallelism()));
+    this.arenaPages = Math.min(MAX_PAGES, opts.arenaPages ?? MAX_PAGES);
+    this.reserve = opts.activationReserve ?? Math.min(1 << 30, (this.arenaPages * 65536) / 4);
+    this.pool = new ThreadPool(module, { threads: this.threads, spin: opts.spin });
+    this.name = `wasm-${variant}`;
+    // q8 activations: int8 for the relaxed build's i8×i7 dot, int16 for the plain build (Q8_ACT_BYTES).
+    this.q8ActBytes = variant === "relaxed" ? 1 : 2;
+    this.newArena();
+  }
+
+  private newArena(): Arena {
+    const arena = new Arena(this.arenas.length, this.arenaPages);
+    this.arenas.push(arena);
+    this.pool.addArena(arena.memory);
+    return arena;
+  }
+
+  private allocIn(arenaIndex: number, bytes: number): Tensor {
+    const ptr = this.arenas[arenaIndex]!.alloc(bytes);
+    if (ptr < 0) throw new Error(`out of memory: arena ${arenaIndex} cannot hold ${bytes} more bytes (${this.arenas[arenaIndex]!.used} in use)`);
+    return { arena: arenaIndex, ptr, bytes };
+  }
+
+  // ---------------------------------------------------------------- memory
+
+  alloc(bytes: number): Tensor {
+    return this.allocIn(0, bytes);
+  }
+
+  free(t: Tensor): void {
+    this.arenas[t.arena]!.free(t.ptr, t.bytes);
+  }
+
+  f32(t: Tensor, offset = 0, length?: number): Float32Array {
+    return new Float32Array(this.arenas[t.arena]!.memory.buffer, t.ptr + offset * 4, length ?? t.bytes / 4 - offset);
+  }
+
+  i32(t: Tensor, offset = 0, length?: number): Int32Array {
+    return new Int32Array(this.arenas[t.arena]!.memory.buffer, t.ptr + offset * 4, length ?? t.bytes / 4 - offset);
+  }
+
+  private u8(t: Tensor): Uint8Array {
+    return new Uint8Array(this.arenas[t.arena]!.memory.buffer, t.ptr, t.bytes);
+  }
+
+  /** A per-arena buffer reused across calls, grown as needed. */
+  private scratchBuf(arena: number, slot: string, bytes: number): Tensor {
+    const key = `${arena}:${slot}`;
+    const have = this.scratch.get(key);
+    if (have && have.bytes >= bytes) return have;
+    if (have) this.free(have);
+    const t = this.allocIn(arena, Math.max(bytes, (have?.bytes ?? 0) * 2));
+    this.scratch.set(key, t);
+    return t;
+  }
+
+  /** Weight bytes in memory for a dtype, or null where the kernels cannot hold that shape. */
+  static weightBytes(dtype: WeightDType, rows: number, cols: number): number | null {
+    if (dtype === "f32") return rows * cols * 4;
+    if (dtype === "bf16") return cols % 8 === 0 ? rows * cols * 2 : null;
+    return cols % 32 === 0 ? align64(rows * cols) + (rows * cols) / 8 : null;
+  }
+
+  allocWeight(dtype: WeightDType, rows: number, cols: number): WeightTensor {
+    const bytes = WasmBackend.weightBytes(dtype, rows, cols);
+    if (bytes === null) throw new Error(`a ${rows}×${cols} weight cannot be held as ${dtype}: its rows must be a multiple of ${dtype === "q8" ? 32 : 8}`);
+    let arenaIndex = 0;
+    if (rows > 1) {
+      const fits = (i: number) => this.arenas[i]!.available - (i === 0 ? this.reserve : 0) >= bytes;
+      if (!fits(this.weightArena)) {
+        if (bytes > this.arenaPages * 65536 - 65536) throw new Error(`a ${rows}×${cols} ${dtype} weight (${bytes} bytes) exceeds one arena`);
+        this.newArena();
+        this.weightArena = this.arenas.length - 1;
+      }
+      arenaIndex = this.weightArena;
+    }
+    const t = this.allocIn(arenaIndex, bytes);
+    this.weightBytes += bytes;
+    const scales = dtype === "q8" ? t.ptr + align64(rows * cols) : 0;
+    return { ...t, dtype, rows, cols, scales };
+  }
+
+  loadWeight(w: WeightTensor, src: WeightSource): void {
+    const n = w.rows * w.cols;
+    const arena = this.arenas[w.arena]!;
+    if ((w.dtype === "f32" && src.dtype === "F32") || (w.dtype === "bf16" && src.dtype === "BF16")) {
+      readExact(src, arena.bytes(w.ptr, n * (w.dtype === "f32" ? 4 : 2)), src.offset);
+      return;
+    }
+    if (w.dtype === "f32") {
+      // 16-bit source read into the upper half of the f32 region, then widened in place front to back.
+      readExact(src, arena.bytes(w.ptr + 2 * n, 2 * n), src.offset);
+      this.pool.direct(w.arena, src.dtype === "BF16" ? "bf16_to_f32" : "f16_to_f32", w.ptr, w.ptr + 2 * n, n);
+      return;
+    }
+    const srcBytes = src.dtype === "F32" ? 4 : 2;
+    this.convertRows(w, (staging, r0, rows) => {
+      const count = rows * w.cols;
+      if (srcBytes === 4) readExact(src, this.u8({ ...staging, bytes: count * 4 }), src.offset + r0 * w.cols * 4);
+      else {
+        const hi = { arena: staging.arena, ptr: staging.ptr + 2 * count, bytes: 2 * count };
+        readExact(src, this.u8(hi), src.offset + r0 * w.cols * 2);
+        this.pool.direct(staging.arena, src.dtype === "BF16" ? "bf16_to_f32" : "f16_to_f32", staging.ptr, hi.ptr, count);
+      }
+    });
+  }
+
+  setWeight(w: WeightTensor, values: Float32Array): void {
+    if (values.length !== w.rows * w.cols) throw new Error(`setWeight: ${values.length} values for a ${w.rows}×${w.cols} weight`);
+    this.convertRows(w, (staging, r0, rows) => {
+      this.f32(staging, 0, rows * w.cols).set(values.subarray(r0 * w.cols, (r0 + rows) * w.cols));
+    });
+  }
+
+  /** Fills w chunk by chunk: `fill` writes f32 rows into a staging buffer, then they are stored as w's dtype. */
+  private convertRows(w: WeightTensor, fill: (staging: Tensor, r0: number, rows: number) => void): void {
+    const chunkRows = Math.max(1, Math.min(w.rows, Math.floor(STAGING_BYTES / (w.cols * 4))));
+    const staging = this.scratchBuf(w.arena, "staging", chunkRows * w.cols * 4);
+    for (let r0 = 0; r0 < w.rows; r0 += chunkRows) {
+      const rows = Math.min(chunkRows, w.rows - r0);
+      fill(staging, r0, rows);
+      const count = rows * w.cols;
+      if (w.dtype === "f32") this.f32(w, r0 * w.cols, count).set(this.f32(staging, 0, count));
+      else if (w.dtype === "bf16") this.pool.direct(w.arena, "f32_to_bf16", w.ptr + r0 * w.cols * 2, staging.ptr, count);
+      else this.run(w.arena, "quantize_q8", count, w.ptr + r0 * w.cols, w.scales + (r0 * w.cols) / 8, staging.ptr, rows, w.cols);
+    }
+  }
+
+  memoryUsage() {
+    let total = 0;
+    for (const a of this.arenas) total += a.used;
+    return { weights: this.weightBytes, activations: total - this.weightBytes, arenas: this.arenas.length };
+  }
+
+  // ---------------------------------------------------------------- kernels
+
+  private run(arena: number, kernel: KernelName, work: number, ...args: number[]): void {
+    if (work >= PARALLEL_MIN_WORK && this.threads > 1) this.pool.parallel(arena, kernel, ...args);
+    else this.pool.single(arena, kernel, ...args);
+  }
+
+  /** t's contents, copied into `arena` when they live elsewhere. */
+  private stage(t: Tensor, bytes: number, arena: number, slot: string): Tensor {
+    if (t.arena === arena) return t;
+    const s = this.scratchBuf(arena, slot, bytes);
+    new Uint8Array(this.arenas[arena]!.memory.buffer, s.ptr, bytes).set(new Uint8Array(this.arenas[t.arena]!.memory.buffer, t.ptr, bytes));
+    return s;
+  }
+
+  matmul(y: Tensor, x: Tensor, w: WeightTensor, rows: number): void {
+    const K = w.cols, N = w.rows;
+    checkSize(x, rows * K * 4, "matmul input");
+    checkSize(y, rows * N * 4, "matmul output");
+    const a = w.arena;
+    const xa = this.stage(x, rows * K * 4, a, "x");
+    const ya = y.arena === a ? y : this.scratchBuf(a, "y", rows * N * 4);
+    const work = rows * N * K;
+    if (w.dtype === "f32") this.run(a, "matmul_f32", work, ya.ptr, xa.ptr, w.ptr, rows, N, K);
+    else if (w.dtype === "bf16") {
+      const xd = this.scratchBuf(a, "xd", rows * K * 4);
+      this.run(a, "deinterleave8", rows * K, xd.ptr, xa.ptr, rows * K);
+      this.run(a, "matmul_bf16", work, ya.ptr, xd.ptr, w.ptr, rows, N, K);
+    } else {
+      const xq = this.scratchBuf(a, "xq", rows * K * this.q8ActBytes);
+      const xs = this.scratchBuf(a, "xs", (rows * K) / 8);
+      this.run(a, "quantize_act_q8", rows * K, xq.ptr, xs.ptr, xa.ptr, rows, K);
+      this.run(a, "matmul_q8", work, ya.ptr, xq.ptr, xs.ptr, w.ptr, w.scales, rows, N, K);
+    }
+    if (ya !== y) this.f32(y, 0, rows * N).set(this.f32(ya, 0, rows * N));
+  }
+
+  embed(out: Tensor, table: WeightTensor, ids: ArrayLike<number>): void {
+    const n = ids.length, K = table.cols;
+    checkSize(out, n * K * 4, "embedding output");
+    for (let i = 0; i < n; i++) {
+      const id = ids[i]!;
+      if (!Number.isInteger(id) || id < 0 || id >= table.rows) throw new Error(`token id ${id} is outside the vocabulary (0..${table.rows - 1})`);
+    }
+    const a = table.arena;
+    const idBuf = this.scratchBuf(a, "ids", n * 4);
+    this.i32(idBuf, 0, n).set(Array.from(ids));
+    const o = out.arena === a ? out : this.scratchBuf(a, "y", n * K * 4);
+    this.pool.direct(a, "get_rows", o.ptr, table.ptr, table.scales, DTYPE_CODE[table.dtype], idBuf.ptr, n, K);
+    if (o !== out) this.f32(out, 0, n * K).set(this.f32(o, 0, n * K));
+  }
+
+  rmsnorm(y: Tensor, x: Tensor, w: WeightTensor, rows: number, n: number, eps: number): void {
+    sameArena(y, x, w);
+    checkSize(x, rows * n * 4, "rmsnorm input");
+    this.run(y.arena, "rmsnorm", rows * n, y.ptr, x.ptr, w.ptr, rows, n, eps);
+  }
+
+  ropeTable(positions: number, headDim: number, theta: number): RopeTable {
+    const half = headDim / 2;
+    const cos = this.alloc(positions * half * 4);
+    const sin = this.alloc(positions * half * 4);
+    const c = this.f32(cos), s = this.f32(sin);
+    for (let i = 0; i < half; i++) {
+      const invFreq = 1 / Math.pow(theta, (2 * i) / headDim);
+      for (let p = 0; p < positions; p++) {
+        c[p * half + i] = Math.cos(p * invFreq);
+        s[p * half + i] = Math.sin(p * invFreq);
+      }
+    }
+    return { cos, sin, positions, half };
+  }
+
+  rope(x: Tensor, rows: number, heads: number, headDim: number, positions: Tensor, table: RopeTable): void {
+    sameArena(x, positions, table.cos);
+    const pos = this.i32(positions, 0, rows);
+    for (let i = 0; i < rows; i++) {
+      if (pos[i]! < 0 || pos[i]! >= table.positions) throw new Error(`position ${pos[i]} is beyond the rotary table (${table.positions} positions)`);
+    }
+    this.run(x.arena, "rope", rows * heads * headDim, x.ptr, rows, heads, headDim, positions.ptr, table.cos.ptr, table.sin.ptr);
+  }
+
+  attention(out: Tensor, q: Tensor, k: Tensor, v: Tensor, rows: number, start: number, heads: number, kvHeads: number, headDim: number): void {
+    sameArena(out, q, k, v);
+    const len = start + rows;
+    checkSize(k, len * kvHeads * headDim * 4, "key cache");
+    checkSize(v, len * kvHeads * headDim * 4, "value cache");
+    const stride = Math.ceil(len / 16) * 16;
+    const scores = this.scratchBuf(out.arena, "scores", stride * 4 * this.threads);
+    const work = rows * heads * len * headDim * 2;
+    this.run(out.arena, "attention", work, out.ptr, q.ptr, k.ptr, v.ptr, rows, start, heads, kvHeads, headDim, 1 / Math.sqrt(headDim), scores.ptr, stride);
+  }
+
+  siluMul(h: Tensor, g: Tensor, u: Tensor, n: number): void {
+    sameArena(h, g, u);
+    this.run(h.arena, "silu_mul", n * 8, h.ptr, g.ptr, u.ptr, n);
+  }
+
+  add(y: Tensor, a: Tensor, b: Tensor, n: number): void {
+    sameArena(y, a, b);
+    this.run(y.arena, "add", n, y.ptr, a.ptr, b.ptr, n);
+  }
+
+  addBias(y: Tensor, bias: WeightTensor, rows: number): void {
+    sameArena(y, bias);
+    this.run(y.arena, "add_bias", rows * bias.cols, y.ptr, bias.ptr, rows, bias.cols);
+  }
+
+  clamp(x: Tensor, n: number, c: number): void {
+    this.pool.direct(x.arena, "clamp", x.ptr, n, c);
+  }
+
+  measureReadBandwidth(bytes: number): number {
+    const buf = this.alloc(bytes);
+    const out = this.alloc(16 * this.threads);
+    try {
+      this.u8(buf).fill(1);
+      let best = Infinity;
+      for (let rep = 0; rep < 5; rep++) {
+        const t0 = process.hrtime.bigint();
+        this.pool.parallel(0, "read_probe", buf.ptr, bytes, out.ptr);
+        best = Math.min(best, Number(process.hrtime.bigint() - t0));
+      }
+      return bytes / best;
+    } finally {
+      this.free(out);
+      this.free(buf);
+    }
+  }
+
+  close(): void {
+    this.pool.close();
+  }
+}
+
+function align64(n: number): number {
+  return Math.ceil(n / 64) * 64;
+}
+
+function checkSize(t: Tensor, bytes: number, what: string): void {
+  if (t.bytes < bytes) throw new Error(`${what}: buffer of ${t.bytes} bytes, ${bytes} needed`);
+}
+
+function sameArena(...ts: Tensor[]): void {
+  for (const t of ts) if (t.arena !== ts[0]!.arena) throw new Error("operands live in different arenas");
+}
+
+function readExact(src: WeightSource, dst: Uint8Array, position: number): void {
+  let done = 0;
+  while (done < dst.length) {
+    const len = Math.min(dst.length - done, 1 << 30);
+    const got = readSync(src.fd, dst, done, len, position + done);
+    if (got === 0) throw new Error(`${src.file}: unexpected end of file at byte ${position + done} (tensor data truncated)`);
+    done += got;
+  }
+}
