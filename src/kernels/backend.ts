@@ -43,6 +43,8 @@ export interface Backend {
   readonly name: string;
   readonly threads: number;
 
+  /** Whether the kernels can hold a matrix with rows of `cols` values as dtype. */
+  supportsWeight(dtype: WeightDType, cols: number): boolean;
   /** Room for a weight; vectors (norms, biases) always land in the arena that holds activations. */
   allocWeight(dtype: WeightDType, rows: number, cols: number): WeightTensor;
   /** Fill a weight from a file region, converting its dtype. */

@@ -105,6 +105,10 @@ export class WasmBackend implements Backend {
     return cols % 32 === 0 ? align64(rows * cols) + (rows * cols) / 8 : null;
   }
 
+  supportsWeight(dtype: WeightDType, cols: number): boolean {
+    return WasmBackend.weightBytes(dtype, 1, cols) !== null;
+  }
+
   allocWeight(dtype: WeightDType, rows: number, cols: number): WeightTensor {
     const bytes = WasmBackend.weightBytes(dtype, rows, cols);
     if (bytes === null) throw new Error(`a ${rows}×${cols} weight cannot be held as ${dtype}: its rows must be a multiple of ${dtype === "q8" ? 32 : 8}`);

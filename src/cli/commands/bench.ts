@@ -1,0 +1,37 @@
+import { Command } from "commander";
+import { Engine } from "../../runtime/engine.js";
+import { benchEngine } from "../../eval/bench.js";
+import { addModelOptions, engineOptions, positiveInt, type ModelCliOptions } from "../options.js";
+
+interface BenchCliOptions extends ModelCliOptions {
+  promptTokens: number;
+  decodeTokens: number;
+  json?: boolean;
+}
+
+export function benchCommand(): Command {
+  return addModelOptions(new Command("bench").description("prefill and decode tokens/s, and decode's effective weight bandwidth against the measured memory read bandwidth"))
+    .option("--prompt-tokens <n>", "prefill length", positiveInt, 256)
+    .option("--decode-tokens <n>", "decode steps timed", positiveInt, 64)
+    .option("--json", "print the figures as one JSON object")
+    .action(async (o: BenchCliOptions) => {
+      const engine = Engine.load(o.model, { ...engineOptions(o), contextLength: o.promptTokens + o.decodeTokens + 1 });
+      try {
+        const r = await benchEngine(engine, { promptTokens: o.promptTokens, decodeTokens: o.decodeTokens });
+        if (o.json) {
+          process.stdout.write(JSON.stringify(r) + "\n");
+          return;
+        }
+        process.stdout.write(
+          [
+            `kernels          ${r.kernels}, ${r.threads} threads, weights ${o.dtype}`,
+            `prefill          ${r.prefill_tokens_per_s.toFixed(1)} tokens/s (${o.promptTokens} tokens; ${r.prefill_gflops.toFixed(1)} GFLOP/s of weight products)`,
+            `decode           ${r.decode_tokens_per_s.toFixed(1)} tokens/s (${(r.decode_weight_bytes_per_token / 2 ** 20).toFixed(1)} MiB of weights per token; ${r.decode_gflops.toFixed(1)} GFLOP/s)`,
+            `weight bandwidth ${r.decode_weight_gbps.toFixed(1)} GB/s in decode vs ${r.memory_read_gbps.toFixed(1)} GB/s measured read bandwidth: ratio ${r.bandwidth_ratio.toFixed(2)}`,
+          ].join("\n") + "\n",
+        );
+      } finally {
+        engine.close();
+      }
+    });
+}

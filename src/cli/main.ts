@@ -1,0 +1,24 @@
+// distmoe's command line: one subcommand per job, each in ./commands.
+import { Command } from "commander";
+import { generateCommand } from "./commands/generate.js";
+import { perplexityCommand } from "./commands/perplexity.js";
+import { benchCommand } from "./commands/bench.js";
+import { inspectCommand } from "./commands/inspect.js";
+import { initModelCommand } from "./commands/init-model.js";
+
+const program = new Command("distmoe")
+  .description("Mixture-of-Experts inference spread over devices and memory tiers")
+  .showHelpAfterError()
+  .addCommand(generateCommand())
+  .addCommand(perplexityCommand())
+  .addCommand(benchCommand())
+  .addCommand(inspectCommand())
+  .addCommand(initModelCommand());
+
+try {
+  await program.parseAsync(process.argv);
+} catch (e) {
+  process.stderr.write(`distmoe: error: ${(e as Error).message}\n`);
+  if (process.env.DISTMOE_DEBUG) process.stderr.write(`${(e as Error).stack}\n`);
+  process.exitCode = 1;
+}

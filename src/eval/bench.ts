@@ -1,0 +1,96 @@
+// Engine throughput against the machine's floors. Decode at batch 1 must read every active weight
+// once per token, so its floor is (weight bytes per token) / (memory read bandwidth): the effective
+// weight bandwidth is reported beside the measured read bandwidth, as a ratio.
+import type { WeightTensor } from "../kernels/backend.js";
+import type { Engine } from "../runtime/engine.js";
+import { argmax } from "../runtime/sampler.js";
+import { Random } from "../util/random.js";
+
+export interface BenchOptions {
+  promptTokens: number;
+  decodeTokens: number;
+  seed?: number;
+  /** Bytes read by the bandwidth probe; well above the last-level cache. */
+  probeBytes?: number;
+}
+
+export interface BenchResult {
+  prefill_tokens_per_s: number;
+  decode_tokens_per_s: number;
+  decode_weight_gbps: number;
+  memory_read_gbps: number;
+  bandwidth_ratio: number;
+  /** Matrix-product FLOPs of the prefill divided by its whole time. */
+  prefill_gflops: number;
+  /** Weight-product FLOPs per decode token divided by its time. */
+  decode_gflops: number;
+  decode_weight_bytes_per_token: number;
+  threads: number;
+  kernels: string;
+}
+
+/** Weight bytes and multiply-adds one decode token touches: all dense weights, the router's top-k experts, one embedding row. */
+export function decodeFootprint(engine: Engine): { bytes: number; macs: number } {
+  const { weights: w, config: c } = engine;
+  let bytes = w.embed.bytes / w.embed.rows + w.outputNorm.bytes + w.lmHead.bytes;
+  let macs = w.lmHead.rows * w.lmHead.cols;
+  const mat = (t: WeightTensor | undefined) => {
+    if (!t) return;
+    bytes += t.bytes;
+    if (t.rows > 1) macs += t.rows * t.cols;
+  };
+  for (const L of w.layers) {
+    for (const t of [L.attnNorm, L.q, L.k, L.v, L.o, L.qBias, L.kBias, L.vBias, L.oBias, L.qNorm, L.kNorm, L.ffnNorm, L.router, L.sharedGate]) mat(t);
+    for (const f of [L.shared, L.dense]) if (f) [f.gate, f.up, f.down].forEach(mat);
+    const held = L.experts.filter((e) => e !== null);
+    if (held.length > 0) {
+      const e = held[0]!;
+      const perExpert = e.gate.bytes + e.up.bytes + e.down.bytes;
+      bytes += c.topK * perExpert;
+      macs += c.topK * (e.gate.rows * e.gate.cols + e.up.rows * e.up.cols + e.down.rows * e.down.cols);
+    }
+  }
+  return { bytes, macs };
+}
+
+export async function benchEngine(engine: Engine, o: BenchOptions): Promise<BenchResult> {
+  const { model, config } = engine;
+  const rng = new Random(o.seed ?? 1);
+  const prompt = Array.from({ length: o.promptTokens }, () => 3 + Math.floor(rng.next() * (config.vocabSize - 3)));
+  const footprint = decodeFootprint(engine);
+
+  // Warm-up: page in the weights and let V8 tier up the kernels' callers.
+  const warm = model.newSequence(o.promptTokens + o.decodeTokens + 1);
+  await model.forward([{ cache: warm, tokens: prompt.slice(0, Math.min(32, prompt.length)), logits: "last" }]);
+  for (let i = 0; i < 4; i++) await model.forward([{ cache: warm, tokens: [prompt[i]!], logits: "last" }]);
+  warm.free();
+
+  const cache = model.newSequence(o.promptTokens + o.decodeTokens + 1);
+  try {
+    const t0 = performance.now();
+    let [logits] = await model.forward([{ cache, tokens: prompt, logits: "last" }]);
+    const prefillS = (performance.now() - t0) / 1000;
+    const t1 = performance.now();
+    for (let i = 0; i < o.decodeTokens; i++) [logits] = await model.forward([{ cache, tokens: [argmax(logits!)], logits: "last" }]);
+    const decodeS = (performance.now() - t1) / 1000;
+
+    const memory = engine.backend.measureReadBandwidth(o.probeBytes ?? 512 << 20) ;
+    const decodeTps = o.decodeTokens / decodeS;
+    const weightGbps = (footprint.bytes * decodeTps) / 1e9;
+    // prefill runs every expert the tokens pick; over many tokens that is topK of E on average
+    return {
+      prefill_tokens_per_s: o.promptTokens / prefillS,
+      decode_tokens_per_s: decodeTps,
+      decode_weight_gbps: weightGbps,
+      memory_read_gbps: memory,
+      bandwidth_ratio: weightGbps / memory,
+      prefill_gflops: (2 * footprint.macs * o.promptTokens) / prefillS / 1e9,
+      decode_gflops: (2 * footprint.macs * decodeTps) / 1e9,
+      decode_weight_bytes_per_token: footprint.bytes,
+      threads: engine.backend.threads,
+      kernels: engine.backend.name,
+    };
+  } finally {
+    cache.free();
+  }
+}

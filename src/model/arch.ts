@@ -1,0 +1,160 @@
+// Architectures as data, after llama.cpp's llama-arch.cpp: one table entry per Hugging Face
+// architecture naming its tensors and its variant switches. The forward pass (forward.ts) is shared;
+// adding an architecture means adding an entry here and, if it brings a new variant, one switch there.
+
+/** Tensor names; {l} is the layer index, {e} the expert index. */
+export interface TensorNames {
+  embed: string;
+  outputNorm: string;
+  lmHead: string;
+  attnNorm: string;
+  q: string;
+  k: string;
+  v: string;
+  o: string;
+  /** Bias names are the weight names with .bias: q/k/v/o biases are switched per architecture. */
+  qNorm?: string;
+  kNorm?: string;
+  ffnNorm: string;
+  router: string;
+  expertGate: string;
+  expertUp: string;
+  expertDown: string;
+  sharedGate?: string;
+  sharedUp?: string;
+  sharedDown?: string;
+  sharedExpertGate?: string;
+  denseGate?: string;
+  denseUp?: string;
+  denseDown?: string;
+}
+
+export type QKNorm = "none" | "full" | "per-head";
+
+export interface ArchSpec {
+  /** config.json `architectures[0]` */
+  readonly name: string;
+  readonly modelType: string;
+  readonly tensors: TensorNames;
+  /** Where each quantity is in config.json (names differ between families). */
+  readonly keys: { experts: string; expertFfn: string };
+  /** q/k RMSNorm: over the whole projection (OLMoE) or per head (Qwen3-MoE). */
+  readonly qkNorm: QKNorm;
+  /** q, k, v biases: fixed for the architecture, or from config `attention_bias`. */
+  readonly qkvBias: boolean | "attention_bias";
+  readonly oBias: boolean | "attention_bias";
+  /** Renormalise the top-k weights: always (Mixtral) or from config `norm_topk_prob`. */
+  readonly normTopK: boolean | { key: string; default: boolean };
+  /** Shared expert with a sigmoid gate beside the routed ones (Qwen2-MoE). */
+  readonly sharedExpert: boolean;
+  /** Layers may be dense MLPs (mlp_only_layers, decoder_sparse_step). */
+  readonly denseLayers: boolean;
+}
+
+const QWEN_MLP = {
+  router: "model.layers.{l}.mlp.gate.weight",
+  expertGate: "model.layers.{l}.mlp.experts.{e}.gate_proj.weight",
+  expertUp: "model.layers.{l}.mlp.experts.{e}.up_proj.weight",
+  expertDown: "model.layers.{l}.mlp.experts.{e}.down_proj.weight",
+  denseGate: "model.layers.{l}.mlp.gate_proj.weight",
+  denseUp: "model.layers.{l}.mlp.up_proj.weight",
+  denseDown: "model.layers.{l}.mlp.down_proj.weight",
+};
+
+const LLAMA_BODY = {
+  embed: "model.embed_tokens.weight",
+  outputNorm: "model.norm.weight",
+  lmHead: "lm_head.weight",
+  attnNorm: "model.layers.{l}.input_layernorm.weight",
+  q: "model.layers.{l}.self_attn.q_proj.weight",
+  k: "model.layers.{l}.self_attn.k_proj.weight",
+  v: "model.layers.{l}.self_attn.v_proj.weight",
+  o: "model.layers.{l}.self_attn.o_proj.weight",
+  ffnNorm: "model.layers.{l}.post_attention_layernorm.weight",
+};
+
+export const ARCHITECTURES: readonly ArchSpec[] = [
+  {
+    name: "MixtralForCausalLM",
+    modelType: "mixtral",
+    tensors: {
+      ...LLAMA_BODY,
+      router: "model.layers.{l}.block_sparse_moe.gate.weight",
+      expertGate: "model.layers.{l}.block_sparse_moe.experts.{e}.w1.weight",
+      expertUp: "model.layers.{l}.block_sparse_moe.experts.{e}.w3.weight",
+      expertDown: "model.layers.{l}.block_sparse_moe.experts.{e}.w2.weight",
+    },
+    keys: { experts: "num_local_experts", expertFfn: "intermediate_size" },
+    qkNorm: "none",
+    qkvBias: false,
+    oBias: false,
+    normTopK: true,
+    sharedExpert: false,
+    denseLayers: false,
+  },
+  {
+    name: "Qwen2MoeForCausalLM",
+    modelType: "qwen2_moe",
+    tensors: {
+      ...LLAMA_BODY,
+      ...QWEN_MLP,
+      sharedGate: "model.layers.{l}.mlp.shared_expert.gate_proj.weight",
+      sharedUp: "model.layers.{l}.mlp.shared_expert.up_proj.weight",
+      sharedDown: "model.layers.{l}.mlp.shared_expert.down_proj.weight",
+      sharedExpertGate: "model.layers.{l}.mlp.shared_expert_gate.weight",
+    },
+    keys: { experts: "num_experts", expertFfn: "moe_intermediate_size" },
+    qkNorm: "none",
+    qkvBias: true,
+    oBias: false,
+    normTopK: { key: "norm_topk_prob", default: false },
+    sharedExpert: true,
+    denseLayers: true,
+  },
+  {
+    name: "OlmoeForCausalLM",
+    modelType: "olmoe",
+    tensors: {
+      ...LLAMA_BODY,
+      ...QWEN_MLP,
+      qNorm: "model.layers.{l}.self_attn.q_norm.weight",
+      kNorm: "model.layers.{l}.self_attn.k_norm.weight",
+    },
+    keys: { experts: "num_experts", expertFfn: "intermediate_size" },
+    qkNorm: "full",
+    qkvBias: "attention_bias",
+    oBias: "attention_bias",
+    normTopK: { key: "norm_topk_prob", default: false },
+    sharedExpert: false,
+    denseLayers: false,
+  },
+  {
+    name: "Qwen3MoeForCausalLM",
+    modelType: "qwen3_moe",
+    tensors: {
+      ...LLAMA_BODY,
+      ...QWEN_MLP,
+      qNorm: "model.layers.{l}.self_attn.q_norm.weight",
+      kNorm: "model.layers.{l}.self_attn.k_norm.weight",
+    },
+    keys: { experts: "num_experts", expertFfn: "moe_intermediate_size" },
+    qkNorm: "per-head",
+    qkvBias: "attention_bias",
+    oBias: "attention_bias",
+    normTopK: { key: "norm_topk_prob", default: false },
+    sharedExpert: false,
+    denseLayers: true,
+  },
+];
+
+export function supportedArchitectures(): string {
+  return ARCHITECTURES.map((a) => a.name).join(", ");
+}
+
+export function findArchitecture(name: string): ArchSpec | undefined {
+  return ARCHITECTURES.find((a) => a.name === name);
+}
+
+export function tensorName(template: string, layer: number, expert = 0): string {
+  return template.replace("{l}", String(layer)).replace("{e}", String(expert));
+}

@@ -1,0 +1,71 @@
+// A Hugging Face checkpoint directory: config.json plus model.safetensors, or shards listed in
+// model.safetensors.index.json. Tensors are looked up by name across shards.
+import { existsSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { SafetensorsFile, type TensorInfo } from "./safetensors.js";
+
+export class Checkpoint {
+  private readonly files: SafetensorsFile[] = [];
+  private readonly index = new Map<string, TensorInfo>();
+
+  private constructor(readonly dir: string) {}
+
+  static open(dir: string): Checkpoint {
+    const ck = new Checkpoint(dir);
+    try {
+      ck.openFiles();
+    } catch (e) {
+      ck.close();
+      throw e;
+    }
+    return ck;
+  }
+
+  private openFiles(): void {
+    const indexPath = path.join(this.dir, "model.safetensors.index.json");
+    const single = path.join(this.dir, "model.safetensors");
+    if (existsSync(indexPath)) {
+      let weightMap: Record<string, string>;
+      try {
+        const parsed = JSON.parse(readFileSync(indexPath, "utf8")) as { weight_map?: Record<string, string> };
+        if (!parsed.weight_map || typeof parsed.weight_map !== "object") throw new Error("it has no weight_map object");
+        weightMap = parsed.weight_map;
+      } catch (e) {
+        throw new Error(`${indexPath}: ${(e as Error).message}`);
+      }
+      const shards = new Map<string, SafetensorsFile>();
+      for (const [name, shard] of Object.entries(weightMap)) {
+        if (typeof shard !== "string" || shard.includes("/") || shard.includes("\\")) throw new Error(`${indexPath}: tensor ${name} maps to an invalid shard name ${JSON.stringify(shard)}`);
+        let f = shards.get(shard);
+        if (!f) {
+          const p = path.join(this.dir, shard);
+          if (!existsSync(p)) throw new Error(`${indexPath}: shard ${shard} (holding ${name}) does not exist`);
+          f = SafetensorsFile.open(p);
+          shards.set(shard, f);
+          this.files.push(f);
+        }
+        const info = f.tensors.get(name);
+        if (!info) throw new Error(`${indexPath}: tensor ${name} is listed in ${shard} but that file does not hold it`);
+        this.index.set(name, info);
+      }
+    } else if (existsSync(single)) {
+      const f = SafetensorsFile.open(single);
+      this.files.push(f);
+      for (const [name, info] of f.tensors) this.index.set(name, info);
+    } else {
+      throw new Error(`${this.dir}: no model.safetensors or model.safetensors.index.json`);
+    }
+  }
+
+  get(name: string): TensorInfo | undefined {
+    return this.index.get(name);
+  }
+
+  names(): IterableIterator<string> {
+    return this.index.keys();
+  }
+
+  close(): void {
+    for (const f of this.files) f.close();
+  }
+}

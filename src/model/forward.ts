@@ -1,0 +1,174 @@
+// The one forward pass for every architecture in arch.ts, with switches for the variants (q/k/v/o
+// biases, q/k norm over the projection or per head, clip_qkv, shared expert, dense layers).
+// A step takes the new tokens of any number of sequences as one batch of rows: linear layers and the
+// MoE block see all rows at once, attention runs per sequence against its own KV cache.
+import type { Backend, RopeTable, Tensor } from "../kernels/backend.js";
+import { MoeBlock, type MoeDeps } from "../moe/moe-layer.js";
+import type { ModelConfig } from "./config.js";
+import { FfnRunner } from "./ffn.js";
+import { KVCache } from "./kv-cache.js";
+import type { LayerWeights, ModelWeights } from "./weights.js";
+
+export type LogitsWanted = "last" | "all" | "none";
+
+export interface BatchItem {
+  readonly cache: KVCache;
+  readonly tokens: ArrayLike<number>;
+  readonly logits: LogitsWanted;
+}
+
+function sub(t: Tensor, byteOffset: number, bytes: number): Tensor {
+  return { arena: t.arena, ptr: t.ptr + byteOffset, bytes };
+}
+
+export class Transformer {
+  private readonly rope: RopeTable;
+  private readonly moe: MoeBlock;
+  private readonly dense: FfnRunner;
+  private step = 0;
+
+  constructor(
+    readonly backend: Backend,
+    readonly config: ModelConfig,
+    readonly weights: ModelWeights,
+    deps: MoeDeps,
+    /** Longest sequence this model instance will see (sizes the rotary table). */
+    readonly contextLength: number,
+  ) {
+    if (contextLength > config.maxPositions) throw new Error(`context ${contextLength} exceeds the model's ${config.maxPositions} positions`);
+    this.rope = backend.ropeTable(contextLength, config.headDim, config.ropeTheta);
+    this.moe = new MoeBlock(backend, config, deps);
+    this.dense = new FfnRunner(backend);
+  }
+
+  newSequence(capacity = this.contextLength): KVCache {
+    return new KVCache(this.backend, this.config, Math.min(capacity, this.contextLength));
+  }
+
+  /** Runs one step; returns, per item, its logits (rows × vocab: its last row, all rows, or none). */
+  async forward(items: readonly BatchItem[]): Promise<Float32Array[]> {
+    const { backend: be, config: c } = this;
+    const rows = items.reduce((s, it) => s + it.tokens.length, 0);
+    if (rows === 0) return items.map(() => new Float32Array(0));
+    for (const it of items) {
+      if (it.cache.length + it.tokens.length > it.cache.capacity) {
+        throw new Error(`sequence of ${it.cache.length + it.tokens.length} tokens exceeds its context of ${it.cache.capacity}`);
+      }
+    }
+    const H = c.hidden, qDim = c.heads * c.headDim, kvDim = c.kvHeads * c.headDim;
+    const bufs: Tensor[] = [];
+    const alloc = (floats: number) => {
+      const t = be.alloc(floats * 4);
+      bufs.push(t);
+      return t;
+    };
+    const x = alloc(rows * H), h = alloc(rows * H), tmp = alloc(rows * H);
+    const q = alloc(rows * qDim), k = alloc(rows * kvDim), v = alloc(rows * kvDim), att = alloc(rows * qDim);
+    const pos = alloc(rows);
+    const step = this.step++;
+    try {
+      const ids: number[] = [];
+      const positions = be.i32(pos, 0, rows);
+      let r = 0;
+      for (const it of items) {
+        for (let i = 0; i < it.tokens.length; i++, r++) {
+          ids.push(it.tokens[i]!);
+          positions[r] = it.cache.length + i;
+        }
+      }
+      const posList = positions.slice();
+      be.embed(x, this.weights.embed, ids);
+
+      for (let l = 0; l < c.layers; l++) {
+        const w = this.weights.layers[l]!;
+        be.rmsnorm(h, x, w.attnNorm, rows, H, c.rmsEps);
+        this.attention(l, w, items, h, q, k, v, att, pos, rows);
+        be.matmul(tmp, att, w.o, rows);
+        if (w.oBias) be.addBias(tmp, w.oBias, rows);
+        be.add(x, x, tmp, rows * H);
+
+        be.rmsnorm(h, x, w.ffnNorm, rows, H, c.rmsEps);
+        if (w.dense) this.dense.run(w.dense, h, tmp, rows);
+        else await this.moe.forward(l, w, h, tmp, rows, step, posList);
+        be.add(x, x, tmp, rows * H);
+      }
+      for (const it of items) it.cache.length += it.tokens.length;
+      return this.logits(items, x, rows);
+    } finally {
+      for (const t of bufs) be.free(t);
+    }
+  }
+
+  private attention(l: number, w: LayerWeights, items: readonly BatchItem[], h: Tensor, q: Tensor, k: Tensor, v: Tensor, att: Tensor, pos: Tensor, rows: number): void {
+    const { backend: be, config: c } = this;
+    const qDim = c.heads * c.headDim, kvDim = c.kvHeads * c.headDim;
+    be.matmul(q, h, w.q, rows);
+    be.matmul(k, h, w.k, rows);
+    be.matmul(v, h, w.v, rows);
+    if (w.qBias) be.addBias(q, w.qBias, rows);
+    if (w.kBias) be.addBias(k, w.kBias, rows);
+    if (w.vBias) be.addBias(v, w.vBias, rows);
+    if (c.arch.qkNorm === "full") {
+      be.rmsnorm(q, q, w.qNorm!, rows, qDim, c.rmsEps);
+      be.rmsnorm(k, k, w.kNorm!, rows, kvDim, c.rmsEps);
+    } else if (c.arch.qkNorm === "per-head") {
+      be.rmsnorm(q, q, w.qNorm!, rows * c.heads, c.headDim, c.rmsEps);
+      be.rmsnorm(k, k, w.kNorm!, rows * c.kvHeads, c.headDim, c.rmsEps);
+    }
+    if (c.clipQkv !== null) {
+      be.clamp(q, rows * qDim, c.clipQkv);
+      be.clamp(k, rows * kvDim, c.clipQkv);
+      be.clamp(v, rows * kvDim, c.clipQkv);
+    }
+    be.rope(q, rows, c.heads, c.headDim, pos, this.rope);
+    be.rope(k, rows, c.kvHeads, c.headDim, pos, this.rope);
+
+    let r = 0;
+    for (const it of items) {
+      const n = it.tokens.length, start = it.cache.length;
+      be.f32(it.cache.k[l]!, start * kvDim, n * kvDim).set(be.f32(k, r * kvDim, n * kvDim));
+      be.f32(it.cache.v[l]!, start * kvDim, n * kvDim).set(be.f32(v, r * kvDim, n * kvDim));
+      be.attention(sub(att, r * qDim * 4, n * qDim * 4), sub(q, r * qDim * 4, n * qDim * 4), it.cache.k[l]!, it.cache.v[l]!, n, start, c.heads, c.kvHeads, c.headDim);
+      r += n;
+    }
+  }
+
+  private logits(items: readonly BatchItem[], x: Tensor, rows: number): Float32Array[] {
+    const { backend: be, config: c } = this;
+    const H = c.hidden, V = c.vocabSize;
+    // Pick the rows whose logits are wanted, then one final norm and LM-head product over them.
+    const picks: number[] = [];
+    let r = 0;
+    for (const it of items) {
+      const n = it.tokens.length;
+      if (it.logits === "all") for (let i = 0; i < n; i++) picks.push(r + i);
+      else if (it.logits === "last") picks.push(r + n - 1);
+      r += n;
+    }
+    if (picks.length === 0) return items.map(() => new Float32Array(0));
+    const sel = be.alloc(picks.length * H * 4), normed = be.alloc(picks.length * H * 4), out = be.alloc(picks.length * V * 4);
+    try {
+      const xs = be.f32(x, 0, rows * H), ss = be.f32(sel, 0, picks.length * H);
+      picks.forEach((row, i) => ss.set(xs.subarray(row * H, (row + 1) * H), i * H));
+      be.rmsnorm(normed, sel, this.weights.outputNorm, picks.length, H, c.rmsEps);
+      be.matmul(out, normed, this.weights.lmHead, picks.length);
+      const all = be.f32(out, 0, picks.length * V);
+      let p = 0;
+      return items.map((it) => {
+        const n = it.logits === "all" ? it.tokens.length : it.logits === "last" ? 1 : 0;
+        const res = all.slice(p * V, (p + n) * V);
+        p += n;
+        return res;
+      });
+    } finally {
+      be.free(sel);
+      be.free(normed);
+      be.free(out);
+    }
+  }
+
+  close(): void {
+    this.moe.close();
+    this.dense.release();
+  }
+}

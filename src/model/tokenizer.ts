@@ -1,0 +1,92 @@
+// The model's tokenizer (tokenizer.json through @huggingface/tokenizers) and chat template
+// (tokenizer_config.json `chat_template`, rendered with @huggingface/jinja).
+import { existsSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { Tokenizer } from "@huggingface/tokenizers";
+import { Template } from "@huggingface/jinja";
+
+export interface ChatMessage {
+  role: string;
+  content: string;
+}
+
+function readJson(file: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (e) {
+    throw new Error(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  try {
+    const v = JSON.parse(text) as unknown;
+    if (!v || typeof v !== "object" || Array.isArray(v)) throw new Error("not a JSON object");
+    return v as Record<string, unknown>;
+  } catch (e) {
+    throw new Error(`${file}: does not parse (${(e as Error).message})`);
+  }
+}
+
+/** A special token in tokenizer_config.json is a string or an AddedToken-like {content}. */
+function tokenText(v: unknown): string | undefined {
+  if (typeof v === "string") return v;
+  if (v && typeof v === "object" && typeof (v as { content?: unknown }).content === "string") return (v as { content: string }).content;
+  return undefined;
+}
+
+export class TextTokenizer {
+  readonly bosToken?: string;
+  readonly eosToken?: string;
+  readonly chatTemplate?: string;
+
+  private constructor(private readonly tok: Tokenizer, config: Record<string, unknown>, readonly file: string) {
+    this.bosToken = tokenText(config.bos_token);
+    this.eosToken = tokenText(config.eos_token);
+    const tmpl = config.chat_template;
+    if (typeof tmpl === "string") this.chatTemplate = tmpl;
+    else if (Array.isArray(tmpl)) {
+      // a list of named templates: use "default"
+      const d = tmpl.find((t: { name?: string }) => t?.name === "default") as { template?: string } | undefined;
+      if (typeof d?.template === "string") this.chatTemplate = d.template;
+    }
+  }
+
+  static load(dir: string): TextTokenizer {
+    const file = path.join(dir, "tokenizer.json");
+    if (!existsSync(file)) throw new Error(`${dir}: no tokenizer.json`);
+    const json = readJson(file);
+    const cfgFile = path.join(dir, "tokenizer_config.json");
+    const config = existsSync(cfgFile) ? readJson(cfgFile) : {};
+    let tok: Tokenizer;
+    try {
+      tok = new Tokenizer(json, config);
+      tok.encode("probe");
+    } catch (e) {
+      throw new Error(`${file}: not a usable tokenizer (${(e as Error).message})`);
+    }
+    return new TextTokenizer(tok, config, file);
+  }
+
+  /** Token ids as the tokenizer produces them by default (special tokens such as BOS included). */
+  encode(text: string, addSpecialTokens = true): number[] {
+    return this.tok.encode(text, { add_special_tokens: addSpecialTokens }).ids;
+  }
+
+  decode(ids: readonly number[], skipSpecialTokens = true): string {
+    return this.tok.decode(ids as number[], { skip_special_tokens: skipSpecialTokens });
+  }
+
+  tokenId(token: string | undefined): number | undefined {
+    return token === undefined ? undefined : this.tok.token_to_id(token);
+  }
+
+  /** The prompt text for a conversation, by the model's chat template. */
+  applyChatTemplate(messages: ChatMessage[], addGenerationPrompt = true): string {
+    if (!this.chatTemplate) throw new Error(`${this.file.replace(/tokenizer\.json$/, "tokenizer_config.json")}: this model has no chat_template`);
+    return new Template(this.chatTemplate).render({
+      messages,
+      add_generation_prompt: addGenerationPrompt,
+      bos_token: this.bosToken ?? "",
+      eos_token: this.eosToken ?? "",
+    });
+  }
+}

@@ -1,0 +1,172 @@
+// Loads a checkpoint's tensors into backend memory, as the table in arch.ts names them. Every tensor
+// that will be read is checked (present, float dtype, shape the config implies) before any is loaded.
+import type { Backend, SourceDType, WeightDType, WeightTensor } from "../kernels/backend.js";
+import { tensorName, type TensorNames } from "./arch.js";
+import type { Checkpoint } from "./checkpoint.js";
+import type { ModelConfig } from "./config.js";
+
+export interface FfnWeights {
+  gate: WeightTensor;
+  up: WeightTensor;
+  down: WeightTensor;
+}
+
+export interface LayerWeights {
+  attnNorm: WeightTensor;
+  q: WeightTensor;
+  k: WeightTensor;
+  v: WeightTensor;
+  o: WeightTensor;
+  qBias?: WeightTensor;
+  kBias?: WeightTensor;
+  vBias?: WeightTensor;
+  oBias?: WeightTensor;
+  qNorm?: WeightTensor;
+  kNorm?: WeightTensor;
+  ffnNorm: WeightTensor;
+  /** Sparse layers: the gating network and the experts this process holds (null for the others). */
+  router?: WeightTensor;
+  experts: Array<FfnWeights | null>;
+  shared?: FfnWeights;
+  sharedGate?: WeightTensor;
+  /** Dense layers: the MLP. */
+  dense?: FfnWeights;
+}
+
+export interface ModelWeights {
+  embed: WeightTensor;
+  outputNorm: WeightTensor;
+  lmHead: WeightTensor;
+  layers: LayerWeights[];
+}
+
+export interface LoadOptions {
+  /** Storage of the weight matrices; vectors, routers and the shared-expert gate stay f32. */
+  dtype: WeightDType;
+  /** Which experts this process holds; default all. */
+  holdsExpert?: (layer: number, expert: number) => boolean;
+  onProgress?: (doneBytes: number, totalBytes: number) => void;
+}
+
+/** How a tensor is kept: "vector" and "router" are always f32, "matrix" takes the requested dtype. */
+export type TensorRole = "vector" | "router" | "matrix";
+
+export interface TensorSpec {
+  readonly name: string;
+  readonly shape: readonly number[];
+  readonly role: TensorRole;
+  readonly expert: boolean;
+  /** Puts the loaded tensor in its place in the ModelWeights that `planTensors` builds. */
+  readonly assign: (w: WeightTensor) => void;
+}
+
+export interface TensorPlan {
+  readonly specs: TensorSpec[];
+  /** The weights, once every spec has been assigned. */
+  readonly weights: () => ModelWeights;
+}
+
+/**
+ * Every tensor a process needs for `cfg`, named by the architecture table, with the shape the config
+ * implies. `tiedHead`: the LM head is the embedding (no lm_head tensor).
+ */
+export function planTensors(cfg: ModelConfig, tiedHead: boolean, holds: (layer: number, expert: number) => boolean = () => true): TensorPlan {
+  const specs: TensorSpec[] = [];
+  const names: TensorNames = cfg.arch.tensors;
+  const H = cfg.hidden, qDim = cfg.heads * cfg.headDim, kvDim = cfg.kvHeads * cfg.headDim;
+  const top: Partial<ModelWeights> = {};
+  const add = (name: string, shape: number[], role: TensorRole, assign: (w: WeightTensor) => void, expert = false) =>
+    specs.push({ name, shape, role, assign, expert });
+
+  add(names.embed, [cfg.vocabSize, H], "matrix", (w) => (top.embed = w));
+  add(names.outputNorm, [H], "vector", (w) => (top.outputNorm = w));
+  if (!tiedHead) add(names.lmHead, [cfg.vocabSize, H], "matrix", (w) => (top.lmHead = w));
+
+  const layers: LayerWeights[] = [];
+  const ffn = (l: number, gate: string, up: string, down: string, size: number, set: (f: FfnWeights) => void, e = 0, expert = false) => {
+    const f = {} as FfnWeights;
+    add(tensorName(gate, l, e), [size, H], "matrix", (w) => (f.gate = w), expert);
+    add(tensorName(up, l, e), [size, H], "matrix", (w) => (f.up = w), expert);
+    add(tensorName(down, l, e), [H, size], "matrix", (w) => (f.down = w), expert);
+    set(f);
+  };
+  for (let l = 0; l < cfg.layers; l++) {
+    const L = { experts: [] as Array<FfnWeights | null> } as LayerWeights;
+    layers.push(L);
+    const t = (tmpl: string) => tensorName(tmpl, l);
+    const bias = (tmpl: string) => t(tmpl).replace(/weight$/, "bias");
+    add(t(names.attnNorm), [H], "vector", (w) => (L.attnNorm = w));
+    add(t(names.q), [qDim, H], "matrix", (w) => (L.q = w));
+    add(t(names.k), [kvDim, H], "matrix", (w) => (L.k = w));
+    add(t(names.v), [kvDim, H], "matrix", (w) => (L.v = w));
+    add(t(names.o), [H, qDim], "matrix", (w) => (L.o = w));
+    if (cfg.qkvBias) {
+      add(bias(names.q), [qDim], "vector", (w) => (L.qBias = w));
+      add(bias(names.k), [kvDim], "vector", (w) => (L.kBias = w));
+      add(bias(names.v), [kvDim], "vector", (w) => (L.vBias = w));
+    }
+    if (cfg.oBias) add(bias(names.o), [H], "vector", (w) => (L.oBias = w));
+    if (cfg.arch.qkNorm !== "none") {
+      const perHead = cfg.arch.qkNorm === "per-head";
+      add(t(names.qNorm!), [perHead ? cfg.headDim : qDim], "vector", (w) => (L.qNorm = w));
+      add(t(names.kNorm!), [perHead ? cfg.headDim : kvDim], "vector", (w) => (L.kNorm = w));
+    }
+    add(t(names.ffnNorm), [H], "vector", (w) => (L.ffnNorm = w));
+    if (cfg.sparseLayers[l]) {
+      add(t(names.router), [cfg.experts, H], "router", (w) => (L.router = w));
+      for (let e = 0; e < cfg.experts; e++) {
+        L.experts.push(null);
+        if (holds(l, e)) ffn(l, names.expertGate, names.expertUp, names.expertDown, cfg.expertFfn, (f) => (L.experts[e] = f), e, true);
+      }
+      if (cfg.sharedExpertFfn > 0) {
+        ffn(l, names.sharedGate!, names.sharedUp!, names.sharedDown!, cfg.sharedExpertFfn, (f) => (L.shared = f));
+        add(t(names.sharedExpertGate!), [1, H], "router", (w) => (L.sharedGate = w));
+      }
+    } else {
+      ffn(l, names.denseGate!, names.denseUp!, names.denseDown!, cfg.denseFfn, (f) => (L.dense = f));
+    }
+  }
+  return {
+    specs,
+    weights: () => ({ ...(top as Omit<ModelWeights, "layers">), lmHead: tiedHead ? top.embed! : top.lmHead!, layers }),
+  };
+}
+
+export function loadWeights(backend: Backend, ck: Checkpoint, cfg: ModelConfig, opts: LoadOptions): ModelWeights {
+  const tiedHead = cfg.tieEmbeddings && !ck.get(cfg.arch.tensors.lmHead);
+  const plan = planTensors(cfg, tiedHead, opts.holdsExpert);
+
+  // Check everything first: a missing or mis-shaped tensor is reported before any byte is loaded.
+  const sources = plan.specs.map((p) => {
+    const info = ck.get(p.name);
+    if (!info) throw new Error(`${ck.dir}: tensor ${p.name} is missing (required by ${cfg.arch.name})`);
+    if (!["F32", "BF16", "F16"].includes(info.dtype)) throw new Error(`${info.file.path}: tensor ${p.name} has dtype ${info.dtype}; weights must be F32, BF16 or F16`);
+    if (info.shape.length !== p.shape.length || info.shape.some((d, i) => d !== p.shape[i])) {
+      throw new Error(`${info.file.path}: tensor ${p.name} has shape [${info.shape.join(", ")}] but config.json implies [${p.shape.join(", ")}]`);
+    }
+    return info;
+  });
+
+  // Non-expert tensors first, so that they share the first arena with the activations.
+  const order = plan.specs.map((_, i) => i).sort((a, b) => Number(plan.specs[a]!.expert) - Number(plan.specs[b]!.expert));
+  const total = sources.reduce((s, x) => s + x.bytes, 0);
+  let done = 0;
+  for (const i of order) {
+    const p = plan.specs[i]!, src = sources[i]!;
+    const rows = p.shape.length === 1 ? 1 : p.shape[0]!;
+    const cols = p.shape[p.shape.length - 1]!;
+    const dtype = p.role === "matrix" ? storageDType(backend, opts.dtype, cols) : "f32";
+    const w = backend.allocWeight(dtype, rows, cols);
+    backend.loadWeight(w, { fd: src.file.fd, offset: src.offset, dtype: src.dtype as SourceDType, file: src.file.path });
+    p.assign(w);
+    done += src.bytes;
+    opts.onProgress?.(done, total);
+  }
+  return plan.weights();
+}
+
+/** The requested dtype, or the nearest wider one that the kernels can hold for rows of `cols`. */
+function storageDType(backend: Backend, want: WeightDType, cols: number): WeightDType {
+  const chain: WeightDType[] = want === "q8" ? ["q8", "bf16", "f32"] : want === "bf16" ? ["bf16", "f32"] : ["f32"];
+  return chain.find((d) => backend.supportsWeight(d, cols)) ?? "f32";
+}

@@ -1,0 +1,44 @@
+// Routing decision → dispatch plan: for every expert that any row chose, the rows it must process and
+// the weight each result gets when combined.
+import type { RoutingDecision } from "../policies/selection.js";
+
+export interface ExpertBatch {
+  readonly expert: number;
+  /** Row indices within the step, ascending. */
+  readonly rows: Int32Array;
+  readonly weights: Float32Array;
+}
+
+export function planDispatch(decision: RoutingDecision, experts: number): ExpertBatch[] {
+  const counts = new Int32Array(experts);
+  for (let i = 0; i < decision.offsets[decision.rows]!; i++) counts[decision.experts[i]!]!++;
+  const rows = Array.from(counts, (n) => new Int32Array(n));
+  const weights = Array.from(counts, (n) => new Float32Array(n));
+  const fill = new Int32Array(experts);
+  for (let r = 0; r < decision.rows; r++) {
+    for (let i = decision.offsets[r]!; i < decision.offsets[r + 1]!; i++) {
+      const e = decision.experts[i]!;
+      rows[e]![fill[e]!] = r;
+      weights[e]![fill[e]!++] = decision.weights[i]!;
+    }
+  }
+  const plan: ExpertBatch[] = [];
+  for (let e = 0; e < experts; e++) if (counts[e]! > 0) plan.push({ expert: e, rows: rows[e]!, weights: weights[e]! });
+  return plan;
+}
+
+/** The rows of x (rows × width) that a batch needs, packed. */
+export function gatherRows(x: Float32Array, width: number, rows: Int32Array): Float32Array {
+  const out = new Float32Array(rows.length * width);
+  for (let i = 0; i < rows.length; i++) out.set(x.subarray(rows[i]! * width, (rows[i]! + 1) * width), i * width);
+  return out;
+}
+
+/** out[row] += weight · result[i] for every row of a batch. */
+export function combineInto(out: Float32Array, width: number, batch: ExpertBatch, result: Float32Array): void {
+  for (let i = 0; i < batch.rows.length; i++) {
+    const w = batch.weights[i]!;
+    const o = batch.rows[i]! * width, s = i * width;
+    for (let j = 0; j < width; j++) out[o + j]! += w * result[s + j]!;
+  }
+}

@@ -1,0 +1,41 @@
+// The in-process executor: experts whose weights this process holds, computed with the local backend.
+import type { Backend, Tensor } from "../kernels/backend.js";
+import { FfnRunner } from "../model/ffn.js";
+import type { ModelWeights } from "../model/weights.js";
+import type { ExpertCall, ExpertExecutor } from "./executor.js";
+
+export class LocalExpertExecutor implements ExpertExecutor {
+  private readonly ffn: FfnRunner;
+  private io: { x: Tensor; y: Tensor } | null = null;
+
+  constructor(private readonly backend: Backend, private readonly weights: ModelWeights, private readonly hidden: number) {
+    this.ffn = new FfnRunner(backend);
+  }
+
+  holds(layer: number, expert: number): boolean {
+    return !!this.weights.layers[layer]?.experts[expert];
+  }
+
+  async run(call: ExpertCall): Promise<Float32Array> {
+    const w = this.weights.layers[call.layer]?.experts[call.expert];
+    if (!w) throw new Error(`expert ${call.expert} of layer ${call.layer} is not held by this process`);
+    const n = call.rows * this.hidden;
+    if (call.input.length !== n) throw new Error(`expert call: ${call.input.length} values for ${call.rows} rows of ${this.hidden}`);
+    if (!this.io || this.io.x.bytes < n * 4) {
+      this.close();
+      this.io = { x: this.backend.alloc(n * 4), y: this.backend.alloc(n * 4) };
+    }
+    this.backend.f32(this.io.x, 0, n).set(call.input);
+    this.ffn.run(w, this.io.x, this.io.y, call.rows);
+    return this.backend.f32(this.io.y, 0, n).slice();
+  }
+
+  close(): void {
+    if (this.io) {
+      this.backend.free(this.io.x);
+      this.backend.free(this.io.y);
+      this.io = null;
+    }
+    this.ffn.release();
+  }
+}
