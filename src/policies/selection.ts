@@ -43,10 +43,11 @@ export const selectTopK: SelectionPolicy = (router, ctx) => {
   for (let r = 0; r < rows; r++) {
     const p = probs.subarray(r * experts, (r + 1) * experts);
     for (let e = 0; e < experts; e++) order[e] = e;
-    // partial selection sort: k is small; ties keep the lower expert index, like a stable sort
+    // partial selection sort (k is small); on equal probability the lower expert index wins
+    const better = (a: number, b: number) => p[a]! > p[b]! || (p[a] === p[b] && a < b);
     for (let i = 0; i < k; i++) {
       let best = i;
-      for (let j = i + 1; j < experts; j++) if (p[order[j]!]! > p[order[best]!]!) best = j;
+      for (let j = i + 1; j < experts; j++) if (better(order[j]!, order[best]!)) best = j;
       const t = order[i]!;
       order[i] = order[best]!;
       order[best] = t;

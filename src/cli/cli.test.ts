@@ -1,0 +1,78 @@
+// The command line as a user runs it: real processes, stdout/stderr and exit codes.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync, readFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { REPO_ROOT } from "../testing/shared.js";
+
+const BIN = path.join(REPO_ROOT, "bin/distmoe.js");
+
+function distmoe(...args: string[]) {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: "utf8", timeout: 120_000 });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+test("init-model, inspect, generate --json, perplexity --json, bench --json on a generated model", () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-cli-"));
+  try {
+    const model = path.join(dir, "m");
+    let r = distmoe("init-model", "--arch", "Qwen2MoeForCausalLM", "--out", model, "--layers", "2", "--hidden", "64", "--experts", "4");
+    assert.equal(r.code, 0, r.err);
+
+    r = distmoe("inspect", "--model", model, "--json");
+    assert.equal(r.code, 0, r.err);
+    const s = JSON.parse(r.out);
+    assert.equal(s.architecture, "Qwen2MoeForCausalLM");
+    assert.equal(s.experts, 4);
+    assert.ok(s.active_parameters_per_token < s.parameters);
+
+    r = distmoe("generate", "--model", model, "--prompt", "hi there", "--temperature", "0", "--max-tokens", "5", "--json", "--threads", "2");
+    assert.equal(r.code, 0, r.err);
+    const g = JSON.parse(r.out);
+    assert.deepEqual(Object.keys(g).slice(0, 5), ["prompt_tokens", "tokens", "text", "prefill_tokens_per_s", "decode_tokens_per_s"]);
+    assert.equal(g.prompt_tokens[0], 1, "BOS first");
+    assert.equal(g.prompt_tokens.length, 1 + "hi there".length, "one token per byte after BOS");
+    assert.ok(g.tokens.length <= 5);
+    // greedy is deterministic, and the streamed text equals the JSON text
+    const again = distmoe("generate", "--model", model, "--prompt", "hi there", "--temperature", "0", "--max-tokens", "5");
+    assert.equal(again.code, 0, again.err);
+    assert.equal(again.out.replace(/\n$/, ""), g.text);
+
+    r = distmoe("generate", "--model", model, "--prompt", "hello", "--chat", "--temperature", "0", "--max-tokens", "3", "--json", "--trace", path.join(dir, "trace.jsonl"));
+    assert.equal(r.code, 0, r.err);
+    const trace = readFileSync(path.join(dir, "trace.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
+    assert.ok(trace.length >= 2 * 2, "prefill and decode steps for both layers");
+    assert.deepEqual(Object.keys(trace[0]), ["step", "layer", "tokens"]);
+    assert.equal(trace[0].tokens[0].experts.length, 2);
+
+    const text = path.join(dir, "t.txt");
+    writeFileSync(text, "one line of text\nand another line of text\n".repeat(20));
+    r = distmoe("perplexity", "--model", model, "--text", text, "--tokens", "300", "--json");
+    assert.equal(r.code, 0, r.err);
+    const p = JSON.parse(r.out);
+    assert.deepEqual(Object.keys(p), ["perplexity", "tokens", "nll_sum"]);
+    assert.equal(p.tokens, 300);
+    assert.ok(Math.abs(Math.exp(p.nll_sum / p.tokens) - p.perplexity) < 1e-9 * p.perplexity);
+
+    r = distmoe("bench", "--model", model, "--prompt-tokens", "16", "--decode-tokens", "4", "--json", "--dtype", "q8");
+    assert.equal(r.code, 0, r.err);
+    const b = JSON.parse(r.out);
+    for (const k of ["prefill_tokens_per_s", "decode_tokens_per_s", "decode_weight_gbps", "memory_read_gbps", "bandwidth_ratio"]) assert.ok(b[k] > 0, k);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("errors are one clear line and a non-zero exit, not a stack trace", () => {
+  let r = distmoe("generate", "--model", "/nonexistent/model", "--prompt", "x");
+  assert.equal(r.code, 1);
+  assert.match(r.err, /^distmoe: error: \/nonexistent\/model\/config\.json: cannot read \(ENOENT\)\n$/);
+  r = distmoe("generate", "--model", "x", "--prompt", "x", "--dtype", "f64");
+  assert.notEqual(r.code, 0);
+  assert.match(r.err, /Allowed choices are f32, bf16, q8/);
+  r = distmoe("perplexity", "--model", "x", "--text", "y", "--tokens", "-3");
+  assert.notEqual(r.code, 0);
+  assert.match(r.err, /expected a positive integer/);
+});
