@@ -62,7 +62,7 @@ export async function benchEngine(engine: Engine, o: BenchOptions): Promise<Benc
   // Warm-up: page in the weights and let V8 tier up the kernels' callers.
   const warm = model.newSequence(o.promptTokens + o.decodeTokens + 1);
   await model.forward([{ cache: warm, tokens: prompt.slice(0, Math.min(32, prompt.length)), logits: "last" }]);
-  for (let i = 0; i < 4; i++) await model.forward([{ cache: warm, tokens: [prompt[i]!], logits: "last" }]);
+  for (let i = 0; i < 4; i++) await model.forward([{ cache: warm, tokens: [prompt[i % prompt.length]!], logits: "last" }]);
   warm.free();
 
   const cache = model.newSequence(o.promptTokens + o.decodeTokens + 1);

@@ -1,7 +1,12 @@
 // Y[M][N] = X[M][K] · W[N][K]ᵀ for each weight dtype. Threads split N (output features), so each
-// thread streams a disjoint slice of the weight matrix; M = 1 (decode) takes a 4-row GEMV path that is
-// bound by memory bandwidth, M > 1 (prefill, expert batches) a register-blocked path that reuses each
-// loaded weight vector across several activation rows.
+// thread streams a disjoint slice of the weight matrix; M = 1 (decode) takes a GEMV path that is bound
+// by memory bandwidth, M > 1 (prefill, expert batches) a register-blocked path that reuses each loaded
+// weight vector across several activation rows.
+//
+// The GEMV computes 4 rows at once, taken from the 4 quarters of the thread's rows: row i of each
+// quarter. Each of the 4 memory streams then runs through consecutive rows without a break. Adjacent
+// rows (n, n+1, n+2, n+3) would make streams that end every row, which for rows of 1–4 KiB (K = 1024)
+// starves the prefetcher: measured 13 vs 23 GB/s for bf16 3584×1024 on one thread, 21 vs 30 for f32.
 import { shareStart, madd, hsum, dotF32 } from "./common";
 
 // Rows of W kept hot while every activation row passes over them: 16 rows × K floats fits L2 for K ≤ 8192.
@@ -19,27 +24,24 @@ export function matmul_f32(y: usize, x: usize, w: usize, M: i32, N: i32, K: i32,
 function gemvF32(y: usize, x: usize, w: usize, n0: i32, n1: i32, K: i32): void {
   const rs = <usize>K << 2;
   const kb = <usize>(K & ~3) << 2;
-  let n = n0;
-  if ((K & 3) == 0) {
-    for (; n + 4 <= n1; n += 4) {
-      const w0 = w + <usize>n * rs;
-      const w1 = w0 + rs, w2 = w1 + rs, w3 = w2 + rs;
-      let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
-      for (let k: usize = 0; k < kb; k += 16) {
-        const xv = v128.load(x + k);
-        a0 = madd(v128.load(w0 + k), xv, a0);
-        a1 = madd(v128.load(w1 + k), xv, a1);
-        a2 = madd(v128.load(w2 + k), xv, a2);
-        a3 = madd(v128.load(w3 + k), xv, a3);
-      }
-      const o = y + (<usize>n << 2);
-      store<f32>(o, hsum(a0));
-      store<f32>(o + 4, hsum(a1));
-      store<f32>(o + 8, hsum(a2));
-      store<f32>(o + 12, hsum(a3));
+  const q = (K & 3) == 0 ? (n1 - n0) >> 2 : 0;
+  for (let i = 0; i < q; i++) {
+    const r0 = n0 + i, r1 = r0 + q, r2 = r1 + q, r3 = r2 + q;
+    const w0 = w + <usize>r0 * rs, w1 = w + <usize>r1 * rs, w2 = w + <usize>r2 * rs, w3 = w + <usize>r3 * rs;
+    let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+    for (let k: usize = 0; k < kb; k += 16) {
+      const xv = v128.load(x + k);
+      a0 = madd(v128.load(w0 + k), xv, a0);
+      a1 = madd(v128.load(w1 + k), xv, a1);
+      a2 = madd(v128.load(w2 + k), xv, a2);
+      a3 = madd(v128.load(w3 + k), xv, a3);
     }
+    store<f32>(y + (<usize>r0 << 2), hsum(a0));
+    store<f32>(y + (<usize>r1 << 2), hsum(a1));
+    store<f32>(y + (<usize>r2 << 2), hsum(a2));
+    store<f32>(y + (<usize>r3 << 2), hsum(a3));
   }
-  for (; n < n1; n++) store<f32>(y + (<usize>n << 2), dotF32(w + <usize>n * rs, x, K));
+  for (let n = n0 + 4 * q; n < n1; n++) store<f32>(y + (<usize>n << 2), dotF32(w + <usize>n * rs, x, K));
 }
 
 function gemmF32(y: usize, x: usize, w: usize, M: i32, N: i32, K: i32, n0: i32, n1: i32): void {
@@ -117,10 +119,10 @@ export function matmul_bf16(y: usize, xd: usize, w: usize, M: i32, N: i32, K: i3
 
 function gemvBf16(y: usize, xd: usize, w: usize, n0: i32, n1: i32, K: i32): void {
   const rs = <usize>K << 1;
-  let n = n0;
-  for (; n + 4 <= n1; n += 4) {
-    const w0 = w + <usize>n * rs;
-    const w1 = w0 + rs, w2 = w1 + rs, w3 = w2 + rs;
+  const q = (n1 - n0) >> 2;
+  for (let i = 0; i < q; i++) {
+    const r0 = n0 + i, r1 = r0 + q, r2 = r1 + q, r3 = r2 + q;
+    const w0 = w + <usize>r0 * rs, w1 = w + <usize>r1 * rs, w2 = w + <usize>r2 * rs, w3 = w + <usize>r3 * rs;
     let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
     for (let k: usize = 0; k < <usize>K; k += 8) {
       const xe = v128.load(xd + (k << 2));
@@ -135,13 +137,12 @@ function gemvBf16(y: usize, xd: usize, w: usize, n0: i32, n1: i32, K: i32): void
       v = v128.load(w3 + kw);
       a3 = madd(v128.and(v, HI_MASK), xo, madd(i32x4.shl(v, 16), xe, a3));
     }
-    const o = y + (<usize>n << 2);
-    store<f32>(o, hsum(a0));
-    store<f32>(o + 4, hsum(a1));
-    store<f32>(o + 8, hsum(a2));
-    store<f32>(o + 12, hsum(a3));
+    store<f32>(y + (<usize>r0 << 2), hsum(a0));
+    store<f32>(y + (<usize>r1 << 2), hsum(a1));
+    store<f32>(y + (<usize>r2 << 2), hsum(a2));
+    store<f32>(y + (<usize>r3 << 2), hsum(a3));
   }
-  for (; n < n1; n++) store<f32>(y + (<usize>n << 2), dotBf16(w + <usize>n * rs, xd, K));
+  for (let n = n0 + 4 * q; n < n1; n++) store<f32>(y + (<usize>n << 2), dotBf16(w + <usize>n * rs, xd, K));
 }
 
 function gemmBf16(y: usize, xd: usize, w: usize, M: i32, N: i32, K: i32, n0: i32, n1: i32): void {
@@ -250,13 +251,13 @@ export function matmul_q8(y: usize, xq: usize, xs: usize, wq: usize, ws: usize, 
   const xrs = <usize>K * Q8_ACT_BYTES;
   const srs = <usize>nb << 2;
   if (M == 1) {
-    let n = n0;
-    for (; n + 4 <= n1; n += 4) {
-      const q0 = wq + <usize>n * <usize>K, s0 = ws + <usize>n * srs;
-      const q1 = q0 + <usize>K, q2 = q1 + <usize>K, q3 = q2 + <usize>K;
-      const s1 = s0 + srs, s2 = s1 + srs, s3 = s2 + srs;
+    const q = (n1 - n0) >> 2;
+    const xb = <usize>(32 * Q8_ACT_BYTES);
+    for (let i = 0; i < q; i++) {
+      const r0 = n0 + i, r1 = r0 + q, r2 = r1 + q, r3 = r2 + q;
+      const q0 = wq + <usize>r0 * <usize>K, q1 = wq + <usize>r1 * <usize>K, q2 = wq + <usize>r2 * <usize>K, q3 = wq + <usize>r3 * <usize>K;
+      const s0 = ws + <usize>r0 * srs, s1 = ws + <usize>r1 * srs, s2 = ws + <usize>r2 * srs, s3 = ws + <usize>r3 * srs;
       let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
-      const xb = <usize>(32 * Q8_ACT_BYTES);
       for (let b = 0; b < nb; b++) {
         const bo = <usize>b << 5, so = <usize>b << 2;
         const xqb = xq + <usize>b * xb;
@@ -266,13 +267,12 @@ export function matmul_q8(y: usize, xq: usize, xs: usize, wq: usize, ws: usize, 
         a2 = madd(f32x4.convert_i32x4_s(blockDot(q2 + bo, xqb)), f32x4.splat(dx * load<f32>(s2 + so)), a2);
         a3 = madd(f32x4.convert_i32x4_s(blockDot(q3 + bo, xqb)), f32x4.splat(dx * load<f32>(s3 + so)), a3);
       }
-      const o = y + (<usize>n << 2);
-      store<f32>(o, hsum(a0));
-      store<f32>(o + 4, hsum(a1));
-      store<f32>(o + 8, hsum(a2));
-      store<f32>(o + 12, hsum(a3));
+      store<f32>(y + (<usize>r0 << 2), hsum(a0));
+      store<f32>(y + (<usize>r1 << 2), hsum(a1));
+      store<f32>(y + (<usize>r2 << 2), hsum(a2));
+      store<f32>(y + (<usize>r3 << 2), hsum(a3));
     }
-    for (; n < n1; n++) store<f32>(y + (<usize>n << 2), dotQ8(wq + <usize>n * <usize>K, ws + <usize>n * srs, xq, xs, nb));
+    for (let n = n0 + 4 * q; n < n1; n++) store<f32>(y + (<usize>n << 2), dotQ8(wq + <usize>n * <usize>K, ws + <usize>n * srs, xq, xs, nb));
     return;
   }
   for (let nbk = n0; nbk < n1; nbk += NB) {

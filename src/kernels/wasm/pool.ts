@@ -1,6 +1,7 @@
 // The host side of the thread pool. The calling thread is thread 0 and computes its own share while
-// the workers compute theirs, so a job costs one handoff, not two. Workers spin briefly after a job
-// (a spinning worker wakes in ~2.5 µs, a sleeping one in ~70 µs) and then sleep in Atomics.wait.
+// the workers compute theirs, so a job costs one handoff, not two. Workers spin for a while after a job
+// (a spinning worker wakes in ~2.5 µs, a sleeping one in ~70 µs) and then sleep in Atomics.wait. The
+// spin outlasts the JavaScript work between two kernels of a forward pass (routing, copies, sampling).
 import { Worker, MessageChannel, type MessagePort } from "node:worker_threads";
 import { CTRL, OP_ADOPT, ARGS_OFFSET, MAX_ARGS, CTRL_BYTES, KERNELS, instantiate, type KernelFn, type KernelName } from "./abi.js";
 
@@ -8,8 +9,8 @@ const KERNEL_INDEX = new Map<KernelName, number>(KERNELS.map((k, i) => [k, i]));
 
 export interface PoolOptions {
   threads: number;
-  /** Iterations a worker spins on the control block before sleeping. */
-  spin?: number;
+  /** Milliseconds a worker spins on the control block after a job before sleeping (default 0.5). */
+  spinMs?: number;
 }
 
 export class ThreadPool {
@@ -20,18 +21,18 @@ export class ThreadPool {
   private readonly ports: MessagePort[] = [];
   private readonly local: KernelFn[][] = [];
   private readonly call: number[] = [];
-  private readonly spin: number;
+  private readonly spinMs: number;
 
   constructor(private readonly module: WebAssembly.Module, opts: PoolOptions) {
     this.threads = Math.max(1, Math.floor(opts.threads));
-    this.spin = opts.spin ?? 20000;
+    this.spinMs = opts.spinMs ?? 0.5;
     const sab = new SharedArrayBuffer(CTRL_BYTES);
     this.ctrl = new Int32Array(sab, 0, ARGS_OFFSET / 4);
     this.args = new Float64Array(sab, ARGS_OFFSET, MAX_ARGS);
     for (let tid = 1; tid < this.threads; tid++) {
       const { port1, port2 } = new MessageChannel();
       const worker = new Worker(new URL("./worker.js", import.meta.url), {
-        workerData: { module, ctrl: sab, tid, nt: this.threads, port: port2, spin: this.spin },
+        workerData: { module, ctrl: sab, tid, nt: this.threads, port: port2, spinMs: this.spinMs },
         transferList: [port2],
       });
       worker.unref();
@@ -93,9 +94,10 @@ export class ThreadPool {
     }
     const want = this.threads - 1;
     let spins = 0;
+    const deadline = performance.now() + this.spinMs;
     let done: number;
     while ((done = Atomics.load(c, CTRL.DONE)) !== want) {
-      if (++spins > this.spin) Atomics.wait(c, CTRL.DONE, done, 1000);
+      if ((++spins & 255) === 0 && performance.now() > deadline) Atomics.wait(c, CTRL.DONE, done, 1000);
     }
     if (failure) throw failure;
     if (Atomics.exchange(c, CTRL.ERROR, 0)) throw new Error(`kernel ${op === OP_ADOPT ? "setup" : KERNELS[op]} failed in a worker thread`);

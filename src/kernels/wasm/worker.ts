@@ -8,10 +8,10 @@ interface WorkerInit {
   tid: number;
   nt: number;
   port: MessagePort;
-  spin: number;
+  spinMs: number;
 }
 
-const { module, ctrl: sab, tid, nt, port, spin } = workerData as WorkerInit;
+const { module, ctrl: sab, tid, nt, port, spinMs } = workerData as WorkerInit;
 const ctrl = new Int32Array(sab, 0, ARGS_OFFSET / 4);
 const args = new Float64Array(sab, ARGS_OFFSET, MAX_ARGS);
 const arenas: KernelFn[][] = [];
@@ -30,12 +30,13 @@ function adopt(upTo: number): void {
 let seen = 0;
 for (;;) {
   let spins = 0;
+  let deadline = performance.now() + spinMs;
   while (Atomics.load(ctrl, CTRL.GEN) === seen) {
-    if (++spins < spin) continue;
+    if ((++spins & 255) !== 0 || performance.now() < deadline) continue;
     Atomics.add(ctrl, CTRL.SLEEPERS, 1);
     Atomics.wait(ctrl, CTRL.GEN, seen);
     Atomics.sub(ctrl, CTRL.SLEEPERS, 1);
-    spins = 0;
+    deadline = performance.now() + spinMs;
   }
   seen = Atomics.load(ctrl, CTRL.GEN);
   if (Atomics.load(ctrl, CTRL.EXIT)) break;
