@@ -6,6 +6,7 @@ import { addModelOptions, engineOptions, positiveInt, type ModelCliOptions } fro
 interface BenchCliOptions extends ModelCliOptions {
   promptTokens: number;
   decodeTokens: number;
+  repeats: number;
   json?: boolean;
 }
 
@@ -13,18 +14,19 @@ export function benchCommand(): Command {
   return addModelOptions(new Command("bench").description("prefill and decode tokens/s, and decode's effective weight bandwidth against the measured memory read bandwidth"))
     .option("--prompt-tokens <n>", "prefill length", positiveInt, 256)
     .option("--decode-tokens <n>", "decode steps timed", positiveInt, 64)
+    .option("--repeats <n>", "timed repetitions; medians are reported", positiveInt, 3)
     .option("--json", "print the figures as one JSON object")
     .action(async (o: BenchCliOptions) => {
       const engine = Engine.load(o.model, { ...engineOptions(o), contextLength: o.promptTokens + o.decodeTokens + 1 });
       try {
-        const r = await benchEngine(engine, { promptTokens: o.promptTokens, decodeTokens: o.decodeTokens });
+        const r = await benchEngine(engine, { promptTokens: o.promptTokens, decodeTokens: o.decodeTokens, repeats: o.repeats });
         if (o.json) {
           process.stdout.write(JSON.stringify(r) + "\n");
           return;
         }
         process.stdout.write(
           [
-            `kernels          ${r.kernels}, ${r.threads} threads, weights ${o.dtype}`,
+            `kernels          ${r.kernels}, ${r.threads} threads, weights ${o.dtype} (medians of ${o.repeats} runs)`,
             `prefill          ${r.prefill_tokens_per_s.toFixed(1)} tokens/s (${o.promptTokens} tokens; ${r.prefill_gflops.toFixed(1)} GFLOP/s of weight products)`,
             `decode           ${r.decode_tokens_per_s.toFixed(1)} tokens/s (${(r.decode_weight_bytes_per_token / 2 ** 20).toFixed(1)} MiB of weights per token; ${r.decode_gflops.toFixed(1)} GFLOP/s)`,
             `weight bandwidth ${r.decode_weight_gbps.toFixed(1)} GB/s in decode vs ${r.memory_read_gbps.toFixed(1)} GB/s measured read bandwidth: ratio ${r.bandwidth_ratio.toFixed(2)}`,

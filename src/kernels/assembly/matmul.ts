@@ -12,13 +12,30 @@ import { shareStart, madd, hsum, dotF32 } from "./common";
 // Rows of W kept hot while every activation row passes over them: 16 rows × K floats fits L2 for K ≤ 8192.
 const NB: i32 = 16;
 
+// Threads claim chunks of output rows from a counter that the host zeroes before each parallel call
+// (CHUNK_COUNTER in ../wasm/abi.ts; the first page of an arena is reserved), so a thread that starts
+// late or runs slower takes fewer chunks instead of holding the others up. ~8 chunks per thread.
+const CHUNK_COUNTER: usize = 64;
+
+@inline function chunkRows(N: i32, nt: i32): i32 {
+  if (nt == 1) return N;
+  const c = (N + nt * 8 - 1) / (nt * 8);
+  return max(16, (c + 3) & ~3);
+}
+
+@inline function claim(nt: i32, prev: i32): i32 {
+  return nt == 1 ? prev + 1 : atomic.add<i32>(CHUNK_COUNTER, 1);
+}
+
 // ---------------------------------------------------------------- f32
 
 export function matmul_f32(y: usize, x: usize, w: usize, M: i32, N: i32, K: i32, tid: i32, nt: i32): void {
-  const n0 = shareStart(N, tid, nt, 4);
-  const n1 = shareStart(N, tid + 1, nt, 4);
-  if (M == 1) gemvF32(y, x, w, n0, n1, K);
-  else gemmF32(y, x, w, M, N, K, n0, n1);
+  const ch = chunkRows(N, nt);
+  for (let c = claim(nt, -1); c * ch < N; c = claim(nt, c)) {
+    const n0 = c * ch, n1 = min(N, n0 + ch);
+    if (M == 1) gemvF32(y, x, w, n0, n1, K);
+    else gemmF32(y, x, w, M, N, K, n0, n1);
+  }
 }
 
 function gemvF32(y: usize, x: usize, w: usize, n0: i32, n1: i32, K: i32): void {
@@ -101,10 +118,12 @@ function gemmF32(y: usize, x: usize, w: usize, M: i32, N: i32, K: i32, n0: i32, 
 const HI_MASK: v128 = i32x4(0xffff0000, 0xffff0000, 0xffff0000, 0xffff0000);
 
 export function matmul_bf16(y: usize, xd: usize, w: usize, M: i32, N: i32, K: i32, tid: i32, nt: i32): void {
-  const n0 = shareStart(N, tid, nt, 4);
-  const n1 = shareStart(N, tid + 1, nt, 4);
-  if (M == 1) gemvBf16(y, xd, w, n0, n1, K);
-  else gemmBf16(y, xd, w, M, N, K, n0, n1);
+  const ch = chunkRows(N, nt);
+  for (let c = claim(nt, -1); c * ch < N; c = claim(nt, c)) {
+    const n0 = c * ch, n1 = min(N, n0 + ch);
+    if (M == 1) gemvBf16(y, xd, w, n0, n1, K);
+    else gemmBf16(y, xd, w, M, N, K, n0, n1);
+  }
 }
 
 @inline function dotBf16(wr: usize, xd: usize, K: i32): f32 {
@@ -244,8 +263,14 @@ export const Q8_ACT_BYTES: i32 = ASC_FEATURE_RELAXED_SIMD ? 1 : 2;
 }
 
 export function matmul_q8(y: usize, xq: usize, xs: usize, wq: usize, ws: usize, M: i32, N: i32, K: i32, tid: i32, nt: i32): void {
-  const n0 = shareStart(N, tid, nt, 4);
-  const n1 = shareStart(N, tid + 1, nt, 4);
+  const ch = chunkRows(N, nt);
+  for (let c = claim(nt, -1); c * ch < N; c = claim(nt, c)) {
+    const n0 = c * ch;
+    rowsQ8(y, xq, xs, wq, ws, M, N, K, n0, min(N, n0 + ch));
+  }
+}
+
+function rowsQ8(y: usize, xq: usize, xs: usize, wq: usize, ws: usize, M: i32, N: i32, K: i32, n0: i32, n1: i32): void {
   const nb = K >> 5;
   const ys = <usize>N << 2;
   const xrs = <usize>K * Q8_ACT_BYTES;

@@ -20,6 +20,11 @@ export const CTRL = {
   ERROR: 7, // set by a worker whose kernel threw
 } as const;
 export const OP_ADOPT = -1;
+
+/** Address, in every arena, of the row-chunk counter that the matmul kernels' threads claim from. */
+export const CHUNK_COUNTER = 64;
+/** Kernels that claim row chunks: the counter must be zero when one starts. */
+export const CHUNKED: ReadonlySet<string> = new Set(["matmul_f32", "matmul_bf16", "matmul_q8"]);
 export const ARGS_OFFSET = 64;
 export const MAX_ARGS = 16;
 export const CTRL_BYTES = ARGS_OFFSET + 8 * MAX_ARGS;

@@ -4,7 +4,8 @@
 export const PAGE = 65536;
 export const MAX_PAGES = 65536;
 const ALIGN = 64;
-// The first page stays unused: address 0 is never a valid tensor, which catches uninitialised pointers.
+// The first page is never handed out: address 0 is then never a valid tensor, which catches
+// uninitialised pointers, and the kernels keep their chunk counter there (CHUNK_COUNTER in abi.ts).
 const FIRST = PAGE;
 
 export class Arena {

@@ -3,7 +3,7 @@
 // (a spinning worker wakes in ~2.5 µs, a sleeping one in ~70 µs) and then sleep in Atomics.wait. The
 // spin outlasts the JavaScript work between two kernels of a forward pass (routing, copies, sampling).
 import { Worker, MessageChannel, type MessagePort } from "node:worker_threads";
-import { CTRL, OP_ADOPT, ARGS_OFFSET, MAX_ARGS, CTRL_BYTES, KERNELS, instantiate, type KernelFn, type KernelName } from "./abi.js";
+import { CTRL, OP_ADOPT, ARGS_OFFSET, MAX_ARGS, CTRL_BYTES, KERNELS, CHUNK_COUNTER, CHUNKED, instantiate, type KernelFn, type KernelName } from "./abi.js";
 
 const KERNEL_INDEX = new Map<KernelName, number>(KERNELS.map((k, i) => [k, i]));
 
@@ -20,6 +20,7 @@ export class ThreadPool {
   private readonly workers: Worker[] = [];
   private readonly ports: MessagePort[] = [];
   private readonly local: KernelFn[][] = [];
+  private readonly counters: Int32Array[] = [];
   private readonly call: number[] = [];
   private readonly spinMs: number;
 
@@ -45,6 +46,7 @@ export class ThreadPool {
   addArena(memory: WebAssembly.Memory): number {
     const index = this.local.length;
     this.local.push(instantiate(this.module, memory));
+    this.counters.push(new Int32Array(memory.buffer, CHUNK_COUNTER, 1));
     for (const p of this.ports) p.postMessage({ index, memory });
     if (this.workers.length > 0) this.dispatch(OP_ADOPT, index, 0);
     return index;
@@ -62,6 +64,7 @@ export class ThreadPool {
       this.local[arena]![op]!(...args, 0, 1);
       return;
     }
+    if (CHUNKED.has(kernel)) Atomics.store(this.counters[arena]!, 0, 0);
     this.args.set(args);
     this.dispatch(op, arena, args.length);
   }
