@@ -69,7 +69,9 @@ export async function benchEngine(engine: Engine, o: BenchOptions): Promise<Benc
 
   // Each repetition: a prefill from an empty cache, then decodeTokens greedy steps; medians resist
   // the noise of a shared machine better than one run or the best one.
-  const prefillRates: number[] = [], decodeRates: number[] = [];
+  // The read bandwidth is probed just before each decode run: on a shared host it drifts over
+  // seconds, and the ratio must compare figures taken under the same conditions.
+  const prefillRates: number[] = [], decodeRates: number[] = [], readRates: number[] = [], ratios: number[] = [];
   const cache = model.newSequence(o.promptTokens + o.decodeTokens + 1);
   try {
     for (let rep = 0; rep < (o.repeats ?? 3); rep++) {
@@ -77,19 +79,21 @@ export async function benchEngine(engine: Engine, o: BenchOptions): Promise<Benc
       const t0 = performance.now();
       let [logits] = await model.forward([{ cache, tokens: prompt, logits: "last" }]);
       prefillRates.push(o.promptTokens / ((performance.now() - t0) / 1000));
+      const read = engine.backend.measureReadBandwidth(o.probeBytes ?? 512 << 20);
       const t1 = performance.now();
       for (let i = 0; i < o.decodeTokens; i++) [logits] = await model.forward([{ cache, tokens: [argmax(logits!)], logits: "last" }]);
-      decodeRates.push(o.decodeTokens / ((performance.now() - t1) / 1000));
+      const rate = o.decodeTokens / ((performance.now() - t1) / 1000);
+      decodeRates.push(rate);
+      readRates.push(read);
+      ratios.push((footprint.bytes * rate) / 1e9 / read);
     }
-    const memory = engine.backend.measureReadBandwidth(o.probeBytes ?? 512 << 20) ;
     const prefillTps = median(prefillRates), decodeTps = median(decodeRates);
-    const weightGbps = (footprint.bytes * decodeTps) / 1e9;
     return {
       prefill_tokens_per_s: prefillTps,
       decode_tokens_per_s: decodeTps,
-      decode_weight_gbps: weightGbps,
-      memory_read_gbps: memory,
-      bandwidth_ratio: weightGbps / memory,
+      decode_weight_gbps: (footprint.bytes * decodeTps) / 1e9,
+      memory_read_gbps: median(readRates),
+      bandwidth_ratio: median(ratios),
       // prefill runs the experts its tokens pick: topK of E per token, as decode does
       prefill_gflops: (2 * footprint.macs * prefillTps) / 1e9,
       decode_gflops: (2 * footprint.macs * decodeTps) / 1e9,

@@ -59,6 +59,8 @@ export interface Backend {
 
   /** y[rows][w.rows] = x[rows][w.cols] · wᵀ */
   matmul(y: Tensor, x: Tensor, w: WeightTensor, rows: number): void;
+  /** The products of one input with several weights of its width (q/k/v, gate/up), as one job where possible. */
+  matmulMany(x: Tensor, products: ReadonlyArray<readonly [y: Tensor, w: WeightTensor]>, rows: number): void;
   /** out[i] = table[ids[i]] as f32 */
   embed(out: Tensor, table: WeightTensor, ids: ArrayLike<number>): void;
   rmsnorm(y: Tensor, x: Tensor, w: WeightTensor, rows: number, n: number, eps: number): void;

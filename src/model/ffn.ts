@@ -21,8 +21,7 @@ export class FfnRunner {
   run(w: FfnWeights, x: Tensor, out: Tensor, rows: number): void {
     const size = w.gate.rows;
     const { gate, up } = this.ensure(rows * size * 4);
-    this.backend.matmul(gate, x, w.gate, rows);
-    this.backend.matmul(up, x, w.up, rows);
+    this.backend.matmulMany(x, [[gate, w.gate], [up, w.up]], rows);
     this.backend.siluMul(gate, gate, up, rows * size);
     this.backend.matmul(out, gate, w.down, rows);
   }

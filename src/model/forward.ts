@@ -102,9 +102,7 @@ export class Transformer {
   private attention(l: number, w: LayerWeights, items: readonly BatchItem[], h: Tensor, q: Tensor, k: Tensor, v: Tensor, att: Tensor, pos: Tensor, rows: number): void {
     const { backend: be, config: c } = this;
     const qDim = c.heads * c.headDim, kvDim = c.kvHeads * c.headDim;
-    be.matmul(q, h, w.q, rows);
-    be.matmul(k, h, w.k, rows);
-    be.matmul(v, h, w.v, rows);
+    be.matmulMany(h, [[q, w.q], [k, w.k], [v, w.v]], rows);
     if (w.qBias) be.addBias(q, w.qBias, rows);
     if (w.kBias) be.addBias(k, w.kBias, rows);
     if (w.vBias) be.addBias(v, w.vBias, rows);

@@ -19,6 +19,8 @@ export interface EngineOptions {
   dtype?: WeightDType;
   threads?: number;
   simd?: SimdVariant | "auto";
+  /** How long idle compute threads spin before sleeping, in ms (see ThreadPool). */
+  spinMs?: number;
   /** Longest sequence (prompt + generated); default min(model positions, 4096). */
   contextLength?: number;
   policy?: SelectionPolicy;
@@ -57,7 +59,7 @@ export class Engine {
     const config = readModelConfig(dir);
     const tokenizer = TextTokenizer.load(dir);
     const ck = Checkpoint.open(dir);
-    const backend = new WasmBackend({ threads: opts.threads, simd: opts.simd });
+    const backend = new WasmBackend({ threads: opts.threads, simd: opts.simd, spinMs: opts.spinMs });
     try {
       const weights = loadWeights(backend, ck, config, { dtype: opts.dtype ?? "f32", onProgress: opts.onLoadProgress });
       const local = new LocalExpertExecutor(backend, weights, config.hidden);

@@ -12,10 +12,43 @@ import { shareStart, madd, hsum, dotF32 } from "./common";
 // Rows of W kept hot while every activation row passes over them: 16 rows × K floats fits L2 for K ≤ 8192.
 const NB: i32 = 16;
 
-// Threads claim chunks of output rows from a counter that the host zeroes before each parallel call
-// (CHUNK_COUNTER in ../wasm/abi.ts; the first page of an arena is reserved), so a thread that starts
-// late or runs slower takes fewer chunks instead of holding the others up. ~8 chunks per thread.
+// A job multiplies one activation matrix X[M][K] by up to 8 weight matrices that share K (q/k/v, or an
+// expert's gate/up), listed in a table that the host writes at MATMUL_TABLE: per product the output y,
+// the weight w, its q8 scales and its rows N (4 u32). One job instead of one per matrix halves or
+// thirds the handoffs of a decode step and gives the small matrices (k, v) both threads.
+// Threads claim chunks of the products' rows, taken together, from a counter that the host zeroes
+// before each parallel job, so a thread that starts late or runs slower takes fewer chunks instead of
+// holding the others up (~8 chunks per thread). Both live in the arena's reserved first page; their
+// addresses are MATMUL_TABLE and CHUNK_COUNTER in ../wasm/abi.ts.
 const CHUNK_COUNTER: usize = 64;
+const MATMUL_TABLE: usize = 128;
+
+/** X's layout per weight dtype: 0 f32 (x), 1 bf16 (x deinterleaved, see deinterleave8), 2 q8 (quants xa, scales xb). */
+export function matmul(dtype: i32, count: i32, xa: usize, xb: usize, M: i32, K: i32, tid: i32, nt: i32): void {
+  let total = 0;
+  for (let i = 0; i < count; i++) total += load<i32>(MATMUL_TABLE + (<usize>i << 4) + 12);
+  const ch = chunkRows(total, nt);
+  for (let c = claim(nt, -1); c * ch < total; c = claim(nt, c)) {
+    const g1 = min(total, c * ch + ch);
+    // the pieces of chunk [c·ch, g1) in each product whose rows it covers
+    let base = 0;
+    for (let i = 0; i < count; i++) {
+      const e = MATMUL_TABLE + (<usize>i << 4);
+      const y = <usize>load<u32>(e), w = <usize>load<u32>(e + 4), scales = <usize>load<u32>(e + 8), N = load<i32>(e + 12);
+      const n0 = max(c * ch - base, 0), n1 = min(g1 - base, N);
+      if (n0 < n1) {
+        if (dtype == 0) {
+          if (M == 1) gemvF32(y, xa, w, n0, n1, K);
+          else gemmF32(y, xa, w, M, N, K, n0, n1);
+        } else if (dtype == 1) {
+          if (M == 1) gemvBf16(y, xa, w, n0, n1, K);
+          else gemmBf16(y, xa, w, M, N, K, n0, n1);
+        } else rowsQ8(y, xa, xb, w, scales, M, N, K, n0, n1);
+      }
+      base += N;
+    }
+  }
+}
 
 @inline function chunkRows(N: i32, nt: i32): i32 {
   if (nt == 1) return N;
@@ -28,15 +61,6 @@ const CHUNK_COUNTER: usize = 64;
 }
 
 // ---------------------------------------------------------------- f32
-
-export function matmul_f32(y: usize, x: usize, w: usize, M: i32, N: i32, K: i32, tid: i32, nt: i32): void {
-  const ch = chunkRows(N, nt);
-  for (let c = claim(nt, -1); c * ch < N; c = claim(nt, c)) {
-    const n0 = c * ch, n1 = min(N, n0 + ch);
-    if (M == 1) gemvF32(y, x, w, n0, n1, K);
-    else gemmF32(y, x, w, M, N, K, n0, n1);
-  }
-}
 
 function gemvF32(y: usize, x: usize, w: usize, n0: i32, n1: i32, K: i32): void {
   const rs = <usize>K << 2;
@@ -116,15 +140,6 @@ function gemmF32(y: usize, x: usize, w: usize, M: i32, N: i32, K: i32, n0: i32, 
 // pre-arranged to match (see deinterleave8): per group of 8, the 4 even then the 4 odd elements.
 
 const HI_MASK: v128 = i32x4(0xffff0000, 0xffff0000, 0xffff0000, 0xffff0000);
-
-export function matmul_bf16(y: usize, xd: usize, w: usize, M: i32, N: i32, K: i32, tid: i32, nt: i32): void {
-  const ch = chunkRows(N, nt);
-  for (let c = claim(nt, -1); c * ch < N; c = claim(nt, c)) {
-    const n0 = c * ch, n1 = min(N, n0 + ch);
-    if (M == 1) gemvBf16(y, xd, w, n0, n1, K);
-    else gemmBf16(y, xd, w, M, N, K, n0, n1);
-  }
-}
 
 @inline function dotBf16(wr: usize, xd: usize, K: i32): f32 {
   let a = f32x4.splat(0), b = f32x4.splat(0);
@@ -260,14 +275,6 @@ export const Q8_ACT_BYTES: i32 = ASC_FEATURE_RELAXED_SIMD ? 1 : 2;
     acc = madd(f32x4.convert_i32x4_s(blockDot(wq + (<usize>b << 5), xq + <usize>b * xb)), f32x4.splat(d), acc);
   }
   return hsum(acc);
-}
-
-export function matmul_q8(y: usize, xq: usize, xs: usize, wq: usize, ws: usize, M: i32, N: i32, K: i32, tid: i32, nt: i32): void {
-  const ch = chunkRows(N, nt);
-  for (let c = claim(nt, -1); c * ch < N; c = claim(nt, c)) {
-    const n0 = c * ch;
-    rowsQ8(y, xq, xs, wq, ws, M, N, K, n0, min(N, n0 + ch));
-  }
 }
 
 function rowsQ8(y: usize, xq: usize, xs: usize, wq: usize, ws: usize, M: i32, N: i32, K: i32, n0: i32, n1: i32): void {

@@ -1,7 +1,7 @@
 // What the host and the worker threads agree on: the kernel exports by index and the control block.
 
 export const KERNELS = [
-  "matmul_f32", "matmul_bf16", "matmul_q8", "deinterleave8",
+  "matmul", "deinterleave8",
   "bf16_to_f32", "f16_to_f32", "f32_to_bf16", "quantize_q8", "quantize_act_q8", "get_rows",
   "rmsnorm", "rope", "silu_mul", "add", "add_bias", "clamp", "read_probe", "attention",
 ] as const;
@@ -21,10 +21,13 @@ export const CTRL = {
 } as const;
 export const OP_ADOPT = -1;
 
-/** Address, in every arena, of the row-chunk counter that the matmul kernels' threads claim from. */
+/** Address, in every arena, of the row-chunk counter that the matmul kernel's threads claim from. */
 export const CHUNK_COUNTER = 64;
 /** Kernels that claim row chunks: the counter must be zero when one starts. */
-export const CHUNKED: ReadonlySet<string> = new Set(["matmul_f32", "matmul_bf16", "matmul_q8"]);
+export const CHUNKED: ReadonlySet<string> = new Set(["matmul"]);
+/** Address of the matmul kernel's table of products (y, w, scales, rows: 4 u32 each). */
+export const MATMUL_TABLE = 128;
+export const MAX_MATMULS = 8;
 export const ARGS_OFFSET = 64;
 export const MAX_ARGS = 16;
 export const CTRL_BYTES = ARGS_OFFSET + 8 * MAX_ARGS;

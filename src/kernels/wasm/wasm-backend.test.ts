@@ -136,3 +136,39 @@ test("a weight whose shape a dtype cannot hold is refused with the reason", () =
     be.close();
   }
 });
+
+test("matmulMany equals separate products, across chunk boundaries, dtypes and arenas", () => {
+  const rng = new Random(5);
+  for (const threads of [1, 2, 3]) {
+    const be = new WasmBackend({ threads, arenaPages: 32, activationReserve: 1 << 20 });
+    try {
+      const K = 256;
+      // heights that do not divide into chunks evenly; a q8 and an f32 weight force two groups, and the
+      // 600-row weights spill into a second arena
+      const specs: Array<[WeightDType, number]> = [["bf16", 37], ["bf16", 600], ["bf16", 5], ["q8", 64], ["f32", 600], ["f32", 600]];
+      const ws = specs.map(([dtype, N]) => {
+        const v = rng.fillNormal(new Float32Array(N * K), 0.2);
+        const w = be.allocWeight(dtype, N, K);
+        be.setWeight(w, v);
+        return w;
+      });
+      assert.ok(new Set(ws.map((w) => w.arena)).size > 1, "weights in more than one arena");
+      for (const M of [1, 3]) {
+        const x = be.alloc(M * K * 4);
+        be.f32(x).set(rng.fillNormal(new Float32Array(M * K), 1));
+        const together = ws.map((w) => be.alloc(M * w.rows * 4));
+        be.matmulMany(x, ws.map((w, i) => [together[i]!, w] as const), M);
+        ws.forEach((w, i) => {
+          const alone = be.alloc(M * w.rows * 4);
+          be.matmul(alone, x, w, M);
+          // a row may take the 4-row or the single-row path depending on where chunks fall: same sums, other order
+          const t = be.f32(together[i]!), s = be.f32(alone);
+          for (let j = 0; j < t.length; j++) assert.ok(Math.abs(t[j]! - s[j]!) <= 1e-5 * (1 + Math.abs(s[j]!)), `product ${i} (${w.dtype} ${w.rows} rows, M=${M}, ${threads} threads) [${j}]`);
+          be.free(alone);
+        });
+      }
+    } finally {
+      be.close();
+    }
+  }
+});

@@ -6,7 +6,7 @@ import type { Backend, RopeTable, Tensor, WeightDType, WeightSource, WeightTenso
 import { Arena, MAX_PAGES } from "./arena.js";
 import { ThreadPool } from "./pool.js";
 import { loadKernelModule, type SimdVariant } from "./module.js";
-import type { KernelName } from "./abi.js";
+import { MATMUL_TABLE, MAX_MATMULS, type KernelName } from "./abi.js";
 
 export interface WasmBackendOptions {
   /** Threads including the caller; defaults to the cores available. */
@@ -42,6 +42,8 @@ export class WasmBackend implements Backend {
   private weightArena = 0;
   private weightBytes = 0;
   private readonly scratch = new Map<string, Tensor>();
+  /** Per arena: the matmul kernel's table of products (see abi.ts). */
+  private readonly tables: Uint32Array[] = [];
 
   constructor(opts: WasmBackendOptions = {}) {
     const { module, variant } = loadKernelModule(opts.simd ?? "auto");
@@ -60,6 +62,7 @@ export class WasmBackend implements Backend {
     const arena = new Arena(this.arenas.length, this.arenaPages);
     this.arenas.push(arena);
     this.pool.addArena(arena.memory);
+    this.tables.push(new Uint32Array(arena.memory.buffer, MATMUL_TABLE, 4 * MAX_MATMULS));
     return arena;
   }
 
@@ -200,25 +203,51 @@ export class WasmBackend implements Backend {
   }
 
   matmul(y: Tensor, x: Tensor, w: WeightTensor, rows: number): void {
-    const K = w.cols, N = w.rows;
+    this.matmulMany(x, [[y, w]], rows);
+  }
+
+  matmulMany(x: Tensor, products: ReadonlyArray<readonly [Tensor, WeightTensor]>, rows: number): void {
+    // one job per (arena, dtype) group of at most MAX_MATMULS products
+    const groups = new Map<string, Array<readonly [Tensor, WeightTensor]>>();
+    for (const p of products) {
+      const key = `${p[1].arena}:${p[1].dtype}`;
+      const g = groups.get(key) ?? [];
+      if (g.length === MAX_MATMULS) throw new Error(`matmulMany: more than ${MAX_MATMULS} products in one group`);
+      g.push(p);
+      groups.set(key, g);
+    }
+    for (const g of groups.values()) this.matmulGroup(x, g, rows);
+  }
+
+  private matmulGroup(x: Tensor, products: ReadonlyArray<readonly [Tensor, WeightTensor]>, rows: number): void {
+    const w0 = products[0]![1];
+    const K = w0.cols, a = w0.arena;
     checkSize(x, rows * K * 4, "matmul input");
-    checkSize(y, rows * N * 4, "matmul output");
-    const a = w.arena;
     const xa = this.stage(x, rows * K * 4, a, "x");
-    const ya = y.arena === a ? y : this.scratchBuf(a, "y", rows * N * 4);
-    const work = rows * N * K;
-    if (w.dtype === "f32") this.run(a, "matmul_f32", work, ya.ptr, xa.ptr, w.ptr, rows, N, K);
-    else if (w.dtype === "bf16") {
+    let xA = xa.ptr, xB = 0;
+    if (w0.dtype === "bf16") {
       const xd = this.scratchBuf(a, "xd", rows * K * 4);
       this.run(a, "deinterleave8", rows * K, xd.ptr, xa.ptr, rows * K);
-      this.run(a, "matmul_bf16", work, ya.ptr, xd.ptr, w.ptr, rows, N, K);
-    } else {
+      xA = xd.ptr;
+    } else if (w0.dtype === "q8") {
       const xq = this.scratchBuf(a, "xq", rows * K * this.q8ActBytes);
       const xs = this.scratchBuf(a, "xs", (rows * K) / 8);
       this.run(a, "quantize_act_q8", rows * K, xq.ptr, xs.ptr, xa.ptr, rows, K);
-      this.run(a, "matmul_q8", work, ya.ptr, xq.ptr, xs.ptr, w.ptr, w.scales, rows, N, K);
+      [xA, xB] = [xq.ptr, xs.ptr];
     }
-    if (ya !== y) this.f32(y, 0, rows * N).set(this.f32(ya, 0, rows * N));
+    const table = this.tables[a]!;
+    const outs = products.map(([y, w], i) => {
+      if (w.cols !== K) throw new Error(`matmulMany: weights of widths ${K} and ${w.cols} cannot share an input`);
+      checkSize(y, rows * w.rows * 4, "matmul output");
+      const ya = y.arena === a ? y : this.scratchBuf(a, `y${i}`, rows * w.rows * 4);
+      table.set([ya.ptr, w.ptr, w.scales, w.rows], 4 * i);
+      return ya;
+    });
+    const work = rows * K * products.reduce((n, [, w]) => n + w.rows, 0);
+    this.run(a, "matmul", work, DTYPE_CODE[w0.dtype], products.length, xA, xB, rows, K);
+    products.forEach(([y, w], i) => {
+      if (outs[i] !== y) this.f32(y, 0, rows * w.rows).set(this.f32(outs[i]!, 0, rows * w.rows));
+    });
   }
 
   embed(out: Tensor, table: WeightTensor, ids: ArrayLike<number>): void {
@@ -300,7 +329,9 @@ export class WasmBackend implements Backend {
     const buf = this.alloc(bytes);
     const out = this.alloc(16 * this.threads);
     try {
-      this.u8(buf).fill(1);
+      // distinct contents per page: identical pages may be merged by the host (KSM) and then read from cache
+      const words = this.i32(buf);
+      for (let i = 0; i < words.length; i++) words[i] = Math.imul(i, 2654435761);
       let best = Infinity;
       for (let rep = 0; rep < 5; rep++) {
         const t0 = process.hrtime.bigint();
