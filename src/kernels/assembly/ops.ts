@@ -50,10 +50,36 @@ export function rope(x: usize, rows: i32, heads: i32, hd: i32, positions: usize,
   }
 }
 
+/**
+ * e^x for 4 lanes: x = n·ln2 + r with |r| ≤ ln2/2, e^r by Cephes' degree-7 polynomial, 2^n through the
+ * exponent bits. Within 2 ulp of Mathf.exp over [-87, 88]; saturates outside.
+ */
+@inline function expV(x: v128): v128 {
+  x = f32x4.min(f32x4.max(x, f32x4.splat(-87.3)), f32x4.splat(88.3));
+  const n = f32x4.nearest(f32x4.mul(x, f32x4.splat(1.44269504)));
+  let r = f32x4.sub(x, f32x4.mul(n, f32x4.splat(0.693359375)));
+  r = f32x4.sub(r, f32x4.mul(n, f32x4.splat(-2.12194440e-4)));
+  let p = f32x4.splat(1.9875691500e-4);
+  p = madd(p, r, f32x4.splat(1.3981999507e-3));
+  p = madd(p, r, f32x4.splat(8.3334519073e-3));
+  p = madd(p, r, f32x4.splat(4.1665795894e-2));
+  p = madd(p, r, f32x4.splat(1.6666665459e-1));
+  p = madd(p, r, f32x4.splat(5.0000001201e-1));
+  p = f32x4.add(madd(p, f32x4.mul(r, r), r), f32x4.splat(1));
+  return i32x4.add(p, i32x4.shl(i32x4.trunc_sat_f32x4_s(n), 23));
+}
+
 /** h = silu(g) · u, with silu(g) = g / (1 + e^-g). h may alias g. */
 export function silu_mul(h: usize, g: usize, u: usize, n: i32, tid: i32, nt: i32): void {
   const s = shareStart(n, tid, nt, 4), e = shareStart(n, tid + 1, nt, 4);
-  for (let i = s; i < e; i++) {
+  let i = s;
+  for (; i + 4 <= e; i += 4) {
+    const o = <usize>i << 2;
+    const gv = v128.load(g + o);
+    const sig = f32x4.div(gv, f32x4.add(f32x4.splat(1), expV(f32x4.neg(gv))));
+    v128.store(h + o, f32x4.mul(sig, v128.load(u + o)));
+  }
+  for (; i < e; i++) {
     const o = <usize>i << 2;
     const gv = load<f32>(g + o);
     store<f32>(h + o, gv / (1 + Mathf.exp(-gv)) * load<f32>(u + o));
