@@ -25,7 +25,7 @@ const brown = path.resolve(root, "../shared/models/brown-moe");
 if (existsSync(brown)) models.unshift(["brown-moe", brown]);
 
 const threads = a.threads ? ["--threads", a.threads] : [];
-console.log("| model | weights | prefill tok/s (256) | prefill GFLOP/s | decode tok/s | decode GFLOP/s | weight MiB/token | decode GB/s | read GB/s | ratio |");
+console.log("| model | weights | prefill tok/s (256) | prefill GFLOP/s (of peak) | decode tok/s | decode GFLOP/s | weight MiB/token | decode GB/s | read GB/s | ratio |");
 console.log("|---|---|---|---|---|---|---|---|---|---|");
 let kernels = "";
 for (const [label, dir] of models) {
@@ -34,7 +34,7 @@ for (const [label, dir] of models) {
     const r = JSON.parse(out);
     kernels = `${r.kernels}, ${r.threads} threads`;
     console.log(
-      `| ${label} | ${dtype} | ${r.prefill_tokens_per_s.toFixed(0)} | ${r.prefill_gflops.toFixed(1)} | ${r.decode_tokens_per_s.toFixed(1)} | ${r.decode_gflops.toFixed(1)} | ${(r.decode_weight_bytes_per_token / 2 ** 20).toFixed(1)} | ${r.decode_weight_gbps.toFixed(1)} | ${r.memory_read_gbps.toFixed(1)} | ${r.bandwidth_ratio.toFixed(2)} |`,
+      `| ${label} | ${dtype} | ${r.prefill_tokens_per_s.toFixed(0)} | ${r.prefill_gflops.toFixed(1)} (${((100 * r.prefill_gflops) / r.compute_gflops).toFixed(0)}%) | ${r.decode_tokens_per_s.toFixed(1)} | ${r.decode_gflops.toFixed(1)} | ${(r.decode_weight_bytes_per_token / 2 ** 20).toFixed(1)} | ${r.decode_weight_gbps.toFixed(1)} | ${r.memory_read_gbps.toFixed(1)} | ${r.bandwidth_ratio.toFixed(2)} |`,
     );
   }
 }

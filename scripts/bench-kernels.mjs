@@ -6,6 +6,8 @@ import { parseArgs } from "node:util";
 import { WasmBackend } from "../dist/kernels/wasm/wasm-backend.js";
 import { Random } from "../dist/util/random.js";
 
+process.stdout.on("error", (e) => { if (e.code !== "EPIPE") throw e; });
+
 const { values: a } = parseArgs({
   options: { threads: { type: "string" }, simd: { type: "string", default: "auto" }, n: { type: "string", default: "4096" }, k: { type: "string", default: "4096" }, m: { type: "string", default: "256" }, json: { type: "boolean" } },
 });
@@ -26,6 +28,7 @@ function time(fn, reps) {
 
 const out = { kernels: be.name, threads: be.threads, shape: { M, N, K } };
 out.memory_read_gbps = be.measureReadBandwidth(512 << 20);
+out.compute_gflops = be.measureComputeRate();
 const values = rng.fillNormal(new Float32Array(N * K), 0.05);
 for (const dtype of ["f32", "bf16", "q8"]) {
   // enough copies that one pass over them exceeds the last-level cache (32 MiB here)
@@ -42,6 +45,7 @@ for (const dtype of ["f32", "bf16", "q8"]) {
     gemv_gflops: (2 * N * K) / gemv / 1e9,
     gemv_fraction_of_bandwidth: bytesPer / gemv / 1e9 / out.memory_read_gbps,
     gemm_gflops: (2 * M * N * K) / gemm / 1e9,
+    gemm_fraction_of_compute: (2 * M * N * K) / gemm / 1e9 / out.compute_gflops,
   };
   for (const w of ws) be.free(w);
   be.free(x);
@@ -50,9 +54,9 @@ for (const dtype of ["f32", "bf16", "q8"]) {
 be.close();
 if (a.json) console.log(JSON.stringify(out));
 else {
-  console.log(`${out.kernels}, ${out.threads} threads; memory read ${out.memory_read_gbps.toFixed(1)} GB/s; GEMV ${N}×${K}, GEMM ${M}×${N}×${K}`);
+  console.log(`${out.kernels}, ${out.threads} threads; memory read ${out.memory_read_gbps.toFixed(1)} GB/s, compute ${out.compute_gflops.toFixed(1)} GFLOP/s; GEMV ${N}×${K}, GEMM ${M}×${N}×${K}`);
   for (const d of ["f32", "bf16", "q8"]) {
     const r = out[d];
-    console.log(`${d.padEnd(5)} GEMV ${r.gemv_weight_gbps.toFixed(1).padStart(5)} GB/s of weights (${(r.gemv_fraction_of_bandwidth * 100).toFixed(0)}% of read bandwidth), ${r.gemv_gflops.toFixed(1).padStart(5)} GFLOP/s; GEMM ${r.gemm_gflops.toFixed(1).padStart(5)} GFLOP/s`);
+    console.log(`${d.padEnd(5)} GEMV ${r.gemv_weight_gbps.toFixed(1).padStart(5)} GB/s of weights (${(r.gemv_fraction_of_bandwidth * 100).toFixed(0)}% of read bandwidth), ${r.gemv_gflops.toFixed(1).padStart(5)} GFLOP/s; GEMM ${r.gemm_gflops.toFixed(1).padStart(5)} GFLOP/s (${(r.gemm_fraction_of_compute * 100).toFixed(0)}% of compute)`);
   }
 }

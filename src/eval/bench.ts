@@ -22,6 +22,8 @@ export interface BenchResult {
   decode_weight_gbps: number;
   memory_read_gbps: number;
   bandwidth_ratio: number;
+  /** Measured peak multiply-add rate of the kernels' instruction set, every thread. */
+  compute_gflops: number;
   /** Matrix-product FLOPs of the prefill divided by its whole time. */
   prefill_gflops: number;
   /** Weight-product FLOPs per decode token divided by its time. */
@@ -94,6 +96,7 @@ export async function benchEngine(engine: Engine, o: BenchOptions): Promise<Benc
       decode_weight_gbps: (footprint.bytes * decodeTps) / 1e9,
       memory_read_gbps: median(readRates),
       bandwidth_ratio: median(ratios),
+      compute_gflops: engine.backend.measureComputeRate(),
       // prefill runs the experts its tokens pick: topK of E per token, as decode does
       prefill_gflops: (2 * footprint.macs * prefillTps) / 1e9,
       decode_gflops: (2 * footprint.macs * decodeTps) / 1e9,

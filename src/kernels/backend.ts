@@ -76,6 +76,8 @@ export interface Backend {
 
   /** Measured memory read bandwidth in GB/s over a buffer of `bytes`, with every thread. */
   measureReadBandwidth(bytes: number): number;
+  /** Measured peak multiply-add rate in GFLOP/s, with every thread. */
+  measureComputeRate(): number;
   /** Bytes held in backend memory, per weight dtype and for activations. */
   memoryUsage(): { weights: number; activations: number; arenas: number };
   close(): void;

@@ -345,6 +345,22 @@ export class WasmBackend implements Backend {
     }
   }
 
+  measureComputeRate(): number {
+    const out = this.alloc(16 * this.threads);
+    const iters = 1 << 22;
+    try {
+      let best = Infinity;
+      for (let rep = 0; rep < 5; rep++) {
+        const t0 = process.hrtime.bigint();
+        this.pool.parallel(0, "compute_probe", iters, out.ptr);
+        best = Math.min(best, Number(process.hrtime.bigint() - t0));
+      }
+      return (iters * 64 * this.threads) / best;
+    } finally {
+      this.free(out);
+    }
+  }
+
   close(): void {
     this.pool.close();
   }
