@@ -135,17 +135,21 @@ export function add_bias(y: usize, b: usize, rows: i32, n: i32, tid: i32, nt: i3
 }
 
 /**
- * The compute probe: `iters` rounds of 8 independent multiply-add chains on 4 lanes (64 FLOPs a round,
- * fused in the relaxed build, a mul and an add otherwise); writes a checksum at out + 16·tid so the
- * work is not optimised away. Its rate is the ceiling of what the matmul kernels can do.
+ * The compute probe: `iters` rounds of 12 independent multiply-add chains on 4 lanes (96 FLOPs a
+ * round; fused in the relaxed build, a mul then an add otherwise, whose 6-cycle latency needs the 12
+ * chains to fill the pipes); writes a checksum at out + 16·tid so the work is kept. Its rate is the
+ * ceiling of what the matmul kernels can do.
  */
 export function compute_probe(iters: i32, out: usize, tid: i32, nt: i32): void {
   const m = f32x4.splat(0.9999999), c = f32x4.splat(1e-7);
   let a0 = f32x4.splat(<f32>tid), a1 = f32x4.splat(1), a2 = f32x4.splat(2), a3 = f32x4.splat(3);
   let a4 = f32x4.splat(4), a5 = f32x4.splat(5), a6 = f32x4.splat(6), a7 = f32x4.splat(7);
+  let a8 = f32x4.splat(8), a9 = f32x4.splat(9), a10 = f32x4.splat(10), a11 = f32x4.splat(11);
   for (let i = 0; i < iters; i++) {
     a0 = madd(a0, m, c); a1 = madd(a1, m, c); a2 = madd(a2, m, c); a3 = madd(a3, m, c);
     a4 = madd(a4, m, c); a5 = madd(a5, m, c); a6 = madd(a6, m, c); a7 = madd(a7, m, c);
+    a8 = madd(a8, m, c); a9 = madd(a9, m, c); a10 = madd(a10, m, c); a11 = madd(a11, m, c);
   }
-  v128.store(out + (<usize>tid << 4), f32x4.add(f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3)), f32x4.add(f32x4.add(a4, a5), f32x4.add(a6, a7))));
+  const s = f32x4.add(f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3)), f32x4.add(f32x4.add(a4, a5), f32x4.add(a6, a7)));
+  v128.store(out + (<usize>tid << 4), f32x4.add(s, f32x4.add(f32x4.add(a8, a9), f32x4.add(a10, a11))));
 }

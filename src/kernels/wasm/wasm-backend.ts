@@ -355,7 +355,7 @@ export class WasmBackend implements Backend {
         this.pool.parallel(0, "compute_probe", iters, out.ptr);
         best = Math.min(best, Number(process.hrtime.bigint() - t0));
       }
-      return (iters * 64 * this.threads) / best;
+      return (iters * 96 * this.threads) / best;
     } finally {
       this.free(out);
     }
