@@ -24,7 +24,7 @@ export interface BenchResult {
   bandwidth_ratio: number;
   /** Measured peak multiply-add rate of the kernels' instruction set, every thread. */
   compute_gflops: number;
-  /** Matrix-product FLOPs of the prefill divided by its whole time. */
+  /** Weight-product FLOPs of the prefill (the LM head once) divided by its whole time. */
   prefill_gflops: number;
   /** Weight-product FLOPs per decode token divided by its time. */
   decode_gflops: number;
@@ -33,11 +33,15 @@ export interface BenchResult {
   kernels: string;
 }
 
-/** Weight bytes and multiply-adds one decode token touches: all dense weights, the router's top-k experts, one embedding row. */
-export function decodeFootprint(engine: Engine): { bytes: number; macs: number } {
+/**
+ * Weight bytes and multiply-adds one decode token touches: all dense weights, the router's top-k
+ * experts, one embedding row. `headMacs` is the LM head's share, which a prefill pays once, not per token.
+ */
+export function decodeFootprint(engine: Engine): { bytes: number; macs: number; headMacs: number } {
   const { weights: w, config: c } = engine;
   let bytes = w.embed.bytes / w.embed.rows + w.outputNorm.bytes + w.lmHead.bytes;
-  let macs = w.lmHead.rows * w.lmHead.cols;
+  const headMacs = w.lmHead.rows * w.lmHead.cols;
+  let macs = headMacs;
   const mat = (t: WeightTensor | undefined) => {
     if (!t) return;
     bytes += t.bytes;
@@ -54,7 +58,7 @@ export function decodeFootprint(engine: Engine): { bytes: number; macs: number }
       macs += c.topK * (e.gate.rows * e.gate.cols + e.up.rows * e.up.cols + e.down.rows * e.down.cols);
     }
   }
-  return { bytes, macs };
+  return { bytes, macs, headMacs };
 }
 
 export async function benchEngine(engine: Engine, o: BenchOptions): Promise<BenchResult> {
@@ -97,8 +101,8 @@ export async function benchEngine(engine: Engine, o: BenchOptions): Promise<Benc
       memory_read_gbps: median(readRates),
       bandwidth_ratio: median(ratios),
       compute_gflops: engine.backend.measureComputeRate(),
-      // prefill runs the experts its tokens pick: topK of E per token, as decode does
-      prefill_gflops: (2 * footprint.macs * prefillTps) / 1e9,
+      // prefill runs the experts its tokens pick (topK of E per token, as decode does) and the LM head once
+      prefill_gflops: (2 * ((footprint.macs - footprint.headMacs) * o.promptTokens + footprint.headMacs) * (prefillTps / o.promptTokens)) / 1e9,
       decode_gflops: (2 * footprint.macs * decodeTps) / 1e9,
       decode_weight_bytes_per_token: footprint.bytes,
       threads: engine.backend.threads,

@@ -12,10 +12,6 @@ export class LocalExpertExecutor implements ExpertExecutor {
     this.ffn = new FfnRunner(backend);
   }
 
-  holds(layer: number, expert: number): boolean {
-    return !!this.weights.layers[layer]?.experts[expert];
-  }
-
   async run(call: ExpertCall): Promise<Float32Array> {
     const w = this.weights.layers[call.layer]?.experts[call.expert];
     if (!w) throw new Error(`expert ${call.expert} of layer ${call.layer} is not held by this process`);
