@@ -1,8 +1,8 @@
 #!/usr/bin/env node
-// End-to-end engine figures, the ones the README reports: `distmoe bench` for f32, bf16 and q8 weights
+// End-to-end engine figures, the ones the README reports: `distmoe bench` for f32, bf16, q8 and q4 weights
 // on brown-moe (when ../shared is present) and on a generated Mixtral-shaped model large enough that
 // decode is memory bound (~1.7 GB of f32 weights; written once to --cache, default /tmp/distmoe-bench).
-// Usage: node scripts/bench-engine.mjs [--threads N] [--cache DIR] [--dtypes f32,bf16,q8]
+// Usage: node scripts/bench-engine.mjs [--threads N] [--cache DIR] [--dtypes f32,bf16,q8,q4]
 import { parseArgs } from "node:util";
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -12,7 +12,7 @@ import { fileURLToPath } from "node:url";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const bin = path.join(root, "bin/distmoe.js");
 const { values: a } = parseArgs({
-  options: { threads: { type: "string" }, cache: { type: "string", default: "/tmp/distmoe-bench" }, dtypes: { type: "string", default: "f32,bf16,q8" } },
+  options: { threads: { type: "string" }, cache: { type: "string", default: "/tmp/distmoe-bench" }, dtypes: { type: "string", default: "f32,bf16,q8,q4" } },
 });
 const big = path.join(a.cache, "mixtral-h1024-e8-l4");
 const shape = ["--arch", "MixtralForCausalLM", "--layers", "4", "--hidden", "1024", "--heads", "16", "--kv-heads", "4", "--experts", "8", "--top-k", "2", "--ffn", "3584", "--vocab", "32000", "--max-positions", "4096"];

@@ -30,7 +30,7 @@ const out = { kernels: be.name, threads: be.threads, shape: { M, N, K } };
 out.memory_read_gbps = be.measureReadBandwidth(512 << 20);
 out.compute_gflops = be.measureComputeRate();
 const values = rng.fillNormal(new Float32Array(N * K), 0.05);
-for (const dtype of ["f32", "bf16", "q8"]) {
+for (const dtype of ["f32", "bf16", "q8", "q4"]) {
   // enough copies that one pass over them exceeds the last-level cache (32 MiB here)
   const bytesPer = WasmBackend.weightBytes(dtype, N, K);
   const copies = Math.max(2, Math.ceil((256 << 20) / bytesPer));
@@ -55,7 +55,7 @@ be.close();
 if (a.json) console.log(JSON.stringify(out));
 else {
   console.log(`${out.kernels}, ${out.threads} threads; memory read ${out.memory_read_gbps.toFixed(1)} GB/s, compute ${out.compute_gflops.toFixed(1)} GFLOP/s; GEMV ${N}×${K}, GEMM ${M}×${N}×${K}`);
-  for (const d of ["f32", "bf16", "q8"]) {
+  for (const d of ["f32", "bf16", "q8", "q4"]) {
     const r = out[d];
     console.log(`${d.padEnd(5)} GEMV ${r.gemv_weight_gbps.toFixed(1).padStart(5)} GB/s of weights (${(r.gemv_fraction_of_bandwidth * 100).toFixed(0)}% of read bandwidth), ${r.gemv_gflops.toFixed(1).padStart(5)} GFLOP/s; GEMM ${r.gemm_gflops.toFixed(1).padStart(5)} GFLOP/s (${(r.gemm_fraction_of_compute * 100).toFixed(0)}% of compute)`);
   }

@@ -2,8 +2,8 @@
 // (ONNX Runtime, GPU) can be added beside the WebAssembly one without touching src/model.
 
 /** How a weight matrix is held in memory. */
-export type WeightDType = "f32" | "bf16" | "q8";
-export const WEIGHT_DTYPES: readonly WeightDType[] = ["f32", "bf16", "q8"];
+export type WeightDType = "f32" | "bf16" | "q8" | "q4";
+export const WEIGHT_DTYPES: readonly WeightDType[] = ["f32", "bf16", "q8", "q4"];
 
 /** How a tensor is stored in a checkpoint file. */
 export type SourceDType = "F32" | "BF16" | "F16";
@@ -20,7 +20,7 @@ export interface WeightTensor extends Tensor {
   readonly dtype: WeightDType;
   readonly rows: number;
   readonly cols: number;
-  /** q8 only: address of the per-block scales. */
+  /** q8 and q4: address of the per-block scales. */
   readonly scales: number;
 }
 

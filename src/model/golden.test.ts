@@ -58,7 +58,7 @@ test("brown-moe in f32: ids, logits, routing and greedy continuations match the 
   }
 });
 
-for (const [dtype, tolerance] of [["f32", 0.0005], ["q8", 0.01]] as const) {
+for (const [dtype, tolerance] of [["f32", 0.0005], ["q8", 0.01], ["q4", 0.02]] as const) {
   test(`brown-moe perplexity in ${dtype} is within ${tolerance * 100}% of the golden figure`, { skip }, async () => {
     const g = SafetensorsFile.open(golden.path);
     const engine = Engine.load(model.path, { dtype });

@@ -167,6 +167,6 @@ export function loadWeights(backend: Backend, ck: Checkpoint, cfg: ModelConfig, 
 
 /** The requested dtype, or the nearest wider one that the kernels can hold for rows of `cols`. */
 function storageDType(backend: Backend, want: WeightDType, cols: number): WeightDType {
-  const chain: WeightDType[] = want === "q8" ? ["q8", "bf16", "f32"] : want === "bf16" ? ["bf16", "f32"] : ["f32"];
+  const chain: WeightDType[] = want === "f32" ? ["f32"] : want === "bf16" ? ["bf16", "f32"] : [want, "bf16", "f32"];
   return chain.find((d) => backend.supportsWeight(d, cols)) ?? "f32";
 }

@@ -46,6 +46,34 @@ export function quantize_q8(dq: usize, ds: usize, src: usize, rows: i32, K: i32,
   }
 }
 
+/**
+ * Weight rows (f32, K % 32 == 0) → q4 blocks as ggml's quantize_row_q4_0: d = (the value of largest
+ * magnitude) / -8 rounded to f16, q = min(15, trunc(x/d + 8.5)); byte j of a block holds weight j in
+ * its low nibble and weight 16+j in its high nibble. Quants [rows][K/2], scales [rows][K/32].
+ */
+export function quantize_q4(dq: usize, ds: usize, src: usize, rows: i32, K: i32, tid: i32, nt: i32): void {
+  const nb = K >> 5;
+  const total = rows * nb;
+  const s = shareStart(total, tid, nt, 1), e = shareStart(total, tid + 1, nt, 1);
+  for (let b = s; b < e; b++) {
+    const x = src + (<usize>b << 7);
+    let amax: f32 = 0, mx: f32 = 0;
+    for (let j = 0; j < 32; j++) {
+      const v = load<f32>(x + (<usize>j << 2));
+      if (abs(v) > amax) { amax = abs(v); mx = v; }
+    }
+    const d: f32 = mx / -8;
+    const id: f32 = d != 0 ? 1 / d : 0;
+    const q = dq + (<usize>b << 4);
+    for (let j = 0; j < 16; j++) {
+      const lo = min(15, <i32>(load<f32>(x + (<usize>j << 2)) * id + 8.5));
+      const hi = min(15, <i32>(load<f32>(x + (<usize>(j + 16) << 2)) * id + 8.5));
+      store<u8>(q + <usize>j, <u8>(lo | (hi << 4)));
+    }
+    store<f32>(ds + (<usize>b << 2), f16ToF32(f32ToF16(d)));
+  }
+}
+
 /** Activation rows → this build's q8 activation layout (see Q8_ACT_BYTES) and f32 scales. */
 export function quantize_act_q8(dq: usize, ds: usize, src: usize, rows: i32, K: i32, tid: i32, nt: i32): void {
   const nb = K >> 5;
@@ -56,17 +84,25 @@ export function quantize_act_q8(dq: usize, ds: usize, src: usize, rows: i32, K: 
   }
 }
 
-/** Dequantized rows of a table (embedding lookup): dst[i] = table[ids[i]] as f32. dtype 0 f32, 1 bf16, 2 q8. */
+/** Dequantized rows of a table (embedding lookup): dst[i] = table[ids[i]] as f32. dtype 0 f32, 1 bf16, 2 q8, 3 q4. */
 export function get_rows(dst: usize, table: usize, scales: usize, dtype: i32, ids: usize, n: i32, K: i32): void {
   for (let i = 0; i < n; i++) {
     const r = <usize>load<i32>(ids + (<usize>i << 2));
     const out = dst + <usize>i * (<usize>K << 2);
     if (dtype == 0) memory.copy(out, table + r * (<usize>K << 2), <usize>K << 2);
     else if (dtype == 1) bf16_to_f32(out, table + r * (<usize>K << 1), K);
-    else {
+    else if (dtype == 2) {
       const q = table + r * <usize>K;
       const sc = scales + r * (<usize>(K >> 5) << 2);
       for (let k = 0; k < K; k++) store<f32>(out + (<usize>k << 2), <f32>load<i8>(q + <usize>k) * load<f32>(sc + (<usize>(k >> 5) << 2)));
+    } else {
+      const q = table + r * (<usize>K >> 1);
+      const sc = scales + r * (<usize>(K >> 5) << 2);
+      for (let k = 0; k < K; k++) {
+        const byte = <i32>load<u8>(q + (<usize>(k >> 5) << 4) + <usize>(k & 15));
+        const nib = (k & 31) < 16 ? byte & 15 : byte >> 4;
+        store<f32>(out + (<usize>k << 2), <f32>(nib - 8) * load<f32>(sc + (<usize>(k >> 5) << 2)));
+      }
     }
   }
 }

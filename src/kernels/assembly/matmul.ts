@@ -24,8 +24,8 @@ const CHUNK_COUNTER: usize = 64;
 const MATMUL_TABLE: usize = 128;
 
 // Weight dtypes, as the host numbers them. X's layout per dtype: f32 x; bf16 x deinterleaved (see
-// deinterleave8); q8 quants xa and scales xb (see quantize_act_q8).
-const F32 = 0, BF16 = 1, Q8 = 2;
+// deinterleave8); q8 and q4 (the block dtypes) quants xa and scales xb (see quantize_act_q8).
+const F32 = 0, BF16 = 1, Q8 = 2, Q4 = 3;
 
 export function matmul(dtype: i32, count: i32, xa: usize, xb: usize, M: i32, K: i32, tid: i32, nt: i32): void {
   let total = 0;
@@ -44,11 +44,13 @@ export function matmul(dtype: i32, count: i32, xa: usize, xb: usize, M: i32, K: 
       } else if (M == 1) {
         if (dtype == F32) gemvF32(y, xa, xb, w, scales, K, n0, n1);
         else if (dtype == BF16) gemvBf16(y, xa, xb, w, scales, K, n0, n1);
-        else gemvQ8(y, xa, xb, w, scales, K, n0, n1);
+        else if (dtype == Q8) gemvQ8(y, xa, xb, w, scales, K, n0, n1);
+        else gemvQ4(y, xa, xb, w, scales, K, n0, n1);
       } else {
         if (dtype == F32) gemmF32(y, xa, xb, w, scales, M, N, K, n0, n1);
         else if (dtype == BF16) gemmBf16(y, xa, xb, w, scales, M, N, K, n0, n1);
-        else gemmQ8(y, xa, xb, w, scales, M, N, K, n0, n1);
+        else if (dtype == Q8) gemmQ8(y, xa, xb, w, scales, M, N, K, n0, n1);
+        else gemmQ4(y, xa, xb, w, scales, M, N, K, n0, n1);
       }
       base += N;
     }
@@ -75,9 +77,11 @@ export function matmul(dtype: i32, count: i32, xa: usize, xb: usize, M: i32, K: 
 function gemvF32(y: usize, xa: usize, xb: usize, w: usize, sc: usize, K: i32, n0: i32, n1: i32): void { gemv(F32, y, xa, xb, w, sc, K, n0, n1); }
 function gemvBf16(y: usize, xa: usize, xb: usize, w: usize, sc: usize, K: i32, n0: i32, n1: i32): void { gemv(BF16, y, xa, xb, w, sc, K, n0, n1); }
 function gemvQ8(y: usize, xa: usize, xb: usize, w: usize, sc: usize, K: i32, n0: i32, n1: i32): void { gemv(Q8, y, xa, xb, w, sc, K, n0, n1); }
+function gemvQ4(y: usize, xa: usize, xb: usize, w: usize, sc: usize, K: i32, n0: i32, n1: i32): void { gemv(Q4, y, xa, xb, w, sc, K, n0, n1); }
 function gemmF32(y: usize, xa: usize, xb: usize, w: usize, sc: usize, M: i32, N: i32, K: i32, n0: i32, n1: i32): void { gemm(F32, y, xa, xb, w, sc, M, N, K, n0, n1); }
 function gemmBf16(y: usize, xa: usize, xb: usize, w: usize, sc: usize, M: i32, N: i32, K: i32, n0: i32, n1: i32): void { gemm(BF16, y, xa, xb, w, sc, M, N, K, n0, n1); }
 function gemmQ8(y: usize, xa: usize, xb: usize, w: usize, sc: usize, M: i32, N: i32, K: i32, n0: i32, n1: i32): void { gemm(Q8, y, xa, xb, w, sc, M, N, K, n0, n1); }
+function gemmQ4(y: usize, xa: usize, xb: usize, w: usize, sc: usize, M: i32, N: i32, K: i32, n0: i32, n1: i32): void { gemm(Q4, y, xa, xb, w, sc, M, N, K, n0, n1); }
 
 /** Whether the SIMD pieces apply: f32 rows of any length work, through dot's scalar tail only. */
 @inline function vectorRows(dtype: i32, K: i32): bool {
@@ -85,21 +89,26 @@ function gemmQ8(y: usize, xa: usize, xb: usize, w: usize, sc: usize, M: i32, N: 
 }
 
 /**
- * Activation rows per tile: 4 (against 2 weight rows, 8 accumulators), but 1 for q8, whose block dot
- * products leave no registers for 8 accumulators (4 rows measured 44 against 51 GFLOP/s for
- * 256×4096×4096 on 2 threads).
+ * Activation rows per tile: 4 (against 2 weight rows, 8 accumulators), but 1 for the block dtypes,
+ * whose block dot products leave no registers for 8 accumulators (4 rows measured 44 against 51
+ * GFLOP/s for q8 256×4096×4096 on 2 threads).
  */
 @inline function tileRows(dtype: i32): i32 {
-  return dtype == Q8 ? 1 : 4;
+  return dtype >= Q8 ? 1 : 4;
+}
+
+/** Bytes of one 32-weight block's quants: int8 (q8) or nibbles (q4). */
+@inline function blockBytes(dtype: i32): usize {
+  return dtype == Q4 ? 16 : 32;
 }
 
 @inline function weightRowBytes(dtype: i32, K: i32): usize {
-  return dtype == F32 ? <usize>K << 2 : dtype == BF16 ? <usize>K << 1 : <usize>K;
+  return dtype == F32 ? <usize>K << 2 : dtype == BF16 ? <usize>K << 1 : <usize>(K >> 5) * blockBytes(dtype);
 }
 
-/** Bytes between activation rows: f32 (bf16's deinterleaved x too), or q8 quants. */
+/** Bytes between activation rows: f32 (bf16's deinterleaved x too), or q8 quants for the block dtypes. */
 @inline function actRowBytes(dtype: i32, K: i32): usize {
-  return dtype == Q8 ? <usize>K * Q8_ACT_BYTES : <usize>K << 2;
+  return dtype >= Q8 ? <usize>K * Q8_ACT_BYTES : <usize>K << 2;
 }
 
 @inline function gemv(dtype: i32, y: usize, xa: usize, xb: usize, w: usize, sc: usize, K: i32, n0: i32, n1: i32): void {
@@ -135,7 +144,8 @@ function gemmQ8(y: usize, xa: usize, xb: usize, w: usize, sc: usize, M: i32, N: 
   const wr = w + <usize>n * weightRowBytes(dtype, K);
   if (dtype == F32) return dotF32(wr, xa, K);
   if (dtype == BF16) return dotBf16(wr, xa, K);
-  return dotQ8(wr, sc + <usize>n * (<usize>K >> 3), xa, xb, K >> 5);
+  if (dtype == Q8) return dotQ8(wr, sc + <usize>n * (<usize>K >> 3), xa, xb, K >> 5);
+  return dotQ4(wr, sc + <usize>n * (<usize>K >> 3), xa, xb, K >> 5);
 }
 
 @inline function store4(y: usize, r0: i32, r1: i32, r2: i32, r3: i32, a0: v128, a1: v128, a2: v128, a3: v128): void {
@@ -176,13 +186,13 @@ function gemmQ8(y: usize, xa: usize, xb: usize, w: usize, sc: usize, M: i32, N: 
     const s0 = sc + <usize>r0 * srs, s1 = sc + <usize>r1 * srs, s2 = sc + <usize>r2 * srs, s3 = sc + <usize>r3 * srs;
     const xbs = <usize>(32 * Q8_ACT_BYTES), nb = K >> 5;
     for (let b = 0; b < nb; b++) {
-      const bo = <usize>b << 5, so = <usize>b << 2;
+      const bo = <usize>b * blockBytes(dtype), so = <usize>b << 2;
       const xq = xa + <usize>b * xbs;
       const dx = load<f32>(xb + so);
-      a0 = madd(f32x4.convert_i32x4_s(blockDot(w0 + bo, xq)), f32x4.splat(dx * load<f32>(s0 + so)), a0);
-      a1 = madd(f32x4.convert_i32x4_s(blockDot(w1 + bo, xq)), f32x4.splat(dx * load<f32>(s1 + so)), a1);
-      a2 = madd(f32x4.convert_i32x4_s(blockDot(w2 + bo, xq)), f32x4.splat(dx * load<f32>(s2 + so)), a2);
-      a3 = madd(f32x4.convert_i32x4_s(blockDot(w3 + bo, xq)), f32x4.splat(dx * load<f32>(s3 + so)), a3);
+      a0 = madd(f32x4.convert_i32x4_s(weightBlockDot(dtype, w0 + bo, xq)), f32x4.splat(dx * load<f32>(s0 + so)), a0);
+      a1 = madd(f32x4.convert_i32x4_s(weightBlockDot(dtype, w1 + bo, xq)), f32x4.splat(dx * load<f32>(s1 + so)), a1);
+      a2 = madd(f32x4.convert_i32x4_s(weightBlockDot(dtype, w2 + bo, xq)), f32x4.splat(dx * load<f32>(s2 + so)), a2);
+      a3 = madd(f32x4.convert_i32x4_s(weightBlockDot(dtype, w3 + bo, xq)), f32x4.splat(dx * load<f32>(s3 + so)), a3);
     }
   }
   store4(y, r0, r1, r2, r3, a0, a1, a2, a3);
@@ -227,11 +237,11 @@ function gemmQ8(y: usize, xa: usize, xb: usize, w: usize, sc: usize, M: i32, N: 
     const s0 = sc + <usize>n * srs, s1 = s0 + srs;
     const xbs = <usize>(32 * Q8_ACT_BYTES), nb = K >> 5;
     for (let b = 0; b < nb; b++) {
-      const bo = <usize>b << 5, so = <usize>b << 2;
+      const bo = <usize>b * blockBytes(dtype), so = <usize>b << 2;
       const dx = load<f32>(xb + so);
       const xq = xa + <usize>b * xbs;
-      c00 = madd(f32x4.convert_i32x4_s(blockDot(w0 + bo, xq)), f32x4.splat(dx * load<f32>(s0 + so)), c00);
-      c01 = madd(f32x4.convert_i32x4_s(blockDot(w1 + bo, xq)), f32x4.splat(dx * load<f32>(s1 + so)), c01);
+      c00 = madd(f32x4.convert_i32x4_s(weightBlockDot(dtype, w0 + bo, xq)), f32x4.splat(dx * load<f32>(s0 + so)), c00);
+      c01 = madd(f32x4.convert_i32x4_s(weightBlockDot(dtype, w1 + bo, xq)), f32x4.splat(dx * load<f32>(s1 + so)), c01);
     }
     store<f32>(y + (<usize>n << 2), hsum(c00));
     store<f32>(y + (<usize>n << 2) + 4, hsum(c01));
@@ -272,8 +282,8 @@ export function deinterleave8(dst: usize, src: usize, n: i32, tid: i32, nt: i32)
   }
 }
 
-// ---------------------------------------------------------------- q8 (blocks of 32, one f32 scale each)
-// Weights: int8 quants [N][K] and scales [N][K/32]. Activations are quantized per row the same way
+// ---------------------------------------------------------------- q8 and q4 (blocks of 32, one f32 scale each)
+// Weights: int8 quants [N][K] (q4: nibbles [N][K/2], as GGUF's Q4_0 lays a block out) and scales [N][K/32]. Activations are quantized per row the same way
 // (quantize_act_q8); the plain build keeps them sign-extended to int16 so that each block is four
 // i32x4.dot_i16x8_s, the relaxed build keeps int8 and uses i16x8.relaxed_dot_i8x16_i7x16_s (pmaddubsw)
 // on |x| against w carrying x's sign. Not the fused i32x4.relaxed_dot_i8x16_i7x16_add_s: Node 20's V8
@@ -282,8 +292,8 @@ export function deinterleave8(dst: usize, src: usize, n: i32, tid: i32, nt: i32)
 /** Bytes per activation element in this build's q8 activation layout. */
 export const Q8_ACT_BYTES: i32 = ASC_FEATURE_RELAXED_SIMD ? 1 : 2;
 
-@inline function blockDot(wq: usize, xq: usize): v128 {
-  const w0 = v128.load(wq), w1 = v128.load(wq + 16);
+/** Integer dot products of a block's 32 int8 weights (w0: weights 0–15, w1: 16–31) with its activations, in 4 lanes. */
+@inline function blockDotV(w0: v128, w1: v128, xq: usize): v128 {
   if (ASC_FEATURE_RELAXED_SIMD) {
     const x0 = v128.load(xq), x1 = v128.load(xq + 16);
     const s0 = i8x16.shr_s(x0, 7), s1 = i8x16.shr_s(x1, 7);
@@ -298,13 +308,32 @@ export const Q8_ACT_BYTES: i32 = ASC_FEATURE_RELAXED_SIMD ? 1 : 2;
   return i32x4.add(i32x4.add(d0, d1), i32x4.add(d2, d3));
 }
 
-function dotQ8(wq: usize, ws: usize, xq: usize, xs: usize, nb: i32): f32 {
+const LOW_NIBBLES: v128 = i8x16(15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15);
+const EIGHT: v128 = i8x16(8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8);
+
+/** The block dot of a q8 block (32 int8), or of a q4 block (16 bytes: weight j in the low nibble of byte j, weight 16+j in its high nibble, each stored + 8). */
+@inline function weightBlockDot(dtype: i32, wq: usize, xq: usize): v128 {
+  if (dtype == Q4) {
+    const v = v128.load(wq);
+    return blockDotV(i8x16.sub(v128.and(v, LOW_NIBBLES), EIGHT), i8x16.sub(i8x16.shr_u(v, 4), EIGHT), xq);
+  }
+  return blockDotV(v128.load(wq), v128.load(wq + 16), xq);
+}
+
+@inline function dotBlocks(dtype: i32, wq: usize, ws: usize, xq: usize, xs: usize, nb: i32): f32 {
   let acc = f32x4.splat(0);
   const xb = <usize>(32 * Q8_ACT_BYTES);
   for (let b = 0; b < nb; b++) {
     const d = load<f32>(ws + (<usize>b << 2)) * load<f32>(xs + (<usize>b << 2));
-    acc = madd(f32x4.convert_i32x4_s(blockDot(wq + (<usize>b << 5), xq + <usize>b * xb)), f32x4.splat(d), acc);
+    acc = madd(f32x4.convert_i32x4_s(weightBlockDot(dtype, wq + <usize>b * blockBytes(dtype), xq + <usize>b * xb)), f32x4.splat(d), acc);
   }
   return hsum(acc);
 }
 
+function dotQ8(wq: usize, ws: usize, xq: usize, xs: usize, nb: i32): f32 {
+  return dotBlocks(Q8, wq, ws, xq, xs, nb);
+}
+
+function dotQ4(wq: usize, ws: usize, xq: usize, xs: usize, nb: i32): f32 {
+  return dotBlocks(Q4, wq, ws, xq, xs, nb);
+}

@@ -2,7 +2,7 @@
 
 export const KERNELS = [
   "matmul", "deinterleave8",
-  "bf16_to_f32", "f16_to_f32", "f32_to_bf16", "quantize_q8", "quantize_act_q8", "get_rows",
+  "bf16_to_f32", "f16_to_f32", "f32_to_bf16", "quantize_q8", "quantize_q4", "quantize_act_q8", "get_rows",
   "rmsnorm", "rope", "silu_mul", "add", "add_bias", "clamp", "read_probe", "compute_probe", "attention",
 ] as const;
 export type KernelName = (typeof KERNELS)[number];

@@ -21,11 +21,23 @@ function storedWeights(w: Float32Array, rows: number, cols: number, dtype: Weigh
     }
   } else {
     for (let b = 0; b < (rows * cols) / 32; b++) {
-      const [q, d] = quantizeBlock(w.subarray(b * 32, b * 32 + 32));
+      const [q, d] = (dtype === "q8" ? quantizeBlock : quantizeBlockQ4)(w.subarray(b * 32, b * 32 + 32));
       for (let j = 0; j < 32; j++) out[b * 32 + j] = q[j]! * d;
     }
   }
   return out;
+}
+
+/** ggml's quantize_row_q4_0 for one block, as signed values q − 8 and the f16-rounded scale. */
+function quantizeBlockQ4(x: Float32Array): [Int32Array, number] {
+  let amax = 0, max = 0;
+  for (const v of x) if (Math.abs(v) > amax) [amax, max] = [Math.abs(v), v];
+  const d = Math.fround(max / -8);
+  const id = d ? Math.fround(1 / d) : 0;
+  const q = new Int32Array(32);
+  for (let j = 0; j < 32; j++) q[j] = Math.min(15, Math.trunc(Math.fround(Math.fround(x[j]! * id) + 8.5))) - 8;
+  const sign = d < 0 ? -1 : 1;
+  return [q, sign * roundToF16(Math.abs(d))];
 }
 
 /** ggml's quantize_row_q8_0 for one block: q from the f32 scale, the stored scale rounded to f16. */
@@ -73,7 +85,7 @@ for (const simd of variants) {
       const be = new WasmBackend({ threads, simd });
       const rng = new Random(7);
       try {
-        for (const dtype of ["f32", "bf16", "q8"] as const) {
+        for (const dtype of ["f32", "bf16", "q8", "q4"] as const) {
           for (const [M, N, K] of [[1, 37, 64], [1, 256, 512], [5, 19, 96], [13, 64, 256], [4, 8, 32]] as const) {
             const wv = rng.fillNormal(new Float32Array(N * K), 0.5);
             const xv = rng.fillNormal(new Float32Array(M * K), 1);
@@ -82,7 +94,7 @@ for (const simd of variants) {
             const x = be.alloc(M * K * 4), y = be.alloc(M * N * 4);
             be.f32(x).set(xv);
             be.matmul(y, x, w, M);
-            const want = reference(xv, storedWeights(wv, N, K, dtype), M, N, K, dtype === "q8");
+            const want = reference(xv, storedWeights(wv, N, K, dtype), M, N, K, dtype === "q8" || dtype === "q4");
             const got = be.f32(y);
             for (let i = 0; i < M * N; i++) {
               const tol = 1e-4 * Math.sqrt(K) * 2 + 1e-5 * Math.abs(want[i]!);
@@ -131,6 +143,7 @@ test("a weight whose shape a dtype cannot hold is refused with the reason", () =
   const be = new WasmBackend({ threads: 1 });
   try {
     assert.throws(() => be.allocWeight("q8", 4, 40), /multiple of 32/);
+    assert.throws(() => be.allocWeight("q4", 4, 48), /multiple of 32/);
     assert.throws(() => be.allocWeight("bf16", 4, 12), /multiple of 8/);
   } finally {
     be.close();
@@ -145,7 +158,7 @@ test("matmulMany equals separate products, across chunk boundaries, dtypes and a
       const K = 256;
       // heights that do not divide into chunks evenly; a q8 and an f32 weight force two groups, and the
       // 600-row weights spill into a second arena
-      const specs: Array<[WeightDType, number]> = [["bf16", 37], ["bf16", 600], ["bf16", 5], ["q8", 64], ["f32", 600], ["f32", 600]];
+      const specs: Array<[WeightDType, number]> = [["bf16", 37], ["bf16", 600], ["bf16", 5], ["q8", 64], ["q4", 40], ["f32", 600], ["f32", 600]];
       const ws = specs.map(([dtype, N]) => {
         const v = rng.fillNormal(new Float32Array(N * K), 0.2);
         const w = be.allocWeight(dtype, N, K);

@@ -28,7 +28,13 @@ const PARALLEL_MIN_WORK = 1 << 20;
 // Conversions of weights go through a staging buffer of this many bytes (f32).
 const STAGING_BYTES = 16 << 20;
 
-const DTYPE_CODE: Record<WeightDType, number> = { f32: 0, bf16: 1, q8: 2 };
+const DTYPE_CODE: Record<WeightDType, number> = { f32: 0, bf16: 1, q8: 2, q4: 3 };
+const BLOCK_DTYPES: ReadonlySet<WeightDType> = new Set(["q8", "q4"]);
+
+/** Bytes of a block dtype's quants for `n` weights (the f32 scales follow, 64-byte aligned). */
+function quantBytes(dtype: WeightDType, n: number): number {
+  return dtype === "q4" ? n / 2 : n;
+}
 
 export class WasmBackend implements Backend {
   readonly name: string;
@@ -109,7 +115,7 @@ export class WasmBackend implements Backend {
   static weightBytes(dtype: WeightDType, rows: number, cols: number): number | null {
     if (dtype === "f32") return rows * cols * 4;
     if (dtype === "bf16") return cols % 8 === 0 ? rows * cols * 2 : null;
-    return cols % 32 === 0 ? align64(rows * cols) + (rows * cols) / 8 : null;
+    return cols % 32 === 0 ? align64(quantBytes(dtype, rows * cols)) + (rows * cols) / 8 : null;
   }
 
   supportsWeight(dtype: WeightDType, cols: number): boolean {
@@ -118,7 +124,7 @@ export class WasmBackend implements Backend {
 
   allocWeight(dtype: WeightDType, rows: number, cols: number): WeightTensor {
     const bytes = WasmBackend.weightBytes(dtype, rows, cols);
-    if (bytes === null) throw new Error(`a ${rows}×${cols} weight cannot be held as ${dtype}: its rows must be a multiple of ${dtype === "q8" ? 32 : 8}`);
+    if (bytes === null) throw new Error(`a ${rows}×${cols} weight cannot be held as ${dtype}: its rows must be a multiple of ${BLOCK_DTYPES.has(dtype) ? 32 : 8}`);
     let arenaIndex = 0;
     if (rows > 1) {
       const fits = (i: number) => this.arenas[i]!.available - (i === 0 ? this.reserve : 0) >= bytes;
@@ -131,7 +137,7 @@ export class WasmBackend implements Backend {
     }
     const t = this.allocIn(arenaIndex, bytes);
     this.weightBytes += bytes;
-    const scales = dtype === "q8" ? t.ptr + align64(rows * cols) : 0;
+    const scales = BLOCK_DTYPES.has(dtype) ? t.ptr + align64(quantBytes(dtype, rows * cols)) : 0;
     return { ...t, dtype, rows, cols, scales };
   }
 
@@ -177,7 +183,10 @@ export class WasmBackend implements Backend {
       const count = rows * w.cols;
       if (w.dtype === "f32") this.f32(w, r0 * w.cols, count).set(this.f32(staging, 0, count));
       else if (w.dtype === "bf16") this.pool.direct(w.arena, "f32_to_bf16", w.ptr + r0 * w.cols * 2, staging.ptr, count);
-      else this.run(w.arena, "quantize_q8", count, w.ptr + r0 * w.cols, w.scales + (r0 * w.cols) / 8, staging.ptr, rows, w.cols);
+      else {
+        const kernel = w.dtype === "q8" ? "quantize_q8" : "quantize_q4";
+        this.run(w.arena, kernel, count, w.ptr + quantBytes(w.dtype, r0 * w.cols), w.scales + (r0 * w.cols) / 8, staging.ptr, rows, w.cols);
+      }
     }
   }
 
@@ -229,7 +238,7 @@ export class WasmBackend implements Backend {
       const xd = this.scratchBuf(a, "xd", rows * K * 4);
       this.run(a, "deinterleave8", rows * K, xd.ptr, xa.ptr, rows * K);
       xA = xd.ptr;
-    } else if (w0.dtype === "q8") {
+    } else if (BLOCK_DTYPES.has(w0.dtype)) {
       const xq = this.scratchBuf(a, "xq", rows * K * this.q8ActBytes);
       const xs = this.scratchBuf(a, "xs", (rows * K) / 8);
       this.run(a, "quantize_act_q8", rows * K, xq.ptr, xs.ptr, xa.ptr, rows, K);
