@@ -21,9 +21,9 @@ export interface WasmBackendOptions {
 }
 
 // Below this many multiply-adds (~4 MiB of f32 weights, ~150 µs on one thread) a kernel runs on the
-// calling thread. A handoff costs more than it saves there: on this 2-vCPU machine a spinning worker
-// still starts a job ~15 µs late on average (preempted by V8's own threads), measured in decode of
-// brown-moe, whose 0.5 MiB expert matrices ran faster single-threaded.
+// calling thread. A handoff costs more than it saves there: in decode of brown-moe on this 2-vCPU VM a
+// spinning worker started its share of a job 14 µs late on average, longer than its half of a 0.5 MiB
+// expert matrix takes.
 const PARALLEL_MIN_WORK = 1 << 20;
 // Conversions of weights go through a staging buffer of this many bytes (f32).
 const STAGING_BYTES = 16 << 20;
