@@ -5,6 +5,7 @@ import { perplexityCommand } from "./commands/perplexity.js";
 import { benchCommand } from "./commands/bench.js";
 import { inspectCommand } from "./commands/inspect.js";
 import { initModelCommand } from "./commands/init-model.js";
+import { deviceCommand } from "./commands/device.js";
 
 const program = new Command("distmoe")
   .description("Mixture-of-Experts inference spread over devices and memory tiers")
@@ -13,7 +14,8 @@ const program = new Command("distmoe")
   .addCommand(perplexityCommand())
   .addCommand(benchCommand())
   .addCommand(inspectCommand())
-  .addCommand(initModelCommand());
+  .addCommand(initModelCommand())
+  .addCommand(deviceCommand());
 
 try {
   await program.parseAsync(process.argv);

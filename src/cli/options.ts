@@ -1,7 +1,9 @@
 // Option parsers and the options every model command shares.
 import { InvalidArgumentError, Option, type Command } from "commander";
 import { WEIGHT_DTYPES, type WeightDType } from "../kernels/backend.js";
-import type { EngineOptions } from "../runtime/engine.js";
+import { Engine, type EngineOptions } from "../runtime/engine.js";
+import { startLocalCluster } from "../runtime/local-cluster.js";
+import { WIRE_DTYPES, type WireDType } from "../protocol/activations.js";
 import { ProgressBar } from "./progress.js";
 
 export function positiveInt(v: string): number {
@@ -34,6 +36,8 @@ export interface ModelCliOptions {
   threads?: number;
   simd: "auto" | "simd" | "relaxed";
   ctx?: number;
+  localDevices?: number;
+  wireDtype: WireDType;
 }
 
 /** --model, --dtype, --threads, --simd, --ctx */
@@ -43,7 +47,32 @@ export function addModelOptions(cmd: Command): Command {
     .addOption(new Option("--dtype <dtype>", "weights in memory").choices(WEIGHT_DTYPES as string[]).default("f32"))
     .option("-t, --threads <n>", "compute threads (default: the cores available)", positiveInt)
     .addOption(new Option("--simd <variant>", "kernel build: relaxed SIMD where supported, or plain SIMD128").choices(["auto", "simd", "relaxed"]).default("auto"))
-    .option("--ctx <n>", "context length (prompt + generated tokens)", positiveInt);
+    .option("--ctx <n>", "context length (prompt + generated tokens)", positiveInt)
+    .option("--local-devices <n>", "run the experts on N device processes on this machine (over loopback sockets)", positiveInt)
+    .addOption(new Option("--wire-dtype <dtype>", "activations sent to devices").choices(WIRE_DTYPES as string[]).default("f32"));
+}
+
+/** The engine the options ask for: in-process, or with its experts on a local cluster. */
+export async function openEngine(o: ModelCliOptions, extra: Partial<EngineOptions> = {}): Promise<{ engine: Engine; close: () => Promise<void> }> {
+  const opts = { ...engineOptions(o), ...extra };
+  if (!o.localDevices) {
+    const engine = Engine.load(o.model, opts);
+    return { engine, close: async () => engine.close() };
+  }
+  const cluster = await startLocalCluster({ model: o.model, devices: o.localDevices, weightDType: o.dtype, wireDType: o.wireDtype });
+  try {
+    const engine = Engine.load(o.model, { ...opts, executor: cluster.hub.executor });
+    return {
+      engine,
+      close: async () => {
+        engine.close();
+        await cluster.close();
+      },
+    };
+  } catch (e) {
+    await cluster.close();
+    throw e;
+  }
 }
 
 export function engineOptions(o: ModelCliOptions): EngineOptions {

@@ -135,9 +135,22 @@ export function planTensors(cfg: ModelConfig, tiedHead: boolean, holds: (layer: 
 export function loadWeights(backend: Backend, ck: Checkpoint, cfg: ModelConfig, opts: LoadOptions): ModelWeights {
   const tiedHead = cfg.tieEmbeddings && !ck.get(cfg.arch.tensors.lmHead);
   const plan = planTensors(cfg, tiedHead, opts.holdsExpert);
+  loadSpecs(backend, ck, cfg, plan.specs, opts);
+  return plan.weights();
+}
 
+/** Per layer, the experts this process holds (null for the others): what a device loads, and nothing else. */
+export type ExpertTable = ReadonlyArray<ReadonlyArray<FfnWeights | null>>;
+
+export function loadExperts(backend: Backend, ck: Checkpoint, cfg: ModelConfig, opts: LoadOptions): ExpertTable {
+  const plan = planTensors(cfg, true, opts.holdsExpert);
+  loadSpecs(backend, ck, cfg, plan.specs.filter((s) => s.expert), opts);
+  return plan.weights().layers.map((l) => l.experts);
+}
+
+function loadSpecs(backend: Backend, ck: Checkpoint, cfg: ModelConfig, specs: readonly TensorSpec[], opts: LoadOptions): void {
   // Check everything first: a missing or mis-shaped tensor is reported before any byte is loaded.
-  const sources = plan.specs.map((p) => {
+  const sources = specs.map((p) => {
     const info = ck.get(p.name);
     if (!info) throw new Error(`${ck.dir}: tensor ${p.name} is missing (required by ${cfg.arch.name})`);
     if (!["F32", "BF16", "F16"].includes(info.dtype)) throw new Error(`${info.file.path}: tensor ${p.name} has dtype ${info.dtype}; weights must be F32, BF16 or F16`);
@@ -148,11 +161,11 @@ export function loadWeights(backend: Backend, ck: Checkpoint, cfg: ModelConfig, 
   });
 
   // Non-expert tensors first, so that they share the first arena with the activations.
-  const order = plan.specs.map((_, i) => i).sort((a, b) => Number(plan.specs[a]!.expert) - Number(plan.specs[b]!.expert));
+  const order = specs.map((_, i) => i).sort((a, b) => Number(specs[a]!.expert) - Number(specs[b]!.expert));
   const total = sources.reduce((s, x) => s + x.bytes, 0);
   let done = 0;
   for (const i of order) {
-    const p = plan.specs[i]!, src = sources[i]!;
+    const p = specs[i]!, src = sources[i]!;
     const rows = p.shape.length === 1 ? 1 : p.shape[0]!;
     const cols = p.shape[p.shape.length - 1]!;
     const dtype = p.role === "matrix" ? storageDType(backend, opts.dtype, cols) : "f32";
@@ -162,7 +175,6 @@ export function loadWeights(backend: Backend, ck: Checkpoint, cfg: ModelConfig, 
     done += src.bytes;
     opts.onProgress?.(done, total);
   }
-  return plan.weights();
 }
 
 /** The requested dtype, or the nearest wider one that the kernels can hold for rows of `cols`. */

@@ -1,19 +1,19 @@
 // The in-process executor: experts whose weights this process holds, computed with the local backend.
 import type { Backend, Tensor } from "../kernels/backend.js";
 import { FfnRunner } from "../model/ffn.js";
-import type { ModelWeights } from "../model/weights.js";
+import type { ExpertTable } from "../model/weights.js";
 import type { ExpertCall, ExpertExecutor } from "./executor.js";
 
 export class LocalExpertExecutor implements ExpertExecutor {
   private readonly ffn: FfnRunner;
   private io: { x: Tensor; y: Tensor } | null = null;
 
-  constructor(private readonly backend: Backend, private readonly weights: ModelWeights, private readonly hidden: number) {
+  constructor(private readonly backend: Backend, private readonly experts: ExpertTable, private readonly hidden: number) {
     this.ffn = new FfnRunner(backend);
   }
 
   async run(call: ExpertCall): Promise<Float32Array> {
-    const w = this.weights.layers[call.layer]?.experts[call.expert];
+    const w = this.experts[call.layer]?.[call.expert];
     if (!w) throw new Error(`expert ${call.expert} of layer ${call.layer} is not held by this process`);
     const n = call.rows * this.hidden;
     if (call.input.length !== n) throw new Error(`expert call: ${call.input.length} values for ${call.rows} rows of ${this.hidden}`);

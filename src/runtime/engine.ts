@@ -61,8 +61,10 @@ export class Engine {
     const ck = Checkpoint.open(dir);
     const backend = new WasmBackend({ threads: opts.threads, simd: opts.simd, spinMs: opts.spinMs });
     try {
-      const weights = loadWeights(backend, ck, config, { dtype: opts.dtype ?? "f32", onProgress: opts.onLoadProgress });
-      const local = new LocalExpertExecutor(backend, weights, config.hidden);
+      // with another executor (remote devices), this process holds no experts
+      const holdsExpert = opts.executor ? () => false : undefined;
+      const weights = loadWeights(backend, ck, config, { dtype: opts.dtype ?? "f32", holdsExpert, onProgress: opts.onLoadProgress });
+      const local = new LocalExpertExecutor(backend, weights.layers.map((l) => l.experts), config.hidden);
       const ctx = opts.contextLength ?? Math.min(config.maxPositions, 4096);
       const model = new Transformer(backend, config, weights, { policy: opts.policy ?? selectTopK, executor: opts.executor ?? local, trace: opts.trace }, ctx);
       return new Engine(config, tokenizer, backend, weights, model, local);

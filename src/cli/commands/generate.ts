@@ -1,7 +1,6 @@
 import { Command, Option } from "commander";
-import { Engine } from "../../runtime/engine.js";
 import { RoutingTraceFile } from "../../moe/trace.js";
-import { addModelOptions, engineOptions, nonNegativeInt, nonNegativeNumber, positiveInt, unitInterval, type ModelCliOptions } from "../options.js";
+import { addModelOptions, nonNegativeInt, nonNegativeNumber, openEngine, positiveInt, unitInterval, type ModelCliOptions } from "../options.js";
 
 interface GenerateCliOptions extends ModelCliOptions {
   prompt: string;
@@ -28,7 +27,7 @@ export function generateCommand(): Command {
     .addOption(new Option("--trace <file>", "write every layer's routing (experts and weights per token) as JSON Lines"))
     .action(async (o: GenerateCliOptions) => {
       const trace = o.trace ? new RoutingTraceFile(o.trace) : undefined;
-      const engine = Engine.load(o.model, { ...engineOptions(o), trace });
+      const { engine, close } = await openEngine(o, { trace });
       try {
         const tk = engine.tokenizer;
         const prompt = o.chat ? tk.encode(tk.applyChatTemplate([{ role: "user", content: o.prompt }]), false) : tk.encode(o.prompt);
@@ -54,7 +53,7 @@ export function generateCommand(): Command {
           );
         }
       } finally {
-        engine.close();
+        await close();
         trace?.close();
       }
     });

@@ -1,9 +1,8 @@
 import { readFileSync } from "node:fs";
 import { Command } from "commander";
-import { Engine } from "../../runtime/engine.js";
 import { perplexity, protocolTokens } from "../../eval/perplexity.js";
 import { ProgressBar } from "../progress.js";
-import { addModelOptions, engineOptions, positiveInt, type ModelCliOptions } from "../options.js";
+import { addModelOptions, openEngine, positiveInt, type ModelCliOptions } from "../options.js";
 
 interface PerplexityCliOptions extends ModelCliOptions {
   text: string;
@@ -27,7 +26,7 @@ export function perplexityCommand(): Command {
       } catch (e) {
         throw new Error(`${o.text}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
       }
-      const engine = Engine.load(o.model, engineOptions(o));
+      const { engine, close } = await openEngine(o);
       try {
         const tokens = protocolTokens(engine.tokenizer, text, o.tokens + 1);
         const bar = new ProgressBar("evaluating");
@@ -40,7 +39,7 @@ export function perplexityCommand(): Command {
           process.stderr.write(`[${(r.tokens / seconds).toFixed(0)} tokens/s]\n`);
         }
       } finally {
-        engine.close();
+        await close();
       }
     });
 }

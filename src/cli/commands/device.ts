@@ -1,0 +1,14 @@
+import { Command } from "commander";
+import os from "node:os";
+import { runDevice } from "../../runtime/device.js";
+import { nonNegativeNumber, positiveInt } from "../options.js";
+
+export function deviceCommand(): Command {
+  return new Command("device")
+    .description("run an expert device: connect to a base station, load the experts it assigns, serve expert calls")
+    .requiredOption("--bs <url>", "the base station, e.g. ws://127.0.0.1:8080")
+    .option("--name <name>", "this device's name", os.hostname())
+    .option("-t, --threads <n>", "compute threads (default: the cores available)", positiveInt)
+    .option("--spin-ms <ms>", "how long idle compute threads spin before sleeping", nonNegativeNumber)
+    .action((o: { bs: string; name: string; threads?: number; spinMs?: number }) => runDevice({ bs: o.bs, name: o.name, threads: o.threads, spinMs: o.spinMs }));
+}

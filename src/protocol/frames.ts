@@ -1,0 +1,124 @@
+// The device protocol's frames. Every WebSocket binary message is one frame:
+//   magic "DM" (2 bytes) · protocol version (u8) · type (u8) · header length (u32 LE) · JSON header · payload
+// The header names what the payload holds; decodeFrame checks every field and every size against the
+// limits below before anything uses it, and throws ProtocolError (with the reason) otherwise.
+import { WIRE_DTYPES, wireBytes, type WireDType } from "./activations.js";
+
+export const PROTOCOL_VERSION = 1;
+const MAGIC0 = 0x44, MAGIC1 = 0x4d; // "DM"
+const PREFIX = 8;
+
+export const LIMITS = {
+  frameBytes: 256 << 20,
+  headerBytes: 64 << 10,
+  rows: 1 << 16,
+  hidden: 1 << 16,
+} as const;
+
+export class ProtocolError extends Error {}
+
+/** What a device can do, measured by itself. */
+export interface Capabilities {
+  memoryBytes: number;
+  gflops: number;
+  readGbps: number;
+  weightDTypes: string[];
+  wireDTypes: WireDType[];
+}
+
+export type Message =
+  | { type: "hello"; name: string; capabilities: Capabilities }
+  | { type: "assign"; model: string; weightDType: string; wireDType: WireDType; experts: Array<[layer: number, expert: number]> }
+  | { type: "ready"; experts: Array<[layer: number, expert: number]> }
+  | { type: "call"; id: number; layer: number; expert: number; rows: number; hidden: number; dtype: WireDType; payload: Uint8Array }
+  | { type: "result"; id: number; rows: number; hidden: number; dtype: WireDType; payload: Uint8Array }
+  | { type: "error"; id?: number; message: string }
+  | { type: "leave"; reason: string };
+
+const TYPES = ["hello", "assign", "ready", "call", "result", "error", "leave"] as const;
+type MessageType = (typeof TYPES)[number];
+
+export function encodeFrame(m: Message): Uint8Array {
+  const { type, ...rest } = m;
+  const payload = "payload" in m ? m.payload : new Uint8Array(0);
+  if ("payload" in rest) delete (rest as { payload?: unknown }).payload;
+  const header = new TextEncoder().encode(JSON.stringify(rest));
+  const out = new Uint8Array(PREFIX + header.length + payload.length);
+  out[0] = MAGIC0;
+  out[1] = MAGIC1;
+  out[2] = PROTOCOL_VERSION;
+  out[3] = TYPES.indexOf(type);
+  new DataView(out.buffer).setUint32(4, header.length, true);
+  out.set(header, PREFIX);
+  out.set(payload, PREFIX + header.length);
+  return out;
+}
+
+function fail(msg: string): never {
+  throw new ProtocolError(msg);
+}
+
+const isInt = (v: unknown, min: number, max: number): v is number => Number.isSafeInteger(v) && (v as number) >= min && (v as number) <= max;
+const isStr = (v: unknown, max = 4096): v is string => typeof v === "string" && v.length <= max;
+const isPairs = (v: unknown): v is Array<[number, number]> =>
+  Array.isArray(v) && v.length <= 1 << 16 && v.every((p) => Array.isArray(p) && p.length === 2 && isInt(p[0], 0, 1 << 16) && isInt(p[1], 0, 1 << 16));
+const isWire = (v: unknown): v is WireDType => WIRE_DTYPES.includes(v as WireDType);
+
+export function decodeFrame(data: Uint8Array): Message {
+  if (data.length > LIMITS.frameBytes) fail(`frame of ${data.length} bytes exceeds the limit of ${LIMITS.frameBytes}`);
+  if (data.length < PREFIX || data[0] !== MAGIC0 || data[1] !== MAGIC1) fail("not a distmoe frame (bad magic)");
+  if (data[2] !== PROTOCOL_VERSION) fail(`protocol version ${data[2]} is not supported (this side speaks ${PROTOCOL_VERSION})`);
+  const type: MessageType | undefined = TYPES[data[3]!];
+  if (!type) fail(`unknown message type ${data[3]}`);
+  const headerLen = new DataView(data.buffer, data.byteOffset, data.byteLength).getUint32(4, true);
+  if (headerLen > LIMITS.headerBytes || PREFIX + headerLen > data.length) fail(`header length ${headerLen} does not fit the frame`);
+  let h: Record<string, unknown>;
+  try {
+    h = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(data.subarray(PREFIX, PREFIX + headerLen)));
+  } catch (e) {
+    fail(`${type} header is not valid JSON (${(e as Error).message})`);
+  }
+  if (!h || typeof h !== "object" || Array.isArray(h)) fail(`${type} header is not an object`);
+  const payload = data.subarray(PREFIX + headerLen);
+  const noPayload = () => payload.length === 0 || fail(`${type} carries no payload, got ${payload.length} bytes`);
+  const activations = () => {
+    if (!isInt(h.rows, 1, LIMITS.rows)) fail(`${type}: rows must be an integer in 1..${LIMITS.rows}`);
+    if (!isInt(h.hidden, 1, LIMITS.hidden)) fail(`${type}: hidden must be an integer in 1..${LIMITS.hidden}`);
+    if (!isWire(h.dtype)) fail(`${type}: dtype must be one of ${WIRE_DTYPES.join(", ")}`);
+    const want = (h.rows as number) * (h.hidden as number) * wireBytes(h.dtype as WireDType);
+    if (payload.length !== want) fail(`${type}: ${h.rows}×${h.hidden} ${h.dtype} needs ${want} payload bytes, got ${payload.length}`);
+  };
+  switch (type) {
+    case "hello": {
+      noPayload();
+      const c = h.capabilities as Record<string, unknown> | undefined;
+      if (!isStr(h.name, 256) || !c || typeof c !== "object") fail("hello needs a name and capabilities");
+      if (![c.memoryBytes, c.gflops, c.readGbps].every((v) => typeof v === "number" && Number.isFinite(v) && v >= 0)) fail("hello: capabilities need memoryBytes, gflops, readGbps ≥ 0");
+      if (!Array.isArray(c.weightDTypes) || !Array.isArray(c.wireDTypes) || !c.wireDTypes.every(isWire)) fail("hello: capabilities need weightDTypes and wireDTypes");
+      return { type, name: h.name as string, capabilities: c as unknown as Capabilities };
+    }
+    case "assign":
+      noPayload();
+      if (!isStr(h.model) || !isStr(h.weightDType, 16) || !isWire(h.wireDType) || !isPairs(h.experts)) fail("assign needs model, weightDType, wireDType and experts [[layer, expert], …]");
+      return { type, model: h.model as string, weightDType: h.weightDType as string, wireDType: h.wireDType as WireDType, experts: h.experts as Array<[number, number]> };
+    case "ready":
+      noPayload();
+      if (!isPairs(h.experts)) fail("ready needs experts [[layer, expert], …]");
+      return { type, experts: h.experts as Array<[number, number]> };
+    case "call":
+      if (!isInt(h.id, 0, Number.MAX_SAFE_INTEGER) || !isInt(h.layer, 0, 1 << 16) || !isInt(h.expert, 0, 1 << 16)) fail("call needs integer id, layer and expert");
+      activations();
+      return { type, id: h.id as number, layer: h.layer as number, expert: h.expert as number, rows: h.rows as number, hidden: h.hidden as number, dtype: h.dtype as WireDType, payload };
+    case "result":
+      if (!isInt(h.id, 0, Number.MAX_SAFE_INTEGER)) fail("result needs an integer id");
+      activations();
+      return { type, id: h.id as number, rows: h.rows as number, hidden: h.hidden as number, dtype: h.dtype as WireDType, payload };
+    case "error":
+      noPayload();
+      if (!isStr(h.message) || (h.id !== undefined && !isInt(h.id, 0, Number.MAX_SAFE_INTEGER))) fail("error needs a message (and an integer id, if any)");
+      return { type, id: h.id as number | undefined, message: h.message as string };
+    case "leave":
+      noPayload();
+      return { type, reason: isStr(h.reason) ? (h.reason as string) : "" };
+  }
+}

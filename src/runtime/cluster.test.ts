@@ -1,0 +1,104 @@
+// The distributed runtime with real processes: a base-station hub and device processes on loopback.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import WebSocket from "ws";
+import { Engine } from "./engine.js";
+import { startLocalCluster } from "./local-cluster.js";
+import { initModel } from "../model/init-model.js";
+import { perplexity, protocolTokens } from "../eval/perplexity.js";
+import { sharedPath } from "../testing/shared.js";
+import { decodeFrame, encodeFrame, PROTOCOL_VERSION } from "../protocol/frames.js";
+import type { WireDType } from "../protocol/activations.js";
+
+const quiet = () => undefined;
+
+async function withCluster<T>(model: string, devices: number, wireDType: WireDType, fn: (engine: Engine, url: string) => Promise<T>): Promise<T> {
+  const cluster = await startLocalCluster({ model, devices, weightDType: "f32", wireDType, log: quiet });
+  try {
+    const engine = Engine.load(model, { dtype: "f32", executor: cluster.hub.executor });
+    try {
+      return await fn(engine, cluster.hub.url);
+    } finally {
+      engine.close();
+    }
+  } finally {
+    await cluster.close();
+  }
+}
+
+async function greedy(engine: Engine, prompt: string, n: number): Promise<number[]> {
+  return (await engine.generate(engine.tokenizer.encode(prompt), { temperature: 0, maxTokens: n })).tokens;
+}
+
+test("4 device processes give the single-process greedy output (generated Qwen2-MoE, f32 activations)", async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-cluster-"));
+  try {
+    initModel({ arch: "Qwen2MoeForCausalLM", out: dir, layers: 2, hidden: 64, experts: 8, topK: 2, seed: 3 });
+    const single = Engine.load(dir, { dtype: "f32" });
+    const want = await greedy(single, "distributed experts", 16);
+    single.close();
+    const got = await withCluster(dir, 4, "f32", (engine) => greedy(engine, "distributed experts", 16));
+    assert.deepEqual(got, want);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+const brown = sharedPath("models/brown-moe");
+const corpus = sharedPath("corpus/brown/valid.txt");
+
+test("brown-moe on 4 devices: identical greedy output with f32 activations, perplexity within 0.5% with f16", { skip: brown.skip || corpus.skip }, async () => {
+  const single = Engine.load(brown.path, { dtype: "f32" });
+  const prompt = "The jury said it did find that many of Georgia's registration and election laws";
+  const want = await greedy(single, prompt, 32);
+  const tokens = protocolTokens(single.tokenizer, readFileSync(corpus.path, "utf8"), 4097);
+  const base = await perplexity(single.model, tokens);
+  single.close();
+  assert.deepEqual(await withCluster(brown.path, 4, "f32", (engine) => greedy(engine, prompt, 32)), want);
+  const half = await withCluster(brown.path, 4, "f16", (engine) => perplexity(engine.model, tokens));
+  assert.ok(Math.abs(half.perplexity / base.perplexity - 1) <= 0.005, `f16 activations: ${half.perplexity} vs ${base.perplexity}`);
+});
+
+test("malformed frames, a wrong protocol version and a bogus result get error frames; the base station keeps serving", async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-cluster-"));
+  try {
+    initModel({ arch: "MixtralForCausalLM", out: dir, layers: 2, hidden: 64, experts: 4, topK: 2, seed: 5 });
+    const single = Engine.load(dir, { dtype: "f32" });
+    const want = await greedy(single, "still serving", 8);
+    single.close();
+    await withCluster(dir, 2, "f32", async (engine, url) => {
+      const rogue = new WebSocket(url);
+      const replies: string[] = [];
+      rogue.on("message", (d: Buffer) => {
+        const m = decodeFrame(new Uint8Array(d));
+        replies.push(m.type === "error" ? m.message : m.type);
+      });
+      await new Promise((r) => rogue.once("open", r));
+      const hello = encodeFrame({ type: "hello", name: "rogue", capabilities: { memoryBytes: 1, gflops: 1, readGbps: 1, weightDTypes: [], wireDTypes: ["f32"] } });
+      const wrongVersion = hello.slice();
+      wrongVersion[2] = PROTOCOL_VERSION + 1;
+      const badPayload = encodeFrame({ type: "result", id: 1, rows: 2, hidden: 64, dtype: "f32", payload: new Uint8Array(12) });
+      rogue.send(new Uint8Array([1, 2, 3]));
+      rogue.send("text");
+      rogue.send(wrongVersion);
+      rogue.send(encodeFrame({ type: "ready", experts: [] }));
+      rogue.send(hello);
+      rogue.send(badPayload);
+      rogue.send(encodeFrame({ type: "result", id: 999, rows: 1, hidden: 64, dtype: "f32", payload: new Uint8Array(256) }));
+      await new Promise((r) => setTimeout(r, 300));
+      assert.match(replies[0]!, /bad magic/);
+      assert.match(replies[1]!, /text frames/);
+      assert.match(replies[2]!, /protocol version 2 is not supported \(this side speaks 1\)/);
+      assert.match(replies[3]!, /say hello first/);
+      assert.match(replies[4]!, /needs 512 payload bytes, got 12/);
+      assert.match(replies[5]!, /no call 999 is pending/);
+      rogue.close();
+      assert.deepEqual(await greedy(engine, "still serving", 8), want, "the cluster still serves, with the same output");
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -1,0 +1,218 @@
+// The base station's side of the device protocol: accepts device connections, places the experts on
+// them (policies/placement.ts) and serves the MoE block as an ExpertExecutor that sends each call to
+// the device holding that expert. A malformed frame is answered with an error frame and logged; the
+// hub keeps serving.
+import { WebSocketServer, type WebSocket } from "ws";
+import type { AddressInfo } from "node:net";
+import type { WeightDType } from "../kernels/backend.js";
+import { readModelConfig, type ModelConfig } from "../model/config.js";
+import type { ExpertCall, ExpertExecutor } from "../moe/executor.js";
+import { placeExperts, type Placement } from "../policies/placement.js";
+import { decodeActivations, encodeActivations, type WireDType } from "../protocol/activations.js";
+import type { Capabilities, Message } from "../protocol/frames.js";
+import { receiveFrames, sendFrame } from "../protocol/socket.js";
+
+export interface HubOptions {
+  /** The model directory, as devices will open it (their own copy at the same path). */
+  model: string;
+  weightDType: WeightDType;
+  wireDType: WireDType;
+  host?: string;
+  port?: number;
+  log?: (line: string) => void;
+}
+
+interface Device {
+  name: string;
+  ws: WebSocket;
+  capabilities: Capabilities;
+  ready: boolean;
+}
+
+interface PendingCall {
+  device: Device;
+  resolve: (out: Float32Array) => void;
+  reject: (e: Error) => void;
+}
+
+export class DeviceHub {
+  /** Connected devices, in order of arrival. */
+  private readonly devices: Device[] = [];
+  /** The devices the placement refers to (its indices), fixed when it is made. */
+  private members: Device[] = [];
+  private readonly pending = new Map<number, PendingCall>();
+  private readonly waiters = new Set<() => void>();
+  private readonly cfg: ModelConfig;
+  private placement: Placement | null = null;
+  private nextId = 1;
+  private readonly log: (line: string) => void;
+
+  /** Routes each expert call to a device; usable as the engine's executor. */
+  readonly executor: ExpertExecutor = { run: (call) => this.call(call) };
+
+  private constructor(private readonly server: WebSocketServer, private readonly opts: HubOptions) {
+    this.cfg = readModelConfig(opts.model);
+    this.log = opts.log ?? ((l) => process.stderr.write(`[bs] ${l}\n`));
+    server.on("connection", (ws) => this.accept(ws));
+  }
+
+  static listen(opts: HubOptions): Promise<DeviceHub> {
+    return new Promise((resolve, reject) => {
+      const server = new WebSocketServer({ host: opts.host ?? "127.0.0.1", port: opts.port ?? 0, maxPayload: 256 << 20 });
+      server.once("listening", () => {
+        try {
+          resolve(new DeviceHub(server, opts));
+        } catch (e) {
+          server.close();
+          reject(e);
+        }
+      });
+      server.once("error", reject);
+    });
+  }
+
+  get url(): string {
+    const a = this.server.address() as AddressInfo;
+    return `ws://${a.address}:${a.port}`;
+  }
+
+  /** Waits for `count` devices, places every expert on them and waits until each has loaded its share. */
+  async start(count: number, timeoutMs = 120_000): Promise<void> {
+    await this.until(() => this.devices.length >= count, timeoutMs, `${count} devices to connect`);
+    const devices = (this.members = this.devices.slice(0, count));
+    this.placement = placeExperts(this.cfg.sparseLayers, this.cfg.experts, devices.map((d) => d.capabilities));
+    devices.forEach((d, i) => {
+      this.send(d, { type: "assign", model: this.opts.model, weightDType: this.opts.weightDType, wireDType: this.opts.wireDType, experts: this.placement!.experts[i]! });
+    });
+    await this.until(() => devices.every((d) => d.ready), timeoutMs, "the devices to load their experts");
+  }
+
+  private until(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
+    if (cond()) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        if (!cond()) return;
+        clearTimeout(timer);
+        this.waiters.delete(check);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        this.waiters.delete(check);
+        reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`));
+      }, timeoutMs);
+      this.waiters.add(check);
+    });
+  }
+
+  private changed(): void {
+    for (const w of [...this.waiters]) w();
+  }
+
+  private send(d: Device | WebSocket, m: Message): void {
+    sendFrame("ws" in d ? d.ws : d, m);
+  }
+
+  private accept(ws: WebSocket): void {
+    let device: Device | null = null;
+    const onMessage = (m: Message) => {
+      if (!device) {
+        if (m.type !== "hello") {
+          this.send(ws, { type: "error", message: "say hello first" });
+          return;
+        }
+        device = { name: m.name, ws, capabilities: m.capabilities, ready: false };
+        this.devices.push(device);
+        this.log(`${m.name} joined (${m.capabilities.readGbps.toFixed(1)} GB/s, ${m.capabilities.gflops.toFixed(1)} GFLOP/s)`);
+        this.changed();
+        return;
+      }
+      this.onMessage(device, m);
+    };
+    receiveFrames(ws, onMessage, (reason) => this.log(`${device?.name ?? "unknown peer"}: ${reason}`));
+    ws.on("close", () => {
+      if (!device) return;
+      this.devices.splice(this.devices.indexOf(device), 1);
+      device.ready = false;
+      for (const [id, p] of this.pending) {
+        if (p.device !== device) continue;
+        this.pending.delete(id);
+        p.reject(new Error(`device ${device.name} disconnected`));
+      }
+      this.log(`${device.name} left`);
+      this.changed();
+    });
+  }
+
+  private onMessage(d: Device, m: Message): void {
+    switch (m.type) {
+      case "ready": {
+        const want = this.placement?.experts[this.members.indexOf(d)] ?? [];
+        const key = (p: [number, number]) => `${p[0]}:${p[1]}`;
+        const have = new Set(m.experts.map(key));
+        const missing = want.filter((p) => !have.has(key(p)));
+        if (missing.length > 0) {
+          this.send(d, { type: "error", message: `ready without assigned experts ${missing.map(key).join(", ")}` });
+          return;
+        }
+        d.ready = true;
+        this.changed();
+        return;
+      }
+      case "result": {
+        const p = this.pending.get(m.id);
+        if (!p || p.device !== d) {
+          this.send(d, { type: "error", id: m.id, message: `no call ${m.id} is pending on this device` });
+          return;
+        }
+        this.pending.delete(m.id);
+        if (m.hidden !== this.cfg.hidden) p.reject(new Error(`device ${d.name} returned rows of ${m.hidden}, not ${this.cfg.hidden}`));
+        else p.resolve(decodeActivations(m.payload, m.dtype));
+        return;
+      }
+      case "error": {
+        const p = m.id !== undefined ? this.pending.get(m.id) : undefined;
+        if (p && p.device === d) {
+          this.pending.delete(m.id!);
+          p.reject(new Error(`device ${d.name}: ${m.message}`));
+        } else this.log(`${d.name}: ${m.message}`);
+        return;
+      }
+      case "leave":
+        d.ws.close();
+        return;
+      default:
+        this.send(d, { type: "error", message: `the base station does not accept ${m.type} messages` });
+    }
+  }
+
+  private call(call: ExpertCall): Promise<Float32Array> {
+    const hosts = this.placement?.hosts[call.layer]?.[call.expert] ?? [];
+    const device = hosts.map((i) => this.members[i]).find((d) => d?.ready);
+    if (!device) return Promise.reject(new Error(`no device holds expert ${call.expert} of layer ${call.layer}`));
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { device, resolve, reject });
+      this.send(device, {
+        type: "call",
+        id,
+        layer: call.layer,
+        expert: call.expert,
+        rows: call.rows,
+        hidden: this.cfg.hidden,
+        dtype: this.opts.wireDType,
+        payload: encodeActivations(call.input, this.opts.wireDType),
+      });
+    });
+  }
+
+  /** Tells every device to leave and stops listening. */
+  close(): Promise<void> {
+    for (const d of this.devices) this.send(d, { type: "leave", reason: "base station shutting down" });
+    for (const p of this.pending.values()) p.reject(new Error("base station shutting down"));
+    this.pending.clear();
+    return new Promise((resolve) => {
+      for (const c of this.server.clients) c.close();
+      this.server.close(() => resolve());
+    });
+  }
+}

@@ -1,0 +1,74 @@
+// A base-station hub plus N device processes on this machine: real child processes talking to the
+// hub over real sockets on loopback. What `--local-devices N` runs.
+import { spawn, type ChildProcess } from "node:child_process";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import type { WeightDType } from "../kernels/backend.js";
+import type { WireDType } from "../protocol/activations.js";
+import { DeviceHub } from "./device-hub.js";
+
+const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../bin/distmoe.js");
+
+export interface LocalClusterOptions {
+  model: string;
+  devices: number;
+  weightDType: WeightDType;
+  wireDType: WireDType;
+  /** Compute threads per device process (default 1: the devices share this machine's cores). */
+  threadsPerDevice?: number;
+  log?: (line: string) => void;
+}
+
+export interface LocalCluster {
+  hub: DeviceHub;
+  close(): Promise<void>;
+}
+
+export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCluster> {
+  const hub = await DeviceHub.listen({ model: o.model, weightDType: o.weightDType, wireDType: o.wireDType, log: o.log });
+  const children: ChildProcess[] = [];
+  let failure: ((e: Error) => void) | null = null;
+  const failed = new Promise<never>((_, reject) => (failure = reject));
+  failed.catch(() => undefined);
+  for (let i = 0; i < o.devices; i++) {
+    const child = spawn(
+      process.execPath,
+      [BIN, "device", "--bs", hub.url, "--name", `local-${i}`, "--threads", String(o.threadsPerDevice ?? 1), "--spin-ms", "0"],
+      { stdio: ["ignore", "ignore", "pipe"] },
+    );
+    let stderr = "";
+    child.stderr!.on("data", (d: Buffer) => {
+      stderr += d.toString();
+      if (process.env.DISTMOE_DEBUG) process.stderr.write(d);
+    });
+    child.on("exit", (code) => {
+      if (code) failure?.(new Error(`device local-${i} exited with code ${code}: ${stderr.trim().split("\n").pop() ?? ""}`));
+    });
+    children.push(child);
+  }
+  const close = async () => {
+    await hub.close();
+    await Promise.all(
+      children.map(
+        (c) =>
+          new Promise<void>((resolve) => {
+            if (c.exitCode !== null || c.signalCode !== null) return resolve();
+            const timer = setTimeout(() => c.kill("SIGKILL"), 5000);
+            c.once("exit", () => {
+              clearTimeout(timer);
+              resolve();
+            });
+          }),
+      ),
+    );
+  };
+  try {
+    await Promise.race([hub.start(o.devices), failed]);
+  } catch (e) {
+    for (const c of children) c.kill("SIGKILL");
+    await hub.close();
+    throw e;
+  }
+  failure = null;
+  return { hub, close };
+}
