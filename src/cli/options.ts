@@ -38,6 +38,7 @@ export interface ModelCliOptions {
   ctx?: number;
   localDevices?: number;
   wireDtype: WireDType;
+  replicas: number;
 }
 
 /** --model, --dtype, --threads, --simd, --ctx */
@@ -49,7 +50,8 @@ export function addModelOptions(cmd: Command): Command {
     .addOption(new Option("--simd <variant>", "kernel build: relaxed SIMD where supported, or plain SIMD128").choices(["auto", "simd", "relaxed"]).default("auto"))
     .option("--ctx <n>", "context length (prompt + generated tokens)", positiveInt)
     .option("--local-devices <n>", "run the experts on N device processes on this machine (over loopback sockets)", positiveInt)
-    .addOption(new Option("--wire-dtype <dtype>", "activations sent to devices").choices(WIRE_DTYPES as string[]).default("f32"));
+    .addOption(new Option("--wire-dtype <dtype>", "activations sent to devices").choices(WIRE_DTYPES as string[]).default("f32"))
+    .option("--replicas <n>", "devices holding each expert; a call fails over to the next", positiveInt, 1);
 }
 
 /** The engine the options ask for: in-process, or with its experts on a local cluster. */
@@ -59,7 +61,7 @@ export async function openEngine(o: ModelCliOptions, extra: Partial<EngineOption
     const engine = Engine.load(o.model, opts);
     return { engine, close: async () => engine.close() };
   }
-  const cluster = await startLocalCluster({ model: o.model, devices: o.localDevices, weightDType: o.dtype, wireDType: o.wireDtype });
+  const cluster = await startLocalCluster({ model: o.model, devices: o.localDevices, weightDType: o.dtype, wireDType: o.wireDtype, replicas: o.replicas });
   try {
     const engine = Engine.load(o.model, { ...opts, executor: cluster.hub.executor });
     return {

@@ -3,7 +3,7 @@
 // A step takes the new tokens of any number of sequences as one batch of rows: linear layers and the
 // MoE block see all rows at once, attention runs per sequence against its own KV cache.
 import type { Backend, RopeTable, Tensor } from "../kernels/backend.js";
-import { MoeBlock, type MoeDeps } from "../moe/moe-layer.js";
+import { MoeBlock, type ExpertCallStats, type MoeDeps } from "../moe/moe-layer.js";
 import type { ModelConfig } from "./config.js";
 import { FfnRunner } from "./ffn.js";
 import { KVCache } from "./kv-cache.js";
@@ -39,6 +39,11 @@ export class Transformer {
     this.rope = backend.ropeTable(contextLength, config.headDim, config.ropeTheta);
     this.moe = new MoeBlock(backend, config, deps);
     this.dense = new FfnRunner(backend);
+  }
+
+  /** What the expert executors did, counted since this model was built. */
+  get expertStats(): Readonly<ExpertCallStats> {
+    return this.moe.stats;
   }
 
   newSequence(capacity = this.contextLength): KVCache {

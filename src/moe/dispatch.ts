@@ -34,10 +34,10 @@ export function gatherRows(x: Float32Array, width: number, rows: Int32Array): Fl
   return out;
 }
 
-/** out[row] += weight · result[i] for every row of a batch. */
-export function combineInto(out: Float32Array, width: number, batch: ExpertBatch, result: Float32Array): void {
+/** out[row] += weight · result[i] for every row of a batch; `rowScale` rescales a row's weights. */
+export function combineInto(out: Float32Array, width: number, batch: ExpertBatch, result: Float32Array, rowScale?: Float64Array | null): void {
   for (let i = 0; i < batch.rows.length; i++) {
-    const w = batch.weights[i]!;
+    const w = batch.weights[i]! * (rowScale ? rowScale[batch.rows[i]!]! : 1);
     const o = batch.rows[i]! * width, s = i * width;
     for (let j = 0; j < width; j++) out[o + j]! += w * result[s + j]!;
   }

@@ -11,6 +11,8 @@ export interface ExpertCall {
 }
 
 export interface ExpertExecutor {
-  /** rows × hidden expert outputs, before the routing weight is applied. */
+  /** rows × hidden expert outputs, before the routing weight is applied. Rejects when the call failed for good. */
   run(call: ExpertCall): Promise<Float32Array>;
+  /** Calls that failed on one host and were sent to another, so far (executors with replicas). */
+  readonly retries?: number;
 }

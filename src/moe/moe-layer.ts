@@ -6,7 +6,7 @@ import type { ModelConfig } from "../model/config.js";
 import { FfnRunner } from "../model/ffn.js";
 import type { LayerWeights } from "../model/weights.js";
 import type { SelectionPolicy } from "../policies/selection.js";
-import { combineInto, gatherRows, planDispatch } from "./dispatch.js";
+import { combineInto, gatherRows, planDispatch, type ExpertBatch } from "./dispatch.js";
 import type { ExpertExecutor } from "./executor.js";
 import { routerProbabilities } from "./router.js";
 import type { RoutingTraceSink } from "./trace.js";
@@ -17,8 +17,21 @@ export interface MoeDeps {
   trace?: RoutingTraceSink;
 }
 
+/** What the executors did, counted since the model was built. */
+export interface ExpertCallStats {
+  /** expert calls made (one per expert and layer per step) */
+  calls: number;
+  /** calls that failed for good (after any retries inside the executor) */
+  failedCalls: number;
+  /** (token, expert) pairs dropped because their call failed */
+  droppedSlots: number;
+  /** routing weight those pairs had, summed */
+  droppedWeight: number;
+}
+
 export class MoeBlock {
   private readonly shared: FfnRunner;
+  readonly stats: ExpertCallStats = { calls: 0, failedCalls: 0, droppedSlots: 0, droppedWeight: 0 };
 
   constructor(private readonly backend: Backend, private readonly cfg: ModelConfig, private readonly deps: MoeDeps) {
     this.shared = new FfnRunner(backend);
@@ -38,17 +51,43 @@ export class MoeBlock {
       const plan = planDispatch(decision, E);
 
       const x = backend.f32(h, 0, rows * H);
-      const results = await Promise.all(
+      const results = await Promise.allSettled(
         plan.map((b) => this.deps.executor.run({ layer, expert: b.expert, rows: b.rows.length, input: gatherRows(x, H, b.rows) })),
       );
+      this.stats.calls += plan.length;
+      const scale = this.keptWeightScale(plan, results.map((r) => r.status === "fulfilled"), rows);
       const y = backend.f32(out, 0, rows * H);
       y.fill(0);
-      plan.forEach((b, i) => combineInto(y, H, b, results[i]!));
+      plan.forEach((b, i) => {
+        const r = results[i]!;
+        if (r.status === "fulfilled") combineInto(y, H, b, r.value, scale);
+      });
 
       if (w.shared) this.addSharedExpert(w, h, out, rows, logitsBuf);
     } finally {
       backend.free(logitsBuf);
     }
+  }
+
+  /**
+   * A failed call drops its expert for its rows; each such row's surviving weights are scaled up to the
+   * routing weight the row had in total, so the output keeps its magnitude. Null when nothing failed.
+   */
+  private keptWeightScale(plan: readonly ExpertBatch[], ok: readonly boolean[], rows: number): Float64Array | null {
+    if (ok.every(Boolean)) return null;
+    const total = new Float64Array(rows), kept = new Float64Array(rows);
+    plan.forEach((b, i) => {
+      if (!ok[i]) {
+        this.stats.failedCalls++;
+        this.stats.droppedSlots += b.rows.length;
+      }
+      b.rows.forEach((r, j) => {
+        total[r]! += b.weights[j]!;
+        if (ok[i]) kept[r]! += b.weights[j]!;
+        else this.stats.droppedWeight += b.weights[j]!;
+      });
+    });
+    return total.map((t, r) => (kept[r]! > 0 ? t / kept[r]! : 0));
   }
 
   /** Qwen2-MoE: out += sigmoid(h · w_gate) · FFN_shared(h), computed where the router runs. */

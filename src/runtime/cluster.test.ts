@@ -102,3 +102,43 @@ test("malformed frames, a wrong protocol version and a bogus result get error fr
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("a device killed in the middle of a 64-token generation: the request completes; with 2 replicas the output is unchanged", async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-cluster-"));
+  try {
+    initModel({ arch: "MixtralForCausalLM", out: dir, layers: 2, hidden: 64, experts: 8, topK: 2, seed: 9 });
+    const prompt = "fault tolerance";
+    const run = async (replicas: number, kill: boolean) => {
+      const cluster = await startLocalCluster({ model: dir, devices: 4, weightDType: "f32", wireDType: "f32", replicas, log: quiet });
+      try {
+        const engine = Engine.load(dir, { dtype: "f32", executor: cluster.hub.executor });
+        try {
+          let pieces = 0;
+          const r = await engine.generate(engine.tokenizer.encode(prompt), { temperature: 0, maxTokens: 64 }, () => {
+            if (kill && ++pieces === 16) cluster.devices[1]!.kill("SIGKILL");
+          });
+          return r;
+        } finally {
+          engine.close();
+        }
+      } finally {
+        await cluster.close();
+      }
+    };
+    const clean = await run(2, false);
+    assert.equal(clean.tokens.length, 64);
+    assert.equal(clean.experts.failed_calls, 0);
+    assert.equal(clean.experts.retries, 0);
+
+    const replicated = await run(2, true);
+    assert.deepEqual(replicated.tokens, clean.tokens, "with replication the output is that of the fault-free run");
+    assert.ok(replicated.experts.retries > 0, "calls went to replicas");
+    assert.equal(replicated.experts.failed_calls, 0);
+
+    const single = await run(1, true);
+    assert.equal(single.tokens.length, 64, "the request completes");
+    assert.ok(single.experts.failed_calls > 0 && single.experts.dropped_slots > 0, `dropped experts are reported: ${JSON.stringify(single.experts)}`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -17,6 +17,13 @@ export interface HubOptions {
   model: string;
   weightDType: WeightDType;
   wireDType: WireDType;
+  /** Devices holding each expert (default 1); calls fail over to the next one. */
+  replicas?: number;
+  /**
+   * How long a device may take for one call before it counts as failed and the call goes to a replica
+   * (or is dropped). A fixed bound for now; the cost model of issue 4 will derive it per device and call.
+   */
+  deadlineMs?: number;
   host?: string;
   port?: number;
   log?: (line: string) => void;
@@ -47,10 +54,19 @@ export class DeviceHub {
   private nextId = 1;
   private readonly log: (line: string) => void;
 
-  /** Routes each expert call to a device; usable as the engine's executor. */
-  readonly executor: ExpertExecutor = { run: (call) => this.call(call) };
+  private retryCount = 0;
+
+  /** Routes each expert call to a device holding it, failing over to replicas; usable as the engine's executor. */
+  readonly executor: ExpertExecutor;
 
   private constructor(private readonly server: WebSocketServer, private readonly opts: HubOptions) {
+    const retries = () => this.retryCount;
+    this.executor = {
+      run: (call) => this.call(call),
+      get retries() {
+        return retries();
+      },
+    };
     this.cfg = readModelConfig(opts.model);
     this.log = opts.log ?? ((l) => process.stderr.write(`[bs] ${l}\n`));
     server.on("connection", (ws) => this.accept(ws));
@@ -80,7 +96,7 @@ export class DeviceHub {
   async start(count: number, timeoutMs = 120_000): Promise<void> {
     await this.until(() => this.devices.length >= count, timeoutMs, `${count} devices to connect`);
     const devices = (this.members = this.devices.slice(0, count));
-    this.placement = placeExperts(this.cfg.sparseLayers, this.cfg.experts, devices.map((d) => d.capabilities));
+    this.placement = placeExperts(this.cfg.sparseLayers, this.cfg.experts, devices.map((d) => d.capabilities), this.opts.replicas);
     devices.forEach((d, i) => {
       this.send(d, { type: "assign", model: this.opts.model, weightDType: this.opts.weightDType, wireDType: this.opts.wireDType, experts: this.placement!.experts[i]! });
     });
@@ -185,13 +201,39 @@ export class DeviceHub {
     }
   }
 
-  private call(call: ExpertCall): Promise<Float32Array> {
+  /**
+   * Tries the expert's hosts in order: a host that is gone is skipped, a failure on one sends the call
+   * to the next live one. A call served by any host but its first counts as a retry.
+   */
+  private async call(call: ExpertCall): Promise<Float32Array> {
     const hosts = this.placement?.hosts[call.layer]?.[call.expert] ?? [];
-    const device = hosts.map((i) => this.members[i]).find((d) => d?.ready);
-    if (!device) return Promise.reject(new Error(`no device holds expert ${call.expert} of layer ${call.layer}`));
+    let failure: Error | null = null;
+    for (const [n, i] of hosts.entries()) {
+      const device = this.members[i];
+      if (!device?.ready) continue;
+      if (n > 0) this.retryCount++;
+      try {
+        return await this.callOn(device, call);
+      } catch (e) {
+        failure = e as Error;
+      }
+    }
+    throw failure ?? new Error(`no live device holds expert ${call.expert} of layer ${call.layer}`);
+  }
+
+  private callOn(device: Device, call: ExpertCall): Promise<Float32Array> {
     const id = this.nextId++;
+    const deadlineMs = this.opts.deadlineMs ?? 5000;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { device, resolve, reject });
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new Error(`device ${device.name} missed the ${deadlineMs} ms deadline`));
+      }, deadlineMs);
+      const settle = <T>(f: (v: T) => void) => (v: T) => {
+        clearTimeout(timer);
+        f(v);
+      };
+      this.pending.set(id, { device, resolve: settle(resolve), reject: settle(reject) });
       this.send(device, {
         type: "call",
         id,

@@ -34,6 +34,15 @@ export interface GenerateOptions extends SamplingOptions {
   maxTokens: number;
 }
 
+/** What happened to a request's expert calls. */
+export interface ExpertUsage {
+  calls: number;
+  failed_calls: number;
+  dropped_slots: number;
+  dropped_weight: number;
+  retries: number;
+}
+
 export interface GenerationResult {
   promptTokens: number[];
   tokens: number[];
@@ -43,6 +52,7 @@ export interface GenerationResult {
   /** Time of the decode loop, and the forward passes it ran (one per token after the first). */
   decodeMs: number;
   decodeSteps: number;
+  experts: ExpertUsage;
 }
 
 export class Engine {
@@ -53,7 +63,14 @@ export class Engine {
     readonly weights: ModelWeights,
     readonly model: Transformer,
     private readonly local: LocalExpertExecutor,
+    private readonly executor: ExpertExecutor,
   ) {}
+
+  /** Expert-call counters since load; a request's usage is the difference over its run. */
+  private usageNow(): ExpertUsage {
+    const s = this.model.expertStats;
+    return { calls: s.calls, failed_calls: s.failedCalls, dropped_slots: s.droppedSlots, dropped_weight: s.droppedWeight, retries: this.executor.retries ?? 0 };
+  }
 
   static load(dir: string, opts: EngineOptions = {}): Engine {
     const config = readModelConfig(dir);
@@ -66,8 +83,9 @@ export class Engine {
       const weights = loadWeights(backend, ck, config, { dtype: opts.dtype ?? "f32", holdsExpert, onProgress: opts.onLoadProgress });
       const local = new LocalExpertExecutor(backend, weights.layers.map((l) => l.experts), config.hidden);
       const ctx = opts.contextLength ?? Math.min(config.maxPositions, 4096);
-      const model = new Transformer(backend, config, weights, { policy: opts.policy ?? selectTopK, executor: opts.executor ?? local, trace: opts.trace }, ctx);
-      return new Engine(config, tokenizer, backend, weights, model, local);
+      const executor = opts.executor ?? local;
+      const model = new Transformer(backend, config, weights, { policy: opts.policy ?? selectTopK, executor, trace: opts.trace }, ctx);
+      return new Engine(config, tokenizer, backend, weights, model, local, executor);
     } catch (e) {
       backend.close();
       throw e;
@@ -89,6 +107,7 @@ export class Engine {
     const stream = new TextStream(this.tokenizer);
     const eos = new Set(this.eosTokenIds);
     const tokens: number[] = [];
+    const before = this.usageNow();
     let decodeSteps = 0;
     let stopReason: GenerationResult["stopReason"] = "length";
     try {
@@ -116,7 +135,7 @@ export class Engine {
       }
       const rest = stream.flush();
       if (rest) onText?.(rest, tokens[tokens.length - 1]!);
-      return { promptTokens: [...prompt], tokens, text: stream.text, stopReason, prefillMs, decodeMs: performance.now() - t1, decodeSteps };
+      return { promptTokens: [...prompt], tokens, text: stream.text, stopReason, prefillMs, decodeMs: performance.now() - t1, decodeSteps, experts: usageSince(before, this.usageNow()) };
     } finally {
       cache.free();
     }
@@ -127,4 +146,14 @@ export class Engine {
     this.local.close();
     this.backend.close();
   }
+}
+
+function usageSince(before: ExpertUsage, now: ExpertUsage): ExpertUsage {
+  return {
+    calls: now.calls - before.calls,
+    failed_calls: now.failed_calls - before.failed_calls,
+    dropped_slots: now.dropped_slots - before.dropped_slots,
+    dropped_weight: now.dropped_weight - before.dropped_weight,
+    retries: now.retries - before.retries,
+  };
 }

@@ -14,6 +14,7 @@ export interface LocalClusterOptions {
   devices: number;
   weightDType: WeightDType;
   wireDType: WireDType;
+  replicas?: number;
   /** Compute threads per device process (default 1: the devices share this machine's cores). */
   threadsPerDevice?: number;
   log?: (line: string) => void;
@@ -21,11 +22,13 @@ export interface LocalClusterOptions {
 
 export interface LocalCluster {
   hub: DeviceHub;
+  /** The device processes, in the order of their names local-0, local-1, … */
+  devices: readonly ChildProcess[];
   close(): Promise<void>;
 }
 
 export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCluster> {
-  const hub = await DeviceHub.listen({ model: o.model, weightDType: o.weightDType, wireDType: o.wireDType, log: o.log });
+  const hub = await DeviceHub.listen({ model: o.model, weightDType: o.weightDType, wireDType: o.wireDType, replicas: o.replicas, log: o.log });
   const children: ChildProcess[] = [];
   let failure: ((e: Error) => void) | null = null;
   const failed = new Promise<never>((_, reject) => (failure = reject));
@@ -70,5 +73,5 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
     throw e;
   }
   failure = null;
-  return { hub, close };
+  return { hub, devices: children, close };
 }

@@ -43,6 +43,7 @@ export function generateCommand(): Command {
               prefill_tokens_per_s: r.promptTokens.length / (r.prefillMs / 1000),
               decode_tokens_per_s: decodeTps,
               stop_reason: r.stopReason,
+              experts: r.experts,
             }) + "\n",
           );
         } else {
