@@ -6,21 +6,22 @@ import os from "node:os";
 import path from "node:path";
 import WebSocket from "ws";
 import { Engine } from "./engine.js";
-import { startLocalCluster } from "./local-cluster.js";
+import { startLocalCluster, type LocalCluster } from "./local-cluster.js";
+import { spawn } from "node:child_process";
 import { initModel } from "../model/init-model.js";
 import { perplexity, protocolTokens } from "../eval/perplexity.js";
-import { sharedPath } from "../testing/shared.js";
+import { REPO_ROOT, sharedPath } from "../testing/shared.js";
 import { decodeFrame, encodeFrame, PROTOCOL_VERSION } from "../protocol/frames.js";
 import type { WireDType } from "../protocol/activations.js";
 
 const quiet = () => undefined;
 
-async function withCluster<T>(model: string, devices: number, wireDType: WireDType, fn: (engine: Engine, url: string) => Promise<T>): Promise<T> {
+async function withCluster<T>(model: string, devices: number, wireDType: WireDType, fn: (engine: Engine, cluster: LocalCluster) => Promise<T>): Promise<T> {
   const cluster = await startLocalCluster({ model, devices, weightDType: "f32", wireDType, log: quiet });
   try {
     const engine = Engine.load(model, { dtype: "f32", executor: cluster.hub.executor });
     try {
-      return await fn(engine, cluster.hub.url);
+      return await fn(engine, cluster);
     } finally {
       engine.close();
     }
@@ -69,12 +70,12 @@ test("malformed frames, a wrong protocol version and a bogus result get error fr
     const single = Engine.load(dir, { dtype: "f32" });
     const want = await greedy(single, "still serving", 8);
     single.close();
-    await withCluster(dir, 2, "f32", async (engine, url) => {
-      const rogue = new WebSocket(url);
+    await withCluster(dir, 2, "f32", async (engine, cluster) => {
+      const rogue = new WebSocket(cluster.hub.url);
       const replies: string[] = [];
       rogue.on("message", (d: Buffer) => {
         const m = decodeFrame(new Uint8Array(d));
-        replies.push(m.type === "error" ? m.message : m.type);
+        if (m.type === "error") replies.push(m.message);
       });
       await new Promise((r) => rogue.once("open", r));
       const hello = encodeFrame({ type: "hello", name: "rogue", capabilities: { memoryBytes: 1, gflops: 1, readGbps: 1, weightDTypes: [], wireDTypes: ["f32"] } });
@@ -138,6 +139,34 @@ test("a device killed in the middle of a 64-token generation: the request comple
     const single = await run(1, true);
     assert.equal(single.tokens.length, 64, "the request completes");
     assert.ok(single.experts.failed_calls > 0 && single.experts.dropped_slots > 0, `dropped experts are reported: ${JSON.stringify(single.experts)}`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a device that joins mid-run is given experts and serves calls", async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-cluster-"));
+  try {
+    initModel({ arch: "MixtralForCausalLM", out: dir, layers: 2, hidden: 64, experts: 8, topK: 2, seed: 4 });
+    const single = Engine.load(dir, { dtype: "f32" });
+    const want = await greedy(single, "late joiner", 12);
+    single.close();
+    await withCluster(dir, 2, "f32", async (engine, cluster) => {
+      assert.deepEqual(await greedy(engine, "late joiner", 12), want);
+      const late = spawn(process.execPath, [path.join(REPO_ROOT, "bin/distmoe.js"), "device", "--bs", cluster.hub.url, "--name", "late", "--threads", "1", "--spin-ms", "0"], { stdio: "ignore" });
+      try {
+        const t0 = performance.now();
+        while (!cluster.hub.placed.includes("late")) {
+          assert.ok(performance.now() - t0 < 30_000, "the late device was placed");
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        assert.deepEqual(await greedy(engine, "late joiner", 12), want, "same output after the re-placement");
+        const calls = cluster.hub.deviceCalls().find((d) => d.name === "late")!.calls;
+        assert.ok(calls > 0, "the late device served calls");
+      } finally {
+        late.kill();
+      }
+    });
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -33,7 +33,15 @@ interface Device {
   name: string;
   ws: WebSocket;
   capabilities: Capabilities;
+  /** connected, and has loaded at least one assignment: may be routed to */
   ready: boolean;
+  connected: boolean;
+  /** the latest assignment sent to it, its generation, and the generation it has loaded */
+  assigned: Array<[number, number]>;
+  assignedGen: number;
+  loadedGen: number;
+  /** expert calls it has answered */
+  calls: number;
 }
 
 interface PendingCall {
@@ -47,6 +55,9 @@ export class DeviceHub {
   private readonly devices: Device[] = [];
   /** The devices the placement refers to (its indices), fixed when it is made. */
   private members: Device[] = [];
+  /** Placement generations: one per re-plan; a newer one supersedes a pending older one. */
+  private gen = 0;
+  private started = false;
   private readonly pending = new Map<number, PendingCall>();
   private readonly waiters = new Set<() => void>();
   private readonly cfg: ModelConfig;
@@ -92,15 +103,50 @@ export class DeviceHub {
     return `ws://${a.address}:${a.port}`;
   }
 
-  /** Waits for `count` devices, places every expert on them and waits until each has loaded its share. */
+  /**
+   * Waits for `count` devices and places every expert on them. From then on the hub re-places when a
+   * device joins, and when one leaves with the last live copy of some expert.
+   */
   async start(count: number, timeoutMs = 120_000): Promise<void> {
     await this.until(() => this.devices.length >= count, timeoutMs, `${count} devices to connect`);
-    const devices = (this.members = this.devices.slice(0, count));
-    this.placement = placeExperts(this.cfg.sparseLayers, this.cfg.experts, devices.map((d) => d.capabilities), this.opts.replicas);
-    devices.forEach((d, i) => {
-      this.send(d, { type: "assign", model: this.opts.model, weightDType: this.opts.weightDType, wireDType: this.opts.wireDType, experts: this.placement!.experts[i]! });
+    this.started = true;
+    await this.replan(timeoutMs);
+  }
+
+  /**
+   * Places every expert over the connected devices and moves routing to the new placement once each
+   * has loaded its share. Devices keep what they already hold, so the old routes stay valid meanwhile.
+   */
+  private async replan(timeoutMs = 120_000): Promise<void> {
+    const gen = ++this.gen;
+    const live = this.devices.filter((d) => d.connected);
+    if (live.length === 0) return;
+    const next = placeExperts(this.cfg.sparseLayers, this.cfg.experts, live.map((d) => d.capabilities), this.opts.replicas);
+    live.forEach((d, i) => {
+      d.assigned = next.experts[i]!;
+      d.assignedGen = gen;
+      this.send(d, { type: "assign", model: this.opts.model, weightDType: this.opts.weightDType, wireDType: this.opts.wireDType, experts: d.assigned });
     });
-    await this.until(() => devices.every((d) => d.ready), timeoutMs, "the devices to load their experts");
+    await this.until(() => this.gen !== gen || live.every((d) => !d.connected || d.loadedGen === gen), timeoutMs, "the devices to load their experts");
+    if (this.gen !== gen) return;
+    if (live.some((d) => !d.connected)) return this.replan(timeoutMs); // someone left while the others loaded
+    this.members = live;
+    this.placement = next;
+    this.log(`placement ${gen}: ${live.map((d) => `${d.name} ${d.assigned.length}`).join(", ")} experts`);
+  }
+
+  private replanInBackground(): void {
+    this.replan().catch((e: Error) => this.log(`re-placing experts failed: ${e.message}`));
+  }
+
+  /** Names of the devices the placement in use refers to. */
+  get placed(): string[] {
+    return this.members.map((d) => d.name);
+  }
+
+  /** Calls answered per device, for reports and tests. */
+  deviceCalls(): Array<{ name: string; calls: number; ready: boolean }> {
+    return this.devices.map((d) => ({ name: d.name, calls: d.calls, ready: d.ready }));
   }
 
   private until(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
@@ -120,6 +166,11 @@ export class DeviceHub {
     });
   }
 
+  /** Whether some expert has no connected host under the placement in use. */
+  private lostExperts(): boolean {
+    return (this.placement?.hosts ?? []).some((layer) => layer.some((hosts) => hosts.every((i) => !this.members[i]?.connected)));
+  }
+
   private changed(): void {
     for (const w of [...this.waiters]) w();
   }
@@ -136,10 +187,11 @@ export class DeviceHub {
           this.send(ws, { type: "error", message: "say hello first" });
           return;
         }
-        device = { name: m.name, ws, capabilities: m.capabilities, ready: false };
+        device = { name: m.name, ws, capabilities: m.capabilities, ready: false, connected: true, assigned: [], assignedGen: 0, loadedGen: 0, calls: 0 };
         this.devices.push(device);
         this.log(`${m.name} joined (${m.capabilities.readGbps.toFixed(1)} GB/s, ${m.capabilities.gflops.toFixed(1)} GFLOP/s)`);
         this.changed();
+        if (this.started) this.replanInBackground();
         return;
       }
       this.onMessage(device, m);
@@ -148,7 +200,7 @@ export class DeviceHub {
     ws.on("close", () => {
       if (!device) return;
       this.devices.splice(this.devices.indexOf(device), 1);
-      device.ready = false;
+      device.ready = device.connected = false;
       for (const [id, p] of this.pending) {
         if (p.device !== device) continue;
         this.pending.delete(id);
@@ -156,20 +208,21 @@ export class DeviceHub {
       }
       this.log(`${device.name} left`);
       this.changed();
+      if (this.started && this.lostExperts()) this.replanInBackground();
     });
   }
 
   private onMessage(d: Device, m: Message): void {
     switch (m.type) {
       case "ready": {
-        const want = this.placement?.experts[this.members.indexOf(d)] ?? [];
         const key = (p: [number, number]) => `${p[0]}:${p[1]}`;
         const have = new Set(m.experts.map(key));
-        const missing = want.filter((p) => !have.has(key(p)));
+        const missing = d.assigned.filter((p) => !have.has(key(p)));
         if (missing.length > 0) {
           this.send(d, { type: "error", message: `ready without assigned experts ${missing.map(key).join(", ")}` });
           return;
         }
+        d.loadedGen = d.assignedGen;
         d.ready = true;
         this.changed();
         return;
@@ -181,6 +234,7 @@ export class DeviceHub {
           return;
         }
         this.pending.delete(m.id);
+        d.calls++;
         if (m.hidden !== this.cfg.hidden) p.reject(new Error(`device ${d.name} returned rows of ${m.hidden}, not ${this.cfg.hidden}`));
         else p.resolve(decodeActivations(m.payload, m.dtype));
         return;

@@ -6,7 +6,7 @@ import { WasmBackend } from "../kernels/wasm/wasm-backend.js";
 import { WEIGHT_DTYPES, type WeightDType } from "../kernels/backend.js";
 import { Checkpoint } from "../model/checkpoint.js";
 import { readModelConfig } from "../model/config.js";
-import { loadExperts } from "../model/weights.js";
+import { loadExperts, type FfnWeights } from "../model/weights.js";
 import { LocalExpertExecutor } from "../moe/local-executor.js";
 import { decodeActivations, encodeActivations, WIRE_DTYPES } from "../protocol/activations.js";
 import type { Message } from "../protocol/frames.js";
@@ -26,6 +26,9 @@ export function runDevice(opts: DeviceOptions): Promise<void> {
   const log = opts.log ?? ((l: string) => process.stderr.write(`[device ${opts.name}] ${l}\n`));
   const backend = new WasmBackend({ threads: opts.threads, spinMs: opts.spinMs });
   let executor: LocalExpertExecutor | null = null;
+  // experts loaded so far, kept across assignments: a new placement only adds, so routes the base
+  // station still uses stay valid while it moves to the new one
+  const held = new Map<string, { layer: number; expert: number; w: FfnWeights }>();
   const ws = new WebSocket(opts.bs);
   const send = (m: Message) => sendFrame(ws, m);
 
@@ -49,15 +52,22 @@ export function runDevice(opts: DeviceOptions): Promise<void> {
         try {
           if (!WEIGHT_DTYPES.includes(m.weightDType as WeightDType)) throw new Error(`weight dtype ${m.weightDType} is not supported`);
           const cfg = readModelConfig(m.model);
-          const held = new Set(m.experts.map(([l, e]) => `${l}:${e}`));
-          const ck = Checkpoint.open(m.model);
-          try {
-            executor = new LocalExpertExecutor(backend, loadExperts(backend, ck, cfg, { dtype: m.weightDType as WeightDType, holdsExpert: (l, e) => held.has(`${l}:${e}`) }), cfg.hidden);
-          } finally {
-            ck.close();
+          const wanted = new Set(m.experts.map(([l, e]) => `${l}:${e}`).filter((k) => !held.has(k)));
+          if (wanted.size > 0) {
+            const ck = Checkpoint.open(m.model);
+            try {
+              const loaded = loadExperts(backend, ck, cfg, { dtype: m.weightDType as WeightDType, holdsExpert: (l, e) => wanted.has(`${l}:${e}`) });
+              loaded.forEach((row, layer) => row.forEach((w, expert) => w && held.set(`${layer}:${expert}`, { layer, expert, w })));
+            } finally {
+              ck.close();
+            }
           }
-          log(`holds ${m.experts.length} experts of ${m.model}`);
-          send({ type: "ready", experts: m.experts });
+          const table = Array.from({ length: cfg.layers }, () => new Array<FfnWeights | null>(cfg.experts).fill(null));
+          for (const { layer, expert, w } of held.values()) table[layer]![expert] = w;
+          executor?.close();
+          executor = new LocalExpertExecutor(backend, table, cfg.hidden);
+          log(`holds ${held.size} experts of ${m.model} (${wanted.size} newly loaded)`);
+          send({ type: "ready", experts: [...held.values()].map(({ layer, expert }) => [layer, expert] as [number, number]) });
         } catch (e) {
           send({ type: "error", message: `cannot load the assigned experts: ${(e as Error).message}` });
         }
