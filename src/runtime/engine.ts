@@ -12,8 +12,7 @@ import type { ExpertExecutor } from "../moe/executor.js";
 import { LocalExpertExecutor } from "../moe/local-executor.js";
 import type { RoutingTraceSink } from "../moe/trace.js";
 import { selectTopK, type SelectionPolicy } from "../policies/selection.js";
-import { Sampler, type SamplingOptions } from "./sampler.js";
-import { TextStream } from "./text-stream.js";
+import { Scheduler, type ExpertUsage, type GenerateOptions, type GenerationResult } from "./scheduler.js";
 
 export interface EngineOptions {
   dtype?: WeightDType;
@@ -30,30 +29,7 @@ export interface EngineOptions {
   onLoadProgress?: (doneBytes: number, totalBytes: number) => void;
 }
 
-export interface GenerateOptions extends SamplingOptions {
-  maxTokens: number;
-}
-
-/** What happened to a request's expert calls. */
-export interface ExpertUsage {
-  calls: number;
-  failed_calls: number;
-  dropped_slots: number;
-  dropped_weight: number;
-  retries: number;
-}
-
-export interface GenerationResult {
-  promptTokens: number[];
-  tokens: number[];
-  text: string;
-  stopReason: "eos" | "length" | "context";
-  prefillMs: number;
-  /** Time of the decode loop, and the forward passes it ran (one per token after the first). */
-  decodeMs: number;
-  decodeSteps: number;
-  experts: ExpertUsage;
-}
+export type { ExpertUsage, GenerateOptions, GenerationResult } from "./scheduler.js";
 
 export class Engine {
   private constructor(
@@ -64,10 +40,15 @@ export class Engine {
     readonly model: Transformer,
     private readonly local: LocalExpertExecutor,
     private readonly executor: ExpertExecutor,
-  ) {}
+  ) {
+    this.scheduler = new Scheduler(this);
+  }
+
+  /** Continuous batching over every request submitted to this engine. */
+  readonly scheduler: Scheduler;
 
   /** Expert-call counters since load; a request's usage is the difference over its run. */
-  private usageNow(): ExpertUsage {
+  expertUsage(): ExpertUsage {
     const s = this.model.expertStats;
     return { calls: s.calls, failed_calls: s.failedCalls, dropped_slots: s.droppedSlots, dropped_weight: s.droppedWeight, retries: this.executor.retries ?? 0 };
   }
@@ -100,45 +81,8 @@ export class Engine {
   }
 
   /** Generates up to maxTokens after the prompt; `onText` receives each piece of text as it is decoded. */
-  async generate(prompt: readonly number[], opts: GenerateOptions, onText?: (piece: string, token: number) => void): Promise<GenerationResult> {
-    if (prompt.length === 0) throw new Error("the prompt is empty");
-    const sampler = new Sampler(opts);
-    const cache = this.model.newSequence();
-    const stream = new TextStream(this.tokenizer);
-    const eos = new Set(this.eosTokenIds);
-    const tokens: number[] = [];
-    const before = this.usageNow();
-    let decodeSteps = 0;
-    let stopReason: GenerationResult["stopReason"] = "length";
-    try {
-      if (prompt.length >= cache.capacity) throw new Error(`the prompt has ${prompt.length} tokens; the context holds ${cache.capacity}`);
-      const t0 = performance.now();
-      let [logits] = await this.model.forward([{ cache, tokens: prompt, logits: "last" }]);
-      const prefillMs = performance.now() - t0;
-      const t1 = performance.now();
-      while (tokens.length < opts.maxTokens) {
-        const next = sampler.sample(logits!);
-        if (eos.has(next)) {
-          stopReason = "eos";
-          break;
-        }
-        tokens.push(next);
-        const piece = stream.push(next);
-        if (piece) onText?.(piece, next);
-        if (tokens.length >= opts.maxTokens) break;
-        if (cache.length >= cache.capacity) {
-          stopReason = "context";
-          break;
-        }
-        [logits] = await this.model.forward([{ cache, tokens: [next], logits: "last" }]);
-        decodeSteps++;
-      }
-      const rest = stream.flush();
-      if (rest) onText?.(rest, tokens[tokens.length - 1]!);
-      return { promptTokens: [...prompt], tokens, text: stream.text, stopReason, prefillMs, decodeMs: performance.now() - t1, decodeSteps, experts: usageSince(before, this.usageNow()) };
-    } finally {
-      cache.free();
-    }
+  generate(prompt: readonly number[], opts: GenerateOptions, onText?: (piece: string, token: number) => void): Promise<GenerationResult> {
+    return this.scheduler.submit({ ...opts, prompt, onText });
   }
 
   close(): void {
@@ -148,12 +92,3 @@ export class Engine {
   }
 }
 
-function usageSince(before: ExpertUsage, now: ExpertUsage): ExpertUsage {
-  return {
-    calls: now.calls - before.calls,
-    failed_calls: now.failed_calls - before.failed_calls,
-    dropped_slots: now.dropped_slots - before.dropped_slots,
-    dropped_weight: now.dropped_weight - before.dropped_weight,
-    retries: now.retries - before.retries,
-  };
-}
