@@ -6,6 +6,7 @@ import { benchCommand } from "./commands/bench.js";
 import { inspectCommand } from "./commands/inspect.js";
 import { initModelCommand } from "./commands/init-model.js";
 import { deviceCommand } from "./commands/device.js";
+import { serveCommand } from "./commands/serve.js";
 
 const program = new Command("distmoe")
   .description("Mixture-of-Experts inference spread over devices and memory tiers")
@@ -15,7 +16,8 @@ const program = new Command("distmoe")
   .addCommand(benchCommand())
   .addCommand(inspectCommand())
   .addCommand(initModelCommand())
-  .addCommand(deviceCommand());
+  .addCommand(deviceCommand())
+  .addCommand(serveCommand());
 
 try {
   await program.parseAsync(process.argv);

@@ -4,11 +4,12 @@
 // hub keeps serving.
 import { WebSocketServer, type WebSocket } from "ws";
 import type { AddressInfo } from "node:net";
+import type { Server as HttpServer } from "node:http";
 import type { WeightDType } from "../kernels/backend.js";
 import { readModelConfig, type ModelConfig } from "../model/config.js";
 import type { ExpertCall, ExpertExecutor } from "../moe/executor.js";
 import { placeExperts, type Placement } from "../policies/placement.js";
-import { decodeActivations, encodeActivations, type WireDType } from "../protocol/activations.js";
+import { decodeActivations, encodeActivations, wireBytes, type WireDType } from "../protocol/activations.js";
 import type { Capabilities, Message } from "../protocol/frames.js";
 import { receiveFrames, sendFrame } from "../protocol/socket.js";
 
@@ -24,6 +25,8 @@ export interface HubOptions {
    * (or is dropped). A fixed bound for now; the cost model of issue 4 will derive it per device and call.
    */
   deadlineMs?: number;
+  /** Told of every answered call: device, round trip, bytes sent and received. */
+  onCall?: (device: string, ms: number, bytesOut: number, bytesIn: number) => void;
   host?: string;
   port?: number;
   log?: (line: string) => void;
@@ -81,6 +84,11 @@ export class DeviceHub {
     this.cfg = readModelConfig(opts.model);
     this.log = opts.log ?? ((l) => process.stderr.write(`[bs] ${l}\n`));
     server.on("connection", (ws) => this.accept(ws));
+  }
+
+  /** A hub that shares an HTTP server's port: devices connect with a WebSocket upgrade. */
+  static attach(server: HttpServer, opts: HubOptions): DeviceHub {
+    return new DeviceHub(new WebSocketServer({ server, maxPayload: 256 << 20 }), opts);
   }
 
   static listen(opts: HubOptions): Promise<DeviceHub> {
@@ -278,6 +286,8 @@ export class DeviceHub {
   private callOn(device: Device, call: ExpertCall): Promise<Float32Array> {
     const id = this.nextId++;
     const deadlineMs = this.opts.deadlineMs ?? 5000;
+    const t0 = performance.now();
+    const payload = encodeActivations(call.input, this.opts.wireDType);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
@@ -287,7 +297,11 @@ export class DeviceHub {
         clearTimeout(timer);
         f(v);
       };
-      this.pending.set(id, { device, resolve: settle(resolve), reject: settle(reject) });
+      const answered = (out: Float32Array) => {
+        this.opts.onCall?.(device.name, performance.now() - t0, payload.length, out.length * wireBytes(this.opts.wireDType));
+        resolve(out);
+      };
+      this.pending.set(id, { device, resolve: settle(answered), reject: settle(reject) });
       this.send(device, {
         type: "call",
         id,
@@ -296,7 +310,7 @@ export class DeviceHub {
         rows: call.rows,
         hidden: this.cfg.hidden,
         dtype: this.opts.wireDType,
-        payload: encodeActivations(call.input, this.opts.wireDType),
+        payload,
       });
     });
   }

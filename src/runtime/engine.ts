@@ -26,6 +26,8 @@ export interface EngineOptions {
   /** Where experts run; default in-process. */
   executor?: ExpertExecutor;
   trace?: RoutingTraceSink;
+  /** Requests batched into one step at most (continuous batching; default 16). */
+  maxBatch?: number;
   onLoadProgress?: (doneBytes: number, totalBytes: number) => void;
 }
 
@@ -40,8 +42,9 @@ export class Engine {
     readonly model: Transformer,
     private readonly local: LocalExpertExecutor,
     private readonly executor: ExpertExecutor,
+    maxBatch?: number,
   ) {
-    this.scheduler = new Scheduler(this);
+    this.scheduler = new Scheduler(this, maxBatch);
   }
 
   /** Continuous batching over every request submitted to this engine. */
@@ -66,7 +69,7 @@ export class Engine {
       const ctx = opts.contextLength ?? Math.min(config.maxPositions, 4096);
       const executor = opts.executor ?? local;
       const model = new Transformer(backend, config, weights, { policy: opts.policy ?? selectTopK, executor, trace: opts.trace }, ctx);
-      return new Engine(config, tokenizer, backend, weights, model, local, executor);
+      return new Engine(config, tokenizer, backend, weights, model, local, executor, opts.maxBatch);
     } catch (e) {
       backend.close();
       throw e;

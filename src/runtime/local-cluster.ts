@@ -27,18 +27,25 @@ export interface LocalCluster {
   close(): Promise<void>;
 }
 
-export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCluster> {
-  const hub = await DeviceHub.listen({ model: o.model, weightDType: o.weightDType, wireDType: o.wireDType, replicas: o.replicas, log: o.log });
+export interface LocalDevices {
+  children: ChildProcess[];
+  /** Rejects when a device process exits with an error before `settled` is called. */
+  failed: Promise<never>;
+  settled(): void;
+  /** Waits for the processes to end (after the hub told them to leave), killing stragglers. */
+  exited(): Promise<void>;
+}
+
+/** N device processes connecting to the hub at `url`. */
+export function spawnLocalDevices(url: string, count: number, threads = 1): LocalDevices {
   const children: ChildProcess[] = [];
   let failure: ((e: Error) => void) | null = null;
   const failed = new Promise<never>((_, reject) => (failure = reject));
   failed.catch(() => undefined);
-  for (let i = 0; i < o.devices; i++) {
-    const child = spawn(
-      process.execPath,
-      [BIN, "device", "--bs", hub.url, "--name", `local-${i}`, "--threads", String(o.threadsPerDevice ?? 1), "--spin-ms", "0"],
-      { stdio: ["ignore", "ignore", "pipe"] },
-    );
+  for (let i = 0; i < count; i++) {
+    const child = spawn(process.execPath, [BIN, "device", "--bs", url, "--name", `local-${i}`, "--threads", String(threads), "--spin-ms", "0"], {
+      stdio: ["ignore", "ignore", "pipe"],
+    });
     let stderr = "";
     child.stderr!.on("data", (d: Buffer) => {
       stderr += d.toString();
@@ -49,9 +56,8 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
     });
     children.push(child);
   }
-  const close = async () => {
-    await hub.close();
-    await Promise.all(
+  const exited = () =>
+    Promise.all(
       children.map(
         (c) =>
           new Promise<void>((resolve) => {
@@ -63,15 +69,27 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
             });
           }),
       ),
-    );
-  };
+    ).then(() => undefined);
+  return { children, failed, settled: () => (failure = null), exited };
+}
+
+export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCluster> {
+  const hub = await DeviceHub.listen({ model: o.model, weightDType: o.weightDType, wireDType: o.wireDType, replicas: o.replicas, log: o.log });
+  const devices = spawnLocalDevices(hub.url, o.devices, o.threadsPerDevice);
   try {
-    await Promise.race([hub.start(o.devices), failed]);
+    await Promise.race([hub.start(o.devices), devices.failed]);
   } catch (e) {
-    for (const c of children) c.kill("SIGKILL");
+    for (const c of devices.children) c.kill("SIGKILL");
     await hub.close();
     throw e;
   }
-  failure = null;
-  return { hub, devices: children, close };
+  devices.settled();
+  return {
+    hub,
+    devices: devices.children,
+    close: async () => {
+      await hub.close();
+      await devices.exited();
+    },
+  };
 }

@@ -1,0 +1,77 @@
+// Prometheus metrics of the base station (prom-client): requests, tokens, queue depth, expert calls
+// and their faults, and per-device call latency and traffic.
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { ExpertUsage, GenerationResult } from "../runtime/engine.js";
+
+export class ServerMetrics {
+  readonly registry = new Registry();
+  readonly requests = new Counter({ name: "distmoe_requests_total", help: "Completion requests", labelNames: ["kind"], registers: [this.registry] });
+  readonly tokens = new Counter({ name: "distmoe_generated_tokens_total", help: "Tokens generated", registers: [this.registry] });
+  readonly promptTokens = new Counter({ name: "distmoe_prompt_tokens_total", help: "Prompt tokens processed", registers: [this.registry] });
+  readonly requestSeconds = new Histogram({ name: "distmoe_request_seconds", help: "Request latency", buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registers: [this.registry] });
+
+  readonly deviceCallSeconds = new Histogram({
+    name: "distmoe_device_call_seconds",
+    help: "Expert call round trip per device",
+    labelNames: ["device"],
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+    registers: [this.registry],
+  });
+  readonly deviceBytes = new Counter({ name: "distmoe_device_bytes_total", help: "Bytes exchanged with each device", labelNames: ["device", "direction"], registers: [this.registry] });
+
+  /** queue: the scheduler's depth; usage: the engine's expert-call totals since it started. */
+  constructor(queue: () => { waiting: number; active: number }, usage: () => ExpertUsage) {
+    // expert counters follow the engine's totals (a request's own usage overlaps its neighbours')
+    const totals: Array<[string, string, keyof ExpertUsage]> = [
+      ["distmoe_expert_calls_total", "Expert calls (one per expert, layer and step)", "calls"],
+      ["distmoe_expert_calls_failed_total", "Expert calls that failed after any failover; their experts were dropped", "failed_calls"],
+      ["distmoe_dropped_expert_slots_total", "(token, expert) pairs dropped", "dropped_slots"],
+      ["distmoe_expert_retries_total", "Expert calls served by a replica instead of their first host", "retries"],
+    ];
+    for (const [name, help, field] of totals) {
+      let seen = 0;
+      new Counter({
+        name,
+        help,
+        registers: [this.registry],
+        collect() {
+          const now = usage()[field];
+          this.inc(now - seen);
+          seen = now;
+        },
+      });
+    }
+    new Gauge({
+      name: "distmoe_queue_depth",
+      help: "Requests waiting for a place in the batch, and in it",
+      labelNames: ["state"],
+      registers: [this.registry],
+      collect() {
+        const d = queue();
+        this.set({ state: "waiting" }, d.waiting);
+        this.set({ state: "active" }, d.active);
+      },
+    });
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  observe(r: GenerationResult, ms: number): void {
+    this.tokens.inc(r.tokens.length);
+    this.promptTokens.inc(r.promptTokens.length);
+    this.requestSeconds.observe(ms / 1000);
+  }
+
+  /** One answered expert call of a device. */
+  deviceCall(device: string, ms: number, bytesOut: number, bytesIn: number): void {
+    this.deviceCallSeconds.observe({ device }, ms / 1000);
+    this.deviceBytes.inc({ device, direction: "sent" }, bytesOut);
+    this.deviceBytes.inc({ device, direction: "received" }, bytesIn);
+  }
+}
