@@ -171,3 +171,52 @@ test("a device that joins mid-run is given experts and serves calls", async () =
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("devices that lie about their experts are refused or failed over; with 2 replicas the output is unchanged", async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-cluster-"));
+  try {
+    initModel({ arch: "MixtralForCausalLM", out: dir, layers: 2, hidden: 64, experts: 8, topK: 2, seed: 6 });
+    const single = Engine.load(dir, { dtype: "f32" });
+    const want = await greedy(single, "honest answers", 16);
+    single.close();
+    const cluster = await startLocalCluster({ model: dir, devices: 2, weightDType: "f32", wireDType: "f32", replicas: 2, log: quiet });
+    const rogues: WebSocket[] = [];
+    try {
+      const engine = Engine.load(dir, { dtype: "f32", executor: cluster.hub.executor });
+      const errors: string[] = [];
+      // claims to be ready without its experts, then answers calls with rows of the wrong width
+      const rogue = (name: string, behaviour: "partial" | "wrong-width") => {
+        const ws = new WebSocket(cluster.hub.url);
+        rogues.push(ws);
+        ws.on("open", () => ws.send(encodeFrame({ type: "hello", name, capabilities: { memoryBytes: 1e9, gflops: 50, readGbps: 50, weightDTypes: ["f32"], wireDTypes: ["f32"] } })));
+        ws.on("message", (d: Buffer) => {
+          const m = decodeFrame(new Uint8Array(d));
+          if (m.type === "error") errors.push(`${name}: ${m.message}`);
+          if (m.type === "assign") ws.send(encodeFrame({ type: "ready", experts: behaviour === "partial" ? m.experts.slice(1) : m.experts }));
+          if (m.type === "call") ws.send(encodeFrame({ type: "result", id: m.id, rows: m.rows, hidden: 32, dtype: "f32", payload: new Uint8Array(m.rows * 32 * 4) }));
+        });
+      };
+      rogue("liar", "partial");
+      const t0 = performance.now();
+      while (!errors.some((e) => e.startsWith("liar: ready without assigned experts"))) {
+        assert.ok(performance.now() - t0 < 30_000, "the partial ready is refused");
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      rogues[0]!.close();
+      rogue("garbler", "wrong-width");
+      while (!cluster.hub.placed.includes("garbler")) {
+        assert.ok(performance.now() - t0 < 30_000, "the garbler is placed");
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const r = await engine.generate(engine.tokenizer.encode("honest answers"), { temperature: 0, maxTokens: 16 });
+      assert.deepEqual(r.tokens, want, "calls the garbler got wrong were served by replicas");
+      assert.ok(r.experts.retries > 0 && r.experts.failed_calls === 0, JSON.stringify(r.experts));
+      engine.close();
+    } finally {
+      for (const ws of rogues) ws.close();
+      await cluster.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
