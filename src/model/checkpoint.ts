@@ -57,6 +57,22 @@ export class Checkpoint {
     }
   }
 
+  /** Tensors from a list of safetensors files (a device's weight cache), without a model directory. */
+  static fromFiles(label: string, files: readonly string[]): Checkpoint {
+    const ck = new Checkpoint(label);
+    try {
+      for (const file of files) {
+        const f = SafetensorsFile.open(file);
+        ck.files.push(f);
+        for (const [name, info] of f.tensors) ck.index.set(name, info);
+      }
+    } catch (e) {
+      ck.close();
+      throw e;
+    }
+    return ck;
+  }
+
   get(name: string): TensorInfo | undefined {
     return this.index.get(name);
   }

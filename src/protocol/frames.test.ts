@@ -7,7 +7,10 @@ test("every message survives encode → decode", () => {
   const payload = encodeActivations(Float32Array.from([1, -2, 3.5, 0]), "f32");
   const messages: Message[] = [
     { type: "hello", name: "phone-1", capabilities: { memoryBytes: 8e9, gflops: 40, readGbps: 20, weightDTypes: ["f32", "q8"], wireDTypes: ["f32", "f16"] } },
-    { type: "assign", model: "/models/m", weightDType: "q8", wireDType: "f16", experts: [[0, 1], [3, 7]] },
+    { type: "assign", model: "/models/m", modelId: "abc", config: { hidden_size: 8 }, weightDType: "q8", wireDType: "f16", experts: [[0, 1], [3, 7]] },
+    { type: "fetch", experts: [[0, 1]], have: { "model.layers.0.x": "00ff" } },
+    { type: "weights", name: "model.layers.0.x", dtype: "BF16", shape: [2, 2], sha256: "00ff", payload: new Uint8Array(8) },
+    { type: "fetched", sent: 3, bytes: 1024 },
     { type: "ready", experts: [[0, 1]] },
     { type: "call", id: 7, layer: 2, expert: 5, rows: 2, hidden: 2, dtype: "f32", payload },
     { type: "result", id: 7, rows: 1, hidden: 4, dtype: "f32", payload },
@@ -37,7 +40,8 @@ test("frames that lie or exceed limits are refused with the reason", () => {
     [call.subarray(0, call.length - 4), /needs 16 payload bytes, got 12/],
     [encodeFrame({ type: "call", id: 1, layer: 0, expert: 0, rows: LIMITS.rows + 1, hidden: 4, dtype: "f32", payload: new Uint8Array(0) }), /rows must be an integer in 1\.\.65536/],
     [encodeFrame({ type: "call", id: 1, layer: 0, expert: 0, rows: 1, hidden: 4, dtype: "f64" as "f32", payload: new Uint8Array(0) }), /dtype must be one of f32, f16, bf16/],
-    [encodeFrame({ type: "assign", model: "m", weightDType: "q8", wireDType: "f32", experts: [[0, -1]] as Array<[number, number]> }), /assign needs/],
+    [encodeFrame({ type: "assign", model: "m", modelId: "i", config: {}, weightDType: "q8", wireDType: "f32", experts: [[0, -1]] as Array<[number, number]> }), /assign needs/],
+    [encodeFrame({ type: "weights", name: "t", dtype: "F32", shape: [2, 2], sha256: "x", payload: new Uint8Array(15) }), /needs 16 payload bytes, got 15/],
     [(() => { const f = encodeFrame({ type: "ready", experts: [] }); f[8] = 0x7b; f[9] = 0x7b; return f; })(), /ready header is not valid JSON/],
     [encodeFrame({ type: "ready", experts: [] }).slice(0, 10), /header length \d+ does not fit the frame/],
     [new Uint8Array(LIMITS.frameBytes + 1), /exceeds the limit/],

@@ -28,14 +28,31 @@ export interface Capabilities {
 
 export type Message =
   | { type: "hello"; name: string; capabilities: Capabilities }
-  | { type: "assign"; model: string; weightDType: string; wireDType: WireDType; experts: Array<[layer: number, expert: number]> }
+  | {
+      type: "assign";
+      /** the model directory at the base station (a device with its own copy at that path reads it) */
+      model: string;
+      /** identifies the checkpoint (config and tensor layout), for a device's weight cache */
+      modelId: string;
+      /** the model's config.json, for a device without the files */
+      config: Record<string, unknown>;
+      weightDType: string;
+      wireDType: WireDType;
+      experts: Array<[layer: number, expert: number]>;
+    }
+  /** device → BS: send me these experts' weights; `have` holds the SHA-256 of tensors I hold already */
+  | { type: "fetch"; experts: Array<[layer: number, expert: number]>; have: Record<string, string> }
+  /** BS → device: one tensor of the checkpoint, as stored there */
+  | { type: "weights"; name: string; dtype: "F32" | "BF16" | "F16"; shape: [number, number]; sha256: string; payload: Uint8Array }
+  /** BS → device: every tensor of a fetch has been sent (or was held already) */
+  | { type: "fetched"; sent: number; bytes: number }
   | { type: "ready"; experts: Array<[layer: number, expert: number]> }
   | { type: "call"; id: number; layer: number; expert: number; rows: number; hidden: number; dtype: WireDType; payload: Uint8Array }
   | { type: "result"; id: number; rows: number; hidden: number; dtype: WireDType; payload: Uint8Array }
   | { type: "error"; id?: number; message: string }
   | { type: "leave"; reason: string };
 
-const TYPES = ["hello", "assign", "ready", "call", "result", "error", "leave"] as const;
+const TYPES = ["hello", "assign", "ready", "call", "result", "error", "leave", "fetch", "weights", "fetched"] as const;
 type MessageType = (typeof TYPES)[number];
 
 export function encodeFrame(m: Message): Uint8Array {
@@ -99,8 +116,36 @@ export function decodeFrame(data: Uint8Array): Message {
     }
     case "assign":
       noPayload();
-      if (!isStr(h.model) || !isStr(h.weightDType, 16) || !isWire(h.wireDType) || !isPairs(h.experts)) fail("assign needs model, weightDType, wireDType and experts [[layer, expert], …]");
-      return { type, model: h.model as string, weightDType: h.weightDType as string, wireDType: h.wireDType as WireDType, experts: h.experts as Array<[number, number]> };
+      if (!isStr(h.model) || !isStr(h.modelId, 128) || !h.config || typeof h.config !== "object" || !isStr(h.weightDType, 16) || !isWire(h.wireDType) || !isPairs(h.experts)) {
+        fail("assign needs model, modelId, config, weightDType, wireDType and experts [[layer, expert], …]");
+      }
+      return {
+        type,
+        model: h.model as string,
+        modelId: h.modelId as string,
+        config: h.config as Record<string, unknown>,
+        weightDType: h.weightDType as string,
+        wireDType: h.wireDType as WireDType,
+        experts: h.experts as Array<[number, number]>,
+      };
+    case "fetch": {
+      noPayload();
+      const have = h.have as Record<string, unknown>;
+      if (!isPairs(h.experts) || !have || typeof have !== "object" || !Object.values(have).every((v) => isStr(v, 64))) fail("fetch needs experts [[layer, expert], …] and have {tensor: sha256}");
+      return { type, experts: h.experts as Array<[number, number]>, have: have as Record<string, string> };
+    }
+    case "weights": {
+      const shape = h.shape as unknown;
+      if (!isStr(h.name, 512) || !["F32", "BF16", "F16"].includes(h.dtype as string) || !isStr(h.sha256, 64)) fail("weights needs name, dtype (F32, BF16, F16) and sha256");
+      if (!Array.isArray(shape) || shape.length !== 2 || !shape.every((d) => isInt(d, 1, 1 << 20))) fail("weights needs a shape [rows, cols]");
+      const want = (shape as number[])[0]! * (shape as number[])[1]! * (h.dtype === "F32" ? 4 : 2);
+      if (payload.length !== want) fail(`weights ${h.name}: ${JSON.stringify(shape)} ${h.dtype} needs ${want} payload bytes, got ${payload.length}`);
+      return { type, name: h.name as string, dtype: h.dtype as "F32" | "BF16" | "F16", shape: shape as [number, number], sha256: h.sha256 as string, payload };
+    }
+    case "fetched":
+      noPayload();
+      if (!isInt(h.sent, 0, Number.MAX_SAFE_INTEGER) || !isInt(h.bytes, 0, Number.MAX_SAFE_INTEGER)) fail("fetched needs sent and bytes counts");
+      return { type, sent: h.sent as number, bytes: h.bytes as number };
     case "ready":
       noPayload();
       if (!isPairs(h.experts)) fail("ready needs experts [[layer, expert], …]");

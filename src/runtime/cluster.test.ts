@@ -220,3 +220,34 @@ test("devices that lie about their experts are refused or failed over; with 2 re
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("devices without the model files get their experts' weights streamed; a rejoining device with a cache gets none again", async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-cluster-"));
+  const cache = mkdtempSync(path.join(os.tmpdir(), "distmoe-cache-"));
+  try {
+    initModel({ arch: "Qwen2MoeForCausalLM", out: dir, layers: 2, hidden: 64, experts: 4, topK: 2, seed: 12 });
+    const single = Engine.load(dir, { dtype: "f32" });
+    const want = await greedy(single, "streamed weights", 10);
+    single.close();
+    const run = async () => {
+      const cluster = await startLocalCluster({ model: dir, devices: 2, weightDType: "f32", wireDType: "f32", log: quiet, deviceArgs: ["--fetch-weights", "--cache", cache] });
+      try {
+        const engine = Engine.load(dir, { dtype: "f32", executor: cluster.hub.executor });
+        const tokens = await greedy(engine, "streamed weights", 10);
+        engine.close();
+        return { tokens, streamed: cluster.hub.deviceCalls().reduce((s, d) => s + d.weightBytes, 0) };
+      } finally {
+        await cluster.close();
+      }
+    };
+    const first = await run();
+    assert.deepEqual(first.tokens, want);
+    assert.ok(first.streamed > 0, "weights were streamed");
+    const again = await run();
+    assert.deepEqual(again.tokens, want);
+    assert.equal(again.streamed, 0, "cached weights, verified by checksum, are not resent");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    rmSync(cache, { recursive: true, force: true });
+  }
+});

@@ -6,7 +6,12 @@ import { WebSocketServer, type WebSocket } from "ws";
 import type { AddressInfo } from "node:net";
 import type { Server as HttpServer } from "node:http";
 import type { WeightDType } from "../kernels/backend.js";
+import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
+import path from "node:path";
 import { readModelConfig, type ModelConfig } from "../model/config.js";
+import { Checkpoint } from "../model/checkpoint.js";
+import { tensorName } from "../model/arch.js";
 import type { ExpertCall, ExpertExecutor } from "../moe/executor.js";
 import { placeExperts, type Placement } from "../policies/placement.js";
 import { decodeActivations, encodeActivations, wireBytes, type WireDType } from "../protocol/activations.js";
@@ -45,6 +50,8 @@ interface Device {
   loadedGen: number;
   /** expert calls it has answered */
   calls: number;
+  /** weight bytes streamed to it */
+  weightBytes: number;
 }
 
 interface PendingCall {
@@ -64,6 +71,10 @@ export class DeviceHub {
   private readonly pending = new Map<number, PendingCall>();
   private readonly waiters = new Set<() => void>();
   private readonly cfg: ModelConfig;
+  private readonly configJson: Record<string, unknown>;
+  /** The checkpoint, opened to stream weights to devices without the files, and its identity. */
+  private readonly checkpoint: Checkpoint;
+  private readonly modelId: string;
   private placement: Placement | null = null;
   private nextId = 1;
   private readonly log: (line: string) => void;
@@ -82,6 +93,14 @@ export class DeviceHub {
       },
     };
     this.cfg = readModelConfig(opts.model);
+    this.configJson = JSON.parse(readFileSync(path.join(opts.model, "config.json"), "utf8")) as Record<string, unknown>;
+    this.checkpoint = Checkpoint.open(opts.model);
+    const id = createHash("sha256").update(JSON.stringify(this.configJson));
+    for (const name of [...this.checkpoint.names()].sort()) {
+      const t = this.checkpoint.get(name)!;
+      id.update(`${name}:${t.dtype}:${t.shape.join("x")}:${path.basename(t.file.path)}:${t.offset};`);
+    }
+    this.modelId = id.digest("hex").slice(0, 32);
     this.log = opts.log ?? ((l) => process.stderr.write(`[bs] ${l}\n`));
     server.on("connection", (ws) => this.accept(ws));
   }
@@ -133,7 +152,15 @@ export class DeviceHub {
     live.forEach((d, i) => {
       d.assigned = next.experts[i]!;
       d.assignedGen = gen;
-      this.send(d, { type: "assign", model: this.opts.model, weightDType: this.opts.weightDType, wireDType: this.opts.wireDType, experts: d.assigned });
+      this.send(d, {
+        type: "assign",
+        model: this.opts.model,
+        modelId: this.modelId,
+        config: this.configJson,
+        weightDType: this.opts.weightDType,
+        wireDType: this.opts.wireDType,
+        experts: d.assigned,
+      });
     });
     await this.until(() => this.gen !== gen || live.every((d) => !d.connected || d.loadedGen === gen), timeoutMs, "the devices to load their experts");
     if (this.gen !== gen) return;
@@ -153,8 +180,33 @@ export class DeviceHub {
   }
 
   /** Calls answered per device, for reports and tests. */
-  deviceCalls(): Array<{ name: string; calls: number; ready: boolean }> {
-    return this.devices.map((d) => ({ name: d.name, calls: d.calls, ready: d.ready }));
+  deviceCalls(): Array<{ name: string; calls: number; ready: boolean; weightBytes: number }> {
+    return this.devices.map((d) => ({ name: d.name, calls: d.calls, ready: d.ready, weightBytes: d.weightBytes }));
+  }
+
+  /** Streams the requested experts' tensors, except those the device already holds with the same checksum. */
+  private sendWeights(d: Device, experts: ReadonlyArray<[number, number]>, have: Record<string, string>): void {
+    const t = this.cfg.arch.tensors;
+    let sent = 0, bytes = 0;
+    for (const [layer, expert] of experts) {
+      if (!d.assigned.some(([l, e]) => l === layer && e === expert)) {
+        this.send(d, { type: "error", message: `expert ${expert} of layer ${layer} is not assigned to this device` });
+        continue;
+      }
+      for (const tmpl of [t.expertGate, t.expertUp, t.expertDown]) {
+        const name = tensorName(tmpl, layer, expert);
+        const info = this.checkpoint.get(name)!;
+        const payload = info.file.read(name);
+        const sha256 = createHash("sha256").update(payload).digest("hex");
+        if (have[name] === sha256) continue;
+        this.send(d, { type: "weights", name, dtype: info.dtype as "F32" | "BF16" | "F16", shape: [info.shape[0]!, info.shape[1]!], sha256, payload });
+        sent++;
+        bytes += payload.length;
+      }
+    }
+    d.weightBytes += bytes;
+    this.send(d, { type: "fetched", sent, bytes });
+    if (bytes > 0) this.log(`streamed ${sent} tensors (${(bytes / 2 ** 20).toFixed(1)} MiB) to ${d.name}`);
   }
 
   private until(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
@@ -195,7 +247,7 @@ export class DeviceHub {
           this.send(ws, { type: "error", message: "say hello first" });
           return;
         }
-        device = { name: m.name, ws, capabilities: m.capabilities, ready: false, connected: true, assigned: [], assignedGen: 0, loadedGen: 0, calls: 0 };
+        device = { name: m.name, ws, capabilities: m.capabilities, ready: false, connected: true, assigned: [], assignedGen: 0, loadedGen: 0, calls: 0, weightBytes: 0 };
         this.devices.push(device);
         this.log(`${m.name} joined (${m.capabilities.readGbps.toFixed(1)} GB/s, ${m.capabilities.gflops.toFixed(1)} GFLOP/s)`);
         this.changed();
@@ -255,6 +307,9 @@ export class DeviceHub {
         } else this.log(`${d.name}: ${m.message}`);
         return;
       }
+      case "fetch":
+        this.sendWeights(d, m.experts, m.have);
+        return;
       case "leave":
         d.ws.close();
         return;
@@ -320,6 +375,7 @@ export class DeviceHub {
     for (const d of this.devices) this.send(d, { type: "leave", reason: "base station shutting down" });
     for (const p of this.pending.values()) p.reject(new Error("base station shutting down"));
     this.pending.clear();
+    this.checkpoint.close();
     return new Promise((resolve) => {
       for (const c of this.server.clients) c.close();
       this.server.close(() => resolve());

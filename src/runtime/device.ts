@@ -1,11 +1,17 @@
 // An expert device: connects to a base station, reports what it can do, loads the experts it is
-// assigned (from its own copy of the model directory) and computes expert calls. Stateless per token.
+// assigned (from its own copy of the model directory, or streamed from the base station into a local
+// cache) and computes expert calls. Stateless per token.
 import os from "node:os";
+import path from "node:path";
+import { createHash } from "node:crypto";
+import { existsSync } from "node:fs";
 import WebSocket from "ws";
 import { WasmBackend } from "../kernels/wasm/wasm-backend.js";
 import { WEIGHT_DTYPES, type WeightDType } from "../kernels/backend.js";
 import { Checkpoint } from "../model/checkpoint.js";
-import { readModelConfig } from "../model/config.js";
+import { parseModelConfig, type ModelConfig } from "../model/config.js";
+import { tensorName } from "../model/arch.js";
+import { WeightCache } from "./weight-cache.js";
 import { loadExperts, type FfnWeights } from "../model/weights.js";
 import { LocalExpertExecutor } from "../moe/local-executor.js";
 import { decodeActivations, encodeActivations, WIRE_DTYPES } from "../protocol/activations.js";
@@ -16,6 +22,12 @@ export interface DeviceOptions {
   /** ws://host:port of the base station */
   bs: string;
   name: string;
+  /** This device's own copy of the model directory; default: the base station's path, if it exists here. */
+  model?: string;
+  /** Always stream the weights from the base station, even where the files are at hand. */
+  fetchWeights?: boolean;
+  /** Where streamed weights are kept between runs (default ~/.cache/distmoe). */
+  cacheDir?: string;
   threads?: number;
   spinMs?: number;
   log?: (line: string) => void;
@@ -29,6 +41,43 @@ export function runDevice(opts: DeviceOptions): Promise<void> {
   // experts loaded so far, kept across assignments: a new placement only adds, so routes the base
   // station still uses stay valid while it moves to the new one
   const held = new Map<string, { layer: number; expert: number; w: FfnWeights }>();
+  let fetching: { cache: WeightCache; resolve: () => void; reject: (e: Error) => void } | null = null;
+
+  /** Where to read the wanted experts: the model directory, or the cache after fetching what it lacks. */
+  async function source(m: Extract<Message, { type: "assign" }>, cfg: ModelConfig, wanted: ReadonlyArray<[number, number]>): Promise<Checkpoint> {
+    const local = opts.model ?? m.model;
+    if (!opts.fetchWeights && existsSync(path.join(local, "config.json"))) return Checkpoint.open(local);
+    const cache = new WeightCache(path.join(opts.cacheDir ?? path.join(os.homedir(), ".cache", "distmoe"), m.modelId));
+    const t = cfg.arch.tensors;
+    const names = wanted.flatMap(([l, e]) => [t.expertGate, t.expertUp, t.expertDown].map((tmpl) => tensorName(tmpl, l, e)));
+    await new Promise<void>((resolve, reject) => {
+      fetching = { cache, resolve, reject };
+      send({ type: "fetch", experts: [...wanted], have: cache.checksums(names) });
+    }).finally(() => (fetching = null));
+    return Checkpoint.fromFiles(cache.dir, names.map((n) => cache.file(n)));
+  }
+
+  async function assign(m: Extract<Message, { type: "assign" }>): Promise<void> {
+    if (!WEIGHT_DTYPES.includes(m.weightDType as WeightDType)) throw new Error(`weight dtype ${m.weightDType} is not supported`);
+    const cfg = parseModelConfig(m.config, "assigned config");
+    const wanted = m.experts.filter(([l, e]) => !held.has(`${l}:${e}`));
+    if (wanted.length > 0) {
+      const want = new Set(wanted.map(([l, e]) => `${l}:${e}`));
+      const ck = await source(m, cfg, wanted);
+      try {
+        const loaded = loadExperts(backend, ck, cfg, { dtype: m.weightDType as WeightDType, holdsExpert: (l, e) => want.has(`${l}:${e}`) });
+        loaded.forEach((row, layer) => row.forEach((w, expert) => w && held.set(`${layer}:${expert}`, { layer, expert, w })));
+      } finally {
+        ck.close();
+      }
+    }
+    const table = Array.from({ length: cfg.layers }, () => new Array<FfnWeights | null>(cfg.experts).fill(null));
+    for (const { layer, expert, w } of held.values()) table[layer]![expert] = w;
+    executor?.close();
+    executor = new LocalExpertExecutor(backend, table, cfg.hidden);
+    log(`holds ${held.size} experts (${wanted.length} newly loaded)`);
+    send({ type: "ready", experts: [...held.values()].map(({ layer, expert }) => [layer, expert] as [number, number]) });
+  }
   const ws = new WebSocket(opts.bs);
   const send = (m: Message) => sendFrame(ws, m);
 
@@ -48,31 +97,20 @@ export function runDevice(opts: DeviceOptions): Promise<void> {
 
   receiveFrames(ws, (m) => {
     switch (m.type) {
-      case "assign": {
-        try {
-          if (!WEIGHT_DTYPES.includes(m.weightDType as WeightDType)) throw new Error(`weight dtype ${m.weightDType} is not supported`);
-          const cfg = readModelConfig(m.model);
-          const wanted = new Set(m.experts.map(([l, e]) => `${l}:${e}`).filter((k) => !held.has(k)));
-          if (wanted.size > 0) {
-            const ck = Checkpoint.open(m.model);
-            try {
-              const loaded = loadExperts(backend, ck, cfg, { dtype: m.weightDType as WeightDType, holdsExpert: (l, e) => wanted.has(`${l}:${e}`) });
-              loaded.forEach((row, layer) => row.forEach((w, expert) => w && held.set(`${layer}:${expert}`, { layer, expert, w })));
-            } finally {
-              ck.close();
-            }
-          }
-          const table = Array.from({ length: cfg.layers }, () => new Array<FfnWeights | null>(cfg.experts).fill(null));
-          for (const { layer, expert, w } of held.values()) table[layer]![expert] = w;
-          executor?.close();
-          executor = new LocalExpertExecutor(backend, table, cfg.hidden);
-          log(`holds ${held.size} experts of ${m.model} (${wanted.size} newly loaded)`);
-          send({ type: "ready", experts: [...held.values()].map(({ layer, expert }) => [layer, expert] as [number, number]) });
-        } catch (e) {
-          send({ type: "error", message: `cannot load the assigned experts: ${(e as Error).message}` });
-        }
+      case "assign":
+        assign(m).catch((e: Error) => send({ type: "error", message: `cannot load the assigned experts: ${e.message}` }));
+        return;
+      case "weights": {
+        const sum = createHash("sha256").update(m.payload).digest("hex");
+        if (!fetching) send({ type: "error", message: `unexpected weights ${m.name}` });
+        else if (sum !== m.sha256) fetching.reject(new Error(`weights ${m.name} arrived damaged (checksum ${sum}, expected ${m.sha256})`));
+        else fetching.cache.put(m.name, m.dtype, m.shape, m.payload);
         return;
       }
+      case "fetched":
+        if (fetching) log(`received ${m.sent} tensors (${(m.bytes / 2 ** 20).toFixed(1)} MiB)`);
+        fetching?.resolve();
+        return;
       case "call": {
         const { id, layer, expert, rows, hidden, dtype } = m;
         if (!executor) {

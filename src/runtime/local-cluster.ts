@@ -17,6 +17,8 @@ export interface LocalClusterOptions {
   replicas?: number;
   /** Compute threads per device process (default 1: the devices share this machine's cores). */
   threadsPerDevice?: number;
+  /** More arguments for every `distmoe device` (e.g. --fetch-weights --cache DIR). */
+  deviceArgs?: string[];
   log?: (line: string) => void;
 }
 
@@ -37,13 +39,13 @@ export interface LocalDevices {
 }
 
 /** N device processes connecting to the hub at `url`. */
-export function spawnLocalDevices(url: string, count: number, threads = 1): LocalDevices {
+export function spawnLocalDevices(url: string, count: number, threads = 1, extraArgs: readonly string[] = []): LocalDevices {
   const children: ChildProcess[] = [];
   let failure: ((e: Error) => void) | null = null;
   const failed = new Promise<never>((_, reject) => (failure = reject));
   failed.catch(() => undefined);
   for (let i = 0; i < count; i++) {
-    const child = spawn(process.execPath, [BIN, "device", "--bs", url, "--name", `local-${i}`, "--threads", String(threads), "--spin-ms", "0"], {
+    const child = spawn(process.execPath, [BIN, "device", "--bs", url, "--name", `local-${i}`, "--threads", String(threads), "--spin-ms", "0", ...extraArgs], {
       stdio: ["ignore", "ignore", "pipe"],
     });
     let stderr = "";
@@ -75,7 +77,7 @@ export function spawnLocalDevices(url: string, count: number, threads = 1): Loca
 
 export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCluster> {
   const hub = await DeviceHub.listen({ model: o.model, weightDType: o.weightDType, wireDType: o.wireDType, replicas: o.replicas, log: o.log });
-  const devices = spawnLocalDevices(hub.url, o.devices, o.threadsPerDevice);
+  const devices = spawnLocalDevices(hub.url, o.devices, o.threadsPerDevice, o.deviceArgs);
   try {
     await Promise.race([hub.start(o.devices), devices.failed]);
   } catch (e) {

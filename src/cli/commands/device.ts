@@ -10,5 +10,10 @@ export function deviceCommand(): Command {
     .option("--name <name>", "this device's name", os.hostname())
     .option("-t, --threads <n>", "compute threads (default: the cores available)", positiveInt)
     .option("--spin-ms <ms>", "how long idle compute threads spin before sleeping", nonNegativeNumber)
-    .action((o: { bs: string; name: string; threads?: number; spinMs?: number }) => runDevice({ bs: o.bs, name: o.name, threads: o.threads, spinMs: o.spinMs }));
+    .option("--model <dir>", "this device's copy of the model (default: the base station's path, if it exists here; otherwise the weights are streamed)")
+    .option("--fetch-weights", "always stream the assigned experts' weights from the base station")
+    .option("--cache <dir>", "where streamed weights are kept between runs (default ~/.cache/distmoe)")
+    .action((o: { bs: string; name: string; threads?: number; spinMs?: number; model?: string; fetchWeights?: boolean; cache?: string }) =>
+      runDevice({ bs: o.bs, name: o.name, threads: o.threads, spinMs: o.spinMs, model: o.model, fetchWeights: o.fetchWeights, cacheDir: o.cache }),
+    );
 }
