@@ -4,6 +4,7 @@ import { WEIGHT_DTYPES, type WeightDType } from "../kernels/backend.js";
 import { Engine, type EngineOptions } from "../runtime/engine.js";
 import { startLocalCluster } from "../runtime/local-cluster.js";
 import { WIRE_DTYPES, type WireDType } from "../protocol/activations.js";
+import { parseLink, type LinkParams } from "../channel/link.js";
 import { ProgressBar } from "./progress.js";
 
 export function positiveInt(v: string): number {
@@ -39,6 +40,7 @@ export interface ModelCliOptions {
   localDevices?: number;
   wireDtype: WireDType;
   replicas: number;
+  link?: LinkParams;
 }
 
 /** --model, --dtype, --threads, --simd, --ctx */
@@ -51,7 +53,14 @@ export function addModelOptions(cmd: Command): Command {
     .option("--ctx <n>", "context length (prompt + generated tokens)", positiveInt)
     .option("--local-devices <n>", "run the experts on N device processes on this machine (over loopback sockets)", positiveInt)
     .addOption(new Option("--wire-dtype <dtype>", "activations sent to devices").choices(WIRE_DTYPES as string[]).default("f32"))
-    .option("--replicas <n>", "devices holding each expert; a call fails over to the next", positiveInt, 1);
+    .option("--replicas <n>", "devices holding each expert; a call fails over to the next", positiveInt, 1)
+    .option("--link <spec>", 'emulate every device link, e.g. "rate=20mbit,delay=5ms,jitter=1ms,loss=0.5%"', (v: string) => {
+      try {
+        return parseLink(v);
+      } catch (e) {
+        throw new InvalidArgumentError((e as Error).message);
+      }
+    });
 }
 
 /** The engine the options ask for: in-process, or with its experts on a local cluster. */
@@ -61,7 +70,8 @@ export async function openEngine(o: ModelCliOptions, extra: Partial<EngineOption
     const engine = Engine.load(o.model, opts);
     return { engine, close: async () => engine.close() };
   }
-  const cluster = await startLocalCluster({ model: o.model, devices: o.localDevices, weightDType: o.dtype, wireDType: o.wireDtype, replicas: o.replicas });
+  const link = o.link;
+  const cluster = await startLocalCluster({ model: o.model, devices: o.localDevices, weightDType: o.dtype, wireDType: o.wireDtype, replicas: o.replicas, link: link && (() => link) });
   try {
     const engine = Engine.load(o.model, { ...opts, executor: cluster.hub.executor });
     return {

@@ -13,6 +13,7 @@ import { perplexity, protocolTokens } from "../eval/perplexity.js";
 import { REPO_ROOT, sharedPath } from "../testing/shared.js";
 import { decodeFrame, encodeFrame, PROTOCOL_VERSION } from "../protocol/frames.js";
 import type { WireDType } from "../protocol/activations.js";
+import { parseLink } from "../channel/link.js";
 
 const quiet = () => undefined;
 
@@ -249,5 +250,29 @@ test("devices without the model files get their experts' weights streamed; a rej
   } finally {
     rmSync(dir, { recursive: true, force: true });
     rmSync(cache, { recursive: true, force: true });
+  }
+});
+
+test("emulated links hold frames back on the real socket path and leave the output unchanged", async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-cluster-"));
+  try {
+    initModel({ arch: "MixtralForCausalLM", out: dir, layers: 2, hidden: 64, experts: 4, topK: 2, seed: 14 });
+    const single = Engine.load(dir, { dtype: "f32" });
+    const want = await greedy(single, "slow links", 6);
+    single.close();
+    const link = parseLink("rate=10mbit,delay=20ms,jitter=2ms");
+    const cluster = await startLocalCluster({ model: dir, devices: 2, weightDType: "f32", wireDType: "f32", link: () => link, log: quiet });
+    try {
+      const engine = Engine.load(dir, { dtype: "f32", executor: cluster.hub.executor });
+      const r = await engine.generate(engine.tokenizer.encode("slow links"), { temperature: 0, maxTokens: 6 });
+      engine.close();
+      assert.deepEqual(r.tokens, want);
+      // each decode step crosses every MoE layer's link down and up: at least 2 layers × 2 × 20 ms
+      assert.ok(r.decodeMs / r.decodeSteps >= 80, `${(r.decodeMs / r.decodeSteps).toFixed(1)} ms per decode step`);
+    } finally {
+      await cluster.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -12,11 +12,15 @@ import path from "node:path";
 import { readModelConfig, type ModelConfig } from "../model/config.js";
 import { Checkpoint } from "../model/checkpoint.js";
 import { tensorName } from "../model/arch.js";
+import { ShapedLink, type LinkModel } from "../channel/link.js";
 import type { ExpertCall, ExpertExecutor } from "../moe/executor.js";
 import { placeExperts, type Placement } from "../policies/placement.js";
 import { decodeActivations, encodeActivations, wireBytes, type WireDType } from "../protocol/activations.js";
 import type { Capabilities, Message } from "../protocol/frames.js";
 import { receiveFrames, sendFrame } from "../protocol/socket.js";
+
+/** Bytes a frame carries besides its payload (prefix and JSON header), for link timing. */
+const FRAME_OVERHEAD = 96;
 
 export interface HubOptions {
   /** The model directory, as devices will open it (their own copy at the same path). */
@@ -30,6 +34,8 @@ export interface HubOptions {
    * (or is dropped). A fixed bound for now; the cost model of issue 4 will derive it per device and call.
    */
   deadlineMs?: number;
+  /** Emulated links to the devices (rate, delay, jitter, loss), applied to every frame both ways. */
+  link?: LinkModel;
   /** Told of every answered call: device, round trip, bytes sent and received. */
   onCall?: (device: string, ms: number, bytesOut: number, bytesIn: number) => void;
   host?: string;
@@ -50,6 +56,8 @@ interface Device {
   loadedGen: number;
   /** expert calls it has answered */
   calls: number;
+  /** its emulated link, when the hub shapes links */
+  link: ShapedLink | null;
   /** weight bytes streamed to it */
   weightBytes: number;
 }
@@ -239,6 +247,13 @@ export class DeviceHub {
     sendFrame("ws" in d ? d.ws : d, m);
   }
 
+  /** Sends after the downlink's emulated delay (immediately when links are not shaped). */
+  private sendShaped(d: Device, m: Message): void {
+    const wait = d.link?.delay("down", FRAME_OVERHEAD + ("payload" in m ? m.payload.length : 0)) ?? 0;
+    if (wait > 0) setTimeout(() => this.send(d, m), wait);
+    else this.send(d, m);
+  }
+
   private accept(ws: WebSocket): void {
     let device: Device | null = null;
     const onMessage = (m: Message) => {
@@ -247,14 +262,19 @@ export class DeviceHub {
           this.send(ws, { type: "error", message: "say hello first" });
           return;
         }
-        device = { name: m.name, ws, capabilities: m.capabilities, ready: false, connected: true, assigned: [], assignedGen: 0, loadedGen: 0, calls: 0, weightBytes: 0 };
+        const link = this.opts.link ? new ShapedLink(m.name, this.opts.link, this.devices.length + 1) : null;
+        device = { name: m.name, ws, capabilities: m.capabilities, ready: false, connected: true, assigned: [], assignedGen: 0, loadedGen: 0, calls: 0, weightBytes: 0, link };
         this.devices.push(device);
         this.log(`${m.name} joined (${m.capabilities.readGbps.toFixed(1)} GB/s, ${m.capabilities.gflops.toFixed(1)} GFLOP/s)`);
         this.changed();
         if (this.started) this.replanInBackground();
         return;
       }
-      this.onMessage(device, m);
+      // the uplink holds each frame back as long as the emulated link would
+      const d = device;
+      const wait = d.link?.delay("up", FRAME_OVERHEAD + ("payload" in m ? m.payload.length : 0)) ?? 0;
+      if (wait > 0) setTimeout(() => this.onMessage(d, m), wait);
+      else this.onMessage(d, m);
     };
     receiveFrames(ws, onMessage, (reason) => this.log(`${device?.name ?? "unknown peer"}: ${reason}`));
     ws.on("close", () => {
@@ -357,7 +377,7 @@ export class DeviceHub {
         resolve(out);
       };
       this.pending.set(id, { device, resolve: settle(answered), reject: settle(reject) });
-      this.send(device, {
+      this.sendShaped(device, {
         type: "call",
         id,
         layer: call.layer,

@@ -5,6 +5,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { WeightDType } from "../kernels/backend.js";
 import type { WireDType } from "../protocol/activations.js";
+import type { LinkModel } from "../channel/link.js";
 import { DeviceHub } from "./device-hub.js";
 
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../bin/distmoe.js");
@@ -15,6 +16,7 @@ export interface LocalClusterOptions {
   weightDType: WeightDType;
   wireDType: WireDType;
   replicas?: number;
+  link?: LinkModel;
   /** Compute threads per device process (default 1: the devices share this machine's cores). */
   threadsPerDevice?: number;
   /** More arguments for every `distmoe device` (e.g. --fetch-weights --cache DIR). */
@@ -76,7 +78,7 @@ export function spawnLocalDevices(url: string, count: number, threads = 1, extra
 }
 
 export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCluster> {
-  const hub = await DeviceHub.listen({ model: o.model, weightDType: o.weightDType, wireDType: o.wireDType, replicas: o.replicas, log: o.log });
+  const hub = await DeviceHub.listen({ model: o.model, weightDType: o.weightDType, wireDType: o.wireDType, replicas: o.replicas, link: o.link, log: o.log });
   const devices = spawnLocalDevices(hub.url, o.devices, o.threadsPerDevice, o.deviceArgs);
   try {
     await Promise.race([hub.start(o.devices), devices.failed]);

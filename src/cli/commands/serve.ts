@@ -33,6 +33,7 @@ export function serveCommand(): Command {
             weightDType: o.dtype,
             wireDType: o.wireDtype,
             replicas: o.replicas,
+            link: o.link && (() => o.link!),
             onCall: (device, ms, out, inn) => metrics?.deviceCall(device, ms, out, inn),
           })
         : null;
