@@ -182,6 +182,12 @@ export class DeviceHub {
     this.replan().catch((e: Error) => this.log(`re-placing experts failed: ${e.message}`));
   }
 
+  /** The device that serves (layer, expert) now: its first live host. */
+  hostOf(layer: number, expert: number): string | undefined {
+    const hosts = this.placement?.hosts[layer]?.[expert] ?? [];
+    return hosts.map((i) => this.members[i]).find((d) => d?.ready)?.name;
+  }
+
   /** Names of the devices the placement in use refers to. */
   get placed(): string[] {
     return this.members.map((d) => d.name);

@@ -1,0 +1,89 @@
+#!/usr/bin/env node
+// The distributed runtime against its cost model. For 1, 2 and 4 local device processes, without and
+// with an emulated link, it measures decode time per token and puts beside it what the latency model
+// (src/channel/latency.ts) predicts for the routing each step actually took, from the base station's
+// own time per token and one expert call's compute time, both measured here. The ratio is the
+// runtime's overhead over the model. Then decode throughput at 1, 4 and 16 concurrent streams.
+// Usage: node scripts/bench-cluster.mjs [--model DIR] [--tokens 48] [--link "rate=100mbit,delay=2ms"]
+import { parseArgs } from "node:util";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { Engine } from "../dist/runtime/engine.js";
+import { startLocalCluster } from "../dist/runtime/local-cluster.js";
+import { LocalExpertExecutor } from "../dist/moe/local-executor.js";
+import { parseLink } from "../dist/channel/link.js";
+import { stepLatencyMs } from "../dist/channel/latency.js";
+import { wireBytes } from "../dist/protocol/activations.js";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const { values: a } = parseArgs({
+  options: { model: { type: "string", default: path.resolve(root, "../shared/models/brown-moe") }, tokens: { type: "string", default: "48" }, link: { type: "string", default: "rate=100mbit,delay=2ms" } },
+});
+const model = a.model, N = Number(a.tokens), link = parseLink(a.link);
+const prompt = (e) => e.tokenizer.encode("The jury said it did find that many of the");
+const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+
+// the base station's own time per decode token: experts answered instantly with zeros
+const bsEngine = Engine.load(model, { executor: { run: async (c) => new Float32Array(c.input.length) } });
+await bsEngine.generate(prompt(bsEngine), { temperature: 0, maxTokens: 8 });
+const bsRun = await bsEngine.generate(prompt(bsEngine), { temperature: 0, maxTokens: N });
+const bsMs = bsRun.decodeMs / bsRun.decodeSteps;
+bsEngine.close();
+
+// one expert call at batch 1 on one thread, as a device process computes it
+const one = Engine.load(model, { threads: 1 });
+const local = new LocalExpertExecutor(one.backend, one.weights.layers.map((l) => l.experts), one.config.hidden);
+const row = new Float32Array(one.config.hidden).fill(0.1);
+const callTimes = [];
+for (let i = 0; i < 300; i++) {
+  const t0 = performance.now();
+  await local.run({ layer: 0, expert: i % one.config.experts, rows: 1, input: row });
+  callTimes.push(performance.now() - t0);
+}
+const callMs = median(callTimes.slice(50));
+const hidden = one.config.hidden;
+one.close();
+console.log(`model ${path.basename(model)}; base station ${bsMs.toFixed(3)} ms per token; one expert call ${(callMs * 1000).toFixed(0)} µs; link when shaped: ${a.link}\n`);
+console.log("| devices | link | decode tok/s | measured ms/token | predicted ms/token | overhead |");
+console.log("|---|---|---|---|---|---|");
+
+for (const shaped of [false, true]) {
+  for (const devices of [1, 2, 4]) {
+    const records = [];
+    const cluster = await startLocalCluster({ model, devices, weightDType: "f32", wireDType: "f32", link: shaped ? () => link : undefined, log: () => {} });
+    const engine = Engine.load(model, { executor: cluster.hub.executor, trace: { record: (r) => records.push(r) } });
+    await engine.generate(prompt(engine), { temperature: 0, maxTokens: 8 });
+    records.length = 0;
+    const r = await engine.generate(prompt(engine), { temperature: 0, maxTokens: N });
+    const measured = r.decodeMs / r.decodeSteps;
+    // the model's prediction for each decode step's actual routing
+    const costs = new Map(cluster.hub.placed.map((name) => [name, { callMs, link: shaped ? link : null }]));
+    const steps = new Map();
+    for (const rec of records) {
+      const calls = [];
+      const counts = new Map();
+      for (let i = 0; i < rec.decision.offsets[rec.decision.rows]; i++) counts.set(rec.decision.experts[i], (counts.get(rec.decision.experts[i]) ?? 0) + 1);
+      for (const [expert, rows] of counts) calls.push({ device: cluster.hub.hostOf(rec.layer, expert), rows });
+      (steps.get(rec.step) ?? steps.set(rec.step, []).get(rec.step)).push({ calls });
+    }
+    const decodeSteps = [...steps.keys()].sort((x, y) => x - y).slice(1, 1 + r.decodeSteps);
+    const predicted = decodeSteps.reduce((s, k) => s + stepLatencyMs(bsMs, steps.get(k), costs, hidden * wireBytes("f32")), 0) / decodeSteps.length;
+    console.log(`| ${devices} | ${shaped ? a.link : "loopback"} | ${(1000 / measured).toFixed(1)} | ${measured.toFixed(2)} | ${predicted.toFixed(2)} | ${(measured / predicted).toFixed(2)}× |`);
+    engine.close();
+    await cluster.close();
+  }
+}
+
+console.log("\n| concurrent streams (4 devices, loopback) | total decode tok/s |");
+console.log("|---|---|");
+const cluster = await startLocalCluster({ model, devices: 4, weightDType: "f32", wireDType: "f32", log: () => {} });
+const engine = Engine.load(model, { executor: cluster.hub.executor, maxBatch: 16 });
+await engine.generate(prompt(engine), { temperature: 0, maxTokens: 8 });
+for (const streams of [1, 4, 16]) {
+  const t0 = performance.now();
+  const rs = await Promise.all(Array.from({ length: streams }, (_, i) => engine.generate(prompt(engine), { temperature: 0.8, seed: i, maxTokens: N })));
+  const tokens = rs.reduce((s, r) => s + r.tokens.length, 0);
+  console.log(`| ${streams} | ${(tokens / ((performance.now() - t0) / 1000)).toFixed(1)} |`);
+}
+engine.close();
+await cluster.close();
