@@ -3,9 +3,11 @@
 // with an emulated link, it measures decode time per token and puts beside it what the latency model
 // (src/channel/latency.ts) predicts for the routing each step actually took, from the base station's
 // own time per token and one expert call's compute time, both measured here. The ratio is the
-// runtime's overhead over the model. Then decode throughput at 1, 4 and 16 concurrent streams.
+// runtime's overhead over the model. Then decode throughput at 1, 4 and 16 concurrent streams, and
+// how long a device joining a running cluster takes to be placed and loaded.
 // Usage: node scripts/bench-cluster.mjs [--model DIR] [--tokens 48] [--link "rate=100mbit,delay=2ms"]
 import { parseArgs } from "node:util";
+import { spawn } from "node:child_process";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Engine } from "../dist/runtime/engine.js";
@@ -87,3 +89,12 @@ for (const streams of [1, 4, 16]) {
 }
 engine.close();
 await cluster.close();
+
+// a device joining a running cluster of 2: from its process start until the new placement is in use
+const joined = await startLocalCluster({ model, devices: 2, weightDType: "f32", wireDType: "f32", log: () => {} });
+const t0 = performance.now();
+const late = spawn(process.execPath, [path.join(root, "bin/distmoe.js"), "device", "--bs", joined.hub.url, "--name", "late", "--threads", "1", "--spin-ms", "0"], { stdio: "ignore" });
+while (!joined.hub.placed.includes("late")) await new Promise((r) => setTimeout(r, 10));
+console.log(`\na device joining 2 others was placed and had loaded its experts ${(performance.now() - t0).toFixed(0)} ms after its process started`);
+await joined.close();
+late.kill();

@@ -8,7 +8,7 @@ import WebSocket from "ws";
 import { Engine } from "./engine.js";
 import { startLocalCluster, type LocalCluster } from "./local-cluster.js";
 import { spawn } from "node:child_process";
-import { initModel } from "../model/init-model.js";
+import { initModel, type InitModelOptions } from "../model/init-model.js";
 import { perplexity, protocolTokens } from "../eval/perplexity.js";
 import { REPO_ROOT, sharedPath } from "../testing/shared.js";
 import { decodeFrame, encodeFrame, PROTOCOL_VERSION } from "../protocol/frames.js";
@@ -35,18 +35,33 @@ async function greedy(engine: Engine, prompt: string, n: number): Promise<number
   return (await engine.generate(engine.tokenizer.encode(prompt), { temperature: 0, maxTokens: n })).tokens;
 }
 
-test("4 device processes give the single-process greedy output (generated Qwen2-MoE, f32 activations)", async () => {
+/** A small generated model in a temporary directory, for the length of `fn`. */
+async function withModel(opts: Omit<InitModelOptions, "out">, fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-cluster-"));
   try {
-    initModel({ arch: "Qwen2MoeForCausalLM", out: dir, layers: 2, hidden: 64, experts: 8, topK: 2, seed: 3 });
-    const single = Engine.load(dir, { dtype: "f32" });
-    const want = await greedy(single, "distributed experts", 16);
-    single.close();
-    const got = await withCluster(dir, 4, "f32", (engine) => greedy(engine, "distributed experts", 16));
-    assert.deepEqual(got, want);
+    initModel({ ...opts, out: dir });
+    await fn(dir);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** What the single-process engine answers greedily: the reference every cluster run must match. */
+async function singleGreedy(dir: string, prompt: string, n: number): Promise<number[]> {
+  const engine = Engine.load(dir, { dtype: "f32" });
+  try {
+    return await greedy(engine, prompt, n);
+  } finally {
+    engine.close();
+  }
+}
+
+test("4 device processes give the single-process greedy output (generated Qwen2-MoE, f32 activations)", async () => {
+  await withModel({ arch: "Qwen2MoeForCausalLM", layers: 2, hidden: 64, experts: 8, topK: 2, seed: 3 }, async (dir) => {
+    const want = await singleGreedy(dir, "distributed experts", 16);
+    const got = await withCluster(dir, 4, "f32", (engine) => greedy(engine, "distributed experts", 16));
+    assert.deepEqual(got, want);
+  });
 });
 
 const brown = sharedPath("models/brown-moe");
@@ -65,12 +80,8 @@ test("brown-moe on 4 devices: identical greedy output with f32 activations, perp
 });
 
 test("malformed frames, a wrong protocol version and a bogus result get error frames; the base station keeps serving", async () => {
-  const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-cluster-"));
-  try {
-    initModel({ arch: "MixtralForCausalLM", out: dir, layers: 2, hidden: 64, experts: 4, topK: 2, seed: 5 });
-    const single = Engine.load(dir, { dtype: "f32" });
-    const want = await greedy(single, "still serving", 8);
-    single.close();
+  await withModel({ arch: "MixtralForCausalLM", layers: 2, hidden: 64, experts: 4, topK: 2, seed: 5 }, async (dir) => {
+    const want = await singleGreedy(dir, "still serving", 8);
     await withCluster(dir, 2, "f32", async (engine, cluster) => {
       const rogue = new WebSocket(cluster.hub.url);
       const replies: string[] = [];
@@ -100,15 +111,11 @@ test("malformed frames, a wrong protocol version and a bogus result get error fr
       rogue.close();
       assert.deepEqual(await greedy(engine, "still serving", 8), want, "the cluster still serves, with the same output");
     });
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test("a device killed in the middle of a 64-token generation: the request completes; with 2 replicas the output is unchanged", async () => {
-  const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-cluster-"));
-  try {
-    initModel({ arch: "MixtralForCausalLM", out: dir, layers: 2, hidden: 64, experts: 8, topK: 2, seed: 9 });
+  await withModel({ arch: "MixtralForCausalLM", layers: 2, hidden: 64, experts: 8, topK: 2, seed: 9 }, async (dir) => {
     const prompt = "fault tolerance";
     const run = async (replicas: number, kill: boolean) => {
       const cluster = await startLocalCluster({ model: dir, devices: 4, weightDType: "f32", wireDType: "f32", replicas, log: quiet });
@@ -140,18 +147,12 @@ test("a device killed in the middle of a 64-token generation: the request comple
     const single = await run(1, true);
     assert.equal(single.tokens.length, 64, "the request completes");
     assert.ok(single.experts.failed_calls > 0 && single.experts.dropped_slots > 0, `dropped experts are reported: ${JSON.stringify(single.experts)}`);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test("a device that joins mid-run is given experts and serves calls", async () => {
-  const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-cluster-"));
-  try {
-    initModel({ arch: "MixtralForCausalLM", out: dir, layers: 2, hidden: 64, experts: 8, topK: 2, seed: 4 });
-    const single = Engine.load(dir, { dtype: "f32" });
-    const want = await greedy(single, "late joiner", 12);
-    single.close();
+  await withModel({ arch: "MixtralForCausalLM", layers: 2, hidden: 64, experts: 8, topK: 2, seed: 4 }, async (dir) => {
+    const want = await singleGreedy(dir, "late joiner", 12);
     await withCluster(dir, 2, "f32", async (engine, cluster) => {
       assert.deepEqual(await greedy(engine, "late joiner", 12), want);
       const late = spawn(process.execPath, [path.join(REPO_ROOT, "bin/distmoe.js"), "device", "--bs", cluster.hub.url, "--name", "late", "--threads", "1", "--spin-ms", "0"], { stdio: "ignore" });
@@ -168,18 +169,12 @@ test("a device that joins mid-run is given experts and serves calls", async () =
         late.kill();
       }
     });
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test("devices that lie about their experts are refused or failed over; with 2 replicas the output is unchanged", async () => {
-  const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-cluster-"));
-  try {
-    initModel({ arch: "MixtralForCausalLM", out: dir, layers: 2, hidden: 64, experts: 8, topK: 2, seed: 6 });
-    const single = Engine.load(dir, { dtype: "f32" });
-    const want = await greedy(single, "honest answers", 16);
-    single.close();
+  await withModel({ arch: "MixtralForCausalLM", layers: 2, hidden: 64, experts: 8, topK: 2, seed: 6 }, async (dir) => {
+    const want = await singleGreedy(dir, "honest answers", 16);
     const cluster = await startLocalCluster({ model: dir, devices: 2, weightDType: "f32", wireDType: "f32", replicas: 2, log: quiet });
     const rogues: WebSocket[] = [];
     try {
@@ -217,19 +212,14 @@ test("devices that lie about their experts are refused or failed over; with 2 re
       for (const ws of rogues) ws.close();
       await cluster.close();
     }
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test("devices without the model files get their experts' weights streamed; a rejoining device with a cache gets none again", async () => {
-  const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-cluster-"));
-  const cache = mkdtempSync(path.join(os.tmpdir(), "distmoe-cache-"));
-  try {
-    initModel({ arch: "Qwen2MoeForCausalLM", out: dir, layers: 2, hidden: 64, experts: 4, topK: 2, seed: 12 });
-    const single = Engine.load(dir, { dtype: "f32" });
-    const want = await greedy(single, "streamed weights", 10);
-    single.close();
+  await withModel({ arch: "Qwen2MoeForCausalLM", layers: 2, hidden: 64, experts: 4, topK: 2, seed: 12 }, async (dir) => {
+    const want = await singleGreedy(dir, "streamed weights", 10);
+    // the cache goes inside the model's temporary directory, so it goes with it
+    const cache = path.join(dir, "cache");
     const run = async () => {
       const cluster = await startLocalCluster({ model: dir, devices: 2, weightDType: "f32", wireDType: "f32", log: quiet, deviceArgs: ["--fetch-weights", "--cache", cache] });
       try {
@@ -247,19 +237,12 @@ test("devices without the model files get their experts' weights streamed; a rej
     const again = await run();
     assert.deepEqual(again.tokens, want);
     assert.equal(again.streamed, 0, "cached weights, verified by checksum, are not resent");
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-    rmSync(cache, { recursive: true, force: true });
-  }
+  });
 });
 
 test("emulated links hold frames back on the real socket path and leave the output unchanged", async () => {
-  const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-cluster-"));
-  try {
-    initModel({ arch: "MixtralForCausalLM", out: dir, layers: 2, hidden: 64, experts: 4, topK: 2, seed: 14 });
-    const single = Engine.load(dir, { dtype: "f32" });
-    const want = await greedy(single, "slow links", 6);
-    single.close();
+  await withModel({ arch: "MixtralForCausalLM", layers: 2, hidden: 64, experts: 4, topK: 2, seed: 14 }, async (dir) => {
+    const want = await singleGreedy(dir, "slow links", 6);
     const link = parseLink("rate=10mbit,delay=20ms,jitter=2ms");
     const cluster = await startLocalCluster({ model: dir, devices: 2, weightDType: "f32", wireDType: "f32", link: () => link, log: quiet });
     try {
@@ -272,7 +255,5 @@ test("emulated links hold frames back on the real socket path and leave the outp
     } finally {
       await cluster.close();
     }
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 });
