@@ -26,7 +26,7 @@ const prompt = (e) => e.tokenizer.encode("The jury said it did find that many of
 const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
 
 // the base station's own time per decode token: experts answered instantly with zeros
-const bsEngine = Engine.load(model, { executor: { run: async (c) => new Float32Array(c.input.length) } });
+const bsEngine = Engine.load(model, { executor: { run: async (c) => ({ output: new Float32Array(c.input.length), computeMs: 0, roundTripMs: 0 }) } });
 await bsEngine.generate(prompt(bsEngine), { temperature: 0, maxTokens: 8 });
 const bsRun = await bsEngine.generate(prompt(bsEngine), { temperature: 0, maxTokens: N });
 const bsMs = bsRun.decodeMs / bsRun.decodeSteps;

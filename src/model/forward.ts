@@ -3,7 +3,7 @@
 // A step takes the new tokens of any number of sequences as one batch of rows: linear layers and the
 // MoE block see all rows at once, attention runs per sequence against its own KV cache.
 import type { Backend, RopeTable, Tensor } from "../kernels/backend.js";
-import { MoeBlock, type ExpertCallStats, type MoeDeps } from "../moe/moe-layer.js";
+import { MoeBlock, type ExpertCallStats, type ExpertTiming, type MoeDeps } from "../moe/moe-layer.js";
 import type { ModelConfig } from "./config.js";
 import { FfnRunner } from "./ffn.js";
 import { KVCache } from "./kv-cache.js";
@@ -44,6 +44,11 @@ export class Transformer {
   /** What the expert executors did, counted since this model was built. */
   get expertStats(): Readonly<ExpertCallStats> {
     return this.moe.stats;
+  }
+
+  /** Where the MoE layers' waits on their executors went, summed since this model was built. */
+  get expertTiming(): Readonly<ExpertTiming> {
+    return this.moe.timing;
   }
 
   newSequence(capacity = this.contextLength): KVCache {

@@ -10,9 +10,19 @@ export interface ExpertCall {
   readonly input: Float32Array;
 }
 
+/** An expert call's outputs and where its time went. */
+export interface ExpertResult {
+  /** rows × hidden expert outputs, before the routing weight is applied */
+  readonly output: Float32Array;
+  /** time the expert's computation took where it ran */
+  readonly computeMs: number;
+  /** time from sending the call to having the result (equal to computeMs in-process) */
+  readonly roundTripMs: number;
+}
+
 export interface ExpertExecutor {
-  /** rows × hidden expert outputs, before the routing weight is applied. Rejects when the call failed for good. */
-  run(call: ExpertCall): Promise<Float32Array>;
+  /** Rejects when the call failed for good. */
+  run(call: ExpertCall): Promise<ExpertResult>;
   /** Calls that failed on one host and were sent to another, so far (executors with replicas). */
   readonly retries?: number;
 }

@@ -2,7 +2,7 @@
 import type { Backend, Tensor } from "../kernels/backend.js";
 import { FfnRunner } from "../model/ffn.js";
 import type { ExpertTable } from "../model/weights.js";
-import type { ExpertCall, ExpertExecutor } from "./executor.js";
+import type { ExpertCall, ExpertExecutor, ExpertResult } from "./executor.js";
 
 export class LocalExpertExecutor implements ExpertExecutor {
   private readonly ffn: FfnRunner;
@@ -12,7 +12,8 @@ export class LocalExpertExecutor implements ExpertExecutor {
     this.ffn = new FfnRunner(backend);
   }
 
-  async run(call: ExpertCall): Promise<Float32Array> {
+  async run(call: ExpertCall): Promise<ExpertResult> {
+    const t0 = performance.now();
     const w = this.experts[call.layer]?.[call.expert];
     if (!w) throw new Error(`expert ${call.expert} of layer ${call.layer} is not held by this process`);
     const n = call.rows * this.hidden;
@@ -23,7 +24,9 @@ export class LocalExpertExecutor implements ExpertExecutor {
     }
     this.backend.f32(this.io.x, 0, n).set(call.input);
     this.ffn.run(w, this.io.x, this.io.y, call.rows);
-    return this.backend.f32(this.io.y, 0, n).slice();
+    const output = this.backend.f32(this.io.y, 0, n).slice();
+    const ms = performance.now() - t0;
+    return { output, computeMs: ms, roundTripMs: ms };
   }
 
   close(): void {

@@ -7,7 +7,7 @@ import { FfnRunner } from "../model/ffn.js";
 import type { LayerWeights } from "../model/weights.js";
 import type { SelectionPolicy } from "../policies/selection.js";
 import { combineInto, gatherRows, planDispatch, type ExpertBatch } from "./dispatch.js";
-import type { ExpertExecutor } from "./executor.js";
+import type { ExpertExecutor, ExpertResult } from "./executor.js";
 import { routerProbabilities } from "./router.js";
 import type { RoutingTraceSink } from "./trace.js";
 
@@ -29,9 +29,22 @@ export interface ExpertCallStats {
   droppedWeight: number;
 }
 
+/**
+ * Where the MoE layers' waits on their executors went, summed over layers and steps. Each layer's wait
+ * is attributed to its slowest call: that call's compute, its transfer (round trip minus compute,
+ * protocol included), and the rest of the wait (failed calls, scheduling).
+ */
+export interface ExpertTiming {
+  waitMs: number;
+  deviceComputeMs: number;
+  transferMs: number;
+  waitingMs: number;
+}
+
 export class MoeBlock {
   private readonly shared: FfnRunner;
   readonly stats: ExpertCallStats = { calls: 0, failedCalls: 0, droppedSlots: 0, droppedWeight: 0 };
+  readonly timing: ExpertTiming = { waitMs: 0, deviceComputeMs: 0, transferMs: 0, waitingMs: 0 };
 
   constructor(private readonly backend: Backend, private readonly cfg: ModelConfig, private readonly deps: MoeDeps) {
     this.shared = new FfnRunner(backend);
@@ -51,22 +64,35 @@ export class MoeBlock {
       const plan = planDispatch(decision, E);
 
       const x = backend.f32(h, 0, rows * H);
+      const t0 = performance.now();
       const results = await Promise.allSettled(
         plan.map((b) => this.deps.executor.run({ layer, expert: b.expert, rows: b.rows.length, input: gatherRows(x, H, b.rows) })),
       );
       this.stats.calls += plan.length;
+      this.account(performance.now() - t0, results);
       const scale = this.keptWeightScale(plan, results.map((r) => r.status === "fulfilled"), rows);
       const y = backend.f32(out, 0, rows * H);
       y.fill(0);
       plan.forEach((b, i) => {
         const r = results[i]!;
-        if (r.status === "fulfilled") combineInto(y, H, b, r.value, scale);
+        if (r.status === "fulfilled") combineInto(y, H, b, r.value.output, scale);
       });
 
       if (w.shared) this.addSharedExpert(w, h, out, rows, logitsBuf);
     } finally {
       backend.free(logitsBuf);
     }
+  }
+
+  private account(waitMs: number, results: ReadonlyArray<PromiseSettledResult<ExpertResult>>): void {
+    let slowest: ExpertResult | null = null;
+    for (const r of results) if (r.status === "fulfilled" && (!slowest || r.value.roundTripMs > slowest.roundTripMs)) slowest = r.value;
+    const t = this.timing;
+    t.waitMs += waitMs;
+    if (!slowest) return void (t.waitingMs += waitMs);
+    t.deviceComputeMs += slowest.computeMs;
+    t.transferMs += Math.max(0, slowest.roundTripMs - slowest.computeMs);
+    t.waitingMs += Math.max(0, waitMs - slowest.roundTripMs);
   }
 
   /**

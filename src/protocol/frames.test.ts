@@ -13,7 +13,7 @@ test("every message survives encode → decode", () => {
     { type: "fetched", sent: 3, bytes: 1024 },
     { type: "ready", experts: [[0, 1]] },
     { type: "call", id: 7, layer: 2, expert: 5, rows: 2, hidden: 2, dtype: "f32", payload },
-    { type: "result", id: 7, rows: 1, hidden: 4, dtype: "f32", payload },
+    { type: "result", id: 7, rows: 1, hidden: 4, dtype: "f32", computeMs: 0.25, payload },
     { type: "error", id: 3, message: "nope" },
     { type: "leave", reason: "bye" },
   ];

@@ -48,7 +48,7 @@ export type Message =
   | { type: "fetched"; sent: number; bytes: number }
   | { type: "ready"; experts: Array<[layer: number, expert: number]> }
   | { type: "call"; id: number; layer: number; expert: number; rows: number; hidden: number; dtype: WireDType; payload: Uint8Array }
-  | { type: "result"; id: number; rows: number; hidden: number; dtype: WireDType; payload: Uint8Array }
+  | { type: "result"; id: number; rows: number; hidden: number; dtype: WireDType; computeMs: number; payload: Uint8Array }
   | { type: "error"; id?: number; message: string }
   | { type: "leave"; reason: string };
 
@@ -156,8 +156,9 @@ export function decodeFrame(data: Uint8Array): Message {
       return { type, id: h.id as number, layer: h.layer as number, expert: h.expert as number, rows: h.rows as number, hidden: h.hidden as number, dtype: h.dtype as WireDType, payload };
     case "result":
       if (!isInt(h.id, 0, Number.MAX_SAFE_INTEGER)) fail("result needs an integer id");
+      if (typeof h.computeMs !== "number" || !(h.computeMs >= 0)) fail("result needs computeMs ≥ 0");
       activations();
-      return { type, id: h.id as number, rows: h.rows as number, hidden: h.hidden as number, dtype: h.dtype as WireDType, payload };
+      return { type, id: h.id as number, rows: h.rows as number, hidden: h.hidden as number, dtype: h.dtype as WireDType, computeMs: h.computeMs as number, payload };
     case "error":
       noPayload();
       if (!isStr(h.message) || (h.id !== undefined && !isInt(h.id, 0, Number.MAX_SAFE_INTEGER))) fail("error needs a message (and an integer id, if any)");

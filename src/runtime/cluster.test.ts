@@ -93,14 +93,14 @@ test("malformed frames, a wrong protocol version and a bogus result get error fr
       const hello = encodeFrame({ type: "hello", name: "rogue", capabilities: { memoryBytes: 1, gflops: 1, readGbps: 1, weightDTypes: [], wireDTypes: ["f32"] } });
       const wrongVersion = hello.slice();
       wrongVersion[2] = PROTOCOL_VERSION + 1;
-      const badPayload = encodeFrame({ type: "result", id: 1, rows: 2, hidden: 64, dtype: "f32", payload: new Uint8Array(12) });
+      const badPayload = encodeFrame({ type: "result", id: 1, rows: 2, hidden: 64, dtype: "f32", computeMs: 0, payload: new Uint8Array(12) });
       rogue.send(new Uint8Array([1, 2, 3]));
       rogue.send("text");
       rogue.send(wrongVersion);
       rogue.send(encodeFrame({ type: "ready", experts: [] }));
       rogue.send(hello);
       rogue.send(badPayload);
-      rogue.send(encodeFrame({ type: "result", id: 999, rows: 1, hidden: 64, dtype: "f32", payload: new Uint8Array(256) }));
+      rogue.send(encodeFrame({ type: "result", id: 999, rows: 1, hidden: 64, dtype: "f32", computeMs: 0, payload: new Uint8Array(256) }));
       await new Promise((r) => setTimeout(r, 300));
       assert.match(replies[0]!, /bad magic/);
       assert.match(replies[1]!, /text frames/);
@@ -189,7 +189,7 @@ test("devices that lie about their experts are refused or failed over; with 2 re
           const m = decodeFrame(new Uint8Array(d));
           if (m.type === "error") errors.push(`${name}: ${m.message}`);
           if (m.type === "assign") ws.send(encodeFrame({ type: "ready", experts: behaviour === "partial" ? m.experts.slice(1) : m.experts }));
-          if (m.type === "call") ws.send(encodeFrame({ type: "result", id: m.id, rows: m.rows, hidden: 32, dtype: "f32", payload: new Uint8Array(m.rows * 32 * 4) }));
+          if (m.type === "call") ws.send(encodeFrame({ type: "result", id: m.id, rows: m.rows, hidden: 32, dtype: "f32", computeMs: 0, payload: new Uint8Array(m.rows * 32 * 4) }));
         });
       };
       rogue("liar", "partial");
@@ -252,6 +252,9 @@ test("emulated links hold frames back on the real socket path and leave the outp
       assert.deepEqual(r.tokens, want);
       // each decode step crosses every MoE layer's link down and up: at least 2 layers × 2 × 20 ms
       assert.ok(r.decodeMs / r.decodeSteps >= 80, `${(r.decodeMs / r.decodeSteps).toFixed(1)} ms per decode step`);
+      assert.ok(r.latency.transfer_ms >= 80, `the latency breakdown puts the links' time under transfer: ${JSON.stringify(r.latency)}`);
+      const parts = r.latency.bs_compute_ms + r.latency.transfer_ms + r.latency.device_compute_ms + r.latency.waiting_ms;
+      assert.ok(parts <= r.decodeMs / r.decodeSteps + 1e-6, "the parts of a token's time do not exceed it");
     } finally {
       await cluster.close();
     }

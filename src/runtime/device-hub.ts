@@ -13,7 +13,7 @@ import { readModelConfig, type ModelConfig } from "../model/config.js";
 import { Checkpoint } from "../model/checkpoint.js";
 import { tensorName } from "../model/arch.js";
 import { ShapedLink, type LinkModel } from "../channel/link.js";
-import type { ExpertCall, ExpertExecutor } from "../moe/executor.js";
+import type { ExpertCall, ExpertExecutor, ExpertResult } from "../moe/executor.js";
 import { placeExperts, type Placement } from "../policies/placement.js";
 import { decodeActivations, encodeActivations, wireBytes, type WireDType } from "../protocol/activations.js";
 import type { Capabilities, Message } from "../protocol/frames.js";
@@ -64,7 +64,7 @@ interface Device {
 
 interface PendingCall {
   device: Device;
-  resolve: (out: Float32Array) => void;
+  resolve: (out: Float32Array, computeMs: number) => void;
   reject: (e: Error) => void;
 }
 
@@ -322,7 +322,7 @@ export class DeviceHub {
         this.pending.delete(m.id);
         d.calls++;
         if (m.hidden !== this.cfg.hidden) p.reject(new Error(`device ${d.name} returned rows of ${m.hidden}, not ${this.cfg.hidden}`));
-        else p.resolve(decodeActivations(m.payload, m.dtype));
+        else p.resolve(decodeActivations(m.payload, m.dtype), m.computeMs);
         return;
       }
       case "error": {
@@ -348,7 +348,7 @@ export class DeviceHub {
    * Tries the expert's hosts in order: a host that is gone is skipped, a failure on one sends the call
    * to the next live one. A call served by any host but its first counts as a retry.
    */
-  private async call(call: ExpertCall): Promise<Float32Array> {
+  private async call(call: ExpertCall): Promise<ExpertResult> {
     const hosts = this.placement?.hosts[call.layer]?.[call.expert] ?? [];
     let failure: Error | null = null;
     for (const [n, i] of hosts.entries()) {
@@ -364,7 +364,7 @@ export class DeviceHub {
     throw failure ?? new Error(`no live device holds expert ${call.expert} of layer ${call.layer}`);
   }
 
-  private callOn(device: Device, call: ExpertCall): Promise<Float32Array> {
+  private callOn(device: Device, call: ExpertCall): Promise<ExpertResult> {
     const id = this.nextId++;
     const deadlineMs = this.opts.deadlineMs ?? 5000;
     const t0 = performance.now();
@@ -374,15 +374,17 @@ export class DeviceHub {
         this.pending.delete(id);
         reject(new Error(`device ${device.name} missed the ${deadlineMs} ms deadline`));
       }, deadlineMs);
-      const settle = <T>(f: (v: T) => void) => (v: T) => {
+      const answered = (output: Float32Array, computeMs: number) => {
         clearTimeout(timer);
-        f(v);
+        const roundTripMs = performance.now() - t0;
+        this.opts.onCall?.(device.name, roundTripMs, payload.length, output.length * wireBytes(this.opts.wireDType));
+        resolve({ output, computeMs, roundTripMs });
       };
-      const answered = (out: Float32Array) => {
-        this.opts.onCall?.(device.name, performance.now() - t0, payload.length, out.length * wireBytes(this.opts.wireDType));
-        resolve(out);
+      const failed = (e: Error) => {
+        clearTimeout(timer);
+        reject(e);
       };
-      this.pending.set(id, { device, resolve: settle(answered), reject: settle(reject) });
+      this.pending.set(id, { device, resolve: answered, reject: failed });
       this.sendShaped(device, {
         type: "call",
         id,

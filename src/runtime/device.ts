@@ -119,7 +119,7 @@ export function runDevice(opts: DeviceOptions): Promise<void> {
         }
         executor
           .run({ layer, expert, rows, input: decodeActivations(m.payload, dtype) })
-          .then((out) => send({ type: "result", id, rows, hidden, dtype, payload: encodeActivations(out, dtype) }))
+          .then((r) => send({ type: "result", id, rows, hidden, dtype, computeMs: r.computeMs, payload: encodeActivations(r.output, dtype) }))
           .catch((e: Error) => send({ type: "error", id, message: e.message }));
         return;
       }

@@ -31,7 +31,7 @@ export interface EngineOptions {
   onLoadProgress?: (doneBytes: number, totalBytes: number) => void;
 }
 
-export type { ExpertUsage, GenerateOptions, GenerationResult } from "./scheduler.js";
+export type { ExpertUsage, GenerateOptions, GenerationResult, TokenLatency } from "./scheduler.js";
 
 export class Engine {
   private constructor(

@@ -16,6 +16,19 @@ export interface ExpertUsage {
   retries: number;
 }
 
+/**
+ * Where a decode token's time went, in ms, averaged over the request's decode steps (steps are
+ * shared by every request in the batch): the base station's own work, and the MoE layers' waits on
+ * their experts, split by the slowest call of each layer into its transfer (protocol included), its
+ * device's compute, and the rest of the wait.
+ */
+export interface TokenLatency {
+  bs_compute_ms: number;
+  transfer_ms: number;
+  device_compute_ms: number;
+  waiting_ms: number;
+}
+
 export interface GenerateOptions extends SamplingOptions {
   maxTokens: number;
 }
@@ -30,6 +43,7 @@ export interface GenerationResult {
   decodeMs: number;
   decodeSteps: number;
   experts: ExpertUsage;
+  latency: TokenLatency;
 }
 
 /** What the scheduler needs of an engine. */
@@ -54,6 +68,8 @@ class Sequence {
   prefillMs = 0;
   decodeStart = 0;
   decodeSteps = 0;
+  /** sums over this sequence's decode steps */
+  readonly latency: TokenLatency = { bs_compute_ms: 0, transfer_ms: 0, device_compute_ms: 0, waiting_ms: 0 };
   /** the next tokens to feed: the prompt, then each sampled token */
   pending: readonly number[];
   stopReason: GenerationResult["stopReason"] | null = null;
@@ -120,19 +136,32 @@ export class Scheduler {
   /** One forward pass over every active sequence, then one sampled token for each. */
   private async step(): Promise<void> {
     const batch = [...this.active];
+    const model = this.host.model;
+    const before = { ...model.expertTiming };
+    const t0 = performance.now();
     let logits: Float32Array[];
     try {
-      logits = await this.host.model.forward(batch.map((s) => ({ cache: s.cache, tokens: s.pending, logits: "last" as const })));
+      logits = await model.forward(batch.map((s) => ({ cache: s.cache, tokens: s.pending, logits: "last" as const })));
     } catch (e) {
       for (const s of batch) this.finish(s, e as Error);
       return;
     }
     const now = performance.now();
+    const t = model.expertTiming;
+    const step: TokenLatency = {
+      bs_compute_ms: now - t0 - (t.waitMs - before.waitMs),
+      transfer_ms: t.transferMs - before.transferMs,
+      device_compute_ms: t.deviceComputeMs - before.deviceComputeMs,
+      waiting_ms: t.waitingMs - before.waitingMs,
+    };
     batch.forEach((s, i) => {
       if (s.decodeStart === 0) {
         s.prefillMs = now - s.submitted;
         s.decodeStart = now;
-      } else s.decodeSteps++;
+      } else {
+        s.decodeSteps++;
+        for (const k of Object.keys(step) as Array<keyof TokenLatency>) s.latency[k] += step[k];
+      }
       this.advance(s, logits[i]!);
     });
   }
@@ -165,6 +194,7 @@ export class Scheduler {
       prefillMs: s.prefillMs,
       decodeMs: performance.now() - s.decodeStart,
       decodeSteps: s.decodeSteps,
+      latency: Object.fromEntries(Object.entries(s.latency).map(([k, v]) => [k, s.decodeSteps > 0 ? v / s.decodeSteps : 0])) as unknown as TokenLatency,
       experts: {
         calls: now.calls - b.calls,
         failed_calls: now.failed_calls - b.failed_calls,

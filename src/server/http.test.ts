@@ -25,6 +25,7 @@ test("the OpenAI-compatible API: completions, chat, streaming, models, health, m
     assert.equal(c.model, "tiny");
     assert.equal(c.usage.completion_tokens, c.choices[0].finish_reason === "length" ? 6 : c.usage.completion_tokens);
     assert.equal(c.usage.prompt_tokens, 1 + 5);
+    assert.deepEqual(Object.keys(c.usage.latency_ms_per_token), ["bs_compute_ms", "transfer_ms", "device_compute_ms", "waiting_ms"]);
     const direct = await engine.generate(engine.tokenizer.encode("hello"), { temperature: 0, maxTokens: 6 });
     assert.equal(c.choices[0].text, direct.text);
 

@@ -58,6 +58,7 @@ function usage(r: GenerationResult) {
     total_tokens: r.promptTokens.length + r.tokens.length,
     prefill_ms: r.prefillMs,
     decode_ms_per_token: r.decodeSteps > 0 ? r.decodeMs / r.decodeSteps : 0,
+    latency_ms_per_token: r.latency,
     experts: r.experts,
   };
 }

@@ -44,6 +44,7 @@ export function generateCommand(): Command {
               decode_tokens_per_s: decodeTps,
               stop_reason: r.stopReason,
               experts: r.experts,
+              latency_ms_per_token: r.latency,
             }) + "\n",
           );
         } else {
