@@ -6,6 +6,7 @@ import type { KVCache } from "../model/kv-cache.js";
 import type { TextTokenizer } from "../model/tokenizer.js";
 import { Sampler, type SamplingOptions } from "./sampler.js";
 import { TextStream } from "./text-stream.js";
+import { findStop, heldBack } from "./stop-strings.js";
 
 /** What happened to a request's expert calls (while other requests were in flight too, shared with them). */
 export interface ExpertUsage {
@@ -31,13 +32,15 @@ export interface TokenLatency {
 
 export interface GenerateOptions extends SamplingOptions {
   maxTokens: number;
+  /** Generation ends before the first of these appears; it is not part of the text. */
+  stop?: readonly string[];
 }
 
 export interface GenerationResult {
   promptTokens: number[];
   tokens: number[];
   text: string;
-  stopReason: "eos" | "length" | "context";
+  stopReason: "eos" | "stop" | "length" | "context";
   prefillMs: number;
   /** Time from the end of the prefill to the last token, and the steps it took (one per token after the first). */
   decodeMs: number;
@@ -72,6 +75,9 @@ class Sequence {
   readonly latency: TokenLatency = { bs_compute_ms: 0, transfer_ms: 0, device_compute_ms: 0, waiting_ms: 0 };
   /** the next tokens to feed: the prompt, then each sampled token */
   pending: readonly number[];
+  /** the text so far, and how much of it the caller has been given */
+  text = "";
+  emitted = 0;
   stopReason: GenerationResult["stopReason"] | null = null;
 
   constructor(
@@ -171,25 +177,40 @@ export class Scheduler {
     const next = s.sampler.sample(logits);
     if (this.eos.has(next)) return this.finish(s, "eos");
     s.tokens.push(next);
-    const piece = s.stream.push(next);
-    if (piece) s.req.onText?.(piece, next);
+    s.text += s.stream.push(next);
+    const stops = s.req.stop ?? [];
+    const longest = stops.reduce((m, x) => Math.max(m, x.length), 0);
+    const at = stops.length > 0 ? findStop(s.text, stops, s.emitted - longest) : -1;
+    if (at >= 0) {
+      s.text = s.text.slice(0, at);
+      return this.finish(s, "stop");
+    }
+    // what could still turn into a stop sequence waits for the next tokens
+    this.emit(s, s.text.length - heldBack(s.text, stops), next);
     if (s.tokens.length >= s.req.maxTokens) return this.finish(s, "length");
     if (s.cache.length >= s.cache.capacity) return this.finish(s, "context");
     s.pending = [next];
+  }
+
+  /** Gives the caller the text up to `upTo` that it has not had yet. */
+  private emit(s: Sequence, upTo: number, token: number): void {
+    if (upTo <= s.emitted) return;
+    s.req.onText?.(s.text.slice(s.emitted, upTo), token);
+    s.emitted = upTo;
   }
 
   private finish(s: Sequence, outcome: GenerationResult["stopReason"] | Error): void {
     this.active.splice(this.active.indexOf(s), 1);
     s.cache.free();
     if (outcome instanceof Error) return s.reject(outcome);
-    const rest = s.stream.flush();
-    if (rest) s.req.onText?.(rest, s.tokens[s.tokens.length - 1]!);
+    if (outcome !== "stop") s.text += s.stream.flush();
+    this.emit(s, s.text.length, s.tokens[s.tokens.length - 1]!);
     const now = this.host.expertUsage();
     const b = s.usageBefore;
     s.resolve({
       promptTokens: [...s.req.prompt],
       tokens: s.tokens,
-      text: s.stream.text,
+      text: s.text,
       stopReason: outcome,
       prefillMs: s.prefillMs,
       decodeMs: performance.now() - s.decodeStart,

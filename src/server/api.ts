@@ -5,6 +5,7 @@ export class BadRequest extends Error {}
 
 export interface SamplingParams {
   maxTokens: number;
+  stop: string[];
   temperature: number;
   topP: number;
   topK: number;
@@ -31,10 +32,14 @@ function num(b: Body, key: string, def: number, min: number, max: number, intege
 }
 
 function sampling(b: Body, maxTokensDefault: number): SamplingParams {
-  if (b.stop !== undefined && b.stop !== null && !(Array.isArray(b.stop) && b.stop.length === 0)) throw new BadRequest("stop sequences are not supported yet");
+  const stop = b.stop === undefined || b.stop === null ? [] : typeof b.stop === "string" ? [b.stop] : b.stop;
+  if (!Array.isArray(stop) || stop.length > 4 || !stop.every((x) => typeof x === "string" && x.length > 0 && x.length <= 256)) {
+    throw new BadRequest("stop must be a string or a list of up to 4 non-empty strings");
+  }
   if (b.n !== undefined && b.n !== 1) throw new BadRequest("only n = 1 is supported");
   if (b.stream !== undefined && typeof b.stream !== "boolean") throw new BadRequest("stream must be true or false");
   return {
+    stop: stop as string[],
     maxTokens: num(b, "max_tokens", b.max_completion_tokens === undefined ? maxTokensDefault : num(b, "max_completion_tokens", 0, 0, 1e6, true), 0, 1e6, true),
     temperature: num(b, "temperature", 1, 0, 100),
     topP: num(b, "top_p", 1, Number.MIN_VALUE, 1),

@@ -36,6 +36,19 @@ test("the OpenAI-compatible API: completions, chat, streaming, models, health, m
     assert.equal(chunks.map((k) => k.choices[0].text).join(""), direct.text);
     assert.ok(chunks.at(-1).usage.total_tokens > 0);
 
+    // stop sequences: the text ends before the first one, streamed or not, and never shows any of it
+    const long = await engine.generate(engine.tokenizer.encode("hello"), { temperature: 0, maxTokens: 24 });
+    const stopAt = Math.max(1, Math.floor(long.text.length / 2));
+    const stop = long.text.slice(stopAt, stopAt + 2);
+    const cut = long.text.slice(0, long.text.indexOf(stop));
+    const stopped = await (await post("/v1/completions", { prompt: "hello", max_tokens: 24, temperature: 0, stop })).json();
+    assert.equal(stopped.choices[0].text, cut);
+    assert.equal(stopped.choices[0].finish_reason, "stop");
+    const stoppedStream = await (await post("/v1/completions", { prompt: "hello", max_tokens: 24, temperature: 0, stop: [stop], stream: true })).text();
+    const parts = stoppedStream.split("\n\n").filter((e) => e && !e.endsWith("[DONE]")).map((e) => JSON.parse(e.replace(/^data: /, "")).choices[0]);
+    assert.equal(parts.map((p) => p.text).join(""), cut);
+    assert.equal(parts.at(-1).finish_reason, "stop");
+
     const chat = await (await post("/v1/chat/completions", { messages: [{ role: "user", content: "hi" }], max_tokens: 4, temperature: 0 })).json();
     assert.equal(chat.object, "chat.completion");
     assert.equal(chat.choices[0].message.role, "assistant");
@@ -63,7 +76,8 @@ test("the OpenAI-compatible API: completions, chat, streaming, models, health, m
       ["/v1/completions", { prompt: 3 }, /prompt must be a string/],
       ["/v1/completions", { prompt: "x", max_tokens: -1 }, /max_tokens must be an integer/],
       ["/v1/completions", { prompt: "x", temperature: "hot" }, /temperature must be a number/],
-      ["/v1/completions", { prompt: "x", stop: ["\n"] }, /stop sequences are not supported yet/],
+      ["/v1/completions", { prompt: "x", stop: ["a", "b", "c", "d", "e"] }, /stop must be a string or a list of up to 4 non-empty strings/],
+      ["/v1/completions", { prompt: "x", stop: [""] }, /stop must be/],
       ["/v1/chat/completions", { messages: [] }, /messages must be a non-empty list/],
       ["/v1/chat/completions", { messages: [{ role: "user" }] }, /messages\[0\] needs a string role and a string content/],
     ];

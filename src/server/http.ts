@@ -49,7 +49,7 @@ function readBody(req: http.IncomingMessage): Promise<unknown> {
   });
 }
 
-const finishReason = (r: GenerationResult) => (r.stopReason === "eos" ? "stop" : "length");
+const finishReason = (r: GenerationResult) => (r.stopReason === "eos" || r.stopReason === "stop" ? "stop" : "length");
 
 function usage(r: GenerationResult) {
   return {
@@ -76,7 +76,7 @@ export function createApiHandler(engine: Engine, opts: ApiOptions): http.Request
   async function generate(res: http.ServerResponse, kind: "text" | "chat", prompt: number[], p: SamplingParams): Promise<void> {
     const id = `${kind === "chat" ? "chatcmpl" : "cmpl"}-${randomUUID()}`;
     const object = kind === "chat" ? "chat.completion" : "text_completion";
-    const sampling = { maxTokens: p.maxTokens, temperature: p.temperature, topP: p.topP, topK: p.topK, seed: p.seed };
+    const sampling = { maxTokens: p.maxTokens, temperature: p.temperature, topP: p.topP, topK: p.topK, seed: p.seed, stop: p.stop };
     const chunk = (piece: string | null, finish: string | null, extra: Record<string, unknown> = {}) => ({
       id,
       object: kind === "chat" ? "chat.completion.chunk" : "text_completion",

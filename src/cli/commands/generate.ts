@@ -10,6 +10,7 @@ interface GenerateCliOptions extends ModelCliOptions {
   topK: number;
   topP: number;
   seed?: number;
+  stop: string[];
   json?: boolean;
   trace?: string;
 }
@@ -23,6 +24,7 @@ export function generateCommand(): Command {
     .option("--top-k <k>", "sample among the k most likely tokens (0 = all)", nonNegativeInt, 40)
     .option("--top-p <p>", "nucleus sampling mass", unitInterval, 0.95)
     .option("--seed <s>", "random seed (default: time-based)", nonNegativeInt)
+    .option("--stop <text>", "end before this text (repeatable)", (v: string, all: string[]) => [...all, v], [] as string[])
     .option("--json", "print one JSON object instead of streaming text")
     .addOption(new Option("--trace <file>", "write every layer's routing (experts and weights per token) as JSON Lines"))
     .action(async (o: GenerateCliOptions) => {
@@ -32,7 +34,7 @@ export function generateCommand(): Command {
         const tk = engine.tokenizer;
         const prompt = o.chat ? tk.encode(tk.applyChatTemplate([{ role: "user", content: o.prompt }]), false) : tk.encode(o.prompt);
         const stream = o.json ? undefined : (piece: string) => process.stdout.write(piece);
-        const r = await engine.generate(prompt, { maxTokens: o.maxTokens, temperature: o.temperature, topK: o.topK, topP: o.topP, seed: o.seed }, stream);
+        const r = await engine.generate(prompt, { maxTokens: o.maxTokens, temperature: o.temperature, topK: o.topK, topP: o.topP, seed: o.seed, stop: o.stop }, stream);
         const decodeTps = r.decodeSteps > 0 ? r.decodeSteps / (r.decodeMs / 1000) : 0;
         if (o.json) {
           process.stdout.write(
