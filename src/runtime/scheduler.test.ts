@@ -29,6 +29,16 @@ test("concurrent requests, batched step by step, each get what they get alone", 
         assert.equal(r.stopReason, alone[i]!.stopReason);
       });
       assert.deepEqual(scheduler.depth, { waiting: 0, active: 0 });
+      // a request aborted while it streams ends at the next step, beside one that goes on
+      const abort = new AbortController();
+      let pieces = 0;
+      const [cancelled, other] = await Promise.all([
+        scheduler.submit({ prompt: engine.tokenizer.encode("abort me"), temperature: 0, maxTokens: 50, signal: abort.signal, onText: () => ++pieces === 3 && abort.abort() }),
+        scheduler.submit({ prompt: engine.tokenizer.encode(prompts[3]!), temperature: 0, maxTokens: lengths[3]! }),
+      ]);
+      assert.equal(cancelled.stopReason, "cancelled");
+      assert.ok(cancelled.tokens.length <= 4, `stopped after ${cancelled.tokens.length} tokens`);
+      assert.deepEqual(other.tokens, alone[3]!.tokens, "its neighbour is unaffected");
       await assert.rejects(scheduler.submit({ prompt: [], temperature: 0, maxTokens: 3 }), /prompt is empty/);
     } finally {
       engine.close();

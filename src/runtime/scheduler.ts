@@ -40,7 +40,7 @@ export interface GenerationResult {
   promptTokens: number[];
   tokens: number[];
   text: string;
-  stopReason: "eos" | "stop" | "length" | "context";
+  stopReason: "eos" | "stop" | "length" | "context" | "cancelled";
   prefillMs: number;
   /** Time from the end of the prefill to the last token, and the steps it took (one per token after the first). */
   decodeMs: number;
@@ -60,6 +60,8 @@ export interface SchedulerHost {
 export interface Request extends GenerateOptions {
   prompt: readonly number[];
   onText?: (piece: string, token: number) => void;
+  /** Aborting it ends the request at the next step (its result says "cancelled"). */
+  signal?: AbortSignal;
 }
 
 class Sequence {
@@ -173,6 +175,7 @@ export class Scheduler {
   }
 
   private advance(s: Sequence, logits: Float32Array): void {
+    if (s.req.signal?.aborted) return this.finish(s, "cancelled");
     if (s.tokens.length >= s.req.maxTokens) return this.finish(s, "length");
     const next = s.sampler.sample(logits);
     if (this.eos.has(next)) return this.finish(s, "eos");

@@ -64,6 +64,17 @@ test("the OpenAI-compatible API: completions, chat, streaming, models, health, m
       assert.equal(together[i], (await engine.generate(engine.tokenizer.encode(prompts[i]!), { temperature: 0, maxTokens: 5 })).text, prompts[i]);
     }
 
+    // a client that walks away mid-stream frees its place; the server goes on serving
+    const gone = new AbortController();
+    const streaming = await fetch(base + "/v1/completions", { method: "POST", body: JSON.stringify({ prompt: "walk away", max_tokens: 400, temperature: 0, stream: true }), signal: gone.signal });
+    await streaming.body!.getReader().read();
+    gone.abort();
+    const t0 = performance.now();
+    while (engine.scheduler.depth.active > 0) {
+      assert.ok(performance.now() - t0 < 10_000, "the abandoned request left the batch");
+      await new Promise((r) => setTimeout(r, 10));
+    }
+
     assert.deepEqual((await (await fetch(base + "/v1/models")).json()).data[0].id, "tiny");
     assert.equal((await (await fetch(base + "/health")).json()).status, "ok");
     const m = await (await fetch(base + "/metrics")).text();

@@ -95,10 +95,13 @@ export function createApiHandler(engine: Engine, opts: ApiOptions): http.Request
       return;
     }
     res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
+    // a client that goes away frees its place in the batch at the next step
+    const abort = new AbortController();
+    res.on("close", () => abort.abort());
     const event = (data: unknown) => res.write(`data: ${typeof data === "string" ? data : JSON.stringify(data)}\n\n`);
     if (kind === "chat") event({ ...chunk(null, null), choices: [{ index: 0, delta: { role: "assistant" }, finish_reason: null }] });
     try {
-      const r = await engine.scheduler.submit({ ...sampling, prompt, onText: (piece) => event(chunk(piece, null)) });
+      const r = await engine.scheduler.submit({ ...sampling, prompt, signal: abort.signal, onText: (piece) => event(chunk(piece, null)) });
       metrics.observe(r, performance.now() - t0);
       event(chunk(null, finishReason(r), { usage: usage(r) }));
     } catch (e) {
