@@ -207,6 +207,9 @@ test("devices that lie about their experts are refused or failed over; with 2 re
       const r = await engine.generate(engine.tokenizer.encode("honest answers"), { temperature: 0, maxTokens: 16 });
       assert.deepEqual(r.tokens, want, "calls the garbler got wrong were served by replicas");
       assert.ok(r.experts.retries > 0 && r.experts.failed_calls === 0, JSON.stringify(r.experts));
+      assert.ok(cluster.hub.deviceCalls().find((d) => d.name === "garbler")!.quarantined, "a device that keeps failing is taken out of service");
+      const again = await engine.generate(engine.tokenizer.encode("honest answers"), { temperature: 0, maxTokens: 16 });
+      assert.deepEqual(again.tokens, want, "and the cluster serves on without it");
       engine.close();
     } finally {
       for (const ws of rogues) ws.close();

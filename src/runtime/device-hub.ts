@@ -21,6 +21,8 @@ import { receiveFrames, sendFrame } from "../protocol/socket.js";
 
 /** Bytes a frame carries besides its payload (prefix and JSON header), for link timing. */
 const FRAME_OVERHEAD = 96;
+/** Consecutive failed calls (errors, malformed results, missed deadlines) that put a device out of service. */
+const QUARANTINE_AFTER = 3;
 
 export interface HubOptions {
   /** The model directory, as devices will open it (their own copy at the same path). */
@@ -60,6 +62,9 @@ interface Device {
   link: ShapedLink | null;
   /** weight bytes streamed to it */
   weightBytes: number;
+  /** calls failed in a row; at QUARANTINE_AFTER the device is taken out of service */
+  failures: number;
+  quarantined: boolean;
 }
 
 interface PendingCall {
@@ -154,7 +159,7 @@ export class DeviceHub {
    */
   private async replan(timeoutMs = 120_000): Promise<void> {
     const gen = ++this.gen;
-    const live = this.devices.filter((d) => d.connected);
+    const live = this.devices.filter((d) => d.connected && !d.quarantined);
     if (live.length === 0) return;
     const next = placeExperts(this.cfg.sparseLayers, this.cfg.experts, live.map((d) => d.capabilities), this.opts.replicas);
     live.forEach((d, i) => {
@@ -194,8 +199,8 @@ export class DeviceHub {
   }
 
   /** Calls answered per device, for reports and tests. */
-  deviceCalls(): Array<{ name: string; calls: number; ready: boolean; weightBytes: number }> {
-    return this.devices.map((d) => ({ name: d.name, calls: d.calls, ready: d.ready, weightBytes: d.weightBytes }));
+  deviceCalls(): Array<{ name: string; calls: number; ready: boolean; quarantined: boolean; weightBytes: number }> {
+    return this.devices.map((d) => ({ name: d.name, calls: d.calls, ready: d.ready, quarantined: d.quarantined, weightBytes: d.weightBytes }));
   }
 
   /** Streams the requested experts' tensors, except those the device already holds with the same checksum. */
@@ -240,6 +245,16 @@ export class DeviceHub {
     });
   }
 
+  /** Stops routing to a device that keeps failing, and places its experts on the others. */
+  private quarantine(d: Device, why: Error): void {
+    if (d.quarantined) return;
+    d.quarantined = true;
+    d.ready = false;
+    this.log(`${d.name} is out of service after ${d.failures} failed calls in a row (last: ${why.message})`);
+    this.send(d, { type: "error", message: `out of service after ${d.failures} failed calls in a row` });
+    this.replanInBackground();
+  }
+
   /** Whether some expert has no connected host under the placement in use. */
   private lostExperts(): boolean {
     return (this.placement?.hosts ?? []).some((layer) => layer.some((hosts) => hosts.every((i) => !this.members[i]?.connected)));
@@ -269,7 +284,7 @@ export class DeviceHub {
           return;
         }
         const link = this.opts.link ? new ShapedLink(m.name, this.opts.link, this.devices.length + 1) : null;
-        device = { name: m.name, ws, capabilities: m.capabilities, ready: false, connected: true, assigned: [], assignedGen: 0, loadedGen: 0, calls: 0, weightBytes: 0, link };
+        device = { name: m.name, ws, capabilities: m.capabilities, ready: false, connected: true, assigned: [], assignedGen: 0, loadedGen: 0, calls: 0, weightBytes: 0, failures: 0, quarantined: false, link };
         this.devices.push(device);
         this.log(`${m.name} joined (${m.capabilities.readGbps.toFixed(1)} GB/s, ${m.capabilities.gflops.toFixed(1)} GFLOP/s)`);
         this.changed();
@@ -356,9 +371,12 @@ export class DeviceHub {
       if (!device?.ready) continue;
       if (n > 0) this.retryCount++;
       try {
-        return await this.callOn(device, call);
+        const result = await this.callOn(device, call);
+        device.failures = 0;
+        return result;
       } catch (e) {
         failure = e as Error;
+        if (device.connected && ++device.failures >= QUARANTINE_AFTER) this.quarantine(device, failure);
       }
     }
     throw failure ?? new Error(`no live device holds expert ${call.expert} of layer ${call.layer}`);
