@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { stepLatencyMs, transferMs } from "./latency.js";
+import { expectedCallMs, stepLatencyMs, transferMs } from "./latency.js";
 
 test("a step costs the BS time plus, per layer, its slowest device: transfers both ways and its calls in turn", () => {
   assert.equal(transferMs(1000, 8e6, 2), 3);
@@ -14,4 +14,13 @@ test("a step costs the BS time plus, per layer, its slowest device: transfers bo
   const t = stepLatencyMs(10, [{ calls: [{ device: "a", rows: 1 }, { device: "a", rows: 1 }, { device: "b", rows: 1 }] }, { calls: [{ device: "b", rows: 1 }] }], devices, 1000);
   assert.equal(t, 10 + 12 + 0.5);
   assert.throws(() => stepLatencyMs(0, [{ calls: [{ device: "z", rows: 1 }] }], devices, 4), /no cost known for device z/);
+});
+
+test("an expert call is expected to take its roofline time plus the link both ways", () => {
+  const shape = { weightBytes: 4e6, macsPerRow: 1e6, rows: 1, activationBytes: 1000 };
+  // memory bound: 4 MB at 2 GB/s = 2 ms; compute 2 MFLOP at 10 GFLOP/s = 0.2 ms
+  assert.equal(expectedCallMs(shape, { readGbps: 2, gflops: 10 }, null), 2);
+  // compute bound with 100 rows: 200 MFLOP at 10 GFLOP/s = 20 ms; link 1 ms + 1 ms delay each way
+  const link = { downBps: 8e6, upBps: 8e6, delayMs: 1, jitterMs: 0, loss: 0 };
+  assert.equal(expectedCallMs({ ...shape, rows: 100 }, { readGbps: 2, gflops: 10 }, link), 20 + 4);
 });

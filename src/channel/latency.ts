@@ -46,3 +46,24 @@ export function stepLatencyMs(bsMs: number, layers: readonly LayerCalls[], devic
   }
   return total;
 }
+
+export interface CallShape {
+  /** bytes of the expert's weights as the device holds them */
+  weightBytes: number;
+  /** multiply-adds per row (3 · hidden · ffn for a SwiGLU expert) */
+  macsPerRow: number;
+  rows: number;
+  /** bytes of activations each way */
+  activationBytes: number;
+}
+
+/**
+ * Expected time of one expert call on a device: a roofline of its compute (weight bytes over the
+ * device's read bandwidth, or FLOPs over its compute rate, whichever is longer) plus the link both ways.
+ */
+export function expectedCallMs(shape: CallShape, device: { readGbps: number; gflops: number }, link: LinkParams | null): number {
+  const memoryMs = device.readGbps > 0 ? shape.weightBytes / (device.readGbps * 1e6) : 0;
+  const computeMs = device.gflops > 0 ? (2 * shape.macsPerRow * shape.rows) / (device.gflops * 1e6) : 0;
+  const linkMs = link ? transferMs(shape.activationBytes, link.downBps, link.delayMs) + transferMs(shape.activationBytes, link.upBps, link.delayMs) : 0;
+  return Math.max(memoryMs, computeMs) + linkMs;
+}

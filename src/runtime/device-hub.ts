@@ -13,6 +13,8 @@ import { readModelConfig, type ModelConfig } from "../model/config.js";
 import { Checkpoint } from "../model/checkpoint.js";
 import { tensorName } from "../model/arch.js";
 import { ShapedLink, type LinkModel } from "../channel/link.js";
+import { expectedCallMs } from "../channel/latency.js";
+import { WasmBackend } from "../kernels/wasm/wasm-backend.js";
 import type { ExpertCall, ExpertExecutor, ExpertResult } from "../moe/executor.js";
 import { placeExperts, type Placement } from "../policies/placement.js";
 import { decodeActivations, encodeActivations, wireBytes, type WireDType } from "../protocol/activations.js";
@@ -21,6 +23,9 @@ import { receiveFrames, sendFrame } from "../protocol/socket.js";
 
 /** Bytes a frame carries besides its payload (prefix and JSON header), for link timing. */
 const FRAME_OVERHEAD = 96;
+/** Deadlines: a multiple of a call's expected time, never below a floor that absorbs a busy machine. */
+const DEADLINE_FACTOR = 20;
+const DEADLINE_FLOOR_MS = 1000;
 /** Consecutive failed calls (errors, malformed results, missed deadlines) that put a device out of service. */
 const QUARANTINE_AFTER = 3;
 
@@ -33,7 +38,8 @@ export interface HubOptions {
   replicas?: number;
   /**
    * How long a device may take for one call before it counts as failed and the call goes to a replica
-   * (or is dropped). A fixed bound for now; the cost model of issue 4 will derive it per device and call.
+   * (or is dropped). Default: DEADLINE_FACTOR × what the latency model expects of that device and call,
+   * at least DEADLINE_FLOOR_MS; a number here fixes it instead.
    */
   deadlineMs?: number;
   /** Emulated links to the devices (rate, delay, jitter, loss), applied to every frame both ways. */
@@ -245,6 +251,22 @@ export class DeviceHub {
     });
   }
 
+  /** DEADLINE_FACTOR × the latency model's expectation for this call on this device, at least the floor. */
+  private deadlineFor(device: Device, call: ExpertCall): number {
+    const c = this.cfg;
+    const d = this.opts.weightDType;
+    // gate and up are [ffn, hidden], down is [hidden, ffn]; where a dtype cannot hold a shape the device keeps f32
+    const bytes = (rows: number, cols: number) => WasmBackend.weightBytes(d, rows, cols) ?? rows * cols * 4;
+    const weightBytes = 2 * bytes(c.expertFfn, c.hidden) + bytes(c.hidden, c.expertFfn);
+    const macsPerRow = 3 * c.hidden * c.expertFfn;
+    const expected = expectedCallMs(
+      { weightBytes, macsPerRow, rows: call.rows, activationBytes: call.rows * c.hidden * wireBytes(this.opts.wireDType) },
+      device.capabilities,
+      this.opts.link?.(device.name, performance.now()) ?? null,
+    );
+    return Math.max(DEADLINE_FLOOR_MS, DEADLINE_FACTOR * expected);
+  }
+
   /** Stops routing to a device that keeps failing, and places its experts on the others. */
   private quarantine(d: Device, why: Error): void {
     if (d.quarantined) return;
@@ -384,7 +406,7 @@ export class DeviceHub {
 
   private callOn(device: Device, call: ExpertCall): Promise<ExpertResult> {
     const id = this.nextId++;
-    const deadlineMs = this.opts.deadlineMs ?? 5000;
+    const deadlineMs = this.opts.deadlineMs ?? this.deadlineFor(device, call);
     const t0 = performance.now();
     const payload = encodeActivations(call.input, this.opts.wireDType);
     return new Promise((resolve, reject) => {
