@@ -3,11 +3,14 @@
 // with an emulated link, it measures decode time per token and puts beside it what the latency model
 // (src/channel/latency.ts) predicts for the routing each step actually took, from the base station's
 // own time per token and one expert call's compute time, both measured here. The ratio is the
-// runtime's overhead over the model. Then decode throughput at 1, 4 and 16 concurrent streams, and
+// runtime's overhead over the model; a bare WebSocket round trip between two processes is measured
+// beside it, as the floor of any device call on this machine. Then decode throughput at 1, 4 and 16 concurrent streams, and
 // how long a device joining a running cluster takes to be placed and loaded.
 // Usage: node scripts/bench-cluster.mjs [--model DIR] [--tokens 48] [--link "rate=100mbit,delay=2ms"]
 import { parseArgs } from "node:util";
 import { spawn } from "node:child_process";
+import { createRequire } from "node:module";
+import { WebSocketServer } from "ws";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Engine } from "../dist/runtime/engine.js";
@@ -17,6 +20,7 @@ import { parseLink } from "../dist/channel/link.js";
 import { stepLatencyMs } from "../dist/channel/latency.js";
 import { wireBytes } from "../dist/protocol/activations.js";
 
+const require = createRequire(import.meta.url);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const { values: a } = parseArgs({
   options: { model: { type: "string", default: path.resolve(root, "../shared/models/brown-moe") }, tokens: { type: "string", default: "48" }, link: { type: "string", default: "rate=100mbit,delay=2ms" } },
@@ -45,7 +49,22 @@ for (let i = 0; i < 300; i++) {
 const callMs = median(callTimes.slice(50));
 const hidden = one.config.hidden;
 one.close();
-console.log(`model ${path.basename(model)}; base station ${bsMs.toFixed(3)} ms per token; one expert call ${(callMs * 1000).toFixed(0)} µs; link when shaped: ${a.link}\n`);
+// a bare WebSocket round trip to another process, with a frame the size of a call at batch 1
+const wss = new WebSocketServer({ host: "127.0.0.1", port: 0 });
+await new Promise((r) => wss.once("listening", r));
+const echo = spawn(process.execPath, ["-e", `const W=require(${JSON.stringify(require.resolve("ws"))});const w=new W("ws://127.0.0.1:${wss.address().port}");w.on("message",(d)=>w.send(d));`], { stdio: "ignore" });
+const peer = await new Promise((r) => wss.once("connection", r));
+const frame = new Uint8Array(hidden * 4 + 100);
+const rtts = [];
+for (let i = 0; i < 1000; i++) {
+  const t0 = performance.now();
+  await new Promise((r) => { peer.once("message", r); peer.send(frame); });
+  rtts.push(performance.now() - t0);
+}
+const rttUs = median(rtts.slice(100)) * 1000;
+echo.kill();
+wss.close();
+console.log(`model ${path.basename(model)}; base station ${bsMs.toFixed(3)} ms per token; one expert call ${(callMs * 1000).toFixed(0)} µs; bare WebSocket round trip ${rttUs.toFixed(0)} µs; link when shaped: ${a.link}\n`);
 console.log("| devices | link | decode tok/s | measured ms/token | predicted ms/token | overhead |");
 console.log("|---|---|---|---|---|---|");
 

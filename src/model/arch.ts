@@ -61,6 +61,11 @@ const QWEN_MLP = {
   denseDown: "model.layers.{l}.mlp.down_proj.weight",
 };
 
+const QK_NORM = {
+  qNorm: "model.layers.{l}.self_attn.q_norm.weight",
+  kNorm: "model.layers.{l}.self_attn.k_norm.weight",
+};
+
 const LLAMA_BODY = {
   embed: "model.embed_tokens.weight",
   outputNorm: "model.norm.weight",
@@ -114,12 +119,7 @@ export const ARCHITECTURES: readonly ArchSpec[] = [
   {
     name: "OlmoeForCausalLM",
     modelType: "olmoe",
-    tensors: {
-      ...LLAMA_BODY,
-      ...QWEN_MLP,
-      qNorm: "model.layers.{l}.self_attn.q_norm.weight",
-      kNorm: "model.layers.{l}.self_attn.k_norm.weight",
-    },
+    tensors: { ...LLAMA_BODY, ...QWEN_MLP, ...QK_NORM },
     keys: { experts: "num_experts", expertFfn: "intermediate_size" },
     qkNorm: "full",
     qkvBias: "attention_bias",
@@ -131,12 +131,7 @@ export const ARCHITECTURES: readonly ArchSpec[] = [
   {
     name: "Qwen3MoeForCausalLM",
     modelType: "qwen3_moe",
-    tensors: {
-      ...LLAMA_BODY,
-      ...QWEN_MLP,
-      qNorm: "model.layers.{l}.self_attn.q_norm.weight",
-      kNorm: "model.layers.{l}.self_attn.k_norm.weight",
-    },
+    tensors: { ...LLAMA_BODY, ...QWEN_MLP, ...QK_NORM },
     keys: { experts: "num_experts", expertFfn: "moe_intermediate_size" },
     qkNorm: "per-head",
     qkvBias: "attention_bias",

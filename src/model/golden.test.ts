@@ -15,7 +15,7 @@ const golden = sharedPath("golden/brown-moe.safetensors");
 const corpus = sharedPath("corpus/brown/valid.txt");
 const skip = model.skip || golden.skip || corpus.skip;
 
-test("brown-moe in f32: ids, logits, routing and greedy continuations match the golden reference", { skip }, async () => {
+test("brown-moe in f32: ids, logits, routing and greedy continuations match the golden reference", { skip }, async (t) => {
   const g = SafetensorsFile.open(golden.path);
   const records: RoutingRecord[] = [];
   const engine = Engine.load(model.path, { dtype: "f32", trace: { record: (r) => records.push(r) } });
@@ -34,6 +34,7 @@ test("brown-moe in f32: ids, logits, routing and greedy continuations match the 
       let maxErr = 0;
       for (let j = 0; j < want.length; j++) maxErr = Math.max(maxErr, Math.abs(want[j]! - logits![j]!));
       assert.ok(maxErr <= 1e-3, `prompt ${i}: logits max abs error ${maxErr}`);
+      t.diagnostic(`prompt ${i}: logits max abs error ${maxErr.toExponential(2)}`);
 
       const routerLogits = g.readF32(`p${i}.router_logits`), experts = g.readI32(`p${i}.experts`), weights = g.readF32(`p${i}.expert_weights`);
       assert.equal(records.length, engine.config.layers);
@@ -59,7 +60,7 @@ test("brown-moe in f32: ids, logits, routing and greedy continuations match the 
 });
 
 for (const [dtype, tolerance] of [["f32", 0.0005], ["q8", 0.01], ["q4", 0.02]] as const) {
-  test(`brown-moe perplexity in ${dtype} is within ${tolerance * 100}% of the golden figure`, { skip }, async () => {
+  test(`brown-moe perplexity in ${dtype} is within ${tolerance * 100}% of the golden figure`, { skip }, async (t) => {
     const g = SafetensorsFile.open(golden.path);
     const engine = Engine.load(model.path, { dtype });
     try {
@@ -68,6 +69,7 @@ for (const [dtype, tolerance] of [["f32", 0.0005], ["q8", 0.01], ["q4", 0.02]] a
       const r = await perplexity(engine.model, tokens);
       const want = Number(g.metadata.ppl);
       assert.equal(r.tokens, n);
+      t.diagnostic(`perplexity ${r.perplexity.toFixed(6)} (golden ${want.toFixed(6)}, ${(100 * (r.perplexity / want - 1)).toFixed(4)}%)`);
       assert.ok(Math.abs(r.perplexity / want - 1) <= tolerance, `perplexity ${r.perplexity} vs golden ${want}`);
     } finally {
       engine.close();

@@ -94,6 +94,8 @@ export class DeviceHub {
   /** The checkpoint, opened to stream weights to devices without the files, and its identity. */
   private readonly checkpoint: Checkpoint;
   private readonly modelId: string;
+  /** An expert's weight bytes as devices hold them (an upper bound: f32 where the dtype cannot hold a shape) and multiply-adds per row. */
+  private readonly expertShape: { weightBytes: number; macsPerRow: number };
   private placement: Placement | null = null;
   private nextId = 1;
   private readonly log: (line: string) => void;
@@ -120,6 +122,9 @@ export class DeviceHub {
       id.update(`${name}:${t.dtype}:${t.shape.join("x")}:${path.basename(t.file.path)}:${t.offset};`);
     }
     this.modelId = id.digest("hex").slice(0, 32);
+    const c = this.cfg;
+    const bytes = (rows: number, cols: number) => WasmBackend.weightBytes(opts.weightDType, rows, cols) ?? rows * cols * 4;
+    this.expertShape = { weightBytes: 2 * bytes(c.expertFfn, c.hidden) + bytes(c.hidden, c.expertFfn), macsPerRow: 3 * c.hidden * c.expertFfn };
     this.log = opts.log ?? ((l) => process.stderr.write(`[bs] ${l}\n`));
     server.on("connection", (ws) => this.accept(ws));
   }
@@ -253,14 +258,8 @@ export class DeviceHub {
 
   /** DEADLINE_FACTOR × the latency model's expectation for this call on this device, at least the floor. */
   private deadlineFor(device: Device, call: ExpertCall): number {
-    const c = this.cfg;
-    const d = this.opts.weightDType;
-    // gate and up are [ffn, hidden], down is [hidden, ffn]; where a dtype cannot hold a shape the device keeps f32
-    const bytes = (rows: number, cols: number) => WasmBackend.weightBytes(d, rows, cols) ?? rows * cols * 4;
-    const weightBytes = 2 * bytes(c.expertFfn, c.hidden) + bytes(c.hidden, c.expertFfn);
-    const macsPerRow = 3 * c.hidden * c.expertFfn;
     const expected = expectedCallMs(
-      { weightBytes, macsPerRow, rows: call.rows, activationBytes: call.rows * c.hidden * wireBytes(this.opts.wireDType) },
+      { ...this.expertShape, rows: call.rows, activationBytes: call.rows * this.cfg.hidden * wireBytes(this.opts.wireDType) },
       device.capabilities,
       this.opts.link?.(device.name, performance.now()) ?? null,
     );

@@ -27,7 +27,4 @@ export class TextStream {
     return piece;
   }
 
-  get text(): string {
-    return this.tokenizer.decode(this.ids);
-  }
 }

@@ -79,7 +79,7 @@ export class ReferenceModel {
     const H: number = c.hidden_size, nH: number = c.num_attention_heads, nKV: number = c.num_key_value_heads ?? nH;
     const hd: number = c.head_dim ?? H / nH, L: number = c.num_hidden_layers, V: number = c.vocab_size;
     const eps: number = c.rms_norm_eps, theta: number = c.rope_theta ?? 10000;
-    const E: number = mixtral ? c.num_local_experts : c.num_experts, K: number = c.num_experts_per_tok;
+    const K: number = c.num_experts_per_tok;
     const normTopK = mixtral ? true : !!c.norm_topk_prob;
     const attnBias = qwen2 || ((olmoe || qwen3) && !!c.attention_bias);
     const oBias = (olmoe || qwen3) && !!c.attention_bias;

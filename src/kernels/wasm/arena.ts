@@ -14,7 +14,7 @@ export class Arena {
   /** Free ranges [start, end), sorted by start, coalesced. */
   private freeList: Array<[number, number]> = [];
 
-  constructor(readonly index: number, readonly maxPages: number) {
+  constructor(readonly maxPages: number) {
     this.memory = new WebAssembly.Memory({ initial: 1, maximum: maxPages, shared: true });
   }
 

@@ -65,7 +65,7 @@ export class WasmBackend implements Backend {
   }
 
   private newArena(): Arena {
-    const arena = new Arena(this.arenas.length, this.arenaPages);
+    const arena = new Arena(this.arenaPages);
     this.arenas.push(arena);
     this.pool.addArena(arena.memory);
     this.tables.push(new Uint32Array(arena.memory.buffer, MATMUL_TABLE, 4 * MAX_MATMULS));
