@@ -1,11 +1,13 @@
 #!/usr/bin/env node
 // The distributed runtime against its cost model. For 1, 2 and 4 local device processes, without and
 // with an emulated link, it measures decode time per token and puts beside it what the latency model
-// (src/channel/latency.ts) predicts for the routing each step actually took, from the base station's
-// own time per token and one expert call's compute time, both measured here. The ratio is the
-// runtime's overhead over the model; a bare WebSocket round trip between two processes is measured
-// beside it, as the floor of any device call on this machine. Then decode throughput at 1, 4 and 16 concurrent streams, and
-// how long a device joining a running cluster takes to be placed and loaded.
+// (src/channel/latency.ts) predicts for the routing each step actually took. The model's inputs are
+// measured here, each on its own: the base station's time per token (experts answered at once), one
+// expert call's compute time at batch 1 (cycling through every expert's weights, cold as in decode),
+// and the loopback link itself: a bare WebSocket round trip between two processes with a call-sized
+// frame, taken as the link's delay (half each way) under any emulated one. The ratio measured /
+// predicted is the runtime's overhead over the model. Then decode throughput at 1, 4 and 16 concurrent
+// streams, and how long a device joining a running cluster takes to be placed and loaded.
 // Usage: node scripts/bench-cluster.mjs [--model DIR] [--tokens 48] [--link "rate=100mbit,delay=2ms"]
 import { parseArgs } from "node:util";
 import { spawn } from "node:child_process";
@@ -27,26 +29,29 @@ const { values: a } = parseArgs({
 });
 const model = a.model, N = Number(a.tokens), link = parseLink(a.link);
 const prompt = (e) => e.tokenizer.encode("The jury said it did find that many of the");
-const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+// the prediction is of a mean time per token, so its inputs are means too (tails included)
+const mean = (xs) => xs.reduce((s, x) => s + x, 0) / xs.length;
 
 // the base station's own time per decode token: experts answered instantly with zeros
-const bsEngine = Engine.load(model, { executor: { run: async (c) => ({ output: new Float32Array(c.input.length), computeMs: 0, roundTripMs: 0 }) } });
+const bsEngine = Engine.load(model, { executor: { dispatch: (calls) => calls.map((c) => Promise.resolve({ output: new Float32Array(c.input.length), computeMs: 0, roundTripMs: 0 })) } });
 await bsEngine.generate(prompt(bsEngine), { temperature: 0, maxTokens: 8 });
 const bsRun = await bsEngine.generate(prompt(bsEngine), { temperature: 0, maxTokens: N });
 const bsMs = bsRun.decodeMs / bsRun.decodeSteps;
 bsEngine.close();
 
-// one expert call at batch 1 on one thread, as a device process computes it
+// one expert call at batch 1 on one thread, as a device process computes it, going through every
+// layer's experts in turn so that each call finds its weights out of cache, as decode does
 const one = Engine.load(model, { threads: 1 });
 const local = new LocalExpertExecutor(one.backend, one.weights.layers.map((l) => l.experts), one.config.hidden);
 const row = new Float32Array(one.config.hidden).fill(0.1);
 const callTimes = [];
+const sparse = one.weights.layers.flatMap((l, layer) => l.experts.map((w, expert) => (w ? { layer, expert } : null)).filter(Boolean));
 for (let i = 0; i < 300; i++) {
   const t0 = performance.now();
-  await local.run({ layer: 0, expert: i % one.config.experts, rows: 1, input: row });
+  local.compute({ ...sparse[i % sparse.length], rows: 1, input: row });
   callTimes.push(performance.now() - t0);
 }
-const callMs = median(callTimes.slice(50));
+const callMs = mean(callTimes.slice(50));
 const hidden = one.config.hidden;
 one.close();
 // a bare WebSocket round trip to another process, with a frame the size of a call at batch 1
@@ -61,10 +66,11 @@ for (let i = 0; i < 1000; i++) {
   await new Promise((r) => { peer.once("message", r); peer.send(frame); });
   rtts.push(performance.now() - t0);
 }
-const rttUs = median(rtts.slice(100)) * 1000;
+const rttMs = mean(rtts.slice(100));
+const loopback = { downBps: 0, upBps: 0, delayMs: rttMs / 2, jitterMs: 0, loss: 0 };
 echo.kill();
 wss.close();
-console.log(`model ${path.basename(model)}; base station ${bsMs.toFixed(3)} ms per token; one expert call ${(callMs * 1000).toFixed(0)} µs; bare WebSocket round trip ${rttUs.toFixed(0)} µs; link when shaped: ${a.link}\n`);
+console.log(`model ${path.basename(model)}; base station ${bsMs.toFixed(3)} ms per token; one expert call ${(callMs * 1000).toFixed(0)} µs; bare WebSocket round trip ${(rttMs * 1000).toFixed(0)} µs; link when shaped: ${a.link}\n`);
 console.log("| devices | link | decode tok/s | measured ms/token | predicted ms/token | overhead |");
 console.log("|---|---|---|---|---|---|");
 
@@ -78,7 +84,8 @@ for (const shaped of [false, true]) {
     const r = await engine.generate(prompt(engine), { temperature: 0, maxTokens: N });
     const measured = r.decodeMs / r.decodeSteps;
     // the model's prediction for each decode step's actual routing
-    const costs = new Map(cluster.hub.placed.map((name) => [name, { callMs, link: shaped ? link : null }]));
+    const linkPath = shaped ? { ...link, delayMs: link.delayMs + loopback.delayMs } : loopback;
+    const costs = new Map(cluster.hub.placed.map((name) => [name, { callMs, link: linkPath }]));
     const steps = new Map();
     for (const rec of records) {
       const calls = [];

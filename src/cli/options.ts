@@ -13,6 +13,14 @@ export function positiveInt(v: string): number {
   return n;
 }
 
+/** "512MiB", "2GiB", "1.5GB", "1000000" → bytes. */
+export function byteSize(v: string): number {
+  const m = /^([0-9]+(?:\.[0-9]+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?$/i.exec(v.trim());
+  const units: Record<string, number> = { b: 1, kb: 1e3, mb: 1e6, gb: 1e9, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30 };
+  if (!m) throw new InvalidArgumentError(`expected a size such as 512MiB or 2GiB, got "${v}"`);
+  return Math.floor(Number(m[1]) * units[(m[2] ?? "b").toLowerCase()]!);
+}
+
 export function nonNegativeInt(v: string): number {
   const n = Number(v);
   if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError(`expected a non-negative integer, got "${v}"`);

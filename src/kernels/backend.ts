@@ -54,6 +54,8 @@ export interface Backend {
   /** Activation memory (f32 unless stated), in the arena that the model computes in. */
   alloc(bytes: number): Tensor;
   free(t: Tensor): void;
+  /** Gives a weight's memory back (a device dropping an expert it no longer serves). */
+  freeWeight(w: WeightTensor): void;
   f32(t: Tensor, offset?: number, length?: number): Float32Array;
   i32(t: Tensor, offset?: number, length?: number): Int32Array;
 

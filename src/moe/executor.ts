@@ -21,8 +21,12 @@ export interface ExpertResult {
 }
 
 export interface ExpertExecutor {
-  /** Rejects when the call failed for good. */
-  run(call: ExpertCall): Promise<ExpertResult>;
+  /**
+   * Starts all of one MoE layer's expert calls of a step at once and gives one promise per call, in
+   * order; a promise rejects when its call failed for good. Seeing the whole layer lets a remote
+   * executor send one frame per device.
+   */
+  dispatch(calls: readonly ExpertCall[]): Array<Promise<ExpertResult>>;
   /** Calls that failed on one host and were sent to another, so far (executors with replicas). */
   readonly retries?: number;
 }

@@ -12,7 +12,18 @@ export class LocalExpertExecutor implements ExpertExecutor {
     this.ffn = new FfnRunner(backend);
   }
 
-  async run(call: ExpertCall): Promise<ExpertResult> {
+  dispatch(calls: readonly ExpertCall[]): Array<Promise<ExpertResult>> {
+    return calls.map((c) => {
+      try {
+        return Promise.resolve(this.compute(c));
+      } catch (e) {
+        return Promise.reject(e as Error);
+      }
+    });
+  }
+
+  /** One call, computed now. */
+  compute(call: ExpertCall): ExpertResult {
     const t0 = performance.now();
     const w = this.experts[call.layer]?.[call.expert];
     if (!w) throw new Error(`expert ${call.expert} of layer ${call.layer} is not held by this process`);

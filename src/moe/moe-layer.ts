@@ -66,7 +66,7 @@ export class MoeBlock {
       const x = backend.f32(h, 0, rows * H);
       const t0 = performance.now();
       const results = await Promise.allSettled(
-        plan.map((b) => this.deps.executor.run({ layer, expert: b.expert, rows: b.rows.length, input: gatherRows(x, H, b.rows) })),
+        this.deps.executor.dispatch(plan.map((b) => ({ layer, expert: b.expert, rows: b.rows.length, input: gatherRows(x, H, b.rows) }))),
       );
       this.stats.calls += plan.length;
       this.account(performance.now() - t0, results);

@@ -1,12 +1,25 @@
-// Where each (layer, expert) lives: a pure function of the devices' declared capabilities, shared by the
-// runtime and (later) the simulator. Default rule: every expert goes to the `replicas` devices with the
-// lowest load relative to their speed, so faster devices hold proportionally more experts; among those,
-// the one that is first (serves the expert while it is up) is the one that is first least often
-// relative to its speed, so that serving is balanced too, not only holding.
+// Where each (layer, expert) lives: a pure function of the devices' declared capabilities and current
+// holdings, shared by the runtime and the simulator. Each device's fair share of the expert copies is
+// proportional to its speed and capped by its memory. Experts a device already holds stay there while
+// it is within its share, so a re-plan (a device joins or leaves) moves as few weights as it can; the
+// rest go to the devices with the lowest load relative to their speed. Among an expert's hosts, the
+// first (the one that serves it while it is up) is the one that is first least often relative to its
+// speed, so that serving is balanced too, not only holding.
 
-export interface DeviceSpeed {
+export interface PlacementDevice {
   /** Measured memory read bandwidth: an expert call at batch 1 is bound by it. */
   readGbps: number;
+  /** Bytes the device offers for expert weights (0: not limited). */
+  memoryBytes?: number;
+  /** The [layer, expert] pairs it holds now. */
+  holds?: ReadonlyArray<readonly [number, number]>;
+}
+
+export interface PlacementOptions {
+  /** Devices holding each expert (default 1; at most the number of devices). */
+  replicas?: number;
+  /** Bytes of one expert's weights as the devices hold them, for the memory limits (0: not limited). */
+  expertBytes?: number;
 }
 
 export interface Placement {
@@ -16,27 +29,61 @@ export interface Placement {
   experts: Array<Array<[number, number]>>;
 }
 
-export function placeExperts(sparseLayers: readonly boolean[], experts: number, devices: readonly DeviceSpeed[], replicas = 1): Placement {
+export function placeExperts(sparseLayers: readonly boolean[], experts: number, devices: readonly PlacementDevice[], opts: PlacementOptions = {}): Placement {
   if (devices.length === 0) throw new Error("no devices to place experts on");
-  const copies = Math.min(Math.max(1, replicas), devices.length);
-  const load = devices.map(() => 0);
-  const primary = devices.map(() => 0);
-  const speed = devices.map((d) => (d.readGbps > 0 ? d.readGbps : 1));
-  const placement: Placement = { hosts: [], experts: devices.map(() => []) };
+  const copies = Math.min(Math.max(1, opts.replicas ?? 1), devices.length);
+  const expertBytes = opts.expertBytes ?? 0;
+  const slots: Array<[number, number]> = [];
   sparseLayers.forEach((sparse, layer) => {
-    const row: number[][] = [];
-    for (let e = 0; e < (sparse ? experts : 0); e++) {
-      // the least loaded devices relative to speed; ties go to the lower index
-      const order = devices.map((_, d) => d).sort((a, b) => (load[a]! + 1) / speed[a]! - (load[b]! + 1) / speed[b]! || a - b);
-      const chosen = order.slice(0, copies).sort((a, b) => (primary[a]! + 1) / speed[a]! - (primary[b]! + 1) / speed[b]! || a - b);
-      primary[chosen[0]!]!++;
-      for (const d of chosen) {
+    for (let e = 0; e < (sparse ? experts : 0); e++) slots.push([layer, e]);
+  });
+  const speed = devices.map((d) => (d.readGbps > 0 ? d.readGbps : 1));
+  const capacity = devices.map((d) => (expertBytes > 0 && d.memoryBytes ? Math.min(slots.length, Math.floor(d.memoryBytes / expertBytes)) : slots.length));
+  const needed = slots.length * copies;
+  const offered = capacity.reduce((s, c) => s + c, 0);
+  if (offered < needed) {
+    const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
+    throw new Error(`the devices' memory holds ${offered} expert copies; the model needs ${needed} (${slots.length} experts × ${copies} of ${gib(expertBytes)} each, ${gib(needed * expertBytes)} in all)`);
+  }
+  const totalSpeed = speed.reduce((s, v) => s + v, 0);
+  const share = devices.map((_, d) => Math.min(capacity[d]!, Math.floor((needed * speed[d]!) / totalSpeed)));
+  const load = devices.map(() => 0);
+  const chosen = slots.map(() => [] as number[]);
+
+  // keep what devices hold, within their share
+  const key = (l: number, e: number) => `${l}:${e}`;
+  const holds = devices.map((d) => new Set((d.holds ?? []).map(([l, e]) => key(l, e))));
+  slots.forEach(([l, e], s) => {
+    for (let d = 0; d < devices.length && chosen[s]!.length < copies; d++) {
+      if (holds[d]!.has(key(l, e)) && load[d]! < share[d]!) {
+        chosen[s]!.push(d);
         load[d]!++;
-        placement.experts[d]!.push([layer, e]);
       }
-      row.push(chosen);
     }
-    placement.hosts.push(row);
+  });
+  // the rest to the least loaded devices relative to speed that have room; on a tie, one that holds
+  // the expert already, then the lower index
+  slots.forEach(([l, e], s) => {
+    while (chosen[s]!.length < copies) {
+      let best = -1;
+      const score = (d: number) => (load[d]! + 1) / speed[d]!;
+      for (let d = 0; d < devices.length; d++) {
+        if (chosen[s]!.includes(d) || load[d]! >= capacity[d]!) continue;
+        if (best < 0 || score(d) < score(best) || (score(d) === score(best) && holds[d]!.has(key(l, e)) && !holds[best]!.has(key(l, e)))) best = d;
+      }
+      if (best < 0) throw new Error(`no device has room for another copy of expert ${e} of layer ${l}`);
+      chosen[s]!.push(best);
+      load[best]!++;
+    }
+  });
+
+  const primary = devices.map(() => 0);
+  const placement: Placement = { hosts: sparseLayers.map(() => []), experts: devices.map(() => []) };
+  slots.forEach(([l, e], s) => {
+    const hosts = chosen[s]!.sort((a, b) => (primary[a]! + 1) / speed[a]! - (primary[b]! + 1) / speed[b]! || a - b);
+    primary[hosts[0]!]!++;
+    for (const d of hosts) placement.experts[d]!.push([l, e]);
+    placement.hosts[l]![e] = hosts;
   });
   return placement;
 }

@@ -65,3 +65,20 @@ export function decodeActivations(bytes: Uint8Array, dtype: WireDType): Float32A
   }
   return out;
 }
+
+/** The rows of several calls back to back, as one frame carries them. */
+export function concatRows(parts: readonly Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/** The inverse of concatRows: views of `rows[i]` rows of `hidden` values each. */
+export function splitRows(values: Float32Array, hidden: number, rows: readonly number[]): Float32Array[] {
+  let at = 0;
+  return rows.map((r) => values.subarray(at, (at += r * hidden)));
+}

@@ -12,8 +12,9 @@ test("every message survives encode → decode", () => {
     { type: "weights", name: "model.layers.0.x", dtype: "BF16", shape: [2, 2], sha256: "00ff", payload: new Uint8Array(8) },
     { type: "fetched", sent: 3, bytes: 1024 },
     { type: "ready", experts: [[0, 1]] },
-    { type: "call", id: 7, layer: 2, expert: 5, rows: 2, hidden: 2, dtype: "f32", payload },
-    { type: "result", id: 7, rows: 1, hidden: 4, dtype: "f32", computeMs: 0.25, payload },
+    { type: "release", experts: [[2, 3]] },
+    { type: "call", id: 7, layer: 2, experts: [[5, 1], [6, 1]], hidden: 2, dtype: "f32", payload },
+    { type: "result", id: 7, experts: [[3, 1]], hidden: 4, dtype: "f32", computeMs: 0.25, payload },
     { type: "error", id: 3, message: "nope" },
     { type: "leave", reason: "bye" },
   ];
@@ -32,14 +33,18 @@ test("f16 and bf16 activations round-trip within their precision; f32 exactly", 
 });
 
 test("frames that lie or exceed limits are refused with the reason", () => {
-  const call = encodeFrame({ type: "call", id: 1, layer: 0, expert: 0, rows: 1, hidden: 4, dtype: "f32", payload: new Uint8Array(16) });
+  const call = encodeFrame({ type: "call", id: 1, layer: 0, experts: [[0, 1]], hidden: 4, dtype: "f32", payload: new Uint8Array(16) });
+  const callOf = (experts: Array<[number, number]>, dtype = "f32") => encodeFrame({ type: "call", id: 1, layer: 0, experts, hidden: 4, dtype: dtype as "f32", payload: new Uint8Array(0) });
   const cases: Array<[Uint8Array, RegExp]> = [
     [new Uint8Array(4), /bad magic/],
     [(() => { const f = call.slice(); f[3] = 42; return f; })(), /unknown message type 42/],
     [(() => { const f = call.slice(); new DataView(f.buffer).setUint32(4, 1e6, true); return f; })(), /header length 1000000 does not fit/],
     [call.subarray(0, call.length - 4), /needs 16 payload bytes, got 12/],
-    [encodeFrame({ type: "call", id: 1, layer: 0, expert: 0, rows: LIMITS.rows + 1, hidden: 4, dtype: "f32", payload: new Uint8Array(0) }), /rows must be an integer in 1\.\.65536/],
-    [encodeFrame({ type: "call", id: 1, layer: 0, expert: 0, rows: 1, hidden: 4, dtype: "f64" as "f32", payload: new Uint8Array(0) }), /dtype must be one of f32, f16, bf16/],
+    [callOf([[0, LIMITS.rows + 1]]), /rows in 1\.\.65536/],
+    [callOf([[0, LIMITS.rows], [1, 1]]), /65537 rows in all exceed the limit of 65536/],
+    [callOf([]), /experts must be a list of 1\.\.4096/],
+    [callOf([[0, 0]]), /each of experts must be \[expert, rows\]/],
+    [callOf([[0, 1]], "f64"), /dtype must be one of f32, f16, bf16/],
     [encodeFrame({ type: "assign", model: "m", modelId: "i", config: {}, weightDType: "q8", wireDType: "f32", experts: [[0, -1]] as Array<[number, number]> }), /assign needs/],
     [encodeFrame({ type: "weights", name: "t", dtype: "F32", shape: [2, 2], sha256: "x", payload: new Uint8Array(15) }), /needs 16 payload bytes, got 15/],
     [(() => { const f = encodeFrame({ type: "ready", experts: [] }); f[8] = 0x7b; f[9] = 0x7b; return f; })(), /ready header is not valid JSON/],

@@ -4,15 +4,18 @@
 // limits below before anything uses it, and throws ProtocolError (with the reason) otherwise.
 import { WIRE_DTYPES, wireBytes, type WireDType } from "./activations.js";
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 const MAGIC0 = 0x44, MAGIC1 = 0x4d; // "DM"
 const PREFIX = 8;
 
 export const LIMITS = {
   frameBytes: 256 << 20,
   headerBytes: 64 << 10,
+  /** rows of one frame, summed over its experts */
   rows: 1 << 16,
   hidden: 1 << 16,
+  /** experts in one call frame */
+  experts: 1 << 12,
 } as const;
 
 export class ProtocolError extends Error {}
@@ -47,12 +50,19 @@ export type Message =
   /** BS → device: every tensor of a fetch has been sent (or was held already) */
   | { type: "fetched"; sent: number; bytes: number }
   | { type: "ready"; experts: Array<[layer: number, expert: number]> }
-  | { type: "call"; id: number; layer: number; expert: number; rows: number; hidden: number; dtype: WireDType; payload: Uint8Array }
-  | { type: "result"; id: number; rows: number; hidden: number; dtype: WireDType; computeMs: number; payload: Uint8Array }
+  /** BS → device: these experts are no longer routed here (a re-plan moved them); free their weights */
+  | { type: "release"; experts: Array<[layer: number, expert: number]> }
+  /**
+   * BS → device: one layer's experts that this device serves in a step, each with its rows; the payload
+   * holds every expert's rows in that order. One frame per device and layer, so round trips are shared.
+   */
+  | { type: "call"; id: number; layer: number; experts: Array<[expert: number, rows: number]>; hidden: number; dtype: WireDType; payload: Uint8Array }
+  /** device → BS: a call's outputs, for the same experts and rows in the same order; computeMs for them all */
+  | { type: "result"; id: number; experts: Array<[expert: number, rows: number]>; hidden: number; dtype: WireDType; computeMs: number; payload: Uint8Array }
   | { type: "error"; id?: number; message: string }
   | { type: "leave"; reason: string };
 
-const TYPES = ["hello", "assign", "ready", "call", "result", "error", "leave", "fetch", "weights", "fetched"] as const;
+const TYPES = ["hello", "assign", "ready", "call", "result", "error", "leave", "fetch", "weights", "fetched", "release"] as const;
 type MessageType = (typeof TYPES)[number];
 
 export function encodeFrame(m: Message): Uint8Array {
@@ -98,12 +108,21 @@ export function decodeFrame(data: Uint8Array): Message {
   if (!h || typeof h !== "object" || Array.isArray(h)) fail(`${type} header is not an object`);
   const payload = data.subarray(PREFIX + headerLen);
   const noPayload = () => payload.length === 0 || fail(`${type} carries no payload, got ${payload.length} bytes`);
-  const activations = () => {
-    if (!isInt(h.rows, 1, LIMITS.rows)) fail(`${type}: rows must be an integer in 1..${LIMITS.rows}`);
+  /** The experts with their rows, checked against the limits and the payload. */
+  const activations = (): Array<[number, number]> => {
+    const experts = h.experts as unknown;
+    if (!Array.isArray(experts) || experts.length < 1 || experts.length > LIMITS.experts) fail(`${type}: experts must be a list of 1..${LIMITS.experts} [expert, rows] pairs`);
+    let rows = 0;
+    for (const p of experts as unknown[]) {
+      if (!Array.isArray(p) || p.length !== 2 || !isInt(p[0], 0, 1 << 16) || !isInt(p[1], 1, LIMITS.rows)) fail(`${type}: each of experts must be [expert, rows] with rows in 1..${LIMITS.rows}`);
+      rows += p[1] as number;
+    }
+    if (rows > LIMITS.rows) fail(`${type}: ${rows} rows in all exceed the limit of ${LIMITS.rows}`);
     if (!isInt(h.hidden, 1, LIMITS.hidden)) fail(`${type}: hidden must be an integer in 1..${LIMITS.hidden}`);
     if (!isWire(h.dtype)) fail(`${type}: dtype must be one of ${WIRE_DTYPES.join(", ")}`);
-    const want = (h.rows as number) * (h.hidden as number) * wireBytes(h.dtype as WireDType);
-    if (payload.length !== want) fail(`${type}: ${h.rows}×${h.hidden} ${h.dtype} needs ${want} payload bytes, got ${payload.length}`);
+    const want = rows * (h.hidden as number) * wireBytes(h.dtype as WireDType);
+    if (payload.length !== want) fail(`${type}: ${rows}×${h.hidden} ${h.dtype} needs ${want} payload bytes, got ${payload.length}`);
+    return experts as Array<[number, number]>;
   };
   switch (type) {
     case "hello": {
@@ -147,18 +166,21 @@ export function decodeFrame(data: Uint8Array): Message {
       if (!isInt(h.sent, 0, Number.MAX_SAFE_INTEGER) || !isInt(h.bytes, 0, Number.MAX_SAFE_INTEGER)) fail("fetched needs sent and bytes counts");
       return { type, sent: h.sent as number, bytes: h.bytes as number };
     case "ready":
+    case "release":
       noPayload();
-      if (!isPairs(h.experts)) fail("ready needs experts [[layer, expert], …]");
+      if (!isPairs(h.experts)) fail(`${type} needs experts [[layer, expert], …]`);
       return { type, experts: h.experts as Array<[number, number]> };
-    case "call":
-      if (!isInt(h.id, 0, Number.MAX_SAFE_INTEGER) || !isInt(h.layer, 0, 1 << 16) || !isInt(h.expert, 0, 1 << 16)) fail("call needs integer id, layer and expert");
-      activations();
-      return { type, id: h.id as number, layer: h.layer as number, expert: h.expert as number, rows: h.rows as number, hidden: h.hidden as number, dtype: h.dtype as WireDType, payload };
-    case "result":
+    case "call": {
+      if (!isInt(h.id, 0, Number.MAX_SAFE_INTEGER) || !isInt(h.layer, 0, 1 << 16)) fail("call needs integer id and layer");
+      const experts = activations();
+      return { type, id: h.id as number, layer: h.layer as number, experts, hidden: h.hidden as number, dtype: h.dtype as WireDType, payload };
+    }
+    case "result": {
       if (!isInt(h.id, 0, Number.MAX_SAFE_INTEGER)) fail("result needs an integer id");
       if (typeof h.computeMs !== "number" || !(h.computeMs >= 0)) fail("result needs computeMs ≥ 0");
-      activations();
-      return { type, id: h.id as number, rows: h.rows as number, hidden: h.hidden as number, dtype: h.dtype as WireDType, computeMs: h.computeMs as number, payload };
+      const experts = activations();
+      return { type, id: h.id as number, experts, hidden: h.hidden as number, dtype: h.dtype as WireDType, computeMs: h.computeMs as number, payload };
+    }
     case "error":
       noPayload();
       if (!isStr(h.message) || (h.id !== undefined && !isInt(h.id, 0, Number.MAX_SAFE_INTEGER))) fail("error needs a message (and an integer id, if any)");

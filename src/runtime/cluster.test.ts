@@ -93,18 +93,18 @@ test("malformed frames, a wrong protocol version and a bogus result get error fr
       const hello = encodeFrame({ type: "hello", name: "rogue", capabilities: { memoryBytes: 1, gflops: 1, readGbps: 1, weightDTypes: [], wireDTypes: ["f32"] } });
       const wrongVersion = hello.slice();
       wrongVersion[2] = PROTOCOL_VERSION + 1;
-      const badPayload = encodeFrame({ type: "result", id: 1, rows: 2, hidden: 64, dtype: "f32", computeMs: 0, payload: new Uint8Array(12) });
+      const badPayload = encodeFrame({ type: "result", id: 1, experts: [[0, 2]], hidden: 64, dtype: "f32", computeMs: 0, payload: new Uint8Array(12) });
       rogue.send(new Uint8Array([1, 2, 3]));
       rogue.send("text");
       rogue.send(wrongVersion);
       rogue.send(encodeFrame({ type: "ready", experts: [] }));
       rogue.send(hello);
       rogue.send(badPayload);
-      rogue.send(encodeFrame({ type: "result", id: 999, rows: 1, hidden: 64, dtype: "f32", computeMs: 0, payload: new Uint8Array(256) }));
+      rogue.send(encodeFrame({ type: "result", id: 999, experts: [[0, 1]], hidden: 64, dtype: "f32", computeMs: 0, payload: new Uint8Array(256) }));
       await new Promise((r) => setTimeout(r, 300));
       assert.match(replies[0]!, /bad magic/);
       assert.match(replies[1]!, /text frames/);
-      assert.match(replies[2]!, /protocol version 2 is not supported \(this side speaks 1\)/);
+      assert.match(replies[2]!, /protocol version 3 is not supported \(this side speaks 2\)/);
       assert.match(replies[3]!, /say hello first/);
       assert.match(replies[4]!, /needs 512 payload bytes, got 12/);
       assert.match(replies[5]!, /no call 999 is pending/);
@@ -155,7 +155,7 @@ test("a device that joins mid-run is given experts and serves calls", async () =
     const want = await singleGreedy(dir, "late joiner", 12);
     await withCluster(dir, 2, "f32", async (engine, cluster) => {
       assert.deepEqual(await greedy(engine, "late joiner", 12), want);
-      const late = spawn(process.execPath, [path.join(REPO_ROOT, "bin/distmoe.js"), "device", "--bs", cluster.hub.url, "--name", "late", "--threads", "1", "--spin-ms", "0"], { stdio: "ignore" });
+      const joiner = spawn(process.execPath, [path.join(REPO_ROOT, "bin/distmoe.js"), "device", "--bs", cluster.hub.url, "--name", "late", "--threads", "1", "--spin-ms", "0"], { stdio: "ignore" });
       try {
         const t0 = performance.now();
         while (!cluster.hub.placed.includes("late")) {
@@ -163,10 +163,13 @@ test("a device that joins mid-run is given experts and serves calls", async () =
           await new Promise((r) => setTimeout(r, 50));
         }
         assert.deepEqual(await greedy(engine, "late joiner", 12), want, "same output after the re-placement");
-        const calls = cluster.hub.deviceCalls().find((d) => d.name === "late")!.calls;
-        assert.ok(calls > 0, "the late device served calls");
+        const devices = cluster.hub.deviceCalls();
+        const late = devices.find((d) => d.name === "late")!;
+        assert.ok(late.calls > 0, "the late device served calls");
+        assert.ok(late.experts >= 3, `the late device holds a share: ${late.experts}`);
+        assert.equal(devices.reduce((n, d) => n + d.experts, 0), 16, "every expert is held once: the others released what the late device took");
       } finally {
-        late.kill();
+        joiner.kill();
       }
     });
   });
@@ -180,8 +183,8 @@ test("devices that lie about their experts are refused or failed over; with 2 re
     try {
       const engine = Engine.load(dir, { dtype: "f32", executor: cluster.hub.executor });
       const errors: string[] = [];
-      // claims to be ready without its experts, then answers calls with rows of the wrong width
-      const rogue = (name: string, behaviour: "partial" | "wrong-width") => {
+      // claims to be ready without its experts; answers calls for other experts, or with rows of the wrong width
+      const rogue = (name: string, behaviour: "partial" | "garbled") => {
         const ws = new WebSocket(cluster.hub.url);
         rogues.push(ws);
         ws.on("open", () => ws.send(encodeFrame({ type: "hello", name, capabilities: { memoryBytes: 1e9, gflops: 50, readGbps: 50, weightDTypes: ["f32"], wireDTypes: ["f32"] } })));
@@ -189,7 +192,12 @@ test("devices that lie about their experts are refused or failed over; with 2 re
           const m = decodeFrame(new Uint8Array(d));
           if (m.type === "error") errors.push(`${name}: ${m.message}`);
           if (m.type === "assign") ws.send(encodeFrame({ type: "ready", experts: behaviour === "partial" ? m.experts.slice(1) : m.experts }));
-          if (m.type === "call") ws.send(encodeFrame({ type: "result", id: m.id, rows: m.rows, hidden: 32, dtype: "f32", computeMs: 0, payload: new Uint8Array(m.rows * 32 * 4) }));
+          if (m.type !== "call") return;
+          const rows = m.experts.reduce((n, [, r]) => n + r, 0);
+          const result = m.id % 2 === 0
+            ? { experts: m.experts.map(([e, r]): [number, number] => [e + 1, r]), hidden: m.hidden, payload: new Uint8Array(rows * m.hidden * 4) }
+            : { experts: m.experts, hidden: 32, payload: new Uint8Array(rows * 32 * 4) };
+          ws.send(encodeFrame({ type: "result", id: m.id, dtype: "f32", computeMs: 0, ...result }));
         });
       };
       rogue("liar", "partial");
@@ -199,7 +207,7 @@ test("devices that lie about their experts are refused or failed over; with 2 re
         await new Promise((r) => setTimeout(r, 20));
       }
       rogues[0]!.close();
-      rogue("garbler", "wrong-width");
+      rogue("garbler", "garbled");
       while (!cluster.hub.placed.includes("garbler")) {
         assert.ok(performance.now() - t0 < 30_000, "the garbler is placed");
         await new Promise((r) => setTimeout(r, 20));

@@ -17,7 +17,7 @@ import { expectedCallMs } from "../channel/latency.js";
 import { WasmBackend } from "../kernels/wasm/wasm-backend.js";
 import type { ExpertCall, ExpertExecutor, ExpertResult } from "../moe/executor.js";
 import { placeExperts, type Placement } from "../policies/placement.js";
-import { decodeActivations, encodeActivations, wireBytes, type WireDType } from "../protocol/activations.js";
+import { concatRows, decodeActivations, encodeActivations, splitRows, wireBytes, type WireDType } from "../protocol/activations.js";
 import type { Capabilities, Message } from "../protocol/frames.js";
 import { receiveFrames, sendFrame } from "../protocol/socket.js";
 
@@ -58,6 +58,8 @@ interface Device {
   /** connected, and has loaded at least one assignment: may be routed to */
   ready: boolean;
   connected: boolean;
+  /** the experts it holds, as its last ready said, less those released since */
+  holds: Array<[number, number]>;
   /** the latest assignment sent to it, its generation, and the generation it has loaded */
   assigned: Array<[number, number]>;
   assignedGen: number;
@@ -73,9 +75,23 @@ interface Device {
   quarantined: boolean;
 }
 
+/** A call frame sent to a device and not answered yet. */
 interface PendingCall {
   device: Device;
+  /** the experts and rows it asked for, which the result must match */
+  experts: ReadonlyArray<[number, number]>;
   resolve: (out: Float32Array, computeMs: number) => void;
+  reject: (e: Error) => void;
+}
+
+/** One expert call of a dispatch, on its way through the expert's hosts. */
+interface Job {
+  call: ExpertCall;
+  /** index into the expert's hosts of the next one to try */
+  next: number;
+  /** why the last host failed */
+  failure: Error | null;
+  resolve: (r: ExpertResult) => void;
   reject: (e: Error) => void;
 }
 
@@ -102,13 +118,16 @@ export class DeviceHub {
 
   private retryCount = 0;
 
-  /** Routes each expert call to a device holding it, failing over to replicas; usable as the engine's executor. */
+  /**
+   * Sends each expert call to a device holding it, one frame per device and layer, failing over to
+   * replicas; usable as the engine's executor.
+   */
   readonly executor: ExpertExecutor;
 
   private constructor(private readonly server: WebSocketServer, private readonly opts: HubOptions) {
     const retries = () => this.retryCount;
     this.executor = {
-      run: (call) => this.call(call),
+      dispatch: (calls) => this.dispatch(calls),
       get retries() {
         return retries();
       },
@@ -172,7 +191,12 @@ export class DeviceHub {
     const gen = ++this.gen;
     const live = this.devices.filter((d) => d.connected && !d.quarantined);
     if (live.length === 0) return;
-    const next = placeExperts(this.cfg.sparseLayers, this.cfg.experts, live.map((d) => d.capabilities), this.opts.replicas);
+    const next = placeExperts(
+      this.cfg.sparseLayers,
+      this.cfg.experts,
+      live.map((d) => ({ readGbps: d.capabilities.readGbps, memoryBytes: d.capabilities.memoryBytes, holds: d.holds })),
+      { replicas: this.opts.replicas, expertBytes: this.expertShape.weightBytes },
+    );
     live.forEach((d, i) => {
       d.assigned = next.experts[i]!;
       d.assignedGen = gen;
@@ -192,6 +216,16 @@ export class DeviceHub {
     this.members = live;
     this.placement = next;
     this.log(`placement ${gen}: ${live.map((d) => `${d.name} ${d.assigned.length}`).join(", ")} experts`);
+    // what the devices hold beyond their new share is no longer routed to: they free it. The release
+    // goes the way the calls go, so calls sent before it are answered first.
+    const key = (p: [number, number]) => `${p[0]}:${p[1]}`;
+    for (const d of live) {
+      const keep = new Set(d.assigned.map(key));
+      const drop = d.holds.filter((p) => !keep.has(key(p)));
+      if (drop.length === 0) continue;
+      d.holds = d.holds.filter((p) => keep.has(key(p)));
+      this.sendShaped(d, { type: "release", experts: drop });
+    }
   }
 
   private replanInBackground(): void {
@@ -210,8 +244,8 @@ export class DeviceHub {
   }
 
   /** Calls answered per device, for reports and tests. */
-  deviceCalls(): Array<{ name: string; calls: number; ready: boolean; quarantined: boolean; weightBytes: number }> {
-    return this.devices.map((d) => ({ name: d.name, calls: d.calls, ready: d.ready, quarantined: d.quarantined, weightBytes: d.weightBytes }));
+  deviceCalls(): Array<{ name: string; calls: number; ready: boolean; quarantined: boolean; weightBytes: number; experts: number }> {
+    return this.devices.map((d) => ({ name: d.name, calls: d.calls, ready: d.ready, quarantined: d.quarantined, weightBytes: d.weightBytes, experts: d.holds.length }));
   }
 
   /** Streams the requested experts' tensors, except those the device already holds with the same checksum. */
@@ -256,10 +290,16 @@ export class DeviceHub {
     });
   }
 
-  /** DEADLINE_FACTOR × the latency model's expectation for this call on this device, at least the floor. */
-  private deadlineFor(device: Device, call: ExpertCall): number {
+  /** DEADLINE_FACTOR × the latency model's expectation for these calls on this device, at least the floor. */
+  private deadlineFor(device: Device, calls: readonly ExpertCall[]): number {
+    const rows = calls.reduce((n, c) => n + c.rows, 0);
     const expected = expectedCallMs(
-      { ...this.expertShape, rows: call.rows, activationBytes: call.rows * this.cfg.hidden * wireBytes(this.opts.wireDType) },
+      {
+        weightBytes: calls.length * this.expertShape.weightBytes,
+        macsPerRow: this.expertShape.macsPerRow,
+        rows,
+        activationBytes: rows * this.cfg.hidden * wireBytes(this.opts.wireDType),
+      },
       device.capabilities,
       this.opts.link?.(device.name, performance.now()) ?? null,
     );
@@ -305,7 +345,7 @@ export class DeviceHub {
           return;
         }
         const link = this.opts.link ? new ShapedLink(m.name, this.opts.link, this.devices.length + 1) : null;
-        device = { name: m.name, ws, capabilities: m.capabilities, ready: false, connected: true, assigned: [], assignedGen: 0, loadedGen: 0, calls: 0, weightBytes: 0, failures: 0, quarantined: false, link };
+        device = { name: m.name, ws, capabilities: m.capabilities, ready: false, connected: true, holds: [], assigned: [], assignedGen: 0, loadedGen: 0, calls: 0, weightBytes: 0, failures: 0, quarantined: false, link };
         this.devices.push(device);
         this.log(`${m.name} joined (${m.capabilities.readGbps.toFixed(1)} GB/s, ${m.capabilities.gflops.toFixed(1)} GFLOP/s)`);
         this.changed();
@@ -344,6 +384,7 @@ export class DeviceHub {
           this.send(d, { type: "error", message: `ready without assigned experts ${missing.map(key).join(", ")}` });
           return;
         }
+        d.holds = m.experts;
         d.loadedGen = d.assignedGen;
         d.ready = true;
         this.changed();
@@ -357,7 +398,9 @@ export class DeviceHub {
         }
         this.pending.delete(m.id);
         d.calls++;
+        const asked = JSON.stringify(p.experts);
         if (m.hidden !== this.cfg.hidden) p.reject(new Error(`device ${d.name} returned rows of ${m.hidden}, not ${this.cfg.hidden}`));
+        else if (JSON.stringify(m.experts) !== asked) p.reject(new Error(`device ${d.name} answered for [expert, rows] ${JSON.stringify(m.experts)}, not ${asked}`));
         else p.resolve(decodeActivations(m.payload, m.dtype), m.computeMs);
         return;
       }
@@ -380,34 +423,59 @@ export class DeviceHub {
     }
   }
 
-  /**
-   * Tries the expert's hosts in order: a host that is gone is skipped, a failure on one sends the call
-   * to the next live one. A call served by any host but its first counts as a retry.
-   */
-  private async call(call: ExpertCall): Promise<ExpertResult> {
-    const hosts = this.placement?.hosts[call.layer]?.[call.expert] ?? [];
-    let failure: Error | null = null;
-    for (const [n, i] of hosts.entries()) {
-      const device = this.members[i];
-      if (!device?.ready) continue;
-      if (n > 0) this.retryCount++;
-      try {
-        const result = await this.callOn(device, call);
-        device.failures = 0;
-        return result;
-      } catch (e) {
-        failure = e as Error;
-        if (device.connected && ++device.failures >= QUARANTINE_AFTER) this.quarantine(device, failure);
-      }
-    }
-    throw failure ?? new Error(`no live device holds expert ${call.expert} of layer ${call.layer}`);
+  private dispatch(calls: readonly ExpertCall[]): Array<Promise<ExpertResult>> {
+    const jobs: Job[] = [];
+    const results = calls.map((call) => new Promise<ExpertResult>((resolve, reject) => jobs.push({ call, next: 0, failure: null, resolve, reject })));
+    this.route(jobs);
+    return results;
   }
 
-  private callOn(device: Device, call: ExpertCall): Promise<ExpertResult> {
+  /**
+   * Sends each job to the next live host of its expert, one frame per device. When a frame fails, its
+   * jobs go on to their experts' next hosts; a job served by any host but its expert's first counts
+   * as a retry, and one with no host left fails with the last host's error.
+   */
+  private route(jobs: readonly Job[]): void {
+    const groups = new Map<Device, Job[]>();
+    for (const job of jobs) {
+      const device = this.nextHost(job);
+      if (!device) job.reject(job.failure ?? new Error(`no live device holds expert ${job.call.expert} of layer ${job.call.layer}`));
+      else (groups.get(device) ?? groups.set(device, []).get(device)!).push(job);
+    }
+    for (const [device, group] of groups) {
+      this.callOn(device, group.map((j) => j.call)).then(
+        (results) => {
+          device.failures = 0;
+          group.forEach((j, i) => j.resolve(results[i]!));
+        },
+        (e: Error) => {
+          if (device.connected && ++device.failures >= QUARANTINE_AFTER) this.quarantine(device, e);
+          for (const j of group) j.failure = e;
+          this.route(group);
+        },
+      );
+    }
+  }
+
+  private nextHost(job: Job): Device | null {
+    const hosts = this.placement?.hosts[job.call.layer]?.[job.call.expert] ?? [];
+    while (job.next < hosts.length) {
+      const n = job.next++;
+      const device = this.members[hosts[n]!];
+      if (!device?.ready) continue;
+      if (n > 0) this.retryCount++;
+      return device;
+    }
+    return null;
+  }
+
+  /** One call frame carrying `calls` (all of one layer) to `device`; one result per call, in order. */
+  private callOn(device: Device, calls: readonly ExpertCall[]): Promise<ExpertResult[]> {
     const id = this.nextId++;
-    const deadlineMs = this.opts.deadlineMs ?? this.deadlineFor(device, call);
+    const deadlineMs = this.opts.deadlineMs ?? this.deadlineFor(device, calls);
     const t0 = performance.now();
-    const payload = encodeActivations(call.input, this.opts.wireDType);
+    const experts = calls.map((c): [number, number] => [c.expert, c.rows]);
+    const payload = encodeActivations(concatRows(calls.map((c) => c.input)), this.opts.wireDType);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
@@ -417,23 +485,14 @@ export class DeviceHub {
         clearTimeout(timer);
         const roundTripMs = performance.now() - t0;
         this.opts.onCall?.(device.name, roundTripMs, payload.length, output.length * wireBytes(this.opts.wireDType));
-        resolve({ output, computeMs, roundTripMs });
+        resolve(splitRows(output, this.cfg.hidden, calls.map((c) => c.rows)).map((out) => ({ output: out, computeMs, roundTripMs })));
       };
       const failed = (e: Error) => {
         clearTimeout(timer);
         reject(e);
       };
-      this.pending.set(id, { device, resolve: answered, reject: failed });
-      this.sendShaped(device, {
-        type: "call",
-        id,
-        layer: call.layer,
-        expert: call.expert,
-        rows: call.rows,
-        hidden: this.cfg.hidden,
-        dtype: this.opts.wireDType,
-        payload,
-      });
+      this.pending.set(id, { device, experts, resolve: answered, reject: failed });
+      this.sendShaped(device, { type: "call", id, layer: calls[0]!.layer, experts, hidden: this.cfg.hidden, dtype: this.opts.wireDType, payload });
     });
   }
 

@@ -14,7 +14,7 @@ import { tensorName } from "../model/arch.js";
 import { WeightCache } from "./weight-cache.js";
 import { loadExperts, type FfnWeights } from "../model/weights.js";
 import { LocalExpertExecutor } from "../moe/local-executor.js";
-import { decodeActivations, encodeActivations, WIRE_DTYPES } from "../protocol/activations.js";
+import { concatRows, decodeActivations, encodeActivations, splitRows, WIRE_DTYPES } from "../protocol/activations.js";
 import type { Message } from "../protocol/frames.js";
 import { receiveFrames, sendFrame } from "../protocol/socket.js";
 
@@ -30,6 +30,8 @@ export interface DeviceOptions {
   cacheDir?: string;
   threads?: number;
   spinMs?: number;
+  /** Memory offered for expert weights (default: the memory free at start). */
+  memoryBytes?: number;
   log?: (line: string) => void;
 }
 
@@ -38,8 +40,9 @@ export function runDevice(opts: DeviceOptions): Promise<void> {
   const log = opts.log ?? ((l: string) => process.stderr.write(`[device ${opts.name}] ${l}\n`));
   const backend = new WasmBackend({ threads: opts.threads, spinMs: opts.spinMs });
   let executor: LocalExpertExecutor | null = null;
-  // experts loaded so far, kept across assignments: a new placement only adds, so routes the base
-  // station still uses stay valid while it moves to the new one
+  let config: ModelConfig | null = null;
+  // experts loaded so far, kept across assignments until the base station releases them: routes it
+  // still uses stay valid while it moves to a new placement
   const held = new Map<string, { layer: number; expert: number; w: FfnWeights }>();
   let fetching: { cache: WeightCache; resolve: () => void; reject: (e: Error) => void } | null = null;
 
@@ -71,12 +74,29 @@ export function runDevice(opts: DeviceOptions): Promise<void> {
         ck.close();
       }
     }
-    const table = Array.from({ length: cfg.layers }, () => new Array<FfnWeights | null>(cfg.experts).fill(null));
-    for (const { layer, expert, w } of held.values()) table[layer]![expert] = w;
-    executor?.close();
-    executor = new LocalExpertExecutor(backend, table, cfg.hidden);
+    config = cfg;
+    serveHeld();
     log(`holds ${held.size} experts (${wanted.length} newly loaded)`);
     send({ type: "ready", experts: [...held.values()].map(({ layer, expert }) => [layer, expert] as [number, number]) });
+  }
+
+  /** Serves calls from the experts held now. */
+  function serveHeld(): void {
+    const table = Array.from({ length: config!.layers }, () => new Array<FfnWeights | null>(config!.experts).fill(null));
+    for (const { layer, expert, w } of held.values()) table[layer]![expert] = w;
+    executor?.close();
+    executor = new LocalExpertExecutor(backend, table, config!.hidden);
+  }
+
+  function release(experts: ReadonlyArray<[number, number]>): void {
+    for (const [layer, expert] of experts) {
+      const h = held.get(`${layer}:${expert}`);
+      if (!h) continue;
+      for (const w of [h.w.gate, h.w.up, h.w.down]) backend.freeWeight(w);
+      held.delete(`${layer}:${expert}`);
+    }
+    if (config) serveHeld();
+    log(`released ${experts.length} experts; holds ${held.size}`);
   }
   const ws = new WebSocket(opts.bs);
   const send = (m: Message) => sendFrame(ws, m);
@@ -86,7 +106,7 @@ export function runDevice(opts: DeviceOptions): Promise<void> {
       type: "hello",
       name: opts.name,
       capabilities: {
-        memoryBytes: os.totalmem(),
+        memoryBytes: opts.memoryBytes ?? os.freemem(),
         gflops: backend.measureComputeRate(),
         readGbps: backend.measureReadBandwidth(64 << 20),
         weightDTypes: [...WEIGHT_DTYPES],
@@ -112,17 +132,24 @@ export function runDevice(opts: DeviceOptions): Promise<void> {
         fetching?.resolve();
         return;
       case "call": {
-        const { id, layer, expert, rows, hidden, dtype } = m;
+        const { id, layer, experts, hidden, dtype } = m;
         if (!executor) {
           send({ type: "error", id, message: "no experts assigned yet" });
           return;
         }
-        executor
-          .run({ layer, expert, rows, input: decodeActivations(m.payload, dtype) })
-          .then((r) => send({ type: "result", id, rows, hidden, dtype, computeMs: r.computeMs, payload: encodeActivations(r.output, dtype) }))
+        const inputs = splitRows(decodeActivations(m.payload, dtype), hidden, experts.map(([, rows]) => rows));
+        const calls = experts.map(([expert, rows], i) => ({ layer, expert, rows, input: inputs[i]! }));
+        Promise.all(executor.dispatch(calls))
+          .then((rs) => {
+            const computeMs = rs.reduce((t, r) => t + r.computeMs, 0);
+            send({ type: "result", id, experts, hidden, dtype, computeMs, payload: encodeActivations(concatRows(rs.map((r) => r.output)), dtype) });
+          })
           .catch((e: Error) => send({ type: "error", id, message: e.message }));
         return;
       }
+      case "release":
+        release(m.experts);
+        return;
       case "leave":
         ws.close();
         return;

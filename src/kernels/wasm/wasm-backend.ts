@@ -45,7 +45,6 @@ export class WasmBackend implements Backend {
   private readonly arenaPages: number;
   private readonly reserve: number;
   private readonly q8ActBytes: number;
-  private weightArena = 0;
   private weightBytes = 0;
   private readonly scratch = new Map<string, Tensor>();
   /** Per arena: the matmul kernel's table of products (see abi.ts). */
@@ -88,6 +87,11 @@ export class WasmBackend implements Backend {
     this.arenas[t.arena]!.free(t.ptr, t.bytes);
   }
 
+  freeWeight(w: WeightTensor): void {
+    this.free(w);
+    this.weightBytes -= w.bytes;
+  }
+
   f32(t: Tensor, offset = 0, length?: number): Float32Array {
     return new Float32Array(this.arenas[t.arena]!.memory.buffer, t.ptr + offset * 4, length ?? t.bytes / 4 - offset);
   }
@@ -127,13 +131,14 @@ export class WasmBackend implements Backend {
     if (bytes === null) throw new Error(`a ${rows}×${cols} weight cannot be held as ${dtype}: its rows must be a multiple of ${BLOCK_DTYPES.has(dtype) ? 32 : 8}`);
     let arenaIndex = 0;
     if (rows > 1) {
+      // the first arena with room, so that space freed by dropped weights is used again
       const fits = (i: number) => this.arenas[i]!.available - (i === 0 ? this.reserve : 0) >= bytes;
-      if (!fits(this.weightArena)) {
+      arenaIndex = this.arenas.findIndex((_, i) => fits(i));
+      if (arenaIndex < 0) {
         if (bytes > this.arenaPages * 65536 - 65536) throw new Error(`a ${rows}×${cols} ${dtype} weight (${bytes} bytes) exceeds one arena`);
         this.newArena();
-        this.weightArena = this.arenas.length - 1;
+        arenaIndex = this.arenas.length - 1;
       }
-      arenaIndex = this.weightArena;
     }
     const t = this.allocIn(arenaIndex, bytes);
     this.weightBytes += bytes;
