@@ -85,7 +85,7 @@ for (const shaped of [false, true]) {
     const measured = r.decodeMs / r.decodeSteps;
     // the model's prediction for each decode step's actual routing
     const linkPath = shaped ? { ...link, delayMs: link.delayMs + loopback.delayMs } : loopback;
-    const costs = new Map(cluster.hub.placed.map((name) => [name, { callMs, link: linkPath }]));
+    const costs = new Map(cluster.hub.placed.map((name) => [name, { weightMs: callMs, rowMs: 0, link: linkPath }]));
     const steps = new Map();
     for (const rec of records) {
       const calls = [];

@@ -23,11 +23,19 @@ export interface RoutingDecision {
   readonly weights: Float32Array;
 }
 
+/** The cost model's state for one layer and step, as latency-aware policies read it. */
+export interface LayerCosts {
+  /** per expert: the expected time of a one-token call to the device serving it (downlink + compute + uplink), ms */
+  readonly expertLatencyMs: Float64Array;
+}
+
 export interface SelectionContext {
   /** The model's own number of experts per token. */
   readonly topK: number;
   /** Renormalise the kept weights to sum to 1 (the model's norm_topk_prob). */
   readonly normalize: boolean;
+  /** Present when the runtime or the evaluation has a cost model. */
+  readonly costs?: LayerCosts;
 }
 
 export type SelectionPolicy = (router: RouterOutput, ctx: SelectionContext) => RoutingDecision;
@@ -62,3 +70,52 @@ export const selectTopK: SelectionPolicy = (router, ctx) => {
   }
   return { rows, offsets, experts: chosen, weights };
 };
+
+export interface WlrParams {
+  /** keep a candidate when its weight-to-latency ratio is at least θ × the best one's; θ = 0 keeps all */
+  theta: number;
+  /** scale the kept weights up to the candidates' total (default); false keeps them as they were */
+  renormalize?: boolean;
+}
+
+/**
+ * WDMoE's weight-to-latency ratio rule. Among the model's top-k candidates of a token, WLR_e = w_e / t_e,
+ * with t_e the latency of the device serving expert e. The candidate with the best ratio is always
+ * kept; another only if WLR_e ≥ θ · WLR_best. So a token may use fewer experts when a slow link is not
+ * worth its weight. θ = 0 is the model's own top-k routing, exactly.
+ */
+export function selectWlr(params: WlrParams): SelectionPolicy {
+  const { theta } = params;
+  const renormalize = params.renormalize ?? true;
+  if (!(theta >= 0 && theta <= 1)) throw new Error(`wlr: theta must be in [0, 1], got ${theta}`);
+  return (router, ctx) => {
+    const top = selectTopK(router, ctx);
+    const latency = ctx.costs?.expertLatencyMs;
+    if (!latency) throw new Error("the wlr policy needs the experts' latencies: run it with a cost model (a scenario or a cluster)");
+    const offsets = new Int32Array(top.rows + 1);
+    const experts: number[] = [];
+    const weights: number[] = [];
+    const ratio = (i: number) => top.weights[i]! / Math.max(latency[top.experts[i]!]!, 1e-9);
+    for (let r = 0; r < top.rows; r++) {
+      const from = top.offsets[r]!, to = top.offsets[r + 1]!;
+      let best = from;
+      for (let i = from + 1; i < to; i++) if (ratio(i) > ratio(best)) best = i;
+      const kept: number[] = [];
+      let total = 0, keptSum = 0;
+      for (let i = from; i < to; i++) {
+        total += top.weights[i]!;
+        if (i === best || ratio(i) >= theta * ratio(best)) {
+          kept.push(i);
+          keptSum += top.weights[i]!;
+        }
+      }
+      const scale = renormalize && kept.length < to - from ? total / keptSum : 1;
+      for (const i of kept) {
+        experts.push(top.experts[i]!);
+        weights.push(top.weights[i]! * scale);
+      }
+      offsets[r + 1] = experts.length;
+    }
+    return { rows: top.rows, offsets, experts: Int32Array.from(experts), weights: Float32Array.from(weights) };
+  };
+}

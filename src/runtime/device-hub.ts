@@ -13,7 +13,7 @@ import { readModelConfig, type ModelConfig } from "../model/config.js";
 import { Checkpoint } from "../model/checkpoint.js";
 import { tensorName } from "../model/arch.js";
 import { ShapedLink, type LinkModel } from "../channel/link.js";
-import { expectedCallMs } from "../channel/latency.js";
+import { deviceCost, deviceLayerTime, type ExpertShape } from "../channel/latency.js";
 import { WasmBackend } from "../kernels/wasm/wasm-backend.js";
 import type { ExpertCall, ExpertExecutor, ExpertResult } from "../moe/executor.js";
 import { placeExperts, type Placement } from "../policies/placement.js";
@@ -111,7 +111,7 @@ export class DeviceHub {
   private readonly checkpoint: Checkpoint;
   private readonly modelId: string;
   /** An expert's weight bytes as devices hold them (an upper bound: f32 where the dtype cannot hold a shape) and multiply-adds per row. */
-  private readonly expertShape: { weightBytes: number; macsPerRow: number };
+  private readonly expertShape: ExpertShape;
   private placement: Placement | null = null;
   private nextId = 1;
   private readonly log: (line: string) => void;
@@ -292,17 +292,8 @@ export class DeviceHub {
 
   /** DEADLINE_FACTOR × the latency model's expectation for these calls on this device, at least the floor. */
   private deadlineFor(device: Device, calls: readonly ExpertCall[]): number {
-    const rows = calls.reduce((n, c) => n + c.rows, 0);
-    const expected = expectedCallMs(
-      {
-        weightBytes: calls.length * this.expertShape.weightBytes,
-        macsPerRow: this.expertShape.macsPerRow,
-        rows,
-        activationBytes: rows * this.cfg.hidden * wireBytes(this.opts.wireDType),
-      },
-      device.capabilities,
-      this.opts.link?.(device.name, performance.now()) ?? null,
-    );
+    const cost = deviceCost(this.expertShape, device.capabilities, this.opts.link?.(device.name, performance.now()) ?? null);
+    const expected = deviceLayerTime(cost, calls, this.cfg.hidden * wireBytes(this.opts.wireDType)).ms;
     return Math.max(DEADLINE_FLOOR_MS, DEADLINE_FACTOR * expected);
   }
 

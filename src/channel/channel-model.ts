@@ -1,0 +1,86 @@
+// The wireless cell over time: every device's large-scale gain (path loss and shadowing, fixed for a
+// run) times its small-scale fading (a process in time), turned into link rates for any split of the
+// bandwidth. Seeded by the scenario, so a run is reproducible. The runtime's link shaping, the
+// evaluation and the simulator all read the cell through this class.
+import { Random } from "../util/random.js";
+import { FadingProcess } from "./fading.js";
+import type { LinkModel, LinkParams } from "./link.js";
+import { dbmToWatts, dbToLinear, linkRates, pathLossDb, type RadioLink } from "./radio.js";
+import type { Scenario } from "./scenario.js";
+
+export interface DeviceRadio {
+  name: string;
+  /** path loss plus shadowing, dB */
+  lossDb: number;
+  fading: FadingProcess;
+}
+
+export class ChannelModel {
+  readonly devices: readonly DeviceRadio[];
+  private readonly index: ReadonlyMap<string, number>;
+  private readonly n0: number;
+  private nowMs = 0;
+
+  constructor(readonly scenario: Scenario) {
+    const rng = new Random(scenario.seed);
+    this.n0 = dbmToWatts(scenario.noiseDbmPerHz + scenario.noiseFigureDb);
+    this.devices = scenario.devices.map((d) => ({
+      name: d.name,
+      lossDb: pathLossDb(scenario.pathLoss, d.distanceM) + rng.normal() * scenario.shadowingDb,
+      fading: new FadingProcess(scenario.fading, scenario.correlation, new Random(rng.nextU32())),
+    }));
+    this.index = new Map(this.devices.map((d, i) => [d.name, i]));
+  }
+
+  get timeMs(): number {
+    return this.nowMs;
+  }
+
+  /** Moves the channel to `ms` (never back), drawing the fading for the elapsed time. */
+  advanceTo(ms: number): void {
+    if (ms <= this.nowMs) return;
+    for (const d of this.devices) d.fading.advance(ms - this.nowMs);
+    this.nowMs = ms;
+  }
+
+  indexOf(name: string): number {
+    const i = this.index.get(name);
+    if (i === undefined) throw new Error(`the scenario has no device ${name} (it has ${[...this.index.keys()].join(", ")})`);
+    return i;
+  }
+
+  /** Every device's radio link now. */
+  links(): RadioLink[] {
+    const s = this.scenario;
+    return this.devices.map((d, i) => {
+      const gain = dbToLinear(-d.lossDb) * d.fading.power();
+      return {
+        downRxOverN0: (dbmToWatts(s.bsPowerDbm) * gain) / this.n0,
+        upRxOverN0: (dbmToWatts(s.devices[i]!.powerDbm) * gain) / this.n0,
+        downPowerSplit: s.downPowerSplit,
+      };
+    });
+  }
+
+  /** Every device's link now with bandwidth shares `shares` (default: an equal split among all devices). */
+  linkParams(shares: readonly number[] = this.equalShares()): LinkParams[] {
+    return this.links().map((l, i) => ({ ...linkRates(l, this.scenario.bandwidthHz, shares[i] ?? 0), delayMs: this.scenario.delayMs, jitterMs: 0, loss: 0 }));
+  }
+
+  equalShares(): number[] {
+    return this.devices.map(() => 1 / this.devices.length);
+  }
+
+  /**
+   * The runtime's link shaping from this cell: a device's link at a moment of the run, with the
+   * bandwidth shares `shares()` gives then. The cell's clock starts at the first frame.
+   */
+  linkModel(shares: () => readonly number[] = () => this.equalShares()): LinkModel {
+    let origin: number | null = null;
+    return (device, nowMs) => {
+      origin ??= nowMs;
+      this.advanceTo(nowMs - origin);
+      return this.linkParams(shares())[this.indexOf(device)]!;
+    };
+  }
+}
