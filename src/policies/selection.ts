@@ -1,5 +1,6 @@
 // Expert selection policies: pure functions from router output (and, for later policies, cost state)
 // to a routing decision. The engine, the evaluation and the simulator all call these same functions.
+import type { RadioLink } from "../channel/radio.js";
 
 /** The gating network's output for one layer and step. */
 export interface RouterOutput {
@@ -21,12 +22,26 @@ export interface RoutingDecision {
   readonly offsets: Int32Array;
   readonly experts: Int32Array;
   readonly weights: Float32Array;
+  /** joint policies: each device's share of the cell's bandwidth for this layer */
+  readonly bandwidthShares?: Float64Array;
 }
 
 /** The cost model's state for one layer and step, as latency-aware policies read it. */
 export interface LayerCosts {
   /** per expert: the expected time of a one-token call to the device serving it (downlink + compute + uplink), ms */
   readonly expertLatencyMs: Float64Array;
+  /** the radio side, for policies that allocate bandwidth */
+  readonly radio?: RadioCosts;
+}
+
+export interface RadioCosts {
+  cellHz: number;
+  /** bits of one row of activations on the wire */
+  rowBits: number;
+  /** per expert of the layer: the index of the device serving it */
+  expertDevice: Int32Array;
+  /** per device: its radio link now, its expert calls' roofline (see channel/latency.ts) and its fixed delay each way */
+  devices: ReadonlyArray<{ link: RadioLink; weightMs: number; rowMs: number; delayMs: number }>;
 }
 
 export interface SelectionContext {
