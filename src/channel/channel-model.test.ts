@@ -105,6 +105,13 @@ test("a scenario is checked field by field; the channel model is reproducible an
   assert.ok(near!.downBps > far!.downBps && near!.upBps > far!.upBps, JSON.stringify(flat.linkParams()));
   assert.ok(near!.downBps > near!.upBps, "43 dBm down, 23 dBm up");
   assert.throws(() => flat.indexOf("phone-9"), /no device phone-9 \(it has near, far\)/);
+
+  // the runtime's link shaping reads the same cell, its clock starting at the first frame
+  const shaping = new ChannelModel(s).linkModel();
+  const reference = new ChannelModel(s);
+  assert.deepEqual(shaping("far", 1000), reference.linkParams()[1]);
+  reference.advanceTo(500);
+  assert.deepEqual(shaping("near", 1500), reference.linkParams()[0]);
 });
 
 test("the shipped scenarios are valid and give every device a working link", () => {

@@ -32,10 +32,6 @@ export class ChannelModel {
     this.index = new Map(this.devices.map((d, i) => [d.name, i]));
   }
 
-  get timeMs(): number {
-    return this.nowMs;
-  }
-
   /** Moves the channel to `ms` (never back), drawing the fading for the elapsed time. */
   advanceTo(ms: number): void {
     if (ms <= this.nowMs) return;
@@ -49,22 +45,25 @@ export class ChannelModel {
     return i;
   }
 
-  /** Every device's radio link now. */
-  links(): RadioLink[] {
+  /** Device `i`'s radio link now. */
+  link(i: number): RadioLink {
     const s = this.scenario;
-    return this.devices.map((d, i) => {
-      const gain = dbToLinear(-d.lossDb) * d.fading.power();
-      return {
-        downRxOverN0: (dbmToWatts(s.bsPowerDbm) * gain) / this.n0,
-        upRxOverN0: (dbmToWatts(s.devices[i]!.powerDbm) * gain) / this.n0,
-        downPowerSplit: s.downPowerSplit,
-      };
-    });
+    const gain = dbToLinear(-this.devices[i]!.lossDb) * this.devices[i]!.fading.power();
+    return {
+      downRxOverN0: (dbmToWatts(s.bsPowerDbm) * gain) / this.n0,
+      upRxOverN0: (dbmToWatts(s.devices[i]!.powerDbm) * gain) / this.n0,
+      downPowerSplit: s.downPowerSplit,
+    };
+  }
+
+  /** Device `i`'s link now on bandwidth share `share`. */
+  linkParamsOf(i: number, share: number): LinkParams {
+    return { ...linkRates(this.link(i), this.scenario.bandwidthHz, share), delayMs: this.scenario.delayMs, jitterMs: 0, loss: 0 };
   }
 
   /** Every device's link now with bandwidth shares `shares` (default: an equal split among all devices). */
   linkParams(shares: readonly number[] = this.equalShares()): LinkParams[] {
-    return this.links().map((l, i) => ({ ...linkRates(l, this.scenario.bandwidthHz, shares[i] ?? 0), delayMs: this.scenario.delayMs, jitterMs: 0, loss: 0 }));
+    return this.devices.map((_, i) => this.linkParamsOf(i, shares[i] ?? 0));
   }
 
   equalShares(): number[] {
@@ -80,7 +79,8 @@ export class ChannelModel {
     return (device, nowMs) => {
       origin ??= nowMs;
       this.advanceTo(nowMs - origin);
-      return this.linkParams(shares())[this.indexOf(device)]!;
+      const i = this.indexOf(device);
+      return this.linkParamsOf(i, shares()[i] ?? 0);
     };
   }
 }

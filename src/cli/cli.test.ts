@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync, readFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { REPO_ROOT } from "../testing/shared.js";
+import { byteSize } from "./options.js";
 
 const BIN = path.join(REPO_ROOT, "bin/distmoe.js");
 
@@ -75,4 +76,12 @@ test("errors are one clear line and a non-zero exit, not a stack trace", () => {
   r = distmoe("perplexity", "--model", "x", "--text", "y", "--tokens", "-3");
   assert.notEqual(r.code, 0);
   assert.match(r.err, /expected a positive integer/);
+});
+
+test("sizes such as --memory 2GiB are read in bytes; anything else is refused", () => {
+  assert.equal(byteSize("2GiB"), 2 * 2 ** 30);
+  assert.equal(byteSize("512 MiB"), 512 * 2 ** 20);
+  assert.equal(byteSize("1.5GB"), 1.5e9);
+  assert.equal(byteSize("4096"), 4096);
+  assert.throws(() => byteSize("lots"), /expected a size such as 512MiB or 2GiB, got "lots"/);
 });

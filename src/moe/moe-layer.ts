@@ -5,7 +5,7 @@ import type { Backend, Tensor } from "../kernels/backend.js";
 import type { ModelConfig } from "../model/config.js";
 import { FfnRunner } from "../model/ffn.js";
 import type { LayerWeights } from "../model/weights.js";
-import type { LayerCosts, SelectionPolicy } from "../policies/selection.js";
+import type { SelectionPolicy } from "../policies/selection.js";
 import { combineInto, gatherRows, planDispatch, type ExpertBatch } from "./dispatch.js";
 import type { ExpertExecutor, ExpertResult } from "./executor.js";
 import { routerProbabilities } from "./router.js";
@@ -14,8 +14,6 @@ import type { RoutingTraceSink } from "./trace.js";
 export interface MoeDeps {
   policy: SelectionPolicy;
   executor: ExpertExecutor;
-  /** The cost model's state per layer, for latency-aware policies. */
-  costs?: (layer: number) => LayerCosts;
   trace?: RoutingTraceSink;
 }
 
@@ -61,7 +59,7 @@ export class MoeBlock {
       backend.matmul(logitsBuf, h, w.router!, rows);
       const logits = backend.f32(logitsBuf, 0, rows * E).slice();
       const router = { layer, rows, experts: E, logits, probs: routerProbabilities(logits, rows, E) };
-      const decision = this.deps.policy(router, { topK: cfg.topK, normalize: cfg.normTopK, costs: this.deps.costs?.(layer) });
+      const decision = this.deps.policy(router, { topK: cfg.topK, normalize: cfg.normTopK });
       this.deps.trace?.record({ step, layer, positions, router, decision });
       const plan = planDispatch(decision, E);
 

@@ -51,6 +51,9 @@ export interface HubOptions {
   log?: (line: string) => void;
 }
 
+/** "layer:expert", to compare [layer, expert] pairs in sets. */
+const pairKey = (p: readonly [number, number]): string => `${p[0]}:${p[1]}`;
+
 interface Device {
   name: string;
   ws: WebSocket;
@@ -218,12 +221,11 @@ export class DeviceHub {
     this.log(`placement ${gen}: ${live.map((d) => `${d.name} ${d.assigned.length}`).join(", ")} experts`);
     // what the devices hold beyond their new share is no longer routed to: they free it. The release
     // goes the way the calls go, so calls sent before it are answered first.
-    const key = (p: [number, number]) => `${p[0]}:${p[1]}`;
     for (const d of live) {
-      const keep = new Set(d.assigned.map(key));
-      const drop = d.holds.filter((p) => !keep.has(key(p)));
+      const keep = new Set(d.assigned.map(pairKey));
+      const drop = d.holds.filter((p) => !keep.has(pairKey(p)));
       if (drop.length === 0) continue;
-      d.holds = d.holds.filter((p) => keep.has(key(p)));
+      d.holds = d.holds.filter((p) => keep.has(pairKey(p)));
       this.sendShaped(d, { type: "release", experts: drop });
     }
   }
@@ -368,11 +370,10 @@ export class DeviceHub {
   private onMessage(d: Device, m: Message): void {
     switch (m.type) {
       case "ready": {
-        const key = (p: [number, number]) => `${p[0]}:${p[1]}`;
-        const have = new Set(m.experts.map(key));
-        const missing = d.assigned.filter((p) => !have.has(key(p)));
+        const have = new Set(m.experts.map(pairKey));
+        const missing = d.assigned.filter((p) => !have.has(pairKey(p)));
         if (missing.length > 0) {
-          this.send(d, { type: "error", message: `ready without assigned experts ${missing.map(key).join(", ")}` });
+          this.send(d, { type: "error", message: `ready without assigned experts ${missing.map(pairKey).join(", ")}` });
           return;
         }
         d.holds = m.experts;
@@ -389,9 +390,11 @@ export class DeviceHub {
         }
         this.pending.delete(m.id);
         d.calls++;
-        const asked = JSON.stringify(p.experts);
+        const asked = p.experts;
         if (m.hidden !== this.cfg.hidden) p.reject(new Error(`device ${d.name} returned rows of ${m.hidden}, not ${this.cfg.hidden}`));
-        else if (JSON.stringify(m.experts) !== asked) p.reject(new Error(`device ${d.name} answered for [expert, rows] ${JSON.stringify(m.experts)}, not ${asked}`));
+        else if (m.experts.length !== asked.length || m.experts.some(([e, r], i) => e !== asked[i]![0] || r !== asked[i]![1])) {
+          p.reject(new Error(`device ${d.name} answered for [expert, rows] ${JSON.stringify(m.experts)}, not ${JSON.stringify(asked)}`));
+        }
         else p.resolve(decodeActivations(m.payload, m.dtype), m.computeMs);
         return;
       }
