@@ -19,6 +19,9 @@ export class ChannelModel {
   readonly devices: readonly DeviceRadio[];
   private readonly index: ReadonlyMap<string, number>;
   private readonly n0: number;
+  /** received power over noise density each way without fading, per device */
+  private readonly downMean: Float64Array;
+  private readonly upMean: Float64Array;
   private nowMs = 0;
 
   constructor(readonly scenario: Scenario) {
@@ -30,6 +33,9 @@ export class ChannelModel {
       fading: new FadingProcess(scenario.fading, scenario.correlation, new Random(rng.nextU32())),
     }));
     this.index = new Map(this.devices.map((d, i) => [d.name, i]));
+    const gain = this.devices.map((d) => dbToLinear(-d.lossDb) / this.n0);
+    this.downMean = Float64Array.from(gain, (g) => dbmToWatts(scenario.bsPowerDbm) * g);
+    this.upMean = Float64Array.from(gain, (g, i) => dbmToWatts(scenario.devices[i]!.powerDbm) * g);
   }
 
   /** Moves the channel to `ms` (never back), drawing the fading for the elapsed time. */
@@ -47,13 +53,8 @@ export class ChannelModel {
 
   /** Device `i`'s radio link now. */
   link(i: number): RadioLink {
-    const s = this.scenario;
-    const gain = dbToLinear(-this.devices[i]!.lossDb) * this.devices[i]!.fading.power();
-    return {
-      downRxOverN0: (dbmToWatts(s.bsPowerDbm) * gain) / this.n0,
-      upRxOverN0: (dbmToWatts(s.devices[i]!.powerDbm) * gain) / this.n0,
-      downPowerSplit: s.downPowerSplit,
-    };
+    const fading = this.devices[i]!.fading.power();
+    return { downRxOverN0: this.downMean[i]! * fading, upRxOverN0: this.upMean[i]! * fading, downPowerSplit: this.scenario.downPowerSplit };
   }
 
   /** Device `i`'s link now on bandwidth share `share`. */

@@ -30,6 +30,21 @@ export function correlationAfter(c: Correlation, dtMs: number): number {
   return besselJ0(2 * Math.PI * c.dopplerHz * (dtMs / 1000));
 }
 
+/** Runs advance by the same few steps again and again (a token, a slot), for every device of a cell: J0 once per step length. */
+const correlationCache = new WeakMap<Correlation, Map<number, number>>();
+const CACHE_LIMIT = 4096;
+
+function cachedCorrelation(c: Correlation, dtMs: number): number {
+  let m = correlationCache.get(c);
+  if (!m) correlationCache.set(c, (m = new Map()));
+  let rho = m.get(dtMs);
+  if (rho === undefined) {
+    if (m.size >= CACHE_LIMIT) m.clear();
+    m.set(dtMs, (rho = correlationAfter(c, dtMs)));
+  }
+  return rho;
+}
+
 export class FadingProcess {
   private re: number;
   private im: number;
@@ -45,7 +60,7 @@ export class FadingProcess {
   /** Moves the process on by `dtMs`. */
   advance(dtMs: number): void {
     if (dtMs <= 0) return;
-    const rho = correlationAfter(this.correlation, dtMs);
+    const rho = cachedCorrelation(this.correlation, dtMs);
     const s = Math.sqrt(Math.max(0, 1 - rho * rho)) * Math.SQRT1_2;
     this.re = rho * this.re + s * this.rng.normal();
     this.im = rho * this.im + s * this.rng.normal();

@@ -2,6 +2,7 @@
 // plus, for every MoE layer, the slowest of the devices it calls (downlink + compute + uplink). Pure
 // functions of plain data: the cluster benchmark compares them with measurements, the hub derives
 // deadlines from them, and the selection policies, the evaluation and the simulator build on them.
+import type { WorkShape } from "../model/work-shape.js";
 import type { LinkParams } from "./link.js";
 
 /** What one device costs: its expert calls (a roofline) and its link. */
@@ -14,18 +15,12 @@ export interface DeviceCost {
   link: LinkParams | null;
 }
 
-/** An expert's size: weight bytes as the device holds them, multiply-adds per row (3·hidden·ffn for SwiGLU). */
-export interface ExpertShape {
-  weightBytes: number;
-  macsPerRow: number;
-}
-
 export interface DeviceSpeed {
   readGbps: number;
   gflops: number;
 }
 
-export function deviceCost(shape: ExpertShape, speed: DeviceSpeed, link: LinkParams | null): DeviceCost {
+export function deviceCost(shape: WorkShape, speed: DeviceSpeed, link: LinkParams | null): DeviceCost {
   return {
     weightMs: speed.readGbps > 0 ? shape.weightBytes / (speed.readGbps * 1e6) : 0,
     rowMs: speed.gflops > 0 ? (2 * shape.macsPerRow) / (speed.gflops * 1e6) : 0,

@@ -56,3 +56,17 @@ export function linkRates(link: RadioLink, cellHz: number, share: number): { dow
     upBps: shannonRateBps(b, link.upRxOverN0),
   };
 }
+
+/** d r / d β of linkRates, each way (for solvers that invert the rate). */
+export function linkRateSlopes(link: RadioLink, cellHz: number, share: number): { downBps: number; upBps: number } {
+  // r = βB·log2(1 + c/(βB)) has slope B·(log2(1 + x) − x / ((1 + x)·ln 2)) with x = c/(βB); with the power
+  // split, c grows with β too and r = βB·log2(1 + c₁/B) is linear
+  const slope = (c: number) => {
+    const x = c / (share * cellHz);
+    return cellHz * (Math.log2(1 + x) - x / ((1 + x) * Math.LN2));
+  };
+  return {
+    downBps: link.downPowerSplit ? cellHz * Math.log2(1 + link.downRxOverN0 / cellHz) : slope(link.downRxOverN0),
+    upBps: slope(link.upRxOverN0),
+  };
+}

@@ -50,6 +50,8 @@ export const scenarioSchema = z.object({
   correlation: correlation.default({ model: "jakes", dopplerHz: 5 }),
   /** one-way delay of the radio access (scheduling, propagation, processing), each direction */
   delayMs: z.number().min(0).default(0),
+  /** the BS's edge server, which runs attention, the routers and the LM head (default: a data-centre GPU) */
+  bs: z.object({ gflops: z.number().positive(), readGbps: z.number().positive() }).default({ gflops: 100000, readGbps: 1000 }),
   devices: z.array(device).min(1),
 });
 

@@ -7,12 +7,16 @@ import { inspectCommand } from "./commands/inspect.js";
 import { initModelCommand } from "./commands/init-model.js";
 import { deviceCommand } from "./commands/device.js";
 import { serveCommand } from "./commands/serve.js";
+import { evalCommand } from "./commands/eval.js";
+import { simulateCommand } from "./commands/simulate.js";
 
 const program = new Command("distmoe")
   .description("Mixture-of-Experts inference spread over devices and memory tiers")
   .showHelpAfterError()
   .addCommand(generateCommand())
   .addCommand(perplexityCommand())
+  .addCommand(evalCommand())
+  .addCommand(simulateCommand())
   .addCommand(benchCommand())
   .addCommand(inspectCommand())
   .addCommand(initModelCommand())

@@ -33,6 +33,13 @@ export function nonNegativeNumber(v: string): number {
   return n;
 }
 
+/** A policy knob θ in [0, 1). */
+export function unitTheta(v: string): number {
+  const n = Number(v);
+  if (!(n >= 0 && n < 1)) throw new InvalidArgumentError(`expected a number in [0, 1), got "${v}"`);
+  return n;
+}
+
 export function unitInterval(v: string): number {
   const n = Number(v);
   if (!(n > 0 && n <= 1)) throw new InvalidArgumentError(`expected a number in (0, 1], got "${v}"`);

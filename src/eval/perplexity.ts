@@ -35,11 +35,13 @@ export function logProb(logits: Float32Array, target: number): number {
   return logits[target]! - max - Math.log(sum);
 }
 
-export async function perplexity(
-  model: Transformer,
-  tokens: readonly number[],
-  onProgress?: (done: number, total: number) => void,
-): Promise<PerplexityResult> {
+export interface PerplexityHooks {
+  onProgress?: (done: number, total: number) => void;
+  /** before each window: it feeds tokens[start .. start + n) */
+  onWindow?: (start: number, n: number) => void;
+}
+
+export async function perplexity(model: Transformer, tokens: readonly number[], hooks: PerplexityHooks = {}): Promise<PerplexityResult> {
   const targets = tokens.length - 1;
   const V = model.config.vocabSize;
   let nll = 0, correct = 0;
@@ -48,6 +50,7 @@ export async function perplexity(
     for (let start = 0; start < targets; start += PPL_WINDOW) {
       const n = Math.min(PPL_WINDOW, targets - start);
       cache.clear();
+      hooks.onWindow?.(start, n);
       const [logits] = await model.forward([{ cache, tokens: tokens.slice(start, start + n), logits: "all" }]);
       for (let i = 0; i < n; i++) {
         const row = logits!.subarray(i * V, (i + 1) * V);
@@ -57,7 +60,7 @@ export async function perplexity(
         for (let j = 1; j < V; j++) if (row[j]! > row[best]!) best = j;
         if (best === target) correct++;
       }
-      onProgress?.(start + n, targets);
+      hooks.onProgress?.(start + n, targets);
     }
   } finally {
     cache.free();

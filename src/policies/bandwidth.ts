@@ -4,7 +4,7 @@
 // share β grows, so the optimum of  min_β max_k t_k(β_k)  s.t. Σ β_k ≤ 1  gives every device the same
 // finishing time T*. The solver bisects on T: for a candidate T each device needs the least share β_k(T)
 // with t_k ≤ T (itself a bisection, t_k being monotone), and T is feasible when those shares fit.
-import { linkRates, type RadioLink } from "../channel/radio.js";
+import { linkRates, linkRateSlopes, type RadioLink } from "../channel/radio.js";
 
 export interface BandwidthDemand {
   /** bits to carry to the device and back in this layer */
@@ -23,6 +23,8 @@ export interface BandwidthAllocation {
 }
 
 const ITERATIONS = 40;
+/** shares closer than this are the same split (a billionth of the band) */
+const SHARE_TOLERANCE = 1e-9;
 
 /** A device's time on share `share` of a cell of `cellHz`. */
 export function demandMs(d: BandwidthDemand, cellHz: number, share: number): number {
@@ -33,15 +35,27 @@ export function demandMs(d: BandwidthDemand, cellHz: number, share: number): num
   return d.fixedMs + down + up;
 }
 
-/** The least share with which `d` is done by `T` (Infinity if even the whole band is too slow). */
+/** d demandMs / d share. */
+function demandSlope(d: BandwidthDemand, cellHz: number, share: number): number {
+  const r = linkRates(d.link, cellHz, share), dr = linkRateSlopes(d.link, cellHz, share);
+  return -1000 * ((d.downBits * dr.downBps) / (r.downBps * r.downBps) + (d.upBits * dr.upBps) / (r.upBps * r.upBps));
+}
+
+/**
+ * The least share with which `d` is done by `T` (Infinity if even the whole band is too slow). The time
+ * falls and is convex in the share, so Newton's method converges fast; a bracket keeps it safe.
+ */
 function shareFor(d: BandwidthDemand, cellHz: number, T: number): number {
   if (d.downBits + d.upBits === 0) return 0;
   if (demandMs(d, cellHz, 1) > T) return Infinity;
-  let lo = 0, hi = 1;
-  for (let i = 0; i < ITERATIONS; i++) {
-    const mid = (lo + hi) / 2;
-    if (demandMs(d, cellHz, mid) <= T) hi = mid;
-    else lo = mid;
+  let lo = 0, hi = 1, x = 1;
+  for (let i = 0; i < ITERATIONS && hi - lo > SHARE_TOLERANCE; i++) {
+    const g = demandMs(d, cellHz, x) - T;
+    if (g <= 0) hi = x;
+    else lo = x;
+    if (Math.abs(g) <= 1e-12 * T) return x;
+    const next = x - g / demandSlope(d, cellHz, x);
+    x = next > lo && next < hi ? next : (lo + hi) / 2;
   }
   return hi;
 }
@@ -52,14 +66,27 @@ export function allocateBandwidth(demands: ReadonlyArray<BandwidthDemand | null>
   const shares = demands.map(() => 0);
   if (active.length === 0) return { shares, finishMs: 0 };
   const time = (i: number, share: number) => demandMs(demands[i]!, cellHz, share);
+  if (active.length === 1) {
+    shares[active[0]!] = 1;
+    return { shares, finishMs: time(active[0]!, 1) };
+  }
   // an equal split is feasible; nothing can end before the slowest fixed part
   let hi = Math.max(...active.map((i) => time(i, 1 / active.length)));
   let lo = Math.max(...active.map((i) => demands[i]!.fixedMs));
-  for (let it = 0; it < ITERATIONS && hi - lo > 1e-9 * hi; it++) {
-    const mid = (lo + hi) / 2;
-    const need = active.reduce((s, i) => s + shareFor(demands[i]!, cellHz, mid), 0);
-    if (need <= 1) hi = mid;
-    else lo = mid;
+  // Newton on the band needed, Σ β_k(T) − 1, which falls and is convex in T (dβ_k/dT = 1 / t_k'(β_k)); bracketed
+  let T = hi;
+  for (let it = 0; it < ITERATIONS && hi - lo > 1e-8 * hi; it++) {
+    let need = 0, slope = 0;
+    for (const i of active) {
+      const b = shareFor(demands[i]!, cellHz, T);
+      need += b;
+      if (Number.isFinite(b) && b > 0) slope += 1 / demandSlope(demands[i]!, cellHz, b);
+    }
+    if (need <= 1) hi = T;
+    else lo = T;
+    if (need <= 1 && 1 - need < SHARE_TOLERANCE) break;
+    const next = Number.isFinite(need) && slope < 0 ? T - (need - 1) / slope : NaN;
+    T = next > lo && next < hi ? next : (lo + hi) / 2;
   }
   const need = active.map((i) => shareFor(demands[i]!, cellHz, hi));
   const total = need.reduce((s, x) => s + x, 0);

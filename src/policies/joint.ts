@@ -1,18 +1,28 @@
 // Expert selection jointly with bandwidth allocation (the journal WDMoE's idea), for one layer:
-//   minimise the layer's time T(S, β) = max_k t_k(S, β_k)
-//   subject to Σ β_k ≤ 1, and for every token: kept gate mass ≥ (1 − ε) × its top-k mass, ≥ 1 expert.
-// For a fixed selection S the best split is allocateBandwidth's (equal finishing times). The solver
-// alternates: starting from top-k, it tries to relieve each device in turn (dropping that device's
-// token-expert pairs, lightest first, as far as the tokens' quality budgets allow), re-solves the
-// split for each trial, keeps the trial that shortens T most, and stops when none does. Kept weights
-// are scaled back to each token's top-k total, as WLR does. ε = 0 is top-k with the optimal split.
+//   minimise  J(S) = T(S, β*(S)) / T₀ + κ · Σ_r φ(d_r) / rows,   κ = (1 − θ) / θ,   φ(d) = d / (1 − d)
+// T(S, β) = max_k t_k(S, β_k) is the layer's time with the devices' band shares β (Σ β_k ≤ 1), β*(S)
+// the split that makes the called devices finish together (allocateBandwidth), T₀ the time of top-k.
+// d_r is the share of token r's top-k gate mass that S drops; every token keeps ≥ 1 expert. The kept
+// weights are scaled back to the top-k total, i.e. inflated by 1 / (1 − d), so φ(d) = d / (1 − d) is
+// that inflation: about d for a light expert, and steep when a token loses its main expert. κ prices
+// it in relative latency, the Lagrange multiplier of a budget on distortion per step: θ = 0 never
+// drops (top-k with the optimal split), θ → 1 drops whatever saves any time. Pricing, unlike a floor
+// per token, spends the quality budget where it buys the most latency.
+// The alternative setting "token-mass" holds every token to ≥ (1 − θ) of its top-k mass and minimises
+// T alone. The solver is greedy: from top-k, each trial relieves one device (of its lightest
+// droppable pair, or of all of them), re-solves the split, and the trial that lowers J most is kept,
+// until none does.
 import { callMs } from "../channel/latency.js";
 import { allocateBandwidth, type BandwidthAllocation, type BandwidthDemand } from "./bandwidth.js";
-import { selectTopK, type RadioCosts, type SelectionPolicy } from "./selection.js";
+import { keepCandidates, selectTopK, type RadioCosts, type SelectionPolicy } from "./selection.js";
+
+export type JointQuality = "price" | "token-mass";
 
 export interface JointParams {
-  /** the share of each token's top-k gate mass that may be dropped */
-  epsilon: number;
+  /** the knob θ ∈ [0, 1): 0 is top-k with the optimal split; larger trades more gate mass for latency */
+  theta: number;
+  /** how quality is held (default "price"; see above) */
+  quality?: JointQuality;
 }
 
 /** The best split of the band for a layer's (token, expert) pairs (those `kept`, default all), and the layer's time with it. */
@@ -30,9 +40,22 @@ export function allocateForPairs(radio: RadioCosts, experts: Int32Array, kept?: 
   return allocateBandwidth(demands, radio.cellHz);
 }
 
+interface JointState {
+  kept: Uint8Array;
+  /** per token: kept gate mass, kept experts */
+  mass: Float64Array;
+  count: Int32Array;
+  /** Σ over tokens of φ(dropped share of the token's top-k mass) */
+  dropped: number;
+  alloc: BandwidthAllocation;
+  objective: number;
+}
+
 export function selectJoint(params: JointParams): SelectionPolicy {
-  const { epsilon } = params;
-  if (!(epsilon >= 0 && epsilon < 1)) throw new Error(`joint: epsilon must be in [0, 1), got ${epsilon}`);
+  const { theta } = params;
+  const quality = params.quality ?? "price";
+  if (!(theta >= 0 && theta < 1)) throw new Error(`joint: theta must be in [0, 1), got ${theta}`);
+  const kappa = theta > 0 ? (1 - theta) / theta : Infinity;
   return (router, ctx) => {
     const top = selectTopK(router, ctx);
     const radio = ctx.costs?.radio;
@@ -46,48 +69,61 @@ export function selectJoint(params: JointParams): SelectionPolicy {
         total[r]! += top.weights[i]!;
       }
     }
-    let kept: Uint8Array = new Uint8Array(pairs).fill(1);
-    let mass: Float64Array = Float64Array.from(total);
-    let count: Int32Array = Int32Array.from({ length: top.rows }, (_, r) => top.offsets[r + 1]! - top.offsets[r]!);
-    let best = allocateForPairs(radio, top.experts, kept);
+    const first = allocateForPairs(radio, top.experts);
+    const t0 = Math.max(first.finishMs, 1e-12);
+    const objective = (alloc: BandwidthAllocation, dropped: number) => (quality === "price" ? alloc.finishMs / t0 + (dropped > 0 ? kappa * (dropped / top.rows) : 0) : alloc.finishMs);
+    let state: JointState = {
+      kept: new Uint8Array(pairs).fill(1),
+      mass: Float64Array.from(total),
+      count: Int32Array.from({ length: top.rows }, (_, r) => top.offsets[r + 1]! - top.offsets[r]!),
+      dropped: 0,
+      alloc: first,
+      objective: objective(first, 0),
+    };
     // the pairs of each device, lightest first
     const byDevice = radio.devices.map(() => [] as number[]);
     for (let i = 0; i < pairs; i++) byDevice[radio.expertDevice[top.experts[i]!]!]!.push(i);
     for (const list of byDevice) list.sort((a, b) => top.weights[a]! - top.weights[b]!);
 
-    for (;;) {
-      let step: { kept: Uint8Array; mass: Float64Array; count: Int32Array; alloc: BandwidthAllocation } | null = null;
-      for (const list of byDevice) {
-        const k2 = kept.slice(), m2 = mass.slice(), c2 = count.slice();
-        let dropped = 0;
-        for (const i of list) {
-          const r = rowOf[i]!;
-          if (!k2[i] || c2[r]! <= 1 || m2[r]! - top.weights[i]! < (1 - epsilon) * total[r]! - 1e-12) continue;
-          k2[i] = 0;
-          m2[r]! -= top.weights[i]!;
-          c2[r]!--;
-          dropped++;
-        }
-        if (dropped === 0) continue;
-        const alloc = allocateForPairs(radio, top.experts, k2);
-        if (alloc.finishMs < (step?.alloc.finishMs ?? best.finishMs)) step = { kept: k2, mass: m2, count: c2, alloc };
+    /** `from` with up to `limit` more of `list`'s pairs dropped, lightest first, as far as the tokens allow; null if none could be. */
+    const relieve = (from: JointState, list: readonly number[], limit: number): JointState | null => {
+      const kept = from.kept.slice(), mass = from.mass.slice(), count = from.count.slice();
+      let dropped = from.dropped, n = 0;
+      for (const i of list) {
+        if (n >= limit) break;
+        const r = rowOf[i]!;
+        if (!kept[i] || count[r]! <= 1) continue;
+        if (quality === "token-mass" && mass[r]! - top.weights[i]! < (1 - theta) * total[r]! - 1e-12) continue;
+        kept[i] = 0;
+        mass[r]! -= top.weights[i]!;
+        count[r]!--;
+        const before = 1 - (mass[r]! + top.weights[i]!) / total[r]!, after = 1 - mass[r]! / total[r]!;
+        dropped += after / (1 - after) - before / (1 - before);
+        n++;
       }
-      if (!step) break;
-      ({ kept, mass, count } = step);
-      best = step.alloc;
-    }
+      if (n === 0) return null;
+      const alloc = allocateForPairs(radio, top.experts, kept);
+      return { kept, mass, count, dropped, alloc, objective: objective(alloc, dropped) };
+    };
 
-    const offsets = new Int32Array(top.rows + 1);
-    const experts: number[] = [], weights: number[] = [];
-    for (let r = 0; r < top.rows; r++) {
-      const scale = mass[r]! < total[r]! ? total[r]! / mass[r]! : 1;
-      for (let i = top.offsets[r]!; i < top.offsets[r + 1]!; i++) {
-        if (!kept[i]) continue;
-        experts.push(top.experts[i]!);
-        weights.push(top.weights[i]! * scale);
+    if (theta > 0) {
+      for (;;) {
+        let best: JointState | null = null;
+        for (const list of byDevice) {
+          for (const limit of list.length > 1 ? [1, Infinity] : [1]) {
+            const trial = relieve(state, list, limit);
+            if (trial && trial.objective < (best ?? state).objective - 1e-12) best = trial;
+          }
+        }
+        if (!best) break;
+        state = best;
       }
-      offsets[r + 1] = experts.length;
     }
-    return { rows: top.rows, offsets, experts: Int32Array.from(experts), weights: Float32Array.from(weights), bandwidthShares: Float64Array.from(best.shares) };
+    const decision = keepCandidates(top, true, (from, to) => {
+      const list: number[] = [];
+      for (let i = from; i < to; i++) if (state.kept[i]) list.push(i);
+      return list;
+    });
+    return { ...decision, bandwidthShares: Float64Array.from(state.alloc.shares) };
   };
 }

@@ -86,6 +86,36 @@ export const selectTopK: SelectionPolicy = (router, ctx) => {
   return { rows, offsets, experts: chosen, weights };
 };
 
+/**
+ * The shape every dropping policy shares: start from the top-k, let `keep` pick a non-empty subset of
+ * each row's candidates (indices into top's arrays, from..to-1), and scale the kept weights back to the
+ * candidates' total when `renormalize`, so a token's output keeps its magnitude.
+ */
+export function keepCandidates(top: RoutingDecision, renormalize: boolean, keep: (from: number, to: number) => number[]): RoutingDecision {
+  const offsets = new Int32Array(top.rows + 1);
+  const experts: number[] = [], weights: number[] = [];
+  for (let r = 0; r < top.rows; r++) {
+    const from = top.offsets[r]!, to = top.offsets[r + 1]!;
+    const kept = keep(from, to);
+    let total = 0, keptSum = 0;
+    for (let i = from; i < to; i++) total += top.weights[i]!;
+    for (const i of kept) keptSum += top.weights[i]!;
+    const scale = renormalize && kept.length < to - from ? total / keptSum : 1;
+    for (const i of kept) {
+      experts.push(top.experts[i]!);
+      weights.push(top.weights[i]! * scale);
+    }
+    offsets[r + 1] = experts.length;
+  }
+  return { rows: top.rows, offsets, experts: Int32Array.from(experts), weights: Float32Array.from(weights) };
+}
+
+export function expertLatencies(ctx: SelectionContext, policy: string): Float64Array {
+  const latency = ctx.costs?.expertLatencyMs;
+  if (!latency) throw new Error(`the ${policy} policy needs the experts' latencies: run it with a cost model (a scenario or a cluster)`);
+  return latency;
+}
+
 export interface WlrParams {
   /** keep a candidate when its weight-to-latency ratio is at least θ × the best one's; θ = 0 keeps all */
   theta: number;
@@ -101,36 +131,17 @@ export interface WlrParams {
  */
 export function selectWlr(params: WlrParams): SelectionPolicy {
   const { theta } = params;
-  const renormalize = params.renormalize ?? true;
   if (!(theta >= 0 && theta <= 1)) throw new Error(`wlr: theta must be in [0, 1], got ${theta}`);
   return (router, ctx) => {
     const top = selectTopK(router, ctx);
-    const latency = ctx.costs?.expertLatencyMs;
-    if (!latency) throw new Error("the wlr policy needs the experts' latencies: run it with a cost model (a scenario or a cluster)");
-    const offsets = new Int32Array(top.rows + 1);
-    const experts: number[] = [];
-    const weights: number[] = [];
+    const latency = expertLatencies(ctx, "wlr");
     const ratio = (i: number) => top.weights[i]! / Math.max(latency[top.experts[i]!]!, 1e-9);
-    for (let r = 0; r < top.rows; r++) {
-      const from = top.offsets[r]!, to = top.offsets[r + 1]!;
+    return keepCandidates(top, params.renormalize ?? true, (from, to) => {
       let best = from;
       for (let i = from + 1; i < to; i++) if (ratio(i) > ratio(best)) best = i;
       const kept: number[] = [];
-      let total = 0, keptSum = 0;
-      for (let i = from; i < to; i++) {
-        total += top.weights[i]!;
-        if (i === best || ratio(i) >= theta * ratio(best)) {
-          kept.push(i);
-          keptSum += top.weights[i]!;
-        }
-      }
-      const scale = renormalize && kept.length < to - from ? total / keptSum : 1;
-      for (const i of kept) {
-        experts.push(top.experts[i]!);
-        weights.push(top.weights[i]! * scale);
-      }
-      offsets[r + 1] = experts.length;
-    }
-    return { rows: top.rows, offsets, experts: Int32Array.from(experts), weights: Float32Array.from(weights) };
+      for (let i = from; i < to; i++) if (i === best || ratio(i) >= theta * ratio(best)) kept.push(i);
+      return kept;
+    });
   };
 }

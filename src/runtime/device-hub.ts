@@ -13,8 +13,8 @@ import { readModelConfig, type ModelConfig } from "../model/config.js";
 import { Checkpoint } from "../model/checkpoint.js";
 import { tensorName } from "../model/arch.js";
 import { ShapedLink, type LinkModel } from "../channel/link.js";
-import { deviceCost, deviceLayerTime, type ExpertShape } from "../channel/latency.js";
-import { WasmBackend } from "../kernels/wasm/wasm-backend.js";
+import { deviceCost, deviceLayerTime } from "../channel/latency.js";
+import { expertWork, type WorkShape } from "../model/work-shape.js";
 import type { ExpertCall, ExpertExecutor, ExpertResult } from "../moe/executor.js";
 import { placeExperts, type Placement } from "../policies/placement.js";
 import { concatRows, decodeActivations, encodeActivations, splitRows, wireBytes, type WireDType } from "../protocol/activations.js";
@@ -114,7 +114,7 @@ export class DeviceHub {
   private readonly checkpoint: Checkpoint;
   private readonly modelId: string;
   /** An expert's weight bytes as devices hold them (an upper bound: f32 where the dtype cannot hold a shape) and multiply-adds per row. */
-  private readonly expertShape: ExpertShape;
+  private readonly expertShape: WorkShape;
   private placement: Placement | null = null;
   private nextId = 1;
   private readonly log: (line: string) => void;
@@ -144,9 +144,7 @@ export class DeviceHub {
       id.update(`${name}:${t.dtype}:${t.shape.join("x")}:${path.basename(t.file.path)}:${t.offset};`);
     }
     this.modelId = id.digest("hex").slice(0, 32);
-    const c = this.cfg;
-    const bytes = (rows: number, cols: number) => WasmBackend.weightBytes(opts.weightDType, rows, cols) ?? rows * cols * 4;
-    this.expertShape = { weightBytes: 2 * bytes(c.expertFfn, c.hidden) + bytes(c.hidden, c.expertFfn), macsPerRow: 3 * c.hidden * c.expertFfn };
+    this.expertShape = expertWork(this.cfg, opts.weightDType);
     this.log = opts.log ?? ((l) => process.stderr.write(`[bs] ${l}\n`));
     server.on("connection", (ws) => this.accept(ws));
   }

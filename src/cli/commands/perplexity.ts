@@ -31,7 +31,7 @@ export function perplexityCommand(): Command {
         const tokens = protocolTokens(engine.tokenizer, text, o.tokens + 1);
         const bar = new ProgressBar("evaluating");
         const t0 = performance.now();
-        const r = await perplexity(engine.model, tokens, (d, t) => bar.update(d, t, "tokens"));
+        const r = await perplexity(engine.model, tokens, { onProgress: (d, t) => bar.update(d, t, "tokens") });
         const seconds = (performance.now() - t0) / 1000;
         if (o.json) process.stdout.write(JSON.stringify({ perplexity: r.perplexity, tokens: r.tokens, nll_sum: r.nll_sum }) + "\n");
         else {

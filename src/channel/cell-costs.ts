@@ -1,0 +1,105 @@
+// The cost model's state as the selection policies read it, built from a cell: for each layer, which
+// device serves each expert now (replica choice by channel), that device's expected one-row latency,
+// and the radio state a joint policy splits the band with. Also the modelled time of a layer's routing
+// decision, so the evaluation, the runtime check and the simulator price a decision the same way.
+import type { WorkShape } from "../model/work-shape.js";
+import { allocateForPairs } from "../policies/joint.js";
+import { chooseReplica } from "../policies/replica.js";
+import type { LayerCosts, RadioCosts, RoutingDecision } from "../policies/selection.js";
+import type { ChannelModel } from "./channel-model.js";
+import { callMs, deviceCost, deviceLayerTime, type LayerTime } from "./latency.js";
+import { linkRates } from "./radio.js";
+
+/** How the band is split among the devices when the policy does not split it itself. */
+export type BandwidthMode = "equal" | "optimal";
+export const BANDWIDTH_MODES: readonly BandwidthMode[] = ["equal", "optimal"];
+
+export interface CellCostsOptions {
+  /** one expert call's weights and work */
+  expert: WorkShape;
+  /** bytes of one row of activations on the wire */
+  rowBytes: number;
+  /** hosts[layer][expert]: the scenario's devices (indices) holding it */
+  hosts: ReadonlyArray<ReadonlyArray<readonly number[]>>;
+  /**
+   * equal: every device of the cell always has 1/K of the band (static FDMA);
+   * optimal: each layer's band goes to the devices it calls, split so they finish together.
+   */
+  bandwidth: BandwidthMode;
+}
+
+/** The cell at one moment. */
+export interface CellSnapshot {
+  devices: RadioCosts["devices"];
+  /** per device: a one-row call's latency on the equal share */
+  deviceMs: Float64Array;
+  /** per device: its rates on the equal share */
+  downBps: Float64Array;
+  upBps: Float64Array;
+}
+
+export class CellCosts {
+  /** per device: its expert calls' roofline */
+  private readonly compute: ReadonlyArray<{ weightMs: number; rowMs: number }>;
+  private readonly equalShare: number;
+
+  constructor(readonly channel: ChannelModel, readonly opts: CellCostsOptions) {
+    this.compute = channel.scenario.devices.map((d) => {
+      const { weightMs, rowMs } = deviceCost(opts.expert, d, null);
+      return { weightMs, rowMs };
+    });
+    this.equalShare = 1 / channel.devices.length;
+  }
+
+  /** The cell at `ms` on its clock (which only moves forward): every device's link and one-row call latency. */
+  snapshotAt(ms: number): CellSnapshot {
+    this.channel.advanceTo(ms);
+    const s = this.channel.scenario;
+    const rowBits = this.opts.rowBytes * 8;
+    const devices = this.channel.devices.map((_, k) => ({ link: this.channel.link(k), ...this.compute[k]!, delayMs: s.delayMs }));
+    const downBps = new Float64Array(devices.length), upBps = new Float64Array(devices.length);
+    // a one-row call on the equal share: what each device costs a token, the estimate WLR and replica choice use
+    const deviceMs = Float64Array.from(devices, (d, k) => {
+      const r = linkRates(d.link, s.bandwidthHz, this.equalShare);
+      downBps[k] = r.downBps;
+      upBps[k] = r.upBps;
+      return 2 * d.delayMs + (rowBits * 1000) / r.downBps + (rowBits * 1000) / r.upBps + callMs({ weightMs: d.weightMs, rowMs: d.rowMs, link: null }, 1);
+    });
+    return { devices, deviceMs, downBps, upBps };
+  }
+
+  /** What the policies read for layer `layer` in the cell's state `snap`. */
+  layerCosts(snap: CellSnapshot, layer: number): LayerCosts {
+    const hosts = this.opts.hosts[layer] ?? [];
+    const expertDevice = Int32Array.from(hosts, (h) => chooseReplica(h, snap.deviceMs));
+    const radio: RadioCosts = { cellHz: this.channel.scenario.bandwidthHz, rowBits: this.opts.rowBytes * 8, expertDevice, devices: snap.devices };
+    return { expertLatencyMs: Float64Array.from(expertDevice, (k) => snap.deviceMs[k]!), radio };
+  }
+
+  /** The band's split for a decision: the policy's own, or the mode's. */
+  shares(costs: LayerCosts, decision: RoutingDecision): ArrayLike<number> {
+    if (decision.bandwidthShares) return decision.bandwidthShares;
+    if (this.opts.bandwidth === "optimal") return allocateForPairs(costs.radio!, decision.experts).shares;
+    return costs.radio!.devices.map(() => this.equalShare);
+  }
+
+  /** The modelled time of a layer that carries out `decision`: its slowest device's down + compute + up. */
+  layerTime(costs: LayerCosts, decision: RoutingDecision): Omit<LayerTime, "device"> {
+    const radio = costs.radio!;
+    const rows = new Map<number, number>();
+    for (const e of decision.experts) rows.set(e, (rows.get(e) ?? 0) + 1);
+    const calls = radio.devices.map(() => [] as Array<{ rows: number }>);
+    for (const [e, n] of rows) calls[radio.expertDevice[e]!]!.push({ rows: n });
+    const shares = this.shares(costs, decision);
+    let slowest: Omit<LayerTime, "device"> = { ms: 0, downMs: 0, computeMs: 0, upMs: 0 };
+    calls.forEach((list, k) => {
+      if (list.length === 0) return;
+      const d = radio.devices[k]!;
+      if (!(shares[k]! > 0)) throw new Error(`device ${k} is called but has no share of the band`);
+      const link = { ...linkRates(d.link, radio.cellHz, shares[k]!), delayMs: d.delayMs, jitterMs: 0, loss: 0 };
+      const t = deviceLayerTime({ weightMs: d.weightMs, rowMs: d.rowMs, link }, list, this.opts.rowBytes);
+      if (t.ms > slowest.ms) slowest = t;
+    });
+    return slowest;
+  }
+}

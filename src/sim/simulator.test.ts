@@ -1,0 +1,62 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { loadScenario } from "../channel/scenario.js";
+import { parseModelConfig } from "../model/config.js";
+import { REPO_ROOT } from "../testing/shared.js";
+import { Random } from "../util/random.js";
+import { EventQueue } from "./event-queue.js";
+import { syntheticRouting, traceRouting } from "./routing-source.js";
+import { scaleScenario, simulate, type SimOptions } from "./simulator.js";
+
+test("the event queue pops in time order", () => {
+  const q = new EventQueue(), rng = new Random(3), times: number[] = [];
+  for (let i = 0; i < 1000; i++) {
+    const t = rng.next() * 100;
+    times.push(t);
+    q.push(t, i);
+  }
+  let last = -Infinity;
+  while (q.size > 0) {
+    const t = q.peekTime(), id = q.pop();
+    assert.ok(t >= last && times[id] === t);
+    last = t;
+  }
+});
+
+const cfg = parseModelConfig(JSON.parse(readFileSync(path.join(REPO_ROOT, "configs/mixtral-8x7b.json"), "utf8")));
+const scenario = loadScenario(path.join(REPO_ROOT, "scenarios/cell-8.json"));
+const opts = (o: Partial<SimOptions>): SimOptions => ({
+  cfg, scenario, weightDType: "bf16", wireDType: "bf16", replicas: 1, spec: { name: "topk" }, routing: syntheticRouting({ experts: 8, seed: 2 }), users: 4, tokensPerUser: 8, slotMs: 5, ...o,
+});
+
+test("simulate Mixtral-8x7B on the cell: every token passes every layer; dropping experts shortens tokens; more users queue", () => {
+  const top = simulate(opts({}));
+  assert.equal(top.tokens, 32);
+  assert.equal(top.expert_calls, 32 * 32 * 2, "top-2 in 32 layers");
+  assert.ok(top.latency_ms.p50 <= top.latency_ms.p95 && top.latency_ms.p95 <= top.latency_ms.p99);
+  assert.ok(top.device_busy.every((b) => b >= 0 && b <= 1));
+  const wlr = simulate(opts({ spec: { name: "wlr", theta: 0.9 } }));
+  assert.ok(wlr.experts_per_token < 2 && wlr.dropped_gate_mass > 0);
+  assert.ok(wlr.latency_ms.mean < top.latency_ms.mean, `wlr ${wlr.latency_ms.mean.toFixed(1)} ms vs top-k ${top.latency_ms.mean.toFixed(1)} ms`);
+  const crowded = simulate(opts({ users: 32, tokensPerUser: 2 }));
+  assert.ok(crowded.latency_ms.mean > top.latency_ms.mean, "queues at the devices");
+  const wide = scaleScenario(scenario, 64);
+  assert.equal(new Set(wide.devices.map((d) => d.name)).size, 64);
+  assert.equal(simulate(opts({ scenario: wide })).tokens, 32);
+});
+
+test("a routing trace replays its recorded experts and weights, and a bad one is refused with its line", () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "distmoe-trace-"));
+  const file = path.join(dir, "trace.jsonl");
+  writeFileSync(file, [0, 1].map((layer) => JSON.stringify({ step: 0, layer, tokens: [{ position: 0, experts: [3, 5], weights: [0.7, 0.3] }] })).join("\n") + "\n");
+  const r = traceRouting(file, 8, 2).next(7);
+  assert.equal(r.layer, 7);
+  assert.deepEqual([r.probs[3], r.probs[5], r.probs[0]], [Math.fround(0.7), Math.fround(0.3), 0]);
+  writeFileSync(file, '{"layer": 0, "tokens": [{"experts": [9, 1], "weights": [0.5, 0.5]}]}\n');
+  assert.throws(() => traceRouting(file, 8, 2), /trace.jsonl:1: a token's experts must be integers below 8/);
+  writeFileSync(file, '{"layer": 0, "tokens": [{"experts": [1], "weights": [1]}]}\n');
+  assert.throws(() => traceRouting(file, 8, 2), /record the trace with --policy topk/);
+});

@@ -1,0 +1,202 @@
+// The cell at scale, as a discrete-event simulation: many users decode tokens through a model's layers;
+// at every MoE layer the BS runs the selection policy (the same functions as the engine) on a router
+// output from a recorded trace or a synthetic router, and sends each called device one frame with the
+// token's rows. Every device is three FIFO servers in a row (its share of the downlink, its compute,
+// its uplink) with the propagation delay between them, so calls queue behind each other; the channel
+// moves on in slots of `slotMs`. A frame's stages are FIFO in the order frames are sent (one link per
+// device, one delay), so its finishing time is known when it is sent: the simulator needs one event
+// per token and layer, not one per stage, which is what makes it fast enough to sweep.
+// Simplifications, stated: the band is split statically and equally among the devices (the joint
+// policy's per-layer split assumes one step in the air at a time, which many users break; its choice
+// of experts is used); the BS's own work is not queued (an edge server batches it).
+import { CellCosts, type CellSnapshot } from "../channel/cell-costs.js";
+import { ChannelModel } from "../channel/channel-model.js";
+import { callMs, deviceCost } from "../channel/latency.js";
+import type { Scenario } from "../channel/scenario.js";
+import type { WeightDType } from "../kernels/backend.js";
+import type { ModelConfig } from "../model/config.js";
+import { bsLayerWork, expertWork, headWork } from "../model/work-shape.js";
+import { placeExperts } from "../policies/placement.js";
+import { makePolicy, type PolicySpec } from "../policies/registry.js";
+import type { LayerCosts } from "../policies/selection.js";
+import { wireBytes, type WireDType } from "../protocol/activations.js";
+import { Random } from "../util/random.js";
+import { EventQueue } from "./event-queue.js";
+import type { RoutingSource } from "./routing-source.js";
+
+export interface SimOptions {
+  cfg: ModelConfig;
+  scenario: Scenario;
+  weightDType: WeightDType;
+  wireDType: WireDType;
+  replicas: number;
+  spec: PolicySpec;
+  routing: RoutingSource;
+  /** concurrent users, each decoding tokens back to back */
+  users: number;
+  tokensPerUser: number;
+  /** the channel is redrawn every slotMs of simulated time */
+  slotMs: number;
+}
+
+export interface SimReport {
+  policy: PolicySpec;
+  devices: number;
+  users: number;
+  tokens: number;
+  expert_calls: number;
+  simulated_s: number;
+  tokens_per_s: number;
+  latency_ms: { mean: number; p50: number; p95: number; p99: number };
+  experts_per_token: number;
+  dropped_gate_mass: number;
+  /** per device: the share of the simulated time its compute was busy */
+  device_busy: number[];
+  /** the simulator's own speed */
+  wall_s: number;
+  calls_per_wall_s: number;
+}
+
+/** A cell of `n` devices like `scenario`'s: kinds taken in turn, distances drawn uniformly over its range. */
+export function scaleScenario(scenario: Scenario, n: number, seed = scenario.seed): Scenario {
+  const rng = new Random(seed);
+  const d = scenario.devices.map((x) => x.distanceM);
+  const lo = Math.min(...d), hi = Math.max(...d);
+  const devices = Array.from({ length: n }, (_, i) => {
+    const kind = scenario.devices[i % scenario.devices.length]!;
+    return { ...kind, name: `${kind.name}#${i}`, distanceM: lo + rng.next() * (hi - lo) };
+  });
+  return { ...scenario, name: `${scenario.name}×${n}`, devices };
+}
+
+export function simulate(o: SimOptions): SimReport {
+  const wall0 = performance.now();
+  const { cfg, scenario } = o;
+  const K = scenario.devices.length;
+  const moeLayers = cfg.sparseLayers.map((s, l) => (s ? l : -1)).filter((l) => l >= 0);
+  const hosts = placeExperts(cfg.sparseLayers, cfg.experts, scenario.devices, { replicas: o.replicas }).hosts;
+  const rowBytes = cfg.hidden * wireBytes(o.wireDType);
+  const expert = expertWork(cfg, o.weightDType);
+  const costs = new CellCosts(new ChannelModel(scenario), { expert, rowBytes, hosts, bandwidth: "equal" });
+  const policy = makePolicy(o.spec, moeLayers.length);
+  const ctxBase = { topK: cfg.topK, normalize: cfg.normTopK };
+  const bsMs = (w: ReturnType<typeof headWork>) => callMs(deviceCost(w, scenario.bs, null), 1);
+  // the BS's time before each MoE layer's dispatch: its own layers since the last one
+  const bsBefore = moeLayers.map((l, i) => {
+    let t = 0;
+    for (let j = i === 0 ? 0 : moeLayers[i - 1]! + 1; j <= l; j++) t += bsMs(bsLayerWork(cfg, o.weightDType, j));
+    return t;
+  });
+  let bsTail = bsMs(headWork(cfg, o.weightDType));
+  for (let j = (moeLayers.at(-1) ?? -1) + 1; j < cfg.layers; j++) bsTail += bsMs(bsLayerWork(cfg, o.weightDType, j));
+  const compute = scenario.devices.map((d) => deviceCost(expert, d, null));
+
+  // the channel, one slot at a time
+  let slot = -1;
+  let cell: CellSnapshot | null = null;
+  const layerCosts: Array<LayerCosts | null> = moeLayers.map(() => null);
+  const costsAt = (now: number, i: number): LayerCosts => {
+    const s = Math.floor(now / o.slotMs);
+    if (s !== slot) {
+      slot = s;
+      cell = costs.snapshotAt(s * o.slotMs);
+      layerCosts.fill(null);
+    }
+    return (layerCosts[i] ??= costs.layerCosts(cell!, moeLayers[i]!));
+  };
+
+  const downFree = new Float64Array(K), computeFree = new Float64Array(K), upFree = new Float64Array(K), busy = new Float64Array(K);
+  const rowsOnDevice = new Int32Array(K), callMsOnDevice = new Float64Array(K);
+  const delay = scenario.delayMs, rowBits = rowBytes * 8;
+  const userLayer = new Int32Array(o.users), userTokens = new Int32Array(o.users), tokenStart = new Float64Array(o.users);
+  const latencies: number[] = [];
+  const queue = new EventQueue();
+  let calls = 0, kept = 0, pairs = 0, dropped = 0, end = 0;
+
+  /** Dispatches user u's MoE layer i at `now`; returns when its last frame is back. */
+  const dispatch = (now: number, i: number): number => {
+    const lc = costsAt(now, i);
+    const router = o.routing.next(moeLayers[i]!);
+    const d = policy(router, { ...ctxBase, costs: lc });
+    const sent = now + bsBefore[i]!;
+    const expertDevice = lc.radio!.expertDevice;
+    rowsOnDevice.fill(0);
+    callMsOnDevice.fill(0);
+    for (const e of d.experts) {
+      const k = expertDevice[e]!;
+      rowsOnDevice[k]!++;
+      callMsOnDevice[k]! += callMs(compute[k]!, 1);
+    }
+    let done = sent;
+    for (let k = 0; k < K; k++) {
+      if (rowsOnDevice[k] === 0) continue;
+      const bits = rowsOnDevice[k]! * rowBits;
+      const downEnd = Math.max(sent, downFree[k]!) + (bits * 1000) / cell!.downBps[k]!;
+      downFree[k] = downEnd;
+      const computeStart = Math.max(downEnd + delay, computeFree[k]!);
+      computeFree[k] = computeStart + callMsOnDevice[k]!;
+      busy[k]! += callMsOnDevice[k]!;
+      const upEnd = Math.max(computeFree[k]!, upFree[k]!) + (bits * 1000) / cell!.upBps[k]!;
+      upFree[k] = upEnd;
+      done = Math.max(done, upEnd + delay);
+    }
+    calls += d.experts.length;
+    kept += d.experts.length;
+    pairs++;
+    let keptMass = 0;
+    for (const e of d.experts) keptMass += router.probs[e]!;
+    dropped += 1 - keptMass / topMass(router.probs, cfg.topK);
+    return done;
+  };
+
+  for (let u = 0; u < o.users; u++) queue.push(dispatch(0, 0), u);
+  while (queue.size > 0) {
+    const now = queue.peekTime();
+    const u = queue.pop();
+    const next = userLayer[u]! + 1;
+    if (next < moeLayers.length) {
+      userLayer[u] = next;
+      queue.push(dispatch(now, next), u);
+      continue;
+    }
+    const finished = now + bsTail;
+    latencies.push(finished - tokenStart[u]!);
+    end = Math.max(end, finished);
+    if (++userTokens[u]! < o.tokensPerUser) {
+      userLayer[u] = 0;
+      tokenStart[u] = finished;
+      queue.push(dispatch(finished, 0), u);
+    }
+  }
+  const wall = (performance.now() - wall0) / 1000;
+  latencies.sort((a, b) => a - b);
+  const pct = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]!;
+  return {
+    policy: o.spec,
+    devices: K,
+    users: o.users,
+    tokens: latencies.length,
+    expert_calls: calls,
+    simulated_s: end / 1000,
+    tokens_per_s: latencies.length / (end / 1000),
+    latency_ms: { mean: latencies.reduce((a, b) => a + b, 0) / latencies.length, p50: pct(0.5), p95: pct(0.95), p99: pct(0.99) },
+    experts_per_token: kept / pairs,
+    dropped_gate_mass: dropped / pairs,
+    device_busy: Array.from(busy, (b) => b / end),
+    wall_s: wall,
+    calls_per_wall_s: calls / wall,
+  };
+}
+
+/** The sum of the k largest of `p`. */
+function topMass(p: ArrayLike<number>, k: number): number {
+  const best = new Float64Array(k).fill(-Infinity);
+  for (let i = 0; i < p.length; i++) {
+    const v = p[i]!;
+    if (v <= best[k - 1]!) continue;
+    let j = k - 1;
+    for (; j > 0 && best[j - 1]! < v; j--) best[j] = best[j - 1]!;
+    best[j] = v;
+  }
+  return best.reduce((a, b) => a + b, 0);
+}
