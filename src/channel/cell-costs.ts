@@ -7,7 +7,7 @@ import { allocateForPairs } from "../policies/joint.js";
 import { chooseReplica } from "../policies/replica.js";
 import type { LayerCosts, RadioCosts, RoutingDecision } from "../policies/selection.js";
 import type { ChannelModel } from "./channel-model.js";
-import { callMs, deviceCost, deviceLayerTime, type LayerTime } from "./latency.js";
+import { callMs, deviceCost, deviceLayerTime, type DeviceSpeed, type LayerTime } from "./latency.js";
 import { linkRates } from "./radio.js";
 
 /** How the band is split among the devices when the policy does not split it itself. */
@@ -26,11 +26,15 @@ export interface CellCostsOptions {
    * optimal: each layer's band goes to the devices it calls, split so they finish together.
    */
   bandwidth: BandwidthMode;
+  /** the devices' speeds, when measured (the runtime's capability probe) rather than declared in the scenario */
+  speeds?: readonly DeviceSpeed[];
 }
+
+type RadioDevice = RadioCosts["devices"][number];
 
 /** The cell at one moment. */
 export interface CellSnapshot {
-  devices: RadioCosts["devices"];
+  devices: readonly RadioDevice[];
   /** per device: a one-row call's latency on the equal share */
   deviceMs: Float64Array;
   /** per device: its rates on the equal share */
@@ -44,36 +48,68 @@ export class CellCosts {
   private readonly equalShare: number;
 
   constructor(readonly channel: ChannelModel, readonly opts: CellCostsOptions) {
-    this.compute = channel.scenario.devices.map((d) => {
-      const { weightMs, rowMs } = deviceCost(opts.expert, d, null);
+    this.compute = channel.scenario.devices.map((d, k) => {
+      const { weightMs, rowMs } = deviceCost(opts.expert, opts.speeds?.[k] ?? d, null);
       return { weightMs, rowMs };
     });
     this.equalShare = 1 / channel.devices.length;
   }
 
-  /** The cell at `ms` on its clock (which only moves forward): every device's link and one-row call latency. */
-  snapshotAt(ms: number): CellSnapshot {
-    this.channel.advanceTo(ms);
+  /** Device `k` at `ms`: its radio entry, its rates on the equal share, and a one-row call's latency there. */
+  private deviceAt(k: number, ms: number): { entry: RadioDevice; deviceMs: number; downBps: number; upBps: number } {
     const s = this.channel.scenario;
+    const entry = { link: this.channel.linkAt(k, ms), ...this.compute[k]!, delayMs: s.delayMs };
+    const r = linkRates(entry.link, s.bandwidthHz, this.equalShare);
     const rowBits = this.opts.rowBytes * 8;
-    const devices = this.channel.devices.map((_, k) => ({ link: this.channel.link(k), ...this.compute[k]!, delayMs: s.delayMs }));
-    const downBps = new Float64Array(devices.length), upBps = new Float64Array(devices.length);
-    // a one-row call on the equal share: what each device costs a token, the estimate WLR and replica choice use
-    const deviceMs = Float64Array.from(devices, (d, k) => {
-      const r = linkRates(d.link, s.bandwidthHz, this.equalShare);
-      downBps[k] = r.downBps;
-      upBps[k] = r.upBps;
-      return 2 * d.delayMs + (rowBits * 1000) / r.downBps + (rowBits * 1000) / r.upBps + callMs({ weightMs: d.weightMs, rowMs: d.rowMs, link: null }, 1);
-    });
-    return { devices, deviceMs, downBps, upBps };
+    // what the device costs a token: the estimate WLR, the deadline policy and replica choice use
+    const deviceMs = 2 * entry.delayMs + (rowBits * 1000) / r.downBps + (rowBits * 1000) / r.upBps + callMs({ weightMs: entry.weightMs, rowMs: entry.rowMs, link: null }, 1);
+    return { entry, deviceMs, ...r };
+  }
+
+  /** The whole cell at `ms` on its clock (which only moves forward). */
+  snapshotAt(ms: number): CellSnapshot {
+    const states = this.channel.devices.map((_, k) => this.deviceAt(k, ms));
+    return {
+      devices: states.map((x) => x.entry),
+      deviceMs: Float64Array.from(states, (x) => x.deviceMs),
+      downBps: Float64Array.from(states, (x) => x.downBps),
+      upBps: Float64Array.from(states, (x) => x.upBps),
+    };
   }
 
   /** What the policies read for layer `layer` in the cell's state `snap`. */
   layerCosts(snap: CellSnapshot, layer: number): LayerCosts {
     const hosts = this.opts.hosts[layer] ?? [];
-    const expertDevice = Int32Array.from(hosts, (h) => chooseReplica(h, snap.deviceMs));
-    const radio: RadioCosts = { cellHz: this.channel.scenario.bandwidthHz, rowBits: this.opts.rowBytes * 8, expertDevice, devices: snap.devices };
-    return { expertLatencyMs: Float64Array.from(expertDevice, (k) => snap.deviceMs[k]!), radio };
+    const expertDevice = new Int32Array(hosts.length), expertLatencyMs = new Float64Array(hosts.length);
+    for (let e = 0; e < hosts.length; e++) {
+      const k = (expertDevice[e] = hosts[e]!.length === 1 ? hosts[e]![0]! : chooseReplica(hosts[e]!, snap.deviceMs));
+      expertLatencyMs[e] = snap.deviceMs[k]!;
+    }
+    return { expertLatencyMs, radio: { cellHz: this.channel.scenario.bandwidthHz, rowBits: this.opts.rowBytes * 8, expertDevice, devices: snap.devices } };
+  }
+
+  /**
+   * The cell as the simulator reads it: one snapshot kept up to date device by device, only for the
+   * devices a layer's experts live on, so a cell of many devices costs what it is used for.
+   */
+  private live: (CellSnapshot & { timeMs: Float64Array }) | null = null;
+
+  /** layerCosts for `layer` at `ms`, refreshing only its experts' hosts; the returned snapshot is live (read it before moving on). */
+  layerCostsAt(ms: number, layer: number): { costs: LayerCosts; cell: CellSnapshot } {
+    if (!this.live) this.live = { ...this.snapshotAt(ms), timeMs: new Float64Array(this.channel.devices.length).fill(ms) };
+    const live = this.live;
+    for (const hosts of this.opts.hosts[layer] ?? []) {
+      for (const k of hosts) {
+        if (live.timeMs[k] === ms) continue;
+        const x = this.deviceAt(k, ms);
+        (live.devices as RadioDevice[])[k] = x.entry;
+        live.deviceMs[k] = x.deviceMs;
+        live.downBps[k] = x.downBps;
+        live.upBps[k] = x.upBps;
+        live.timeMs[k] = ms;
+      }
+    }
+    return { costs: this.layerCosts(live, layer), cell: live };
   }
 
   /** The band's split for a decision: the policy's own, or the mode's. */

@@ -22,7 +22,8 @@ export class ChannelModel {
   /** received power over noise density each way without fading, per device */
   private readonly downMean: Float64Array;
   private readonly upMean: Float64Array;
-  private nowMs = 0;
+  /** each device's own clock: devices move on together (advanceTo) or one at a time when read (linkAt) */
+  private readonly deviceTimeMs: Float64Array;
 
   constructor(readonly scenario: Scenario) {
     const rng = new Random(scenario.seed);
@@ -33,6 +34,7 @@ export class ChannelModel {
       fading: new FadingProcess(scenario.fading, scenario.correlation, new Random(rng.nextU32())),
     }));
     this.index = new Map(this.devices.map((d, i) => [d.name, i]));
+    this.deviceTimeMs = new Float64Array(this.devices.length);
     const gain = this.devices.map((d) => dbToLinear(-d.lossDb) / this.n0);
     this.downMean = Float64Array.from(gain, (g) => dbmToWatts(scenario.bsPowerDbm) * g);
     this.upMean = Float64Array.from(gain, (g, i) => dbmToWatts(scenario.devices[i]!.powerDbm) * g);
@@ -40,9 +42,20 @@ export class ChannelModel {
 
   /** Moves the channel to `ms` (never back), drawing the fading for the elapsed time. */
   advanceTo(ms: number): void {
-    if (ms <= this.nowMs) return;
-    for (const d of this.devices) d.fading.advance(ms - this.nowMs);
-    this.nowMs = ms;
+    for (let i = 0; i < this.devices.length; i++) this.advanceDevice(i, ms);
+  }
+
+  /** Device `i`'s link at `ms`, moving only its own fading on (a large cell where few devices are read at a time). */
+  linkAt(i: number, ms: number): RadioLink {
+    this.advanceDevice(i, ms);
+    return this.link(i);
+  }
+
+  private advanceDevice(i: number, ms: number): void {
+    const dt = ms - this.deviceTimeMs[i]!;
+    if (dt <= 0) return;
+    this.devices[i]!.fading.advance(dt);
+    this.deviceTimeMs[i] = ms;
   }
 
   indexOf(name: string): number {
@@ -73,15 +86,20 @@ export class ChannelModel {
 
   /**
    * The runtime's link shaping from this cell: a device's link at a moment of the run, with the
-   * bandwidth shares `shares()` gives then. The cell's clock starts at the first frame.
+   * bandwidth shares `shares()` gives then. `clock` turns the runtime's time into the cell's (default:
+   * the cell's clock starts at the first frame); a cost model that reads the cell shares it.
    */
-  linkModel(shares: () => readonly number[] = () => this.equalShares()): LinkModel {
-    let origin: number | null = null;
+  linkModel(shares: () => readonly number[] = () => this.equalShares(), clock: (nowMs: number) => number = startingClock()): LinkModel {
     return (device, nowMs) => {
-      origin ??= nowMs;
-      this.advanceTo(nowMs - origin);
+      this.advanceTo(clock(nowMs));
       const i = this.indexOf(device);
       return this.linkParamsOf(i, shares()[i] ?? 0);
     };
   }
+}
+
+/** A clock that reads 0 at its first call and runs with the runtime's. */
+export function startingClock(): (nowMs: number) => number {
+  let origin: number | null = null;
+  return (nowMs) => nowMs - (origin ??= nowMs);
 }

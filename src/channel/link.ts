@@ -70,3 +70,18 @@ export class ShapedLink {
     return arrival - now;
   }
 }
+
+/** How early a timer is asked to fire; the rest of the wait is polled, as timers are only good to about a millisecond. */
+const TIMER_SLACK_MS = 1.5;
+
+/**
+ * Runs `fn` `ms` from now to within tens of microseconds, where setTimeout alone would round an emulated
+ * delay of 0.7 ms up to one or two: a timer for the bulk of the wait, then a poll with setImmediate,
+ * which lets sockets and other timers run in between.
+ */
+export function afterPrecisely(ms: number, fn: () => void): void {
+  const deadline = performance.now() + ms;
+  const poll = () => (performance.now() >= deadline ? fn() : setImmediate(poll));
+  if (ms > TIMER_SLACK_MS) setTimeout(poll, ms - TIMER_SLACK_MS);
+  else poll();
+}

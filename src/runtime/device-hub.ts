@@ -12,7 +12,7 @@ import path from "node:path";
 import { readModelConfig, type ModelConfig } from "../model/config.js";
 import { Checkpoint } from "../model/checkpoint.js";
 import { tensorName } from "../model/arch.js";
-import { ShapedLink, type LinkModel } from "../channel/link.js";
+import { afterPrecisely, ShapedLink, type LinkModel } from "../channel/link.js";
 import { deviceCost, deviceLayerTime } from "../channel/latency.js";
 import { expertWork, type WorkShape } from "../model/work-shape.js";
 import type { ExpertCall, ExpertExecutor, ExpertResult } from "../moe/executor.js";
@@ -243,6 +243,11 @@ export class DeviceHub {
     return this.members.map((d) => d.name);
   }
 
+  /** What a connected device said it can do (its capability probe), by name. */
+  capabilitiesOf(name: string): Capabilities | undefined {
+    return this.devices.find((d) => d.name === name)?.capabilities;
+  }
+
   /** Calls answered per device, for reports and tests. */
   deviceCalls(): Array<{ name: string; calls: number; ready: boolean; quarantined: boolean; weightBytes: number; experts: number }> {
     return this.devices.map((d) => ({ name: d.name, calls: d.calls, ready: d.ready, quarantined: d.quarantined, weightBytes: d.weightBytes, experts: d.holds.length }));
@@ -323,7 +328,7 @@ export class DeviceHub {
   /** Sends after the downlink's emulated delay (immediately when links are not shaped). */
   private sendShaped(d: Device, m: Message): void {
     const wait = d.link?.delay("down", FRAME_OVERHEAD + ("payload" in m ? m.payload.length : 0)) ?? 0;
-    if (wait > 0) setTimeout(() => this.send(d, m), wait);
+    if (wait > 0) afterPrecisely(wait, () => this.send(d, m));
     else this.send(d, m);
   }
 
@@ -346,7 +351,7 @@ export class DeviceHub {
       // the uplink holds each frame back as long as the emulated link would
       const d = device;
       const wait = d.link?.delay("up", FRAME_OVERHEAD + ("payload" in m ? m.payload.length : 0)) ?? 0;
-      if (wait > 0) setTimeout(() => this.onMessage(d, m), wait);
+      if (wait > 0) afterPrecisely(wait, () => this.onMessage(d, m));
       else this.onMessage(d, m);
     };
     receiveFrames(ws, onMessage, (reason) => this.log(`${device?.name ?? "unknown peer"}: ${reason}`));

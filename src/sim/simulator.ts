@@ -93,20 +93,18 @@ export function simulate(o: SimOptions): SimReport {
 
   // the channel, one slot at a time
   let slot = -1;
-  let cell: CellSnapshot | null = null;
-  const layerCosts: Array<LayerCosts | null> = moeLayers.map(() => null);
-  const costsAt = (now: number, i: number): LayerCosts => {
+  const layerCosts: Array<{ costs: LayerCosts; cell: CellSnapshot } | null> = moeLayers.map(() => null);
+  const costsAt = (now: number, i: number) => {
     const s = Math.floor(now / o.slotMs);
     if (s !== slot) {
       slot = s;
-      cell = costs.snapshotAt(s * o.slotMs);
       layerCosts.fill(null);
     }
-    return (layerCosts[i] ??= costs.layerCosts(cell!, moeLayers[i]!));
+    return (layerCosts[i] ??= costs.layerCostsAt(s * o.slotMs, moeLayers[i]!));
   };
 
   const downFree = new Float64Array(K), computeFree = new Float64Array(K), upFree = new Float64Array(K), busy = new Float64Array(K);
-  const rowsOnDevice = new Int32Array(K), callMsOnDevice = new Float64Array(K);
+  const rowsOnDevice = new Int32Array(K), callMsOnDevice = new Float64Array(K), usedDevices = new Int32Array(K);
   const delay = scenario.delayMs, rowBits = rowBytes * 8;
   const userLayer = new Int32Array(o.users), userTokens = new Int32Array(o.users), tokenStart = new Float64Array(o.users);
   const latencies: number[] = [];
@@ -115,30 +113,33 @@ export function simulate(o: SimOptions): SimReport {
 
   /** Dispatches user u's MoE layer i at `now`; returns when its last frame is back. */
   const dispatch = (now: number, i: number): number => {
-    const lc = costsAt(now, i);
+    const { costs: lc, cell } = costsAt(now, i);
     const router = o.routing.next(moeLayers[i]!);
     const d = policy(router, { ...ctxBase, costs: lc });
     const sent = now + bsBefore[i]!;
     const expertDevice = lc.radio!.expertDevice;
-    rowsOnDevice.fill(0);
-    callMsOnDevice.fill(0);
+    // the devices this token calls, each with its rows and its calls' compute
+    let used = 0;
     for (const e of d.experts) {
       const k = expertDevice[e]!;
+      if (rowsOnDevice[k] === 0) usedDevices[used++] = k;
       rowsOnDevice[k]!++;
       callMsOnDevice[k]! += callMs(compute[k]!, 1);
     }
     let done = sent;
-    for (let k = 0; k < K; k++) {
-      if (rowsOnDevice[k] === 0) continue;
+    for (let j = 0; j < used; j++) {
+      const k = usedDevices[j]!;
       const bits = rowsOnDevice[k]! * rowBits;
-      const downEnd = Math.max(sent, downFree[k]!) + (bits * 1000) / cell!.downBps[k]!;
+      const downEnd = Math.max(sent, downFree[k]!) + (bits * 1000) / cell.downBps[k]!;
       downFree[k] = downEnd;
       const computeStart = Math.max(downEnd + delay, computeFree[k]!);
       computeFree[k] = computeStart + callMsOnDevice[k]!;
       busy[k]! += callMsOnDevice[k]!;
-      const upEnd = Math.max(computeFree[k]!, upFree[k]!) + (bits * 1000) / cell!.upBps[k]!;
+      const upEnd = Math.max(computeFree[k]!, upFree[k]!) + (bits * 1000) / cell.upBps[k]!;
       upFree[k] = upEnd;
       done = Math.max(done, upEnd + delay);
+      rowsOnDevice[k] = 0;
+      callMsOnDevice[k] = 0;
     }
     calls += d.experts.length;
     kept += d.experts.length;

@@ -4,7 +4,9 @@ import { fileURLToPath } from "node:url";
 import { Command, Option } from "commander";
 import type { JointQuality } from "../../policies/joint.js";
 import { BANDWIDTH_MODES, type BandwidthMode } from "../../channel/cell-costs.js";
-import { loadScenario } from "../../channel/scenario.js";
+import { loadScenario, type Scenario } from "../../channel/scenario.js";
+import { evaluateOnCluster } from "../../eval/cluster-eval.js";
+import { TextTokenizer } from "../../model/tokenizer.js";
 import { protocolTokens } from "../../eval/perplexity.js";
 import { headlines, runSweep, sweepCsv, tradeoffPicture, type SweepPoint } from "../../eval/sweep.js";
 import { WirelessEval, type EvalReport } from "../../eval/wireless-eval.js";
@@ -47,12 +49,13 @@ export function evalCommand(): Command {
     .addOption(new Option("--bandwidth <mode>", "the band's split for policies that do not split it: equal (static 1/K each) or optimal (the called devices finish together)").choices(BANDWIDTH_MODES as string[]).default("equal"))
     .addOption(new Option("--joint-quality <mode>", "joint: price (dropped gate mass priced against latency, a budget per step) or token-mass (each token keeps ≥ 1 − θ of its top-k mass)").choices(["price", "token-mass"]).default("price"))
     .option("--token-ms <ms>", "time between tokens on the cell's clock (the fading moves on by this much per token)", nonNegativeNumber, 20)
-    .option("--sweep <dir>", "run every policy across its knob and write sweep.csv, sweep.json and tradeoff.svg to <dir>")
+    .option("--sweep <dir>", "run every policy across its knob and write sweep.csv, sweep.json and tradeoff.svg to <dir> (with --local-devices: top-k and wlr at θ = 0.3 and 0.7, measured against modelled)")
     .option("--trace <file>", "record every layer's routing decision as JSON Lines (single runs)")
     .option("--json", 'print {"policy", "theta", "perplexity", "accuracy", "experts_per_token", "dropped_gate_mass", "latency_ms", "breakdown_ms", …}')
     .action(async (o: EvalCliOptions) => {
-      if (o.localDevices || o.link) throw new Error("eval models the cell's links from --scenario; --local-devices and --link do not apply");
+      if (o.link) throw new Error("eval takes the links from --scenario's channel model; --link does not apply");
       if (o.sweep && o.trace) throw new Error("--trace records a single run; leave it out of --sweep");
+      if (o.localDevices && o.trace) throw new Error("--trace records the modelled evaluation; leave out --local-devices");
       const spec: PolicySpec = { name: o.policy, theta: o.theta ?? (o.policy === "wlr" || o.policy === "joint" ? 0.3 : undefined), budgetMs: o.budget, quality: o.jointQuality };
       let text: string;
       try {
@@ -61,6 +64,7 @@ export function evalCommand(): Command {
         throw new Error(`${o.text}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
       }
       const scenario = loadScenario(o.scenario);
+      if (o.localDevices) return evalOnCluster(o, spec, text, scenario);
       const trace = o.trace ? new RoutingTraceFile(o.trace) : undefined;
       let harness: WirelessEval | null = null;
       const engine = Engine.load(o.model, { ...engineOptions(o), policy: (r, c) => harness!.policy(r, c), trace });
@@ -87,6 +91,40 @@ export function evalCommand(): Command {
         engine.close();
       }
     });
+}
+
+/** The runtime check: the policy (or top-k and wlr at θ = 0.3 and 0.7) decoded on local devices with links shaped by the cell. */
+async function evalOnCluster(o: EvalCliOptions, spec: PolicySpec, text: string, scenario: Scenario): Promise<void> {
+  const tokenizer = TextTokenizer.load(o.model);
+  const tokens = protocolTokens(tokenizer, text, o.tokens + 1);
+  const specs: PolicySpec[] = o.sweep ? [{ name: "topk" }, { name: "wlr", theta: 0.3 }, { name: "wlr", theta: 0.7 }] : [spec];
+  const bars = new Map(specs.map((s) => [s, new ProgressBar(describePolicy(s))]));
+  const reports = await evaluateOnCluster(
+    { model: o.model, scenario, devices: o.localDevices!, weightDType: o.dtype, wireDType: o.wireDtype, threads: o.threads },
+    tokens,
+    specs,
+    (s, d, t) => bars.get(s)!.update(d, t, "tokens"),
+  );
+  if (o.sweep) {
+    mkdirSync(o.sweep, { recursive: true });
+    writeFileSync(path.join(o.sweep, "runtime-sweep.json"), JSON.stringify(reports, null, 1) + "\n");
+  }
+  if (o.json) {
+    process.stdout.write(JSON.stringify(o.sweep ? reports : reports[0]) + "\n");
+    return;
+  }
+  const lines = [
+    `${scenario.name}: the first ${o.localDevices} devices as local processes, links shaped by the channel model; tokens decoded one per step`,
+    "",
+    "| policy | perplexity | experts/token | measured mean / p50 / p95 (ms) | modelled mean / p50 / p95 (ms) | measured ÷ modelled | BS ms |",
+    "|---|---|---|---|---|---|---|",
+    ...reports.map((r) => `| ${r.policy}${r.theta !== null ? ` θ=${r.theta}` : ""} | ${r.perplexity.toFixed(3)} | ${r.experts_per_token.toFixed(3)} | ${[r.measured_ms.mean, r.measured_ms.p50, r.measured_ms.p95].map(ms).join(" / ")} | ${[r.modelled_ms.mean, r.modelled_ms.p50, r.modelled_ms.p95].map(ms).join(" / ")} | ${r.measured_over_modelled.toFixed(3)} | ${r.bs_ms.toFixed(3)} |`),
+  ];
+  if (o.sweep) {
+    const top = reports[0]!;
+    for (const r of reports.slice(1)) lines.push(`wlr θ=${r.theta}: measured ${(100 * (1 - r.measured_ms.mean / top.measured_ms.mean)).toFixed(1)}% faster than top-k, modelled ${(100 * (1 - r.modelled_ms.mean / top.modelled_ms.mean)).toFixed(1)}%`);
+  }
+  process.stdout.write(lines.join("\n") + "\n");
 }
 
 const ms = (v: number) => v.toFixed(3);
