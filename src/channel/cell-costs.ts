@@ -96,20 +96,30 @@ export class CellCosts {
 
   /** layerCosts for `layer` at `ms`, refreshing only its experts' hosts; the returned snapshot is live (read it before moving on). */
   layerCostsAt(ms: number, layer: number): { costs: LayerCosts; cell: CellSnapshot } {
-    if (!this.live) this.live = { ...this.snapshotAt(ms), timeMs: new Float64Array(this.channel.devices.length).fill(ms) };
-    const live = this.live;
-    for (const hosts of this.opts.hosts[layer] ?? []) {
-      for (const k of hosts) {
-        if (live.timeMs[k] === ms) continue;
-        const x = this.deviceAt(k, ms);
-        (live.devices as RadioDevice[])[k] = x.entry;
-        live.deviceMs[k] = x.deviceMs;
-        live.downBps[k] = x.downBps;
-        live.upBps[k] = x.upBps;
-        live.timeMs[k] = ms;
-      }
-    }
+    const live = this.liveAt(ms);
+    for (const hosts of this.opts.hosts[layer] ?? []) for (const k of hosts) this.refresh(live, k, ms);
     return { costs: this.layerCosts(live, layer), cell: live };
+  }
+
+  /** Device `k`'s rates on the equal share at `ms` (live, like layerCostsAt). */
+  equalRatesAt(k: number, ms: number): { downBps: number; upBps: number } {
+    const live = this.liveAt(ms);
+    this.refresh(live, k, ms);
+    return { downBps: live.downBps[k]!, upBps: live.upBps[k]! };
+  }
+
+  private liveAt(ms: number): CellSnapshot & { timeMs: Float64Array } {
+    return (this.live ??= { ...this.snapshotAt(ms), timeMs: new Float64Array(this.channel.devices.length).fill(ms) });
+  }
+
+  private refresh(live: CellSnapshot & { timeMs: Float64Array }, k: number, ms: number): void {
+    if (live.timeMs[k] === ms) return;
+    const x = this.deviceAt(k, ms);
+    (live.devices as RadioDevice[])[k] = x.entry;
+    live.deviceMs[k] = x.deviceMs;
+    live.downBps[k] = x.downBps;
+    live.upBps[k] = x.upBps;
+    live.timeMs[k] = ms;
   }
 
   /** The band's split for a decision: the policy's own, or the mode's. */

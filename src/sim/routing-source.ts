@@ -20,36 +20,41 @@ export interface SyntheticRoutingOptions {
   seed?: number;
 }
 
-/** Gate logits drawn i.i.d. normal per token, with a per-layer popularity order. */
+/** How many router rows the synthetic router draws per layer; tokens pick among them at random. */
+const SYNTHETIC_POOL = 4096;
+
+/** Gate logits drawn i.i.d. normal per token, with a per-layer popularity order; a pool of rows per layer, drawn once. */
 export function syntheticRouting(o: SyntheticRoutingOptions): RoutingSource {
   const E = o.experts, std = o.logitStd ?? 1.5, skew = o.skew ?? 0.5;
   const rng = new Random(o.seed ?? 1);
-  const bias = new Map<number, Float32Array>();
-  const logits = new Float32Array(E), probs = new Float32Array(E);
-  const biasOf = (layer: number) => {
-    let b = bias.get(layer);
-    if (!b) {
-      // a random popularity order per layer
-      const order = Array.from({ length: E }, (_, e) => e);
-      for (let i = E - 1; i > 0; i--) {
-        const j = rng.nextU32() % (i + 1);
-        [order[i], order[j]] = [order[j]!, order[i]!];
-      }
-      b = new Float32Array(E);
-      order.forEach((e, rank) => (b![e] = -skew * Math.log(1 + rank)));
-      bias.set(layer, b);
+  const pools = new Map<number, { logits: Float32Array; probs: Float32Array }>();
+  const poolOf = (layer: number) => {
+    let pool = pools.get(layer);
+    if (pool) return pool;
+    // a random popularity order per layer
+    const order = Array.from({ length: E }, (_, e) => e);
+    for (let i = E - 1; i > 0; i--) {
+      const j = rng.nextU32() % (i + 1);
+      [order[i], order[j]] = [order[j]!, order[i]!];
     }
-    return b;
+    const bias = new Float32Array(E);
+    order.forEach((e, rank) => (bias[e] = -skew * Math.log(1 + rank)));
+    pool = { logits: new Float32Array(SYNTHETIC_POOL * E), probs: new Float32Array(SYNTHETIC_POOL * E) };
+    for (let r = 0; r < SYNTHETIC_POOL; r++) {
+      const l = pool.logits.subarray(r * E, (r + 1) * E), p = pool.probs.subarray(r * E, (r + 1) * E);
+      let max = -Infinity, sum = 0;
+      for (let e = 0; e < E; e++) max = Math.max(max, (l[e] = rng.normal() * std + bias[e]!));
+      for (let e = 0; e < E; e++) sum += p[e] = Math.exp(l[e]! - max);
+      for (let e = 0; e < E; e++) p[e]! /= sum;
+    }
+    pools.set(layer, pool);
+    return pool;
   };
   return {
     experts: E,
     next(layer) {
-      const b = biasOf(layer);
-      let max = -Infinity, sum = 0;
-      for (let e = 0; e < E; e++) max = Math.max(max, (logits[e] = rng.normal() * std + b[e]!));
-      for (let e = 0; e < E; e++) sum += probs[e] = Math.exp(logits[e]! - max);
-      for (let e = 0; e < E; e++) probs[e]! /= sum;
-      return { layer, rows: 1, experts: E, logits, probs };
+      const pool = poolOf(layer), r = rng.nextU32() % SYNTHETIC_POOL;
+      return { layer, rows: 1, experts: E, logits: pool.logits.subarray(r * E, (r + 1) * E), probs: pool.probs.subarray(r * E, (r + 1) * E) };
     },
   };
 }

@@ -3,12 +3,12 @@
 // output from a recorded trace or a synthetic router, and sends each called device one frame with the
 // token's rows. Every device is three FIFO servers in a row (its share of the downlink, its compute,
 // its uplink) with the propagation delay between them, so calls queue behind each other; the channel
-// moves on in slots of `slotMs`. A frame's stages are FIFO in the order frames are sent (one link per
+// moves on in slots of `slotMs`, and a transfer goes at each slot's rate. A frame's stages are FIFO in the order frames are sent (one link per
 // device, one delay), so its finishing time is known when it is sent: the simulator needs one event
 // per token and layer, not one per stage, which is what makes it fast enough to sweep.
 // Simplifications, stated: the band is split statically and equally among the devices (the joint
-// policy's per-layer split assumes one step in the air at a time, which many users break; its choice
-// of experts is used); the BS's own work is not queued (an edge server batches it).
+// policy's per-layer split assumes one step in the air at a time, which many users break, so the
+// command line does not offer it here); the BS's own work is not queued (an edge server batches it).
 import { CellCosts, type CellSnapshot } from "../channel/cell-costs.js";
 import { ChannelModel } from "../channel/channel-model.js";
 import { callMs, deviceCost } from "../channel/latency.js";
@@ -111,9 +111,23 @@ export function simulate(o: SimOptions): SimReport {
   const queue = new EventQueue();
   let calls = 0, kept = 0, pairs = 0, dropped = 0, end = 0;
 
+  /** When `bits` sent from `start` on device k's link are through: at each slot's rate, so a fade slows only the slots it lasts. */
+  const transferEnd = (k: number, start: number, bits: number, direction: "down" | "up"): number => {
+    let t = start, left = bits;
+    for (;;) {
+      const slotStart = Math.floor(t / o.slotMs) * o.slotMs;
+      const r = costs.equalRatesAt(k, slotStart);
+      const bps = direction === "down" ? r.downBps : r.upBps;
+      const end = t + (left * 1000) / bps;
+      if (end <= slotStart + o.slotMs) return end;
+      left -= (bps * (slotStart + o.slotMs - t)) / 1000;
+      t = slotStart + o.slotMs;
+    }
+  };
+
   /** Dispatches user u's MoE layer i at `now`; returns when its last frame is back. */
   const dispatch = (now: number, i: number): number => {
-    const { costs: lc, cell } = costsAt(now, i);
+    const lc = costsAt(now, i).costs;
     const router = o.routing.next(moeLayers[i]!);
     const d = policy(router, { ...ctxBase, costs: lc });
     const sent = now + bsBefore[i]!;
@@ -130,12 +144,12 @@ export function simulate(o: SimOptions): SimReport {
     for (let j = 0; j < used; j++) {
       const k = usedDevices[j]!;
       const bits = rowsOnDevice[k]! * rowBits;
-      const downEnd = Math.max(sent, downFree[k]!) + (bits * 1000) / cell.downBps[k]!;
+      const downEnd = transferEnd(k, Math.max(sent, downFree[k]!), bits, "down");
       downFree[k] = downEnd;
       const computeStart = Math.max(downEnd + delay, computeFree[k]!);
       computeFree[k] = computeStart + callMsOnDevice[k]!;
       busy[k]! += callMsOnDevice[k]!;
-      const upEnd = Math.max(computeFree[k]!, upFree[k]!) + (bits * 1000) / cell.upBps[k]!;
+      const upEnd = transferEnd(k, Math.max(computeFree[k]!, upFree[k]!), bits, "up");
       upFree[k] = upEnd;
       done = Math.max(done, upEnd + delay);
       rowsOnDevice[k] = 0;

@@ -13,6 +13,7 @@ import { SWEEP_THETAS } from "../../eval/sweep.js";
 import { DEFAULT_SCENARIO } from "./eval.js";
 import { nonNegativeNumber, positiveInt, unitTheta } from "../options.js";
 
+const SIM_POLICIES = POLICY_NAMES.filter((p) => p !== "joint");
 const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 
 interface SimulateCliOptions {
@@ -43,8 +44,8 @@ export function simulateCommand(): Command {
     .option("--devices <n>", "scale the scenario to n devices (kinds in turn, distances over its range)", positiveInt)
     .option("--users <n>", "concurrent users, each decoding tokens back to back", positiveInt, 16)
     .option("--tokens <n>", "tokens per user", positiveInt, 256)
-    .addOption(new Option("--policy <name>", "expert selection policy").choices(POLICY_NAMES as unknown as string[]).default("topk"))
-    .option("--theta <x>", "wlr / joint knob (default 0.3)", unitTheta)
+    .addOption(new Option("--policy <name>", "expert selection policy (joint splits the band per layer for one step in the air, which the shared cell of many users does not do)").choices(SIM_POLICIES).default("topk"))
+    .option("--theta <x>", "wlr: the WLR threshold (default 0.3)", unitTheta)
     .option("--budget <ms>", "deadline: each token's budget for its expert round trips, ms", nonNegativeNumber)
     .option("--trace <file>", "router outputs from a routing trace (distmoe eval --policy topk --trace FILE) instead of a synthetic router")
     .option("--skew <s>", "synthetic router: expert popularity skew (0: uniform)", nonNegativeNumber, 0.5)
@@ -53,7 +54,7 @@ export function simulateCommand(): Command {
     .addOption(new Option("--dtype <dtype>", "weights as the devices hold them").choices(WEIGHT_DTYPES as string[]).default("bf16"))
     .addOption(new Option("--wire-dtype <dtype>", "activations on the air").choices(WIRE_DTYPES as string[]).default("bf16"))
     .option("--replicas <n>", "devices holding each expert (a call goes to the one with the better channel)", positiveInt, 1)
-    .option("--sweep", "run top-k, and wlr and joint at θ = 0, 0.1, …, 0.9, and print a table")
+    .option("--sweep", "run top-k, and wlr at θ = 0.1, …, 0.9, and print a table")
     .option("--json", "print the report(s) as JSON")
     .action((o: SimulateCliOptions) => {
       const file = statSync(o.config, { throwIfNoEntry: false })?.isDirectory() ? path.join(o.config, "config.json") : o.config;
@@ -72,8 +73,8 @@ export function simulateCommand(): Command {
           routing: o.trace ? traceRouting(o.trace, cfg.experts, cfg.topK) : syntheticRouting({ experts: cfg.experts, skew: o.skew, seed: o.seed }),
         });
       const specs: PolicySpec[] = o.sweep
-        ? [{ name: "topk" }, ...(["wlr", "joint"] as const).flatMap((name) => SWEEP_THETAS.filter((t) => t > 0).map((theta) => ({ name, theta })))]
-        : [{ name: o.policy, theta: o.theta ?? (o.policy === "wlr" || o.policy === "joint" ? 0.3 : undefined), budgetMs: o.budget }];
+        ? [{ name: "topk" }, ...SWEEP_THETAS.filter((t) => t > 0).map((theta) => ({ name: "wlr" as const, theta }))]
+        : [{ name: o.policy, theta: o.theta ?? (o.policy === "wlr" ? 0.3 : undefined), budgetMs: o.budget }];
       const reports = specs.map(run);
       if (o.json) {
         process.stdout.write(JSON.stringify(o.sweep ? reports : reports[0]) + "\n");
