@@ -1,4 +1,5 @@
 // Option parsers and the options every model command shares.
+import { readFileSync } from "node:fs";
 import { InvalidArgumentError, Option, type Command } from "commander";
 import { WEIGHT_DTYPES, type WeightDType } from "../kernels/backend.js";
 import { Engine, type EngineOptions } from "../runtime/engine.js";
@@ -44,6 +45,15 @@ export function unitInterval(v: string): number {
   const n = Number(v);
   if (!(n > 0 && n <= 1)) throw new InvalidArgumentError(`expected a number in (0, 1], got "${v}"`);
   return n;
+}
+
+/** A UTF-8 text file named on the command line, with the error naming it. */
+export function readTextFile(file: string): string {
+  try {
+    return readFileSync(file, "utf8");
+  } catch (e) {
+    throw new Error(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
 }
 
 export interface ModelCliOptions {

@@ -15,7 +15,7 @@ import type { Transformer } from "../model/forward.js";
 import { bsLayerWork, expertWork, headWork } from "../model/work-shape.js";
 import { placeExperts } from "../policies/placement.js";
 import { makePolicy, type PolicySpec } from "../policies/registry.js";
-import { selectTopK, type RouterOutput, type RoutingDecision, type SelectionContext, type SelectionPolicy } from "../policies/selection.js";
+import { topKMass, type RouterOutput, type RoutingDecision, type SelectionContext, type SelectionPolicy } from "../policies/selection.js";
 import { wireBytes, type WireDType } from "../protocol/activations.js";
 import { perplexity } from "./perplexity.js";
 
@@ -151,11 +151,9 @@ export class WirelessEval {
       run.compute += t.computeMs;
       run.pairs++;
       run.kept += d.experts.length;
-      const top = selectTopK(row, { topK: ctx.topK, normalize: false });
-      let topMass = 0, keptMass = 0;
-      for (const e of top.experts) topMass += row.probs[e]!;
+      let keptMass = 0;
       for (const e of d.experts) keptMass += row.probs[e]!;
-      run.dropped += 1 - keptMass / topMass;
+      run.dropped += 1 - keptMass / topKMass(row.probs, ctx.topK);
       parts.push(d);
     }
     return concatDecisions(parts);

@@ -86,6 +86,19 @@ export const selectTopK: SelectionPolicy = (router, ctx) => {
   return { rows, offsets, experts: chosen, weights };
 };
 
+/** The sum of the k largest of `p`: a token's top-k gate mass, against which dropped mass is measured. */
+export function topKMass(p: ArrayLike<number>, k: number): number {
+  const best = new Float64Array(k).fill(-Infinity);
+  for (let i = 0; i < p.length; i++) {
+    const v = p[i]!;
+    if (v <= best[k - 1]!) continue;
+    let j = k - 1;
+    for (; j > 0 && best[j - 1]! < v; j--) best[j] = best[j - 1]!;
+    best[j] = v;
+  }
+  return best.reduce((a, b) => a + b, 0);
+}
+
 /**
  * The shape every dropping policy shares: start from the top-k, let `keep` pick a non-empty subset of
  * each row's candidates (indices into top's arrays, from..to-1), and scale the kept weights back to the

@@ -18,7 +18,7 @@ import type { ModelConfig } from "../model/config.js";
 import { bsLayerWork, expertWork, headWork } from "../model/work-shape.js";
 import { placeExperts } from "../policies/placement.js";
 import { makePolicy, type PolicySpec } from "../policies/registry.js";
-import type { LayerCosts } from "../policies/selection.js";
+import { topKMass, type LayerCosts } from "../policies/selection.js";
 import { wireBytes, type WireDType } from "../protocol/activations.js";
 import { Random } from "../util/random.js";
 import { EventQueue } from "./event-queue.js";
@@ -109,7 +109,7 @@ export function simulate(o: SimOptions): SimReport {
   const userLayer = new Int32Array(o.users), userTokens = new Int32Array(o.users), tokenStart = new Float64Array(o.users);
   const latencies: number[] = [];
   const queue = new EventQueue();
-  let calls = 0, kept = 0, pairs = 0, dropped = 0, end = 0;
+  let calls = 0, pairs = 0, dropped = 0, end = 0;
 
   /** When `bits` sent from `start` on device k's link are through: at each slot's rate, so a fade slows only the slots it lasts. */
   const transferEnd = (k: number, start: number, bits: number, direction: "down" | "up"): number => {
@@ -156,11 +156,10 @@ export function simulate(o: SimOptions): SimReport {
       callMsOnDevice[k] = 0;
     }
     calls += d.experts.length;
-    kept += d.experts.length;
     pairs++;
     let keptMass = 0;
     for (const e of d.experts) keptMass += router.probs[e]!;
-    dropped += 1 - keptMass / topMass(router.probs, cfg.topK);
+    dropped += 1 - keptMass / topKMass(router.probs, cfg.topK);
     return done;
   };
 
@@ -195,7 +194,7 @@ export function simulate(o: SimOptions): SimReport {
     simulated_s: end / 1000,
     tokens_per_s: latencies.length / (end / 1000),
     latency_ms: { mean: latencies.reduce((a, b) => a + b, 0) / latencies.length, p50: pct(0.5), p95: pct(0.95), p99: pct(0.99) },
-    experts_per_token: kept / pairs,
+    experts_per_token: calls / pairs,
     dropped_gate_mass: dropped / pairs,
     device_busy: Array.from(busy, (b) => b / end),
     wall_s: wall,
@@ -203,15 +202,3 @@ export function simulate(o: SimOptions): SimReport {
   };
 }
 
-/** The sum of the k largest of `p`. */
-function topMass(p: ArrayLike<number>, k: number): number {
-  const best = new Float64Array(k).fill(-Infinity);
-  for (let i = 0; i < p.length; i++) {
-    const v = p[i]!;
-    if (v <= best[k - 1]!) continue;
-    let j = k - 1;
-    for (; j > 0 && best[j - 1]! < v; j--) best[j] = best[j - 1]!;
-    best[j] = v;
-  }
-  return best.reduce((a, b) => a + b, 0);
-}

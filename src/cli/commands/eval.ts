@@ -1,4 +1,4 @@
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Command, Option } from "commander";
@@ -14,7 +14,7 @@ import { RoutingTraceFile } from "../../moe/trace.js";
 import { describePolicy, POLICY_NAMES, type PolicyName, type PolicySpec } from "../../policies/registry.js";
 import { Engine } from "../../runtime/engine.js";
 import { ProgressBar } from "../progress.js";
-import { addModelOptions, engineOptions, nonNegativeNumber, positiveInt, unitTheta, type ModelCliOptions } from "../options.js";
+import { addModelOptions, engineOptions, nonNegativeNumber, positiveInt, unitTheta, readTextFile, type ModelCliOptions } from "../options.js";
 
 /** scenarios/cell-8.json of this package */
 export const DEFAULT_SCENARIO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../scenarios/cell-8.json");
@@ -57,12 +57,7 @@ export function evalCommand(): Command {
       if (o.sweep && o.trace) throw new Error("--trace records a single run; leave it out of --sweep");
       if (o.localDevices && o.trace) throw new Error("--trace records the modelled evaluation; leave out --local-devices");
       const spec: PolicySpec = { name: o.policy, theta: o.theta ?? (o.policy === "wlr" || o.policy === "joint" ? 0.3 : undefined), budgetMs: o.budget, quality: o.jointQuality };
-      let text: string;
-      try {
-        text = readFileSync(o.text, "utf8");
-      } catch (e) {
-        throw new Error(`${o.text}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-      }
+      const text = readTextFile(o.text);
       const scenario = loadScenario(o.scenario);
       if (o.localDevices) return evalOnCluster(o, spec, text, scenario);
       const trace = o.trace ? new RoutingTraceFile(o.trace) : undefined;

@@ -1,8 +1,7 @@
-import { readFileSync } from "node:fs";
 import { Command } from "commander";
 import { perplexity, protocolTokens } from "../../eval/perplexity.js";
 import { ProgressBar } from "../progress.js";
-import { addModelOptions, openEngine, positiveInt, type ModelCliOptions } from "../options.js";
+import { addModelOptions, openEngine, positiveInt, readTextFile, type ModelCliOptions } from "../options.js";
 
 interface PerplexityCliOptions extends ModelCliOptions {
   text: string;
@@ -20,12 +19,7 @@ export function perplexityCommand(): Command {
     .option("--tokens <n>", "number of predicted tokens N", positiveInt, 4096)
     .option("--json", 'print {"perplexity", "tokens", "nll_sum"}')
     .action(async (o: PerplexityCliOptions) => {
-      let text: string;
-      try {
-        text = readFileSync(o.text, "utf8");
-      } catch (e) {
-        throw new Error(`${o.text}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-      }
+      const text = readTextFile(o.text);
       const { engine, close } = await openEngine(o);
       try {
         const tokens = protocolTokens(engine.tokenizer, text, o.tokens + 1);
