@@ -7,7 +7,7 @@ import { allocateForPairs } from "../policies/joint.js";
 import { chooseReplica } from "../policies/replica.js";
 import type { LayerCosts, RadioCosts, RoutingDecision } from "../policies/selection.js";
 import type { ChannelModel } from "./channel-model.js";
-import { callMs, deviceCost, deviceLayerTime, type DeviceSpeed, type LayerTime } from "./latency.js";
+import { callMs, deviceCost, deviceLayerTime, type DeviceCost, type DeviceSpeed, type LayerTime } from "./latency.js";
 import { linkRates } from "./radio.js";
 
 /** How the band is split among the devices when the policy does not split it itself. */
@@ -42,83 +42,97 @@ export interface CellSnapshot {
   upBps: Float64Array;
 }
 
+type CellState = CellSnapshot & { devices: RadioDevice[] };
+
 export class CellCosts {
   /** per device: its expert calls' roofline */
-  private readonly compute: ReadonlyArray<{ weightMs: number; rowMs: number }>;
+  private readonly compute: readonly DeviceCost[];
   private readonly equalShare: number;
+  private readonly rowBits: number;
 
   constructor(readonly channel: ChannelModel, readonly opts: CellCostsOptions) {
-    this.compute = channel.scenario.devices.map((d, k) => {
-      const { weightMs, rowMs } = deviceCost(opts.expert, opts.speeds?.[k] ?? d, null);
-      return { weightMs, rowMs };
-    });
+    this.compute = channel.scenario.devices.map((d, k) => deviceCost(opts.expert, opts.speeds?.[k] ?? d, null));
     this.equalShare = 1 / channel.devices.length;
+    this.rowBits = opts.rowBytes * 8;
   }
 
-  /** Device `k` at `ms`: its radio entry, its rates on the equal share, and a one-row call's latency there. */
-  private deviceAt(k: number, ms: number): { entry: RadioDevice; deviceMs: number; downBps: number; upBps: number } {
-    const s = this.channel.scenario;
-    const entry = { link: this.channel.linkAt(k, ms), ...this.compute[k]!, delayMs: s.delayMs };
+  /** Writes device `k` at `ms` into `state`: its radio entry, its rates on the equal share, and a one-row call's latency there. */
+  private fill(state: CellState, k: number, ms: number): void {
+    const s = this.channel.scenario, c = this.compute[k]!;
+    const entry = { link: this.channel.linkAt(k, ms), weightMs: c.weightMs, rowMs: c.rowMs, delayMs: s.delayMs };
     const r = linkRates(entry.link, s.bandwidthHz, this.equalShare);
-    const rowBits = this.opts.rowBytes * 8;
+    state.devices[k] = entry;
+    state.downBps[k] = r.downBps;
+    state.upBps[k] = r.upBps;
     // what the device costs a token: the estimate WLR, the deadline policy and replica choice use
-    const deviceMs = 2 * entry.delayMs + (rowBits * 1000) / r.downBps + (rowBits * 1000) / r.upBps + callMs({ weightMs: entry.weightMs, rowMs: entry.rowMs, link: null }, 1);
-    return { entry, deviceMs, ...r };
+    state.deviceMs[k] = 2 * entry.delayMs + (this.rowBits * 1000) / r.downBps + (this.rowBits * 1000) / r.upBps + callMs(c, 1);
   }
 
   /** The whole cell at `ms` on its clock (which only moves forward). */
   snapshotAt(ms: number): CellSnapshot {
-    const states = this.channel.devices.map((_, k) => this.deviceAt(k, ms));
-    return {
-      devices: states.map((x) => x.entry),
-      deviceMs: Float64Array.from(states, (x) => x.deviceMs),
-      downBps: Float64Array.from(states, (x) => x.downBps),
-      upBps: Float64Array.from(states, (x) => x.upBps),
-    };
+    const K = this.channel.devices.length;
+    const state: CellState = { devices: new Array<RadioDevice>(K), deviceMs: new Float64Array(K), downBps: new Float64Array(K), upBps: new Float64Array(K) };
+    for (let k = 0; k < K; k++) this.fill(state, k, ms);
+    return state;
   }
 
   /** What the policies read for layer `layer` in the cell's state `snap`. */
-  layerCosts(snap: CellSnapshot, layer: number): LayerCosts {
+  layerCosts(snap: CellSnapshot, layer: number): LayerCosts & { radio: RadioCosts } {
+    const E = this.opts.hosts[layer]?.length ?? 0;
+    const costs = { expertLatencyMs: new Float64Array(E), radio: { cellHz: this.channel.scenario.bandwidthHz, rowBits: this.rowBits, expertDevice: new Int32Array(E), devices: snap.devices } };
+    this.writeLayer(snap, layer, costs);
+    return costs;
+  }
+
+  /** Writes the entries of `experts` (default: all of the layer's) for layer `layer` in the cell's state `snap`. */
+  private writeLayer(snap: CellSnapshot, layer: number, costs: { expertLatencyMs: Float64Array; radio: { expertDevice: Int32Array } }, experts?: ArrayLike<number>): void {
     const hosts = this.opts.hosts[layer] ?? [];
-    const expertDevice = new Int32Array(hosts.length), expertLatencyMs = new Float64Array(hosts.length);
-    for (let e = 0; e < hosts.length; e++) {
-      const k = (expertDevice[e] = hosts[e]!.length === 1 ? hosts[e]![0]! : chooseReplica(hosts[e]!, snap.deviceMs));
-      expertLatencyMs[e] = snap.deviceMs[k]!;
+    const n = experts ? experts.length : hosts.length;
+    for (let i = 0; i < n; i++) {
+      const e = experts ? experts[i]! : i, h = hosts[e]!;
+      const k = (costs.radio.expertDevice[e] = h.length === 1 ? h[0]! : chooseReplica(h, snap.deviceMs));
+      costs.expertLatencyMs[e] = snap.deviceMs[k]!;
     }
-    return { expertLatencyMs, radio: { cellHz: this.channel.scenario.bandwidthHz, rowBits: this.opts.rowBytes * 8, expertDevice, devices: snap.devices } };
   }
 
   /**
-   * The cell as the simulator reads it: one snapshot kept up to date device by device, only for the
-   * devices a layer's experts live on, so a cell of many devices costs what it is used for.
+   * The cell as the simulator reads it: one state kept up to date device by device, only for the
+   * devices a token's candidates live on (each device's fading moves on only when it is read), so a
+   * cell of many devices costs what it is used for; and each layer's costs, rewritten in place.
    */
-  private live: (CellSnapshot & { timeMs: Float64Array }) | null = null;
+  private live: (CellState & { timeMs: Float64Array }) | null = null;
+  private readonly liveLayers = new Map<number, LayerCosts & { radio: RadioCosts }>();
 
-  /** layerCosts for `layer` at `ms`, refreshing only its experts' hosts; the returned snapshot is live (read it before moving on). */
-  layerCostsAt(ms: number, layer: number): { costs: LayerCosts; cell: CellSnapshot } {
+  /**
+   * layerCosts for `layer` at `ms`, refreshing only the hosts of `candidates`, whose entries alone are
+   * then current: enough for a policy that chooses among a token's top-k (topk, wlr, deadline). Live: the
+   * result is rewritten by the next call for the same layer.
+   */
+  layerCostsAt(ms: number, layer: number, candidates: ArrayLike<number>): LayerCosts {
     const live = this.liveAt(ms);
-    for (const hosts of this.opts.hosts[layer] ?? []) for (const k of hosts) this.refresh(live, k, ms);
-    return { costs: this.layerCosts(live, layer), cell: live };
+    const hosts = this.opts.hosts[layer] ?? [];
+    for (let i = 0; i < candidates.length; i++) for (const k of hosts[candidates[i]!]!) this.refresh(live, k, ms);
+    let l = this.liveLayers.get(layer);
+    if (!l) this.liveLayers.set(layer, (l = this.layerCosts(live, layer)));
+    else this.writeLayer(live, layer, l, candidates);
+    return l;
   }
 
-  /** Device `k`'s rates on the equal share at `ms` (live, like layerCostsAt). */
-  equalRatesAt(k: number, ms: number): { downBps: number; upBps: number } {
+  /** Device `k`'s rate on the equal share at `ms` (live, like layerCostsAt). */
+  equalRateAt(k: number, ms: number, direction: "down" | "up"): number {
     const live = this.liveAt(ms);
     this.refresh(live, k, ms);
-    return { downBps: live.downBps[k]!, upBps: live.upBps[k]! };
+    return direction === "down" ? live.downBps[k]! : live.upBps[k]!;
   }
 
-  private liveAt(ms: number): CellSnapshot & { timeMs: Float64Array } {
-    return (this.live ??= { ...this.snapshotAt(ms), timeMs: new Float64Array(this.channel.devices.length).fill(ms) });
+  private liveAt(ms: number): CellState & { timeMs: Float64Array } {
+    return (this.live ??= { ...(this.snapshotAt(ms) as CellState), timeMs: new Float64Array(this.channel.devices.length).fill(ms) });
   }
 
-  private refresh(live: CellSnapshot & { timeMs: Float64Array }, k: number, ms: number): void {
-    if (live.timeMs[k] === ms) return;
-    const x = this.deviceAt(k, ms);
-    (live.devices as RadioDevice[])[k] = x.entry;
-    live.deviceMs[k] = x.deviceMs;
-    live.downBps[k] = x.downBps;
-    live.upBps[k] = x.upBps;
+  /** Device k's clock only moves forward: a read for a moment it has passed gets its state now. */
+  private refresh(live: CellState & { timeMs: Float64Array }, k: number, ms: number): void {
+    if (live.timeMs[k]! >= ms) return;
+    this.fill(live, k, ms);
     live.timeMs[k] = ms;
   }
 

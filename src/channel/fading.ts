@@ -49,6 +49,10 @@ export class FadingProcess {
   private re: number;
   private im: number;
   private readonly losPhase: number;
+  /** the last step's length, correlation and innovation scale: a process mostly moves on by the same step */
+  private lastDtMs = NaN;
+  private rho = 0;
+  private innovation = 0;
 
   constructor(private readonly fading: Fading, private readonly correlation: Correlation, private readonly rng: Random) {
     // CN(0,1): real and imaginary parts N(0, 1/2)
@@ -60,10 +64,13 @@ export class FadingProcess {
   /** Moves the process on by `dtMs`. */
   advance(dtMs: number): void {
     if (dtMs <= 0) return;
-    const rho = cachedCorrelation(this.correlation, dtMs);
-    const s = Math.sqrt(Math.max(0, 1 - rho * rho)) * Math.SQRT1_2;
-    this.re = rho * this.re + s * this.rng.normal();
-    this.im = rho * this.im + s * this.rng.normal();
+    if (dtMs !== this.lastDtMs) {
+      this.lastDtMs = dtMs;
+      this.rho = cachedCorrelation(this.correlation, dtMs);
+      this.innovation = Math.sqrt(Math.max(0, 1 - this.rho * this.rho)) * Math.SQRT1_2;
+    }
+    this.re = this.rho * this.re + this.innovation * this.rng.normal();
+    this.im = this.rho * this.im + this.innovation * this.rng.normal();
   }
 
   /** |h|² now. */

@@ -51,40 +51,46 @@ export interface SelectionContext {
   readonly normalize: boolean;
   /** Present when the runtime or the evaluation has a cost model. */
   readonly costs?: LayerCosts;
+  /** The router output's top-k (selectTopK of it), when the caller has it already: the simulator keeps it per router row. */
+  readonly top?: RoutingDecision;
 }
 
 export type SelectionPolicy = (router: RouterOutput, ctx: SelectionContext) => RoutingDecision;
 
 /** The model's own routing: the k most probable experts, optionally renormalised. */
 export const selectTopK: SelectionPolicy = (router, ctx) => {
+  if (ctx.top) return ctx.top;
   const { rows, experts, probs } = router;
-  const k = Math.min(ctx.topK, experts);
+  const k = Math.min(ctx.topK, experts), normalize = ctx.normalize;
   const offsets = new Int32Array(rows + 1);
   const chosen = new Int32Array(rows * k);
   const weights = new Float32Array(rows * k);
-  const order = new Int32Array(experts);
+  if (topValues.length < k) topValues = new Float64Array(k);
+  const v = topValues;
   for (let r = 0; r < rows; r++) {
-    const p = probs.subarray(r * experts, (r + 1) * experts);
-    for (let e = 0; e < experts; e++) order[e] = e;
-    // partial selection sort (k is small); on equal probability the lower expert index wins
-    const better = (a: number, b: number) => p[a]! > p[b]! || (p[a] === p[b] && a < b);
-    for (let i = 0; i < k; i++) {
-      let best = i;
-      for (let j = i + 1; j < experts; j++) if (better(order[j]!, order[best]!)) best = j;
-      const t = order[i]!;
-      order[i] = order[best]!;
-      order[best] = t;
+    const p = r * experts, out = r * k;
+    // insertion into the row's top k, highest first (k is small); on equal probability the lower expert index stays ahead
+    let n = 0;
+    for (let e = 0; e < experts; e++) {
+      const x = probs[p + e]!;
+      if (n === k && !(x > v[k - 1]!)) continue;
+      let j = n < k ? n++ : k - 1;
+      for (; j > 0 && v[j - 1]! < x; j--) {
+        v[j] = v[j - 1]!;
+        chosen[out + j] = chosen[out + j - 1]!;
+      }
+      v[j] = x;
+      chosen[out + j] = e;
     }
     let sum = 0;
-    for (let i = 0; i < k; i++) sum += p[order[i]!]!;
-    for (let i = 0; i < k; i++) {
-      chosen[r * k + i] = order[i]!;
-      weights[r * k + i] = ctx.normalize ? p[order[i]!]! / sum : p[order[i]!]!;
-    }
-    offsets[r + 1] = (r + 1) * k;
+    for (let i = 0; i < k; i++) sum += v[i]!;
+    for (let i = 0; i < k; i++) weights[out + i] = normalize ? v[i]! / sum : v[i]!;
+    offsets[r + 1] = out + k;
   }
   return { rows, offsets, experts: chosen, weights };
 };
+/** selectTopK's scratch: the current row's best probabilities */
+let topValues = new Float64Array(16);
 
 /** The sum of the k largest of `p`: a token's top-k gate mass, against which dropped mass is measured. */
 export function topKMass(p: ArrayLike<number>, k: number): number {
@@ -105,22 +111,25 @@ export function topKMass(p: ArrayLike<number>, k: number): number {
  * candidates' total when `renormalize`, so a token's output keeps its magnitude.
  */
 export function keepCandidates(top: RoutingDecision, renormalize: boolean, keep: (from: number, to: number) => number[]): RoutingDecision {
-  const offsets = new Int32Array(top.rows + 1);
-  const experts: number[] = [], weights: number[] = [];
+  const kept: number[][] = [];
+  let n = 0;
+  for (let r = 0; r < top.rows; r++) n += (kept[r] = keep(top.offsets[r]!, top.offsets[r + 1]!)).length;
+  // sized exactly: a view of a larger typed array would cost more than the policy itself
+  const offsets = new Int32Array(top.rows + 1), experts = new Int32Array(n), weights = new Float32Array(n);
+  let at = 0;
   for (let r = 0; r < top.rows; r++) {
-    const from = top.offsets[r]!, to = top.offsets[r + 1]!;
-    const kept = keep(from, to);
+    const from = top.offsets[r]!, to = top.offsets[r + 1]!, rowKept = kept[r]!;
     let total = 0, keptSum = 0;
     for (let i = from; i < to; i++) total += top.weights[i]!;
-    for (const i of kept) keptSum += top.weights[i]!;
-    const scale = renormalize && kept.length < to - from ? total / keptSum : 1;
-    for (const i of kept) {
-      experts.push(top.experts[i]!);
-      weights.push(top.weights[i]! * scale);
+    for (const i of rowKept) keptSum += top.weights[i]!;
+    const scale = renormalize && rowKept.length < to - from ? total / keptSum : 1;
+    for (const i of rowKept) {
+      experts[at] = top.experts[i]!;
+      weights[at++] = top.weights[i]! * scale;
     }
-    offsets[r + 1] = experts.length;
+    offsets[r + 1] = at;
   }
-  return { rows: top.rows, offsets, experts: Int32Array.from(experts), weights: Float32Array.from(weights) };
+  return { rows: top.rows, offsets, experts, weights };
 }
 
 export function expertLatencies(ctx: SelectionContext, policy: string): Float64Array {

@@ -3,15 +3,79 @@
 // probabilities; the selection policies then choose from it exactly as they do in the engine.
 import { readFileSync } from "node:fs";
 import { Random } from "../util/random.js";
-import type { RouterOutput } from "../policies/selection.js";
+import { selectTopK, type RouterOutput, type RoutingDecision } from "../policies/selection.js";
+
+/** One token's router output at a layer, with the model's own top-k of it. */
+export interface RoutedToken {
+  router: RouterOutput;
+  top: RoutingDecision;
+}
 
 export interface RoutingSource {
   readonly experts: number;
-  /** The router output of the next token at `layer` (one row; valid until the next call). */
-  next(layer: number): RouterOutput;
+  /** The next token at `layer` (valid until the next call). */
+  next(layer: number): RoutedToken;
 }
 
-export interface SyntheticRoutingOptions {
+/** The model's routing: its number of experts per token and whether it renormalises their weights. */
+export interface ModelRouting {
+  topK: number;
+  normalize: boolean;
+}
+
+/**
+ * A layer's router rows in flat arrays, each row's top-k worked out once: a simulation draws the same
+ * rows millions of times, and rows kept as objects would scatter them over memory a cache cannot hold.
+ */
+class RowPool {
+  readonly logits: Float32Array;
+  readonly probs: Float32Array;
+  private readonly topExperts: Int32Array;
+  private readonly topWeights: Float32Array;
+
+  constructor(readonly rows: number, private readonly experts: number, private readonly model: ModelRouting) {
+    this.logits = new Float32Array(rows * experts);
+    this.probs = new Float32Array(rows * experts);
+    this.topExperts = new Int32Array(rows * model.topK);
+    this.topWeights = new Float32Array(rows * model.topK);
+  }
+
+  /** Call once the rows' logits and probabilities are written. */
+  rank(): this {
+    const E = this.experts, k = this.model.topK;
+    for (let r = 0; r < this.rows; r++) {
+      const top = selectTopK({ layer: 0, rows: 1, experts: E, logits: this.logits.subarray(r * E, (r + 1) * E), probs: this.probs.subarray(r * E, (r + 1) * E) }, this.model);
+      this.topExperts.set(top.experts, r * k);
+      this.topWeights.set(top.weights, r * k);
+    }
+    return this;
+  }
+
+  /** Copies row `r` into `into` as layer `layer`'s. */
+  load(r: number, layer: number, into: { router: RouterOutput & { layer: number }; top: RoutingDecision }): RoutedToken {
+    const E = this.experts, k = this.model.topK;
+    into.router.layer = layer;
+    for (let e = 0, at = r * E; e < E; e++, at++) {
+      into.router.logits[e] = this.logits[at]!;
+      into.router.probs[e] = this.probs[at]!;
+    }
+    for (let i = 0, at = r * k; i < k; i++, at++) {
+      into.top.experts[i] = this.topExperts[at]!;
+      into.top.weights[i] = this.topWeights[at]!;
+    }
+    return into;
+  }
+}
+
+/** The one token a source hands out, rewritten by each call. */
+function scratchToken(experts: number, topK: number): { router: RouterOutput & { layer: number }; top: RoutingDecision } {
+  return {
+    router: { layer: 0, rows: 1, experts, logits: new Float32Array(experts), probs: new Float32Array(experts) },
+    top: { rows: 1, offsets: Int32Array.from([0, topK]), experts: new Int32Array(topK), weights: new Float32Array(topK) },
+  };
+}
+
+export interface SyntheticRoutingOptions extends ModelRouting {
   experts: number;
   /** spread of the gate logits (larger: more confident routers) */
   logitStd?: number;
@@ -27,9 +91,9 @@ const SYNTHETIC_POOL = 4096;
 export function syntheticRouting(o: SyntheticRoutingOptions): RoutingSource {
   const E = o.experts, std = o.logitStd ?? 1.5, skew = o.skew ?? 0.5;
   const rng = new Random(o.seed ?? 1);
-  const pools = new Map<number, { logits: Float32Array; probs: Float32Array }>();
-  const poolOf = (layer: number) => {
-    let pool = pools.get(layer);
+  const pools: RowPool[] = [];
+  const poolOf = (layer: number): RowPool => {
+    let pool = pools[layer];
     if (pool) return pool;
     // a random popularity order per layer
     const order = Array.from({ length: E }, (_, e) => e);
@@ -39,7 +103,7 @@ export function syntheticRouting(o: SyntheticRoutingOptions): RoutingSource {
     }
     const bias = new Float32Array(E);
     order.forEach((e, rank) => (bias[e] = -skew * Math.log(1 + rank)));
-    pool = { logits: new Float32Array(SYNTHETIC_POOL * E), probs: new Float32Array(SYNTHETIC_POOL * E) };
+    pool = new RowPool(SYNTHETIC_POOL, E, o);
     for (let r = 0; r < SYNTHETIC_POOL; r++) {
       const l = pool.logits.subarray(r * E, (r + 1) * E), p = pool.probs.subarray(r * E, (r + 1) * E);
       let max = -Infinity, sum = 0;
@@ -47,14 +111,13 @@ export function syntheticRouting(o: SyntheticRoutingOptions): RoutingSource {
       for (let e = 0; e < E; e++) sum += p[e] = Math.exp(l[e]! - max);
       for (let e = 0; e < E; e++) p[e]! /= sum;
     }
-    pools.set(layer, pool);
-    return pool;
+    return (pools[layer] = pool.rank());
   };
+  const token = scratchToken(E, o.topK);
   return {
     experts: E,
     next(layer) {
-      const pool = poolOf(layer), r = rng.nextU32() % SYNTHETIC_POOL;
-      return { layer, rows: 1, experts: E, logits: pool.logits.subarray(r * E, (r + 1) * E), probs: pool.probs.subarray(r * E, (r + 1) * E) };
+      return poolOf(layer).load(rng.nextU32() % SYNTHETIC_POOL, layer, token);
     },
   };
 }
@@ -64,7 +127,8 @@ export function syntheticRouting(o: SyntheticRoutingOptions): RoutingSource {
  * experts get their recorded weights as probabilities, the rest nothing, so top-k of the replay is the
  * recorded choice. A simulated model with more layers than the trace reuses its layers in turn.
  */
-export function traceRouting(file: string, experts: number, topK: number): RoutingSource {
+export function traceRouting(file: string, experts: number, model: ModelRouting): RoutingSource {
+  const { topK } = model;
   const byLayer: Array<Array<{ experts: number[]; weights: number[] }>> = [];
   readFileSync(file, "utf8").split("\n").forEach((line, i) => {
     if (!line.trim()) return;
@@ -84,23 +148,28 @@ export function traceRouting(file: string, experts: number, topK: number): Routi
       (byLayer[rec.layer as number] ??= []).push({ experts: ex, weights: w });
     }
   });
-  const layers = byLayer.filter((l) => l && l.length > 0);
+  const layers = byLayer
+    .filter((l) => l && l.length > 0)
+    .map((recs) => {
+      const pool = new RowPool(recs.length, experts, model);
+      pool.logits.fill(-Infinity);
+      recs.forEach((rec, r) =>
+        rec.experts.forEach((e, i) => {
+          pool.probs[r * experts + e] = rec.weights[i]!;
+          pool.logits[r * experts + e] = Math.log(Math.max(rec.weights[i]!, 1e-30));
+        }),
+      );
+      return pool.rank();
+    });
   if (layers.length === 0) throw new Error(`${file}: no routing records`);
   const cursor = layers.map(() => 0);
-  const logits = new Float32Array(experts), probs = new Float32Array(experts);
+  const token = scratchToken(experts, topK);
   return {
     experts,
     next(layer) {
-      const l = layer % layers.length, recs = layers[l]!;
-      const rec = recs[cursor[l]!]!;
-      cursor[l] = (cursor[l]! + 1) % recs.length;
-      probs.fill(0);
-      logits.fill(-Infinity);
-      rec.experts.forEach((e, i) => {
-        probs[e] = rec.weights[i]!;
-        logits[e] = Math.log(Math.max(rec.weights[i]!, 1e-30));
-      });
-      return { layer, rows: 1, experts, logits, probs };
+      const l = layer % layers.length, r = cursor[l]!;
+      cursor[l] = (r + 1) % layers[l]!.rows;
+      return layers[l]!.load(r, layer, token);
     },
   };
 }

@@ -29,7 +29,7 @@ test("the event queue pops in time order", () => {
 const cfg = parseModelConfig(JSON.parse(readFileSync(path.join(REPO_ROOT, "configs/mixtral-8x7b.json"), "utf8")));
 const scenario = loadScenario(path.join(REPO_ROOT, "scenarios/cell-8.json"));
 const opts = (o: Partial<SimOptions>): SimOptions => ({
-  cfg, scenario, weightDType: "bf16", wireDType: "bf16", replicas: 1, spec: { name: "topk" }, routing: syntheticRouting({ experts: 8, seed: 2 }), users: 4, tokensPerUser: 8, slotMs: 5, ...o,
+  cfg, scenario, weightDType: "bf16", wireDType: "bf16", replicas: 1, spec: { name: "topk" }, routing: syntheticRouting({ experts: 8, topK: 2, normalize: true, seed: 2 }), users: 4, tokensPerUser: 8, slotMs: 5, ...o,
 });
 
 test("simulate Mixtral-8x7B on the cell: every token passes every layer; dropping experts shortens tokens; more users queue", () => {
@@ -52,11 +52,12 @@ test("a routing trace replays its recorded experts and weights, and a bad one is
   const dir = mkdtempSync(path.join(tmpdir(), "distmoe-trace-"));
   const file = path.join(dir, "trace.jsonl");
   writeFileSync(file, [0, 1].map((layer) => JSON.stringify({ step: 0, layer, tokens: [{ position: 0, experts: [3, 5], weights: [0.7, 0.3] }] })).join("\n") + "\n");
-  const r = traceRouting(file, 8, 2).next(7);
+  const { router: r, top } = traceRouting(file, 8, { topK: 2, normalize: true }).next(7);
   assert.equal(r.layer, 7);
   assert.deepEqual([r.probs[3], r.probs[5], r.probs[0]], [Math.fround(0.7), Math.fround(0.3), 0]);
+  assert.deepEqual([...top.experts], [3, 5]);
   writeFileSync(file, '{"layer": 0, "tokens": [{"experts": [9, 1], "weights": [0.5, 0.5]}]}\n');
-  assert.throws(() => traceRouting(file, 8, 2), /trace.jsonl:1: a token's experts must be integers below 8/);
+  assert.throws(() => traceRouting(file, 8, { topK: 2, normalize: true }), /trace.jsonl:1: a token's experts must be integers below 8/);
   writeFileSync(file, '{"layer": 0, "tokens": [{"experts": [1], "weights": [1]}]}\n');
-  assert.throws(() => traceRouting(file, 8, 2), /record the trace with --policy topk/);
+  assert.throws(() => traceRouting(file, 8, { topK: 2, normalize: true }), /record the trace with --policy topk/);
 });

@@ -9,7 +9,7 @@
 // Simplifications, stated: the band is split statically and equally among the devices (the joint
 // policy's per-layer split assumes one step in the air at a time, which many users break, so the
 // command line does not offer it here); the BS's own work is not queued (an edge server batches it).
-import { CellCosts, type CellSnapshot } from "../channel/cell-costs.js";
+import { CellCosts } from "../channel/cell-costs.js";
 import { ChannelModel } from "../channel/channel-model.js";
 import { callMs, deviceCost } from "../channel/latency.js";
 import type { Scenario } from "../channel/scenario.js";
@@ -18,7 +18,7 @@ import type { ModelConfig } from "../model/config.js";
 import { bsLayerWork, expertWork, headWork } from "../model/work-shape.js";
 import { placeExperts } from "../policies/placement.js";
 import { makePolicy, type PolicySpec } from "../policies/registry.js";
-import { topKMass, type LayerCosts } from "../policies/selection.js";
+import type { SelectionContext } from "../policies/selection.js";
 import { wireBytes, type WireDType } from "../protocol/activations.js";
 import { Random } from "../util/random.js";
 import { EventQueue } from "./event-queue.js";
@@ -78,8 +78,11 @@ export function simulate(o: SimOptions): SimReport {
   const rowBytes = cfg.hidden * wireBytes(o.wireDType);
   const expert = expertWork(cfg, o.weightDType);
   const costs = new CellCosts(new ChannelModel(scenario), { expert, rowBytes, hosts, bandwidth: "equal" });
+  // the policies that choose among a token's top-k read only the candidates' costs, which is all the live cell keeps current
+  if (o.spec.name === "joint") throw new Error("simulate: the joint policy splits the band per layer for one step in the air, which a cell shared by many users does not do");
   const policy = makePolicy(o.spec, moeLayers.length);
-  const ctxBase = { topK: cfg.topK, normalize: cfg.normTopK };
+  // one context object, its costs and top-k swapped per token and layer (a fresh object per call costs more than the policy)
+  const ctx: { -readonly [K in keyof SelectionContext]: SelectionContext[K] } = { topK: cfg.topK, normalize: cfg.normTopK, costs: undefined, top: undefined };
   const bsMs = (w: ReturnType<typeof headWork>) => callMs(deviceCost(w, scenario.bs, null), 1);
   // the BS's time before each MoE layer's dispatch: its own layers since the last one
   const bsBefore = moeLayers.map((l, i) => {
@@ -92,16 +95,7 @@ export function simulate(o: SimOptions): SimReport {
   const compute = scenario.devices.map((d) => deviceCost(expert, d, null));
 
   // the channel, one slot at a time
-  let slot = -1;
-  const layerCosts: Array<{ costs: LayerCosts; cell: CellSnapshot } | null> = moeLayers.map(() => null);
-  const costsAt = (now: number, i: number) => {
-    const s = Math.floor(now / o.slotMs);
-    if (s !== slot) {
-      slot = s;
-      layerCosts.fill(null);
-    }
-    return (layerCosts[i] ??= costs.layerCostsAt(s * o.slotMs, moeLayers[i]!));
-  };
+  const slotStart = (ms: number) => Math.floor(ms / o.slotMs) * o.slotMs;
 
   const downFree = new Float64Array(K), computeFree = new Float64Array(K), upFree = new Float64Array(K), busy = new Float64Array(K);
   const rowsOnDevice = new Int32Array(K), callMsOnDevice = new Float64Array(K), usedDevices = new Int32Array(K);
@@ -115,21 +109,22 @@ export function simulate(o: SimOptions): SimReport {
   const transferEnd = (k: number, start: number, bits: number, direction: "down" | "up"): number => {
     let t = start, left = bits;
     for (;;) {
-      const slotStart = Math.floor(t / o.slotMs) * o.slotMs;
-      const r = costs.equalRatesAt(k, slotStart);
-      const bps = direction === "down" ? r.downBps : r.upBps;
+      const slot = slotStart(t);
+      const bps = costs.equalRateAt(k, slot, direction);
       const end = t + (left * 1000) / bps;
-      if (end <= slotStart + o.slotMs) return end;
-      left -= (bps * (slotStart + o.slotMs - t)) / 1000;
-      t = slotStart + o.slotMs;
+      if (end <= slot + o.slotMs) return end;
+      left -= (bps * (slot + o.slotMs - t)) / 1000;
+      t = slot + o.slotMs;
     }
   };
 
   /** Dispatches user u's MoE layer i at `now`; returns when its last frame is back. */
   const dispatch = (now: number, i: number): number => {
-    const lc = costsAt(now, i).costs;
-    const router = o.routing.next(moeLayers[i]!);
-    const d = policy(router, { ...ctxBase, costs: lc });
+    const { router, top } = o.routing.next(moeLayers[i]!);
+    ctx.top = top;
+    const lc = costs.layerCostsAt(slotStart(now), moeLayers[i]!, top.experts);
+    ctx.costs = lc;
+    const d = policy(router, ctx);
     const sent = now + bsBefore[i]!;
     const expertDevice = lc.radio!.expertDevice;
     // the devices this token calls, each with its rows and its calls' compute
@@ -157,9 +152,10 @@ export function simulate(o: SimOptions): SimReport {
     }
     calls += d.experts.length;
     pairs++;
-    let keptMass = 0;
+    let keptMass = 0, topMass = 0;
     for (const e of d.experts) keptMass += router.probs[e]!;
-    dropped += 1 - keptMass / topKMass(router.probs, cfg.topK);
+    for (const e of top.experts) topMass += router.probs[e]!;
+    dropped += 1 - keptMass / topMass;
     return done;
   };
 

@@ -65,12 +65,13 @@ export function simulateCommand(): Command {
         throw new Error(`cannot read the model config ${file}: ${(e as Error).message}`);
       }
       const cfg = parseModelConfig(json, file);
+      const model = { topK: cfg.topK, normalize: cfg.normTopK };
       const base = loadScenario(o.scenario);
       const scenario = o.devices ? scaleScenario(base, o.devices) : base;
       const run = (spec: PolicySpec): SimReport =>
         simulate({
           cfg, scenario, spec, weightDType: o.dtype, wireDType: o.wireDtype, replicas: o.replicas, users: o.users, tokensPerUser: o.tokens, slotMs: Math.max(o.slotMs, 1e-3),
-          routing: o.trace ? traceRouting(o.trace, cfg.experts, cfg.topK) : syntheticRouting({ experts: cfg.experts, skew: o.skew, seed: o.seed }),
+          routing: o.trace ? traceRouting(o.trace, cfg.experts, model) : syntheticRouting({ ...model, experts: cfg.experts, skew: o.skew, seed: o.seed }),
         });
       const specs: PolicySpec[] = o.sweep
         ? [{ name: "topk" }, ...SWEEP_THETAS.filter((t) => t > 0).map((theta) => ({ name: "wlr" as const, theta }))]
