@@ -19,14 +19,19 @@ export function selectDeadline(params: DeadlineParams): SelectionPolicy {
     const top = selectTopK(router, ctx);
     const latency = expertLatencies(ctx, "deadline");
     const ms = (i: number) => latency[top.experts[i]!]!;
-    return keepCandidates(top, params.renormalize ?? true, (from, to) => {
-      const kept: number[] = [];
-      let fastest = from;
+    const kept = new Uint8Array(top.experts.length);
+    for (let r = 0; r < top.rows; r++) {
+      const from = top.offsets[r]!, to = top.offsets[r + 1]!;
+      let fastest = from, any = false;
       for (let i = from; i < to; i++) {
         if (ms(i) < ms(fastest)) fastest = i;
-        if (ms(i) <= layerBudgetMs) kept.push(i);
+        if (ms(i) <= layerBudgetMs) {
+          kept[i] = 1;
+          any = true;
+        }
       }
-      return kept.length > 0 ? kept : [fastest];
-    });
+      if (!any) kept[fastest] = 1;
+    }
+    return keepCandidates(top, params.renormalize ?? true, kept);
   };
 }

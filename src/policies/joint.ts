@@ -119,11 +119,7 @@ export function selectJoint(params: JointParams): SelectionPolicy {
         state = best;
       }
     }
-    const decision = keepCandidates(top, true, (from, to) => {
-      const list: number[] = [];
-      for (let i = from; i < to; i++) if (state.kept[i]) list.push(i);
-      return list;
-    });
+    const decision = keepCandidates(top, true, state.kept);
     return { ...decision, bandwidthShares: Float64Array.from(state.alloc.shares) };
   };
 }

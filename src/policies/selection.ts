@@ -106,24 +106,29 @@ export function topKMass(p: ArrayLike<number>, k: number): number {
 }
 
 /**
- * The shape every dropping policy shares: start from the top-k, let `keep` pick a non-empty subset of
- * each row's candidates (indices into top's arrays, from..to-1), and scale the kept weights back to the
- * candidates' total when `renormalize`, so a token's output keeps its magnitude.
+ * The shape every dropping policy shares: start from the top-k, keep the candidates marked in `kept`
+ * (one flag per entry of top's arrays; every row keeps at least one), and scale the kept weights back
+ * to the candidates' total when `renormalize`, so a token's output keeps its magnitude.
  */
-export function keepCandidates(top: RoutingDecision, renormalize: boolean, keep: (from: number, to: number) => number[]): RoutingDecision {
-  const kept: number[][] = [];
+export function keepCandidates(top: RoutingDecision, renormalize: boolean, kept: Uint8Array): RoutingDecision {
   let n = 0;
-  for (let r = 0; r < top.rows; r++) n += (kept[r] = keep(top.offsets[r]!, top.offsets[r + 1]!)).length;
-  // sized exactly: a view of a larger typed array would cost more than the policy itself
+  for (let i = 0; i < kept.length; i++) if (kept[i]) n++;
   const offsets = new Int32Array(top.rows + 1), experts = new Int32Array(n), weights = new Float32Array(n);
   let at = 0;
   for (let r = 0; r < top.rows; r++) {
-    const from = top.offsets[r]!, to = top.offsets[r + 1]!, rowKept = kept[r]!;
-    let total = 0, keptSum = 0;
-    for (let i = from; i < to; i++) total += top.weights[i]!;
-    for (const i of rowKept) keptSum += top.weights[i]!;
-    const scale = renormalize && rowKept.length < to - from ? total / keptSum : 1;
-    for (const i of rowKept) {
+    const from = top.offsets[r]!, to = top.offsets[r + 1]!;
+    let total = 0, keptSum = 0, keptCount = 0;
+    for (let i = from; i < to; i++) {
+      total += top.weights[i]!;
+      if (kept[i]) {
+        keptSum += top.weights[i]!;
+        keptCount++;
+      }
+    }
+    if (keptCount === 0) throw new Error(`a selection policy kept no expert for row ${r}`);
+    const scale = renormalize && keptCount < to - from ? total / keptSum : 1;
+    for (let i = from; i < to; i++) {
+      if (!kept[i]) continue;
       experts[at] = top.experts[i]!;
       weights[at++] = top.weights[i]! * scale;
     }
@@ -158,12 +163,14 @@ export function selectWlr(params: WlrParams): SelectionPolicy {
     const top = selectTopK(router, ctx);
     const latency = expertLatencies(ctx, "wlr");
     const ratio = (i: number) => top.weights[i]! / Math.max(latency[top.experts[i]!]!, 1e-9);
-    return keepCandidates(top, params.renormalize ?? true, (from, to) => {
+    const kept = new Uint8Array(top.experts.length);
+    for (let r = 0; r < top.rows; r++) {
+      const from = top.offsets[r]!, to = top.offsets[r + 1]!;
       let best = from;
       for (let i = from + 1; i < to; i++) if (ratio(i) > ratio(best)) best = i;
-      const kept: number[] = [];
-      for (let i = from; i < to; i++) if (i === best || ratio(i) >= theta * ratio(best)) kept.push(i);
-      return kept;
-    });
+      const bar = theta * ratio(best);
+      for (let i = from; i < to; i++) kept[i] = i === best || ratio(i) >= bar ? 1 : 0;
+    }
+    return keepCandidates(top, params.renormalize ?? true, kept);
   };
 }

@@ -54,14 +54,15 @@ class RowPool {
   /** Copies row `r` into `into` as layer `layer`'s. */
   load(r: number, layer: number, into: { router: RouterOutput & { layer: number }; top: RoutingDecision }): RoutedToken {
     const E = this.experts, k = this.model.topK;
+    const { logits, probs } = into.router, { experts, weights } = into.top;
     into.router.layer = layer;
     for (let e = 0, at = r * E; e < E; e++, at++) {
-      into.router.logits[e] = this.logits[at]!;
-      into.router.probs[e] = this.probs[at]!;
+      logits[e] = this.logits[at]!;
+      probs[e] = this.probs[at]!;
     }
     for (let i = 0, at = r * k; i < k; i++, at++) {
-      into.top.experts[i] = this.topExperts[at]!;
-      into.top.weights[i] = this.topWeights[at]!;
+      experts[i] = this.topExperts[at]!;
+      weights[i] = this.topWeights[at]!;
     }
     return into;
   }
@@ -75,6 +76,13 @@ function scratchToken(experts: number, topK: number): { router: RouterOutput & {
   };
 }
 
+/** Where the router rows come from, as plain data (a simulation's options cross to worker threads). */
+export type RoutingSpec = { trace: string } | { synthetic: Omit<SyntheticRoutingOptions, "experts" | keyof ModelRouting> };
+
+export function routingSource(spec: RoutingSpec, experts: number, model: ModelRouting): RoutingSource {
+  return "trace" in spec ? traceRouting(spec.trace, experts, model) : syntheticRouting({ ...spec.synthetic, ...model, experts });
+}
+
 export interface SyntheticRoutingOptions extends ModelRouting {
   experts: number;
   /** spread of the gate logits (larger: more confident routers) */
@@ -85,7 +93,7 @@ export interface SyntheticRoutingOptions extends ModelRouting {
 }
 
 /** How many router rows the synthetic router draws per layer; tokens pick among them at random. */
-const SYNTHETIC_POOL = 4096;
+const SYNTHETIC_POOL = 1024;
 
 /** Gate logits drawn i.i.d. normal per token, with a per-layer popularity order; a pool of rows per layer, drawn once. */
 export function syntheticRouting(o: SyntheticRoutingOptions): RoutingSource {
@@ -130,7 +138,13 @@ export function syntheticRouting(o: SyntheticRoutingOptions): RoutingSource {
 export function traceRouting(file: string, experts: number, model: ModelRouting): RoutingSource {
   const { topK } = model;
   const byLayer: Array<Array<{ experts: number[]; weights: number[] }>> = [];
-  readFileSync(file, "utf8").split("\n").forEach((line, i) => {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (e) {
+    throw new Error(`cannot read the routing trace ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  text.split("\n").forEach((line, i) => {
     if (!line.trim()) return;
     let rec: { layer?: unknown; tokens?: unknown };
     try {

@@ -9,7 +9,8 @@ import { REPO_ROOT } from "../testing/shared.js";
 import { Random } from "../util/random.js";
 import { EventQueue } from "./event-queue.js";
 import { syntheticRouting, traceRouting } from "./routing-source.js";
-import { scaleScenario, simulate, type SimOptions } from "./simulator.js";
+import { simulateAll } from "./parallel.js";
+import { scaleScenario, simulate, type SimOptions, type SimReport } from "./simulator.js";
 
 test("the event queue pops in time order", () => {
   const q = new EventQueue(), rng = new Random(3), times: number[] = [];
@@ -29,7 +30,7 @@ test("the event queue pops in time order", () => {
 const cfg = parseModelConfig(JSON.parse(readFileSync(path.join(REPO_ROOT, "configs/mixtral-8x7b.json"), "utf8")));
 const scenario = loadScenario(path.join(REPO_ROOT, "scenarios/cell-8.json"));
 const opts = (o: Partial<SimOptions>): SimOptions => ({
-  cfg, scenario, weightDType: "bf16", wireDType: "bf16", replicas: 1, spec: { name: "topk" }, routing: syntheticRouting({ experts: 8, topK: 2, normalize: true, seed: 2 }), users: 4, tokensPerUser: 8, slotMs: 5, ...o,
+  cfg, scenario, weightDType: "bf16", wireDType: "bf16", replicas: 1, spec: { name: "topk" }, routing: { synthetic: { seed: 2 } }, users: 4, tokensPerUser: 8, slotMs: 5, ...o,
 });
 
 test("simulate Mixtral-8x7B on the cell: every token passes every layer; dropping experts shortens tokens; more users queue", () => {
@@ -60,4 +61,11 @@ test("a routing trace replays its recorded experts and weights, and a bad one is
   assert.throws(() => traceRouting(file, 8, { topK: 2, normalize: true }), /trace.jsonl:1: a token's experts must be integers below 8/);
   writeFileSync(file, '{"layer": 0, "tokens": [{"experts": [1], "weights": [1]}]}\n');
   assert.throws(() => traceRouting(file, 8, { topK: 2, normalize: true }), /record the trace with --policy topk/);
+});
+
+test("a sweep on worker processes gives the same reports as one run after another, and a run's error comes back", async () => {
+  const runs = [opts({}), opts({ spec: { name: "wlr", theta: 0.5 } }), opts({ spec: { name: "deadline", budgetMs: 40 } })];
+  const timeless = ({ wall_s, calls_per_wall_s, ...r }: SimReport) => (assert.ok(wall_s > 0 && calls_per_wall_s > 0), r);
+  assert.deepEqual((await simulateAll(runs, 2)).map(timeless), runs.map(simulate).map(timeless));
+  await assert.rejects(simulateAll([opts({}), opts({ routing: { trace: "/nonexistent/trace.jsonl" } })], 2), /cannot read the routing trace \/nonexistent\/trace.jsonl: ENOENT/);
 });

@@ -22,7 +22,7 @@ import type { SelectionContext } from "../policies/selection.js";
 import { wireBytes, type WireDType } from "../protocol/activations.js";
 import { Random } from "../util/random.js";
 import { EventQueue } from "./event-queue.js";
-import type { RoutingSource } from "./routing-source.js";
+import { routingSource, type RoutingSpec } from "./routing-source.js";
 
 export interface SimOptions {
   cfg: ModelConfig;
@@ -31,7 +31,7 @@ export interface SimOptions {
   wireDType: WireDType;
   replicas: number;
   spec: PolicySpec;
-  routing: RoutingSource;
+  routing: RoutingSpec;
   /** concurrent users, each decoding tokens back to back */
   users: number;
   tokensPerUser: number;
@@ -81,6 +81,7 @@ export function simulate(o: SimOptions): SimReport {
   // the policies that choose among a token's top-k read only the candidates' costs, which is all the live cell keeps current
   if (o.spec.name === "joint") throw new Error("simulate: the joint policy splits the band per layer for one step in the air, which a cell shared by many users does not do");
   const policy = makePolicy(o.spec, moeLayers.length);
+  const routing = routingSource(o.routing, cfg.experts, { topK: cfg.topK, normalize: cfg.normTopK });
   // one context object, its costs and top-k swapped per token and layer (a fresh object per call costs more than the policy)
   const ctx: { -readonly [K in keyof SelectionContext]: SelectionContext[K] } = { topK: cfg.topK, normalize: cfg.normTopK, costs: undefined, top: undefined };
   const bsMs = (w: ReturnType<typeof headWork>) => callMs(deviceCost(w, scenario.bs, null), 1);
@@ -120,7 +121,7 @@ export function simulate(o: SimOptions): SimReport {
 
   /** Dispatches user u's MoE layer i at `now`; returns when its last frame is back. */
   const dispatch = (now: number, i: number): number => {
-    const { router, top } = o.routing.next(moeLayers[i]!);
+    const { router, top } = routing.next(moeLayers[i]!);
     ctx.top = top;
     const lc = costs.layerCostsAt(slotStart(now), moeLayers[i]!, top.experts);
     ctx.costs = lc;

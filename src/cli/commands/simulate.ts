@@ -7,8 +7,9 @@ import { WEIGHT_DTYPES, type WeightDType } from "../../kernels/backend.js";
 import { parseModelConfig } from "../../model/config.js";
 import { WIRE_DTYPES, type WireDType } from "../../protocol/activations.js";
 import { describePolicy, POLICY_NAMES, type PolicyName, type PolicySpec } from "../../policies/registry.js";
-import { syntheticRouting, traceRouting } from "../../sim/routing-source.js";
-import { scaleScenario, simulate, type SimReport } from "../../sim/simulator.js";
+import { availableParallelism } from "node:os";
+import { simulateAll } from "../../sim/parallel.js";
+import { scaleScenario, type SimOptions } from "../../sim/simulator.js";
 import { SWEEP_THETAS } from "../../eval/sweep.js";
 import { DEFAULT_SCENARIO } from "./eval.js";
 import { nonNegativeNumber, positiveInt, unitTheta } from "../options.js";
@@ -33,6 +34,7 @@ interface SimulateCliOptions {
   wireDtype: WireDType;
   replicas: number;
   sweep?: boolean;
+  jobs: number;
   json?: boolean;
 }
 
@@ -55,8 +57,9 @@ export function simulateCommand(): Command {
     .addOption(new Option("--wire-dtype <dtype>", "activations on the air").choices(WIRE_DTYPES as string[]).default("bf16"))
     .option("--replicas <n>", "devices holding each expert (a call goes to the one with the better channel)", positiveInt, 1)
     .option("--sweep", "run top-k, and wlr at θ = 0.1, …, 0.9, and print a table")
+    .option("--jobs <n>", "simulations run at once in a sweep, one per process (default: the cores)", positiveInt, availableParallelism())
     .option("--json", "print the report(s) as JSON")
-    .action((o: SimulateCliOptions) => {
+    .action(async (o: SimulateCliOptions) => {
       const file = statSync(o.config, { throwIfNoEntry: false })?.isDirectory() ? path.join(o.config, "config.json") : o.config;
       let json: Record<string, unknown>;
       try {
@@ -65,18 +68,18 @@ export function simulateCommand(): Command {
         throw new Error(`cannot read the model config ${file}: ${(e as Error).message}`);
       }
       const cfg = parseModelConfig(json, file);
-      const model = { topK: cfg.topK, normalize: cfg.normTopK };
       const base = loadScenario(o.scenario);
       const scenario = o.devices ? scaleScenario(base, o.devices) : base;
-      const run = (spec: PolicySpec): SimReport =>
-        simulate({
-          cfg, scenario, spec, weightDType: o.dtype, wireDType: o.wireDtype, replicas: o.replicas, users: o.users, tokensPerUser: o.tokens, slotMs: Math.max(o.slotMs, 1e-3),
-          routing: o.trace ? traceRouting(o.trace, cfg.experts, model) : syntheticRouting({ ...model, experts: cfg.experts, skew: o.skew, seed: o.seed }),
-        });
+      const run = (spec: PolicySpec): SimOptions => ({
+        cfg, scenario, spec, weightDType: o.dtype, wireDType: o.wireDtype, replicas: o.replicas, users: o.users, tokensPerUser: o.tokens, slotMs: Math.max(o.slotMs, 1e-3),
+        routing: o.trace ? { trace: o.trace } : { synthetic: { skew: o.skew, seed: o.seed } },
+      });
       const specs: PolicySpec[] = o.sweep
         ? [{ name: "topk" }, ...SWEEP_THETAS.filter((t) => t > 0).map((theta) => ({ name: "wlr" as const, theta }))]
         : [{ name: o.policy, theta: o.theta ?? (o.policy === "wlr" ? 0.3 : undefined), budgetMs: o.budget }];
-      const reports = specs.map(run);
+      const wall0 = performance.now();
+      const reports = await simulateAll(specs.map(run), o.jobs);
+      const wallS = (performance.now() - wall0) / 1000, calls = reports.reduce((a, r) => a + r.expert_calls, 0);
       if (o.json) {
         process.stdout.write(JSON.stringify(o.sweep ? reports : reports[0]) + "\n");
         return;
@@ -87,7 +90,8 @@ export function simulateCommand(): Command {
           reports
             .map((r) => `| ${describePolicy(r.policy)} | ${r.experts_per_token.toFixed(3)} | ${(100 * r.dropped_gate_mass).toFixed(2)}% | ${[r.latency_ms.mean, r.latency_ms.p50, r.latency_ms.p95, r.latency_ms.p99].map((v) => v.toFixed(2)).join(" / ")} | ${r.tokens_per_s.toFixed(1)} | ${(100 * Math.max(...r.device_busy)).toFixed(0)}% busy | ${r.expert_calls} | ${(r.calls_per_wall_s / 1e6).toFixed(2)} M |`)
             .join("\n") +
-          "\n",
+          "\n" +
+          (o.sweep ? `\nsweep: ${calls} expert calls in ${wallS.toFixed(2)} s on ${Math.min(o.jobs, specs.length)} process(es), ${(calls / wallS / 1e6).toFixed(2)} M calls/s\n` : ""),
       );
     });
 }
