@@ -49,6 +49,8 @@ export class CellCosts {
   private readonly compute: readonly DeviceCost[];
   private readonly equalShare: number;
   private readonly rowBits: number;
+  /** device states drawn so far (each a step of that device's fading): what a simulation's time mostly goes to */
+  draws = 0;
 
   constructor(readonly channel: ChannelModel, readonly opts: CellCostsOptions) {
     this.compute = channel.scenario.devices.map((d, k) => deviceCost(opts.expert, opts.speeds?.[k] ?? d, null));
@@ -59,6 +61,7 @@ export class CellCosts {
   /** Writes device `k` at `ms` into `state`: its radio entry, its rates on the equal share, and a one-row call's latency there. */
   private fill(state: CellState, k: number, ms: number): void {
     const s = this.channel.scenario, c = this.compute[k]!;
+    this.draws++;
     const entry = { link: this.channel.linkAt(k, ms), weightMs: c.weightMs, rowMs: c.rowMs, delayMs: s.delayMs };
     const r = linkRates(entry.link, s.bandwidthHz, this.equalShare);
     state.devices[k] = entry;

@@ -52,6 +52,8 @@ export interface SimReport {
   dropped_gate_mass: number;
   /** per device: the share of the simulated time its compute was busy */
   device_busy: number[];
+  /** device channel states drawn (one per device and slot that a token's costs or a transfer reads) */
+  channel_draws: number;
   /** the simulator's own speed */
   wall_s: number;
   calls_per_wall_s: number;
@@ -194,6 +196,7 @@ export function simulate(o: SimOptions): SimReport {
     experts_per_token: calls / pairs,
     dropped_gate_mass: dropped / pairs,
     device_busy: Array.from(busy, (b) => b / end),
+    channel_draws: costs.draws,
     wall_s: wall,
     calls_per_wall_s: calls / wall,
   };
