@@ -1,0 +1,51 @@
+// Tier policies (MoNDE): for one MoE layer and step, given how many tokens each expert got and which
+// experts' weights the fast tier holds, decide where each called expert runs. Pure functions of
+// plain data, over the cost model in tiers/cost-model.ts.
+//   offload: parameter offloading (DeepSpeed / FlexGen / mixtral-offloading style): every called expert
+//            runs fast, its weights copied in first unless resident.
+//   near:    every called expert that is not resident runs where its weights live; only rows move.
+//   monde:   resident experts run fast; of the others, the h with the most tokens are copied in and
+//            run fast, the rest run near, with h the one that minimises the layer's time. Both tiers
+//            work at once, so this balances their finishing times, and an expert is copied only when
+//            its tokens pay for its weights (the cost model's break-even).
+import { planTime, type TierCosts, type TierPlan } from "../tiers/cost-model.js";
+
+export const TIER_POLICIES = ["offload", "near", "monde"] as const;
+export type TierPolicyName = (typeof TIER_POLICIES)[number];
+
+export interface TierInput {
+  /** per expert of the layer: tokens routed to it this step (0: not called) */
+  counts: ArrayLike<number>;
+  /** per expert: whether the fast tier holds its weights now */
+  resident: ArrayLike<boolean>;
+  costs: TierCosts;
+}
+
+/** The called experts, most tokens first (lower index first on a tie). */
+function calledByLoad(counts: ArrayLike<number>): number[] {
+  const called: number[] = [];
+  for (let e = 0; e < counts.length; e++) if (counts[e]! > 0) called.push(e);
+  return called.sort((a, b) => counts[b]! - counts[a]! || a - b);
+}
+
+export function planTiers(policy: TierPolicyName, input: TierInput): TierPlan {
+  const { counts, resident, costs } = input;
+  const called = calledByLoad(counts);
+  const held = called.filter((e) => resident[e]);
+  const cold = called.filter((e) => !resident[e]);
+  switch (policy) {
+    case "offload":
+      return { fast: called, copy: cold, near: [] };
+    case "near":
+      return { fast: held, copy: [], near: cold };
+    case "monde": {
+      const split = (h: number): TierPlan => ({ fast: [...held, ...cold.slice(0, h)], copy: cold.slice(0, h), near: cold.slice(h) });
+      let best = split(0), bestMs = planTime(costs, best, counts).ms;
+      for (let h = 1; h <= cold.length; h++) {
+        const plan = split(h), ms = planTime(costs, plan, counts).ms;
+        if (ms < bestMs) [best, bestMs] = [plan, ms];
+      }
+      return best;
+    }
+  }
+}
