@@ -54,6 +54,10 @@ export interface Backend {
   /** Activation memory (f32 unless stated), in the arena that the model computes in. */
   alloc(bytes: number): Tensor;
   free(t: Tensor): void;
+  /** A copy of a weight's bytes as held (quants and scales included): what another tier copies. */
+  weightData(w: WeightTensor): Uint8Array;
+  /** Fills a weight from bytes that weightData gave for a weight of the same dtype and shape. */
+  setWeightData(w: WeightTensor, data: Uint8Array): void;
   /** Gives a weight's memory back (a device dropping an expert it no longer serves). */
   freeWeight(w: WeightTensor): void;
   f32(t: Tensor, offset?: number, length?: number): Float32Array;

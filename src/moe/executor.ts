@@ -29,4 +29,6 @@ export interface ExpertExecutor {
   dispatch(calls: readonly ExpertCall[]): Array<Promise<ExpertResult>>;
   /** Calls that failed on one host and were sent to another, so far (executors with replicas). */
   readonly retries?: number;
+  /** Frees what the executor holds in the engine's backend (executors built from it). */
+  close?(): void;
 }

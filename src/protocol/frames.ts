@@ -4,7 +4,7 @@
 // limits below before anything uses it, and throws ProtocolError (with the reason) otherwise.
 import { WIRE_DTYPES, wireBytes, type WireDType } from "./activations.js";
 
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 const MAGIC0 = 0x44, MAGIC1 = 0x4d; // "DM"
 const PREFIX = 8;
 
@@ -59,10 +59,14 @@ export type Message =
   | { type: "call"; id: number; layer: number; experts: Array<[expert: number, rows: number]>; hidden: number; dtype: WireDType; payload: Uint8Array }
   /** device → BS: a call's outputs, for the same experts and rows in the same order; computeMs for them all */
   | { type: "result"; id: number; experts: Array<[expert: number, rows: number]>; hidden: number; dtype: WireDType; computeMs: number; payload: Uint8Array }
+  /** BS → device: send me your copy of this expert's weights, as you hold them (a fast tier copying it in) */
+  | { type: "pull"; id: number; layer: number; expert: number }
+  /** device → BS: a pulled expert's gate, up and down matrices as held in `dtype`, their bytes one after another */
+  | { type: "expert"; id: number; layer: number; expert: number; dtype: string; shapes: Array<[rows: number, cols: number]>; payload: Uint8Array }
   | { type: "error"; id?: number; message: string }
   | { type: "leave"; reason: string };
 
-const TYPES = ["hello", "assign", "ready", "call", "result", "error", "leave", "fetch", "weights", "fetched", "release"] as const;
+const TYPES = ["hello", "assign", "ready", "call", "result", "error", "leave", "fetch", "weights", "fetched", "release", "pull", "expert"] as const;
 type MessageType = (typeof TYPES)[number];
 
 export function encodeFrame(m: Message): Uint8Array {
@@ -180,6 +184,16 @@ export function decodeFrame(data: Uint8Array): Message {
       if (typeof h.computeMs !== "number" || !(h.computeMs >= 0)) fail("result needs computeMs ≥ 0");
       const experts = activations();
       return { type, id: h.id as number, experts, hidden: h.hidden as number, dtype: h.dtype as WireDType, computeMs: h.computeMs as number, payload };
+    }
+    case "pull":
+      noPayload();
+      if (!isInt(h.id, 0, Number.MAX_SAFE_INTEGER) || !isInt(h.layer, 0, 1 << 16) || !isInt(h.expert, 0, 1 << 16)) fail("pull needs integer id, layer and expert");
+      return { type, id: h.id as number, layer: h.layer as number, expert: h.expert as number };
+    case "expert": {
+      if (!isInt(h.id, 0, Number.MAX_SAFE_INTEGER) || !isInt(h.layer, 0, 1 << 16) || !isInt(h.expert, 0, 1 << 16) || !isStr(h.dtype, 16)) fail("expert needs integer id, layer, expert and a dtype");
+      if (!isPairs(h.shapes) || (h.shapes as unknown[]).length !== 3 || (h.shapes as Array<[number, number]>).some(([r, c]) => r < 1 || c < 1)) fail("expert needs the shapes of its three matrices");
+      if (payload.length === 0) fail("expert carries its weights as payload");
+      return { type, id: h.id as number, layer: h.layer as number, expert: h.expert as number, dtype: h.dtype as string, shapes: h.shapes as Array<[number, number]>, payload };
     }
     case "error":
       noPayload();

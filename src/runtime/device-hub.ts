@@ -87,6 +87,13 @@ interface PendingCall {
   reject: (e: Error) => void;
 }
 
+/** An expert's weights as a device holds them: its gate, up and down matrices in `dtype`, their bytes one after another. */
+export interface HeldExpert {
+  dtype: string;
+  shapes: Array<[rows: number, cols: number]>;
+  payload: Uint8Array;
+}
+
 /** One expert call of a dispatch, on its way through the expert's hosts. */
 interface Job {
   call: ExpertCall;
@@ -107,6 +114,7 @@ export class DeviceHub {
   private gen = 0;
   private started = false;
   private readonly pending = new Map<number, PendingCall>();
+  private readonly pulls = new Map<number, { device: Device; resolve: (e: HeldExpert) => void; reject: (e: Error) => void }>();
   private readonly waiters = new Set<() => void>();
   private readonly cfg: ModelConfig;
   private readonly configJson: Record<string, unknown>;
@@ -359,10 +367,12 @@ export class DeviceHub {
       if (!device) return;
       this.devices.splice(this.devices.indexOf(device), 1);
       device.ready = device.connected = false;
-      for (const [id, p] of this.pending) {
-        if (p.device !== device) continue;
-        this.pending.delete(id);
-        p.reject(new Error(`device ${device.name} disconnected`));
+      for (const waiting of [this.pending, this.pulls]) {
+        for (const [id, p] of waiting) {
+          if (p.device !== device) continue;
+          waiting.delete(id);
+          p.reject(new Error(`device ${device.name} disconnected`));
+        }
       }
       this.log(`${device.name} left`);
       this.changed();
@@ -402,11 +412,21 @@ export class DeviceHub {
         return;
       }
       case "error": {
-        const p = m.id !== undefined ? this.pending.get(m.id) : undefined;
-        if (p && p.device === d) {
-          this.pending.delete(m.id!);
-          p.reject(new Error(`device ${d.name}: ${m.message}`));
+        const waiting = m.id === undefined ? undefined : [this.pending, this.pulls].find((w) => w.get(m.id!)?.device === d);
+        if (waiting) {
+          waiting.get(m.id!)!.reject(new Error(`device ${d.name}: ${m.message}`));
+          waiting.delete(m.id!);
         } else this.log(`${d.name}: ${m.message}`);
+        return;
+      }
+      case "expert": {
+        const p = this.pulls.get(m.id);
+        if (!p || p.device !== d) {
+          this.send(d, { type: "error", id: m.id, message: `no pull ${m.id} is pending on this device` });
+          return;
+        }
+        this.pulls.delete(m.id);
+        p.resolve({ dtype: m.dtype, shapes: m.shapes, payload: m.payload });
         return;
       }
       case "fetch":
@@ -493,11 +513,28 @@ export class DeviceHub {
     });
   }
 
+  /**
+   * Copies an expert's weights from the device serving it, as that device holds them: a fast tier
+   * taking an expert in (MoNDE's hot experts, or parameter offloading). They come over the device's
+   * link, shaped like its calls.
+   */
+  pullExpert(layer: number, expert: number): Promise<HeldExpert> {
+    const name = this.hostOf(layer, expert);
+    const device = this.members.find((d) => d.name === name);
+    if (!device) return Promise.reject(new Error(`no live device holds expert ${expert} of layer ${layer}`));
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pulls.set(id, { device, resolve, reject });
+      this.sendShaped(device, { type: "pull", id, layer, expert });
+    });
+  }
+
   /** Tells every device to leave and stops listening. */
   close(): Promise<void> {
     for (const d of this.devices) this.send(d, { type: "leave", reason: "base station shutting down" });
-    for (const p of this.pending.values()) p.reject(new Error("base station shutting down"));
+    for (const p of [...this.pending.values(), ...this.pulls.values()]) p.reject(new Error("base station shutting down"));
     this.pending.clear();
+    this.pulls.clear();
     this.checkpoint.close();
     return new Promise((resolve) => {
       for (const c of this.server.clients) c.close();

@@ -150,6 +150,19 @@ export function runDevice(opts: DeviceOptions): Promise<void> {
       case "release":
         release(m.experts);
         return;
+      case "pull": {
+        const h = held.get(`${m.layer}:${m.expert}`);
+        if (!h) {
+          send({ type: "error", id: m.id, message: `expert ${m.expert} of layer ${m.layer} is not held here` });
+          return;
+        }
+        const parts = [h.w.gate, h.w.up, h.w.down];
+        send({
+          type: "expert", id: m.id, layer: m.layer, expert: m.expert, dtype: h.w.gate.dtype,
+          shapes: parts.map((w): [number, number] => [w.rows, w.cols]), payload: Buffer.concat(parts.map((w) => backend.weightData(w))),
+        });
+        return;
+      }
       case "leave":
         ws.close();
         return;

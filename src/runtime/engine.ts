@@ -23,8 +23,8 @@ export interface EngineOptions {
   /** Longest sequence (prompt + generated); default min(model positions, 4096). */
   contextLength?: number;
   policy?: SelectionPolicy;
-  /** Where experts run; default in-process. */
-  executor?: ExpertExecutor;
+  /** Where experts run; default in-process (this process loads them all). An executor built from the engine's backend (a fast tier computing some experts here) is given as a function. */
+  executor?: ExpertExecutor | ((backend: Backend, config: ModelConfig) => ExpertExecutor);
   trace?: RoutingTraceSink;
   /** Requests batched into one step at most (continuous batching; default 16). */
   maxBatch?: number;
@@ -67,7 +67,7 @@ export class Engine {
       const weights = loadWeights(backend, ck, config, { dtype: opts.dtype ?? "f32", holdsExpert, onProgress: opts.onLoadProgress });
       const local = new LocalExpertExecutor(backend, weights.layers.map((l) => l.experts), config.hidden);
       const ctx = opts.contextLength ?? Math.min(config.maxPositions, 4096);
-      const executor = opts.executor ?? local;
+      const executor = typeof opts.executor === "function" ? opts.executor(backend, config) : (opts.executor ?? local);
       const model = new Transformer(backend, config, weights, { policy: opts.policy ?? selectTopK, executor, trace: opts.trace }, ctx);
       return new Engine(config, tokenizer, backend, weights, model, local, executor, opts.maxBatch);
     } catch (e) {
@@ -90,6 +90,7 @@ export class Engine {
 
   close(): void {
     this.model.close();
+    if (this.executor !== this.local) this.executor.close?.();
     this.local.close();
     this.backend.close();
   }

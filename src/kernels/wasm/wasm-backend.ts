@@ -87,6 +87,15 @@ export class WasmBackend implements Backend {
     this.arenas[t.arena]!.free(t.ptr, t.bytes);
   }
 
+  weightData(w: WeightTensor): Uint8Array {
+    return this.u8(w).slice();
+  }
+
+  setWeightData(w: WeightTensor, data: Uint8Array): void {
+    if (data.length !== w.bytes) throw new Error(`setWeightData: ${data.length} bytes for a ${w.rows}×${w.cols} ${w.dtype} weight of ${w.bytes}`);
+    this.u8(w).set(data);
+  }
+
   freeWeight(w: WeightTensor): void {
     this.free(w);
     this.weightBytes -= w.bytes;
