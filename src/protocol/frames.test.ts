@@ -15,6 +15,8 @@ test("every message survives encode → decode", () => {
     { type: "release", experts: [[2, 3]] },
     { type: "call", id: 7, layer: 2, experts: [[5, 1], [6, 1]], hidden: 2, dtype: "f32", payload },
     { type: "result", id: 7, experts: [[3, 1]], hidden: 4, dtype: "f32", computeMs: 0.25, payload },
+    { type: "pull", id: 9, layer: 1, expert: 4 },
+    { type: "expert", id: 9, layer: 1, expert: 4, dtype: "bf16", shapes: [[4, 2], [4, 2], [2, 4]], payload: new Uint8Array(48) },
     { type: "error", id: 3, message: "nope" },
     { type: "leave", reason: "bye" },
   ];
@@ -50,6 +52,9 @@ test("frames that lie or exceed limits are refused with the reason", () => {
     [(() => { const f = encodeFrame({ type: "ready", experts: [] }); f[8] = 0x7b; f[9] = 0x7b; return f; })(), /ready header is not valid JSON/],
     [encodeFrame({ type: "ready", experts: [] }).slice(0, 10), /header length \d+ does not fit the frame/],
     [new Uint8Array(LIMITS.frameBytes + 1), /exceeds the limit/],
+    [encodeFrame({ type: "pull", id: 1, layer: -1, expert: 0 }), /pull needs integer id, layer and expert/],
+    [encodeFrame({ type: "expert", id: 1, layer: 0, expert: 0, dtype: "bf16", shapes: [[4, 2]], payload: new Uint8Array(16) }), /shapes of its three matrices/],
+    [encodeFrame({ type: "expert", id: 1, layer: 0, expert: 0, dtype: "bf16", shapes: [[4, 2], [4, 2], [2, 4]], payload: new Uint8Array(0) }), /carries its weights/],
   ];
   for (const [frame, msg] of cases) assert.throws(() => decodeFrame(frame), (e: Error) => e instanceof ProtocolError && msg.test(e.message), String(msg));
 });
