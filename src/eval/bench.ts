@@ -5,6 +5,7 @@ import type { WeightTensor } from "../kernels/backend.js";
 import type { Engine } from "../runtime/engine.js";
 import { argmax } from "../runtime/sampler.js";
 import { Random } from "../util/random.js";
+import { median } from "../util/stats.js";
 
 export interface BenchOptions {
   promptTokens: number;
@@ -113,7 +114,3 @@ export async function benchEngine(engine: Engine, o: BenchOptions): Promise<Benc
   }
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-}

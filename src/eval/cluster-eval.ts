@@ -2,8 +2,10 @@
 // scenario's channel model, the policy choosing experts from the same cell's state, tokens decoded one
 // per step (teacher-forced over the text, windows as in perplexity.ts). Each step's wall time is
 // measured; its modelled time is the step's measured BS time plus, for each MoE layer, the latency
-// model's time for the decision taken (channel/cell-costs.ts) with the devices' probed speeds. The
-// two agree when the model is right about the links and the devices; their ratio is the check.
+// model's time for the decision taken (channel/cell-costs.ts) with the devices' probed speeds, plus
+// the runtime's own transport per layer (sockets, frames, process wake-ups: what a one-row call's
+// round trip takes beyond the model's time for it, measured before the runs on the same cluster).
+// The two agree when the model is right about the links and the devices; their ratio is the check.
 import { CellCosts } from "../channel/cell-costs.js";
 import { ChannelModel, startingClock } from "../channel/channel-model.js";
 import type { Scenario } from "../channel/scenario.js";
@@ -15,6 +17,8 @@ import { wireBytes, type WireDType } from "../protocol/activations.js";
 import { Engine } from "../runtime/engine.js";
 import { startLocalCluster } from "../runtime/local-cluster.js";
 import { logProb, PPL_WINDOW } from "./perplexity.js";
+import type { ExpertExecutor } from "../moe/executor.js";
+import { median } from "../util/stats.js";
 
 export interface ClusterEvalOptions {
   model: string;
@@ -52,6 +56,8 @@ export interface ClusterEvalReport {
   measured_over_modelled: number;
   /** the BS's own time per token (measured), in both */
   bs_ms: number;
+  /** the runtime's transport per MoE layer beyond the latency model (measured), in the modelled time */
+  transport_ms: number;
 }
 
 function distribution(values: readonly number[]): Distribution {
@@ -97,6 +103,7 @@ export async function evaluateOnCluster(o: ClusterEvalOptions, tokens: readonly 
       };
       current = { policy: makePolicy({ name: "topk" }, moeLayers), modelledMs: 0, kept: 0, pairs: 0 };
       for (let t = 0; t < (o.warmupTokens ?? 8); t++) await decode(t);
+      const transportMs = await measureTransport(hub.executor, costs, clock, cfg.sparseLayers.indexOf(true), cfg.hidden, scenario.devices.length, (l, e) => channel.indexOf(hub.hostOf(l, e)!));
       const reports: ClusterEvalReport[] = [];
       for (const spec of specs) {
         const run = (current = { policy: makePolicy(spec, moeLayers), modelledMs: 0, kept: 0, pairs: 0 });
@@ -110,7 +117,7 @@ export async function evaluateOnCluster(o: ClusterEvalOptions, tokens: readonly 
           const wall = performance.now() - t0;
           const bsMs = wall - (model.expertTiming.waitMs - wait0);
           measured.push(wall);
-          modelled.push(bsMs + run.modelledMs);
+          modelled.push(bsMs + run.modelledMs + moeLayers * transportMs);
           bs += bsMs;
           const target = tokens[t + 1]!;
           nll -= logProb(logits, target);
@@ -135,6 +142,7 @@ export async function evaluateOnCluster(o: ClusterEvalOptions, tokens: readonly 
           modelled_ms: p,
           measured_over_modelled: m.mean / p.mean,
           bs_ms: bs / n,
+          transport_ms: transportMs,
         });
       }
       return reports;
@@ -145,4 +153,24 @@ export async function evaluateOnCluster(o: ClusterEvalOptions, tokens: readonly 
     engine?.close();
     await cluster.close();
   }
+}
+
+/**
+ * The runtime's transport per layer beyond the latency model: one-row calls to each device in turn,
+ * each call's round trip less the model's time for it at that moment (median of 8 rounds).
+ */
+async function measureTransport(executor: ExpertExecutor, costs: CellCosts, clock: (nowMs: number) => number, layer: number, hidden: number, devices: number, hostOf: (layer: number, expert: number) => number): Promise<number> {
+  const experts = costs.opts.hosts[layer]!.length;
+  const samples: number[] = [];
+  for (let round = 0; round < 8; round++) {
+    for (let k = 0; k < devices; k++) {
+      const e = Array.from({ length: experts }, (_, x) => x).find((x) => hostOf(layer, x) === k);
+      if (e === undefined) continue;
+      const lc = costs.layerCosts(costs.snapshotAt(clock(performance.now())), layer);
+      const modelled = costs.layerTime(lc, { rows: 1, offsets: Int32Array.from([0, 1]), experts: Int32Array.from([e]), weights: Float32Array.from([1]) }).ms;
+      const [call] = executor.dispatch([{ layer, expert: e, rows: 1, input: new Float32Array(hidden) }]);
+      samples.push((await call!).roundTripMs - modelled);
+    }
+  }
+  return Math.max(0, median(samples));
 }

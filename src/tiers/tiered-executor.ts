@@ -46,6 +46,8 @@ export interface TierLayerReport {
   near: number[];
   weightBytes: number;
   activationBytes: number;
+  /** experts the cache let go to make room */
+  evictions: number;
   /** wall time until the last fast / near result, ms */
   fastMs: number;
   nearMs: number;
@@ -66,6 +68,10 @@ export interface TierTotals {
   nearMs: number;
 }
 
+function emptyTotals(): TierTotals {
+  return { layers: 0, fastCalls: 0, nearCalls: 0, copies: 0, evictions: 0, weightBytes: 0, activationBytes: 0, fastMs: 0, nearMs: 0 };
+}
+
 interface Cached {
   layer: number;
   expert: number;
@@ -77,10 +83,15 @@ export class TieredExecutor implements ExpertExecutor {
   private readonly table: Array<Array<FfnWeights | null>>;
   private readonly local: LocalExpertExecutor;
   private readonly cache: ExpertCache<Cached>;
-  private readonly load: LoadWindow;
+  private load: LoadWindow;
   private step = 0;
   private lastLayer = Infinity;
-  readonly totals: TierTotals = { layers: 0, fastCalls: 0, nearCalls: 0, copies: 0, evictions: 0, weightBytes: 0, activationBytes: 0, fastMs: 0, nearMs: 0 };
+  totals: TierTotals = emptyTotals();
+
+  /** the cost model the policy decides by */
+  get costs(): TierCosts {
+    return this.opts.costs;
+  }
 
   constructor(private readonly backend: Backend, private readonly cfg: ModelConfig, private readonly opts: TieredOptions) {
     this.table = Array.from({ length: cfg.layers }, () => new Array<FfnWeights | null>(cfg.experts).fill(null));
@@ -92,6 +103,15 @@ export class TieredExecutor implements ExpertExecutor {
     };
     const eviction = opts.policy === "offload" ? "lru" : "load";
     this.cache = new ExpertCache<Cached>(opts.budgetBytes, opts.costs.expertBytes, eviction, release, (l, e) => this.load.load(l, e));
+  }
+
+  /** Back to an empty fast tier, no statistics and no totals (a benchmark after its warm-up). */
+  reset(): void {
+    this.cache.clear();
+    this.load = new LoadWindow(this.cfg.layers, this.cfg.experts, this.opts.window);
+    this.step = 0;
+    this.lastLayer = Infinity;
+    this.totals = emptyTotals();
   }
 
   /** Experts the fast tier holds now, as [layer, expert]. */
@@ -122,7 +142,7 @@ export class TieredExecutor implements ExpertExecutor {
     const index = new Map(calls.map((c, i) => [c.expert, i]));
     const results = new Array<Promise<ExpertResult>>(calls.length);
 
-    const t0 = performance.now();
+    const t0 = performance.now(), evictedBefore = this.cache.evictions;
     const nearCalls = plan.near.map((e) => calls[index.get(e)!]!);
     const nearResults = this.opts.near.dispatch(nearCalls);
     plan.near.forEach((e, i) => (results[index.get(e)!] = nearResults[i]!));
@@ -163,6 +183,7 @@ export class TieredExecutor implements ExpertExecutor {
         near: plan.near,
         weightBytes,
         activationBytes: 2 * nearRows * this.cfg.hidden * wireBytes(this.opts.wireDType),
+        evictions: this.cache.evictions - evictedBefore,
         fastMs: plan.fast.length > 0 ? fastMs : 0,
         nearMs: plan.near.length > 0 ? nearMs : 0,
         predicted: planTime(this.opts.costs, plan, counts),
@@ -172,7 +193,7 @@ export class TieredExecutor implements ExpertExecutor {
       t.fastCalls += plan.fast.length;
       t.nearCalls += plan.near.length;
       t.copies += plan.copy.length;
-      t.evictions = this.cache.evictions;
+      t.evictions += report.evictions;
       t.weightBytes += report.weightBytes;
       t.activationBytes += report.activationBytes;
       t.fastMs += report.fastMs;

@@ -2,6 +2,7 @@ import { Command } from "commander";
 import { Engine } from "../../runtime/engine.js";
 import { benchEngine } from "../../eval/bench.js";
 import { addModelOptions, engineOptions, positiveInt, type ModelCliOptions } from "../options.js";
+import { benchTiersCommand } from "./bench-tiers.js";
 
 interface BenchCliOptions extends ModelCliOptions {
   promptTokens: number;
@@ -10,8 +11,16 @@ interface BenchCliOptions extends ModelCliOptions {
   json?: boolean;
 }
 
+/** `bench` runs the engine benchmark (its default) or `bench tiers`. */
 export function benchCommand(): Command {
-  return addModelOptions(new Command("bench").description("prefill and decode tokens/s, and decode's effective weight bandwidth against the measured memory read bandwidth"))
+  return new Command("bench")
+    .description("benchmarks: the engine (default), or the memory tiers (bench tiers)")
+    .addCommand(benchEngineCommand(), { isDefault: true })
+    .addCommand(benchTiersCommand());
+}
+
+function benchEngineCommand(): Command {
+  return addModelOptions(new Command("engine").description("prefill and decode tokens/s, and decode's effective weight bandwidth against the measured memory read bandwidth"))
     .option("--prompt-tokens <n>", "prefill length", positiveInt, 256)
     .option("--decode-tokens <n>", "decode steps timed", positiveInt, 64)
     .option("--repeats <n>", "timed repetitions; medians are reported", positiveInt, 3)

@@ -111,9 +111,9 @@ async function evalOnCluster(o: EvalCliOptions, spec: PolicySpec, text: string, 
   const lines = [
     `${scenario.name}: the first ${o.localDevices} devices as local processes, links shaped by the channel model; tokens decoded one per step`,
     "",
-    "| policy | perplexity | experts/token | measured mean / p50 / p95 (ms) | modelled mean / p50 / p95 (ms) | measured ÷ modelled | BS ms |",
-    "|---|---|---|---|---|---|---|",
-    ...reports.map((r) => `| ${r.policy}${r.theta !== null ? ` θ=${r.theta}` : ""} | ${r.perplexity.toFixed(3)} | ${r.experts_per_token.toFixed(3)} | ${[r.measured_ms.mean, r.measured_ms.p50, r.measured_ms.p95].map(ms).join(" / ")} | ${[r.modelled_ms.mean, r.modelled_ms.p50, r.modelled_ms.p95].map(ms).join(" / ")} | ${r.measured_over_modelled.toFixed(3)} | ${r.bs_ms.toFixed(3)} |`),
+    "| policy | perplexity | experts/token | measured mean / p50 / p95 (ms) | modelled mean / p50 / p95 (ms) | measured ÷ modelled | BS ms | transport ms per layer |",
+    "|---|---|---|---|---|---|---|---|",
+    ...reports.map((r) => `| ${r.policy}${r.theta !== null ? ` θ=${r.theta}` : ""} | ${r.perplexity.toFixed(3)} | ${r.experts_per_token.toFixed(3)} | ${[r.measured_ms.mean, r.measured_ms.p50, r.measured_ms.p95].map(ms).join(" / ")} | ${[r.modelled_ms.mean, r.modelled_ms.p50, r.modelled_ms.p95].map(ms).join(" / ")} | ${r.measured_over_modelled.toFixed(3)} | ${r.bs_ms.toFixed(3)} | ${r.transport_ms.toFixed(3)} |`),
   ];
   if (o.sweep) {
     const top = reports[0]!;

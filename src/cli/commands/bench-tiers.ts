@@ -1,0 +1,164 @@
+import { mkdirSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { Command, InvalidArgumentError, Option } from "commander";
+import { parseLink, type LinkParams } from "../../channel/link.js";
+import { benchTiers, type TierBenchResult } from "../../eval/tier-bench.js";
+import { linePlot } from "../../eval/svg-plot.js";
+import { WEIGHT_DTYPES, type WeightDType } from "../../kernels/backend.js";
+import { readModelConfig } from "../../model/config.js";
+import { TextTokenizer } from "../../model/tokenizer.js";
+import { TIER_POLICIES, type TierPolicyName } from "../../policies/tiers.js";
+import { WIRE_DTYPES, type WireDType } from "../../protocol/activations.js";
+import { Random } from "../../util/random.js";
+import { positiveInt, readTextFile } from "../options.js";
+
+interface BenchTiersCliOptions {
+  model: string;
+  text?: string;
+  fastBudget: number;
+  policy: TierPolicyName | "all";
+  promptTokens: number;
+  genTokens: number;
+  link: Array<LinkParams | null>;
+  dtype: WeightDType;
+  wireDtype: WireDType;
+  window: number;
+  threads: number;
+  repeats: number;
+  sweep?: string;
+  verbose?: boolean;
+  json?: boolean;
+}
+
+/** "25%" or "0.25" → 0.25. */
+function fraction(v: string): number {
+  const n = v.trim().endsWith("%") ? Number(v.trim().slice(0, -1)) / 100 : Number(v);
+  if (!(n >= 0 && n <= 1)) throw new InvalidArgumentError(`expected a share of the experts such as 25% or 0.25, got "${v}"`);
+  return n;
+}
+
+/** "loopback" or a link spec; repeatable. */
+function links(v: string, prev: Array<LinkParams | null> | undefined): Array<LinkParams | null> {
+  let link: LinkParams | null = null;
+  if (v !== "loopback") {
+    try {
+      link = parseLink(v);
+    } catch (e) {
+      throw new InvalidArgumentError((e as Error).message);
+    }
+    if (!(link.downBps > 0 && link.upBps > 0)) throw new InvalidArgumentError(`the link between the tiers needs a rate, e.g. "rate=1gbit,delay=0.05ms" (got "${v}")`);
+  }
+  return [...(prev ?? []), link];
+}
+
+const SWEEP_BUDGETS = [0.125, 0.25, 0.5];
+const linkName = (l: LinkParams | null) => (l ? `${(l.downBps / 1e9).toPrecision(3)} Gbit/s, ${l.delayMs} ms` : "loopback");
+
+export function benchTiersCommand(): Command {
+  return new Command("tiers")
+    .description("MoNDE vs parameter offloading on this machine: a fast tier with a weight budget here, the near tier in its own process; prefill and decode tokens/s and the bytes moved per token")
+    .requiredOption("-m, --model <dir>", "Hugging Face model directory")
+    .option("--text <file>", "the prompt is this text's first tokens (default: seeded random tokens)")
+    .option("--fast-budget <share>", "expert weights the fast tier may hold, as a share of all experts (25% or 0.25)", fraction, 0.25)
+    .addOption(new Option("--policy <name>", "tier policy").choices([...TIER_POLICIES, "all"]).default("all"))
+    .option("--prompt-tokens <n>", "prefill length", positiveInt, 448)
+    .option("--gen-tokens <n>", "tokens generated after it", positiveInt, 64)
+    .option("--link <spec>", 'the link between the tiers: "loopback" (as it is) or shaped, e.g. "rate=2gbit,delay=0.05ms"; repeat for several', links)
+    .addOption(new Option("--dtype <dtype>", "expert weights as both tiers hold them").choices(WEIGHT_DTYPES as string[]).default("bf16"))
+    .addOption(new Option("--wire-dtype <dtype>", "activations on the link (f32 keeps every policy's tokens identical)").choices(WIRE_DTYPES as string[]).default("f32"))
+    .option("--window <steps>", "steps of routing statistics MoNDE keeps its hot set by", positiveInt, 16)
+    .option("-t, --threads <n>", "the fast tier's compute threads (the near tier has one: a core each on a small machine)", positiveInt, 1)
+    .option("--repeats <n>", "timed runs per policy, each from an empty fast tier; medians are reported", positiveInt, 3)
+    .option("--sweep <dir>", `every policy at fast budgets of ${SWEEP_BUDGETS.map((b) => `${100 * b}%`).join(", ")} on each --link; writes tiers.json, tiers.csv and speedup.svg`)
+    .option("--verbose", "print every layer's hot/cold split")
+    .option("--json", "print the results as JSON")
+    .action(async (o: BenchTiersCliOptions) => {
+      const cfg = readModelConfig(o.model);
+      if (o.promptTokens + o.genTokens > cfg.maxPositions) throw new Error(`${o.model} holds ${cfg.maxPositions} positions: --prompt-tokens ${o.promptTokens} + --gen-tokens ${o.genTokens} do not fit`);
+      const prompt = promptTokens(o, cfg.vocabSize);
+      const policies = o.policy === "all" ? [...TIER_POLICIES] : [o.policy];
+      const linkList = o.link?.length ? o.link : [null];
+      const budgets = o.sweep ? SWEEP_BUDGETS : [o.fastBudget];
+      const results: TierBenchResult[] = [];
+      for (const link of linkList) {
+        for (const budget of budgets) {
+          for (const policy of policies) {
+            process.stderr.write(`bench tiers: ${policy}, fast budget ${(100 * budget).toFixed(1)}%, link ${linkName(link)}\n`);
+            results.push(
+              await benchTiers({
+                model: o.model, policy, budgetFraction: budget, link, prompt, genTokens: o.genTokens, weightDType: o.dtype, wireDType: o.wireDtype, window: o.window, threads: o.threads, repeats: o.repeats,
+                log: () => undefined,
+                onLayer: o.verbose ? (r) => process.stderr.write(`  step ${r.step} layer ${r.layer}: fast [${r.fast.join(" ")}] (copied [${r.copied.join(" ")}]) near [${r.near.join(" ")}]; ${r.weightBytes} weight B, ${r.activationBytes} activation B; fast ${r.fastMs.toFixed(2)} ms, near ${r.nearMs.toFixed(2)} ms (model ${r.predicted.ms.toFixed(2)})\n`) : undefined,
+              }),
+            );
+          }
+        }
+      }
+      const same = results.every((r) => JSON.stringify(r.tokens) === JSON.stringify(results[0]!.tokens));
+      if (o.sweep) writeSweep(o.sweep, results);
+      if (o.json) {
+        process.stdout.write(JSON.stringify(results.length === 1 ? results[0] : results) + "\n");
+        return;
+      }
+      process.stdout.write(tierTable(results) + `\nsame greedy tokens under every policy: ${same ? "yes" : "NO"}\n`);
+    });
+}
+
+function promptTokens(o: BenchTiersCliOptions, vocab: number): number[] {
+  if (!o.text) {
+    const rng = new Random(1);
+    return Array.from({ length: o.promptTokens }, () => 3 + Math.floor(rng.next() * (vocab - 3)));
+  }
+  const tokens = TextTokenizer.load(o.model).encode(readTextFile(o.text));
+  if (tokens.length < o.promptTokens) throw new Error(`${o.text} has ${tokens.length} tokens, fewer than --prompt-tokens ${o.promptTokens}`);
+  return tokens.slice(0, o.promptTokens);
+}
+
+/** Each result beside offload's at the same budget and link. */
+function withSpeedups(results: readonly TierBenchResult[]): Array<TierBenchResult & { prefill_speedup: number; decode_speedup: number }> {
+  return results.map((r) => {
+    // the same budget on the same link (loopback's rate is measured per run, so it matches by kind)
+    const sameLink = (b: TierBenchResult) => b.link.shaped === r.link.shaped && (!r.link.shaped || b.link.gbps === r.link.gbps);
+    const base = results.find((b) => b.policy === "offload" && b.fast_budget === r.fast_budget && sameLink(b));
+    return { ...r, prefill_speedup: base ? r.prefill_tokens_per_s / base.prefill_tokens_per_s : NaN, decode_speedup: base ? r.decode_tokens_per_s / base.decode_tokens_per_s : NaN };
+  });
+}
+
+function tierTable(results: readonly TierBenchResult[]): string {
+  const kb = (b: number) => (b / 1024).toFixed(1);
+  return (
+    "| link | fast budget | policy | prefill tok/s | decode tok/s | × offload (prefill / decode) | weight KiB/token | activation KiB/token | hot experts per layer (prefill / decode) | break-even tokens |\n|---|---|---|---|---|---|---|---|---|---|\n" +
+    withSpeedups(results)
+      .map(
+        (r) =>
+          `| ${r.link.shaped ? `${(8 * r.link.gbps).toPrecision(3)} Gbit/s, ${r.link.delay_ms} ms` : `loopback (${(8 * r.link.gbps).toPrecision(3)} Gbit/s)`} | ${(100 * r.fast_budget).toFixed(1)}% (${r.budget_experts}) | ${r.policy} | ${r.prefill_tokens_per_s.toFixed(0)} | ${r.decode_tokens_per_s.toFixed(1)} | ${r.prefill_speedup.toFixed(2)} / ${r.decode_speedup.toFixed(2)} | ${kb(r.weight_bytes_per_token)} | ${kb(r.activation_bytes_per_token)} | ${r.prefill.hot_per_layer.toFixed(1)} / ${r.decode.hot_per_layer.toFixed(2)} | ${r.break_even_tokens} |`,
+      )
+      .join("\n") +
+    "\n"
+  );
+}
+
+function writeSweep(dir: string, results: readonly TierBenchResult[]): void {
+  mkdirSync(dir, { recursive: true });
+  const rows = withSpeedups(results);
+  writeFileSync(path.join(dir, "tiers.json"), JSON.stringify(rows, null, 1) + "\n");
+  const head = ["link_gbps", "link_shaped", "fast_budget", "policy", "prefill_tokens_per_s", "decode_tokens_per_s", "prefill_speedup", "decode_speedup", "weight_bytes_per_token", "activation_bytes_per_token"];
+  writeFileSync(
+    path.join(dir, "tiers.csv"),
+    [head.join(","), ...rows.map((r) => [r.link.gbps, r.link.shaped, r.fast_budget, r.policy, r.prefill_tokens_per_s, r.decode_tokens_per_s, r.prefill_speedup, r.decode_speedup, r.weight_bytes_per_token, r.activation_bytes_per_token].join(","))].join("\n") + "\n",
+  );
+  const series = rows
+    .filter((r) => r.policy !== "offload")
+    .reduce((m, r) => {
+      const link = r.link.shaped ? `${(8 * r.link.gbps).toPrecision(3)} Gbit/s` : "loopback";
+      for (const phase of ["prefill", "decode"] as const) {
+        const name = `${r.policy}, ${phase}, ${link}`;
+        (m.get(name) ?? m.set(name, []).get(name)!).push({ x: 100 * r.fast_budget, y: phase === "prefill" ? r.prefill_speedup : r.decode_speedup });
+      }
+      return m;
+    }, new Map<string, Array<{ x: number; y: number }>>());
+  writeFileSync(
+    path.join(dir, "speedup.svg"),
+    linePlot({ title: "Speedup over parameter offloading", xLabel: "fast-tier budget (% of the experts)", yLabel: "× offload tokens/s", series: [...series].map(([name, points]) => ({ name, points })) }),
+  );
+}
