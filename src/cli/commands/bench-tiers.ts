@@ -5,15 +5,20 @@ import { parseLink, type LinkParams } from "../../channel/link.js";
 import { benchTiers, type TierBenchResult } from "../../eval/tier-bench.js";
 import { linePlot } from "../../eval/svg-plot.js";
 import { WEIGHT_DTYPES, type WeightDType } from "../../kernels/backend.js";
-import { readModelConfig } from "../../model/config.js";
+import { parseModelConfig, readModelConfig } from "../../model/config.js";
 import { TextTokenizer } from "../../model/tokenizer.js";
 import { TIER_POLICIES, type TierPolicyName } from "../../policies/tiers.js";
-import { WIRE_DTYPES, type WireDType } from "../../protocol/activations.js";
+import { WIRE_DTYPES, wireBytes, type WireDType } from "../../protocol/activations.js";
+import { simulateTiers, TIER_HARDWARE, type TierSimResult } from "../../tiers/tier-sim.js";
+import { fileURLToPath } from "node:url";
 import { Random } from "../../util/random.js";
 import { positiveInt, readTextFile } from "../options.js";
 
 interface BenchTiersCliOptions {
-  model: string;
+  model?: string;
+  simulate?: boolean;
+  config: string;
+  hardware: string;
   text?: string;
   fastBudget: number;
   policy: TierPolicyName | "all";
@@ -52,12 +57,16 @@ function links(v: string, prev: Array<LinkParams | null> | undefined): Array<Lin
 }
 
 const SWEEP_BUDGETS = [0.125, 0.25, 0.5];
+const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 const linkName = (l: LinkParams | null) => (l ? `${(l.downBps / 1e9).toPrecision(3)} Gbit/s, ${l.delayMs} ms` : "loopback");
 
 export function benchTiersCommand(): Command {
   return new Command("tiers")
     .description("MoNDE vs parameter offloading on this machine: a fast tier with a weight budget here, the near tier in its own process; prefill and decode tokens/s and the bytes moved per token")
-    .requiredOption("-m, --model <dir>", "Hugging Face model directory")
+    .option("-m, --model <dir>", "Hugging Face model directory (the real runtime)")
+    .option("--simulate", "instead, the cost model on published hardware (an H100 beside PCIe and DDR5 of several kinds) and a model's config")
+    .option("--config <file>", "--simulate: the model's config.json", path.join(PACKAGE_ROOT, "configs/mixtral-8x7b.json"))
+    .addOption(new Option("--hardware <name>", "--simulate: a hardware preset, or all").choices([...TIER_HARDWARE.map((h) => h.name), "all"]).default("all"))
     .option("--text <file>", "the prompt is this text's first tokens (default: seeded random tokens)")
     .option("--fast-budget <share>", "expert weights the fast tier may hold, as a share of all experts (25% or 0.25)", fraction, 0.25)
     .addOption(new Option("--policy <name>", "tier policy").choices([...TIER_POLICIES, "all"]).default("all"))
@@ -73,8 +82,11 @@ export function benchTiersCommand(): Command {
     .option("--verbose", "print every layer's hot/cold split")
     .option("--json", "print the results as JSON")
     .action(async (o: BenchTiersCliOptions) => {
-      const cfg = readModelConfig(o.model);
-      if (o.promptTokens + o.genTokens > cfg.maxPositions) throw new Error(`${o.model} holds ${cfg.maxPositions} positions: --prompt-tokens ${o.promptTokens} + --gen-tokens ${o.genTokens} do not fit`);
+      if (o.simulate) return simulated(o);
+      if (!o.model) throw new Error("bench tiers needs --model DIR (or --simulate)");
+      const model = o.model;
+      const cfg = readModelConfig(model);
+      if (o.promptTokens + o.genTokens > cfg.maxPositions) throw new Error(`${model} holds ${cfg.maxPositions} positions: --prompt-tokens ${o.promptTokens} + --gen-tokens ${o.genTokens} do not fit`);
       const prompt = promptTokens(o, cfg.vocabSize);
       const policies = o.policy === "all" ? [...TIER_POLICIES] : [o.policy];
       const linkList = o.link?.length ? o.link : [null];
@@ -86,7 +98,7 @@ export function benchTiersCommand(): Command {
             process.stderr.write(`bench tiers: ${policy}, fast budget ${(100 * budget).toFixed(1)}%, link ${linkName(link)}\n`);
             results.push(
               await benchTiers({
-                model: o.model, policy, budgetFraction: budget, link, prompt, genTokens: o.genTokens, weightDType: o.dtype, wireDType: o.wireDtype, window: o.window, threads: o.threads, repeats: o.repeats,
+                model, policy, budgetFraction: budget, link, prompt, genTokens: o.genTokens, weightDType: o.dtype, wireDType: o.wireDtype, window: o.window, threads: o.threads, repeats: o.repeats,
                 log: () => undefined,
                 onLayer: o.verbose ? (r) => process.stderr.write(`  step ${r.step} layer ${r.layer}: fast [${r.fast.join(" ")}] (copied [${r.copied.join(" ")}]) near [${r.near.join(" ")}]; ${r.weightBytes} weight B, ${r.activationBytes} activation B; fast ${r.fastMs.toFixed(2)} ms, near ${r.nearMs.toFixed(2)} ms (model ${r.predicted.ms.toFixed(2)})\n`) : undefined,
               }),
@@ -109,9 +121,42 @@ function promptTokens(o: BenchTiersCliOptions, vocab: number): number[] {
     const rng = new Random(1);
     return Array.from({ length: o.promptTokens }, () => 3 + Math.floor(rng.next() * (vocab - 3)));
   }
-  const tokens = TextTokenizer.load(o.model).encode(readTextFile(o.text));
+  const tokens = TextTokenizer.load(o.model!).encode(readTextFile(o.text));
   if (tokens.length < o.promptTokens) throw new Error(`${o.text} has ${tokens.length} tokens, fewer than --prompt-tokens ${o.promptTokens}`);
   return tokens.slice(0, o.promptTokens);
+}
+
+/** The simulated mode: every preset (or one), budget and policy, with ratios to offload. */
+function simulated(o: BenchTiersCliOptions): void {
+  const cfg = parseModelConfig(JSON.parse(readTextFile(o.config)) as Record<string, unknown>, o.config);
+  const policies = o.policy === "all" ? [...TIER_POLICIES] : [o.policy];
+  const hardware = o.hardware === "all" ? TIER_HARDWARE : TIER_HARDWARE.filter((h) => h.name === o.hardware);
+  const budgets = o.sweep ? SWEEP_BUDGETS : [o.fastBudget];
+  const results: TierSimResult[] = [];
+  for (const hw of hardware)
+    for (const budget of budgets)
+      for (const policy of policies)
+        results.push(simulateTiers({ cfg, hardware: hw, policy, budgetFraction: budget, promptTokens: o.promptTokens, genTokens: o.genTokens, weightDType: o.dtype, wireBytes: wireBytes(o.wireDtype), window: o.window }));
+  const rows = results.map((r) => {
+    const base = results.find((b) => b.policy === "offload" && b.hardware === r.hardware && b.fast_budget === r.fast_budget);
+    return { ...r, prefill_speedup: base ? r.prefill_tokens_per_s / base.prefill_tokens_per_s : NaN, decode_speedup: base ? r.decode_tokens_per_s / base.decode_tokens_per_s : NaN };
+  });
+  if (o.sweep) {
+    mkdirSync(o.sweep, { recursive: true });
+    writeFileSync(path.join(o.sweep, "simulated.json"), JSON.stringify(rows, null, 1) + "\n");
+  }
+  if (o.json) {
+    process.stdout.write(JSON.stringify(rows.length === 1 ? rows[0] : rows) + "\n");
+    return;
+  }
+  const mb = (b: number) => (b / 2 ** 20).toFixed(1);
+  process.stdout.write(
+    `${path.basename(o.config)} (${cfg.layers} layers, ${cfg.experts} experts, top-${cfg.topK}), ${o.dtype} weights, prompt ${o.promptTokens} + ${o.genTokens} tokens at batch 1, synthetic routing\n\n` +
+      hardware.map((h) => `- ${h.name}: ${h.about}`).join("\n") +
+      "\n\n| hardware | fast budget | policy | prefill tok/s | decode tok/s | × offload (prefill / decode) | weight MiB/token | activation KiB/token |\n|---|---|---|---|---|---|---|---|\n" +
+      rows.map((r) => `| ${r.hardware} | ${(100 * r.fast_budget).toFixed(1)}% | ${r.policy} | ${r.prefill_tokens_per_s.toFixed(0)} | ${r.decode_tokens_per_s.toFixed(2)} | ${r.prefill_speedup.toFixed(2)} / ${r.decode_speedup.toFixed(2)} | ${mb(r.weight_bytes_per_token)} | ${(r.activation_bytes_per_token / 1024).toFixed(1)} |`).join("\n") +
+      "\n",
+  );
 }
 
 /** Each result beside offload's at the same budget and link. */
