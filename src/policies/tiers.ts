@@ -7,8 +7,13 @@
 //   monde:   resident experts run fast; of the others, the h with the most tokens are copied in and
 //            run fast, the rest run near, with h the one that minimises the layer's time. Both tiers
 //            work at once, so this balances their finishing times, and an expert is copied only when
-//            its tokens pay for its weights (the cost model's break-even).
-import { planTime, type TierCosts, type TierPlan } from "../tiers/cost-model.js";
+//            its tokens pay for its weights (the cost model's break-even). Decode steps bring one token
+//            per expert, which never pays; so the expert with the most load over the recent window is
+//            prefetched (copied in the background, for later steps; it runs near now) when that load
+//            exceeds the load of the expert it would push out by the copy's payback, one per layer
+//            and step: the hot set forms from the statistics of recent steps, as EPLB re-lays experts
+//            out in the background, and changes only when the traffic has moved enough to pay.
+import { paybackCalls, planTime, type TierCosts, type TierPlan } from "../tiers/cost-model.js";
 
 export const TIER_POLICIES = ["offload", "near", "monde"] as const;
 export type TierPolicyName = (typeof TIER_POLICIES)[number];
@@ -19,6 +24,8 @@ export interface TierInput {
   /** per expert: whether the fast tier holds its weights now */
   resident: ArrayLike<boolean>;
   costs: TierCosts;
+  /** monde: per expert, its tokens over the recent window; and the windowed load of the expert a copy would push out */
+  window?: { load: ArrayLike<number>; displaced: number };
 }
 
 /** The called experts, most tokens first (lower index first on a tie). */
@@ -35,17 +42,20 @@ export function planTiers(policy: TierPolicyName, input: TierInput): TierPlan {
   const cold = called.filter((e) => !resident[e]);
   switch (policy) {
     case "offload":
-      return { fast: called, copy: cold, near: [] };
+      return { fast: called, copy: cold, near: [], prefetch: [] };
     case "near":
-      return { fast: held, copy: [], near: cold };
+      return { fast: held, copy: [], near: cold, prefetch: [] };
     case "monde": {
-      const split = (h: number): TierPlan => ({ fast: [...held, ...cold.slice(0, h)], copy: cold.slice(0, h), near: cold.slice(h) });
+      const split = (h: number): TierPlan => ({ fast: [...held, ...cold.slice(0, h)], copy: cold.slice(0, h), near: cold.slice(h), prefetch: [] });
       let best = split(0), bestMs = planTime(costs, best, counts).ms;
       for (let h = 1; h <= cold.length; h++) {
         const plan = split(h), ms = planTime(costs, plan, counts).ms;
         if (ms < bestMs) [best, bestMs] = [plan, ms];
       }
-      return best;
+      // of the experts left near, the most used lately, if its load has paid for a copy: hot by statistics
+      const w = input.window, payback = paybackCalls(costs);
+      const warm = w ? best.near.filter((e) => w.load[e]! - w.displaced >= payback).sort((a, b) => w.load[b]! - w.load[a]! || a - b)[0] : undefined;
+      return warm === undefined ? best : { ...best, prefetch: [warm] };
     }
   }
 }

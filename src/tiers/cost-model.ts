@@ -9,7 +9,7 @@
 //   near(n)     = max(S_e / B_near_mem, 2·n·P_e / F_near)
 //   T_fast      = Σ_copied copy + Σ_fast fast(n_e)                 (one executor: calls in turn)
 //   T_near      = 2·delay + 2·Σ_near n_e·row / B_link + Σ_near near(n_e)
-//   T_link      = (Σ_copied S_e + 2·Σ_near n_e·row) / B_link       (weights and rows share the link)
+//   T_link      = (Σ_copied+prefetched S_e + 2·Σ_near n_e·row) / B_link   (weights and rows share the link)
 //   layer time  = max(T_fast, T_near, T_link)                        (the tiers run at the same time)
 import { callMs, deviceCost, type DeviceCost, type DeviceSpeed } from "../channel/latency.js";
 import type { WorkShape } from "../model/work-shape.js";
@@ -51,6 +51,8 @@ export interface TierPlan {
   copy: number[];
   /** experts computed in the near tier */
   near: number[];
+  /** experts copied in the background for later steps (they run near now): the link carries them, the fast tier does not wait */
+  prefetch: number[];
 }
 
 export interface TierTime {
@@ -70,7 +72,7 @@ export function planTime(c: TierCosts, plan: TierPlan, counts: ArrayLike<number>
   }
   const activations = 2 * nearRows * c.rowBytes;
   const nearMs = plan.near.length > 0 ? 2 * c.link.delayMs + linkMs(c, activations) + nearCompute : 0;
-  const link = linkMs(c, plan.copy.length * c.expertBytes + activations);
+  const link = linkMs(c, (plan.copy.length + plan.prefetch.length) * c.expertBytes + activations);
   return { ms: Math.max(fastMs, nearMs, link), fastMs, nearMs, linkMs: link };
 }
 
@@ -85,4 +87,13 @@ export function breakEvenTokens(c: TierCosts, limit = 1 << 20): number {
     else lo = mid + 1;
   }
   return lo;
+}
+
+/**
+ * One-token calls after which a copied expert has paid for its copy (Infinity: never): what its
+ * windowed load must reach for MoNDE to keep it hot when single tokens never cross the break-even.
+ */
+export function paybackCalls(c: TierCosts): number {
+  const saving = 2 * c.link.delayMs + linkMs(c, 2 * c.rowBytes) + callMs(c.near, 1) - callMs(c.fast, 1);
+  return saving > 0 ? Math.ceil(copyMs(c) / saving) : Infinity;
 }

@@ -49,6 +49,21 @@ export class ExpertCache<T> {
     return e?.value;
   }
 
+  /** Windowed load of the expert a copy would push out now: 0 when there is room, Infinity when nothing can go. */
+  displacedLoad(pinned: (layer: number, expert: number) => boolean = () => false): number {
+    if (this.capacity < 1) return Infinity;
+    if (this.entries.size < this.capacity) return 0;
+    const victim = this.victim(pinned);
+    return victim ? this.load(victim.layer, victim.expert) : Infinity;
+  }
+
+  /** The entry the cache's rule evicts next, leaving `pinned` ones; null when all are pinned. */
+  private victim(pinned: (layer: number, expert: number) => boolean): Entry<T> | null {
+    let victim: Entry<T> | null = null;
+    for (const e of this.entries.values()) if (!pinned(e.layer, e.expert) && (!victim || this.before(e, victim))) victim = e;
+    return victim;
+  }
+
   /**
    * Makes room for (layer, expert), evicting by the cache's rule but never an expert `pinned` says is
    * still needed, then stores what `make` builds (called once there is room). Throws when no room can
@@ -60,15 +75,10 @@ export class ExpertCache<T> {
     if (have) return (have.lastUse = ++this.clock), have.value;
     if (this.capacity < 1) throw new Error(`the fast tier's budget of ${this.budgetBytes} bytes holds no expert (one is ${this.expertBytes} bytes)`);
     while (this.entries.size >= this.capacity) {
-      let victim: [string, Entry<T>] | null = null;
-      for (const kv of this.entries) {
-        const e = kv[1];
-        if (pinned(e.layer, e.expert)) continue;
-        if (!victim || this.before(e, victim[1])) victim = kv;
-      }
+      const victim = this.victim(pinned);
       if (!victim) throw new Error(`the fast tier is full of experts still in use (${this.capacity} fit its budget)`);
-      this.entries.delete(victim[0]);
-      this.release(victim[1].value);
+      this.entries.delete(`${victim.layer}:${victim.expert}`);
+      this.release(victim.value);
       this.evictions++;
     }
     const value = make();

@@ -11,6 +11,7 @@ import { planTiers, type TierPolicyName } from "../policies/tiers.js";
 import { routingSource } from "../sim/routing-source.js";
 import { planTime, tierCosts, type TierLink } from "./cost-model.js";
 import { ExpertCache } from "./expert-cache.js";
+import { layerInput } from "./layer-input.js";
 import { LoadWindow } from "./load-window.js";
 
 export interface TierHardware {
@@ -79,14 +80,16 @@ export function simulateTiers(o: TierSimOptions): TierSimResult {
       const counts = new Int32Array(cfg.experts);
       for (let r = 0; r < rows; r++) for (const e of routing.next(l).top.experts) counts[e]!++;
       counts.forEach((n, e) => n > 0 && load.add(l, e, n));
-      const plan = planTiers(o.policy, { counts, resident: Array.from(counts, (_, e) => cache.has(l, e)), costs });
+      const plan = planTiers(o.policy, layerInput(l, counts, cache, load, costs));
       const pending = new Set(plan.fast);
       for (const e of plan.fast) {
         if (!cache.use(l, e)) cache.admit(l, e, () => null, (pl, pe) => pl === l && pending.has(pe));
         pending.delete(e);
       }
       ms += planTime(costs, plan, counts).ms;
-      weightBytes += plan.copy.length * expert.weightBytes;
+      // a prefetch lands in the background, resident from the next step
+      for (const e of plan.prefetch) cache.admit(l, e, () => null);
+      weightBytes += (plan.copy.length + plan.prefetch.length) * expert.weightBytes;
       activationBytes += 2 * plan.near.reduce((n, e) => n + counts[e]!, 0) * costs.rowBytes;
     }
     load.nextStep();

@@ -15,6 +15,7 @@ import { wireBytes, type WireDType } from "../protocol/activations.js";
 import type { HeldExpert } from "../runtime/device-hub.js";
 import { planTime, type TierCosts, type TierTime } from "./cost-model.js";
 import { ExpertCache } from "./expert-cache.js";
+import { layerInput } from "./layer-input.js";
 import { LoadWindow } from "./load-window.js";
 
 export interface TieredOptions {
@@ -44,6 +45,9 @@ export interface TierLayerReport {
   fast: number[];
   copied: number[];
   near: number[];
+  /** experts whose copy started in the background, for later steps */
+  prefetched: number[];
+  /** weights copied for this layer's fast calls (a prefetch counts in the totals when it lands) */
   weightBytes: number;
   activationBytes: number;
   /** experts the cache let go to make room */
@@ -61,6 +65,8 @@ export interface TierTotals {
   fastCalls: number;
   nearCalls: number;
   copies: number;
+  /** experts copied in the background by their windowed load */
+  prefetches: number;
   evictions: number;
   weightBytes: number;
   activationBytes: number;
@@ -69,7 +75,7 @@ export interface TierTotals {
 }
 
 function emptyTotals(): TierTotals {
-  return { layers: 0, fastCalls: 0, nearCalls: 0, copies: 0, evictions: 0, weightBytes: 0, activationBytes: 0, fastMs: 0, nearMs: 0 };
+  return { layers: 0, fastCalls: 0, nearCalls: 0, copies: 0, prefetches: 0, evictions: 0, weightBytes: 0, activationBytes: 0, fastMs: 0, nearMs: 0 };
 }
 
 interface Cached {
@@ -137,8 +143,7 @@ export class TieredExecutor implements ExpertExecutor {
       counts[c.expert]! += c.rows;
       this.load.add(layer, c.expert, c.rows);
     }
-    const resident = Array.from(counts, (_, e) => this.cache.has(layer, e));
-    const plan = planTiers(this.opts.policy, { counts, resident, costs: this.opts.costs });
+    const plan = planTiers(this.opts.policy, layerInput(layer, counts, this.cache, this.load, this.opts.costs));
     const index = new Map(calls.map((c, i) => [c.expert, i]));
     const results = new Array<Promise<ExpertResult>>(calls.length);
 
@@ -150,8 +155,11 @@ export class TieredExecutor implements ExpertExecutor {
 
     // every copy starts now, so the link works while the residents are computed
     const pulls = new Map(plan.copy.map((e) => [e, this.opts.pull(layer, e)]));
+    for (const e of plan.prefetch) this.prefetch(layer, e);
     for (const p of pulls.values()) p.catch(() => undefined);
     const pending = new Set(plan.fast);
+    this.inUse.clear();
+    for (const e of plan.fast) this.inUse.add(`${layer}:${e}`);
     let weightBytes = 0;
     const fastRun = (async () => {
       const out = new Map<number, ExpertResult>();
@@ -163,6 +171,7 @@ export class TieredExecutor implements ExpertExecutor {
         }
         out.set(e, this.local.compute(calls[index.get(e)!]!));
         pending.delete(e);
+        this.inUse.delete(`${layer}:${e}`);
       }
       return out;
     })();
@@ -181,6 +190,7 @@ export class TieredExecutor implements ExpertExecutor {
         fast: plan.fast,
         copied: plan.copy,
         near: plan.near,
+        prefetched: plan.prefetch,
         weightBytes,
         activationBytes: 2 * nearRows * this.cfg.hidden * wireBytes(this.opts.wireDType),
         evictions: this.cache.evictions - evictedBefore,
@@ -201,6 +211,26 @@ export class TieredExecutor implements ExpertExecutor {
       this.opts.onLayer?.(report);
     });
     return results;
+  }
+
+  /** Experts of the layer being computed that a landing prefetch may not push out. */
+  private readonly inUse = new Set<string>();
+
+  /** Copies an expert in the background; it joins the cache when it lands (unless it would push out one in use). */
+  private prefetch(layer: number, expert: number): void {
+    this.opts.pull(layer, expert).then(
+      (held) => {
+        if (this.cache.has(layer, expert)) return;
+        try {
+          this.cache.admit(layer, expert, () => this.materialize(layer, expert, held), (l, e) => this.inUse.has(`${l}:${e}`));
+          this.totals.prefetches++;
+          this.totals.weightBytes += held.payload.length;
+        } catch {
+          // everything held is in use right now: the statistics will ask again
+        }
+      },
+      () => undefined,
+    );
   }
 
   /** An expert's weights from the bytes the near tier sent, held here in its dtype. */

@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { planTiers, TIER_POLICIES } from "../policies/tiers.js";
 import { Random } from "../util/random.js";
-import { breakEvenTokens, copyMs, planTime, tierCosts } from "./cost-model.js";
+import { breakEvenTokens, copyMs, paybackCalls, planTime, tierCosts } from "./cost-model.js";
 import { ExpertCache } from "./expert-cache.js";
 import { LoadWindow } from "./load-window.js";
 
@@ -16,23 +16,33 @@ test("the cost model: copying costs the weights over the link, near costs the ro
   assert.ok(Math.abs(copyMs(costs) - (0.01 + expert.weightBytes / 1e6)) < 1e-12);
   const n = breakEvenTokens(costs);
   assert.ok(n > 1 && n < 100, `break-even at ${n} tokens`);
-  const one = (e: number, plan: "fast" | "near", c: number[]) => planTime(costs, plan === "fast" ? { fast: [e], copy: [e], near: [] } : { fast: [], copy: [], near: [e] }, c).ms;
+  const one = (e: number, plan: "fast" | "near", c: number[]) => planTime(costs, plan === "fast" ? { fast: [e], copy: [e], near: [], prefetch: [] } : { fast: [], copy: [], near: [e], prefetch: [] }, c).ms;
   assert.ok(one(0, "fast", counts(n)) < one(0, "near", counts(n)) && one(0, "fast", counts(n - 1)) >= one(0, "near", counts(n - 1)));
   assert.equal(breakEvenTokens(tierCosts(expert, 512, { gbps: 1, delayMs: 0 }, { gflops: 1, readGbps: 10 }, { gflops: 5, readGbps: 10 })), Infinity, "never, when fast computes slower");
 });
 
 test("monde copies an expert with many tokens and computes one with few near; offload copies all, near copies none; residents are never copied", () => {
-  assert.deepEqual(planTiers("monde", { counts: counts(200), resident: none, costs }), { fast: [0], copy: [0], near: [] });
-  assert.deepEqual(planTiers("monde", { counts: counts(1), resident: none, costs }), { fast: [], copy: [], near: [0] });
+  assert.deepEqual(planTiers("monde", { counts: counts(200), resident: none, costs }), { fast: [0], copy: [0], near: [], prefetch: [] });
+  assert.deepEqual(planTiers("monde", { counts: counts(1), resident: none, costs }), { fast: [], copy: [], near: [0], prefetch: [] });
   const mixed = counts(3, 200, 1, 0, 150);
   assert.deepEqual(planTiers("monde", { counts: mixed, resident: none, costs }).near.sort(), [0, 2]);
-  assert.deepEqual(planTiers("offload", { counts: mixed, resident: none, costs }), { fast: [1, 4, 0, 2], copy: [1, 4, 0, 2], near: [] });
-  assert.deepEqual(planTiers("near", { counts: mixed, resident: none, costs }), { fast: [], copy: [], near: [1, 4, 0, 2] });
+  assert.deepEqual(planTiers("offload", { counts: mixed, resident: none, costs }), { fast: [1, 4, 0, 2], copy: [1, 4, 0, 2], near: [], prefetch: [] });
+  assert.deepEqual(planTiers("near", { counts: mixed, resident: none, costs }), { fast: [], copy: [], near: [1, 4, 0, 2], prefetch: [] });
   const resident = none.map((_, e) => e === 1);
   for (const p of TIER_POLICIES) {
     const plan = planTiers(p, { counts: mixed, resident, costs });
     assert.ok(plan.fast.includes(1) && !plan.copy.includes(1) && !plan.near.includes(1), `${p}: the resident expert runs fast, uncopied`);
   }
+});
+
+test("monde prefetches the expert most used lately once its load beats the displaced one's by the copy's payback", () => {
+  const one = counts(1, 1);
+  const payback = paybackCalls(costs);
+  const window = (load0: number, displaced: number) => ({ load: counts(load0, 2), displaced });
+  assert.deepEqual(planTiers("monde", { counts: one, resident: none, costs, window: window(payback, 0) }).prefetch, [0]);
+  assert.deepEqual(planTiers("monde", { counts: one, resident: none, costs, window: window(payback - 1, 0) }).prefetch, [], "its load has not paid yet");
+  assert.deepEqual(planTiers("monde", { counts: one, resident: none, costs, window: window(payback + 3, 4) }).prefetch, [], "not enough above the expert it would push out");
+  assert.deepEqual(planTiers("monde", { counts: one, resident: none, costs, window: window(payback + 3, Infinity) }).prefetch, [], "nothing can make room");
 });
 
 test("monde's layer time is never above offload's or near's, on random loads and residencies", () => {
