@@ -1,5 +1,5 @@
-// `bench tiers`: MoNDE against parameter offloading on the real runtime. One run per policy, each
-// from an empty fast tier after a short warm-up: a prefill of the prompt, then greedy decoding; the
+// `bench tiers`: MoNDE against parameter offloading on the real runtime. Runs per policy, each from
+// an empty fast tier after a short warm-up: a prefill of the prompt, then greedy decoding; the
 // prefill's and the decode's tokens/s, and the weight and activation bytes the link carried per
 // token. The setup is tiers/tiered-runtime.ts (fast tier here, near tier in its own process).
 import type { LinkParams } from "../channel/link.js";
@@ -7,13 +7,14 @@ import type { WeightDType } from "../kernels/backend.js";
 import { breakEvenTokens } from "../tiers/cost-model.js";
 import type { TierPolicyName } from "../policies/tiers.js";
 import type { WireDType } from "../protocol/activations.js";
+import type { GenerationResult } from "../runtime/engine.js";
 import type { TierLayerReport } from "../tiers/tiered-executor.js";
 import { startTiered } from "../tiers/tiered-runtime.js";
 import { median } from "../util/stats.js";
 
 export interface TierBenchOptions {
   model: string;
-  policy: TierPolicyName;
+  policies: readonly TierPolicyName[];
   budgetFraction: number;
   /** null: loopback as it is */
   link: LinkParams | null;
@@ -59,75 +60,98 @@ export interface TierBenchResult {
   tokens: number[];
 }
 
-export async function benchTiers(o: TierBenchOptions): Promise<TierBenchResult> {
-  let phases = { prefill: emptyPhase(), decode: emptyPhase() };
-  let layers = { prefill: 0, decode: 0 };
-  let timing = false;
-  const setup = await startTiered({
-    model: o.model, policy: o.policy, budgetFraction: o.budgetFraction, weightDType: o.weightDType, wireDType: o.wireDType, link: o.link, window: o.window, threads: o.threads, log: o.log,
-    onLayer: (r) => {
-      o.onLayer?.(r);
-      if (!timing) return;
-      // step 0 is the prompt's one pass; every later step decodes a token
-      const phase = r.step === 0 ? "prefill" : "decode";
-      const p = phases[phase];
-      p.weight_bytes_per_token += r.weightBytes;
-      p.activation_bytes_per_token += r.activationBytes;
-      p.fast_calls += r.fast.length;
-      p.near_calls += r.near.length;
-      p.copies += r.copied.length;
-      p.hot_per_layer += r.fast.length;
-      layers[phase]++;
-    },
-  });
+/** One policy's setup and what its timed runs gathered. */
+interface PolicyRun {
+  policy: TierPolicyName;
+  setup: Awaited<ReturnType<typeof startTiered>>;
+  phases: { prefill: TierPhase; decode: TierPhase };
+  layers: { prefill: number; decode: number };
+  timing: boolean;
+  prefillMs: number[];
+  decodeMs: number[];
+  last: GenerationResult | null;
+}
+
+/**
+ * Every policy of `policies` on its own setup, their timed runs interleaved (run 1 of each, then run 2
+ * of each, …) so that a shared machine's drift falls on all of them alike.
+ */
+export async function benchTiers(o: TierBenchOptions): Promise<TierBenchResult[]> {
+  const runs: PolicyRun[] = [];
   try {
-    const { engine, tiers } = setup;
-    // warm-up (JIT, first touches of the link); each timed run starts from an empty fast tier, and
-    // medians resist a shared machine's noise (every run moves the same bytes)
-    await engine.generate(o.prompt.slice(0, 16), { temperature: 0, maxTokens: 4 });
-    const prefillMs: number[] = [], decodeMs: number[] = [];
-    let r: Awaited<ReturnType<typeof engine.generate>> | null = null;
-    for (let rep = 0; rep < (o.repeats ?? 3); rep++) {
-      tiers.reset();
-      phases = { prefill: emptyPhase(), decode: emptyPhase() };
-      layers = { prefill: 0, decode: 0 };
-      timing = true;
-      r = await engine.generate(o.prompt, { temperature: 0, maxTokens: o.genTokens });
-      await new Promise((resolve) => setImmediate(resolve));
-      timing = false;
-      prefillMs.push(r.prefillMs);
-      decodeMs.push(r.decodeMs);
+    for (const policy of o.policies) {
+      const run: PolicyRun = { policy, setup: null!, phases: { prefill: emptyPhase(), decode: emptyPhase() }, layers: { prefill: 0, decode: 0 }, timing: false, prefillMs: [], decodeMs: [], last: null };
+      run.setup = await startTiered({
+        model: o.model, policy, budgetFraction: o.budgetFraction, weightDType: o.weightDType, wireDType: o.wireDType, link: o.link, window: o.window, threads: o.threads, log: o.log,
+        onLayer: (r) => {
+          o.onLayer?.(r);
+          if (!run.timing) return;
+          // step 0 is the prompt's one pass; every later step decodes a token
+          const phase = r.step === 0 ? "prefill" : "decode";
+          const p = run.phases[phase];
+          p.weight_bytes_per_token += r.weightBytes;
+          p.activation_bytes_per_token += r.activationBytes;
+          p.fast_calls += r.fast.length;
+          p.near_calls += r.near.length;
+          p.copies += r.copied.length;
+          p.hot_per_layer += r.fast.length;
+          run.layers[phase]++;
+        },
+      });
+      runs.push(run);
+      // warm-up: JIT, first touches of the link
+      await run.setup.engine.generate(o.prompt.slice(0, 16), { temperature: 0, maxTokens: 4 });
     }
-    const finish = (p: TierPhase, tokens: number, ms: number, n: number): TierPhase => ({
-      ...p,
-      tokens,
-      tokens_per_s: tokens / (ms / 1000),
-      weight_bytes_per_token: p.weight_bytes_per_token / Math.max(1, tokens),
-      activation_bytes_per_token: p.activation_bytes_per_token / Math.max(1, tokens),
-      hot_per_layer: p.hot_per_layer / Math.max(1, n),
-    });
-    const prefill = finish(phases.prefill, o.prompt.length, median(prefillMs), layers.prefill);
-    const decode = finish(phases.decode, r!.decodeSteps, median(decodeMs), layers.decode);
-    const all = prefill.tokens + decode.tokens;
-    return {
-      policy: o.policy,
-      fast_budget: o.budgetFraction,
-      budget_experts: tiers.budget.experts,
-      link: { gbps: setup.link.gbps, delay_ms: setup.link.delayMs, shaped: o.link !== null },
-      break_even_tokens: breakEvenTokens(tiers.costs),
-      prefill_tokens_per_s: prefill.tokens_per_s,
-      decode_tokens_per_s: decode.tokens_per_s,
-      weight_bytes_per_token: (phases.prefill.weight_bytes_per_token + phases.decode.weight_bytes_per_token) / all,
-      activation_bytes_per_token: (phases.prefill.activation_bytes_per_token + phases.decode.activation_bytes_per_token) / all,
-      prefill,
-      decode,
-      tokens: r!.tokens,
-    };
+    // each timed run starts from an empty fast tier; medians resist the noise (every run moves the same bytes)
+    for (let rep = 0; rep < (o.repeats ?? 3); rep++) {
+      for (const run of runs) {
+        run.setup.tiers.reset();
+        run.phases = { prefill: emptyPhase(), decode: emptyPhase() };
+        run.layers = { prefill: 0, decode: 0 };
+        run.timing = true;
+        const r = await run.setup.engine.generate(o.prompt, { temperature: 0, maxTokens: o.genTokens });
+        await new Promise((resolve) => setImmediate(resolve));
+        run.timing = false;
+        run.prefillMs.push(r.prefillMs);
+        run.decodeMs.push(r.decodeMs);
+        run.last = r;
+      }
+    }
+    return runs.map((run) => result(o, run));
   } finally {
-    await setup.close();
+    for (const run of runs) await run.setup.close();
   }
 }
 
+function result(o: TierBenchOptions, run: PolicyRun): TierBenchResult {
+  const { tiers, link } = run.setup;
+  const finish = (p: TierPhase, tokens: number, ms: number, n: number): TierPhase => ({
+    ...p,
+    tokens,
+    tokens_per_s: tokens / (ms / 1000),
+    weight_bytes_per_token: p.weight_bytes_per_token / Math.max(1, tokens),
+    activation_bytes_per_token: p.activation_bytes_per_token / Math.max(1, tokens),
+    hot_per_layer: p.hot_per_layer / Math.max(1, n),
+  });
+  const prefill = finish(run.phases.prefill, o.prompt.length, median(run.prefillMs), run.layers.prefill);
+  const decode = finish(run.phases.decode, run.last!.decodeSteps, median(run.decodeMs), run.layers.decode);
+  const all = prefill.tokens + decode.tokens;
+  return {
+    policy: run.policy,
+    fast_budget: o.budgetFraction,
+    budget_experts: tiers.budget.experts,
+    link: { gbps: link.gbps, delay_ms: link.delayMs, shaped: o.link !== null },
+    // as the policy saw the link at the end (its rate follows what copies took)
+    break_even_tokens: breakEvenTokens(tiers.costs),
+    prefill_tokens_per_s: prefill.tokens_per_s,
+    decode_tokens_per_s: decode.tokens_per_s,
+    weight_bytes_per_token: (run.phases.prefill.weight_bytes_per_token + run.phases.decode.weight_bytes_per_token) / all,
+    activation_bytes_per_token: (run.phases.prefill.activation_bytes_per_token + run.phases.decode.activation_bytes_per_token) / all,
+    prefill,
+    decode,
+    tokens: run.last!.tokens,
+  };
+}
 
 function emptyPhase(): TierPhase {
   return { tokens: 0, tokens_per_s: 0, weight_bytes_per_token: 0, activation_bytes_per_token: 0, fast_calls: 0, near_calls: 0, copies: 0, hot_per_layer: 0 };

@@ -10,9 +10,10 @@
 //            its tokens pay for its weights (the cost model's break-even). Decode steps bring one token
 //            per expert, which never pays; so the expert with the most load over the recent window is
 //            prefetched (copied in the background, for later steps; it runs near now) when that load
-//            exceeds the load of the expert it would push out by the copy's payback, one per layer
-//            and step: the hot set forms from the statistics of recent steps, as EPLB re-lays experts
-//            out in the background, and changes only when the traffic has moved enough to pay.
+//            exceeds the load of the expert it would push out by the copy's payback and the link has
+//            room for the copy within the layer's time, one per layer and step: the hot set follows
+//            the statistics of recent steps, as EPLB re-lays experts out in the background, changes
+//            only when the traffic has moved enough to pay, and never slows the step it starts in.
 import { paybackCalls, planTime, type TierCosts, type TierPlan } from "../tiers/cost-model.js";
 
 export const TIER_POLICIES = ["offload", "near", "monde"] as const;
@@ -52,10 +53,13 @@ export function planTiers(policy: TierPolicyName, input: TierInput): TierPlan {
         const plan = split(h), ms = planTime(costs, plan, counts).ms;
         if (ms < bestMs) [best, bestMs] = [plan, ms];
       }
-      // of the experts left near, the most used lately, if its load has paid for a copy: hot by statistics
+      // of the experts left near, the most used lately, if its load has paid for a copy and the link
+      // has room for it in this layer's time: hot by statistics, at no cost to this step
       const w = input.window, payback = paybackCalls(costs);
       const warm = w ? best.near.filter((e) => w.load[e]! - w.displaced >= payback).sort((a, b) => w.load[b]! - w.load[a]! || a - b)[0] : undefined;
-      return warm === undefined ? best : { ...best, prefetch: [warm] };
+      if (warm === undefined) return best;
+      const withCopy = { ...best, prefetch: [warm] };
+      return planTime(costs, withCopy, counts).ms <= bestMs ? withCopy : best;
     }
   }
 }

@@ -94,12 +94,15 @@ export class TieredExecutor implements ExpertExecutor {
   private lastLayer = Infinity;
   totals: TierTotals = emptyTotals();
 
-  /** the cost model the policy decides by */
-  get costs(): TierCosts {
-    return this.opts.costs;
-  }
+  /**
+   * The cost model the policy decides by. Its link rate follows what copies actually take (a moving
+   * average of each layer's copy bytes over the time they took to land): on a busy machine moving
+   * weights costs the tiers' own cycles too, and a rate measured idle would copy too eagerly.
+   */
+  costs: TierCosts;
 
   constructor(private readonly backend: Backend, private readonly cfg: ModelConfig, private readonly opts: TieredOptions) {
+    this.costs = opts.costs;
     this.table = Array.from({ length: cfg.layers }, () => new Array<FfnWeights | null>(cfg.experts).fill(null));
     this.local = new LocalExpertExecutor(backend, this.table, cfg.hidden);
     this.load = new LoadWindow(cfg.layers, cfg.experts, opts.window);
@@ -113,6 +116,7 @@ export class TieredExecutor implements ExpertExecutor {
 
   /** Back to an empty fast tier, no statistics and no totals (a benchmark after its warm-up). */
   reset(): void {
+    this.costs = this.opts.costs;
     this.cache.clear();
     this.load = new LoadWindow(this.cfg.layers, this.cfg.experts, this.opts.window);
     this.step = 0;
@@ -143,18 +147,21 @@ export class TieredExecutor implements ExpertExecutor {
       counts[c.expert]! += c.rows;
       this.load.add(layer, c.expert, c.rows);
     }
-    const plan = planTiers(this.opts.policy, layerInput(layer, counts, this.cache, this.load, this.opts.costs));
+    const plan = planTiers(this.opts.policy, layerInput(layer, counts, this.cache, this.load, this.costs));
     const index = new Map(calls.map((c, i) => [c.expert, i]));
     const results = new Array<Promise<ExpertResult>>(calls.length);
 
     const t0 = performance.now(), evictedBefore = this.cache.evictions;
+    // every copy is asked for first: the near tier sends them before it computes its calls, and the
+    // link works while the residents are computed here
+    const pulls = new Map(plan.copy.map((e) => [e, this.opts.pull(layer, e)]));
+    if (pulls.size > 0) {
+      void Promise.all(pulls.values()).then((held) => this.observeCopies(held.reduce((n, h) => n + h.payload.length, 0), performance.now() - t0), () => undefined);
+    }
     const nearCalls = plan.near.map((e) => calls[index.get(e)!]!);
     const nearResults = this.opts.near.dispatch(nearCalls);
     plan.near.forEach((e, i) => (results[index.get(e)!] = nearResults[i]!));
     const nearDone = Promise.allSettled(nearResults).then(() => performance.now() - t0);
-
-    // every copy starts now, so the link works while the residents are computed
-    const pulls = new Map(plan.copy.map((e) => [e, this.opts.pull(layer, e)]));
     for (const e of plan.prefetch) this.prefetch(layer, e);
     for (const p of pulls.values()) p.catch(() => undefined);
     const pending = new Set(plan.fast);
@@ -196,7 +203,7 @@ export class TieredExecutor implements ExpertExecutor {
         evictions: this.cache.evictions - evictedBefore,
         fastMs: plan.fast.length > 0 ? fastMs : 0,
         nearMs: plan.near.length > 0 ? nearMs : 0,
-        predicted: planTime(this.opts.costs, plan, counts),
+        predicted: planTime(this.costs, plan, counts),
       };
       const t = this.totals;
       t.layers++;
@@ -211,6 +218,13 @@ export class TieredExecutor implements ExpertExecutor {
       this.opts.onLayer?.(report);
     });
     return results;
+  }
+
+  /** Moves the model's link rate towards what `bytes` of copies landing in `ms` showed (weight 1/4 per layer). */
+  private observeCopies(bytes: number, ms: number): void {
+    const seen = bytes / (Math.max(ms - this.costs.link.delayMs, 1e-3) * 1e6);
+    const gbps = 0.75 * this.costs.link.gbps + 0.25 * seen;
+    this.costs = { ...this.costs, link: { ...this.costs.link, gbps } };
   }
 
   /** Experts of the layer being computed that a landing prefetch may not push out. */

@@ -35,14 +35,15 @@ test("monde copies an expert with many tokens and computes one with few near; of
   }
 });
 
-test("monde prefetches the expert most used lately once its load beats the displaced one's by the copy's payback", () => {
-  const one = counts(1, 1);
+test("monde prefetches the expert most used lately once its load beats the displaced one's by the copy's payback, when the link has room", () => {
+  const one = counts(1, 1, 0, 0, 0, 0, 0, 400);
   const payback = paybackCalls(costs);
   const window = (load0: number, displaced: number) => ({ load: counts(load0, 2), displaced });
   assert.deepEqual(planTiers("monde", { counts: one, resident: none, costs, window: window(payback, 0) }).prefetch, [0]);
   assert.deepEqual(planTiers("monde", { counts: one, resident: none, costs, window: window(payback - 1, 0) }).prefetch, [], "its load has not paid yet");
   assert.deepEqual(planTiers("monde", { counts: one, resident: none, costs, window: window(payback + 3, 4) }).prefetch, [], "not enough above the expert it would push out");
   assert.deepEqual(planTiers("monde", { counts: one, resident: none, costs, window: window(payback + 3, Infinity) }).prefetch, [], "nothing can make room");
+  assert.deepEqual(planTiers("monde", { counts: counts(1, 1), resident: none, costs, window: window(payback, 0) }).prefetch, [], "the copy would outlast the layer");
 });
 
 test("monde's layer time is never above offload's or near's, on random loads and residencies", () => {

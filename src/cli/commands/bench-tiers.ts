@@ -77,7 +77,7 @@ export function benchTiersCommand(): Command {
     .addOption(new Option("--wire-dtype <dtype>", "activations on the link (f32 keeps every policy's tokens identical)").choices(WIRE_DTYPES as string[]).default("f32"))
     .option("--window <steps>", "steps of routing statistics MoNDE keeps its hot set by", positiveInt, 16)
     .option("-t, --threads <n>", "the fast tier's compute threads (the near tier has one: a core each on a small machine)", positiveInt, 1)
-    .option("--repeats <n>", "timed runs per policy, each from an empty fast tier; medians are reported", positiveInt, 3)
+    .option("--repeats <n>", "timed runs per policy (interleaved across policies), each from an empty fast tier; medians are reported", positiveInt, 5)
     .option("--sweep <dir>", `every policy at fast budgets of ${SWEEP_BUDGETS.map((b) => `${100 * b}%`).join(", ")} on each --link; writes tiers.json, tiers.csv and speedup.svg`)
     .option("--verbose", "print every layer's hot/cold split")
     .option("--json", "print the results as JSON")
@@ -94,16 +94,14 @@ export function benchTiersCommand(): Command {
       const results: TierBenchResult[] = [];
       for (const link of linkList) {
         for (const budget of budgets) {
-          for (const policy of policies) {
-            process.stderr.write(`bench tiers: ${policy}, fast budget ${(100 * budget).toFixed(1)}%, link ${linkName(link)}\n`);
-            results.push(
-              await benchTiers({
-                model, policy, budgetFraction: budget, link, prompt, genTokens: o.genTokens, weightDType: o.dtype, wireDType: o.wireDtype, window: o.window, threads: o.threads, repeats: o.repeats,
-                log: () => undefined,
-                onLayer: o.verbose ? (r) => process.stderr.write(`  step ${r.step} layer ${r.layer}: fast [${r.fast.join(" ")}] (copied [${r.copied.join(" ")}]) near [${r.near.join(" ")}]; ${r.weightBytes} weight B, ${r.activationBytes} activation B; fast ${r.fastMs.toFixed(2)} ms, near ${r.nearMs.toFixed(2)} ms (model ${r.predicted.ms.toFixed(2)})\n`) : undefined,
-              }),
-            );
-          }
+          process.stderr.write(`bench tiers: ${policies.join(", ")}, fast budget ${(100 * budget).toFixed(1)}%, link ${linkName(link)}\n`);
+          results.push(
+            ...(await benchTiers({
+              model, policies, budgetFraction: budget, link, prompt, genTokens: o.genTokens, weightDType: o.dtype, wireDType: o.wireDtype, window: o.window, threads: o.threads, repeats: o.repeats,
+              log: () => undefined,
+              onLayer: o.verbose ? (r) => process.stderr.write(`  step ${r.step} layer ${r.layer}: fast [${r.fast.join(" ")}] (copied [${r.copied.join(" ")}]) near [${r.near.join(" ")}] prefetch [${r.prefetched.join(" ")}]; ${r.weightBytes} weight B, ${r.activationBytes} activation B; fast ${r.fastMs.toFixed(2)} ms, near ${r.nearMs.toFixed(2)} ms (model ${r.predicted.ms.toFixed(2)})\n`) : undefined,
+            })),
+          );
         }
       }
       const same = results.every((r) => JSON.stringify(r.tokens) === JSON.stringify(results[0]!.tokens));
