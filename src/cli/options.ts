@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { InvalidArgumentError, Option, type Command } from "commander";
 import { WEIGHT_DTYPES, type WeightDType } from "../kernels/backend.js";
 import { Engine, type EngineOptions } from "../runtime/engine.js";
-import { startLocalCluster } from "../runtime/local-cluster.js";
+import { onCluster, startLocalCluster } from "../runtime/local-cluster.js";
 import { WIRE_DTYPES, type WireDType } from "../protocol/activations.js";
 import { parseLink, type LinkParams } from "../channel/link.js";
 import { ProgressBar } from "./progress.js";
@@ -97,19 +97,7 @@ export async function openEngine(o: ModelCliOptions, extra: Partial<EngineOption
   }
   const link = o.link;
   const cluster = await startLocalCluster({ model: o.model, devices: o.localDevices, weightDType: o.dtype, wireDType: o.wireDtype, replicas: o.replicas, link: link && (() => link) });
-  try {
-    const engine = Engine.load(o.model, { ...opts, executor: cluster.hub.executor });
-    return {
-      engine,
-      close: async () => {
-        engine.close();
-        await cluster.close();
-      },
-    };
-  } catch (e) {
-    await cluster.close();
-    throw e;
-  }
+  return onCluster(cluster, () => ({ engine: Engine.load(o.model, { ...opts, executor: cluster.hub.executor }) }));
 }
 
 export function engineOptions(o: ModelCliOptions): EngineOptions {

@@ -396,12 +396,8 @@ export class DeviceHub {
         return;
       }
       case "result": {
-        const p = this.pending.get(m.id);
-        if (!p || p.device !== d) {
-          this.send(d, { type: "error", id: m.id, message: `no call ${m.id} is pending on this device` });
-          return;
-        }
-        this.pending.delete(m.id);
+        const p = this.claim(this.pending, m.id, d, "call");
+        if (!p) return;
         d.calls++;
         const asked = p.experts;
         if (m.hidden !== this.cfg.hidden) p.reject(new Error(`device ${d.name} returned rows of ${m.hidden}, not ${this.cfg.hidden}`));
@@ -419,16 +415,9 @@ export class DeviceHub {
         } else this.log(`${d.name}: ${m.message}`);
         return;
       }
-      case "expert": {
-        const p = this.pulls.get(m.id);
-        if (!p || p.device !== d) {
-          this.send(d, { type: "error", id: m.id, message: `no pull ${m.id} is pending on this device` });
-          return;
-        }
-        this.pulls.delete(m.id);
-        p.resolve({ dtype: m.dtype, shapes: m.shapes, payload: m.payload });
+      case "expert":
+        this.claim(this.pulls, m.id, d, "pull")?.resolve({ dtype: m.dtype, shapes: m.shapes, payload: m.payload });
         return;
-      }
       case "fetch":
         this.sendWeights(d, m.experts, m.have);
         return;
@@ -438,6 +427,17 @@ export class DeviceHub {
       default:
         this.send(d, { type: "error", message: `the base station does not accept ${m.type} messages` });
     }
+  }
+
+  /** The request `id` that device `d` answers, taken off `waiting`; null (and an error frame to the device) when it is not pending there. */
+  private claim<T extends { device: Device }>(waiting: Map<number, T>, id: number, d: Device, what: string): T | null {
+    const p = waiting.get(id);
+    if (!p || p.device !== d) {
+      this.send(d, { type: "error", id, message: `no ${what} ${id} is pending on this device` });
+      return null;
+    }
+    waiting.delete(id);
+    return p;
   }
 
   private dispatch(calls: readonly ExpertCall[]): Array<Promise<ExpertResult>> {

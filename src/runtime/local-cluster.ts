@@ -7,6 +7,7 @@ import type { WeightDType } from "../kernels/backend.js";
 import type { WireDType } from "../protocol/activations.js";
 import type { LinkModel } from "../channel/link.js";
 import { DeviceHub } from "./device-hub.js";
+import type { Engine } from "./engine.js";
 
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../bin/distmoe.js");
 
@@ -96,4 +97,24 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
       await devices.exited();
     },
   };
+}
+
+/**
+ * Builds what runs on `cluster` (an engine with the cluster as its executor, and whatever goes with
+ * it); if that fails, the cluster is closed. Closing the result ends the engine, then the cluster.
+ */
+export async function onCluster<T extends { engine: Engine }>(cluster: LocalCluster, build: () => T | Promise<T>): Promise<T & { close(): Promise<void> }> {
+  try {
+    const built = await build();
+    return {
+      ...built,
+      close: async () => {
+        built.engine.close();
+        await cluster.close();
+      },
+    };
+  } catch (e) {
+    await cluster.close();
+    throw e;
+  }
 }

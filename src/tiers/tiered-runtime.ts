@@ -10,7 +10,7 @@ import { expertWork } from "../model/work-shape.js";
 import type { TierPolicyName } from "../policies/tiers.js";
 import { wireBytes, type WireDType } from "../protocol/activations.js";
 import { Engine } from "../runtime/engine.js";
-import { startLocalCluster, type LocalCluster } from "../runtime/local-cluster.js";
+import { onCluster, startLocalCluster, type LocalCluster } from "../runtime/local-cluster.js";
 import { tierCosts, type TierLink } from "./cost-model.js";
 import { TieredExecutor, type TierLayerReport } from "./tiered-executor.js";
 
@@ -50,7 +50,7 @@ export async function startTiered(o: TieredSetupOptions): Promise<TieredSetup> {
   const cluster = await startLocalCluster({
     model: o.model, devices: 1, weightDType: o.weightDType, wireDType: o.wireDType, link: o.link ? () => o.link! : undefined, threadsPerDevice: o.nearThreads ?? 1, log: o.log,
   });
-  try {
+  return onCluster(cluster, async () => {
     const link = o.link ? { gbps: o.link.downBps / 8e9, delayMs: o.link.delayMs } : await measureLink(cluster, cfg.sparseLayers.indexOf(true), cfg.hidden);
     if (!(link.gbps > 0)) throw new Error("the link between the tiers needs a rate (rate=…); an unlimited shaped link has none to model");
     const nearSpeed = cluster.hub.capabilitiesOf("local-0")!;
@@ -68,17 +68,8 @@ export async function startTiered(o: TieredSetupOptions): Promise<TieredSetup> {
         return tiers;
       },
     });
-    return {
-      engine, tiers: tiers!, cluster, link,
-      close: async () => {
-        engine.close();
-        await cluster.close();
-      },
-    };
-  } catch (e) {
-    await cluster.close();
-    throw e;
-  }
+    return { engine, tiers: tiers!, cluster, link };
+  });
 }
 
 /** The loopback link as it is: its rate from copying an expert over it, its delay from one-row calls (best of three each). */
