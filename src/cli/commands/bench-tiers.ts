@@ -78,7 +78,7 @@ export function benchTiersCommand(): Command {
     .option("--window <steps>", "steps of routing statistics MoNDE keeps its hot set by", positiveInt, 16)
     .option("-t, --threads <n>", "the fast tier's compute threads (the near tier has one: a core each on a small machine)", positiveInt, 1)
     .option("--repeats <n>", "timed runs per policy (interleaved across policies), each from an empty fast tier; medians are reported", positiveInt, 5)
-    .option("--sweep <dir>", `every policy at fast budgets of ${SWEEP_BUDGETS.map((b) => `${100 * b}%`).join(", ")} on each --link; writes tiers.json, tiers.csv and speedup.svg`)
+    .option("--sweep <dir>", `every policy at fast budgets of ${SWEEP_BUDGETS.map((b) => `${100 * b}%`).join(", ")} on each --link; writes tiers.json, tiers.csv, speedup-prefill.svg and speedup-decode.svg`)
     .option("--verbose", "print every layer's hot/cold split")
     .option("--json", "print the results as JSON")
     .action(async (o: BenchTiersCliOptions) => {
@@ -158,7 +158,7 @@ function simulated(o: BenchTiersCliOptions): void {
 }
 
 /** Each result beside offload's at the same budget and link. */
-function withSpeedups(results: readonly TierBenchResult[]): Array<TierBenchResult & { prefill_speedup: number; decode_speedup: number }> {
+export function withSpeedups(results: readonly TierBenchResult[]): Array<TierBenchResult & { prefill_speedup: number; decode_speedup: number }> {
   return results.map((r) => {
     // the same budget on the same link (loopback's rate is measured per run, so it matches by kind)
     const sameLink = (b: TierBenchResult) => b.link.shaped === r.link.shaped && (!r.link.shaped || b.link.gbps === r.link.gbps);
@@ -190,18 +190,16 @@ function writeSweep(dir: string, results: readonly TierBenchResult[]): void {
     path.join(dir, "tiers.csv"),
     [head.join(","), ...rows.map((r) => [r.link.gbps, r.link.shaped, r.fast_budget, r.policy, r.prefill_tokens_per_s, r.decode_tokens_per_s, r.prefill_speedup, r.decode_speedup, r.weight_bytes_per_token, r.activation_bytes_per_token].join(","))].join("\n") + "\n",
   );
-  const series = rows
-    .filter((r) => r.policy !== "offload")
-    .reduce((m, r) => {
-      const link = r.link.shaped ? `${(8 * r.link.gbps).toPrecision(3)} Gbit/s` : "loopback";
-      for (const phase of ["prefill", "decode"] as const) {
-        const name = `${r.policy}, ${phase}, ${link}`;
-        (m.get(name) ?? m.set(name, []).get(name)!).push({ x: 100 * r.fast_budget, y: phase === "prefill" ? r.prefill_speedup : r.decode_speedup });
-      }
-      return m;
-    }, new Map<string, Array<{ x: number; y: number }>>());
-  writeFileSync(
-    path.join(dir, "speedup.svg"),
-    linePlot({ title: "Speedup over parameter offloading", xLabel: "fast-tier budget (% of the experts)", yLabel: "× offload tokens/s", series: [...series].map(([name, points]) => ({ name, points })) }),
-  );
+  for (const phase of ["prefill", "decode"] as const) writeFileSync(path.join(dir, `speedup-${phase}.svg`), speedupPicture(rows, phase));
+}
+
+/** A phase's speedup over offload against the fast budget: one line per policy and link. */
+export function speedupPicture(rows: ReadonlyArray<ReturnType<typeof withSpeedups>[number]>, phase: "prefill" | "decode"): string {
+  const series = new Map<string, Array<{ x: number; y: number }>>();
+  for (const r of rows) {
+    if (r.policy === "offload") continue;
+    const name = `${r.policy}, ${r.link.shaped ? `${(8 * r.link.gbps).toPrecision(3)} Gbit/s link` : "loopback"}`;
+    (series.get(name) ?? series.set(name, []).get(name)!).push({ x: 100 * r.fast_budget, y: phase === "prefill" ? r.prefill_speedup : r.decode_speedup });
+  }
+  return linePlot({ title: `${phase === "prefill" ? "Prefill" : "Decode"}: speedup over parameter offloading`, xLabel: "fast-tier budget (% of the experts)", yLabel: "× offload tokens/s", series: [...series].map(([name, points]) => ({ name, points })) });
 }
