@@ -2,33 +2,20 @@
 // an empty fast tier after a short warm-up: a prefill of the prompt, then greedy decoding; the
 // prefill's and the decode's tokens/s, and the weight and activation bytes the link carried per
 // token. The setup is tiers/tiered-runtime.ts (fast tier here, near tier in its own process).
-import type { LinkParams } from "../channel/link.js";
-import type { WeightDType } from "../kernels/backend.js";
 import { breakEvenTokens } from "../tiers/cost-model.js";
 import type { TierPolicyName } from "../policies/tiers.js";
-import type { WireDType } from "../protocol/activations.js";
 import type { GenerationResult } from "../runtime/engine.js";
-import type { TierLayerReport } from "../tiers/tiered-executor.js";
-import { startTiered } from "../tiers/tiered-runtime.js";
+import { startTiered, type TieredSetupOptions } from "../tiers/tiered-runtime.js";
 import { median } from "../util/stats.js";
 
-export interface TierBenchOptions {
-  model: string;
+/** The setup's options (tiers/tiered-runtime.ts) for every policy of `policies`, and the workload. */
+export interface TierBenchOptions extends Omit<TieredSetupOptions, "policy"> {
   policies: readonly TierPolicyName[];
-  budgetFraction: number;
-  /** null: loopback as it is */
-  link: LinkParams | null;
   /** the prompt's tokens (prefill) and how many to generate after it */
   prompt: readonly number[];
   genTokens: number;
-  weightDType: WeightDType;
-  wireDType: WireDType;
-  window?: number;
-  threads?: number;
   /** timed runs, each from an empty fast tier; medians are reported (default 3) */
   repeats?: number;
-  onLayer?: (r: TierLayerReport) => void;
-  log?: (line: string) => void;
 }
 
 /** One phase's traffic and split. */
@@ -82,7 +69,8 @@ export async function benchTiers(o: TierBenchOptions): Promise<TierBenchResult[]
     for (const policy of o.policies) {
       const run: PolicyRun = { policy, setup: null!, phases: { prefill: emptyPhase(), decode: emptyPhase() }, layers: { prefill: 0, decode: 0 }, timing: false, prefillMs: [], decodeMs: [], last: null };
       run.setup = await startTiered({
-        model: o.model, policy, budgetFraction: o.budgetFraction, weightDType: o.weightDType, wireDType: o.wireDType, link: o.link, window: o.window, threads: o.threads, log: o.log,
+        ...o,
+        policy,
         onLayer: (r) => {
           o.onLayer?.(r);
           if (!run.timing) return;

@@ -8,7 +8,7 @@ import { parseModelConfig } from "../model/config.js";
 import { REPO_ROOT } from "../testing/shared.js";
 import { Random } from "../util/random.js";
 import { EventQueue } from "./event-queue.js";
-import { syntheticRouting, traceRouting } from "./routing-source.js";
+import { traceRouting } from "./routing-source.js";
 import { simulateAll } from "./parallel.js";
 import { scaleScenario, simulate, type SimOptions, type SimReport } from "./simulator.js";
 
