@@ -24,7 +24,8 @@ test("offload, near and monde give the single-process greedy tokens; the fast ti
       onLayer: (r) => {
         fastCalls += r.fast.length;
         nearCalls += r.near.length;
-        if (setup?.tiers.budget.usedBytes > setup?.tiers.budget.bytes) overBudget++;
+        // reports come only from generate below, once setup is assigned
+        if (setup.tiers.budget.usedBytes > setup.tiers.budget.bytes) overBudget++;
       },
     });
     try {

@@ -135,10 +135,7 @@ function simulated(o: BenchTiersCliOptions): void {
     for (const budget of budgets)
       for (const policy of policies)
         results.push(simulateTiers({ cfg, hardware: hw, policy, budgetFraction: budget, promptTokens: o.promptTokens, genTokens: o.genTokens, weightDType: o.dtype, wireBytes: wireBytes(o.wireDtype), window: o.window }));
-  const rows = results.map((r) => {
-    const base = results.find((b) => b.policy === "offload" && b.hardware === r.hardware && b.fast_budget === r.fast_budget);
-    return { ...r, prefill_speedup: base ? r.prefill_tokens_per_s / base.prefill_tokens_per_s : NaN, decode_speedup: base ? r.decode_tokens_per_s / base.decode_tokens_per_s : NaN };
-  });
+  const rows = withSpeedups(results, (a, b) => a.hardware === b.hardware);
   if (o.sweep) {
     mkdirSync(o.sweep, { recursive: true });
     writeFileSync(path.join(o.sweep, "simulated.json"), JSON.stringify(rows, null, 1) + "\n");
@@ -158,20 +155,29 @@ function simulated(o: BenchTiersCliOptions): void {
 }
 
 /** Each result beside offload's at the same budget and link. */
-export function withSpeedups(results: readonly TierBenchResult[]): Array<TierBenchResult & { prefill_speedup: number; decode_speedup: number }> {
+interface PolicyRates {
+  policy: TierPolicyName;
+  fast_budget: number;
+  prefill_tokens_per_s: number;
+  decode_tokens_per_s: number;
+}
+
+/** Each result with its ratios to offload's in the same setting (`same`: the budget and the link or hardware). */
+export function withSpeedups<T extends PolicyRates>(results: readonly T[], same: (a: T, b: T) => boolean): Array<T & { prefill_speedup: number; decode_speedup: number }> {
   return results.map((r) => {
-    // the same budget on the same link (loopback's rate is measured per run, so it matches by kind)
-    const sameLink = (b: TierBenchResult) => b.link.shaped === r.link.shaped && (!r.link.shaped || b.link.gbps === r.link.gbps);
-    const base = results.find((b) => b.policy === "offload" && b.fast_budget === r.fast_budget && sameLink(b));
+    const base = results.find((b) => b.policy === "offload" && b.fast_budget === r.fast_budget && same(b, r));
     return { ...r, prefill_speedup: base ? r.prefill_tokens_per_s / base.prefill_tokens_per_s : NaN, decode_speedup: base ? r.decode_tokens_per_s / base.decode_tokens_per_s : NaN };
   });
 }
+
+/** The same link: loopback's rate is measured per run, so it matches by kind. */
+const sameLink = (a: TierBenchResult, b: TierBenchResult) => a.link.shaped === b.link.shaped && (!b.link.shaped || a.link.gbps === b.link.gbps);
 
 function tierTable(results: readonly TierBenchResult[]): string {
   const kb = (b: number) => (b / 1024).toFixed(1);
   return (
     "| link | fast budget | policy | prefill tok/s | decode tok/s | × offload (prefill / decode) | weight KiB/token | activation KiB/token | hot experts per layer (prefill / decode) | break-even tokens |\n|---|---|---|---|---|---|---|---|---|---|\n" +
-    withSpeedups(results)
+    withSpeedups(results, sameLink)
       .map(
         (r) =>
           `| ${r.link.shaped ? `${(8 * r.link.gbps).toPrecision(3)} Gbit/s, ${r.link.delay_ms} ms` : `loopback (${(8 * r.link.gbps).toPrecision(3)} Gbit/s)`} | ${(100 * r.fast_budget).toFixed(1)}% (${r.budget_experts}) | ${r.policy} | ${r.prefill_tokens_per_s.toFixed(0)} | ${r.decode_tokens_per_s.toFixed(1)} | ${r.prefill_speedup.toFixed(2)} / ${r.decode_speedup.toFixed(2)} | ${kb(r.weight_bytes_per_token)} | ${kb(r.activation_bytes_per_token)} | ${r.prefill.hot_per_layer.toFixed(1)} / ${r.decode.hot_per_layer.toFixed(2)} | ${r.break_even_tokens} |`,
@@ -183,7 +189,7 @@ function tierTable(results: readonly TierBenchResult[]): string {
 
 function writeSweep(dir: string, results: readonly TierBenchResult[]): void {
   mkdirSync(dir, { recursive: true });
-  const rows = withSpeedups(results);
+  const rows = withSpeedups(results, sameLink);
   writeFileSync(path.join(dir, "tiers.json"), JSON.stringify(rows, null, 1) + "\n");
   const head = ["link_gbps", "link_shaped", "fast_budget", "policy", "prefill_tokens_per_s", "decode_tokens_per_s", "prefill_speedup", "decode_speedup", "weight_bytes_per_token", "activation_bytes_per_token"];
   writeFileSync(
@@ -194,7 +200,7 @@ function writeSweep(dir: string, results: readonly TierBenchResult[]): void {
 }
 
 /** A phase's speedup over offload against the fast budget: one line per policy and link. */
-export function speedupPicture(rows: ReadonlyArray<ReturnType<typeof withSpeedups>[number]>, phase: "prefill" | "decode"): string {
+export function speedupPicture(rows: ReadonlyArray<TierBenchResult & { prefill_speedup: number; decode_speedup: number }>, phase: "prefill" | "decode"): string {
   const series = new Map<string, Array<{ x: number; y: number }>>();
   for (const r of rows) {
     if (r.policy === "offload") continue;
