@@ -139,21 +139,26 @@ export class CellCosts {
     live.timeMs[k] = ms;
   }
 
-  /** The band's split for a decision: the policy's own, or the mode's. */
-  shares(costs: LayerCosts, decision: RoutingDecision): ArrayLike<number> {
-    if (decision.bandwidthShares) return decision.bandwidthShares;
-    if (this.opts.bandwidth === "optimal") return allocateForPairs(costs.radio!, decision.experts).shares;
+  /** The band's split for expert calls `pairs` (one entry per row and expert): the policy's own, or the mode's. */
+  shares(costs: LayerCosts, pairs: ArrayLike<number>, policyShares?: Float64Array): ArrayLike<number> {
+    if (policyShares) return policyShares;
+    if (this.opts.bandwidth === "optimal") return allocateForPairs(costs.radio!, pairs).shares;
     return costs.radio!.devices.map(() => this.equalShare);
   }
 
   /** The modelled time of a layer that carries out `decision`: its slowest device's down + compute + up. */
   layerTime(costs: LayerCosts, decision: RoutingDecision): Omit<LayerTime, "device"> {
+    return this.pairsTime(costs, decision.experts, decision.bandwidthShares);
+  }
+
+  /** The modelled time of the expert calls `pairs` (one entry per row and expert) on the devices serving them. */
+  pairsTime(costs: LayerCosts, pairs: ArrayLike<number>, policyShares?: Float64Array): Omit<LayerTime, "device"> {
     const radio = costs.radio!;
     const rows = new Map<number, number>();
-    for (const e of decision.experts) rows.set(e, (rows.get(e) ?? 0) + 1);
+    for (let i = 0; i < pairs.length; i++) rows.set(pairs[i]!, (rows.get(pairs[i]!) ?? 0) + 1);
     const calls = radio.devices.map(() => [] as Array<{ rows: number }>);
     for (const [e, n] of rows) calls[radio.expertDevice[e]!]!.push({ rows: n });
-    const shares = this.shares(costs, decision);
+    const shares = this.shares(costs, pairs, policyShares);
     let slowest: Omit<LayerTime, "device"> = { ms: 0, downMs: 0, computeMs: 0, upMs: 0 };
     calls.forEach((list, k) => {
       if (list.length === 0) return;

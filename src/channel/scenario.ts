@@ -50,8 +50,14 @@ export const scenarioSchema = z.object({
   correlation: correlation.default({ model: "jakes", dopplerHz: 5 }),
   /** one-way delay of the radio access (scheduling, propagation, processing), each direction */
   delayMs: z.number().min(0).default(0),
-  /** the BS's edge server, which runs attention, the routers and the LM head (default: a data-centre GPU) */
-  bs: z.object({ gflops: z.number().positive(), readGbps: z.number().positive() }).default({ gflops: 100000, readGbps: 1000 }),
+  /**
+   * the BS's edge server, which runs attention, the routers and the LM head (default: a data-centre GPU),
+   * and, given a budget (`eval --bs-budget`), hot experts too: it copies them in from its store (the
+   * checkpoint on its disk; default an NVMe SSD's 3 GB/s and 0.1 ms per read)
+   */
+  bs: z
+    .object({ gflops: z.number().positive(), readGbps: z.number().positive(), storeGbps: z.number().positive().default(3), storeDelayMs: z.number().min(0).default(0.1) })
+    .default({ gflops: 100000, readGbps: 1000, storeGbps: 3, storeDelayMs: 0.1 }),
   devices: z.array(device).min(1),
 });
 

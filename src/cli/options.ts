@@ -34,6 +34,12 @@ export function nonNegativeNumber(v: string): number {
   return n;
 }
 
+export function positiveNumber(v: string): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`expected a number above 0, got "${v}"`);
+  return n;
+}
+
 /** A policy knob θ in [0, 1). */
 export function unitTheta(v: string): number {
   const n = Number(v);
@@ -48,6 +54,13 @@ export function unitInterval(v: string): number {
 }
 
 /** A UTF-8 text file named on the command line, with the error naming it. */
+/** A share of the experts: "25%" or 0.25. */
+export function expertShare(v: string): number {
+  const n = v.trim().endsWith("%") ? Number(v.trim().slice(0, -1)) / 100 : Number(v);
+  if (!(n >= 0 && n <= 1)) throw new InvalidArgumentError(`expected a share of the experts such as 25% or 0.25, got "${v}"`);
+  return n;
+}
+
 export function readTextFile(file: string): string {
   try {
     return readFileSync(file, "utf8");

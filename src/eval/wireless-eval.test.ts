@@ -7,7 +7,8 @@ import { Engine } from "../runtime/engine.js";
 import { REPO_ROOT, sharedPath } from "../testing/shared.js";
 import { perplexity, protocolTokens } from "./perplexity.js";
 import { headlines, sweepCsv, tradeoffPicture } from "./sweep.js";
-import { WirelessEval, type EvalReport } from "./wireless-eval.js";
+import type { PolicySpec } from "../policies/registry.js";
+import { WirelessEval, type BsTierSpec, type EvalReport } from "./wireless-eval.js";
 
 const model = sharedPath("models/brown-moe");
 const corpus = sharedPath("corpus/brown/valid.txt");
@@ -19,7 +20,7 @@ test("eval on brown-moe: top-k is the model's own perplexity; wlr at θ = 0 is t
   try {
     harness = new WirelessEval({ cfg: engine.config, scenario: loadScenario(path.join(REPO_ROOT, "scenarios/cell-8.json")), weightDType: "bf16", wireDType: "f16", replicas: 1, tokenMs: 20 });
     const tokens = protocolTokens(engine.tokenizer, readFileSync(corpus.path, "utf8"), 513);
-    const run = (spec: Parameters<WirelessEval["evaluate"]>[2], band: "equal" | "optimal" = "equal") => harness!.evaluate(engine.model, tokens, spec, band);
+    const run = (spec: Parameters<WirelessEval["evaluate"]>[2], band: "equal" | "optimal" = "equal") => harness!.evaluate(engine.model, tokens, spec, { bandwidth: band });
     const top = await run({ name: "topk" });
     assert.equal(top.perplexity, (await perplexity(plain.model, tokens)).perplexity);
     assert.equal(top.experts_per_token, 2);
@@ -45,10 +46,38 @@ test("eval on brown-moe: top-k is the model's own perplexity; wlr at θ = 0 is t
   }
 });
 
+test("eval with the BS's tiers: outputs unchanged; near is plain WDMoE; monde keeps hot experts at the BS and lowers latency where offload raises it", { skip: model.skip || corpus.skip }, async () => {
+  let harness: WirelessEval | null = null;
+  const engine = Engine.load(model.path, { policy: (r, c) => harness!.policy(r, c) });
+  try {
+    harness = new WirelessEval({ cfg: engine.config, scenario: loadScenario(path.join(REPO_ROOT, "scenarios/cell-8.json")), weightDType: "bf16", wireDType: "f16", replicas: 1, tokenMs: 20 });
+    const tokens = protocolTokens(engine.tokenizer, readFileSync(corpus.path, "utf8"), 513);
+    const run = (tiers?: BsTierSpec, spec: PolicySpec = { name: "topk" }) => harness!.evaluate(engine.model, tokens, spec, { bandwidth: "equal", tiers });
+    const plain = await run();
+    const at = (policy: BsTierSpec["policy"], storeGbps: number) => run({ policy, budget: 0.25, window: 64, storeGbps });
+    const near = await at("near", 0.2), monde = await at("monde", 0.2), offload = await at("offload", 0.2);
+    assert.deepEqual([near.latency_ms, near.tiers!.bs_share], [plain.latency_ms, 0], "near: every expert on its device, as without tiers");
+    for (const r of [near, monde, offload]) {
+      assert.equal(r.perplexity, plain.perplexity, `${r.tiers!.policy} moves work, not results`);
+      const b = r.breakdown_ms;
+      assert.ok(Math.abs(b.bs_compute + b.down + b.device_compute + b.up + b.bs_experts - r.latency_ms.mean) < 1e-9 * r.latency_ms.mean, "the breakdown adds up");
+    }
+    assert.ok(monde.tiers!.bs_share > 0.1 && monde.tiers!.prefetches_per_token > 0, `monde keeps hot experts at the BS (${monde.tiers!.bs_share} of the calls)`);
+    assert.ok(monde.latency_ms.mean < plain.latency_ms.mean && offload.latency_ms.mean > plain.latency_ms.mean, `monde ${monde.latency_ms.mean} ms, offload ${offload.latency_ms.mean} ms, plain ${plain.latency_ms.mean} ms`);
+    for (const spec of [{ name: "wlr", theta: 0.5 }, { name: "joint", theta: 0.5 }] as const) {
+      const [withTiers, without] = [await run({ policy: "monde", budget: 0.25, window: 64, storeGbps: 0.2 }, spec), await run(undefined, spec)];
+      assert.deepEqual([withTiers.perplexity, withTiers.dropped_gate_mass], [without.perplexity, without.dropped_gate_mass], `${spec.name} chooses as in plain WDMoE`);
+      assert.ok(withTiers.latency_ms.mean < without.latency_ms.mean, `${spec.name}: the BS's hot experts save time`);
+    }
+  } finally {
+    engine.close();
+  }
+});
+
 test("sweep outputs: CSV with a header and a row per point; headlines against the baseline; an SVG with every series", () => {
   const report = (policy: string, theta: number | null, ppl: number, ms: number): EvalReport => ({
     policy, theta, budget_ms: null, bandwidth: "equal", scenario: "s", tokens: 10, perplexity: ppl, accuracy: 0.3, experts_per_token: 2, dropped_gate_mass: 0,
-    latency_ms: { mean: ms, p50: ms, p95: ms }, breakdown_ms: { bs_compute: 0, down: ms / 2, device_compute: 0, up: ms / 2 }, policy_us: 1,
+    latency_ms: { mean: ms, p50: ms, p95: ms }, breakdown_ms: { bs_compute: 0, down: ms / 2, device_compute: 0, up: ms / 2, bs_experts: 0 }, policy_us: 1, tiers: null,
   });
   const points = [
     { series: "topk, equal band", report: report("topk", null, 100, 10) },

@@ -14,6 +14,8 @@ import type { ModelConfig } from "../model/config.js";
 import type { Transformer } from "../model/forward.js";
 import { bsLayerWork, expertWork, headWork } from "../model/work-shape.js";
 import { placeExperts } from "../policies/placement.js";
+import type { TierPolicyName } from "../policies/tiers.js";
+import { CellTiers } from "../tiers/cell-tiers.js";
 import { makePolicy, type PolicySpec } from "../policies/registry.js";
 import { topKMass, type RouterOutput, type RoutingDecision, type SelectionContext, type SelectionPolicy } from "../policies/selection.js";
 import { wireBytes, type WireDType } from "../protocol/activations.js";
@@ -32,6 +34,25 @@ export interface WirelessEvalOptions {
   tokenMs: number;
 }
 
+/** MoNDE's tiers in the cell: the BS keeps hot experts within a budget, cold experts' rows go to the devices (tiers/cell-tiers.ts). */
+export interface BsTierSpec {
+  policy: TierPolicyName;
+  /** the BS's budget for expert weights, as a share of each MoE layer's experts */
+  budget: number;
+  /** tokens of routing statistics monde keeps its hot set by */
+  window: number;
+  /** the BS store's read rate, GB/s (default the scenario's) */
+  storeGbps?: number;
+}
+
+export interface EvalRunOptions {
+  /** how the band is split where the policy does not split it */
+  bandwidth: BandwidthMode;
+  /** absent: the BS holds no experts (plain WDMoE) */
+  tiers?: BsTierSpec;
+  onProgress?: (done: number, total: number) => void;
+}
+
 export interface EvalReport {
   policy: string;
   /** wlr and joint: θ; null otherwise */
@@ -47,10 +68,28 @@ export interface EvalReport {
   /** share of the top-k gate mass a token did not use, averaged over tokens and MoE layers */
   dropped_gate_mass: number;
   latency_ms: { mean: number; p50: number; p95: number };
-  /** means per token; bs_compute + down + device_compute + up = latency_ms.mean */
-  breakdown_ms: { bs_compute: number; down: number; device_compute: number; up: number };
+  /**
+   * means per token; bs_compute + down + device_compute + up + bs_experts = latency_ms.mean, each MoE
+   * layer counted by the side that set its time (bs_experts: the BS's own experts and the reads it waited for)
+   */
+  breakdown_ms: { bs_compute: number; down: number; device_compute: number; up: number; bs_experts: number };
   /** the policy's own time per token and MoE layer, µs */
   policy_us: number;
+  /** with a BS budget: where the experts ran and what moved */
+  tiers: {
+    policy: TierPolicyName;
+    bs_budget: number;
+    bs_experts_per_layer: number;
+    store_gbps: number;
+    /** share of expert calls the BS computed */
+    bs_share: number;
+    /** store reads per token: waited for, and in the background */
+    copies_per_token: number;
+    prefetches_per_token: number;
+    weight_bytes_per_token: number;
+    /** activations over the radio, both ways */
+    radio_bytes_per_token: number;
+  } | null;
 }
 
 /** What one run gathers while the model runs. */
@@ -59,6 +98,7 @@ class RunState {
   down = 0;
   up = 0;
   compute = 0;
+  bsExperts = 0;
   pairs = 0;
   kept = 0;
   dropped = 0;
@@ -66,7 +106,7 @@ class RunState {
   windowStart = 0;
   windowCells: CellSnapshot[] = [];
 
-  constructor(readonly policy: SelectionPolicy, readonly costs: CellCosts, targets: number) {
+  constructor(readonly policy: SelectionPolicy, readonly costs: CellCosts, readonly tiers: CellTiers | null, targets: number) {
     this.latency = new Float64Array(targets);
   }
 }
@@ -77,6 +117,7 @@ export class WirelessEval {
   private readonly hosts: number[][][];
   private readonly bsMs: number;
   private readonly moeLayers: number;
+  private readonly rowBytes: number;
   private run: RunState | null = null;
 
   constructor(readonly opts: WirelessEvalOptions) {
@@ -85,21 +126,42 @@ export class WirelessEval {
     const bs = (shape: ReturnType<typeof headWork>) => callMs(deviceCost(shape, scenario.bs, null), 1);
     this.bsMs = cfg.sparseLayers.reduce((t, _, l) => t + bs(bsLayerWork(cfg, opts.weightDType, l)), bs(headWork(cfg, opts.weightDType)));
     this.moeLayers = cfg.sparseLayers.filter(Boolean).length;
+    this.rowBytes = cfg.hidden * wireBytes(opts.wireDType);
+  }
+
+  /** The BS's tiers for one run, or null without a budget. */
+  private cellTiers(spec: PolicySpec, t: BsTierSpec | undefined): CellTiers | null {
+    if (!t) return null;
+    if (!(t.budget >= 0 && t.budget <= 1)) throw new Error(`the BS's budget must be a share of the experts in [0, 1], got ${t.budget}`);
+    const { cfg, scenario, weightDType } = this.opts;
+    const expert = expertWork(cfg, weightDType);
+    return new CellTiers({
+      policy: t.policy,
+      layers: cfg.layers,
+      experts: cfg.experts,
+      perLayer: Math.floor(t.budget * cfg.experts + 1e-9),
+      expertBytes: expert.weightBytes,
+      bs: deviceCost(expert, scenario.bs, null),
+      store: { delayMs: scenario.bs.storeDelayMs, gbps: t.storeGbps ?? scenario.bs.storeGbps },
+      moeLayers: this.moeLayers,
+      window: t.window,
+    });
   }
 
   /**
    * Perplexity and modelled latency of `model` (built with this.policy) over `tokens` under `spec`,
-   * the band split by `bandwidth` where the policy does not split it.
+   * the band split by `run.bandwidth` where the policy does not split it, the BS keeping experts by `run.tiers`.
    */
-  async evaluate(model: Transformer, tokens: readonly number[], spec: PolicySpec, bandwidth: BandwidthMode, onProgress?: (done: number, total: number) => void): Promise<EvalReport> {
+  async evaluate(model: Transformer, tokens: readonly number[], spec: PolicySpec, { bandwidth, tiers, onProgress }: EvalRunOptions): Promise<EvalReport> {
     const { opts } = this;
     const costs = new CellCosts(new ChannelModel(opts.scenario), {
       expert: expertWork(opts.cfg, opts.weightDType),
-      rowBytes: opts.cfg.hidden * wireBytes(opts.wireDType),
+      rowBytes: this.rowBytes,
       hosts: this.hosts,
       bandwidth,
     });
-    const run = (this.run = new RunState(makePolicy(spec, this.moeLayers), costs, tokens.length - 1));
+    const cellTiers = this.cellTiers(spec, tiers);
+    const run = (this.run = new RunState(makePolicy(spec, this.moeLayers), costs, cellTiers, tokens.length - 1));
     try {
       const ppl = await perplexity(model, tokens, {
         onProgress,
@@ -124,12 +186,28 @@ export class WirelessEval {
         experts_per_token: run.kept / run.pairs,
         dropped_gate_mass: run.dropped / run.pairs,
         latency_ms: { mean: lat.reduce((a, b) => a + b, 0) / n, p50: pct(0.5), p95: pct(0.95) },
-        breakdown_ms: { bs_compute: this.bsMs, down: run.down / n, device_compute: run.compute / n, up: run.up / n },
+        breakdown_ms: { bs_compute: this.bsMs, down: run.down / n, device_compute: run.compute / n, up: run.up / n, bs_experts: run.bsExperts / n },
         policy_us: (run.policyMs * 1000) / run.pairs,
+        tiers: cellTiers && tiers ? this.tierReport(cellTiers, tiers, n) : null,
       };
     } finally {
       this.run = null;
     }
+  }
+
+  private tierReport(t: CellTiers, spec: BsTierSpec, tokens: number): NonNullable<EvalReport["tiers"]> {
+    const s = t.totals;
+    return {
+      policy: spec.policy,
+      bs_budget: spec.budget,
+      bs_experts_per_layer: t.o.perLayer,
+      store_gbps: t.o.store.gbps,
+      bs_share: s.bsCalls / s.calls,
+      copies_per_token: s.copies / tokens,
+      prefetches_per_token: s.prefetches / tokens,
+      weight_bytes_per_token: s.weightBytes / tokens,
+      radio_bytes_per_token: (2 * s.radioRows * this.rowBytes) / tokens,
+    };
   }
 
   /** Each row of the window as its own decode step: the policy with the costs of its token's moment, then its modelled time. */
@@ -144,11 +222,14 @@ export class WirelessEval {
       const t0 = performance.now();
       const d = run.policy(row, { ...ctx, costs });
       run.policyMs += performance.now() - t0;
-      const t = run.costs.layerTime(costs, d);
-      run.latency[run.windowStart + r]! += t.ms;
-      run.down += t.downMs;
-      run.up += t.upMs;
-      run.compute += t.computeMs;
+      const t = run.tiers ? run.tiers.step(router.layer, (run.windowStart + r) * this.opts.tokenMs, d, costs, run.costs) : { fastMs: 0, near: run.costs.layerTime(costs, d) };
+      const layerMs = Math.max(t.fastMs, t.near.ms);
+      run.latency[run.windowStart + r]! += layerMs;
+      if (t.near.ms >= t.fastMs) {
+        run.down += t.near.downMs;
+        run.up += t.near.upMs;
+        run.compute += t.near.computeMs;
+      } else run.bsExperts += t.fastMs;
       run.pairs++;
       run.kept += d.experts.length;
       let keptMass = 0;

@@ -26,7 +26,7 @@ export interface JointParams {
 }
 
 /** The best split of the band for a layer's (token, expert) pairs (those `kept`, default all), and the layer's time with it. */
-export function allocateForPairs(radio: RadioCosts, experts: Int32Array, kept?: Uint8Array): BandwidthAllocation {
+export function allocateForPairs(radio: RadioCosts, experts: ArrayLike<number>, kept?: Uint8Array): BandwidthAllocation {
   const rowsPerExpert = new Map<number, number>();
   for (let i = 0; i < experts.length; i++) if (!kept || kept[i]) rowsPerExpert.set(experts[i]!, (rowsPerExpert.get(experts[i]!) ?? 0) + 1);
   const demands: Array<BandwidthDemand | null> = radio.devices.map(() => null);

@@ -12,6 +12,7 @@
 //   T_link      = (Σ_copied+prefetched S_e + 2·Σ_near n_e·row) / B_link   (weights and rows share the link)
 //   layer time  = max(T_fast, T_near, T_link)                        (the tiers run at the same time)
 import { callMs, deviceCost, type DeviceCost, type DeviceSpeed } from "../channel/latency.js";
+import type { TierPricing } from "../policies/tiers.js";
 import type { WorkShape } from "../model/work-shape.js";
 
 /** The link between the fast and the near tier: GB/s each way and a per-transfer latency. */
@@ -96,4 +97,10 @@ export function breakEvenTokens(c: TierCosts, limit = 1 << 20): number {
 export function paybackCalls(c: TierCosts): number {
   const saving = 2 * c.link.delayMs + linkMs(c, 2 * c.rowBytes) + callMs(c.near, 1) - callMs(c.fast, 1);
   return saving > 0 ? Math.ceil(copyMs(c) / saving) : Infinity;
+}
+
+/** The tier policies' view of this model for one layer and step with `counts[e]` tokens routed to expert e. */
+export function tierPricing(c: TierCosts, counts: ArrayLike<number>): TierPricing {
+  const payback = paybackCalls(c);
+  return { time: (plan) => planTime(c, plan, counts).ms, payback: () => payback };
 }

@@ -2,7 +2,7 @@
 // the simulated bench: the step's token counts, which experts the fast tier holds, and for MoNDE's
 // statistics the windowed load and the load of the expert a copy would push out.
 import type { TierInput } from "../policies/tiers.js";
-import type { TierCosts } from "./cost-model.js";
+import { tierPricing, type TierCosts } from "./cost-model.js";
 import type { ExpertCache } from "./expert-cache.js";
 import type { LoadWindow } from "./load-window.js";
 
@@ -13,7 +13,7 @@ export function layerInput<T>(layer: number, counts: Int32Array, cache: ExpertCa
   return {
     counts,
     resident: Array.from(counts, (_, e) => cache.has(layer, e)),
-    costs,
+    price: tierPricing(costs, counts),
     window: { load: windowLoad, displaced: cache.displacedLoad(inUse) },
   };
 }

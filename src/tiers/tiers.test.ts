@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { planTiers, TIER_POLICIES } from "../policies/tiers.js";
 import { Random } from "../util/random.js";
-import { breakEvenTokens, copyMs, paybackCalls, planTime, tierCosts } from "./cost-model.js";
+import { breakEvenTokens, copyMs, paybackCalls, planTime, tierCosts, tierPricing } from "./cost-model.js";
 import { ExpertCache } from "./expert-cache.js";
 import { LoadWindow } from "./load-window.js";
 
@@ -22,15 +22,15 @@ test("the cost model: copying costs the weights over the link, near costs the ro
 });
 
 test("monde copies an expert with many tokens and computes one with few near; offload copies all, near copies none; residents are never copied", () => {
-  assert.deepEqual(planTiers("monde", { counts: counts(200), resident: none, costs }), { fast: [0], copy: [0], near: [], prefetch: [] });
-  assert.deepEqual(planTiers("monde", { counts: counts(1), resident: none, costs }), { fast: [], copy: [], near: [0], prefetch: [] });
+  assert.deepEqual(planTiers("monde", { counts: counts(200), resident: none, price: tierPricing(costs, counts(200)) }), { fast: [0], copy: [0], near: [], prefetch: [] });
+  assert.deepEqual(planTiers("monde", { counts: counts(1), resident: none, price: tierPricing(costs, counts(1)) }), { fast: [], copy: [], near: [0], prefetch: [] });
   const mixed = counts(3, 200, 1, 0, 150);
-  assert.deepEqual(planTiers("monde", { counts: mixed, resident: none, costs }).near.sort(), [0, 2]);
-  assert.deepEqual(planTiers("offload", { counts: mixed, resident: none, costs }), { fast: [1, 4, 0, 2], copy: [1, 4, 0, 2], near: [], prefetch: [] });
-  assert.deepEqual(planTiers("near", { counts: mixed, resident: none, costs }), { fast: [], copy: [], near: [1, 4, 0, 2], prefetch: [] });
+  assert.deepEqual(planTiers("monde", { counts: mixed, resident: none, price: tierPricing(costs, mixed) }).near.sort(), [0, 2]);
+  assert.deepEqual(planTiers("offload", { counts: mixed, resident: none, price: tierPricing(costs, mixed) }), { fast: [1, 4, 0, 2], copy: [1, 4, 0, 2], near: [], prefetch: [] });
+  assert.deepEqual(planTiers("near", { counts: mixed, resident: none, price: tierPricing(costs, mixed) }), { fast: [], copy: [], near: [1, 4, 0, 2], prefetch: [] });
   const resident = none.map((_, e) => e === 1);
   for (const p of TIER_POLICIES) {
-    const plan = planTiers(p, { counts: mixed, resident, costs });
+    const plan = planTiers(p, { counts: mixed, resident, price: tierPricing(costs, mixed) });
     assert.ok(plan.fast.includes(1) && !plan.copy.includes(1) && !plan.near.includes(1), `${p}: the resident expert runs fast, uncopied`);
   }
 });
@@ -39,11 +39,11 @@ test("monde prefetches the expert most used lately once its load beats the displ
   const one = counts(1, 1, 0, 0, 0, 0, 0, 400);
   const payback = paybackCalls(costs);
   const window = (load0: number, displaced: number) => ({ load: counts(load0, 2), displaced });
-  assert.deepEqual(planTiers("monde", { counts: one, resident: none, costs, window: window(payback, 0) }).prefetch, [0]);
-  assert.deepEqual(planTiers("monde", { counts: one, resident: none, costs, window: window(payback - 1, 0) }).prefetch, [], "its load has not paid yet");
-  assert.deepEqual(planTiers("monde", { counts: one, resident: none, costs, window: window(payback + 3, 4) }).prefetch, [], "not enough above the expert it would push out");
-  assert.deepEqual(planTiers("monde", { counts: one, resident: none, costs, window: window(payback + 3, Infinity) }).prefetch, [], "nothing can make room");
-  assert.deepEqual(planTiers("monde", { counts: counts(1, 1), resident: none, costs, window: window(payback, 0) }).prefetch, [], "the copy would outlast the layer");
+  assert.deepEqual(planTiers("monde", { counts: one, resident: none, price: tierPricing(costs, one), window: window(payback, 0) }).prefetch, [0]);
+  assert.deepEqual(planTiers("monde", { counts: one, resident: none, price: tierPricing(costs, one), window: window(payback - 1, 0) }).prefetch, [], "its load has not paid yet");
+  assert.deepEqual(planTiers("monde", { counts: one, resident: none, price: tierPricing(costs, one), window: window(payback + 3, 4) }).prefetch, [], "not enough above the expert it would push out");
+  assert.deepEqual(planTiers("monde", { counts: one, resident: none, price: tierPricing(costs, one), window: window(payback + 3, Infinity) }).prefetch, [], "nothing can make room");
+  assert.deepEqual(planTiers("monde", { counts: counts(1, 1), resident: none, price: tierPricing(costs, counts(1, 1)), window: window(payback, 0) }).prefetch, [], "the copy would outlast the layer");
 });
 
 test("monde's layer time is never above offload's or near's, on random loads and residencies", () => {
@@ -51,7 +51,7 @@ test("monde's layer time is never above offload's or near's, on random loads and
   for (let trial = 0; trial < 300; trial++) {
     const c = counts(...Array.from({ length: 8 }, () => (rng.next() < 0.3 ? 0 : Math.floor(rng.next() ** 3 * 300))));
     const resident = none.map(() => rng.next() < 0.25);
-    const t = (p: (typeof TIER_POLICIES)[number]) => planTime(costs, planTiers(p, { counts: c, resident, costs }), c).ms;
+    const t = (p: (typeof TIER_POLICIES)[number]) => planTime(costs, planTiers(p, { counts: c, resident, price: tierPricing(costs, c) }), c).ms;
     assert.ok(t("monde") <= Math.min(t("offload"), t("near")) + 1e-12, `counts ${c}: monde ${t("monde")} vs offload ${t("offload")}, near ${t("near")}`);
   }
 });

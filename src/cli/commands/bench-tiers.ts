@@ -12,7 +12,7 @@ import { WIRE_DTYPES, wireBytes, type WireDType } from "../../protocol/activatio
 import { simulateTiers, TIER_HARDWARE, type TierSimResult } from "../../tiers/tier-sim.js";
 import { fileURLToPath } from "node:url";
 import { Random } from "../../util/random.js";
-import { positiveInt, readTextFile } from "../options.js";
+import { expertShare, positiveInt, readTextFile } from "../options.js";
 
 interface BenchTiersCliOptions {
   model?: string;
@@ -36,12 +36,6 @@ interface BenchTiersCliOptions {
 }
 
 /** "25%" or "0.25" → 0.25. */
-function fraction(v: string): number {
-  const n = v.trim().endsWith("%") ? Number(v.trim().slice(0, -1)) / 100 : Number(v);
-  if (!(n >= 0 && n <= 1)) throw new InvalidArgumentError(`expected a share of the experts such as 25% or 0.25, got "${v}"`);
-  return n;
-}
-
 /** "loopback" or a link spec; repeatable. */
 function links(v: string, prev: Array<LinkParams | null> | undefined): Array<LinkParams | null> {
   let link: LinkParams | null = null;
@@ -68,7 +62,7 @@ export function benchTiersCommand(): Command {
     .option("--config <file>", "--simulate: the model's config.json", path.join(PACKAGE_ROOT, "configs/mixtral-8x7b.json"))
     .addOption(new Option("--hardware <name>", "--simulate: a hardware preset, or all").choices([...TIER_HARDWARE.map((h) => h.name), "all"]).default("all"))
     .option("--text <file>", "the prompt is this text's first tokens (default: seeded random tokens)")
-    .option("--fast-budget <share>", "expert weights the fast tier may hold, as a share of all experts (25% or 0.25)", fraction, 0.25)
+    .option("--fast-budget <share>", "expert weights the fast tier may hold, as a share of all experts (25% or 0.25)", expertShare, 0.25)
     .addOption(new Option("--policy <name>", "tier policy").choices([...TIER_POLICIES, "all"]).default("all"))
     .option("--prompt-tokens <n>", "prefill length", positiveInt, 448)
     .option("--gen-tokens <n>", "tokens generated after it", positiveInt, 64)

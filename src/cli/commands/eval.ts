@@ -9,12 +9,14 @@ import { evaluateOnCluster } from "../../eval/cluster-eval.js";
 import { TextTokenizer } from "../../model/tokenizer.js";
 import { protocolTokens } from "../../eval/perplexity.js";
 import { headlines, runSweep, sweepCsv, tradeoffPicture, type SweepPoint } from "../../eval/sweep.js";
-import { WirelessEval, type EvalReport } from "../../eval/wireless-eval.js";
+import { BS_BUDGETS, runTierSweep, tierSweepCsv, tierSweepPicture, tierSweepTable } from "../../eval/tier-sweep.js";
+import { WirelessEval, type BsTierSpec, type EvalReport } from "../../eval/wireless-eval.js";
+import { TIER_POLICIES, type TierPolicyName } from "../../policies/tiers.js";
 import { RoutingTraceFile } from "../../moe/trace.js";
 import { describePolicy, POLICY_NAMES, type PolicyName, type PolicySpec } from "../../policies/registry.js";
 import { Engine } from "../../runtime/engine.js";
 import { ProgressBar } from "../progress.js";
-import { addModelOptions, engineOptions, nonNegativeNumber, positiveInt, unitTheta, readTextFile, type ModelCliOptions } from "../options.js";
+import { addModelOptions, engineOptions, expertShare, nonNegativeNumber, positiveInt, positiveNumber, unitTheta, readTextFile, type ModelCliOptions } from "../options.js";
 
 /** scenarios/cell-8.json of this package */
 export const DEFAULT_SCENARIO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../scenarios/cell-8.json");
@@ -32,6 +34,11 @@ interface EvalCliOptions extends ModelCliOptions {
   sweep?: string;
   trace?: string;
   json?: boolean;
+  bsBudget?: number;
+  tiers: TierPolicyName;
+  tierWindow: number;
+  bsStoreGbps?: number[];
+  tierSweep?: string;
 }
 
 export function evalCommand(): Command {
@@ -50,12 +57,20 @@ export function evalCommand(): Command {
     .addOption(new Option("--joint-quality <mode>", "joint: price (dropped gate mass priced against latency, a budget per step) or token-mass (each token keeps ≥ 1 − θ of its top-k mass)").choices(["price", "token-mass"]).default("price"))
     .option("--token-ms <ms>", "time between tokens on the cell's clock (the fading moves on by this much per token)", nonNegativeNumber, 20)
     .option("--sweep <dir>", "run every policy across its knob and write sweep.csv, sweep.json and tradeoff.svg to <dir> (with --local-devices: top-k and wlr at θ = 0.3 and 0.7, measured against modelled)")
+    .option("--bs-budget <share>", "MoNDE in the cell: the BS keeps hot experts itself within this share of each layer's experts (25% or 0.25), read from its store; cold experts' rows go to the devices", expertShare)
+    .addOption(new Option("--tiers <policy>", "with --bs-budget: monde (hot experts at the BS by cost and statistics), offload (every called expert read into the BS, LRU) or near (all on the devices)").choices(TIER_POLICIES as unknown as string[]).default("monde"))
+    .option("--tier-window <tokens>", "tokens of routing statistics monde keeps the BS's hot set by", positiveInt, 64)
+    .option("--bs-store-gbps <rate>", "the BS store's read rate, GB/s, instead of the scenario's (repeatable with --tier-sweep)", (v: string, prev: number[] | undefined) => [...(prev ?? []), positiveNumber(v)])
+    .option("--tier-sweep <dir>", `the BS's tiers with --policy: all experts on the devices, then offload and monde at BS budgets of ${BS_BUDGETS.map((b) => `${100 * b}%`).join(", ")} for each store rate; writes tiers.csv, tiers.json and tiers.svg to <dir>`)
     .option("--trace <file>", "record every layer's routing decision as JSON Lines (single runs)")
     .option("--json", 'print {"policy", "theta", "perplexity", "accuracy", "experts_per_token", "dropped_gate_mass", "latency_ms", "breakdown_ms", …}')
     .action(async (o: EvalCliOptions) => {
       if (o.link) throw new Error("eval takes the links from --scenario's channel model; --link does not apply");
       if (o.sweep && o.trace) throw new Error("--trace records a single run; leave it out of --sweep");
       if (o.localDevices && o.trace) throw new Error("--trace records the modelled evaluation; leave out --local-devices");
+      if ((o.bsBudget !== undefined || o.tierSweep) && (o.sweep || o.localDevices)) throw new Error("the BS's tiers are priced in the modelled evaluation, one policy at a time; leave out --sweep and --local-devices");
+      if (o.bsStoreGbps && o.bsStoreGbps.length > 1 && !o.tierSweep) throw new Error("give --bs-store-gbps once, or several times with --tier-sweep");
+      const tiers: BsTierSpec | undefined = o.bsBudget === undefined ? undefined : { policy: o.tiers, budget: o.bsBudget, window: o.tierWindow, storeGbps: o.bsStoreGbps?.[0] };
       const spec: PolicySpec = { name: o.policy, theta: o.theta ?? (o.policy === "wlr" || o.policy === "joint" ? 0.3 : undefined), budgetMs: o.budget, quality: o.jointQuality };
       const text = readTextFile(o.text);
       const scenario = loadScenario(o.scenario);
@@ -66,10 +81,18 @@ export function evalCommand(): Command {
       try {
         harness = new WirelessEval({ cfg: engine.config, scenario, weightDType: o.dtype, wireDType: o.wireDtype, replicas: o.replicas, tokenMs: o.tokenMs });
         const tokens = protocolTokens(engine.tokenizer, text, o.tokens + 1);
-        const run = (s: PolicySpec, bandwidth: BandwidthMode) => {
-          const bar = new ProgressBar(describePolicy(s));
-          return harness!.evaluate(engine.model, tokens, s, bandwidth, (d, t) => bar.update(d, t, "tokens"));
+        const run = (s: PolicySpec, bandwidth: BandwidthMode, t = tiers) => {
+          const bar = new ProgressBar(t ? `${describePolicy(s)}, ${t.policy} at BS budget ${(100 * t.budget).toFixed(1)}%` : describePolicy(s));
+          return harness!.evaluate(engine.model, tokens, s, { bandwidth, tiers: t, onProgress: (d, n) => bar.update(d, n, "tokens") });
         };
+        if (o.tierSweep) {
+          const reports = await runTierSweep((t) => run(spec, o.bandwidth, t), o.bsStoreGbps ?? [scenario.bs.storeGbps], o.tierWindow);
+          mkdirSync(o.tierSweep, { recursive: true });
+          const files = { "tiers.csv": tierSweepCsv(reports), "tiers.json": JSON.stringify(reports, null, 1) + "\n", "tiers.svg": tierSweepPicture(reports, scenario.name) };
+          for (const [name, body] of Object.entries(files)) writeFileSync(path.join(o.tierSweep, name), body);
+          process.stdout.write(tierSweepTable(reports) + `wrote ${Object.keys(files).map((f) => path.join(o.tierSweep!, f)).join(", ")}\n`);
+          return;
+        }
         if (!o.sweep) {
           const r = await run(spec, o.bandwidth);
           process.stdout.write(o.json ? JSON.stringify(r) + "\n" : formatReport(r));
@@ -131,9 +154,17 @@ function formatReport(r: EvalReport): string {
     `perplexity       ${r.perplexity.toFixed(4)} over ${r.tokens} tokens (next-token accuracy ${r.accuracy.toFixed(4)})`,
     `experts          ${r.experts_per_token.toFixed(3)} per token and MoE layer; dropped gate mass ${(100 * r.dropped_gate_mass).toFixed(2)}%`,
     `latency          mean ${ms(r.latency_ms.mean)} ms, p50 ${ms(r.latency_ms.p50)} ms, p95 ${ms(r.latency_ms.p95)} ms per token (modelled)`,
-    `breakdown        BS compute ${ms(b.bs_compute)} + down ${ms(b.down)} + device compute ${ms(b.device_compute)} + up ${ms(b.up)} ms`,
+    `breakdown        BS compute ${ms(b.bs_compute)} + down ${ms(b.down)} + device compute ${ms(b.device_compute)} + up ${ms(b.up)}${r.tiers ? ` + BS experts ${ms(b.bs_experts)}` : ""} ms`,
     `policy cost      ${r.policy_us.toFixed(2)} µs per token and MoE layer`,
+    ...(r.tiers ? [formatTiers(r.tiers)] : []),
   ].join("\n") + "\n";
+}
+
+function formatTiers(t: NonNullable<EvalReport["tiers"]>): string {
+  return [
+    `tiers            ${t.policy}, BS budget ${(100 * t.bs_budget).toFixed(1)}% (${t.bs_experts_per_layer} experts per layer); ${(100 * t.bs_share).toFixed(1)}% of expert calls at the BS`,
+    `moved            ${t.copies_per_token.toFixed(3)} store reads waited for + ${t.prefetches_per_token.toFixed(3)} in the background per token (${(t.weight_bytes_per_token / 1024).toFixed(1)} KiB of weights); ${(t.radio_bytes_per_token / 1024).toFixed(2)} KiB of activations over the radio`,
+  ].join("\n");
 }
 
 /** The sweep's table (Markdown) and its headline figures. */
