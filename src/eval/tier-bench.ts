@@ -5,7 +5,7 @@
 import { breakEvenTokens } from "../tiers/cost-model.js";
 import type { TierPolicyName } from "../policies/tiers.js";
 import type { GenerationResult } from "../runtime/engine.js";
-import { startTiered, type TieredSetupOptions } from "../tiers/tiered-runtime.js";
+import { startTiered, type CopySource, type TieredSetupOptions } from "../tiers/tiered-runtime.js";
 import { median } from "../util/stats.js";
 
 /** The setup's options (tiers/tiered-runtime.ts) for every policy of `policies`, and the workload. */
@@ -36,6 +36,9 @@ export interface TierBenchResult {
   fast_budget: number;
   budget_experts: number;
   link: { gbps: number; delay_ms: number; shaped: boolean };
+  /** where copies came from, and the store's measured read rate when it served them */
+  copy_from: CopySource;
+  store_gbps: number | null;
   break_even_tokens: number;
   prefill_tokens_per_s: number;
   decode_tokens_per_s: number;
@@ -112,7 +115,7 @@ export async function benchTiers(o: TierBenchOptions): Promise<TierBenchResult[]
 }
 
 function result(o: TierBenchOptions, run: PolicyRun): TierBenchResult {
-  const { tiers, link } = run.setup;
+  const { tiers, link, store } = run.setup;
   const finish = (p: TierPhase, tokens: number, ms: number, n: number): TierPhase => ({
     ...p,
     tokens,
@@ -129,6 +132,8 @@ function result(o: TierBenchOptions, run: PolicyRun): TierBenchResult {
     fast_budget: o.budgetFraction,
     budget_experts: tiers.budget.experts,
     link: { gbps: link.gbps, delay_ms: link.delayMs, shaped: o.link !== null },
+    copy_from: o.copyFrom ?? "near",
+    store_gbps: store?.gbps ?? null,
     // as the policy saw the link at the end (its rate follows what copies took)
     break_even_tokens: breakEvenTokens(tiers.costs),
     prefill_tokens_per_s: prefill.tokens_per_s,

@@ -1,15 +1,17 @@
 // MoNDE's cost model: what an MoE layer's expert calls cost when the fast tier (the memory that runs
 // attention) holds only some experts and the rest live in a near tier that can compute them where
-// they are. An expert runs fast (its weights copied over the link first unless resident) or near (its
-// rows cross the link, each way). Pure functions of plain numbers: the runtime's tiered executor, the
-// tier policies and the simulated `bench tiers` read the same model.
+// they are. An expert runs fast (its weights copied in first unless resident) or near (its rows cross
+// the link, each way). Copies come over the link from the near tier, or from the store (the
+// checkpoint on disk) when one serves them. Pure functions of plain numbers: the runtime's tiered
+// executor, the tier policies and the simulated `bench tiers` read the same model.
 //
-//   copy        = delay + S_e / B_link
+//   copy        = delay + S_e / B_copy                             (B_copy: the store's rate, else the link's)
 //   fast(n)     = max(S_e / B_fast_mem, 2·n·P_e / F_fast)          (a roofline, as in channel/latency.ts)
 //   near(n)     = max(S_e / B_near_mem, 2·n·P_e / F_near)
 //   T_fast      = Σ_copied copy + Σ_fast fast(n_e)                 (one executor: calls in turn)
 //   T_near      = 2·delay + 2·Σ_near n_e·row / B_link + Σ_near near(n_e)
 //   T_link      = (Σ_copied+prefetched S_e + 2·Σ_near n_e·row) / B_link   (weights and rows share the link)
+//                 or, with a store, the longer of the rows over the link and the weights from the store
 //   layer time  = max(T_fast, T_near, T_link)                        (the tiers run at the same time)
 import { callMs, deviceCost, type DeviceCost, type DeviceSpeed } from "../channel/latency.js";
 import type { TierPricing } from "../policies/tiers.js";
@@ -26,22 +28,33 @@ export interface TierCosts {
   expertBytes: number;
   /** one row of activations on the link, bytes */
   rowBytes: number;
+  /** the link between the tiers: rows cross it, and copies unless a store serves them */
   link: TierLink;
+  /** the store tier, when copies are read from disk rather than sent by the near tier */
+  store?: TierLink;
   /** an expert call's roofline in each tier */
   fast: DeviceCost;
   near: DeviceCost;
 }
 
-export function tierCosts(expert: WorkShape, rowBytes: number, link: TierLink, fast: DeviceSpeed, near: DeviceSpeed): TierCosts {
+export function tierCosts(expert: WorkShape, rowBytes: number, link: TierLink, fast: DeviceSpeed, near: DeviceSpeed, store?: TierLink): TierCosts {
   if (!(link.gbps > 0)) throw new Error(`the link between the tiers needs a rate above 0 GB/s, got ${link.gbps}`);
-  return { expertBytes: expert.weightBytes, rowBytes, link, fast: deviceCost(expert, fast, null), near: deviceCost(expert, near, null) };
+  if (store && !(store.gbps > 0)) throw new Error(`the store needs a read rate above 0 GB/s, got ${store.gbps}`);
+  return { expertBytes: expert.weightBytes, rowBytes, link, ...(store ? { store } : {}), fast: deviceCost(expert, fast, null), near: deviceCost(expert, near, null) };
 }
 
-const linkMs = (c: TierCosts, bytes: number): number => bytes / (c.link.gbps * 1e6);
+const transferMs = (l: TierLink, bytes: number): number => bytes / (l.gbps * 1e6);
+const linkMs = (c: TierCosts, bytes: number): number => transferMs(c.link, bytes);
+
+/** Where copies come from: the store, or the near tier over the link. */
+export function copySource(c: TierCosts): TierLink {
+  return c.store ?? c.link;
+}
 
 /** Copying one expert's weights into the fast tier. */
 export function copyMs(c: TierCosts): number {
-  return c.link.delayMs + linkMs(c, c.expertBytes);
+  const src = copySource(c);
+  return src.delayMs + transferMs(src, c.expertBytes);
 }
 
 /** Where each called expert of a layer runs this step. */
@@ -73,7 +86,8 @@ export function planTime(c: TierCosts, plan: TierPlan, counts: ArrayLike<number>
   }
   const activations = 2 * nearRows * c.rowBytes;
   const nearMs = plan.near.length > 0 ? 2 * c.link.delayMs + linkMs(c, activations) + nearCompute : 0;
-  const link = linkMs(c, (plan.copy.length + plan.prefetch.length) * c.expertBytes + activations);
+  const weights = (plan.copy.length + plan.prefetch.length) * c.expertBytes;
+  const link = c.store ? Math.max(linkMs(c, activations), transferMs(c.store, weights)) : linkMs(c, weights + activations);
   return { ms: Math.max(fastMs, nearMs, link), fastMs, nearMs, linkMs: link };
 }
 

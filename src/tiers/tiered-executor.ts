@@ -2,9 +2,10 @@
 // compute) holds only a budget of expert weights, beside a near tier that holds every expert and
 // computes where the weights live. Per layer and step the tier policy (policies/tiers.ts) splits the
 // called experts: near ones are sent their rows at once; fast ones run here one after another, the
-// residents first while the copied ones' weights come over the link, then each copy as it lands in
-// the cache (which evicts by its rule to stay within the budget). What happened is reported per layer
-// and summed: which experts ran where, weight and activation bytes moved, time in each tier.
+// residents first while the copied ones' weights come in (from the near tier, or read from the store),
+// then each copy as it lands in the cache (which evicts by its rule to stay within the budget). What
+// happened is reported per layer and summed: which experts ran where, weight and activation bytes
+// moved, time in each tier.
 import type { Backend, WeightDType } from "../kernels/backend.js";
 import type { ModelConfig } from "../model/config.js";
 import type { FfnWeights } from "../model/weights.js";
@@ -13,7 +14,7 @@ import { LocalExpertExecutor } from "../moe/local-executor.js";
 import { planTiers, type TierPolicyName } from "../policies/tiers.js";
 import { wireBytes, type WireDType } from "../protocol/activations.js";
 import type { HeldExpert } from "../runtime/device-hub.js";
-import { planTime, type TierCosts, type TierTime } from "./cost-model.js";
+import { copySource, planTime, type TierCosts, type TierTime } from "./cost-model.js";
 import { ExpertCache } from "./expert-cache.js";
 import { layerInput } from "./layer-input.js";
 import { LoadWindow } from "./load-window.js";
@@ -27,7 +28,7 @@ export interface TieredOptions {
   window: number;
   /** the near tier: computes any expert where its weights live */
   near: ExpertExecutor;
-  /** copies an expert's weights from the near tier, as held there */
+  /** copies an expert's weights in: from the near tier as held there, or from the store (tiers/expert-store.ts) */
   pull: (layer: number, expert: number) => Promise<HeldExpert>;
   /** the activations' dtype on the link to the near tier */
   wireDType: WireDType;
@@ -95,7 +96,7 @@ export class TieredExecutor implements ExpertExecutor {
   totals: TierTotals = emptyTotals();
 
   /**
-   * The cost model the policy decides by. Its link rate follows what copies actually take (a moving
+   * The cost model the policy decides by. Its copy rate follows what copies actually take (a moving
    * average of each layer's copy bytes over the time they took to land): on a busy machine moving
    * weights costs the tiers' own cycles too, and a rate measured idle would copy too eagerly.
    */
@@ -220,11 +221,12 @@ export class TieredExecutor implements ExpertExecutor {
     return results;
   }
 
-  /** Moves the model's link rate towards what `bytes` of copies landing in `ms` showed (weight 1/4 per layer). */
+  /** Moves the model's copy rate (the store's, else the link's) towards what `bytes` of copies landing in `ms` showed (weight 1/4 per layer). */
   private observeCopies(bytes: number, ms: number): void {
-    const seen = bytes / (Math.max(ms - this.costs.link.delayMs, 1e-3) * 1e6);
-    const gbps = 0.75 * this.costs.link.gbps + 0.25 * seen;
-    this.costs = { ...this.costs, link: { ...this.costs.link, gbps } };
+    const key = this.costs.store ? "store" : "link";
+    const src = copySource(this.costs);
+    const seen = bytes / (Math.max(ms - src.delayMs, 1e-3) * 1e6);
+    this.costs = { ...this.costs, [key]: { ...src, gbps: 0.75 * src.gbps + 0.25 * seen } };
   }
 
   /** Experts of the layer being computed that a landing prefetch may not push out. */

@@ -21,6 +21,15 @@ test("the cost model: copying costs the weights over the link, near costs the ro
   assert.equal(breakEvenTokens(tierCosts(expert, 512, { gbps: 1, delayMs: 0 }, { gflops: 1, readGbps: 10 }, { gflops: 5, readGbps: 10 })), Infinity, "never, when fast computes slower");
 });
 
+test("with a store, copies cost the store's read and the link carries only rows", () => {
+  const stored = tierCosts(expert, 512, { gbps: 1, delayMs: 0.01 }, { gflops: 50, readGbps: 10 }, { gflops: 5, readGbps: 10 }, { gbps: 4, delayMs: 0 });
+  assert.ok(Math.abs(copyMs(stored) - expert.weightBytes / 4e6) < 1e-12);
+  const c = counts(1, 1);
+  const t = planTime(stored, { fast: [0], copy: [0], near: [1], prefetch: [] }, c);
+  assert.ok(Math.abs(t.linkMs - Math.max((2 * 512) / 1e6, expert.weightBytes / 4e6)) < 1e-12, "the longer of the rows over the link and the weights from the store");
+  assert.ok(breakEvenTokens(stored) < breakEvenTokens(costs), "a faster source pays sooner");
+});
+
 test("monde copies an expert with many tokens and computes one with few near; offload copies all, near copies none; residents are never copied", () => {
   assert.deepEqual(planTiers("monde", { counts: counts(200), resident: none, price: tierPricing(costs, counts(200)) }), { fast: [0], copy: [0], near: [], prefetch: [] });
   assert.deepEqual(planTiers("monde", { counts: counts(1), resident: none, price: tierPricing(costs, counts(1)) }), { fast: [], copy: [], near: [0], prefetch: [] });

@@ -10,6 +10,7 @@ import { TextTokenizer } from "../../model/tokenizer.js";
 import { TIER_POLICIES, type TierPolicyName } from "../../policies/tiers.js";
 import { WIRE_DTYPES, wireBytes, type WireDType } from "../../protocol/activations.js";
 import { simulateTiers, TIER_HARDWARE, type TierSimResult } from "../../tiers/tier-sim.js";
+import { COPY_SOURCES, type CopySource } from "../../tiers/tiered-runtime.js";
 import { fileURLToPath } from "node:url";
 import { Random } from "../../util/random.js";
 import { expertShare, positiveInt, readTextFile } from "../options.js";
@@ -25,6 +26,7 @@ interface BenchTiersCliOptions {
   promptTokens: number;
   genTokens: number;
   link: Array<LinkParams | null>;
+  copyFrom: CopySource;
   dtype: WeightDType;
   wireDtype: WireDType;
   window: number;
@@ -35,7 +37,6 @@ interface BenchTiersCliOptions {
   json?: boolean;
 }
 
-/** "25%" or "0.25" → 0.25. */
 /** "loopback" or a link spec; repeatable. */
 function links(v: string, prev: Array<LinkParams | null> | undefined): Array<LinkParams | null> {
   let link: LinkParams | null = null;
@@ -67,6 +68,7 @@ export function benchTiersCommand(): Command {
     .option("--prompt-tokens <n>", "prefill length", positiveInt, 448)
     .option("--gen-tokens <n>", "tokens generated after it", positiveInt, 64)
     .option("--link <spec>", 'the link between the tiers: "loopback" (as it is) or shaped, e.g. "rate=2gbit,delay=0.05ms"; repeat for several', links)
+    .addOption(new Option("--copy-from <source>", "where the fast tier copies experts from: near (the near tier sends them over the link) or store (read from the checkpoint on disk)").choices(COPY_SOURCES as unknown as string[]).default("near"))
     .addOption(new Option("--dtype <dtype>", "expert weights as both tiers hold them").choices(WEIGHT_DTYPES as string[]).default("bf16"))
     .addOption(new Option("--wire-dtype <dtype>", "activations on the link (f32 keeps every policy's tokens identical)").choices(WIRE_DTYPES as string[]).default("f32"))
     .option("--window <steps>", "steps of routing statistics MoNDE keeps its hot set by", positiveInt, 16)
@@ -76,6 +78,7 @@ export function benchTiersCommand(): Command {
     .option("--verbose", "print every layer's hot/cold split")
     .option("--json", "print the results as JSON")
     .action(async (o: BenchTiersCliOptions) => {
+      if (o.simulate && o.copyFrom === "store") throw new Error("--simulate models copies over the link; --copy-from store runs on the real runtime");
       if (o.simulate) return simulated(o);
       if (!o.model) throw new Error("bench tiers needs --model DIR (or --simulate)");
       const model = o.model;
@@ -91,7 +94,7 @@ export function benchTiersCommand(): Command {
           process.stderr.write(`bench tiers: ${policies.join(", ")}, fast budget ${(100 * budget).toFixed(1)}%, link ${linkName(link)}\n`);
           results.push(
             ...(await benchTiers({
-              model, policies, budgetFraction: budget, link, prompt, genTokens: o.genTokens, weightDType: o.dtype, wireDType: o.wireDtype, window: o.window, threads: o.threads, repeats: o.repeats,
+              model, policies, budgetFraction: budget, link, copyFrom: o.copyFrom, prompt, genTokens: o.genTokens, weightDType: o.dtype, wireDType: o.wireDtype, window: o.window, threads: o.threads, repeats: o.repeats,
               log: () => undefined,
               onLayer: o.verbose ? (r) => process.stderr.write(`  step ${r.step} layer ${r.layer}: fast [${r.fast.join(" ")}] (copied [${r.copied.join(" ")}]) near [${r.near.join(" ")}] prefetch [${r.prefetched.join(" ")}]; ${r.weightBytes} weight B, ${r.activationBytes} activation B; fast ${r.fastMs.toFixed(2)} ms, near ${r.nearMs.toFixed(2)} ms (model ${r.predicted.ms.toFixed(2)})\n`) : undefined,
             })),
@@ -164,8 +167,14 @@ export function withSpeedups<T extends PolicyRates>(results: readonly T[], same:
   });
 }
 
-/** The same link: loopback's rate is measured per run, so it matches by kind. */
-const sameLink = (a: TierBenchResult, b: TierBenchResult) => a.link.shaped === b.link.shaped && (!b.link.shaped || a.link.gbps === b.link.gbps);
+/** The same link and copy source: loopback's rate is measured per run, so it matches by kind. */
+const sameLink = (a: TierBenchResult, b: TierBenchResult) => a.copy_from === b.copy_from && a.link.shaped === b.link.shaped && (!b.link.shaped || a.link.gbps === b.link.gbps);
+
+/** The link, and where copies came from when not over it. */
+function linkLabel(r: TierBenchResult): string {
+  const link = r.link.shaped ? `${(8 * r.link.gbps).toPrecision(3)} Gbit/s, ${r.link.delay_ms} ms` : `loopback (${(8 * r.link.gbps).toPrecision(3)} Gbit/s)`;
+  return r.store_gbps === null ? link : `${link}; copies from the store (${(8 * r.store_gbps).toPrecision(3)} Gbit/s)`;
+}
 
 function tierTable(results: readonly TierBenchResult[]): string {
   const kb = (b: number) => (b / 1024).toFixed(1);
@@ -174,7 +183,7 @@ function tierTable(results: readonly TierBenchResult[]): string {
     withSpeedups(results, sameLink)
       .map(
         (r) =>
-          `| ${r.link.shaped ? `${(8 * r.link.gbps).toPrecision(3)} Gbit/s, ${r.link.delay_ms} ms` : `loopback (${(8 * r.link.gbps).toPrecision(3)} Gbit/s)`} | ${(100 * r.fast_budget).toFixed(1)}% (${r.budget_experts}) | ${r.policy} | ${r.prefill_tokens_per_s.toFixed(0)} | ${r.decode_tokens_per_s.toFixed(1)} | ${r.prefill_speedup.toFixed(2)} / ${r.decode_speedup.toFixed(2)} | ${kb(r.weight_bytes_per_token)} | ${kb(r.activation_bytes_per_token)} | ${r.prefill.hot_per_layer.toFixed(1)} / ${r.decode.hot_per_layer.toFixed(2)} | ${r.break_even_tokens} |`,
+          `| ${linkLabel(r)} | ${(100 * r.fast_budget).toFixed(1)}% (${r.budget_experts}) | ${r.policy} | ${r.prefill_tokens_per_s.toFixed(0)} | ${r.decode_tokens_per_s.toFixed(1)} | ${r.prefill_speedup.toFixed(2)} / ${r.decode_speedup.toFixed(2)} | ${kb(r.weight_bytes_per_token)} | ${kb(r.activation_bytes_per_token)} | ${r.prefill.hot_per_layer.toFixed(1)} / ${r.decode.hot_per_layer.toFixed(2)} | ${r.break_even_tokens} |`,
       )
       .join("\n") +
     "\n"
@@ -185,10 +194,10 @@ function writeSweep(dir: string, results: readonly TierBenchResult[]): void {
   mkdirSync(dir, { recursive: true });
   const rows = withSpeedups(results, sameLink);
   writeFileSync(path.join(dir, "tiers.json"), JSON.stringify(rows, null, 1) + "\n");
-  const head = ["link_gbps", "link_shaped", "fast_budget", "policy", "prefill_tokens_per_s", "decode_tokens_per_s", "prefill_speedup", "decode_speedup", "weight_bytes_per_token", "activation_bytes_per_token"];
+  const head = ["link_gbps", "link_shaped", "copy_from", "store_gbps", "fast_budget", "policy", "prefill_tokens_per_s", "decode_tokens_per_s", "prefill_speedup", "decode_speedup", "weight_bytes_per_token", "activation_bytes_per_token"];
   writeFileSync(
     path.join(dir, "tiers.csv"),
-    [head.join(","), ...rows.map((r) => [r.link.gbps, r.link.shaped, r.fast_budget, r.policy, r.prefill_tokens_per_s, r.decode_tokens_per_s, r.prefill_speedup, r.decode_speedup, r.weight_bytes_per_token, r.activation_bytes_per_token].join(","))].join("\n") + "\n",
+    [head.join(","), ...rows.map((r) => [r.link.gbps, r.link.shaped, r.copy_from, r.store_gbps ?? "", r.fast_budget, r.policy, r.prefill_tokens_per_s, r.decode_tokens_per_s, r.prefill_speedup, r.decode_speedup, r.weight_bytes_per_token, r.activation_bytes_per_token].join(","))].join("\n") + "\n",
   );
   for (const phase of ["prefill", "decode"] as const) writeFileSync(path.join(dir, `speedup-${phase}.svg`), speedupPicture(rows, phase));
 }
@@ -198,7 +207,7 @@ export function speedupPicture(rows: ReadonlyArray<TierBenchResult & { prefill_s
   const series = new Map<string, Array<{ x: number; y: number }>>();
   for (const r of rows) {
     if (r.policy === "offload") continue;
-    const name = `${r.policy}, ${r.link.shaped ? `${(8 * r.link.gbps).toPrecision(3)} Gbit/s link` : "loopback"}`;
+    const name = `${r.policy}, ${r.link.shaped ? `${(8 * r.link.gbps).toPrecision(3)} Gbit/s link` : "loopback"}${r.copy_from === "store" ? ", store copies" : ""}`;
     (series.get(name) ?? series.set(name, []).get(name)!).push({ x: 100 * r.fast_budget, y: phase === "prefill" ? r.prefill_speedup : r.decode_speedup });
   }
   return linePlot({ title: `${phase === "prefill" ? "Prefill" : "Decode"}: speedup over parameter offloading`, xLabel: "fast-tier budget (% of the experts)", yLabel: "× offload tokens/s", series: [...series].map(([name, points]) => ({ name, points })) });
