@@ -4,7 +4,8 @@
 // (channel/latency.ts): BS time + Σ over MoE layers of the slowest called device's down + compute + up.
 // The model itself runs windows of tokens at once (the quality is the same: attention is causal); the
 // harness hands each row of a window to the policy as its own decode step. Every run starts the cell
-// from the scenario's seed, so policies are compared on the same fading.
+// from the scenario's seed, so policies are compared on the same fading. Given a BS budget, the BS
+// keeps hot experts itself (tiers/cell-tiers.ts) and a layer takes the later of the BS and the devices.
 import type { WeightDType } from "../kernels/backend.js";
 import { CellCosts, type BandwidthMode, type CellSnapshot } from "../channel/cell-costs.js";
 import { ChannelModel } from "../channel/channel-model.js";
@@ -130,7 +131,7 @@ export class WirelessEval {
   }
 
   /** The BS's tiers for one run, or null without a budget. */
-  private cellTiers(spec: PolicySpec, t: BsTierSpec | undefined): CellTiers | null {
+  private cellTiers(t: BsTierSpec | undefined): CellTiers | null {
     if (!t) return null;
     if (!(t.budget >= 0 && t.budget <= 1)) throw new Error(`the BS's budget must be a share of the experts in [0, 1], got ${t.budget}`);
     const { cfg, scenario, weightDType } = this.opts;
@@ -160,7 +161,7 @@ export class WirelessEval {
       hosts: this.hosts,
       bandwidth,
     });
-    const cellTiers = this.cellTiers(spec, tiers);
+    const cellTiers = this.cellTiers(tiers);
     const run = (this.run = new RunState(makePolicy(spec, this.moeLayers), costs, cellTiers, tokens.length - 1));
     try {
       const ppl = await perplexity(model, tokens, {
@@ -188,7 +189,7 @@ export class WirelessEval {
         latency_ms: { mean: lat.reduce((a, b) => a + b, 0) / n, p50: pct(0.5), p95: pct(0.95) },
         breakdown_ms: { bs_compute: this.bsMs, down: run.down / n, device_compute: run.compute / n, up: run.up / n, bs_experts: run.bsExperts / n },
         policy_us: (run.policyMs * 1000) / run.pairs,
-        tiers: cellTiers && tiers ? this.tierReport(cellTiers, tiers, n) : null,
+        tiers: cellTiers ? this.tierReport(cellTiers, tiers!, n) : null,
       };
     } finally {
       this.run = null;

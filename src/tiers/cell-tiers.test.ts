@@ -39,10 +39,11 @@ test("monde in the cell: never slower than offload or near for the step; copies 
     const t = (p: TierPolicyName) => cellPlanTime(costs, planTiers(p, { counts, resident, price: cellTierPricing(costs, counts) }), counts).ms;
     assert.ok(t("monde") <= Math.min(t("offload"), t("near")) + 1e-12, `counts ${counts}: monde ${t("monde")}, offload ${t("offload")}, near ${t("near")}`);
   }
-  const layer = c.layerCosts(c.snapshotAt(0), 0);
-  const slow = [2, 5].sort((a, b) => layer.expertLatencyMs[b]! - layer.expertLatencyMs[a]!)[0]!;
+  // two experts with one token each, the later index on the slower device: the index alone would pick the other
+  const layer = c.layerCosts(c.snapshotAt(0), 0), ms = layer.expertLatencyMs;
+  const [fast, slow] = [0, 1, 2, 3, 4, 5, 6, 7].flatMap((a) => [0, 1, 2, 3, 4, 5, 6, 7].filter((b) => b > a && ms[b]! > ms[a]!).map((b) => [a, b]))[0]!;
   const costs: CellTierCosts = { layer, cell: c, bs, copyMs: 1e-3 };
-  const counts = none.map((_, e) => (e === 2 || e === 5 ? 1 : 0));
+  const counts = none.map((_, e) => (e === fast || e === slow ? 1 : 0));
   assert.deepEqual(planTiers("monde", { counts, resident: none, price: { ...cellTierPricing(costs, counts), time: (p) => (p.copy.length > 1 ? Infinity : cellPlanTime(costs, p, counts).ms) } }).copy, [slow]);
 });
 
