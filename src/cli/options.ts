@@ -6,6 +6,8 @@ import { Engine, type EngineOptions } from "../runtime/engine.js";
 import { onCluster, startLocalCluster } from "../runtime/local-cluster.js";
 import { WIRE_DTYPES, type WireDType } from "../protocol/activations.js";
 import { parseLink, type LinkParams } from "../channel/link.js";
+import { TIER_POLICIES, type TierPolicyName } from "../policies/tiers.js";
+import type { BsTierSpec } from "../tiers/cell-tiers.js";
 import { ProgressBar } from "./progress.js";
 
 export function positiveInt(v: string): number {
@@ -59,6 +61,27 @@ export function expertShare(v: string): number {
   const n = v.trim().endsWith("%") ? Number(v.trim().slice(0, -1)) / 100 : Number(v);
   if (!(n >= 0 && n <= 1)) throw new InvalidArgumentError(`expected a share of the experts such as 25% or 0.25, got "${v}"`);
   return n;
+}
+
+export interface TierCliOptions {
+  bsBudget?: number;
+  tiers: TierPolicyName;
+  tierWindow: number;
+  bsStoreGbps?: number[];
+}
+
+/** --bs-budget, --tiers, --tier-window, --bs-store-gbps: MoNDE in the cell (tiers/cell-tiers.ts), for eval and simulate */
+export function addTierOptions(cmd: Command): Command {
+  return cmd
+    .option("--bs-budget <share>", "MoNDE in the cell: the BS keeps hot experts itself within this share of each layer's experts (25% or 0.25), read from its store; cold experts' rows go to the devices", expertShare)
+    .addOption(new Option("--tiers <policy>", "with --bs-budget: monde (hot experts at the BS by cost and statistics), offload (every called expert read into the BS, LRU) or near (all on the devices)").choices(TIER_POLICIES as unknown as string[]).default("monde"))
+    .option("--tier-window <tokens>", "tokens of routing statistics monde keeps the BS's hot set by", positiveInt, 64)
+    .option("--bs-store-gbps <rate>", "the BS store's read rate, GB/s, instead of the scenario's (repeatable with eval --tier-sweep)", (v: string, prev: number[] | undefined) => [...(prev ?? []), positiveNumber(v)]);
+}
+
+/** The BS's tiers the options ask for, or undefined without --bs-budget. */
+export function tierSpec(o: TierCliOptions): BsTierSpec | undefined {
+  return o.bsBudget === undefined ? undefined : { policy: o.tiers, budget: o.bsBudget, window: o.tierWindow, storeGbps: o.bsStoreGbps?.[0] };
 }
 
 export function readTextFile(file: string): string {

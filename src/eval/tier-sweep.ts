@@ -3,7 +3,8 @@
 // selection policy on the same fading. A CSV of the points, a Markdown table, and latency against the
 // budget as a picture.
 import { linePlot } from "./svg-plot.js";
-import type { BsTierSpec, EvalReport } from "./wireless-eval.js";
+import type { BsTierSpec } from "../tiers/cell-tiers.js";
+import type { EvalReport } from "./wireless-eval.js";
 
 export const BS_BUDGETS = [0.125, 0.25, 0.5];
 

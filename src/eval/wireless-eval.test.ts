@@ -8,7 +8,8 @@ import { REPO_ROOT, sharedPath } from "../testing/shared.js";
 import { perplexity, protocolTokens } from "./perplexity.js";
 import { headlines, sweepCsv, tradeoffPicture } from "./sweep.js";
 import type { PolicySpec } from "../policies/registry.js";
-import { WirelessEval, type BsTierSpec, type EvalReport } from "./wireless-eval.js";
+import { WirelessEval, type EvalReport } from "./wireless-eval.js";
+import type { BsTierSpec } from "../tiers/cell-tiers.js";
 
 const model = sharedPath("models/brown-moe");
 const corpus = sharedPath("corpus/brown/valid.txt");

@@ -15,8 +15,7 @@ import type { ModelConfig } from "../model/config.js";
 import type { Transformer } from "../model/forward.js";
 import { bsLayerWork, expertWork, headWork } from "../model/work-shape.js";
 import { placeExperts } from "../policies/placement.js";
-import type { TierPolicyName } from "../policies/tiers.js";
-import { CellTiers } from "../tiers/cell-tiers.js";
+import { CellTiers, type BsTierReport, type BsTierSpec } from "../tiers/cell-tiers.js";
 import { makePolicy, type PolicySpec } from "../policies/registry.js";
 import { topKMass, type RouterOutput, type RoutingDecision, type SelectionContext, type SelectionPolicy } from "../policies/selection.js";
 import { wireBytes, type WireDType } from "../protocol/activations.js";
@@ -33,17 +32,6 @@ export interface WirelessEvalOptions {
   replicas: number;
   /** time between tokens on the cell's clock, ms */
   tokenMs: number;
-}
-
-/** MoNDE's tiers in the cell: the BS keeps hot experts within a budget, cold experts' rows go to the devices (tiers/cell-tiers.ts). */
-export interface BsTierSpec {
-  policy: TierPolicyName;
-  /** the BS's budget for expert weights, as a share of each MoE layer's experts */
-  budget: number;
-  /** tokens of routing statistics monde keeps its hot set by */
-  window: number;
-  /** the BS store's read rate, GB/s (default the scenario's) */
-  storeGbps?: number;
 }
 
 export interface EvalRunOptions {
@@ -76,21 +64,8 @@ export interface EvalReport {
   breakdown_ms: { bs_compute: number; down: number; device_compute: number; up: number; bs_experts: number };
   /** the policy's own time per token and MoE layer, µs */
   policy_us: number;
-  /** with a BS budget: where the experts ran and what moved */
-  tiers: {
-    policy: TierPolicyName;
-    bs_budget: number;
-    bs_experts_per_layer: number;
-    store_gbps: number;
-    /** share of expert calls the BS computed */
-    bs_share: number;
-    /** store reads per token: waited for, and in the background */
-    copies_per_token: number;
-    prefetches_per_token: number;
-    weight_bytes_per_token: number;
-    /** activations over the radio, both ways */
-    radio_bytes_per_token: number;
-  } | null;
+  /** with a BS budget (tiers/cell-tiers.ts): where the experts ran and what moved */
+  tiers: BsTierReport | null;
 }
 
 /** What one run gathers while the model runs. */
@@ -130,24 +105,6 @@ export class WirelessEval {
     this.rowBytes = cfg.hidden * wireBytes(opts.wireDType);
   }
 
-  /** The BS's tiers for one run, or null without a budget. */
-  private cellTiers(t: BsTierSpec | undefined): CellTiers | null {
-    if (!t) return null;
-    if (!(t.budget >= 0 && t.budget <= 1)) throw new Error(`the BS's budget must be a share of the experts in [0, 1], got ${t.budget}`);
-    const { cfg, scenario, weightDType } = this.opts;
-    const expert = expertWork(cfg, weightDType);
-    return new CellTiers({
-      policy: t.policy,
-      layers: cfg.layers,
-      experts: cfg.experts,
-      perLayer: Math.floor(t.budget * cfg.experts + 1e-9),
-      expertBytes: expert.weightBytes,
-      bs: deviceCost(expert, scenario.bs, null),
-      store: { delayMs: scenario.bs.storeDelayMs, gbps: t.storeGbps ?? scenario.bs.storeGbps },
-      moeLayers: this.moeLayers,
-      window: t.window,
-    });
-  }
 
   /**
    * Perplexity and modelled latency of `model` (built with this.policy) over `tokens` under `spec`,
@@ -161,7 +118,7 @@ export class WirelessEval {
       hosts: this.hosts,
       bandwidth,
     });
-    const cellTiers = this.cellTiers(tiers);
+    const cellTiers = tiers ? CellTiers.forCell(opts.cfg, opts.scenario, opts.weightDType, tiers) : null;
     const run = (this.run = new RunState(makePolicy(spec, this.moeLayers), costs, cellTiers, tokens.length - 1));
     try {
       const ppl = await perplexity(model, tokens, {
@@ -189,26 +146,11 @@ export class WirelessEval {
         latency_ms: { mean: lat.reduce((a, b) => a + b, 0) / n, p50: pct(0.5), p95: pct(0.95) },
         breakdown_ms: { bs_compute: this.bsMs, down: run.down / n, device_compute: run.compute / n, up: run.up / n, bs_experts: run.bsExperts / n },
         policy_us: (run.policyMs * 1000) / run.pairs,
-        tiers: cellTiers ? this.tierReport(cellTiers, tiers!, n) : null,
+        tiers: cellTiers ? cellTiers.report(n, this.rowBytes) : null,
       };
     } finally {
       this.run = null;
     }
-  }
-
-  private tierReport(t: CellTiers, spec: BsTierSpec, tokens: number): NonNullable<EvalReport["tiers"]> {
-    const s = t.totals;
-    return {
-      policy: spec.policy,
-      bs_budget: spec.budget,
-      bs_experts_per_layer: t.o.perLayer,
-      store_gbps: t.o.store.gbps,
-      bs_share: s.bsCalls / s.calls,
-      copies_per_token: s.copies / tokens,
-      prefetches_per_token: s.prefetches / tokens,
-      weight_bytes_per_token: s.weightBytes / tokens,
-      radio_bytes_per_token: (2 * s.radioRows * this.rowBytes) / tokens,
-    };
   }
 
   /** Each row of the window as its own decode step: the policy with the costs of its token's moment, then its modelled time. */

@@ -69,3 +69,16 @@ test("a sweep on worker processes gives the same reports as one run after anothe
   assert.deepEqual((await simulateAll(runs, 2)).map(timeless), runs.map(simulate).map(timeless));
   await assert.rejects(simulateAll([opts({}), opts({ routing: { trace: "/nonexistent/trace.jsonl" } })], 2), /cannot read the routing trace \/nonexistent\/trace.jsonl: ENOENT/);
 });
+
+test("simulate with a BS budget: near is plain WDMoE; monde keeps hot experts at the BS and shortens tokens; offload's reads dwarf the radio at Mixtral's size", () => {
+  const o = (tiers?: SimOptions["tiers"]) => simulate(opts({ users: 1, tokensPerUser: 48, tiers }));
+  const plain = o();
+  const tiers = (policy: "near" | "monde" | "offload") => o({ policy, budget: 0.5, window: 64 });
+  const near = tiers("near"), monde = tiers("monde"), offload = tiers("offload");
+  assert.deepEqual([near.latency_ms, near.tiers!.bs_share], [plain.latency_ms, 0]);
+  assert.equal(plain.tiers, null);
+  assert.ok(monde.tiers!.bs_share > 0.1 && monde.tiers!.prefetches_per_token > 0, `monde: ${JSON.stringify(monde.tiers)}`);
+  assert.ok(monde.latency_ms.mean < plain.latency_ms.mean, `monde ${monde.latency_ms.mean} ms against plain ${plain.latency_ms.mean} ms`);
+  assert.ok(offload.tiers!.bs_share === 1 && offload.latency_ms.mean > 2 * plain.latency_ms.mean, "a 352 MB expert read at 3 GB/s takes longer than a radio round trip");
+  assert.equal(monde.expert_calls, plain.expert_calls, "the tiers move calls, they do not drop them");
+});

@@ -9,6 +9,9 @@
 // Simplifications, stated: the band is split statically and equally among the devices (the joint
 // policy's per-layer split assumes one step in the air at a time, which many users break, so the
 // command line does not offer it here); the BS's own work is not queued (an edge server batches it).
+// With a BS budget (tiers/cell-tiers.ts) the BS keeps hot experts itself: the tier policy splits each
+// token's experts, the devices get only the cold ones, and the layer ends when both sides are done;
+// the BS's expert calls and its store reads are priced as in `eval`, not queued across users.
 import { CellCosts } from "../channel/cell-costs.js";
 import { ChannelModel } from "../channel/channel-model.js";
 import { callMs, deviceCost } from "../channel/latency.js";
@@ -20,6 +23,7 @@ import { placeExperts } from "../policies/placement.js";
 import { makePolicy, type PolicySpec } from "../policies/registry.js";
 import type { SelectionContext } from "../policies/selection.js";
 import { wireBytes, type WireDType } from "../protocol/activations.js";
+import { CellTiers, type BsTierReport, type BsTierSpec } from "../tiers/cell-tiers.js";
 import { Random } from "../util/random.js";
 import { EventQueue } from "./event-queue.js";
 import { routingSource, type RoutingSpec } from "./routing-source.js";
@@ -37,6 +41,8 @@ export interface SimOptions {
   tokensPerUser: number;
   /** the channel is redrawn every slotMs of simulated time */
   slotMs: number;
+  /** the BS keeps hot experts itself (absent: every expert on the devices) */
+  tiers?: BsTierSpec;
 }
 
 export interface SimReport {
@@ -57,6 +63,8 @@ export interface SimReport {
   /** the simulator's own speed */
   wall_s: number;
   calls_per_wall_s: number;
+  /** with a BS budget: where the experts ran and what moved */
+  tiers: BsTierReport | null;
 }
 
 /** A cell of `n` devices like `scenario`'s: kinds taken in turn, distances drawn uniformly over its range. */
@@ -83,6 +91,9 @@ export function simulate(o: SimOptions): SimReport {
   // the policies that choose among a token's top-k read only the candidates' costs, which is all the live cell keeps current
   if (o.spec.name === "joint") throw new Error("simulate: the joint policy splits the band per layer for one step in the air, which a cell shared by many users does not do");
   const policy = makePolicy(o.spec, moeLayers.length);
+  const tiers = o.tiers ? CellTiers.forCell(cfg, scenario, o.weightDType, o.tiers) : null;
+  /** per expert of the layer being dispatched: whether its call goes to a device */
+  const toDevice = new Uint8Array(cfg.experts).fill(1);
   const routing = routingSource(o.routing, cfg.experts, { topK: cfg.topK, normalize: cfg.normTopK });
   // one context object, its costs and top-k swapped per token and layer (a fresh object per call costs more than the policy)
   const ctx: { -readonly [K in keyof SelectionContext]: SelectionContext[K] } = { topK: cfg.topK, normalize: cfg.normTopK, costs: undefined, top: undefined };
@@ -130,15 +141,22 @@ export function simulate(o: SimOptions): SimReport {
     const d = policy(router, ctx);
     const sent = now + bsBefore[i]!;
     const expertDevice = lc.radio!.expertDevice;
+    let done = sent;
+    if (tiers) {
+      const t = tiers.step(moeLayers[i]!, sent, d, lc, costs);
+      toDevice.fill(0);
+      for (const e of t.plan.near) toDevice[e] = 1;
+      done = sent + t.fastMs;
+    }
     // the devices this token calls, each with its rows and its calls' compute
     let used = 0;
     for (const e of d.experts) {
+      if (!toDevice[e]) continue;
       const k = expertDevice[e]!;
       if (rowsOnDevice[k] === 0) usedDevices[used++] = k;
       rowsOnDevice[k]!++;
       callMsOnDevice[k]! += callMs(compute[k]!, 1);
     }
-    let done = sent;
     for (let j = 0; j < used; j++) {
       const k = usedDevices[j]!;
       const bits = rowsOnDevice[k]! * rowBits;
@@ -199,6 +217,7 @@ export function simulate(o: SimOptions): SimReport {
     channel_draws: costs.draws,
     wall_s: wall,
     calls_per_wall_s: calls / wall,
+    tiers: tiers ? tiers.report(latencies.length, rowBytes) : null,
   };
 }
 

@@ -48,7 +48,7 @@ test("monde in the cell: never slower than offload or near for the step; copies 
 });
 
 test("the BS's tiers over a run: the budget holds per layer; near never holds an expert; monde's hot expert lands by the cell's clock and then runs at the BS", () => {
-  const tiers = (policy: TierPolicyName, perLayer: number) => new CellTiers({ policy, layers: 2, experts: 8, perLayer, expertBytes: expert.weightBytes, bs, store: { delayMs: 0.1, gbps: 0.05 }, moeLayers: 2, window: 32 });
+  const tiers = (policy: TierPolicyName, perLayer: number) => new CellTiers({ policy, budget: perLayer / 8, layers: 2, experts: 8, perLayer, expertBytes: expert.weightBytes, bs, store: { delayMs: 0.1, gbps: 0.05 }, moeLayers: 2, window: 32 });
   const rng = new Random(9);
   const tokens = Array.from({ length: 400 }, () => [rng.next() < 0.6 ? 3 : Math.floor(8 * rng.next()), Math.floor(8 * rng.next())].filter((e, i, a) => a.indexOf(e) === i));
   for (const policy of TIER_POLICIES) {

@@ -14,12 +14,43 @@
 // layer by layer, so each MoE layer keeps its own state, followed in token order: the budget is split
 // equally over the layers, and each layer's background reads get an equal share of the store's rate.
 import type { CellCosts } from "../channel/cell-costs.js";
-import { callMs, type DeviceCost, type LayerTime } from "../channel/latency.js";
+import { callMs, deviceCost, type DeviceCost, type LayerTime } from "../channel/latency.js";
+import type { Scenario } from "../channel/scenario.js";
+import type { WeightDType } from "../kernels/backend.js";
+import type { ModelConfig } from "../model/config.js";
+import { expertWork } from "../model/work-shape.js";
 import { planTiers, type TierPolicyName, type TierPricing } from "../policies/tiers.js";
 import type { LayerCosts, RoutingDecision } from "../policies/selection.js";
 import type { TierPlan } from "./cost-model.js";
 import { ExpertCache } from "./expert-cache.js";
 import { LoadWindow } from "./load-window.js";
+
+/** The BS's tiers as a run asks for them: the tier policy, the budget, the statistics' window, the store. */
+export interface BsTierSpec {
+  policy: TierPolicyName;
+  /** the BS's budget for expert weights, as a share of each MoE layer's experts */
+  budget: number;
+  /** tokens of routing statistics monde keeps its hot set by */
+  window: number;
+  /** the BS store's read rate, GB/s (default the scenario's) */
+  storeGbps?: number;
+}
+
+/** What a run reports of the BS's tiers. */
+export interface BsTierReport {
+  policy: TierPolicyName;
+  bs_budget: number;
+  bs_experts_per_layer: number;
+  store_gbps: number;
+  /** share of expert calls the BS computed */
+  bs_share: number;
+  /** store reads per token: waited for, and in the background */
+  copies_per_token: number;
+  prefetches_per_token: number;
+  weight_bytes_per_token: number;
+  /** activations over the radio, both ways */
+  radio_bytes_per_token: number;
+}
 
 /** What a plan costs in one MoE layer at one token's moment. */
 export interface CellTierCosts {
@@ -69,7 +100,8 @@ export interface CellTierOptions {
   /** the model's layers and experts per MoE layer */
   layers: number;
   experts: number;
-  /** experts the BS may hold in each MoE layer */
+  /** the budget asked for, as a share of each layer's experts, and the experts it holds per MoE layer */
+  budget: number;
   perLayer: number;
   /** one expert's weights as the BS holds them */
   expertBytes: number;
@@ -106,6 +138,24 @@ export class CellTiers {
   private readonly prefetchMs: number;
   totals: CellTierTotals = { calls: 0, bsCalls: 0, copies: 0, prefetches: 0, weightBytes: 0, radioRows: 0 };
 
+  /** The tiers `spec` asks for, for model `cfg` (its experts held as `weightDType`) on `scenario`'s BS. */
+  static forCell(cfg: ModelConfig, scenario: Scenario, weightDType: WeightDType, spec: BsTierSpec): CellTiers {
+    if (!(spec.budget >= 0 && spec.budget <= 1)) throw new Error(`the BS's budget must be a share of the experts in [0, 1], got ${spec.budget}`);
+    const expert = expertWork(cfg, weightDType);
+    return new CellTiers({
+      policy: spec.policy,
+      layers: cfg.layers,
+      experts: cfg.experts,
+      budget: spec.budget,
+      perLayer: Math.floor(spec.budget * cfg.experts + 1e-9),
+      expertBytes: expert.weightBytes,
+      bs: deviceCost(expert, scenario.bs, null),
+      store: { delayMs: scenario.bs.storeDelayMs, gbps: spec.storeGbps ?? scenario.bs.storeGbps },
+      moeLayers: cfg.sparseLayers.filter(Boolean).length,
+      window: spec.window,
+    });
+  }
+
   constructor(readonly o: CellTierOptions) {
     if ((o.policy === "offload" || o.policy === "monde") && o.perLayer < 1) throw new Error(`the BS's budget holds no expert per layer (${o.experts} per layer: one needs ${(100 / o.experts).toFixed(1)}% of the experts)`);
     this.loads = Array.from({ length: o.layers }, () => new LoadWindow(1, o.experts, o.window));
@@ -115,6 +165,22 @@ export class CellTiers {
     this.storeFreeMs = new Float64Array(o.layers);
     this.copyMs = o.store.delayMs + o.expertBytes / (o.store.gbps * 1e6);
     this.prefetchMs = o.store.delayMs + (o.moeLayers * o.expertBytes) / (o.store.gbps * 1e6);
+  }
+
+  /** The totals per token, over `tokens` tokens, with `rowBytes` per row on the radio. */
+  report(tokens: number, rowBytes: number): BsTierReport {
+    const s = this.totals;
+    return {
+      policy: this.o.policy,
+      bs_budget: this.o.budget,
+      bs_experts_per_layer: this.o.perLayer,
+      store_gbps: this.o.store.gbps,
+      bs_share: s.bsCalls / s.calls,
+      copies_per_token: s.copies / tokens,
+      prefetches_per_token: s.prefetches / tokens,
+      weight_bytes_per_token: s.weightBytes / tokens,
+      radio_bytes_per_token: (2 * s.radioRows * rowBytes) / tokens,
+    };
   }
 
   /** The experts the BS holds in `layer` at `ms` (background reads landed by then). */

@@ -10,18 +10,17 @@ import { TextTokenizer } from "../../model/tokenizer.js";
 import { protocolTokens } from "../../eval/perplexity.js";
 import { headlines, runSweep, sweepCsv, tradeoffPicture, type SweepPoint } from "../../eval/sweep.js";
 import { BS_BUDGETS, runTierSweep, tierSweepCsv, tierSweepPicture, tierSweepTable } from "../../eval/tier-sweep.js";
-import { WirelessEval, type BsTierSpec, type EvalReport } from "../../eval/wireless-eval.js";
-import { TIER_POLICIES, type TierPolicyName } from "../../policies/tiers.js";
+import { WirelessEval, type EvalReport } from "../../eval/wireless-eval.js";
 import { RoutingTraceFile } from "../../moe/trace.js";
 import { describePolicy, POLICY_NAMES, type PolicyName, type PolicySpec } from "../../policies/registry.js";
 import { Engine } from "../../runtime/engine.js";
 import { ProgressBar } from "../progress.js";
-import { addModelOptions, engineOptions, expertShare, nonNegativeNumber, positiveInt, positiveNumber, unitTheta, readTextFile, type ModelCliOptions } from "../options.js";
+import { addModelOptions, addTierOptions, engineOptions, nonNegativeNumber, positiveInt, tierSpec, unitTheta, readTextFile, type ModelCliOptions, type TierCliOptions } from "../options.js";
 
 /** scenarios/cell-8.json of this package */
 export const DEFAULT_SCENARIO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../scenarios/cell-8.json");
 
-interface EvalCliOptions extends ModelCliOptions {
+interface EvalCliOptions extends ModelCliOptions, TierCliOptions {
   text: string;
   tokens: number;
   policy: PolicyName;
@@ -34,19 +33,15 @@ interface EvalCliOptions extends ModelCliOptions {
   sweep?: string;
   trace?: string;
   json?: boolean;
-  bsBudget?: number;
-  tiers: TierPolicyName;
-  tierWindow: number;
-  bsStoreGbps?: number[];
   tierSweep?: string;
 }
 
 export function evalCommand(): Command {
-  return addModelOptions(
+  return addTierOptions(addModelOptions(
     new Command("eval").description(
       "WDMoE evaluation: the model over a text with an expert selection policy in the loop, each token priced on a wireless cell (perplexity, accuracy, experts per token, modelled latency)",
     ),
-  )
+  ))
     .requiredOption("--text <file>", "UTF-8 text, one paragraph per line")
     .option("--tokens <n>", "number of predicted tokens", positiveInt, 4096)
     .addOption(new Option("--policy <name>", "expert selection policy").choices(POLICY_NAMES as unknown as string[]).default("topk"))
@@ -57,10 +52,6 @@ export function evalCommand(): Command {
     .addOption(new Option("--joint-quality <mode>", "joint: price (dropped gate mass priced against latency, a budget per step) or token-mass (each token keeps ≥ 1 − θ of its top-k mass)").choices(["price", "token-mass"]).default("price"))
     .option("--token-ms <ms>", "time between tokens on the cell's clock (the fading moves on by this much per token)", nonNegativeNumber, 20)
     .option("--sweep <dir>", "run every policy across its knob and write sweep.csv, sweep.json and tradeoff.svg to <dir> (with --local-devices: top-k and wlr at θ = 0.3 and 0.7, measured against modelled)")
-    .option("--bs-budget <share>", "MoNDE in the cell: the BS keeps hot experts itself within this share of each layer's experts (25% or 0.25), read from its store; cold experts' rows go to the devices", expertShare)
-    .addOption(new Option("--tiers <policy>", "with --bs-budget: monde (hot experts at the BS by cost and statistics), offload (every called expert read into the BS, LRU) or near (all on the devices)").choices(TIER_POLICIES as unknown as string[]).default("monde"))
-    .option("--tier-window <tokens>", "tokens of routing statistics monde keeps the BS's hot set by", positiveInt, 64)
-    .option("--bs-store-gbps <rate>", "the BS store's read rate, GB/s, instead of the scenario's (repeatable with --tier-sweep)", (v: string, prev: number[] | undefined) => [...(prev ?? []), positiveNumber(v)])
     .option("--tier-sweep <dir>", `the BS's tiers with --policy: all experts on the devices, then offload and monde at BS budgets of ${BS_BUDGETS.map((b) => `${100 * b}%`).join(", ")} for each store rate; writes tiers.csv, tiers.json and tiers.svg to <dir>`)
     .option("--trace <file>", "record every layer's routing decision as JSON Lines (single runs)")
     .option("--json", 'print {"policy", "theta", "perplexity", "accuracy", "experts_per_token", "dropped_gate_mass", "latency_ms", "breakdown_ms", …}')
@@ -71,7 +62,7 @@ export function evalCommand(): Command {
       if ((o.bsBudget !== undefined || o.tierSweep) && (o.sweep || o.localDevices)) throw new Error("the BS's tiers are priced in the modelled evaluation, one policy at a time; leave out --sweep and --local-devices");
       if (o.bsStoreGbps && o.bsStoreGbps.length > 1 && !o.tierSweep) throw new Error("give --bs-store-gbps once, or several times with --tier-sweep");
       if (o.tierSweep && o.bsBudget !== undefined) throw new Error("--tier-sweep runs its own BS budgets and tier policies; leave out --bs-budget");
-      const tiers: BsTierSpec | undefined = o.bsBudget === undefined ? undefined : { policy: o.tiers, budget: o.bsBudget, window: o.tierWindow, storeGbps: o.bsStoreGbps?.[0] };
+      const tiers = tierSpec(o);
       const spec: PolicySpec = { name: o.policy, theta: o.theta ?? (o.policy === "wlr" || o.policy === "joint" ? 0.3 : undefined), budgetMs: o.budget, quality: o.jointQuality };
       const text = readTextFile(o.text);
       const scenario = loadScenario(o.scenario);

@@ -12,12 +12,12 @@ import { simulateAll } from "../../sim/parallel.js";
 import { scaleScenario, type SimOptions } from "../../sim/simulator.js";
 import { SWEEP_THETAS } from "../../eval/sweep.js";
 import { DEFAULT_SCENARIO } from "./eval.js";
-import { nonNegativeNumber, positiveInt, unitTheta } from "../options.js";
+import { addTierOptions, nonNegativeNumber, positiveInt, tierSpec, unitTheta, type TierCliOptions } from "../options.js";
 
 const SIM_POLICIES = POLICY_NAMES.filter((p) => p !== "joint");
 const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 
-interface SimulateCliOptions {
+interface SimulateCliOptions extends TierCliOptions {
   config: string;
   scenario: string;
   devices?: number;
@@ -39,7 +39,7 @@ interface SimulateCliOptions {
 }
 
 export function simulateCommand(): Command {
-  return new Command("simulate")
+  return addTierOptions(new Command("simulate"))
     .description("discrete-event simulation of the cell at scale: many users, queues at the devices, the same selection policies; latency distribution and throughput")
     .option("--config <file>", "a model's config.json, or its directory (the model's sizes; no weights needed)", path.join(PACKAGE_ROOT, "configs/mixtral-8x7b.json"))
     .option("--scenario <file>", "the cell", DEFAULT_SCENARIO)
@@ -73,6 +73,7 @@ export function simulateCommand(): Command {
       const run = (spec: PolicySpec): SimOptions => ({
         cfg, scenario, spec, weightDType: o.dtype, wireDType: o.wireDtype, replicas: o.replicas, users: o.users, tokensPerUser: o.tokens, slotMs: Math.max(o.slotMs, 1e-3),
         routing: o.trace ? { trace: o.trace } : { synthetic: { skew: o.skew, seed: o.seed } },
+        tiers: tierSpec(o),
       });
       const specs: PolicySpec[] = o.sweep
         ? [{ name: "topk" }, ...SWEEP_THETAS.filter((t) => t > 0).map((theta) => ({ name: "wlr" as const, theta }))]
@@ -86,9 +87,9 @@ export function simulateCommand(): Command {
       }
       process.stdout.write(
         `${path.basename(file)} (${cfg.layers} layers, ${cfg.experts} experts, top-${cfg.topK}) on ${scenario.name} (${scenario.devices.length} devices), ${o.users} users × ${o.tokens} tokens, ${o.trace ? `routing from ${o.trace}` : `synthetic routing (skew ${o.skew})`}\n\n` +
-          "| policy | experts/token | dropped mass | latency mean / p50 / p95 / p99 (ms) | tokens/s | busiest device | expert calls | calls/s simulated |\n|---|---|---|---|---|---|---|---|\n" +
+          "| policy | experts/token | dropped mass | latency mean / p50 / p95 / p99 (ms) | tokens/s | busiest device | expert calls | calls at the BS | calls/s simulated |\n|---|---|---|---|---|---|---|---|---|\n" +
           reports
-            .map((r) => `| ${describePolicy(r.policy)} | ${r.experts_per_token.toFixed(3)} | ${(100 * r.dropped_gate_mass).toFixed(2)}% | ${[r.latency_ms.mean, r.latency_ms.p50, r.latency_ms.p95, r.latency_ms.p99].map((v) => v.toFixed(2)).join(" / ")} | ${r.tokens_per_s.toFixed(1)} | ${(100 * Math.max(...r.device_busy)).toFixed(0)}% busy | ${r.expert_calls} | ${(r.calls_per_wall_s / 1e6).toFixed(2)} M |`)
+            .map((r) => `| ${describePolicy(r.policy)}${r.tiers ? `, ${r.tiers.policy} at BS budget ${(100 * r.tiers.bs_budget).toFixed(1)}%` : ""} | ${r.experts_per_token.toFixed(3)} | ${(100 * r.dropped_gate_mass).toFixed(2)}% | ${[r.latency_ms.mean, r.latency_ms.p50, r.latency_ms.p95, r.latency_ms.p99].map((v) => v.toFixed(2)).join(" / ")} | ${r.tokens_per_s.toFixed(1)} | ${(100 * Math.max(...r.device_busy)).toFixed(0)}% busy | ${r.expert_calls} | ${r.tiers ? `${(100 * r.tiers.bs_share).toFixed(1)}%` : "0%"} | ${(r.calls_per_wall_s / 1e6).toFixed(2)} M |`)
             .join("\n") +
           "\n" +
           (o.sweep ? `\nsweep: ${calls} expert calls in ${wallS.toFixed(2)} s on ${Math.min(o.jobs, specs.length)} process(es), ${(calls / wallS / 1e6).toFixed(2)} M calls/s\n` : ""),
