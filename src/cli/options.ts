@@ -81,6 +81,7 @@ export function addTierOptions(cmd: Command): Command {
 
 /** The BS's tiers the options ask for, or undefined without --bs-budget. */
 export function tierSpec(o: TierCliOptions): BsTierSpec | undefined {
+  if ((o.bsStoreGbps?.length ?? 0) > 1) throw new Error("give --bs-store-gbps once (several only with eval --tier-sweep)");
   return o.bsBudget === undefined ? undefined : { policy: o.tiers, budget: o.bsBudget, window: o.tierWindow, storeGbps: o.bsStoreGbps?.[0] };
 }
 

@@ -60,9 +60,8 @@ export function evalCommand(): Command {
       if (o.sweep && o.trace) throw new Error("--trace records a single run; leave it out of --sweep");
       if (o.localDevices && o.trace) throw new Error("--trace records the modelled evaluation; leave out --local-devices");
       if ((o.bsBudget !== undefined || o.tierSweep) && (o.sweep || o.localDevices)) throw new Error("the BS's tiers are priced in the modelled evaluation, one policy at a time; leave out --sweep and --local-devices");
-      if (o.bsStoreGbps && o.bsStoreGbps.length > 1 && !o.tierSweep) throw new Error("give --bs-store-gbps once, or several times with --tier-sweep");
       if (o.tierSweep && o.bsBudget !== undefined) throw new Error("--tier-sweep runs its own BS budgets and tier policies; leave out --bs-budget");
-      const tiers = tierSpec(o);
+      const tiers = o.tierSweep ? undefined : tierSpec(o);
       const spec: PolicySpec = { name: o.policy, theta: o.theta ?? (o.policy === "wlr" || o.policy === "joint" ? 0.3 : undefined), budgetMs: o.budget, quality: o.jointQuality };
       const text = readTextFile(o.text);
       const scenario = loadScenario(o.scenario);
