@@ -139,35 +139,34 @@ export class CellCosts {
     live.timeMs[k] = ms;
   }
 
-  /** The band's split for expert calls `pairs` (one entry per row and expert): the policy's own, or the mode's. */
-  shares(costs: LayerCosts, pairs: ArrayLike<number>, policyShares?: Float64Array): ArrayLike<number> {
-    if (policyShares) return policyShares;
-    if (this.opts.bandwidth === "optimal") return allocateForPairs(costs.radio!, pairs).shares;
-    return costs.radio!.devices.map(() => this.equalShare);
-  }
-
   /** The modelled time of a layer that carries out `decision`: its slowest device's down + compute + up. */
   layerTime(costs: LayerCosts, decision: RoutingDecision): Omit<LayerTime, "device"> {
     return this.pairsTime(costs, decision.experts, decision.bandwidthShares);
   }
 
-  /** The modelled time of the expert calls `pairs` (one entry per row and expert) on the devices serving them. */
+  /**
+   * The modelled time of the expert calls `pairs` (one entry per row and expert) on the devices serving
+   * them, the band split by the policy (`policyShares`) or by the mode. Only the called devices are
+   * visited: the tier policies price several plans per token.
+   */
   pairsTime(costs: LayerCosts, pairs: ArrayLike<number>, policyShares?: Float64Array): Omit<LayerTime, "device"> {
     const radio = costs.radio!;
     const rows = new Map<number, number>();
     for (let i = 0; i < pairs.length; i++) rows.set(pairs[i]!, (rows.get(pairs[i]!) ?? 0) + 1);
-    const calls = radio.devices.map(() => [] as Array<{ rows: number }>);
-    for (const [e, n] of rows) calls[radio.expertDevice[e]!]!.push({ rows: n });
-    const shares = this.shares(costs, pairs, policyShares);
+    const calls = new Map<number, Array<{ rows: number }>>();
+    for (const [e, n] of rows) {
+      const k = radio.expertDevice[e]!;
+      (calls.get(k) ?? calls.set(k, []).get(k)!).push({ rows: n });
+    }
+    const shares = policyShares ?? (this.opts.bandwidth === "optimal" ? allocateForPairs(radio, pairs).shares : null);
     let slowest: Omit<LayerTime, "device"> = { ms: 0, downMs: 0, computeMs: 0, upMs: 0 };
-    calls.forEach((list, k) => {
-      if (list.length === 0) return;
-      const d = radio.devices[k]!;
-      if (!(shares[k]! > 0)) throw new Error(`device ${k} is called but has no share of the band`);
-      const link = { ...linkRates(d.link, radio.cellHz, shares[k]!), delayMs: d.delayMs, jitterMs: 0, loss: 0 };
+    for (const [k, list] of calls) {
+      const d = radio.devices[k]!, share = shares ? shares[k]! : this.equalShare;
+      if (!(share > 0)) throw new Error(`device ${k} is called but has no share of the band`);
+      const link = { ...linkRates(d.link, radio.cellHz, share), delayMs: d.delayMs, jitterMs: 0, loss: 0 };
       const t = deviceLayerTime({ weightMs: d.weightMs, rowMs: d.rowMs, link }, list, this.opts.rowBytes);
       if (t.ms > slowest.ms) slowest = t;
-    });
+    }
     return slowest;
   }
 }
