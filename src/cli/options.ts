@@ -55,7 +55,6 @@ export function unitInterval(v: string): number {
   return n;
 }
 
-/** A UTF-8 text file named on the command line, with the error naming it. */
 /** A share of the experts: "25%" or 0.25. */
 export function expertShare(v: string): number {
   const n = v.trim().endsWith("%") ? Number(v.trim().slice(0, -1)) / 100 : Number(v);
@@ -85,6 +84,7 @@ export function tierSpec(o: TierCliOptions): BsTierSpec | undefined {
   return o.bsBudget === undefined ? undefined : { policy: o.tiers, budget: o.bsBudget, window: o.tierWindow, storeGbps: o.bsStoreGbps?.[0] };
 }
 
+/** A UTF-8 text file named on the command line, with the error naming it. */
 export function readTextFile(file: string): string {
   try {
     return readFileSync(file, "utf8");

@@ -23,6 +23,7 @@ import { planTiers, type TierPolicyName, type TierPricing } from "../policies/ti
 import type { LayerCosts, RoutingDecision } from "../policies/selection.js";
 import type { TierPlan } from "./cost-model.js";
 import { ExpertCache } from "./expert-cache.js";
+import { applyPlan, layerInput } from "./layer-input.js";
 import { LoadWindow } from "./load-window.js";
 
 /** The BS's tiers as a run asks for them: the tier policy, the budget, the statistics' window, the store. */
@@ -200,22 +201,10 @@ export class CellTiers {
     const counts = new Int32Array(o.experts);
     for (let i = 0; i < pairs.length; i++) counts[pairs[i]!]!++;
     counts.forEach((n, e) => n > 0 && load.add(0, e, n));
-    const resident = this.held(layer, ms);
-    const inUse = (_l: number, e: number) => counts[e]! > 0;
-    const plan = planTiers(o.policy, {
-      counts,
-      resident,
-      price: cellTierPricing(c, counts),
-      window: { load: Array.from(counts, (_, e) => load.load(0, e)), displaced: cache.displacedLoad(inUse), arriving: Array.from(counts, (_, e) => arriving.has(e)) },
-    });
-    // the residents are used first, so a copy may then push out one already used (a budget of one expert per layer)
-    const pending = new Set(plan.copy);
-    for (const e of plan.fast) if (resident[e]) cache.use(layer, e);
-    for (const e of plan.copy) {
-      pending.delete(e);
-      cache.admit(layer, e, () => e, (_l, x) => pending.has(x));
-      arriving.delete(e);
-    }
+    this.land(layer, ms);
+    const plan = planTiers(o.policy, layerInput(layer, counts, cache, (e) => load.load(0, e), cellTierPricing(c, counts), Array.from(counts, (_, e) => arriving.has(e))));
+    applyPlan(cache, layer, plan, (e) => e);
+    for (const e of plan.copy) arriving.delete(e);
     for (const e of plan.prefetch) {
       const end = Math.max(ms, this.storeFreeMs[layer]!) + this.prefetchMs;
       this.storeFreeMs[layer] = end;

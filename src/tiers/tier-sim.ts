@@ -9,9 +9,9 @@ import type { ModelConfig } from "../model/config.js";
 import { bsLayerWork, expertWork, headWork } from "../model/work-shape.js";
 import { planTiers, type TierPolicyName } from "../policies/tiers.js";
 import { routingSource } from "../sim/routing-source.js";
-import { planTime, tierCosts, type TierLink } from "./cost-model.js";
+import { planTime, tierCosts, tierPricing, type TierLink } from "./cost-model.js";
 import { ExpertCache } from "./expert-cache.js";
-import { layerInput } from "./layer-input.js";
+import { applyPlan, layerInput } from "./layer-input.js";
 import { LoadWindow } from "./load-window.js";
 
 export interface TierHardware {
@@ -80,12 +80,8 @@ export function simulateTiers(o: TierSimOptions): TierSimResult {
       const counts = new Int32Array(cfg.experts);
       for (let r = 0; r < rows; r++) for (const e of routing.next(l).top.experts) counts[e]!++;
       counts.forEach((n, e) => n > 0 && load.add(l, e, n));
-      const plan = planTiers(o.policy, layerInput(l, counts, cache, load, costs));
-      const pending = new Set(plan.fast);
-      for (const e of plan.fast) {
-        if (!cache.use(l, e)) cache.admit(l, e, () => null, (pl, pe) => pl === l && pending.has(pe));
-        pending.delete(e);
-      }
+      const plan = planTiers(o.policy, layerInput(l, counts, cache, (e) => load.load(l, e), tierPricing(costs, counts)));
+      applyPlan(cache, l, plan, () => null);
       ms += planTime(costs, plan, counts).ms;
       // a prefetch lands in the background, resident from the next step
       for (const e of plan.prefetch) cache.admit(l, e, () => null);

@@ -14,7 +14,7 @@ import { LocalExpertExecutor } from "../moe/local-executor.js";
 import { planTiers, type TierPolicyName } from "../policies/tiers.js";
 import { wireBytes, type WireDType } from "../protocol/activations.js";
 import type { HeldExpert } from "../runtime/device-hub.js";
-import { copySource, planTime, type TierCosts, type TierTime } from "./cost-model.js";
+import { copySource, planTime, tierPricing, type TierCosts, type TierTime } from "./cost-model.js";
 import { ExpertCache } from "./expert-cache.js";
 import { layerInput } from "./layer-input.js";
 import { LoadWindow } from "./load-window.js";
@@ -148,7 +148,7 @@ export class TieredExecutor implements ExpertExecutor {
       counts[c.expert]! += c.rows;
       this.load.add(layer, c.expert, c.rows);
     }
-    const plan = planTiers(this.opts.policy, layerInput(layer, counts, this.cache, this.load, this.costs));
+    const plan = planTiers(this.opts.policy, layerInput(layer, counts, this.cache, (e) => this.load.load(layer, e), tierPricing(this.costs, counts)));
     const index = new Map(calls.map((c, i) => [c.expert, i]));
     const results = new Array<Promise<ExpertResult>>(calls.length);
 
