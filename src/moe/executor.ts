@@ -20,6 +20,12 @@ export interface ExpertResult {
   readonly roundTripMs: number;
 }
 
+/**
+ * No live host can serve some expert of a step: computing it anyway would drop that expert for every
+ * row routed to it. The step fails instead, and the base station answers 503 with this message.
+ */
+export class ExpertsUnavailable extends Error {}
+
 export interface ExpertExecutor {
   /**
    * Starts all of one MoE layer's expert calls of a step at once and gives one promise per call, in

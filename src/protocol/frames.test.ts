@@ -7,6 +7,7 @@ test("every message survives encode → decode", () => {
   const payload = encodeActivations(Float32Array.from([1, -2, 3.5, 0]), "f32");
   const messages: Message[] = [
     { type: "hello", name: "phone-1", capabilities: { memoryBytes: 8e9, gflops: 40, readGbps: 20, weightDTypes: ["f32", "q8"], wireDTypes: ["f32", "f16"] } },
+    { type: "hello", name: "phone-2", capabilities: { memoryBytes: 8e9, gflops: 40, readGbps: 20, weightDTypes: ["f32"], wireDTypes: ["f32"] }, holds: [[0, 3], [1, 7]] },
     { type: "assign", model: "/models/m", modelId: "abc", config: { hidden_size: 8 }, weightDType: "q8", wireDType: "f16", experts: [[0, 1], [3, 7]] },
     { type: "fetch", experts: [[0, 1]], have: { "model.layers.0.x": "00ff" } },
     { type: "weights", name: "model.layers.0.x", dtype: "BF16", shape: [2, 2], sha256: "00ff", payload: new Uint8Array(8) },

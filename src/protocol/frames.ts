@@ -30,7 +30,8 @@ export interface Capabilities {
 }
 
 export type Message =
-  | { type: "hello"; name: string; capabilities: Capabilities }
+  /** device → BS, first: who it is, what it can do, and the experts it still holds from an earlier connection (kept where placement allows) */
+  | { type: "hello"; name: string; capabilities: Capabilities; holds?: Array<[layer: number, expert: number]> }
   | {
       type: "assign";
       /** the model directory at the base station (a device with its own copy at that path reads it) */
@@ -135,7 +136,8 @@ export function decodeFrame(data: Uint8Array): Message {
       if (!isStr(h.name, 256) || !c || typeof c !== "object") fail("hello needs a name and capabilities");
       if (![c.memoryBytes, c.gflops, c.readGbps].every((v) => typeof v === "number" && Number.isFinite(v) && v >= 0)) fail("hello: capabilities need memoryBytes, gflops, readGbps ≥ 0");
       if (!Array.isArray(c.weightDTypes) || !Array.isArray(c.wireDTypes) || !c.wireDTypes.every(isWire)) fail("hello: capabilities need weightDTypes and wireDTypes");
-      return { type, name: h.name as string, capabilities: c as unknown as Capabilities };
+      if (h.holds !== undefined && !isPairs(h.holds)) fail("hello: holds must be [[layer, expert], …]");
+      return { type, name: h.name as string, capabilities: c as unknown as Capabilities, ...(h.holds === undefined ? {} : { holds: h.holds as Array<[number, number]> }) };
     }
     case "assign":
       noPayload();
