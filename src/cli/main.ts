@@ -28,5 +28,6 @@ try {
 } catch (e) {
   process.stderr.write(`distmoe: error: ${(e as Error).message}\n`);
   if (process.env.DISTMOE_DEBUG) process.stderr.write(`${(e as Error).stack}\n`);
-  process.exitCode = 1;
+  // exit now: a failed command may leave a listening socket or a child behind
+  process.exit(1);
 }

@@ -28,6 +28,8 @@ export interface EngineOptions {
   trace?: RoutingTraceSink;
   /** Requests batched into one step at most (continuous batching; default 16). */
   maxBatch?: number;
+  /** Requests waiting for a place in the batch at most; beyond it submit refuses (default: no bound). */
+  maxQueue?: number;
   onLoadProgress?: (doneBytes: number, totalBytes: number) => void;
 }
 
@@ -42,9 +44,9 @@ export class Engine {
     readonly model: Transformer,
     private readonly local: LocalExpertExecutor,
     private readonly executor: ExpertExecutor,
-    maxBatch?: number,
+    batching: Pick<EngineOptions, "maxBatch" | "maxQueue">,
   ) {
-    this.scheduler = new Scheduler(this, maxBatch);
+    this.scheduler = new Scheduler(this, batching.maxBatch, batching.maxQueue);
   }
 
   /** Continuous batching over every request submitted to this engine. */
@@ -69,7 +71,7 @@ export class Engine {
       const ctx = opts.contextLength ?? Math.min(config.maxPositions, 4096);
       const executor = typeof opts.executor === "function" ? opts.executor(backend, config) : (opts.executor ?? local);
       const model = new Transformer(backend, config, weights, { policy: opts.policy ?? selectTopK, executor, trace: opts.trace }, ctx);
-      return new Engine(config, tokenizer, backend, weights, model, local, executor, opts.maxBatch);
+      return new Engine(config, tokenizer, backend, weights, model, local, executor, opts);
     } catch (e) {
       backend.close();
       throw e;

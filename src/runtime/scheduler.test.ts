@@ -39,7 +39,7 @@ test("concurrent requests, batched step by step, each get what they get alone", 
       assert.equal(cancelled.stopReason, "cancelled");
       assert.ok(cancelled.tokens.length <= 4, `stopped after ${cancelled.tokens.length} tokens`);
       assert.deepEqual(other.tokens, alone[3]!.tokens, "its neighbour is unaffected");
-      await assert.rejects(scheduler.submit({ prompt: [], temperature: 0, maxTokens: 3 }), /prompt is empty/);
+      assert.throws(() => scheduler.submit({ prompt: [], temperature: 0, maxTokens: 3 }), /prompt is empty/);
     } finally {
       engine.close();
     }

@@ -65,8 +65,12 @@ export interface Request extends GenerateOptions {
 }
 
 class Sequence {
-  readonly sampler: Sampler;
   readonly stream: TextStream;
+  /** its KV cache, from when it enters the batch */
+  cache: KVCache | null = null;
+  done = false;
+  /** stops listening for its cancellation */
+  detach: () => void = () => undefined;
   readonly tokens: number[] = [];
   readonly usageBefore: ExpertUsage;
   readonly submitted = performance.now();
@@ -84,16 +88,22 @@ class Sequence {
 
   constructor(
     readonly req: Request,
-    readonly cache: KVCache,
+    readonly sampler: Sampler,
     tokenizer: TextTokenizer,
     usage: ExpertUsage,
     readonly resolve: (r: GenerationResult) => void,
     readonly reject: (e: Error) => void,
   ) {
-    this.sampler = new Sampler(req);
-    this.stream = new TextStream(tokenizer);
+    this.stream = new TextStream(tokenizer, req.prompt);
     this.pending = req.prompt;
     this.usageBefore = usage;
+  }
+}
+
+/** Why a request was not admitted: it is invalid, or the queue is full (try again later). */
+export class RequestRejected extends Error {
+  constructor(readonly reason: "invalid" | "queue_full", message: string) {
+    super(message);
   }
 }
 
@@ -103,7 +113,8 @@ export class Scheduler {
   private running = false;
   private readonly eos: Set<number>;
 
-  constructor(private readonly host: SchedulerHost, private readonly maxBatch = 16) {
+  /** maxBatch: sequences in one step at most; maxWaiting: requests queued for a place at most. */
+  constructor(private readonly host: SchedulerHost, private readonly maxBatch = 16, private readonly maxWaiting = Infinity) {
     this.eos = new Set(host.eosTokenIds);
   }
 
@@ -112,18 +123,32 @@ export class Scheduler {
     return { waiting: this.waiting.length, active: this.active.length };
   }
 
+  /**
+   * Queues a request for the batch. Throws RequestRejected at once when it cannot be admitted (invalid,
+   * or the queue is full); the promise rejects only when its generation fails (a step that throws).
+   */
   submit(req: Request): Promise<GenerationResult> {
+    const cap = this.host.model.contextLength;
+    if (req.prompt.length === 0) throw new RequestRejected("invalid", "the prompt is empty");
+    if (!(Number.isInteger(req.maxTokens) && req.maxTokens >= 0)) throw new RequestRejected("invalid", `max tokens must be a non-negative integer, got ${req.maxTokens}`);
+    if (req.prompt.length >= cap) throw new RequestRejected("invalid", `the prompt has ${req.prompt.length} tokens; the context holds ${cap}`);
+    if (this.waiting.length >= this.maxWaiting) throw new RequestRejected("queue_full", `${this.waiting.length} requests are waiting already (the queue holds ${this.maxWaiting})`);
+    // validates the sampling options before anything is allocated
+    const sampler = new Sampler(req);
     return new Promise((resolve, reject) => {
-      if (req.prompt.length === 0) return reject(new Error("the prompt is empty"));
-      if (!(Number.isInteger(req.maxTokens) && req.maxTokens >= 0)) return reject(new Error(`max tokens must be a non-negative integer, got ${req.maxTokens}`));
-      const cap = this.host.model.contextLength;
-      if (req.prompt.length >= cap) return reject(new Error(`the prompt has ${req.prompt.length} tokens; the context holds ${cap}`));
-      let seq: Sequence;
-      try {
-        seq = new Sequence(req, this.host.model.newSequence(), this.host.tokenizer, this.host.expertUsage(), resolve, reject);
-      } catch (e) {
-        return reject(e as Error);
-      }
+      const seq = new Sequence(req, sampler, this.host.tokenizer, this.host.expertUsage(), resolve, reject);
+      // nothing to generate, or cancelled already: done without a step
+      if (req.maxTokens === 0 || req.signal?.aborted) return this.finish(seq, req.maxTokens === 0 ? "length" : "cancelled");
+      // a request cancelled while it waits leaves the queue at once
+      const onAbort = () => {
+        const i = this.waiting.indexOf(seq);
+        if (i >= 0) {
+          this.waiting.splice(i, 1);
+          this.finish(seq, "cancelled");
+        }
+      };
+      req.signal?.addEventListener("abort", onAbort, { once: true });
+      seq.detach = () => req.signal?.removeEventListener("abort", onAbort);
       this.waiting.push(seq);
       if (!this.running) void this.run();
     });
@@ -133,11 +158,23 @@ export class Scheduler {
     this.running = true;
     try {
       while (this.waiting.length > 0 || this.active.length > 0) {
-        while (this.active.length < this.maxBatch && this.waiting.length > 0) this.active.push(this.waiting.shift()!);
+        while (this.active.length < this.maxBatch && this.waiting.length > 0) this.admit(this.waiting.shift()!);
         await this.step();
+        // between steps, sockets and timers get their turn: new requests, cancellations, timeouts
+        await new Promise(setImmediate);
       }
     } finally {
       this.running = false;
+    }
+  }
+
+  /** Gives a waiting sequence its place in the batch and its KV cache; a failure fails it alone. */
+  private admit(s: Sequence): void {
+    try {
+      s.cache = this.host.model.newSequence();
+      this.active.push(s);
+    } catch (e) {
+      this.finish(s, e as Error);
     }
   }
 
@@ -149,8 +186,9 @@ export class Scheduler {
     const t0 = performance.now();
     let logits: Float32Array[];
     try {
-      logits = await model.forward(batch.map((s) => ({ cache: s.cache, tokens: s.pending, logits: "last" as const })));
+      logits = await model.forward(batch.map((s) => ({ cache: s.cache!, tokens: s.pending, logits: "last" as const })));
     } catch (e) {
+      // a step that throws fails the requests in it; the scheduler goes on with the others
       for (const s of batch) this.finish(s, e as Error);
       return;
     }
@@ -170,7 +208,11 @@ export class Scheduler {
         s.decodeSteps++;
         for (const k of Object.keys(step) as Array<keyof TokenLatency>) s.latency[k] += step[k];
       }
-      this.advance(s, logits[i]!);
+      try {
+        this.advance(s, logits[i]!);
+      } catch (e) {
+        this.finish(s, e as Error);
+      }
     });
   }
 
@@ -191,7 +233,7 @@ export class Scheduler {
     // what could still turn into a stop sequence waits for the next tokens
     this.emit(s, s.text.length - heldBack(s.text, stops), next);
     if (s.tokens.length >= s.req.maxTokens) return this.finish(s, "length");
-    if (s.cache.length >= s.cache.capacity) return this.finish(s, "context");
+    if (s.cache!.length >= s.cache!.capacity) return this.finish(s, "context");
     s.pending = [next];
   }
 
@@ -202,12 +244,21 @@ export class Scheduler {
     s.emitted = upTo;
   }
 
+  /** Ends a sequence (once): frees its place and cache, and settles its promise. Never throws. */
   private finish(s: Sequence, outcome: GenerationResult["stopReason"] | Error): void {
-    this.active.splice(this.active.indexOf(s), 1);
-    s.cache.free();
+    if (s.done) return;
+    s.done = true;
+    s.detach();
+    const at = this.active.indexOf(s);
+    if (at >= 0) this.active.splice(at, 1);
+    s.cache?.free();
     if (outcome instanceof Error) return s.reject(outcome);
-    if (outcome !== "stop") s.text += s.stream.flush();
-    this.emit(s, s.text.length, s.tokens[s.tokens.length - 1]!);
+    try {
+      if (outcome !== "stop") s.text += s.stream.flush();
+      this.emit(s, s.text.length, s.tokens.at(-1) ?? -1);
+    } catch (e) {
+      return s.reject(e as Error);
+    }
     const now = this.host.expertUsage();
     const b = s.usageBefore;
     s.resolve({
@@ -216,7 +267,7 @@ export class Scheduler {
       text: s.text,
       stopReason: outcome,
       prefillMs: s.prefillMs,
-      decodeMs: performance.now() - s.decodeStart,
+      decodeMs: s.decodeStart > 0 ? performance.now() - s.decodeStart : 0,
       decodeSteps: s.decodeSteps,
       latency: Object.fromEntries(Object.entries(s.latency).map(([k, v]) => [k, s.decodeSteps > 0 ? v / s.decodeSteps : 0])) as unknown as TokenLatency,
       experts: {

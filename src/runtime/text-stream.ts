@@ -1,30 +1,44 @@
-// Incremental detokenisation: text pieces that can be shown as tokens arrive. Decoding the whole
-// sequence and emitting the new suffix keeps SentencePiece spaces and multi-byte characters right;
-// an incomplete UTF-8 sequence (U+FFFD at the end) is held back until its remaining bytes arrive.
+// Incremental detokenisation: text pieces that can be shown as tokens arrive. The generated text is
+// what decoding prompt and completion together gives, less the prompt's own text: SentencePiece's
+// leading space of the first generated token stays, and a character split over tokens is emitted
+// once whole. Each step decodes only a short window (the last few tokens already shown, then the new
+// ones), as Hugging Face's text-generation-inference does, so a token costs the same at any length.
 import type { TextTokenizer } from "../model/tokenizer.js";
 
-export class TextStream {
-  private readonly ids: number[] = [];
-  private emitted = 0;
+/** Prompt tokens decoded before the first generated one: enough for the decoder's context (spaces, byte runs). */
+const CONTEXT_TOKENS = 6;
 
-  constructor(private readonly tokenizer: TextTokenizer) {}
+export class TextStream {
+  private readonly ids: number[];
+  /** ids[prefix, read) decode to the text already shown at the end of the window */
+  private prefix: number;
+  private read: number;
+
+  constructor(private readonly tokenizer: TextTokenizer, prompt: readonly number[] = []) {
+    this.ids = prompt.slice(-CONTEXT_TOKENS);
+    this.prefix = 0;
+    this.read = this.ids.length;
+  }
 
   /** The new text that token `id` completes (possibly empty). */
   push(id: number): string {
     this.ids.push(id);
-    const text = this.tokenizer.decode(this.ids);
-    if (text.endsWith("\uFFFD") || text.length <= this.emitted) return "";
-    const piece = text.slice(this.emitted);
-    this.emitted = text.length;
-    return piece;
+    return this.take(false);
   }
 
-  /** Whatever is left once the sequence is complete. */
+  /** Whatever is left once the sequence is complete (an unfinished character as U+FFFD). */
   flush(): string {
-    const text = this.tokenizer.decode(this.ids);
-    const piece = text.slice(this.emitted);
-    this.emitted = text.length;
-    return piece;
+    return this.take(true);
   }
 
+  private take(final: boolean): string {
+    if (this.read === this.ids.length) return "";
+    const shown = this.prefix === this.read ? "" : this.tokenizer.decode(this.ids.slice(this.prefix, this.read));
+    const text = this.tokenizer.decode(this.ids.slice(this.prefix));
+    // an incomplete UTF-8 sequence at the end waits for its remaining bytes
+    if (!final && (text.length <= shown.length || text.endsWith("\uFFFD"))) return "";
+    this.prefix = this.read;
+    this.read = this.ids.length;
+    return text.slice(shown.length);
+  }
 }

@@ -68,6 +68,12 @@ export class ServerMetrics {
     this.requestSeconds.observe(ms / 1000);
   }
 
+  /** Drops a departed device's series, so names that come and go do not add series forever. */
+  removeDevice(device: string): void {
+    this.deviceCallSeconds.remove({ device });
+    for (const direction of ["sent", "received"]) this.deviceBytes.remove({ device, direction });
+  }
+
   /** One answered expert call of a device. */
   deviceCall(device: string, ms: number, bytesOut: number, bytesIn: number): void {
     this.deviceCallSeconds.observe({ device }, ms / 1000);

@@ -1,0 +1,145 @@
+// The base station's HTTP API on Hono: OpenAI-compatible completions and chat completions (JSON or
+// server-sent events), /v1/models, /health and Prometheus /metrics. Cross-cutting concerns are
+// middleware: request ids, API keys, CORS, body limits, JSON-only bodies, and one error handler that
+// answers every failure in OpenAI's error shape — an unexpected one as 500 with the request id,
+// logged once with its stack, never taking the process or another request with it.
+import { Hono, type Context, type MiddlewareHandler } from "hono";
+import { bearerAuth } from "hono/bearer-auth";
+import { bodyLimit } from "hono/body-limit";
+import { cors } from "hono/cors";
+import { HTTPException } from "hono/http-exception";
+import { requestId, type RequestIdVariables } from "hono/request-id";
+import type { Engine } from "../runtime/engine.js";
+import { generate, generationError } from "./completions.js";
+import { ApiError, errorBody } from "./errors.js";
+import { Health, type PartStatus } from "./health.js";
+import type { ServerMetrics } from "./metrics.js";
+import { parseChat, parseCompletion } from "./schemas.js";
+
+export interface AppOptions {
+  /** The engine, once loaded (until then every /v1 request is 503 and /health says loading). */
+  engine: () => Engine | undefined;
+  modelName: string;
+  metrics: ServerMetrics;
+  /** The device hub's status, when the experts run on devices. */
+  devices?: () => PartStatus;
+  /** Bearer keys that /v1/* requires; none: open. */
+  apiKeys?: readonly string[];
+  /** Origins allowed cross-origin requests; none: CORS off. */
+  corsOrigins?: readonly string[];
+  maxBodyBytes?: number;
+  requestTimeoutMs?: number;
+  log?: (line: string) => void;
+}
+
+export const DEFAULT_MAX_BODY_BYTES = 4 << 20;
+export const DEFAULT_REQUEST_TIMEOUT_MS = 600_000;
+
+type Env = { Variables: RequestIdVariables };
+
+export function createApp(opts: AppOptions): Hono<Env> {
+  const log = opts.log ?? (() => undefined);
+  const maxBodyBytes = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  const requestTimeoutMs = opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+  const health = new Health();
+  const app = new Hono<Env>();
+
+  const fail = (c: Context<Env>, e: ApiError) => {
+    if (e.options.retryAfterS !== undefined) c.header("retry-after", String(e.options.retryAfterS));
+    return c.json(errorBody(e.message, e.type, e.options.param, c.get("requestId")), e.status);
+  };
+  /** The answer to any error; one that nothing expects is logged once with its stack. */
+  const toApiError = (c: Context<Env>, e: unknown): ApiError => {
+    const known = generationError(e, requestTimeoutMs);
+    if (known) return known;
+    if (e instanceof HTTPException) return new ApiError(e.status as ApiError["status"], e.message || e.getResponse().statusText, e.status === 401 ? "authentication_error" : "invalid_request_error");
+    log(`request ${c.get("requestId")} failed: ${(e as Error)?.stack ?? String(e)}`);
+    return new ApiError(500, `internal error (request id ${c.get("requestId")})`, "server_error");
+  };
+  const status = () => {
+    const engine = opts.engine();
+    const parts: PartStatus[] = engine ? [] : [{ state: "unavailable", reasons: ["loading the model"] }];
+    if (opts.devices) parts.push(opts.devices());
+    return { ...health.status(parts), parts };
+  };
+  /** The engine, if it can serve now; 503 with the reasons otherwise. */
+  const serving = (): Engine => {
+    const engine = opts.engine();
+    const s = status();
+    if (!engine || s.state === "unavailable") throw new ApiError(503, `the base station cannot serve now: ${s.reasons.join("; ")}`, "unavailable", { retryAfterS: 5 });
+    return engine;
+  };
+
+  app.use(requestId());
+  // middleware that answers by throwing its own response (bearer auth) keeps it
+  app.onError((e, c) => (e instanceof HTTPException && e.res ? e.getResponse() : fail(c, toApiError(c, e))));
+  app.notFound((c) => fail(c, new ApiError(404, `no route for ${c.req.method} ${c.req.path}`, "not_found_error")));
+  if (opts.corsOrigins?.length) app.use(cors({ origin: [...opts.corsOrigins], allowHeaders: ["authorization", "content-type"], exposeHeaders: ["x-request-id", "retry-after"] }));
+  if (opts.apiKeys?.length) {
+    const message = "a valid API key is required: Authorization: Bearer KEY";
+    app.use("/v1/*", bearerAuth({ token: [...opts.apiKeys], noAuthenticationHeader: { message: errorBody(message, "authentication_error") }, invalidAuthenticationHeader: { message: errorBody(message, "authentication_error") }, invalidToken: { message: errorBody("the API key is not valid", "authentication_error") } }));
+  }
+
+  const jsonBody: MiddlewareHandler<Env> = async (c, next) => {
+    const type = c.req.header("content-type") ?? "";
+    if (!/^application\/json\s*(;|$)/i.test(type)) throw new ApiError(415, `the request body must be JSON (content-type: application/json), not '${type.slice(0, 64) || "none"}'`);
+    await next();
+  };
+  const limit = bodyLimit({
+    maxSize: maxBodyBytes,
+    onError: (c) => {
+      c.header("connection", "close");
+      return fail(c as Context<Env>, new ApiError(413, `the request body exceeds ${maxBodyBytes} bytes`));
+    },
+  });
+  const readJson = async (c: Context<Env>): Promise<unknown> => {
+    const text = await c.req.text();
+    try {
+      return JSON.parse(text);
+    } catch (e) {
+      throw new ApiError(400, `the request body is not valid JSON (${(e as Error).message})`);
+    }
+  };
+  const generation = (c: Context<Env>, engine: Engine) => ({
+    engine,
+    modelName: opts.modelName,
+    requestTimeoutMs,
+    onResult: (r: Parameters<Health["noteResult"]>[0], ms: number) => {
+      health.noteResult(r);
+      opts.metrics.observe(r, ms);
+    },
+    toApiError: (e: unknown) => toApiError(c, e),
+  });
+
+  app.post("/v1/completions", limit, jsonBody, async (c) => {
+    const p = parseCompletion(await readJson(c));
+    const engine = serving();
+    opts.metrics.requests.inc({ kind: "text" });
+    return generate(c, generation(c, engine), "text", engine.tokenizer.encode(p.prompt), p);
+  });
+  app.post("/v1/chat/completions", limit, jsonBody, async (c) => {
+    const p = parseChat(await readJson(c));
+    const engine = serving();
+    let text: string;
+    try {
+      text = engine.tokenizer.applyChatTemplate(p.messages);
+    } catch (e) {
+      throw new ApiError(400, (e as Error).message, "invalid_request_error", { param: "messages" });
+    }
+    opts.metrics.requests.inc({ kind: "chat" });
+    return generate(c, generation(c, engine), "chat", engine.tokenizer.encode(text, false), p);
+  });
+
+  const model = { id: opts.modelName, object: "model", created: 0, owned_by: "distmoe" };
+  app.get("/v1/models", (c) => c.json({ object: "list", data: [model] }));
+  app.get("/v1/models/:id{.+}", (c) => (c.req.param("id") === opts.modelName ? c.json(model) : fail(c, new ApiError(404, `the model '${c.req.param("id")}' does not exist`, "not_found_error"))));
+
+  app.get("/health", (c) => {
+    const engine = opts.engine();
+    const { state, reasons, parts } = status();
+    const details = Object.assign({}, ...parts.map(({ state: _s, reasons: _r, ...rest }) => rest)) as Record<string, unknown>;
+    return c.json({ status: state, reasons, model: opts.modelName, ...(engine ? engine.scheduler.depth : {}), ...details }, state === "unavailable" ? 503 : 200);
+  });
+  app.get("/metrics", async (c) => c.body(await opts.metrics.text(), 200, { "content-type": opts.metrics.contentType }));
+  return app;
+}
