@@ -5,6 +5,8 @@ import { decodeFrame, encodeFrame, type Message } from "./frames.js";
 /** The WebSocket close codes (RFC 6455 §7.4.1) this protocol closes connections with. */
 export const CLOSE = {
   normal: 1000,
+  /** this side is shutting down */
+  goingAway: 1001,
   /** a frame that is not a frame of this protocol */
   protocolError: 1002,
   /** a text frame */

@@ -218,7 +218,7 @@ export class DeviceHub {
     this.complaints.close();
     this.model.close();
     return new Promise((resolve) => {
-      for (const c of this.server.clients) c.close();
+      for (const c of this.server.clients) closeWith(c, CLOSE.goingAway, "base station shutting down");
       this.server.close(() => resolve());
     });
   }

@@ -34,7 +34,7 @@ export class Admission {
 
   private accept(ws: WebSocket, req: IncomingMessage): void {
     let device: Device | null = null;
-    const conn: Connection = new Connection(ws, `${req.socket.remoteAddress}:${req.socket.remotePort}`, this.limits, this.complaints, (m) => {
+    const conn: Connection = new Connection(ws, req.socket.remoteAddress ?? "unknown", this.limits, this.complaints, (m) => {
       if (device) return this.events.message(device, m);
       if (m.type !== "hello") return conn.close(CLOSE.policy, "no hello", `say hello first (got ${m.type})`);
       clearTimeout(helloTimer);

@@ -4,7 +4,7 @@
 /** `s` with control and non-ASCII characters escaped and cut to `max` characters: safe in a log line. */
 export function printable(s: string, max = 200): string {
   const escaped = s.replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
-  return escaped.length > max ? `${escaped.slice(0, max)}…` : escaped;
+  return escaped.length > max ? `${escaped.slice(0, max)}...` : escaped;
 }
 
 export class Complaints {

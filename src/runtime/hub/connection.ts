@@ -8,7 +8,7 @@ import type { Complaints } from "./complaints.js";
 import { TokenBucket, type HubLimits } from "./limits.js";
 
 export class Connection {
-  /** How log lines name the peer: its address until its hello, then its device name. */
+  /** How log lines name the peer (and rate-limit them): its IP address until its hello, then its device name. */
   who: string;
   private readonly frames: TokenBucket;
   private readonly bytes: TokenBucket;

@@ -79,7 +79,7 @@ export class Placer {
   waiting(): string | null {
     if (this.placement) return null;
     const connected = this.eligible().length;
-    if (!this.started) return `waiting for devices: ${connected} of ${this.wanted} connected`;
+    if (!this.started) return `waiting for devices: ${connected}${this.wanted > 0 ? ` of ${this.wanted}` : ""} connected`;
     if (this.planError) return `waiting for devices: cannot place the experts on the ${connected} connected (${this.planError})`;
     const loaded = this.eligible().filter((d) => d.assignedGen === this.gen && d.loadedGen === this.gen).length;
     return `waiting for devices: ${loaded} of ${connected} have loaded their experts`;
