@@ -155,19 +155,22 @@ test("a device killed in the middle of a 64-token generation: with 2 replicas th
     const replicated = await run(2, true);
     assert.ok(!(replicated.first instanceof Error), String(replicated.first));
     assert.deepEqual(replicated.first.tokens, clean.tokens, "with replication the output is that of the fault-free run");
-    assert.ok(replicated.first.experts.retries > 0, "calls went to replicas");
+    // (its calls went to replicas until the re-plan that restores two copies was in use: retries are
+    // likely but not certain, the re-plan may come first; the liars' test below asserts them)
     assert.equal(replicated.first.experts.failed_calls, 0);
     assert.deepEqual(replicated.after!.tokens, clean.tokens);
 
     // without a replica, calls in flight when the device dies are dropped (and reported); until the
-    // re-plan is in use, steps needing its experts fail as unavailable rather than computing noise
+    // re-plan is in use, steps needing its experts fail as unavailable rather than computing noise. Which
+    // of these the request meets (or neither: re-placed before its experts were needed) is a race.
     const single = await run(1, true);
     if (single.first instanceof Error) {
       assert.ok(single.first instanceof ExpertsUnavailable, String(single.first));
       assert.match(single.first.message, /^no live device holds expert \d+ of layer \d+ \(its host: local-1 gone\)$/);
     } else {
       assert.equal(single.first.tokens.length, 64, "the request completes");
-      assert.ok(single.first.experts.failed_calls > 0 && single.first.experts.dropped_slots > 0, `dropped experts are reported: ${JSON.stringify(single.first.experts)}`);
+      if (single.first.experts.failed_calls === 0) assert.deepEqual(single.first.tokens, clean.tokens, "a request that reports no drops has the fault-free output");
+      else assert.ok(single.first.experts.dropped_slots > 0, `dropped experts are reported: ${JSON.stringify(single.first.experts)}`);
     }
     assert.deepEqual(single.after!.tokens, clean.tokens, "re-placed, every expert is served again");
     assert.equal(single.after!.experts.failed_calls, 0);
