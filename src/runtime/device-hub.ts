@@ -61,7 +61,6 @@ export interface HubOptions {
 }
 
 export class DeviceHub {
-  private readonly limits: HubLimits;
   private readonly complaints: Complaints;
   private readonly admission: Admission;
   private readonly placer: Placer;
@@ -76,8 +75,7 @@ export class DeviceHub {
    */
   readonly executor: ExpertExecutor;
 
-  private constructor(private readonly server: WebSocketServer, private readonly model: ServedModel, private readonly opts: HubOptions, limits: HubLimits) {
-    this.limits = limits;
+  private constructor(private readonly server: WebSocketServer, private readonly model: ServedModel, private readonly opts: HubOptions, private readonly limits: HubLimits) {
     this.log = opts.log ?? ((l) => process.stderr.write(`[bs] ${l}\n`));
     this.complaints = new Complaints(this.log, limits.complaintsLogged, limits.summaryMs);
     this.calls = new Calls(
