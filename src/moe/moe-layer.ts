@@ -7,7 +7,7 @@ import { FfnRunner } from "../model/ffn.js";
 import type { LayerWeights } from "../model/weights.js";
 import type { SelectionPolicy } from "../policies/selection.js";
 import { combineInto, gatherRows, planDispatch, type ExpertBatch } from "./dispatch.js";
-import type { ExpertExecutor, ExpertResult } from "./executor.js";
+import { ExpertsUnavailable, type ExpertExecutor, type ExpertResult } from "./executor.js";
 import { routerProbabilities } from "./router.js";
 import type { RoutingTraceSink } from "./trace.js";
 
@@ -70,6 +70,9 @@ export class MoeBlock {
       );
       this.stats.calls += plan.length;
       this.account(performance.now() - t0, results);
+      // an expert no live host can serve fails the step: dropping it for every row routed to it would be noise
+      const unavailable = results.find((r) => r.status === "rejected" && r.reason instanceof ExpertsUnavailable);
+      if (unavailable) throw (unavailable as PromiseRejectedResult).reason;
       const scale = this.keptWeightScale(plan, results.map((r) => r.status === "fulfilled"), rows);
       const y = backend.f32(out, 0, rows * H);
       y.fill(0);

@@ -1,0 +1,35 @@
+// A device as the base station keeps it: its connection, what it can do, what it holds and is assigned,
+// and how it has served.
+import type { ShapedLink } from "../../channel/link.js";
+import type { Capabilities } from "../../protocol/frames.js";
+import type { Connection } from "./connection.js";
+
+export interface Device {
+  /** its name, made safe and unique among connected devices */
+  name: string;
+  conn: Connection;
+  capabilities: Capabilities;
+  /** connected, and has loaded at least one assignment: may be routed to */
+  ready: boolean;
+  connected: boolean;
+  /** the experts it holds, as its hello or last ready said, less those released since */
+  holds: Array<[number, number]>;
+  /** the latest assignment sent to it, its generation, and the generation it has loaded */
+  assigned: Array<[number, number]>;
+  assignedGen: number;
+  loadedGen: number;
+  /** left out of placement for missing a load deadline; back in once it reports its assignment loaded */
+  laggard: boolean;
+  /** expert calls it has answered */
+  calls: number;
+  /** its emulated link, when the hub shapes links */
+  link: ShapedLink | null;
+  /** weight bytes streamed to it */
+  weightBytes: number;
+  /** calls failed in a row; past a limit the device is taken out of service */
+  failures: number;
+  quarantined: boolean;
+}
+
+/** "layer:expert", to compare [layer, expert] pairs in sets. */
+export const pairKey = (p: readonly [number, number]): string => `${p[0]}:${p[1]}`;
