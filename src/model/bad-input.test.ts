@@ -20,9 +20,9 @@ function model(): string {
   return dir;
 }
 
-/** A safetensors file whose header JSON is `header` followed by `dataBytes` zero bytes. */
+/** A safetensors file whose header is `header` as JSON (or that raw text or those bytes) followed by `dataBytes` zero bytes. */
 function rawFile(dir: string, header: unknown, dataBytes: number): string {
-  const json = Buffer.from(JSON.stringify(header));
+  const json = Buffer.isBuffer(header) ? header : Buffer.from(typeof header === "string" ? header : JSON.stringify(header));
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(BigInt(json.length));
   const p = path.join(dir, "x.safetensors");
@@ -43,11 +43,34 @@ test("safetensors: every kind of broken file is refused with the file and the pr
       ["unknown dtype", () => rawFile(dir, { a: { dtype: "F7", shape: [1], data_offsets: [0, 1] } }, 1), /unknown dtype "F7"/],
       ["negative shape", () => rawFile(dir, { a: { dtype: "F32", shape: [-1], data_offsets: [0, 4] } }, 4), /not a list of non-negative integers/],
       ["offsets reversed", () => rawFile(dir, { a: { dtype: "F32", shape: [1], data_offsets: [4, 0] } }, 4), /not a \[begin, end\] byte range/],
+      // found by safetensors.fuzz.test.ts
+      ["a dtype Object.prototype has", () => rawFile(dir, { a: { dtype: "toString", shape: [1], data_offsets: [0, 4] } }, 4), /unknown dtype "toString"/],
+      ["a shape nested too deep to show", () => rawFile(dir, `{"a":{"dtype":"F32","shape":${"[".repeat(20000)}${"]".repeat(20000)},"data_offsets":[0,4]}}`, 4), /shape \(a value nested too deep to show\) is not a list/],
+      ["metadata that would set a prototype", () => rawFile(dir, '{"__metadata__":{"__proto__":{"format":"pt"}}}', 0), /__metadata__ .* is not a map of strings/],
+      ["metadata that is not strings", () => rawFile(dir, { __metadata__: { step: 1 } }, 0), /__metadata__ \{"step":1\} is not a map of strings/],
+      ["a header that is not UTF-8", () => rawFile(dir, Buffer.from([0x7b, 0xff, 0x7d]), 0), /header is not valid JSON \(.*encoded data was not valid/],
     ];
     for (const [what, make, msg] of cases) {
       const p = make();
       assert.throws(() => SafetensorsFile.open(p), (e: Error) => e.message.includes(p) && msg.test(e.message), what);
     }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("safetensors: any tensor name is written and read back, its data 8-aligned", () => {
+  const dir = tmp();
+  try {
+    const p = path.join(dir, "x.safetensors");
+    const header = safetensorsHeader([{ name: "__proto__", dtype: "F32", shape: [1] }, { name: "é", dtype: "BF16", shape: [1] }], JSON.parse('{"__proto__":"kept"}') as Record<string, string>);
+    assert.equal(header.length % 8, 0);
+    writeFileSync(p, Buffer.concat([header, Buffer.alloc(6)]));
+    const f = SafetensorsFile.open(p);
+    f.close();
+    assert.deepEqual([...f.tensors.keys()], ["__proto__", "é"]);
+    assert.equal(Object.getPrototypeOf(f.metadata), Object.prototype);
+    assert.ok(Object.hasOwn(f.metadata, "__proto__"));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -54,7 +54,8 @@ export function encodeActivations(values: Float32Array, dtype: WireDType): Uint8
 
 export function decodeActivations(bytes: Uint8Array, dtype: WireDType): Float32Array {
   const n = bytes.byteLength / wireBytes(dtype);
-  const copy = bytes.slice(); // aligned, owned
+  if (!Number.isInteger(n)) throw new RangeError(`${bytes.byteLength} bytes are not a whole number of ${dtype} values`);
+  const copy = new Uint8Array(bytes); // aligned and owned (a Buffer's slice() would share its pool, at an offset)
   if (dtype === "f32") return new Float32Array(copy.buffer, 0, n);
   const src = new Uint16Array(copy.buffer, 0, n);
   const out = new Float32Array(n);

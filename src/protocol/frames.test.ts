@@ -59,3 +59,51 @@ test("frames that lie or exceed limits are refused with the reason", () => {
   ];
   for (const [frame, msg] of cases) assert.throws(() => decodeFrame(frame), (e: Error) => e instanceof ProtocolError && msg.test(e.message), String(msg));
 });
+
+// Minimal counterexamples the fuzz tests (frames.fuzz.test.ts) found, kept whatever seed they run with.
+
+/** A frame of message type `type` (its index) with `header` as its raw JSON text, as a peer may write it. */
+function rawFrame(type: number, header: string): Uint8Array {
+  const h = new TextEncoder().encode(header);
+  const f = new Uint8Array(8 + h.length);
+  f.set([0x44, 0x4d, 3, type]);
+  new DataView(f.buffer).setUint32(4, h.length, true);
+  f.set(h, 8);
+  return f;
+}
+
+test("a decoded message is exactly what was meant, and re-encodes to itself", () => {
+  assert.ok(!("id" in decodeFrame(encodeFrame({ type: "error", message: "x" }))), "an error without an id has no id key");
+  assert.ok(Object.is((decodeFrame(rawFrame(5, '{"id":-0,"message":"x"}')) as { id?: number }).id, 0), "-0 reads as 0");
+  const hello = decodeFrame(rawFrame(0, '{"name":"d","capabilities":{"memoryBytes":1,"gflops":1,"readGbps":1,"weightDTypes":["f32"],"wireDTypes":["f32"],"junk":{"a":1}}}'));
+  assert.deepEqual(hello, { type: "hello", name: "d", capabilities: { memoryBytes: 1, gflops: 1, readGbps: 1, weightDTypes: ["f32"], wireDTypes: ["f32"] } }, "capabilities carry only their fields");
+});
+
+test("headers that pass a shallow check but break a consumer are refused", () => {
+  const enc = (m: unknown) => encodeFrame(m as Message);
+  const assign = { type: "assign", model: "m", modelId: "abc", config: {}, weightDType: "q8", wireDType: "f32", experts: [] };
+  const hello = { type: "hello", name: "d", capabilities: { memoryBytes: 1, gflops: 1, readGbps: 1, weightDTypes: ["f32"], wireDTypes: ["f32"] } };
+  const cases: Array<[Uint8Array, RegExp]> = [
+    // 1e400 parses as Infinity, which passed "computeMs ≥ 0" and is written back as null
+    [rawFrame(4, '{"id":1,"experts":[[0,1]],"hidden":1,"dtype":"f32","computeMs":1e400}'), /beyond the range of a double/],
+    [enc({ ...assign, config: [1] }), /config \(an object/],
+    // a config JSON.stringify cannot write back (RangeError) could be neither logged nor relayed
+    [rawFrame(1, `{"model":"m","modelId":"abc","config":{"a":${"[".repeat(20000)}${"]".repeat(20000)}},"weightDType":"q8","wireDType":"f32","experts":[]}`), /assign header is not valid JSON/],
+    [rawFrame(1, `{"model":"m","modelId":"abc","config":{"a":${"[".repeat(16)}${"]".repeat(16)}},"weightDType":"q8","wireDType":"f32","experts":[]}`), /nesting ≤ 16 deep/],
+    // both name files on the device
+    [enc({ ...assign, modelId: "../../.ssh" }), /modelId \(letters, digits/],
+    [enc({ type: "weights", name: "../../.bashrc", dtype: "F32", shape: [1, 1], sha256: "x", payload: new Uint8Array(4) }), /weights needs name \(letters, digits/],
+    [enc({ type: "fetch", experts: [], have: ["00ff"] }), /fetch needs/],
+    [enc({ ...hello, capabilities: { ...hello.capabilities, weightDTypes: [1] } }), /weightDTypes \(names\)/],
+    [enc({ ...hello, capabilities: { ...hello.capabilities, wireDTypes: ["f32", "f32", "f32", "f32"] } }), /wireDTypes/],
+  ];
+  for (const [frame, msg] of cases) assert.throws(() => decodeFrame(frame), (e: Error) => e instanceof ProtocolError && msg.test(e.message), String(msg));
+});
+
+test("activations decode from a Buffer at any offset, and refuse a partial value", () => {
+  const bytes = encodeActivations(Float32Array.from([1.5, -2]), "f32");
+  const host = Buffer.alloc(16);
+  host.set(bytes, 3);
+  assert.deepEqual(decodeActivations(host.subarray(3, 11), "f32"), Float32Array.from([1.5, -2]));
+  assert.throws(() => decodeActivations(new Uint8Array(3), "f16"), /3 bytes are not a whole number of f16 values/);
+});

@@ -16,6 +16,8 @@ export const LIMITS = {
   hidden: 1 << 16,
   /** experts in one call frame */
   experts: 1 << 12,
+  /** nesting of the free-form JSON a frame carries (an assigned config): deeper values cannot even be written back */
+  jsonDepth: 16,
 } as const;
 
 export class ProtocolError extends Error {}
@@ -95,6 +97,22 @@ const isStr = (v: unknown, max = 4096): v is string => typeof v === "string" && 
 const isPairs = (v: unknown): v is Array<[number, number]> =>
   Array.isArray(v) && v.length <= 1 << 16 && v.every((p) => Array.isArray(p) && p.length === 2 && isInt(p[0], 0, 1 << 16) && isInt(p[1], 0, 1 << 16));
 const isWire = (v: unknown): v is WireDType => WIRE_DTYPES.includes(v as WireDType);
+const isAmount = (v: unknown): v is number => typeof v === "number" && Number.isFinite(v) && v >= 0;
+/** A JSON object (not an array) nesting at most `depth` objects and arrays. */
+const isObject = (v: unknown, depth = 1): v is Record<string, unknown> => !!v && typeof v === "object" && !Array.isArray(v) && isShallow(v, depth);
+const isShallow = (v: unknown, depth: number): boolean => v === null || typeof v !== "object" || (depth > 0 && Object.values(v).every((x) => isShallow(x, depth - 1)));
+/** A name that is safe as one path component: the device files a tensor or a model id under it. */
+const isFileName = (v: unknown, max: number): v is string => isStr(v, max) && /^[\w.-]+$/.test(v);
+
+/**
+ * JSON.parse reviver: numbers that overflow a double (1e400) are refused, and -0 becomes 0; either would
+ * pass a range check yet not be the number it claims to be once written back.
+ */
+function finiteNumbers(_key: string, v: unknown): unknown {
+  if (typeof v !== "number") return v;
+  if (!Number.isFinite(v)) throw new ProtocolError("a number beyond the range of a double");
+  return v === 0 ? 0 : v;
+}
 
 export function decodeFrame(data: Uint8Array): Message {
   if (data.length > LIMITS.frameBytes) fail(`frame of ${data.length} bytes exceeds the limit of ${LIMITS.frameBytes}`);
@@ -106,7 +124,7 @@ export function decodeFrame(data: Uint8Array): Message {
   if (headerLen > LIMITS.headerBytes || PREFIX + headerLen > data.length) fail(`header length ${headerLen} does not fit the frame`);
   let h: Record<string, unknown>;
   try {
-    h = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(data.subarray(PREFIX, PREFIX + headerLen)));
+    h = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(data.subarray(PREFIX, PREFIX + headerLen)), finiteNumbers);
   } catch (e) {
     fail(`${type} header is not valid JSON (${(e as Error).message})`);
   }
@@ -132,17 +150,20 @@ export function decodeFrame(data: Uint8Array): Message {
   switch (type) {
     case "hello": {
       noPayload();
-      const c = h.capabilities as Record<string, unknown> | undefined;
-      if (!isStr(h.name, 256) || !c || typeof c !== "object") fail("hello needs a name and capabilities");
-      if (![c.memoryBytes, c.gflops, c.readGbps].every((v) => typeof v === "number" && Number.isFinite(v) && v >= 0)) fail("hello: capabilities need memoryBytes, gflops, readGbps ≥ 0");
-      if (!Array.isArray(c.weightDTypes) || !Array.isArray(c.wireDTypes) || !c.wireDTypes.every(isWire)) fail("hello: capabilities need weightDTypes and wireDTypes");
+      const c = h.capabilities;
+      if (!isStr(h.name, 256) || !isObject(c, 2)) fail("hello needs a name and capabilities");
+      const { memoryBytes, gflops, readGbps, weightDTypes, wireDTypes } = c;
+      if (!isAmount(memoryBytes) || !isAmount(gflops) || !isAmount(readGbps)) fail("hello: capabilities need memoryBytes, gflops, readGbps ≥ 0");
+      const dtypes = (v: unknown, max: number, valid: (d: unknown) => boolean) => Array.isArray(v) && v.length <= max && v.every(valid);
+      if (!dtypes(weightDTypes, 64, (d) => isStr(d, 16)) || !dtypes(wireDTypes, WIRE_DTYPES.length, isWire)) fail("hello: capabilities need weightDTypes (names) and wireDTypes (of f32, f16, bf16)");
       if (h.holds !== undefined && !isPairs(h.holds)) fail("hello: holds must be [[layer, expert], …]");
-      return { type, name: h.name as string, capabilities: c as unknown as Capabilities, ...(h.holds === undefined ? {} : { holds: h.holds as Array<[number, number]> }) };
+      const capabilities = { memoryBytes, gflops, readGbps, weightDTypes: weightDTypes as string[], wireDTypes: wireDTypes as WireDType[] };
+      return { type, name: h.name as string, capabilities, ...(h.holds === undefined ? {} : { holds: h.holds as Array<[number, number]> }) };
     }
     case "assign":
       noPayload();
-      if (!isStr(h.model) || !isStr(h.modelId, 128) || !h.config || typeof h.config !== "object" || !isStr(h.weightDType, 16) || !isWire(h.wireDType) || !isPairs(h.experts)) {
-        fail("assign needs model, modelId, config, weightDType, wireDType and experts [[layer, expert], …]");
+      if (!isStr(h.model) || !isFileName(h.modelId, 128) || !isObject(h.config, LIMITS.jsonDepth) || !isStr(h.weightDType, 16) || !isWire(h.wireDType) || !isPairs(h.experts)) {
+        fail(`assign needs model, modelId (letters, digits, _ . -), config (an object nesting ≤ ${LIMITS.jsonDepth} deep), weightDType, wireDType and experts [[layer, expert], …]`);
       }
       return {
         type,
@@ -155,13 +176,13 @@ export function decodeFrame(data: Uint8Array): Message {
       };
     case "fetch": {
       noPayload();
-      const have = h.have as Record<string, unknown>;
-      if (!isPairs(h.experts) || !have || typeof have !== "object" || !Object.values(have).every((v) => isStr(v, 64))) fail("fetch needs experts [[layer, expert], …] and have {tensor: sha256}");
+      const have = h.have;
+      if (!isPairs(h.experts) || !isObject(have) || !Object.values(have).every((v) => isStr(v, 64))) fail("fetch needs experts [[layer, expert], …] and have {tensor: sha256}");
       return { type, experts: h.experts as Array<[number, number]>, have: have as Record<string, string> };
     }
     case "weights": {
       const shape = h.shape as unknown;
-      if (!isStr(h.name, 512) || !["F32", "BF16", "F16"].includes(h.dtype as string) || !isStr(h.sha256, 64)) fail("weights needs name, dtype (F32, BF16, F16) and sha256");
+      if (!isFileName(h.name, 512) || !["F32", "BF16", "F16"].includes(h.dtype as string) || !isStr(h.sha256, 64)) fail("weights needs name (letters, digits, _ . -), dtype (F32, BF16, F16) and sha256");
       if (!Array.isArray(shape) || shape.length !== 2 || !shape.every((d) => isInt(d, 1, 1 << 20))) fail("weights needs a shape [rows, cols]");
       const want = (shape as number[])[0]! * (shape as number[])[1]! * (h.dtype === "F32" ? 4 : 2);
       if (payload.length !== want) fail(`weights ${h.name}: ${JSON.stringify(shape)} ${h.dtype} needs ${want} payload bytes, got ${payload.length}`);
@@ -183,7 +204,7 @@ export function decodeFrame(data: Uint8Array): Message {
     }
     case "result": {
       if (!isInt(h.id, 0, Number.MAX_SAFE_INTEGER)) fail("result needs an integer id");
-      if (typeof h.computeMs !== "number" || !(h.computeMs >= 0)) fail("result needs computeMs ≥ 0");
+      if (!isAmount(h.computeMs)) fail("result needs a finite computeMs ≥ 0");
       const experts = activations();
       return { type, id: h.id as number, experts, hidden: h.hidden as number, dtype: h.dtype as WireDType, computeMs: h.computeMs as number, payload };
     }
@@ -200,7 +221,7 @@ export function decodeFrame(data: Uint8Array): Message {
     case "error":
       noPayload();
       if (!isStr(h.message) || (h.id !== undefined && !isInt(h.id, 0, Number.MAX_SAFE_INTEGER))) fail("error needs a message (and an integer id, if any)");
-      return { type, id: h.id as number | undefined, message: h.message as string };
+      return { type, ...(h.id === undefined ? {} : { id: h.id as number }), message: h.message as string };
     case "leave":
       noPayload();
       return { type, reason: isStr(h.reason) ? (h.reason as string) : "" };
