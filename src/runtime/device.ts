@@ -19,7 +19,7 @@ import { Backoff, type BackoffOptions } from "./backoff.js";
 import { loadExperts, type FfnWeights } from "../model/weights.js";
 import { LocalExpertExecutor } from "../moe/local-executor.js";
 import { concatRows, decodeActivations, encodeActivations, splitRows, WIRE_DTYPES } from "../protocol/activations.js";
-import type { Capabilities, Message } from "../protocol/frames.js";
+import { LIMITS, type Capabilities, type Message } from "../protocol/frames.js";
 import { receiveFrames, sendFrame } from "../protocol/socket.js";
 
 /** How long a stopping device waits for the base station to close the connection before dropping it. */
@@ -100,11 +100,11 @@ interface Session {
 
 /** Serves the base station over one connection, until it closes. */
 function connect(host: ExpertHost, opts: DeviceOptions, log: (line: string) => void): Promise<Ending> {
-  const ws = new WebSocket(opts.bs);
+  const ws = new WebSocket(opts.bs, { maxPayload: LIMITS.frameBytes });
   const send = (m: Message) => sendFrame(ws, m);
   let opened = false, readied = false, stopped = false, closed = false;
   let failure: string | null = null, left: string | null = null;
-  /** calls are served once an assignment has loaded on this connection (the experts held may be another model's until then) */
+  /** calls and pulls are served once an assignment has loaded on this connection (the experts held may be another model's until then) */
   let assigned = false;
   // assignments load one after another, in the order they came (each may wait for weights)
   let queue = Promise.resolve();
@@ -173,11 +173,10 @@ function connect(host: ExpertHost, opts: DeviceOptions, log: (line: string) => v
         fetching?.resolve();
         return;
       case "call":
-        if (!assigned) send({ type: "error", id: m.id, message: "no experts assigned yet" });
-        else host.call(m).then(send, (e: Error) => send({ type: "error", id: m.id, message: e.message }));
-        return;
       case "pull":
-        send(host.pull(m));
+        if (!assigned) send({ type: "error", id: m.id, message: "no experts assigned yet" });
+        else if (m.type === "pull") send(host.pull(m));
+        else host.call(m).then(send, (e: Error) => send({ type: "error", id: m.id, message: e.message }));
         return;
       case "leave":
         left = m.reason;
@@ -189,7 +188,7 @@ function connect(host: ExpertHost, opts: DeviceOptions, log: (line: string) => v
       default:
         send({ type: "error", message: `a device does not accept ${m.type} messages` });
     }
-  }, log);
+  }, (reason) => log(printable(reason)));
 
   return new Promise((resolve) => {
     ws.on("close", (code: number, reason: Buffer) => {
