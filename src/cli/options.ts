@@ -24,6 +24,15 @@ export function byteSize(v: string): number {
   return Math.floor(Number(m[1]) * units[(m[2] ?? "b").toLowerCase()]!);
 }
 
+/** "250ms", "30s", "5m", "1.5h", "0" → milliseconds. */
+export function duration(v: string): number {
+  const m = /^([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)$/i.exec(v.trim());
+  const units: Record<string, number> = { ms: 1, s: 1e3, m: 60e3, h: 3600e3 };
+  if (v.trim() === "0") return 0;
+  if (!m) throw new InvalidArgumentError(`expected a duration such as 30s, 5m or 1h (units ms, s, m, h), got "${v}"`);
+  return Number(m[1]) * units[m[2]!.toLowerCase()]!;
+}
+
 export function nonNegativeInt(v: string): number {
   const n = Number(v);
   if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError(`expected a non-negative integer, got "${v}"`);

@@ -18,7 +18,7 @@ test("a device serves the experts it is assigned, refuses others, and frees thos
     initModel({ arch: "MixtralForCausalLM", layers: 2, hidden: 64, experts: 4, topK: 2, seed: 2, out: dir });
     await new Promise((r) => server.once("listening", r));
     const connected = new Promise<WebSocket>((r) => server.once("connection", r));
-    const device = runDevice({ bs: `ws://127.0.0.1:${(server.address() as AddressInfo).port}`, name: "d", threads: 1, log: () => undefined });
+    const device = runDevice({ bs: `ws://127.0.0.1:${(server.address() as AddressInfo).port}`, name: "d", threads: 1, retryForMs: 0, log: () => undefined });
     const ws = await connected;
     const inbox: Message[] = [];
     let wake: (() => void) | null = null;

@@ -1,10 +1,13 @@
 // An expert device: connects to a base station, reports what it can do, loads the experts it is
 // assigned (from its own copy of the model directory, or streamed from the base station into a local
-// cache) and computes expert calls. Stateless per token.
+// cache) and computes expert calls. Stateless per token. When the connection fails or closes it
+// connects again, with backoff, keeping the experts it holds: a base station that restarts finds them
+// in the device's hello and resends nothing.
 import os from "node:os";
 import path from "node:path";
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
 import WebSocket from "ws";
 import { WasmBackend } from "../kernels/wasm/wasm-backend.js";
 import { WEIGHT_DTYPES, type WeightDType } from "../kernels/backend.js";
@@ -12,11 +15,15 @@ import { Checkpoint } from "../model/checkpoint.js";
 import { parseModelConfig, type ModelConfig } from "../model/config.js";
 import { tensorName } from "../model/arch.js";
 import { WeightCache } from "./weight-cache.js";
+import { Backoff, type BackoffOptions } from "./backoff.js";
 import { loadExperts, type FfnWeights } from "../model/weights.js";
 import { LocalExpertExecutor } from "../moe/local-executor.js";
 import { concatRows, decodeActivations, encodeActivations, splitRows, WIRE_DTYPES } from "../protocol/activations.js";
-import type { Message } from "../protocol/frames.js";
+import { LIMITS, type Capabilities, type Message } from "../protocol/frames.js";
 import { receiveFrames, sendFrame } from "../protocol/socket.js";
+
+/** How long a stopping device waits for the base station to close the connection before dropping it. */
+const LEAVE_GRACE_MS = 1000;
 
 export interface DeviceOptions {
   /** ws://host:port of the base station */
@@ -32,154 +39,285 @@ export interface DeviceOptions {
   spinMs?: number;
   /** Memory offered for expert weights (default: the memory free at start). */
   memoryBytes?: number;
+  /**
+   * How long the base station may stay unreachable, ms, before the device gives up (default: forever).
+   * 0: never reconnect; a base station that leaves then ends the device normally.
+   */
+  retryForMs?: number;
+  /** Delays between reconnection attempts (default: 0.25 s doubling up to 15 s, jittered). */
+  backoff?: BackoffOptions;
+  /** Stops the device when aborted: it tells the base station it leaves, and runDevice resolves. */
+  signal?: AbortSignal;
   log?: (line: string) => void;
 }
 
-/** Runs until the base station closes the connection or says leave. */
-export function runDevice(opts: DeviceOptions): Promise<void> {
+/**
+ * Serves the base station until `signal` stops it, reconnecting whenever the connection fails or
+ * closes. Resolves when stopped, or when the base station leaves and retryForMs is 0; rejects when
+ * the base station has been unreachable for longer than retryForMs.
+ */
+export async function runDevice(opts: DeviceOptions): Promise<void> {
   const log = opts.log ?? ((l: string) => process.stderr.write(`[device ${opts.name}] ${l}\n`));
-  const backend = new WasmBackend({ threads: opts.threads, spinMs: opts.spinMs });
-  let executor: LocalExpertExecutor | null = null;
-  let config: ModelConfig | null = null;
-  // experts loaded so far, kept across assignments until the base station releases them: routes it
-  // still uses stay valid while it moves to a new placement
-  const held = new Map<string, { layer: number; expert: number; w: FfnWeights }>();
-  let fetching: { cache: WeightCache; resolve: () => void; reject: (e: Error) => void } | null = null;
-
-  /** Where to read the wanted experts: the model directory, or the cache after fetching what it lacks. */
-  async function source(m: Extract<Message, { type: "assign" }>, cfg: ModelConfig, wanted: ReadonlyArray<[number, number]>): Promise<Checkpoint> {
-    const local = opts.model ?? m.model;
-    if (!opts.fetchWeights && existsSync(path.join(local, "config.json"))) return Checkpoint.open(local);
-    const cache = new WeightCache(path.join(opts.cacheDir ?? path.join(os.homedir(), ".cache", "distmoe"), m.modelId));
-    const t = cfg.arch.tensors;
-    const names = wanted.flatMap(([l, e]) => [t.expertGate, t.expertUp, t.expertDown].map((tmpl) => tensorName(tmpl, l, e)));
-    await new Promise<void>((resolve, reject) => {
-      fetching = { cache, resolve, reject };
-      send({ type: "fetch", experts: [...wanted], have: cache.checksums(names) });
-    }).finally(() => (fetching = null));
-    return Checkpoint.fromFiles(cache.dir, names.map((n) => cache.file(n)));
-  }
-
-  async function assign(m: Extract<Message, { type: "assign" }>): Promise<void> {
-    if (!WEIGHT_DTYPES.includes(m.weightDType as WeightDType)) throw new Error(`weight dtype ${m.weightDType} is not supported`);
-    const cfg = parseModelConfig(m.config, "assigned config");
-    const wanted = m.experts.filter(([l, e]) => !held.has(`${l}:${e}`));
-    if (wanted.length > 0) {
-      const want = new Set(wanted.map(([l, e]) => `${l}:${e}`));
-      const ck = await source(m, cfg, wanted);
-      try {
-        const loaded = loadExperts(backend, ck, cfg, { dtype: m.weightDType as WeightDType, holdsExpert: (l, e) => want.has(`${l}:${e}`) });
-        loaded.forEach((row, layer) => row.forEach((w, expert) => w && held.set(`${layer}:${expert}`, { layer, expert, w })));
-      } finally {
-        ck.close();
+  const host = new ExpertHost(opts, log);
+  const backoff = new Backoff(opts.backoff);
+  const limit = opts.retryForMs ?? Infinity;
+  // since when the base station has been out of reach: from the start, then from each lost connection
+  let lostSince = performance.now();
+  try {
+    while (!opts.signal?.aborted) {
+      const end = await connect(host, opts, log);
+      if (end.how === "stopped") return;
+      if (end.opened) lostSince = performance.now();
+      if (end.readied) backoff.reset();
+      const down = performance.now() - lostSince;
+      if (down >= limit) {
+        if (limit === 0 && end.how === "left") return log(`${end.reason}; not reconnecting`);
+        throw new Error(limit === 0 ? `${end.reason}; not reconnecting` : `gave up on the base station after ${seconds(down)} out of reach (limit ${seconds(limit)}); last: ${end.reason}`);
       }
+      const wait = Math.min(backoff.next(), limit - down);
+      log(`${end.reason}; ${end.opened ? "reconnecting" : "retrying"} in ${seconds(wait)}`);
+      if (!(await sleep(wait, true, { signal: opts.signal }).catch(() => false))) return;
     }
-    config = cfg;
-    serveHeld();
-    log(`holds ${held.size} experts (${wanted.length} newly loaded)`);
-    send({ type: "ready", experts: [...held.values()].map(({ layer, expert }) => [layer, expert] as [number, number]) });
+  } finally {
+    host.close();
   }
+}
 
-  /** Serves calls from the experts held now. */
-  function serveHeld(): void {
-    const table = Array.from({ length: config!.layers }, () => new Array<FfnWeights | null>(config!.experts).fill(null));
-    for (const { layer, expert, w } of held.values()) table[layer]![expert] = w;
-    executor?.close();
-    executor = new LocalExpertExecutor(backend, table, config!.hidden);
-  }
+const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)} s`;
 
-  function release(experts: ReadonlyArray<[number, number]>): void {
-    for (const [layer, expert] of experts) {
-      const h = held.get(`${layer}:${expert}`);
-      if (!h) continue;
-      for (const w of [h.w.gate, h.w.up, h.w.down]) backend.freeWeight(w);
-      held.delete(`${layer}:${expert}`);
-    }
-    if (config) serveHeld();
-    log(`released ${experts.length} experts; holds ${held.size}`);
-  }
-  const ws = new WebSocket(opts.bs);
+/** Text from the base station, made safe for one log line. */
+const printable = (s: string): string => s.replace(/[\u0000-\u001f\u007f-\u009f]/g, "?").slice(0, 200);
+
+/** How one connection ended. */
+type Ending = { how: "stopped" } | { how: "left" | "lost"; reason: string; opened: boolean; readied: boolean };
+
+/** One connection to the base station: where its frames go, and how weights are fetched over it. */
+interface Session {
+  send(m: Message): void;
+  /** Asks for `names` (the tensors of `experts`) that `cache` lacks; resolves when the base station says they are all sent. */
+  fetch(cache: WeightCache, experts: ReadonlyArray<[number, number]>, names: readonly string[]): Promise<void>;
+}
+
+/** Serves the base station over one connection, until it closes. */
+function connect(host: ExpertHost, opts: DeviceOptions, log: (line: string) => void): Promise<Ending> {
+  const ws = new WebSocket(opts.bs, { maxPayload: LIMITS.frameBytes });
   const send = (m: Message) => sendFrame(ws, m);
+  let opened = false, readied = false, stopped = false, closed = false;
+  let failure: string | null = null, left: string | null = null;
+  /** calls and pulls are served once an assignment has loaded on this connection (the experts held may be another model's until then) */
+  let assigned = false;
+  // assignments load one after another, in the order they came (each may wait for weights)
+  let queue = Promise.resolve();
+  const inOrder = (task: () => Promise<void>) => {
+    queue = queue.then(() => (closed ? undefined : task())).catch((e: Error) => send({ type: "error", message: e.message }));
+  };
+  let fetching: { cache: WeightCache; names: Set<string>; resolve: () => void; reject: (e: Error) => void } | null = null;
+  const session: Session = {
+    send,
+    fetch: (cache, experts, names) =>
+      new Promise<void>((resolve, reject) => {
+        if (closed) return reject(new Error("the base station went away"));
+        fetching = { cache, names: new Set(names), resolve, reject };
+        send({ type: "fetch", experts: [...experts], have: cache.checksums(names) });
+      }).finally(() => (fetching = null)),
+  };
+
+  const stop = () => {
+    stopped = true;
+    if (ws.readyState !== ws.OPEN) return ws.terminate();
+    send({ type: "leave", reason: "device stopping" });
+    ws.close(1000, "device stopping");
+    setTimeout(() => ws.terminate(), LEAVE_GRACE_MS).unref();
+  };
+  opts.signal?.addEventListener("abort", stop, { once: true });
 
   ws.on("open", () => {
-    send({
-      type: "hello",
-      name: opts.name,
-      capabilities: {
-        memoryBytes: opts.memoryBytes ?? os.freemem(),
-        gflops: backend.measureComputeRate(),
-        readGbps: backend.measureReadBandwidth(64 << 20),
-        weightDTypes: [...WEIGHT_DTYPES],
-        wireDTypes: [...WIRE_DTYPES],
-      },
-    });
+    opened = true;
+    const holds = host.holds();
+    log(`connected to ${opts.bs}${holds.length > 0 ? `; holds ${holds.length} experts` : ""}`);
+    send({ type: "hello", name: opts.name, capabilities: host.capabilities(), ...(holds.length > 0 ? { holds } : {}) });
   });
+  ws.on("error", (e: NodeJS.ErrnoException) => (failure = e.code ?? e.message));
 
   receiveFrames(ws, (m) => {
     switch (m.type) {
       case "assign":
-        assign(m).catch((e: Error) => send({ type: "error", message: `cannot load the assigned experts: ${e.message}` }));
+        inOrder(() =>
+          host.assign(m, session).then(
+            () => void (assigned = readied = true),
+            (e: Error) => Promise.reject(new Error(`cannot load the assigned experts: ${e.message}`)),
+          ),
+        );
+        return;
+      case "release":
+        host.release(m.experts);
         return;
       case "weights": {
+        if (!fetching?.names.has(m.name)) {
+          send({ type: "error", message: `unexpected weights ${printable(m.name)}` });
+          return;
+        }
         const sum = createHash("sha256").update(m.payload).digest("hex");
-        if (!fetching) send({ type: "error", message: `unexpected weights ${m.name}` });
-        else if (sum !== m.sha256) fetching.reject(new Error(`weights ${m.name} arrived damaged (checksum ${sum}, expected ${m.sha256})`));
-        else fetching.cache.put(m.name, m.dtype, m.shape, m.payload);
+        if (sum !== m.sha256) fetching.reject(new Error(`weights ${m.name} arrived damaged (checksum ${sum}, expected ${m.sha256})`));
+        else {
+          try {
+            fetching.cache.put(m.name, m.dtype, m.shape, m.payload);
+          } catch (e) {
+            fetching.reject(new Error(`cannot cache ${m.name}: ${(e as Error).message}`));
+          }
+        }
         return;
       }
       case "fetched":
         if (fetching) log(`received ${m.sent} tensors (${(m.bytes / 2 ** 20).toFixed(1)} MiB)`);
         fetching?.resolve();
         return;
-      case "call": {
-        const { id, layer, experts, hidden, dtype } = m;
-        if (!executor) {
-          send({ type: "error", id, message: "no experts assigned yet" });
-          return;
-        }
-        const inputs = splitRows(decodeActivations(m.payload, dtype), hidden, experts.map(([, rows]) => rows));
-        const calls = experts.map(([expert, rows], i) => ({ layer, expert, rows, input: inputs[i]! }));
-        Promise.all(executor.dispatch(calls))
-          .then((rs) => {
-            const computeMs = rs.reduce((t, r) => t + r.computeMs, 0);
-            send({ type: "result", id, experts, hidden, dtype, computeMs, payload: encodeActivations(concatRows(rs.map((r) => r.output)), dtype) });
-          })
-          .catch((e: Error) => send({ type: "error", id, message: e.message }));
+      case "call":
+      case "pull":
+        if (!assigned) send({ type: "error", id: m.id, message: "no experts assigned yet" });
+        else if (m.type === "pull") send(host.pull(m));
+        else host.call(m).then(send, (e: Error) => send({ type: "error", id: m.id, message: e.message }));
         return;
-      }
-      case "release":
-        release(m.experts);
-        return;
-      case "pull": {
-        const h = held.get(`${m.layer}:${m.expert}`);
-        if (!h) {
-          send({ type: "error", id: m.id, message: `expert ${m.expert} of layer ${m.layer} is not held here` });
-          return;
-        }
-        const parts = [h.w.gate, h.w.up, h.w.down];
-        send({
-          type: "expert", id: m.id, layer: m.layer, expert: m.expert, dtype: h.w.gate.dtype,
-          shapes: parts.map((w): [number, number] => [w.rows, w.cols]), payload: Buffer.concat(parts.map((w) => backend.weightData(w))),
-        });
-        return;
-      }
       case "leave":
+        left = m.reason;
         ws.close();
         return;
       case "error":
-        log(`base station: ${m.message}`);
+        log(`base station: ${printable(m.message)}`);
         return;
       default:
         send({ type: "error", message: `a device does not accept ${m.type} messages` });
     }
-  }, log);
+  }, (reason) => log(printable(reason)));
 
-  return new Promise((resolve, reject) => {
-    ws.on("close", () => {
-      executor?.close();
-      backend.close();
-      resolve();
+  return new Promise((resolve) => {
+    ws.on("close", (code: number, reason: Buffer) => {
+      closed = true;
+      opts.signal?.removeEventListener("abort", stop);
+      fetching?.reject(new Error("the base station went away"));
+      if (stopped) return resolve({ how: "stopped" });
+      const why = [`code ${code}`, ...(reason.length > 0 ? [printable(reason.toString())] : []), ...(failure ? [failure] : [])].join(", ");
+      if (left !== null) resolve({ how: "left", reason: `base station left (${printable(left) || "no reason given"})`, opened, readied });
+      else resolve({ how: "lost", reason: opened ? `base station went away (${why})` : `cannot reach ${opts.bs}: ${failure ?? why}`, opened, readied });
     });
-    ws.on("error", (e) => reject(new Error(`cannot reach the base station at ${opts.bs}: ${e.message}`)));
   });
+}
+
+/** What a device holds and computes with, across connections: its backend, its experts, its capabilities. */
+class ExpertHost {
+  private readonly backend: WasmBackend;
+  private executor: LocalExpertExecutor | null = null;
+  private config: ModelConfig | null = null;
+  // experts loaded so far, kept across assignments (and connections) until the base station releases
+  // them: routes it still uses stay valid while it moves to a new placement
+  private readonly held = new Map<string, { layer: number; expert: number; w: FfnWeights }>();
+  /** which model and dtype the held experts are of: an assignment of another drops them all */
+  private heldModel: string | null = null;
+  /** measured once: the probe takes a while, and the memory free now counts the experts held */
+  private probed: Capabilities | null = null;
+
+  constructor(private readonly opts: DeviceOptions, private readonly log: (line: string) => void) {
+    this.backend = new WasmBackend({ threads: opts.threads, spinMs: opts.spinMs });
+  }
+
+  capabilities(): Capabilities {
+    this.probed ??= {
+      memoryBytes: this.opts.memoryBytes ?? os.freemem(),
+      gflops: this.backend.measureComputeRate(),
+      readGbps: this.backend.measureReadBandwidth(64 << 20),
+      weightDTypes: [...WEIGHT_DTYPES],
+      wireDTypes: [...WIRE_DTYPES],
+    };
+    return this.probed;
+  }
+
+  holds(): Array<[number, number]> {
+    return [...this.held.values()].map(({ layer, expert }): [number, number] => [layer, expert]);
+  }
+
+  async assign(m: Extract<Message, { type: "assign" }>, session: Session): Promise<void> {
+    if (!WEIGHT_DTYPES.includes(m.weightDType as WeightDType)) throw new Error(`weight dtype ${m.weightDType} is not supported`);
+    const cfg = parseModelConfig(m.config, "assigned config");
+    const model = `${m.modelId} ${m.weightDType} ${JSON.stringify(m.config)}`;
+    if (this.heldModel !== model && this.held.size > 0) {
+      this.log(`the base station serves another model: dropping the ${this.held.size} experts held`);
+      this.free(this.holds());
+    }
+    this.heldModel = model;
+    const wanted = m.experts.filter(([l, e]) => !this.held.has(`${l}:${e}`));
+    if (wanted.length > 0) {
+      const want = new Set(wanted.map(([l, e]) => `${l}:${e}`));
+      const ck = await this.source(m, cfg, wanted, session);
+      try {
+        const loaded = loadExperts(this.backend, ck, cfg, { dtype: m.weightDType as WeightDType, holdsExpert: (l, e) => want.has(`${l}:${e}`) });
+        loaded.forEach((row, layer) => row.forEach((w, expert) => w && this.held.set(`${layer}:${expert}`, { layer, expert, w })));
+      } finally {
+        ck.close();
+      }
+    }
+    this.config = cfg;
+    this.serveHeld();
+    this.log(`holds ${this.held.size} experts (${wanted.length} newly loaded)`);
+    session.send({ type: "ready", experts: this.holds() });
+  }
+
+  /** Where to read the wanted experts: the model directory, or the cache after fetching what it lacks. */
+  private async source(m: Extract<Message, { type: "assign" }>, cfg: ModelConfig, wanted: ReadonlyArray<[number, number]>, session: Session): Promise<Checkpoint> {
+    const local = this.opts.model ?? m.model;
+    if (!this.opts.fetchWeights && existsSync(path.join(local, "config.json"))) return Checkpoint.open(local);
+    const cache = new WeightCache(path.join(this.opts.cacheDir ?? path.join(os.homedir(), ".cache", "distmoe"), m.modelId));
+    const t = cfg.arch.tensors;
+    const names = wanted.flatMap(([l, e]) => [t.expertGate, t.expertUp, t.expertDown].map((tmpl) => tensorName(tmpl, l, e)));
+    await session.fetch(cache, wanted, names);
+    return Checkpoint.fromFiles(cache.dir, names.map((n) => cache.file(n)));
+  }
+
+  /** Serves calls from the experts held now. */
+  private serveHeld(): void {
+    const table = Array.from({ length: this.config!.layers }, () => new Array<FfnWeights | null>(this.config!.experts).fill(null));
+    for (const { layer, expert, w } of this.held.values()) table[layer]![expert] = w;
+    this.executor?.close();
+    this.executor = new LocalExpertExecutor(this.backend, table, this.config!.hidden);
+  }
+
+  release(experts: ReadonlyArray<[number, number]>): void {
+    this.free(experts);
+    if (this.config) this.serveHeld();
+    this.log(`released ${experts.length} experts; holds ${this.held.size}`);
+  }
+
+  private free(experts: ReadonlyArray<[number, number]>): void {
+    for (const [layer, expert] of experts) {
+      const h = this.held.get(`${layer}:${expert}`);
+      if (!h) continue;
+      for (const w of [h.w.gate, h.w.up, h.w.down]) this.backend.freeWeight(w);
+      this.held.delete(`${layer}:${expert}`);
+    }
+  }
+
+  /** The result frame for a call: every expert's rows, computed from the held weights. */
+  async call(m: Extract<Message, { type: "call" }>): Promise<Message> {
+    const { id, layer, experts, hidden, dtype } = m;
+    const inputs = splitRows(decodeActivations(m.payload, dtype), hidden, experts.map(([, rows]) => rows));
+    const calls = experts.map(([expert, rows], i) => ({ layer, expert, rows, input: inputs[i]! }));
+    const rs = await Promise.all(this.executor!.dispatch(calls));
+    const computeMs = rs.reduce((t, r) => t + r.computeMs, 0);
+    return { type: "result", id, experts, hidden, dtype, computeMs, payload: encodeActivations(concatRows(rs.map((r) => r.output)), dtype) };
+  }
+
+  /** An expert's weights as held, for a base station taking it in; an error frame when it is not held. */
+  pull(m: Extract<Message, { type: "pull" }>): Message {
+    const h = this.held.get(`${m.layer}:${m.expert}`);
+    if (!h) return { type: "error", id: m.id, message: `expert ${m.expert} of layer ${m.layer} is not held here` };
+    const parts = [h.w.gate, h.w.up, h.w.down];
+    return {
+      type: "expert", id: m.id, layer: m.layer, expert: m.expert, dtype: h.w.gate.dtype,
+      shapes: parts.map((w): [number, number] => [w.rows, w.cols]), payload: Buffer.concat(parts.map((w) => this.backend.weightData(w))),
+    };
+  }
+
+  close(): void {
+    this.executor?.close();
+    this.backend.close();
+  }
 }

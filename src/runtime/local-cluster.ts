@@ -41,14 +41,14 @@ export interface LocalDevices {
   exited(): Promise<void>;
 }
 
-/** N device processes connecting to the hub at `url`. */
+/** N device processes connecting to the hub at `url`; they end when it leaves (they do not reconnect). */
 export function spawnLocalDevices(url: string, count: number, threads = 1, extraArgs: readonly string[] = []): LocalDevices {
   const children: ChildProcess[] = [];
   let failure: ((e: Error) => void) | null = null;
   const failed = new Promise<never>((_, reject) => (failure = reject));
   failed.catch(() => undefined);
   for (let i = 0; i < count; i++) {
-    const child = spawn(process.execPath, [BIN, "device", "--bs", url, "--name", `local-${i}`, "--threads", String(threads), "--spin-ms", "0", ...extraArgs], {
+    const child = spawn(process.execPath, [BIN, "device", "--bs", url, "--name", `local-${i}`, "--threads", String(threads), "--spin-ms", "0", "--retry-for", "0", ...extraArgs], {
       stdio: ["ignore", "ignore", "pipe"],
     });
     let stderr = "";

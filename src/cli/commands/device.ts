@@ -1,11 +1,11 @@
 import { Command } from "commander";
 import os from "node:os";
 import { runDevice } from "../../runtime/device.js";
-import { byteSize, nonNegativeNumber, positiveInt } from "../options.js";
+import { byteSize, duration, nonNegativeNumber, positiveInt } from "../options.js";
 
 export function deviceCommand(): Command {
   return new Command("device")
-    .description("run an expert device: connect to a base station, load the experts it assigns, serve expert calls")
+    .description("run an expert device: connect to a base station, load the experts it assigns, serve expert calls; reconnect when the base station goes away or restarts, keeping the experts held")
     .requiredOption("--bs <url>", "the base station, e.g. ws://127.0.0.1:8080")
     .option("--name <name>", "this device's name", os.hostname())
     .option("-t, --threads <n>", "compute threads (default: the cores available)", positiveInt)
@@ -14,7 +14,24 @@ export function deviceCommand(): Command {
     .option("--model <dir>", "this device's copy of the model (default: the base station's path, if it exists here; otherwise the weights are streamed)")
     .option("--fetch-weights", "always stream the assigned experts' weights from the base station")
     .option("--cache <dir>", "where streamed weights are kept between runs (default ~/.cache/distmoe)")
-    .action((o: { bs: string; name: string; threads?: number; spinMs?: number; memory?: number; model?: string; fetchWeights?: boolean; cache?: string }) =>
-      runDevice({ bs: o.bs, name: o.name, threads: o.threads, spinMs: o.spinMs, memoryBytes: o.memory, model: o.model, fetchWeights: o.fetchWeights, cacheDir: o.cache }),
-    );
+    .option(
+      "--retry-for <duration>",
+      "how long the base station may stay out of reach before the device exits with an error, e.g. 30s, 5m, 1h (default: forever); " +
+        "0: never reconnect: a base station that shuts down (says leave) ends the device with exit code 0, one that drops or cannot be reached with 1",
+      duration,
+    )
+    .action(async (o: { bs: string; name: string; threads?: number; spinMs?: number; memory?: number; model?: string; fetchWeights?: boolean; cache?: string; retryFor?: number }) => {
+      // SIGINT/SIGTERM: say leave and end normally; a second signal ends the process at once
+      const stop = new AbortController();
+      const onSignal = () => stop.abort();
+      process.once("SIGINT", onSignal).once("SIGTERM", onSignal);
+      try {
+        await runDevice({
+          bs: o.bs, name: o.name, threads: o.threads, spinMs: o.spinMs, memoryBytes: o.memory, model: o.model, fetchWeights: o.fetchWeights, cacheDir: o.cache,
+          retryForMs: o.retryFor, signal: stop.signal,
+        });
+      } finally {
+        process.off("SIGINT", onSignal).off("SIGTERM", onSignal);
+      }
+    });
 }
