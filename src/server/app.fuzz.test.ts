@@ -220,7 +220,7 @@ test("fuzz: arbitrary bodies, content types and /v1 routes get a defined status 
         assertAnswer(r, res);
         assert.deepEqual(logs, [], "no unexpected error");
       }),
-      fuzzParams(2000),
+      fuzzParams(3000),
     );
     const cases = [...seen.values()].reduce((a, b) => a + b, 0);
     t.diagnostic(`${cases} requests in ${Math.round(performance.now() - t0)} ms: ${[...seen].sort().map(([k, n]) => `${k} × ${n}`).join(", ")}`);
