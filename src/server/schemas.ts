@@ -91,7 +91,7 @@ function parse<T extends z.ZodType>(schema: T, body: unknown): z.infer<T> {
   const b = body as Record<string, unknown>;
   const unsupported = Object.keys(UNSUPPORTED).filter((k) => k in b && !UNSUPPORTED[k]!(b[k]));
   if (unsupported.length > 0) throw new ApiError(400, `not supported by this server: ${unsupported.join(", ")}`, "invalid_request_error", { param: unsupported[0] });
-  const rest = Object.fromEntries(Object.entries(b).filter(([k]) => !(k in UNSUPPORTED)));
+  const rest = Object.fromEntries(Object.entries(b).filter(([k]) => !Object.hasOwn(UNSUPPORTED, k)));
   const r = schema.safeParse(rest);
   if (r.success) return r.data;
   const issue = r.error.issues[0]!;
