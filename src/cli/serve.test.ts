@@ -1,0 +1,114 @@
+// `distmoe serve` as an operator runs it: a real process, devices as real processes, HTTP on a real
+// port. Startup failures exit non-zero with one line; the BS waits for its devices as long as it takes,
+// says so in /health and answers 503 with the reason meanwhile; it serves once every expert has a
+// holder, and answers 503 (never noise) when the devices are gone.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { REPO_ROOT } from "../testing/shared.js";
+import { initModel } from "../model/init-model.js";
+import { Engine } from "../runtime/engine.js";
+
+const BIN = path.join(REPO_ROOT, "bin/distmoe.js");
+
+/** A process of ours with its stderr gathered, killed at the end of the test. */
+function start(args: string[]): { child: ChildProcess; err: () => string; exited: Promise<number | null> } {
+  const child = spawn(process.execPath, [BIN, ...args], { stdio: ["ignore", "ignore", "pipe"] });
+  let err = "";
+  child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+  return { child, err: () => err, exited: new Promise((r) => child.once("exit", (code) => r(code))) };
+}
+
+async function until<T>(what: string, f: () => Promise<T | undefined> | T | undefined, ms = 60_000): Promise<T> {
+  const t0 = performance.now();
+  for (;;) {
+    const v = await f();
+    if (v !== undefined) return v;
+    assert.ok(performance.now() - t0 < ms, `waited ${ms} ms for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+test("serve: a port in use or a bad model ends the BS with one clear line and a non-zero code", async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-serve-"));
+  const taken = net.createServer();
+  await new Promise<void>((r) => taken.listen(0, "127.0.0.1", r));
+  try {
+    initModel({ arch: "MixtralForCausalLM", out: dir, layers: 2, hidden: 64, experts: 4, topK: 2, seed: 5 });
+    const port = String((taken.address() as net.AddressInfo).port);
+    for (const [args, msg] of [
+      [["--model", dir, "--port", port], new RegExp(`^distmoe: error: cannot listen on 127.0.0.1:${port}: the port is in use\n$`)],
+      [["--model", path.join(dir, "nowhere"), "--port", "0"], /^distmoe: error: .*nowhere.*\n$/],
+      [["--model", dir, "--port", "0", "--api-key", "short"], /an API key is 8 to 256 printable characters/],
+    ] as const) {
+      const r = spawnSync(process.execPath, [BIN, "serve", ...args], { encoding: "utf8", timeout: 60_000 });
+      assert.equal(r.status, 1, r.stderr);
+      assert.match(r.stderr.split("\n").filter((l) => !/^(listening|loading)/.test(l)).join("\n"), msg);
+    }
+  } finally {
+    taken.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("serve --devices 1: waits for its device, serves once it is placed, 503 when it is gone, serves again when one rejoins", async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-serve-"));
+  const children: ChildProcess[] = [];
+  try {
+    initModel({ arch: "MixtralForCausalLM", out: dir, layers: 2, hidden: 64, experts: 4, topK: 2, seed: 5 });
+    const single = Engine.load(dir, { dtype: "f32", threads: 1 });
+    const want = (await single.generate(single.tokenizer.encode("hello"), { temperature: 0, maxTokens: 6 })).text;
+    single.close();
+
+    const bs = start(["serve", "--model", dir, "--port", "0", "--devices", "1", "--threads", "1"]);
+    children.push(bs.child);
+    const port = await until("the BS to listen", () => /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(bs.err())?.[1]);
+    const base = `http://127.0.0.1:${port}`;
+    const complete = () => fetch(`${base}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ prompt: "hello", max_tokens: 6, temperature: 0 }) });
+
+    // no device yet: unavailable, and a completion is refused with the reason
+    await until("the engine to load", async () => ((await (await fetch(`${base}/health`)).json()).reasons.includes("loading the model") ? undefined : true));
+    const h = await fetch(`${base}/health`);
+    assert.equal(h.status, 503);
+    const health = await h.json();
+    assert.equal(health.status, "unavailable");
+    assert.match(health.reasons.join(";"), /waiting for devices: 0 of 1 connected/);
+    const early = await complete();
+    assert.equal(early.status, 503);
+    assert.match((await early.json()).error.message, /waiting for devices/);
+
+    // a device that comes late is placed and used
+    const device = start(["device", "--bs", `ws://127.0.0.1:${port}`, "--name", "late", "--threads", "1", "--retry-for", "0"]);
+    children.push(device.child);
+    await until("the device to be placed", async () => ((await (await fetch(`${base}/health`)).json()).status === "ok" ? true : undefined));
+    const served = await complete();
+    assert.equal(served.status, 200);
+    assert.equal((await served.json()).choices[0].text, want);
+
+    // the device is gone: 503 with the reason, never 200 with noise
+    device.child.kill("SIGKILL");
+    await device.exited;
+    await until("the BS to see the device gone", async () => ((await fetch(`${base}/health`)).status === 503 ? true : undefined));
+    const gone = await complete();
+    assert.equal(gone.status, 503);
+    assert.match((await gone.json()).error.message, /cannot serve now/);
+
+    // another device joins: served again, same answer
+    const again = start(["device", "--bs", `ws://127.0.0.1:${port}`, "--name", "again", "--threads", "1", "--retry-for", "0"]);
+    children.push(again.child);
+    await until("the new device to be placed", async () => ((await (await fetch(`${base}/health`)).json()).status === "ok" ? true : undefined));
+    const back = await complete();
+    assert.equal(back.status, 200);
+    assert.equal((await back.json()).choices[0].text, want);
+
+    bs.child.kill("SIGTERM");
+    assert.equal(await bs.exited, 0, "SIGTERM stops the BS cleanly");
+  } finally {
+    for (const c of children) c.kill("SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
