@@ -349,3 +349,28 @@ test("hello.holds: placement keeps the experts a device still holds (pairs not o
     for (const p of [a, b]) p.ws.close();
   });
 });
+
+test("a peer that reconnects in a loop costs a bounded log and few placements; the placed device is not sent its share again", async () => {
+  await withBench(0, {}, async (b) => {
+    const assigns: number[] = [];
+    const d0 = await fakeDevice(b.hub.url, "d0", { capabilities: { ...CAPS, memoryBytes: 1e9 } });
+    d0.ws.on("message", (d: Buffer) => decodeFrame(new Uint8Array(d)).type === "assign" && assigns.push(performance.now()));
+    await b.hub.start(1);
+    const placements = () => b.lines.filter((l) => /^placement \d+:/.test(l)).length;
+    const before = { placements: placements(), assigns: assigns.length, lines: b.lines.length };
+    for (let i = 0; i < 200; i++) {
+      const p = await peer(b.hub.url);
+      p.ws.send(hello("loop"));
+      await until(() => b.hub.status().devices.some((d) => d.name === "loop"), "the looping peer's hello");
+      p.ws.close();
+      await p.closed;
+    }
+    await sleep(300);
+    assert.ok(placements() - before.placements <= 100, `${placements() - before.placements} placements for 200 joins and 200 leaves`);
+    assert.equal(assigns.length, before.assigns, "d0's share never changed, so it was not sent again");
+    const joins = b.lines.slice(before.lines).filter((l) => /loop(-\d+)? (joined|left)/.test(l)).length;
+    assert.ok(joins <= 32, `${joins} join and leave lines logged`);
+    assert.equal(b.hub.status().state, "ok");
+    d0.ws.close();
+  });
+});

@@ -27,6 +27,9 @@ export type { HubLimits } from "./hub/limits.js";
 export type { LoadDeadline } from "./hub/placer.js";
 export type { HubStatus, DeviceStatus } from "./hub/status.js";
 
+/** Joins and leaves logged per address and period: a peer reconnecting in a loop is then only counted. */
+const JOINS_LOGGED = 32;
+
 /** Bytes a frame carries besides its payload (prefix and JSON header), for link timing. */
 const FRAME_OVERHEAD = 96;
 
@@ -225,7 +228,7 @@ export class DeviceHub {
     const link = this.opts.link ? new ShapedLink(name, this.opts.link, this.admission.devices.length + 1) : null;
     const holds = this.model.experts(m.holds ?? []);
     const c = m.capabilities;
-    this.log(`${name} joined (${c.readGbps.toFixed(1)} GB/s, ${c.gflops.toFixed(1)} GFLOP/s${holds.length > 0 ? `, holding ${holds.length} experts` : ""})`);
+    this.complaints.report(`peer ${conn.address}`, "joins and leaves", `${name} joined (${c.readGbps.toFixed(1)} GB/s, ${c.gflops.toFixed(1)} GFLOP/s${holds.length > 0 ? `, holding ${holds.length} experts` : ""})`, JOINS_LOGGED);
     return {
       name, conn, capabilities: c, ready: false, connected: true, holds, assigned: [], assignedGen: 0, loadedGen: 0, laggard: false,
       calls: 0, weightBytes: 0, failures: 0, quarantined: false, link,
@@ -235,7 +238,7 @@ export class DeviceHub {
   private left(d: Device): void {
     d.ready = d.connected = false;
     this.calls.drop(d, `device ${d.name} disconnected`);
-    this.log(`${d.name} left`);
+    this.complaints.report(`peer ${d.conn.address}`, "joins and leaves", `${d.name} left`, JOINS_LOGGED);
     this.opts.onDeviceGone?.(d.name);
     this.placer.left(d);
   }

@@ -9,7 +9,7 @@ export function printable(s: string, max = 200): string {
 
 export class Complaints {
   /** complaints per "peer\0reason" in the current period */
-  private readonly counts = new Map<string, { who: string; reason: string; n: number }>();
+  private readonly counts = new Map<string, { who: string; reason: string; n: number; logged: number }>();
   private readonly timer: NodeJS.Timeout;
 
   /**
@@ -21,21 +21,22 @@ export class Complaints {
   }
 
   /**
-   * Logs "who: message" unless `who` has complained of `reason` too often this period; true when it was
-   * logged (the caller may then answer the peer too). `who` and `message` are made printable here.
+   * Logs "who: message" unless `who` has complained of `reason` more than `logged` times this period;
+   * true when it was logged (the caller may then answer the peer too). `who` and `message` are made
+   * printable here.
    */
-  report(who: string, reason: string, message: string): boolean {
+  report(who: string, reason: string, message: string, logged = this.logged): boolean {
     const key = `${who}\0${reason}`;
-    const c = this.counts.get(key) ?? this.counts.set(key, { who, reason, n: 0 }).get(key)!;
-    if (++c.n > this.logged) return false;
+    const c = this.counts.get(key) ?? this.counts.set(key, { who, reason, n: 0, logged }).get(key)!;
+    if (++c.n > c.logged) return false;
     this.log(`${printable(who, 80)}: ${printable(message)}`);
     return true;
   }
 
   /** Logs how many complaints of each peer and reason went unlogged this period, and starts a new one. */
   summarise(): void {
-    for (const { who, reason, n } of this.counts.values()) {
-      if (n > this.logged) this.log(`${printable(who, 80)}: ${n - this.logged} more ${reason}`);
+    for (const { who, reason, n, logged } of this.counts.values()) {
+      if (n > logged) this.log(`${printable(who, 80)}: ${n - logged} more ${reason}`);
     }
     this.counts.clear();
   }

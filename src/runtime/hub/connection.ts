@@ -15,7 +15,7 @@ export class Connection {
   private readonly strikes: TokenBucket;
   private resumeTimer: NodeJS.Timeout | null = null;
 
-  constructor(readonly ws: WebSocket, address: string, limits: HubLimits, private readonly complaints: Complaints, onMessage: (m: Message) => void) {
+  constructor(readonly ws: WebSocket, readonly address: string, limits: HubLimits, private readonly complaints: Complaints, onMessage: (m: Message) => void) {
     this.who = `peer ${address}`;
     this.frames = new TokenBucket(limits.framesPerSecond, limits.frameBurst);
     this.bytes = new TokenBucket(limits.bytesPerSecond, limits.byteBurst);

@@ -12,6 +12,15 @@ export interface LoadDeadline {
   bytesPerSecond: number;
 }
 
+/** How long a re-plan waits for more joins and leaves of the same moment. */
+const REPLAN_COALESCE_MS = 100;
+
+const sameExperts = (a: ReadonlyArray<[number, number]>, b: ReadonlyArray<[number, number]>): boolean => {
+  if (a.length !== b.length) return false;
+  const set = new Set(a.map(pairKey));
+  return b.every((p) => set.has(pairKey(p)));
+};
+
 export const DEFAULT_LOAD_DEADLINE: Readonly<LoadDeadline> = { baseMs: 30_000, bytesPerSecond: 20e6 };
 
 export interface PlacerOptions {
@@ -49,6 +58,7 @@ export class Placer {
   private started = false;
   private closed = false;
   private readonly waiters = new Set<{ check: () => void; fail: (e: Error) => void }>();
+  private replanTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly cfg: ModelConfig, private readonly opts: PlacerOptions, private readonly links: PlacerLinks) {}
 
@@ -92,18 +102,18 @@ export class Placer {
   }
 
   joined(): void {
-    if (this.started) this.replanInBackground();
+    if (this.started) this.replanSoon();
     this.changed();
   }
 
   left(d: Device): void {
     this.changed();
-    if (this.started && this.members.includes(d)) this.replanInBackground();
+    if (this.started && this.members.includes(d)) this.replanSoon();
   }
 
   quarantined(): void {
     this.changed();
-    if (this.started) this.replanInBackground();
+    if (this.started) this.replanSoon();
   }
 
   /** A device has loaded its assignment; one left out for being late is placed again. */
@@ -111,11 +121,12 @@ export class Placer {
     this.changed();
     if (!d.laggard) return;
     d.laggard = false;
-    if (this.started) this.replanInBackground();
+    if (this.started) this.replanSoon();
   }
 
   close(): void {
     this.closed = true;
+    if (this.replanTimer) clearTimeout(this.replanTimer);
     for (const w of [...this.waiters]) w.fail(new Error("base station shutting down"));
   }
 
@@ -142,9 +153,12 @@ export class Placer {
       return;
     }
     live.forEach((d, i) => {
+      // a device that has loaded the same share already is not sent it again
+      const same = d.loadedGen === d.assignedGen && sameExperts(d.assigned, next.experts[i]!);
       d.assigned = next.experts[i]!;
       d.assignedGen = gen;
-      this.links.assign(d);
+      if (same) d.loadedGen = gen;
+      else this.links.assign(d);
     });
     const deadlineMs = this.loadDeadline(live);
     const loaded = await this.until(() => this.gen !== gen || live.every((d) => !d.connected || d.loadedGen === gen), deadlineMs);
@@ -172,6 +186,18 @@ export class Placer {
       d.holds = d.holds.filter((p) => keep.has(pairKey(p)));
       this.links.release(d, drop);
     }
+  }
+
+  /**
+   * A re-plan shortly, for all the joins, leaves and loads of that moment at once: a burst of them (a
+   * peer reconnecting in a loop) costs one placement, not one each.
+   */
+  private replanSoon(): void {
+    if (this.replanTimer || this.closed) return;
+    this.replanTimer = setTimeout(() => {
+      this.replanTimer = null;
+      this.replanInBackground();
+    }, REPLAN_COALESCE_MS);
   }
 
   private replanInBackground(): void {
