@@ -253,7 +253,7 @@ test("fuzz: whatever a peer writes after the WebSocket handshake, the hub neithe
   const lines: string[] = [];
   const hub = await DeviceHub.listen({ model: dir, weightDType: "f32", wireDType: "f32", log: (l) => lines.push(l) });
   const devices: Array<Promise<void>> = [];
-  const device = (name: string) => devices.push(runDevice({ bs: hub.url, name, threads: 1, spinMs: 0, log: () => undefined }).catch((e: unknown) => void crashes.push(e)));
+  const device = (name: string) => devices.push(runDevice({ bs: hub.url, name, threads: 1, spinMs: 0, retryForMs: 0, log: () => undefined }).catch((e: unknown) => void crashes.push(e)));
   const port = Number(new URL(hub.url).port);
   try {
     const reference = Engine.load(dir, { dtype: "f32" });

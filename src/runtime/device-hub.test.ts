@@ -52,7 +52,7 @@ async function withBench(devices: number, opts: Partial<HubOptions>, fn: (b: Ben
   const hub = await DeviceHub.listen({ model: dir, weightDType: "f32", wireDType: "f32", log: (l) => lines.push(l), ...opts });
   const running: Array<Promise<void>> = [];
   const device = (name: string) => {
-    const done = runDevice({ bs: hub.url, name, threads: 1, spinMs: 0, log: () => undefined });
+    const done = runDevice({ bs: hub.url, name, threads: 1, spinMs: 0, retryForMs: 0, log: () => undefined });
     running.push(done.catch(() => undefined));
     return done;
   };
