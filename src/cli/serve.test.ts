@@ -55,7 +55,7 @@ test("serve: a port in use or a bad model ends the BS with one clear line and a 
   }
 });
 
-test("serve --devices 1: waits for its device, serves once it is placed, 503 when it is gone, serves again when one rejoins", async () => {
+test("serve --devices 2: waits for its devices, places one that comes 30 s late and uses both, 503 when they are gone, serves again when one rejoins", { timeout: 180_000 }, async () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-serve-"));
   const children: ChildProcess[] = [];
   try {
@@ -64,43 +64,55 @@ test("serve --devices 1: waits for its device, serves once it is placed, 503 whe
     const want = (await single.generate(single.tokenizer.encode("hello"), { temperature: 0, maxTokens: 6 })).text;
     single.close();
 
-    const bs = start(["serve", "--model", dir, "--port", "0", "--devices", "1", "--threads", "1"]);
+    const bs = start(["serve", "--model", dir, "--port", "0", "--devices", "2", "--threads", "1"]);
     children.push(bs.child);
     const port = await until("the BS to listen", () => /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(bs.err())?.[1]);
     const base = `http://127.0.0.1:${port}`;
+    const health = async () => {
+      const r = await fetch(`${base}/health`);
+      return { code: r.status, ...(await r.json()) };
+    };
     const complete = () => fetch(`${base}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ prompt: "hello", max_tokens: 6, temperature: 0 }) });
+    const device = (name: string) => {
+      const d = start(["device", "--bs", `ws://127.0.0.1:${port}`, "--name", name, "--threads", "1", "--retry-for", "0"]);
+      children.push(d.child);
+      return d;
+    };
 
-    // no device yet: unavailable, and a completion is refused with the reason
-    await until("the engine to load", async () => ((await (await fetch(`${base}/health`)).json()).reasons.includes("loading the model") ? undefined : true));
-    const h = await fetch(`${base}/health`);
-    assert.equal(h.status, 503);
-    const health = await h.json();
-    assert.equal(health.status, "unavailable");
-    assert.match(health.reasons.join(";"), /waiting for devices: 0 of 1 connected/);
+    // one device of two: unavailable, saying why, and a completion is refused with the reason
+    const first = device("first");
+    await until("the first device", async () => ((await health()).reasons.join(";").includes("1 of 2 connected") ? true : undefined));
+    await new Promise((r) => setTimeout(r, 30_000));
+    const h = await health();
+    assert.equal(h.code, 503);
+    assert.equal(h.status, "unavailable");
+    assert.match(h.reasons.join(";"), /waiting for devices: 1 of 2 connected/);
+    assert.match(bs.err(), /waiting for devices: 1 of 2 connected/, "the wait is logged");
     const early = await complete();
     assert.equal(early.status, 503);
     assert.match((await early.json()).error.message, /waiting for devices/);
 
-    // a device that comes late is placed and used
-    const device = start(["device", "--bs", `ws://127.0.0.1:${port}`, "--name", "late", "--threads", "1", "--retry-for", "0"]);
-    children.push(device.child);
-    await until("the device to be placed", async () => ((await (await fetch(`${base}/health`)).json()).status === "ok" ? true : undefined));
-    const served = await complete();
-    assert.equal(served.status, 200);
-    assert.equal((await served.json()).choices[0].text, want);
+    // the second, 30 s late, is placed and used
+    const late = device("late");
+    await until("both devices placed", async () => ((await health()).status === "ok" ? true : undefined));
+    for (let i = 0; i < 3; i++) {
+      const served = await complete();
+      assert.equal(served.status, 200);
+      assert.equal((await served.json()).choices[0].text, want);
+    }
+    assert.deepEqual((await health()).devices.map((d: { name: string; calls: number }) => [d.name, d.calls > 0]), [["first", true], ["late", true]], "both serve");
 
-    // the device is gone: 503 with the reason, never 200 with noise
-    device.child.kill("SIGKILL");
-    await device.exited;
-    await until("the BS to see the device gone", async () => ((await fetch(`${base}/health`)).status === 503 ? true : undefined));
+    // the devices are gone: 503 with the reason, never 200 with noise
+    for (const d of [first, late]) d.child.kill("SIGKILL");
+    await Promise.all([first.exited, late.exited]);
+    await until("the BS to see the devices gone", async () => ((await health()).code === 503 ? true : undefined));
     const gone = await complete();
     assert.equal(gone.status, 503);
     assert.match((await gone.json()).error.message, /cannot serve now/);
 
-    // another device joins: served again, same answer
-    const again = start(["device", "--bs", `ws://127.0.0.1:${port}`, "--name", "again", "--threads", "1", "--retry-for", "0"]);
-    children.push(again.child);
-    await until("the new device to be placed", async () => ((await (await fetch(`${base}/health`)).json()).status === "ok" ? true : undefined));
+    // a device joins: served again, same answer
+    device("again");
+    await until("the new device to be placed", async () => ((await health()).status === "ok" ? true : undefined));
     const back = await complete();
     assert.equal(back.status, 200);
     assert.equal((await back.json()).choices[0].text, want);
