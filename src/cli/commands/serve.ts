@@ -26,6 +26,10 @@ interface ServeCliOptions extends ModelCliOptions {
 const NO_USAGE = { calls: 0, failed_calls: 0, dropped_slots: 0, dropped_weight: 0, retries: 0 };
 const collect = (v: string, all: string[]) => [...all, v];
 
+/** What `Authorization: Bearer` can carry (RFC 6750's b64token, as bearerAuth matches it): a key outside it could never be used. */
+const API_KEY = /^(?=.{8,256}$)[A-Za-z0-9._~+/-]+=*$/;
+const API_KEY_RULE = "an API key is 8 to 256 characters of A-Z a-z 0-9 . _ ~ + / - (then = padding)";
+
 /** Keys from a file: one a line; blank lines and # comments skipped. */
 function readKeys(file: string): string[] {
   let text: string;
@@ -36,11 +40,13 @@ function readKeys(file: string): string[] {
   }
   const keys = text.split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
   if (keys.length === 0) throw new Error(`--api-key-file ${file}: holds no key`);
+  const bad = keys.findIndex((k) => !API_KEY.test(k));
+  if (bad >= 0) throw new Error(`--api-key-file ${file}: key ${bad + 1}: ${API_KEY_RULE}`);
   return keys;
 }
 
 function apiKey(v: string, all: string[]): string[] {
-  if (!/^[\x21-\x7e]{8,256}$/.test(v)) throw new InvalidArgumentError("an API key is 8 to 256 printable characters without spaces");
+  if (!API_KEY.test(v)) throw new InvalidArgumentError(API_KEY_RULE);
   return [...all, v];
 }
 
