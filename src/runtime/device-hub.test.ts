@@ -251,6 +251,22 @@ test("a device that keeps answering requests never made gets a few error frames,
   });
 });
 
+test("a device that says it is extremely slow gets a deadline a timer can hold: its answer after 50 ms is taken", async () => {
+  await withBench(0, {}, async ({ hub, lines }) => {
+    // 1e-12 GFLOP/s: 20 × the expected time is beyond what setTimeout holds (Node would fire it after 1 ms)
+    const p = await fakeDevice(hub.url, "sloth", { capabilities: { ...CAPS, memoryBytes: 1e9, gflops: 1e-12 } });
+    p.ws.on("message", (d: Buffer) => {
+      const m = decodeFrame(new Uint8Array(d));
+      if (m.type === "call") setTimeout(() => p.ws.send(encodeFrame({ type: "result", id: m.id, experts: m.experts, hidden: m.hidden, dtype: m.dtype, computeMs: 0, payload: new Uint8Array(m.payload.length) })), 50);
+    });
+    await hub.start(1);
+    const [r] = hub.executor.dispatch([{ layer: 0, expert: 0, rows: 1, input: new Float32Array(64) }]);
+    assert.equal((await r!).output.length, 64, "answered within its deadline");
+    assert.ok(!lines.some((l) => /deadline/.test(l)), lines.join("\n"));
+    p.ws.terminate();
+  });
+});
+
 test("a device over its frame rate is paused, not served faster; the hub serves on", async () => {
   await withBench(2, { limits: { framesPerSecond: 50, frameBurst: 10 } }, async ({ hub, lines, serves }) => {
     const p = await fakeDevice(hub.url, "chatty");
