@@ -50,6 +50,15 @@ function apiKey(v: string, all: string[]): string[] {
   return [...all, v];
 }
 
+/** The longest request timeout, s: what a timer holds (2^31 - 1 ms); AbortSignal.timeout throws beyond it, on every request. */
+const MAX_REQUEST_TIMEOUT_S = Math.floor((2 ** 31 - 1) / 1000);
+
+function requestTimeout(v: string): number {
+  const s = positiveNumber(v);
+  if (s > MAX_REQUEST_TIMEOUT_S) throw new InvalidArgumentError(`expected at most ${MAX_REQUEST_TIMEOUT_S} seconds (about 24 days), got "${v}"`);
+  return s;
+}
+
 const isLoopback = (host: string) => host === "localhost" || host === "::1" || host.startsWith("127.");
 
 export function serveCommand(): Command {
@@ -63,7 +72,7 @@ export function serveCommand(): Command {
     .option("--api-key-file <file>", "API keys, one a line (# comments)")
     .option("--cors <origin>", "allow cross-origin requests from ORIGIN (repeatable; default: none)", collect, [])
     .addOption(new Option("--max-body <size>", "largest request body; beyond it 413").argParser(byteSize).default(DEFAULT_MAX_BODY_BYTES, "4MiB"))
-    .addOption(new Option("--request-timeout <seconds>", "a generation running longer ends with 504").argParser(positiveNumber).default(DEFAULT_REQUEST_TIMEOUT_MS / 1000))
+    .addOption(new Option("--request-timeout <seconds>", "a generation running longer ends with 504").argParser(requestTimeout).default(DEFAULT_REQUEST_TIMEOUT_MS / 1000))
     .action(async (o: ServeCliOptions) => {
       const log = (l: string) => process.stderr.write(`${l}\n`);
       // a bug in one request's path must not end every other's: it is logged, the process goes on
