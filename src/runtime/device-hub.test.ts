@@ -383,6 +383,9 @@ test("a peer that reconnects in a loop costs a bounded log and few placements; t
     }
     await sleep(300);
     assert.ok(placements() - before.placements <= 100, `${placements() - before.placements} placements for 200 joins and 200 leaves`);
+    // and a re-plan that changed nothing (the peer gone before it) writes no line
+    const logged = b.lines.filter((l) => /^placement \d+:/.test(l)).map((l) => l.replace(/^placement \d+/, ""));
+    assert.ok(logged.every((l, i) => i === 0 || l !== logged[i - 1]), `the same placement logged twice in a row:\n${logged.join("\n")}`);
     assert.equal(assigns.length, before.assigns, "d0's share never changed, so it was not sent again");
     const joins = b.lines.slice(before.lines).filter((l) => /loop(-\d+)? (joined|left)/.test(l)).length;
     assert.ok(joins <= 32, `${joins} join and leave lines logged`);
