@@ -5,7 +5,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -40,10 +40,17 @@ test("serve: a port in use or a bad model ends the BS with one clear line and a 
   try {
     initModel({ arch: "MixtralForCausalLM", out: dir, layers: 2, hidden: 64, experts: 4, topK: 2, seed: 5 });
     const port = String((taken.address() as net.AddressInfo).port);
+    const keyFile = path.join(dir, "keys.txt");
+    writeFileSync(keyFile, "# ops\ngood-key-1234\n\"quoted key\"\n");
     for (const [args, msg] of [
       [["--model", dir, "--port", port], new RegExp(`^distmoe: error: cannot listen on 127.0.0.1:${port}: the port is in use\n$`)],
       [["--model", path.join(dir, "nowhere"), "--port", "0"], /^distmoe: error: .*nowhere.*\n$/],
-      [["--model", dir, "--port", "0", "--api-key", "short"], /an API key is 8 to 256 printable characters/],
+      [["--model", dir, "--port", "0", "--api-key", "short"], /an API key is 8 to 256 characters of/],
+      // printable, but not what `Authorization: Bearer` can carry: no request could ever use it
+      [["--model", dir, "--port", "0", "--api-key", "pass:word!"], /an API key is 8 to 256 characters of/],
+      // beyond what a timer holds, every completion would be a 500
+      [["--model", dir, "--port", "0", "--request-timeout", "1e7"], /--request-timeout.*expected at most 2147483 seconds/],
+      [["--model", dir, "--port", "0", "--api-key-file", keyFile], /--api-key-file .*keys\.txt: key 2: an API key is 8 to 256 characters of/],
     ] as const) {
       const r = spawnSync(process.execPath, [BIN, "serve", ...args], { encoding: "utf8", timeout: 60_000 });
       assert.equal(r.status, 1, r.stderr);

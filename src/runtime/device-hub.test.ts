@@ -251,6 +251,22 @@ test("a device that keeps answering requests never made gets a few error frames,
   });
 });
 
+test("a device that says it is extremely slow gets a deadline a timer can hold: its answer after 50 ms is taken", async () => {
+  await withBench(0, {}, async ({ hub, lines }) => {
+    // 1e-12 GFLOP/s: 20 × the expected time is beyond what setTimeout holds (Node would fire it after 1 ms)
+    const p = await fakeDevice(hub.url, "sloth", { capabilities: { ...CAPS, memoryBytes: 1e9, gflops: 1e-12 } });
+    p.ws.on("message", (d: Buffer) => {
+      const m = decodeFrame(new Uint8Array(d));
+      if (m.type === "call") setTimeout(() => p.ws.send(encodeFrame({ type: "result", id: m.id, experts: m.experts, hidden: m.hidden, dtype: m.dtype, computeMs: 0, payload: new Uint8Array(m.payload.length) })), 50);
+    });
+    await hub.start(1);
+    const [r] = hub.executor.dispatch([{ layer: 0, expert: 0, rows: 1, input: new Float32Array(64) }]);
+    assert.equal((await r!).output.length, 64, "answered within its deadline");
+    assert.ok(!lines.some((l) => /deadline/.test(l)), lines.join("\n"));
+    p.ws.terminate();
+  });
+});
+
 test("a device over its frame rate is paused, not served faster; the hub serves on", async () => {
   await withBench(2, { limits: { framesPerSecond: 50, frameBurst: 10 } }, async ({ hub, lines, serves }) => {
     const p = await fakeDevice(hub.url, "chatty");
@@ -367,6 +383,9 @@ test("a peer that reconnects in a loop costs a bounded log and few placements; t
     }
     await sleep(300);
     assert.ok(placements() - before.placements <= 100, `${placements() - before.placements} placements for 200 joins and 200 leaves`);
+    // and a re-plan that changed nothing (the peer gone before it) writes no line
+    const logged = b.lines.filter((l) => /^placement \d+:/.test(l)).map((l) => l.replace(/^placement \d+/, ""));
+    assert.ok(logged.every((l, i) => i === 0 || l !== logged[i - 1]), `the same placement logged twice in a row:\n${logged.join("\n")}`);
     assert.equal(assigns.length, before.assigns, "d0's share never changed, so it was not sent again");
     const joins = b.lines.slice(before.lines).filter((l) => /loop(-\d+)? (joined|left)/.test(l)).length;
     assert.ok(joins <= 32, `${joins} join and leave lines logged`);

@@ -307,6 +307,14 @@ test("API keys, CORS when asked, and /health states", async () => {
     assert.equal(none.status, 401);
     assert.match((await none.json()).error.message, /API key is required/);
     assert.equal((await s.post("/v1/completions", { prompt: "x", max_tokens: 1 }, { authorization: "Bearer wrong-key-000" })).status, 401);
+    // any other Authorization header is 401 too (not bearerAuth's 400), and every refusal names its request id
+    for (const authorization of ["Basic a2V5LW9uZS0xMjM=", "Bearer", "Bearer key one", "key-one-123", "Bearer wrong-key-000"]) {
+      const r = await s.post("/v1/completions", { prompt: "x", max_tokens: 1 }, { authorization });
+      assert.equal(r.status, 401, authorization);
+      const e = (await r.json()).error;
+      assert.equal(e.type, "authentication_error");
+      assert.ok(e.request_id && r.headers.get("x-request-id") === e.request_id, `the refusal of '${authorization}' names its request id`);
+    }
     assert.equal((await fetch(s.base + "/v1/models")).status, 401);
     assert.equal((await s.post("/v1/completions", { prompt: "x", max_tokens: 1 }, { authorization: "Bearer key-two-456" })).status, 200);
     assert.equal((await fetch(s.base + "/health")).status, 200, "health needs no key");

@@ -76,8 +76,10 @@ export function createApp(opts: AppOptions): Hono<Env> {
   app.notFound((c) => fail(c, new ApiError(404, `no route for ${c.req.method} ${c.req.path}`, "not_found_error")));
   if (opts.corsOrigins?.length) app.use(cors({ origin: [...opts.corsOrigins], allowHeaders: ["authorization", "content-type"], exposeHeaders: ["x-request-id", "retry-after"] }));
   if (opts.apiKeys?.length) {
-    const message = "a valid API key is required: Authorization: Bearer KEY";
-    app.use("/v1/*", bearerAuth({ token: [...opts.apiKeys], noAuthenticationHeader: { message: errorBody(message, "authentication_error") }, invalidAuthenticationHeader: { message: errorBody(message, "authentication_error") }, invalidToken: { message: errorBody("the API key is not valid", "authentication_error") } }));
+    // every refusal is 401 with the request id (bearerAuth's own answer to a header in another scheme is 400 without it)
+    const refuse = (message: string) => (c: Context<Env>) => c.json(errorBody(message, "authentication_error", undefined, c.get("requestId")), 401);
+    const required = refuse("a valid API key is required: Authorization: Bearer KEY");
+    app.use("/v1/*", bearerAuth({ token: [...opts.apiKeys], noAuthenticationHeader: { message: required }, invalidAuthenticationHeader: { message: required }, invalidToken: { message: refuse("the API key is not valid") } }));
   }
 
   const jsonBody: MiddlewareHandler<Env> = async (c, next) => {

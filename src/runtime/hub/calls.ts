@@ -8,9 +8,14 @@ import { concatRows, decodeActivations, encodeActivations, splitRows, wireBytes,
 import type { Message } from "../../protocol/frames.js";
 import type { Device } from "./device.js";
 
-/** Deadlines: a multiple of a call's expected time, never below a floor that absorbs a busy machine. */
+/**
+ * Deadlines: a multiple of a call's expected time, never below a floor that absorbs a busy machine, nor
+ * above a cap: a step waits for its slowest call, so a device that says it is slow (or a timer asked for
+ * more than it holds, which Node runs after 1 ms) must not set how long every request waits.
+ */
 const DEADLINE_FACTOR = 20;
 const DEADLINE_FLOOR_MS = 1000;
+const DEADLINE_CAP_MS = 60_000;
 /** Requests given up on that are remembered, so that their late answers are dropped quietly. */
 const EXPIRED_KEPT = 4096;
 
@@ -149,10 +154,10 @@ export class Calls {
     if (this.expired.size > EXPIRED_KEPT) this.expired.delete(this.expired.values().next().value!);
   }
 
-  /** DEADLINE_FACTOR × the latency model's expectation for these calls on this device, at least the floor. */
+  /** DEADLINE_FACTOR × the latency model's expectation for these calls on this device, between the floor and the cap. */
   private deadlineFor(device: Device, calls: readonly ExpertCall[]): number {
     const cost = deviceCost(this.opts.expertShape, device.capabilities, this.opts.link?.(device.name, performance.now()) ?? null);
     const expected = deviceLayerTime(cost, calls, this.opts.hidden * wireBytes(this.opts.wireDType)).ms;
-    return Math.max(DEADLINE_FLOOR_MS, DEADLINE_FACTOR * expected);
+    return Math.min(DEADLINE_CAP_MS, Math.max(DEADLINE_FLOOR_MS, DEADLINE_FACTOR * expected));
   }
 }

@@ -59,6 +59,8 @@ export class Placer {
   private closed = false;
   private readonly waiters = new Set<{ check: () => void; fail: (e: Error) => void }>();
   private replanTimer: NodeJS.Timeout | null = null;
+  /** the shares the last placement line logged */
+  private loggedShares = "";
 
   constructor(private readonly cfg: ModelConfig, private readonly opts: PlacerOptions, private readonly links: PlacerLinks) {}
 
@@ -152,13 +154,17 @@ export class Placer {
       this.links.log(`cannot place the experts: ${this.planError}`);
       return;
     }
+    let moved = false;
     live.forEach((d, i) => {
       // a device that has loaded the same share already is not sent it again
       const same = d.loadedGen === d.assignedGen && sameExperts(d.assigned, next.experts[i]!);
       d.assigned = next.experts[i]!;
       d.assignedGen = gen;
       if (same) d.loadedGen = gen;
-      else this.links.assign(d);
+      else {
+        moved = true;
+        this.links.assign(d);
+      }
     });
     const deadlineMs = this.loadDeadline(live);
     const loaded = await this.until(() => this.gen !== gen || live.every((d) => !d.connected || d.loadedGen === gen), deadlineMs);
@@ -177,7 +183,10 @@ export class Placer {
     this.members = live;
     this.placement = next;
     this.changed();
-    this.links.log(`placement ${gen}: ${live.map((d) => `${d.name} ${d.assigned.length}`).join(", ")} experts`);
+    // one that moved nothing and reads as the last (a peer came and went before it) is not worth a line: a peer in a loop would write one per re-plan
+    const shares = `${live.map((d) => `${d.name} ${d.assigned.length}`).join(", ")} experts`;
+    if (moved || shares !== this.loggedShares) this.links.log(`placement ${gen}: ${shares}`);
+    this.loggedShares = shares;
     // what the devices hold beyond their new share is no longer routed to: they free it
     for (const d of live) {
       const keep = new Set(d.assigned.map(pairKey));
