@@ -33,12 +33,26 @@ function tokenText(v: unknown): string | undefined {
   return undefined;
 }
 
+/** Characters in the longest vocabulary entry or added token of a tokenizer.json (BPE and WordPiece map entries to ids; Unigram lists [entry, score]). */
+function longestEntry(json: Record<string, unknown>): number {
+  const vocab = (json.model as { vocab?: unknown } | undefined)?.vocab;
+  const entries = Array.isArray(vocab) ? vocab.map((e: unknown) => (Array.isArray(e) ? e[0] : e)) : vocab && typeof vocab === "object" ? Object.keys(vocab) : [];
+  const added = Array.isArray(json.added_tokens) ? json.added_tokens.map((t: { content?: unknown }) => t?.content) : [];
+  return Math.max(1, ...[...entries, ...added].map((e) => (typeof e === "string" ? [...e].length : 1)));
+}
+
 export class TextTokenizer {
   readonly bosToken?: string;
   readonly eosToken?: string;
   readonly chatTemplate?: string;
+  /**
+   * The most characters one token stands for (the longest vocabulary entry): a text of n characters is
+   * at least n / maxTokenChars tokens, known without encoding it.
+   */
+  readonly maxTokenChars: number;
 
-  private constructor(private readonly tok: Tokenizer, config: Record<string, unknown>, readonly file: string) {
+  private constructor(private readonly tok: Tokenizer, json: Record<string, unknown>, config: Record<string, unknown>, readonly file: string) {
+    this.maxTokenChars = longestEntry(json);
     this.bosToken = tokenText(config.bos_token);
     this.eosToken = tokenText(config.eos_token);
     const tmpl = config.chat_template;
@@ -63,7 +77,7 @@ export class TextTokenizer {
     } catch (e) {
       throw new Error(`${file}: not a usable tokenizer (${(e as Error).message})`);
     }
-    return new TextTokenizer(tok, config, file);
+    return new TextTokenizer(tok, json, config, file);
   }
 
   /** Token ids as the tokenizer produces them by default (special tokens such as BOS included). */

@@ -232,6 +232,10 @@ test("refused requests get a clear status: validation, unsupported parameters, m
       ["/v1/chat/completions", { messages: [{ role: "wizard", content: "x" }] }, 400, /messages\[0\]\.role/],
       ["/v1/completions", { prompt: "x", model: "gpt-4" }, 404, /the model 'gpt-4' does not exist/],
       ["/v1/completions", { prompt: "word ".repeat(40) }, 400, /the prompt has \d+ tokens; this model's context holds 32/],
+      // refused by its length before it is encoded (a long prompt would hold the server while it is)
+      ["/v1/completions", { prompt: "x".repeat(5000) }, 400, /the prompt has 5000 characters: more than this model's context of 32 tokens can hold/],
+      ["/v1/chat/completions", { messages: [{ role: "user", content: "x".repeat(5000) }] }, 400, /the prompt has 5000 characters/],
+      ["/v1/chat/completions", { messages: Array.from({ length: 40 }, () => ({ role: "user", content: "" })) }, 400, /40 messages: more than this model's context of 32 tokens can hold/],
       ["/v1/completions", { prompt: "x", max_tokens: 100 }, 400, /the context holds 32 tokens; the prompt has 2 and max_tokens asks for 100 more \(at most 30\)/],
     ];
     for (const [name, value] of [["logprobs", 2], ["presence_penalty", 0.5], ["frequency_penalty", 1], ["logit_bias", { "5": 10 }], ["response_format", { type: "json_object" }], ["tools", [{ type: "function" }]], ["echo", true], ["best_of", 3], ["suffix", "end"]] as const) {

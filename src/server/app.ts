@@ -10,7 +10,7 @@ import { cors } from "hono/cors";
 import { HTTPException } from "hono/http-exception";
 import { requestId, type RequestIdVariables } from "hono/request-id";
 import type { Engine } from "../runtime/engine.js";
-import { generate, generationError } from "./completions.js";
+import { generate, generationError, promptTokens, refuseOverlongPrompt } from "./completions.js";
 import { ApiError, errorBody } from "./errors.js";
 import { Health, type PartStatus } from "./health.js";
 import type { ServerMetrics } from "./metrics.js";
@@ -117,11 +117,14 @@ export function createApp(opts: AppOptions): Hono<Env> {
     const p = parseCompletion(await readJson(c));
     const engine = serving();
     opts.metrics.requests.inc({ kind: "text" });
-    return generate(c, generation(c, engine), "text", engine.tokenizer.encode(p.prompt), p);
+    return generate(c, generation(c, engine), "text", promptTokens(engine, p.prompt, true, "prompt"), p);
   });
   app.post("/v1/chat/completions", limit, jsonBody, async (c) => {
     const p = parseChat(await readJson(c));
     const engine = serving();
+    // the messages' own text bounds the prompt's before the template is rendered
+    refuseOverlongPrompt(engine, p.messages.reduce((n, m) => n + m.content.length, 0), "messages");
+    if (p.messages.length > engine.model.contextLength) throw new ApiError(400, `${p.messages.length} messages: more than this model's context of ${engine.model.contextLength} tokens can hold`, "invalid_request_error", { param: "messages" });
     let text: string;
     try {
       text = engine.tokenizer.applyChatTemplate(p.messages);
@@ -129,7 +132,7 @@ export function createApp(opts: AppOptions): Hono<Env> {
       throw new ApiError(400, (e as Error).message, "invalid_request_error", { param: "messages" });
     }
     opts.metrics.requests.inc({ kind: "chat" });
-    return generate(c, generation(c, engine), "chat", engine.tokenizer.encode(text, false), p);
+    return generate(c, generation(c, engine), "chat", promptTokens(engine, text, false, "messages"), p);
   });
 
   const model = { id: opts.modelName, object: "model", created: 0, owned_by: "distmoe" };

@@ -48,6 +48,22 @@ export function generationError(e: unknown, timeoutMs: number): ApiError | null 
   return null;
 }
 
+/**
+ * Refuses a prompt of more characters than the context could hold even at the tokenizer's longest
+ * tokens (twice that, for normalisers that shorten text) before it is encoded: a megabyte of prompt
+ * would otherwise hold the event loop for seconds while it is encoded.
+ */
+export function refuseOverlongPrompt(engine: Engine, chars: number, param: string): void {
+  const ctx = engine.model.contextLength;
+  if (chars > 2 * ctx * engine.tokenizer.maxTokenChars) throw new ApiError(400, `the prompt has ${chars} characters: more than this model's context of ${ctx} tokens can hold`, "invalid_request_error", { param });
+}
+
+/** The prompt's tokens, once it is known to be short enough to encode. */
+export function promptTokens(engine: Engine, text: string, special: boolean, param: string): number[] {
+  refuseOverlongPrompt(engine, text.length, param);
+  return engine.tokenizer.encode(text, special);
+}
+
 export function generate(c: Context, g: GenerationContext, kind: "text" | "chat", prompt: number[], p: SamplingParams): Response | Promise<Response> {
   if (p.model !== undefined && p.model !== g.modelName) throw new ApiError(404, `the model '${p.model}' does not exist; this server serves '${g.modelName}'`, "not_found_error", { param: "model" });
   const ctx = g.engine.model.contextLength;

@@ -59,6 +59,13 @@ function requestTimeout(v: string): number {
   return s;
 }
 
+/** A body limit: a size of at least 1KiB (below it no completion request fits). */
+function bodySize(v: string): number {
+  const n = byteSize(v);
+  if (n < 1024) throw new InvalidArgumentError(`expected at least 1KiB, got "${v}"`);
+  return n;
+}
+
 const isLoopback = (host: string) => host === "localhost" || host === "::1" || host.startsWith("127.");
 
 export function serveCommand(): Command {
@@ -71,7 +78,7 @@ export function serveCommand(): Command {
     .option("--api-key <key>", "require `Authorization: Bearer KEY` on /v1/* (repeatable)", apiKey, [])
     .option("--api-key-file <file>", "API keys, one a line (# comments)")
     .option("--cors <origin>", "allow cross-origin requests from ORIGIN (repeatable; default: none)", collect, [])
-    .addOption(new Option("--max-body <size>", "largest request body; beyond it 413").argParser(byteSize).default(DEFAULT_MAX_BODY_BYTES, "4MiB"))
+    .addOption(new Option("--max-body <size>", "largest request body; beyond it 413").argParser(bodySize).default(DEFAULT_MAX_BODY_BYTES, "4MiB"))
     .addOption(new Option("--request-timeout <seconds>", "a generation running longer ends with 504").argParser(requestTimeout).default(DEFAULT_REQUEST_TIMEOUT_MS / 1000))
     .action(async (o: ServeCliOptions) => {
       const log = (l: string) => process.stderr.write(`${l}\n`);
