@@ -131,3 +131,70 @@ test("serve --devices 2: waits for its devices, places one that comes 30 s late 
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+/** The `distmoe device` processes whose parent is `ppid`, by the name each was given. */
+function deviceChildren(ppid: number): Map<string, number> {
+  const ps = spawnSync("ps", ["-A", "-o", "pid=", "-o", "ppid=", "-o", "args="], { encoding: "utf8" });
+  const found = new Map<string, number>();
+  for (const line of ps.stdout.split("\n")) {
+    const m = /^\s*(\d+)\s+(\d+)\s+.* device .*--name (\S+)/.exec(line);
+    if (m && Number(m[2]) === ppid) found.set(m[3]!, Number(m[1]));
+  }
+  return found;
+}
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+test("serve --local-devices 2 --replicas 2: a killed device is restarted under its name, answers stay the same, SIGTERM ends every device", async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-serve-"));
+  const children: ChildProcess[] = [];
+  const pids: number[] = [];
+  try {
+    initModel({ arch: "MixtralForCausalLM", out: dir, layers: 2, hidden: 64, experts: 4, topK: 2, seed: 5 });
+    const single = Engine.load(dir, { dtype: "f32", threads: 1 });
+    const want = (await single.generate(single.tokenizer.encode("hello"), { temperature: 0, maxTokens: 6 })).text;
+    single.close();
+
+    const bs = start(["serve", "--model", dir, "--port", "0", "--local-devices", "2", "--replicas", "2", "--threads", "1"]);
+    children.push(bs.child);
+    const port = await until("the BS to listen", () => /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(bs.err())?.[1]);
+    const base = `http://127.0.0.1:${port}`;
+    const healthy = () => until("/health ok", async () => ((await (await fetch(`${base}/health`)).json()).status === "ok" ? true : undefined));
+    const complete = async () => {
+      const r = await fetch(`${base}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ prompt: "hello", max_tokens: 6, temperature: 0 }) });
+      assert.equal(r.status, 200);
+      return (await r.json()).choices[0].text;
+    };
+    await healthy();
+    const before = deviceChildren(bs.child.pid!);
+    assert.deepEqual([...before.keys()].sort(), ["local-0", "local-1"]);
+    pids.push(...before.values());
+
+    process.kill(before.get("local-1")!, "SIGKILL");
+    // its replica serves meanwhile (or the device is back already): the same answer either way
+    assert.equal(await complete(), want);
+    const restarted = Number(await until("the restart", () => /^local-1 restarted \(pid (\d+)\)$/m.exec(bs.err())?.[1]));
+    assert.match(bs.err(), /^local-1 exited \(signal SIGKILL\); restarting in \d+\.\d s$/m);
+    assert.notEqual(restarted, before.get("local-1"));
+    pids.push(restarted);
+    await healthy();
+    assert.deepEqual(deviceChildren(bs.child.pid!), new Map([["local-0", before.get("local-0")], ["local-1", restarted]]));
+    assert.equal(await complete(), want);
+
+    bs.child.kill("SIGTERM");
+    assert.equal(await bs.exited, 0, "SIGTERM stops the BS cleanly");
+    assert.deepEqual(pids.filter(alive), [], "no device outlives the BS");
+    assert.doesNotMatch(bs.err(), /restarting in .*\n(.|\n)*restarting in/, "one restart only: none at shutdown");
+  } finally {
+    for (const c of children) c.kill("SIGKILL");
+    for (const pid of pids.filter(alive)) process.kill(pid, "SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -6,6 +6,7 @@ import { fileURLToPath } from "node:url";
 import type { WeightDType } from "../kernels/backend.js";
 import type { WireDType } from "../protocol/activations.js";
 import type { LinkModel } from "../channel/link.js";
+import { Backoff, type BackoffOptions } from "./backoff.js";
 import { DeviceHub } from "./device-hub.js";
 import type { Engine } from "./engine.js";
 
@@ -33,36 +34,73 @@ export interface LocalCluster {
 }
 
 export interface LocalDevices {
+  /** The device processes, local-0, local-1, …: each one's current process (a restart replaces it). */
   children: ChildProcess[];
   /** Rejects when a device process exits with an error before `settled` is called. */
   failed: Promise<never>;
   settled(): void;
-  /** Waits for the processes to end (after the hub told them to leave), killing stragglers. */
+  /** Restarts no more; waits for the processes to end (after the hub told them to leave), killing stragglers. */
   exited(): Promise<void>;
 }
 
-/** N device processes connecting to the hub at `url`; they end when it leaves (they do not reconnect). */
-export function spawnLocalDevices(url: string, count: number, threads = 1, extraArgs: readonly string[] = []): LocalDevices {
+/** Restarting the local devices that exit unexpectedly (a crash, an OOM kill, `kill -9`). */
+export interface Supervision {
+  /** Told of every exit and restart, one line each. */
+  log: (line: string) => void;
+  /** Delays before a restart (default: first 1 s, at most 30 s). */
+  backoff?: BackoffOptions;
+  /** A process that ran this long before it exited restarts after the first delay again (default 60 s). */
+  stableMs?: number;
+}
+
+/** Last bytes of a device's stderr kept, for the line that says why it exited. */
+const STDERR_TAIL = 4096;
+
+/**
+ * N device processes connecting to the hub at `url`; they end when it leaves (they do not reconnect).
+ * With `supervise`, one that exits before `exited()` is called is started again under the same name.
+ */
+export function spawnLocalDevices(url: string, count: number, threads = 1, extraArgs: readonly string[] = [], supervise?: Supervision): LocalDevices {
   const children: ChildProcess[] = [];
+  const restarts = new Set<NodeJS.Timeout>();
+  let stopping = false;
   let failure: ((e: Error) => void) | null = null;
   const failed = new Promise<never>((_, reject) => (failure = reject));
   failed.catch(() => undefined);
-  for (let i = 0; i < count; i++) {
-    const child = spawn(process.execPath, [BIN, "device", "--bs", url, "--name", `local-${i}`, "--threads", String(threads), "--spin-ms", "0", "--retry-for", "0", ...extraArgs], {
+  const run = (i: number, backoff: Backoff) => {
+    const name = `local-${i}`;
+    const started = performance.now();
+    const child = spawn(process.execPath, [BIN, "device", "--bs", url, "--name", name, "--threads", String(threads), "--spin-ms", "0", "--retry-for", "0", ...extraArgs], {
       stdio: ["ignore", "ignore", "pipe"],
     });
     let stderr = "";
     child.stderr!.on("data", (d: Buffer) => {
-      stderr += d.toString();
+      stderr = (stderr + d.toString()).slice(-STDERR_TAIL);
       if (process.env.DISTMOE_DEBUG) process.stderr.write(d);
     });
-    child.on("exit", (code) => {
-      if (code) failure?.(new Error(`device local-${i} exited with code ${code}: ${stderr.trim().split("\n").pop() ?? ""}`));
+    child.on("exit", (code, signal) => {
+      const lastLine = stderr.trim().split("\n").pop() ?? "";
+      if (code && failure) return failure(new Error(`device ${name} exited with code ${code}: ${lastLine}`));
+      if (!supervise || stopping) return;
+      if (performance.now() - started >= (supervise.stableMs ?? 60_000)) backoff.reset();
+      const delay = backoff.next();
+      const why = signal ? `signal ${signal}` : `code ${code}${code && lastLine ? `: ${lastLine}` : ""}`;
+      supervise.log(`${name} exited (${why}); restarting in ${(delay / 1000).toFixed(1)} s`);
+      const timer = setTimeout(() => {
+        restarts.delete(timer);
+        run(i, backoff);
+        supervise.log(`${name} restarted (pid ${children[i]!.pid})`);
+      }, delay);
+      restarts.add(timer);
     });
-    children.push(child);
-  }
-  const exited = () =>
-    Promise.all(
+    children[i] = child;
+  };
+  for (let i = 0; i < count; i++) run(i, new Backoff({ firstMs: 1000, capMs: 30_000, ...supervise?.backoff }));
+  const exited = () => {
+    stopping = true;
+    for (const t of restarts) clearTimeout(t);
+    restarts.clear();
+    return Promise.all(
       children.map(
         (c) =>
           new Promise<void>((resolve) => {
@@ -75,6 +113,7 @@ export function spawnLocalDevices(url: string, count: number, threads = 1, extra
           }),
       ),
     ).then(() => undefined);
+  };
   return { children, failed, settled: () => (failure = null), exited };
 }
 

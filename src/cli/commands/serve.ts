@@ -123,7 +123,8 @@ export function serveCommand(): Command {
       const address = server.address() as { address: string; port: number };
       log(`listening on http://${address.address}:${address.port} (devices: ws://${address.address}:${address.port})`);
       if (!isLoopback(o.host) && apiKeys.length === 0) log(`warning: ${o.host} is not a loopback address and no --api-key is set: anyone who reaches this port can use the API`);
-      const local = o.localDevices ? spawnLocalDevices(`ws://${address.address}:${address.port}`, o.localDevices) : null;
+      // a local device that dies (a crash, an OOM kill) is started again, under the same name
+      const local = o.localDevices ? spawnLocalDevices(`ws://${address.address}:${address.port}`, o.localDevices, 1, [], { log }) : null;
       engine = Engine.load(o.model, { ...engineOptions(o), executor: hub?.executor, maxBatch: o.maxBatch, maxQueue: o.maxQueue });
       if (!hub) log(`ready: ${modelName}`);
       else {
@@ -134,9 +135,11 @@ export function serveCommand(): Command {
         log(`ready: ${modelName} on ${hub.placed.length} devices`);
       }
       const stop = async () => {
+        // restarts end before the hub tells the devices to leave
+        const devicesEnded = local?.exited();
         server.close();
         await hub?.close();
-        await local?.exited();
+        await devicesEnded;
         engine?.close();
         process.exit(0);
       };
