@@ -49,7 +49,7 @@ test("serve: a port in use or a bad model ends the BS with one clear line and a 
       // printable, but not what `Authorization: Bearer` can carry: no request could ever use it
       [["--model", dir, "--port", "0", "--api-key", "pass:word!"], /an API key is 8 to 256 characters of/],
       // beyond what a timer holds, every completion would be a 500
-      [["--model", dir, "--port", "0", "--request-timeout", "1e7"], /--request-timeout.*expected at most 2147483 seconds/],
+      [["--model", dir, "--port", "0", "--request-timeout", "1000h"], /--request-timeout.*expected a duration above 0 and at most 596h/],
       [["--model", dir, "--port", "0", "--api-key-file", keyFile], /--api-key-file .*keys\.txt: key 2: an API key is 8 to 256 characters of/],
     ] as const) {
       const r = spawnSync(process.execPath, [BIN, "serve", ...args], { encoding: "utf8", timeout: 60_000 });

@@ -1,14 +1,14 @@
 import path from "node:path";
-import { readFileSync } from "node:fs";
 import type { Server } from "node:http";
 import { createAdaptorServer } from "@hono/node-server";
-import { Command, InvalidArgumentError, Option } from "commander";
+import { Command, Option } from "commander";
 import { Engine } from "../../runtime/engine.js";
 import { DeviceHub } from "../../runtime/device-hub.js";
 import { spawnLocalDevices } from "../../runtime/local-cluster.js";
 import { createApp, DEFAULT_MAX_BODY_BYTES, DEFAULT_REQUEST_TIMEOUT_MS } from "../../server/app.js";
 import { ServerMetrics } from "../../server/metrics.js";
-import { addModelOptions, byteSize, engineOptions, nonNegativeInt, positiveInt, positiveNumber, type ModelCliOptions } from "../options.js";
+import { addModelOptions, engineOptions, nonNegativeInt, positiveInt, type ModelCliOptions } from "../options.js";
+import { apiKey, bodySize, readKeys, requestTimeout } from "../server-options.js";
 
 interface ServeCliOptions extends ModelCliOptions {
   port: number;
@@ -26,46 +26,6 @@ interface ServeCliOptions extends ModelCliOptions {
 const NO_USAGE = { calls: 0, failed_calls: 0, dropped_slots: 0, dropped_weight: 0, retries: 0 };
 const collect = (v: string, all: string[]) => [...all, v];
 
-/** What `Authorization: Bearer` can carry (RFC 6750's b64token, as bearerAuth matches it): a key outside it could never be used. */
-const API_KEY = /^(?=.{8,256}$)[A-Za-z0-9._~+/-]+=*$/;
-const API_KEY_RULE = "an API key is 8 to 256 characters of A-Z a-z 0-9 . _ ~ + / - (then = padding)";
-
-/** Keys from a file: one a line; blank lines and # comments skipped. */
-function readKeys(file: string): string[] {
-  let text: string;
-  try {
-    text = readFileSync(file, "utf8");
-  } catch (e) {
-    throw new Error(`--api-key-file ${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
-  const keys = text.split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
-  if (keys.length === 0) throw new Error(`--api-key-file ${file}: holds no key`);
-  const bad = keys.findIndex((k) => !API_KEY.test(k));
-  if (bad >= 0) throw new Error(`--api-key-file ${file}: key ${bad + 1}: ${API_KEY_RULE}`);
-  return keys;
-}
-
-function apiKey(v: string, all: string[]): string[] {
-  if (!API_KEY.test(v)) throw new InvalidArgumentError(API_KEY_RULE);
-  return [...all, v];
-}
-
-/** The longest request timeout, s: what a timer holds (2^31 - 1 ms); AbortSignal.timeout throws beyond it, on every request. */
-const MAX_REQUEST_TIMEOUT_S = Math.floor((2 ** 31 - 1) / 1000);
-
-function requestTimeout(v: string): number {
-  const s = positiveNumber(v);
-  if (s > MAX_REQUEST_TIMEOUT_S) throw new InvalidArgumentError(`expected at most ${MAX_REQUEST_TIMEOUT_S} seconds (about 24 days), got "${v}"`);
-  return s;
-}
-
-/** A body limit: a size of at least 1KiB (below it no completion request fits). */
-function bodySize(v: string): number {
-  const n = byteSize(v);
-  if (n < 1024) throw new InvalidArgumentError(`expected at least 1KiB, got "${v}"`);
-  return n;
-}
-
 const isLoopback = (host: string) => host === "localhost" || host === "::1" || host.startsWith("127.");
 
 export function serveCommand(): Command {
@@ -79,7 +39,7 @@ export function serveCommand(): Command {
     .option("--api-key-file <file>", "API keys, one a line (# comments)")
     .option("--cors <origin>", "allow cross-origin requests from ORIGIN (repeatable; default: none)", collect, [])
     .addOption(new Option("--max-body <size>", "largest request body; beyond it 413").argParser(bodySize).default(DEFAULT_MAX_BODY_BYTES, "4MiB"))
-    .addOption(new Option("--request-timeout <seconds>", "a generation running longer ends with 504").argParser(requestTimeout).default(DEFAULT_REQUEST_TIMEOUT_MS / 1000))
+    .addOption(new Option("--request-timeout <duration>", "a generation running longer ends with 504, e.g. 90s, 10m").argParser(requestTimeout).default(DEFAULT_REQUEST_TIMEOUT_MS, "10m"))
     .action(async (o: ServeCliOptions) => {
       const log = (l: string) => process.stderr.write(`${l}\n`);
       // a bug in one request's path must not end every other's: it is logged, the process goes on
@@ -111,7 +71,7 @@ export function serveCommand(): Command {
         apiKeys,
         corsOrigins: o.cors,
         maxBodyBytes: o.maxBody,
-        requestTimeoutMs: o.requestTimeout * 1000,
+        requestTimeoutMs: o.requestTimeout,
         log,
       });
       await new Promise<void>((resolve, reject) => server.once("error", reject).listen(o.port, o.host, () => {

@@ -1,0 +1,46 @@
+// The base station's option parsers: API keys (from the command line and from a file), the body limit
+// and the request timeout, each refused at start with the rule when a value could never work.
+import { readFileSync } from "node:fs";
+import { InvalidArgumentError } from "commander";
+import { byteSize, duration } from "./options.js";
+
+/** What `Authorization: Bearer` can carry (RFC 6750's b64token, as bearerAuth matches it): a key outside it could never be used. */
+const API_KEY = /^(?=.{8,256}$)[A-Za-z0-9._~+/-]+=*$/;
+const API_KEY_RULE = "an API key is 8 to 256 characters of A-Z a-z 0-9 . _ ~ + / - (then = padding)";
+
+/** Keys from a file: one a line; blank lines and # comments skipped. */
+export function readKeys(file: string): string[] {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (e) {
+    throw new Error(`--api-key-file ${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  const keys = text.split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
+  if (keys.length === 0) throw new Error(`--api-key-file ${file}: holds no key`);
+  const bad = keys.findIndex((k) => !API_KEY.test(k));
+  if (bad >= 0) throw new Error(`--api-key-file ${file}: key ${bad + 1}: ${API_KEY_RULE}`);
+  return keys;
+}
+
+export function apiKey(v: string, all: string[]): string[] {
+  if (!API_KEY.test(v)) throw new InvalidArgumentError(API_KEY_RULE);
+  return [...all, v];
+}
+
+/** The longest request timeout, ms: what a timer holds; AbortSignal.timeout throws beyond it, on every request. */
+const MAX_REQUEST_TIMEOUT_MS = 2 ** 31 - 1;
+
+/** A request timeout: a duration above 0 that a timer holds (about 24 days at most). */
+export function requestTimeout(v: string): number {
+  const ms = duration(v);
+  if (!(ms > 0 && ms <= MAX_REQUEST_TIMEOUT_MS)) throw new InvalidArgumentError(`expected a duration above 0 and at most 596h (what a timer holds), got "${v}"`);
+  return ms;
+}
+
+/** A body limit: a size of at least 1KiB (below it no completion request fits). */
+export function bodySize(v: string): number {
+  const n = byteSize(v);
+  if (n < 1024) throw new InvalidArgumentError(`expected at least 1KiB, got "${v}"`);
+  return n;
+}
