@@ -203,6 +203,12 @@ function makeRequest() {
   return { kind, stream, body, abort };
 }
 
+/** How to end each request in flight, when the grace period is over. */
+const running = new Set();
+stopEverything.signal.addEventListener("abort", () => {
+  for (const stop of running) stop();
+});
+
 /**
  * One request, start to end: "completed" | "cancelled" | a failure's reason. Ending it early (on
  * purpose, at its timeout, at the end of the grace period) aborts the fetch and also settles every
@@ -223,7 +229,8 @@ async function run(req) {
   const timers = [setTimeout(() => end("timeout"), REQUEST_TIMEOUT_MS)];
   if (req.abort?.afterMs !== undefined) timers.push(setTimeout(() => end("cancelled"), req.abort.afterMs));
   const onStop = () => end("stopped");
-  stopEverything.signal.addEventListener("abort", onStop);
+  if (stopEverything.signal.aborted) onStop();
+  else running.add(onStop);
   const start = now();
   let ttft = null, pieces = 0, tokens = 0, reader = null;
   /** What ending it early makes of a request that did not complete. */
@@ -300,7 +307,7 @@ async function run(req) {
     return why ? early() : `network: ${e.cause?.code ?? e.cause?.message ?? e.message}`;
   } finally {
     for (const t of timers) clearTimeout(t);
-    stopEverything.signal.removeEventListener("abort", onStop);
+    running.delete(onStop);
     // a request classified before its end (a bad event, data after [DONE]) lets go of its connection
     ours.abort();
     reader?.cancel().catch(() => undefined);
