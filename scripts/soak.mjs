@@ -9,7 +9,6 @@
 // first token, serve's RSS after warm-up / mid-run / at the end, kills, serve's exit code.
 // Exits 1 if any request failed or serve did not exit 0. Loopback only; reads /proc (Linux).
 // Usage: node scripts/soak.mjs [--clients 32] [--minutes 10] [--devices 4] [--replicas 2] … (--help)
-import { setMaxListeners } from "node:events";
 import { parseArgs } from "node:util";
 import { spawn } from "node:child_process";
 import { readFileSync, readdirSync, writeFileSync } from "node:fs";
@@ -139,7 +138,6 @@ function killAll() {
 }
 process.on("exit", killAll);
 const stopEverything = new AbortController();
-setMaxListeners(Infinity, stopEverything.signal); // every client listens for the stop
 for (const signal of ["SIGINT", "SIGTERM"])
   process.once(signal, () => {
     process.stderr.write(`soak: ${signal}: stopping serve and its devices\n`);

@@ -360,7 +360,11 @@ test("an unexpected error fails its own request (500 with a request id, logged o
         const e = (await r.json()).error;
         assert.match(e.message, new RegExp(`internal error \\(request id ${e.request_id}\\)`));
         assert.doesNotMatch(e.message, /blew up|at /, "no stack or internals to the client");
-      } else assert.match(chunks(await events(r)).at(-1)!.error.message, /internal error \(request id/);
+      } else {
+        const e = chunks(await events(r)).at(-1)!.error;
+        assert.match(e.message, /internal error \(request id/);
+        assert.equal(e.request_id, r.headers.get("x-request-id"), "a streamed error names its request id too");
+      }
     }
     assert.equal(s.logs.filter((l) => l.includes("a kernel blew up")).length, 2, "each logged once, with its stack");
     s.engine.model.forward = forward;

@@ -9,7 +9,7 @@ import { streamSSE } from "hono/streaming";
 import type { Engine, GenerationResult } from "../runtime/engine.js";
 import { RequestRejected } from "../runtime/scheduler.js";
 import { ExpertsUnavailable } from "../moe/executor.js";
-import { ApiError } from "./errors.js";
+import { ApiError, errorBody } from "./errors.js";
 import type { SamplingParams } from "./schemas.js";
 
 /** Completions without max_tokens stop here (OpenAI's default); chat runs to the end of the context. */
@@ -122,7 +122,7 @@ export function generate(c: Context, g: GenerationContext, kind: "text" | "chat"
       if (p.includeUsage) send(chunk(null, { usage: usage(r) }));
     } catch (e) {
       const err = g.toApiError(e);
-      send({ error: { message: err.message, type: err.type, code: err.status } });
+      send(errorBody(err.message, err.type, err.options.param, c.get("requestId")));
     }
     send("[DONE]");
     await writes;
