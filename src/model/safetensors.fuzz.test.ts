@@ -7,7 +7,7 @@ import os from "node:os";
 import path from "node:path";
 import fc from "fast-check";
 import { DTYPE_BYTES, parseSafetensorsHeader, SafetensorsFile, safetensorsHeader, type TensorEntry } from "./safetensors.js";
-import { cleanlyRefused, fuzzParams } from "../testing/fuzz.js";
+import { byteDamage, cleanlyRefused, damage, fuzzParams, isByteDamage, type ByteDamage } from "../testing/fuzz.js";
 
 const FILE = "fuzz.safetensors";
 
@@ -35,17 +35,13 @@ const deep = (json: string) => json.replaceAll("<deep>", `${"[".repeat(20000)}${
 
 /** Ways a file may be damaged or forged, as data (so a counterexample reads well). */
 type Mutation =
-  | { flip: Array<[at: number, value: number]> }
-  | { truncate: number }
-  | { extend: number }
+  | ByteDamage
   | { headerLength: bigint }
   | { header: string }
   | { entry: number; field: number; json: string };
 
 const mutation: fc.Arbitrary<Mutation> = fc.oneof(
-  fc.record({ flip: fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 4 }) }),
-  fc.record({ truncate: fc.nat() }),
-  fc.record({ extend: fc.integer({ min: 1, max: 64 }) }),
+  byteDamage,
   fc.record({ headerLength: fc.oneof(fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }), fc.bigInt({ min: 0n, max: 600n }), fc.constantFrom(2n ** 63n, 2n ** 53n + 1n, BigInt(100 << 20) + 1n)) }),
   fc.record({ header: anyJson }),
   fc.record({ entry: fc.nat(), field: fc.nat(), json: anyJson }),
@@ -72,13 +68,7 @@ function withField(header: Uint8Array, m: { entry: number; field: number; json: 
 }
 
 function mutate(f: Uint8Array, m: Mutation): Uint8Array {
-  if ("flip" in m) {
-    const out = f.slice();
-    for (const [at, v] of m.flip) if (out.length > 0) out[at % out.length] = v;
-    return out;
-  }
-  if ("truncate" in m) return f.subarray(0, m.truncate % (f.length + 1));
-  if ("extend" in m) return Uint8Array.from([...f, ...new Uint8Array(m.extend)]);
+  if (isByteDamage(m)) return damage(f, m);
   if (f.length < 8) return f;
   const dv = new DataView(f.buffer, f.byteOffset, f.byteLength);
   if ("headerLength" in m) {

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { decodeFrame, encodeFrame, LIMITS, ProtocolError, type Message } from "./frames.js";
 import { decodeActivations, encodeActivations, WIRE_DTYPES, wireBytes, type WireDType } from "./activations.js";
-import { cleanlyRefused, fuzzParams } from "../testing/fuzz.js";
+import { byteDamage, cleanlyRefused, damage, fuzzParams, isByteDamage, type ByteDamage } from "../testing/fuzz.js";
 
 /** fc.record making objects as JSON.parse does (fast-check may otherwise give them no prototype). */
 const record = ((model: never, constraints?: object) => fc.record(model, { ...constraints, noNullPrototype: true })) as typeof fc.record;
@@ -104,9 +104,7 @@ function withHeader(frame: Uint8Array, header: string): Uint8Array {
 
 /** Ways a hostile or broken peer may change a valid frame, as data (so a counterexample reads well). */
 type Mutation =
-  | { flip: Array<[at: number, value: number]> }
-  | { truncate: number }
-  | { extend: Uint8Array }
+  | ByteDamage
   | { payloadOffBy: 1 | -1 }
   | { headerLength: number; relative: boolean }
   | { retype: number }
@@ -115,9 +113,7 @@ type Mutation =
   | { inner: number; field: number; json: string };
 
 const mutation: fc.Arbitrary<Mutation> = fc.oneof(
-  record({ flip: fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 4 }) }),
-  record({ truncate: fc.nat() }),
-  record({ extend: fc.uint8Array({ minLength: 1, maxLength: 16 }) }),
+  byteDamage,
   record({ payloadOffBy: fc.constantFrom(1 as const, -1 as const) }),
   fc.oneof(record({ headerLength: fc.integer({ min: -2, max: 2 }), relative: fc.constant(true) }), record({ headerLength: fc.nat(), relative: fc.constant(false) })),
   record({ retype: fc.integer({ min: 0, max: 15 }) }),
@@ -146,13 +142,7 @@ function replaced(h: Record<string, unknown>, path: number[], json: string): str
 }
 
 function mutate(f: Uint8Array, m: Mutation): Uint8Array {
-  if ("flip" in m) {
-    const out = f.slice();
-    for (const [at, v] of m.flip) if (out.length > 0) out[at % out.length] = v;
-    return out;
-  }
-  if ("truncate" in m) return f.subarray(0, m.truncate % (f.length + 1));
-  if ("extend" in m) return Uint8Array.from([...f, ...m.extend]);
+  if (isByteDamage(m)) return damage(f, m);
   if ("payloadOffBy" in m) return m.payloadOffBy > 0 ? Uint8Array.from([...f, 0]) : f.subarray(0, Math.max(0, f.length - 1));
   if (f.length < 8) return f;
   if ("headerLength" in m) {
