@@ -35,6 +35,8 @@ export interface ExpertExecutor {
   dispatch(calls: readonly ExpertCall[]): Array<Promise<ExpertResult>>;
   /** Calls that failed on one host and were sent to another, so far (executors with replicas). */
   readonly retries?: number;
+  /** Results refused as implausible (non-finite or out of bounds) and failed like a lost device, so far (remote executors). */
+  readonly rejectedResults?: number;
   /** Frees what the executor holds in the engine's backend (executors built from it). */
   close?(): void;
 }

@@ -11,6 +11,7 @@ import type { ExpertExecutor } from "../moe/executor.js";
 import type { WireDType } from "../protocol/activations.js";
 import type { Capabilities, Message } from "../protocol/frames.js";
 import { CLOSE, closeWith } from "../protocol/socket.js";
+import { DEFAULT_RESULT_BOUNDS, ResultBounds, type ResultBoundsOptions } from "../policies/result-bounds.js";
 import { Admission, type Hello } from "./hub/admission.js";
 import { Calls, type HeldExpert } from "./hub/calls.js";
 import { Complaints, printable } from "./hub/complaints.js";
@@ -46,6 +47,8 @@ export interface HubOptions {
    * 1 s; a number here fixes it instead.
    */
   deadlineMs?: number;
+  /** How results are judged plausible (defaults: DEFAULT_RESULT_BOUNDS). */
+  resultBounds?: Partial<ResultBoundsOptions>;
   /** Emulated links to the devices (rate, delay, jitter, loss), applied to every frame both ways. */
   link?: LinkModel;
   /** Told of every answered call: device, round trip, bytes sent and received. */
@@ -111,12 +114,16 @@ export class DeviceHub {
         log: this.log,
       },
     );
-    this.failover = new Failover((l, e) => this.placer.hostsOf(l, e), this.calls, (d, why) => this.quarantine(d, why));
+    const bounds = new ResultBounds({ ...DEFAULT_RESULT_BOUNDS, ...opts.resultBounds });
+    this.failover = new Failover((l, e) => this.placer.hostsOf(l, e), this.calls, (d, why) => this.quarantine(d, why), bounds, model.cfg.hidden);
     const failover = this.failover;
     this.executor = {
       dispatch: (calls) => failover.dispatch(calls),
       get retries() {
         return failover.retries;
+      },
+      get rejectedResults() {
+        return failover.rejectedResults;
       },
     };
     this.admission = new Admission(server, limits, this.complaints, {

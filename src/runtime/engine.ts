@@ -55,7 +55,7 @@ export class Engine {
   /** Expert-call counters since load; a request's usage is the difference over its run. */
   expertUsage(): ExpertUsage {
     const s = this.model.expertStats;
-    return { calls: s.calls, failed_calls: s.failedCalls, dropped_slots: s.droppedSlots, dropped_weight: s.droppedWeight, retries: this.executor.retries ?? 0 };
+    return { calls: s.calls, failed_calls: s.failedCalls, dropped_slots: s.droppedSlots, dropped_weight: s.droppedWeight, retries: this.executor.retries ?? 0, rejected_results: this.executor.rejectedResults ?? 0 };
   }
 
   static load(dir: string, opts: EngineOptions = {}): Engine {

@@ -15,6 +15,8 @@ export interface ExpertUsage {
   dropped_slots: number;
   dropped_weight: number;
   retries: number;
+  /** results refused as implausible (non-finite or out of bounds), each failed like a lost device (absent: not checked) */
+  rejected_results?: number;
 }
 
 /**
@@ -276,6 +278,7 @@ export class Scheduler {
         dropped_slots: now.dropped_slots - b.dropped_slots,
         dropped_weight: now.dropped_weight - b.dropped_weight,
         retries: now.retries - b.retries,
+        rejected_results: (now.rejected_results ?? 0) - (b.rejected_results ?? 0),
       },
     });
   }

@@ -27,6 +27,7 @@ export class ServerMetrics {
       ["distmoe_expert_calls_failed_total", "Expert calls that failed after any failover; their experts were dropped", "failed_calls"],
       ["distmoe_dropped_expert_slots_total", "(token, expert) pairs dropped", "dropped_slots"],
       ["distmoe_expert_retries_total", "Expert calls served by a replica instead of their first host", "retries"],
+      ["distmoe_expert_results_rejected_total", "Expert results refused as implausible (non-finite or out of bounds) and failed like a lost device", "rejected_results"],
     ];
     for (const [name, help, field] of totals) {
       let seen = 0;
@@ -35,7 +36,7 @@ export class ServerMetrics {
         help,
         registers: [this.registry],
         collect() {
-          const now = usage()[field];
+          const now = usage()[field] ?? 0;
           this.inc(now - seen);
           seen = now;
         },

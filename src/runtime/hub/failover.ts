@@ -1,11 +1,13 @@
 // The hub's expert executor: each call goes to the first ready host of its expert, one frame per device
 // and layer; a failed frame's calls go on to their experts' next hosts. An expert with no ready host at
-// all fails its call with ExpertsUnavailable, so the step fails rather than silently dropping it.
+// all fails its call with ExpertsUnavailable, so the step fails rather than silently dropping it. A frame
+// whose results fail the plausibility checks (policies/result-bounds.ts) fails like a lost device.
 import { ExpertsUnavailable, type ExpertCall, type ExpertResult } from "../../moe/executor.js";
+import type { ResultBounds } from "../../policies/result-bounds.js";
 import type { Calls } from "./calls.js";
 import type { Device } from "./device.js";
 
-/** Consecutive failed calls (errors, malformed results, missed deadlines) that put a device out of service. */
+/** Consecutive failed calls (errors, malformed or implausible results, missed deadlines) that put a device out of service. */
 const QUARANTINE_AFTER = 3;
 
 /** One expert call of a dispatch, on its way through the expert's hosts. */
@@ -22,15 +24,20 @@ interface Job {
 export class Failover {
   /** Calls that failed on one host and were sent to another, so far. */
   retries = 0;
+  /** Expert results that failed the checks (non-finite, all-zero or out-of-bounds rows), so far. */
+  rejectedResults = 0;
 
   /**
    * `hostsOf` gives an expert's hosts in the placement in use, in preference order (null: no placement
-   * yet); `quarantine` takes a device that keeps failing out of service.
+   * yet); `quarantine` takes a device that keeps failing out of service; `bounds` judges results and
+   * learns from the accepted ones.
    */
   constructor(
     private readonly hostsOf: (layer: number, expert: number) => Device[] | null,
     private readonly calls: Calls,
     private readonly quarantine: (d: Device, why: Error) => void,
+    private readonly bounds: ResultBounds,
+    private readonly hidden: number,
   ) {}
 
   dispatch(calls: readonly ExpertCall[]): Array<Promise<ExpertResult>> {
@@ -53,18 +60,34 @@ export class Failover {
       else job.reject(job.failure ?? this.unavailable(job.call));
     }
     for (const [device, group] of groups) {
-      this.calls.call(device, group.map((j) => j.call)).then(
-        (results) => {
-          device.failures = 0;
-          group.forEach((j, i) => j.resolve(results[i]!));
-        },
-        (e: Error) => {
-          if (device.connected && ++device.failures >= QUARANTINE_AFTER) this.quarantine(device, e);
-          for (const j of group) j.failure = e;
-          this.route(group);
-        },
-      );
+      const failed = (e: Error) => {
+        if (device.connected && ++device.failures >= QUARANTINE_AFTER) this.quarantine(device, e);
+        for (const j of group) j.failure = e;
+        this.route(group);
+      };
+      this.calls.call(device, group.map((j) => j.call)).then((results) => {
+        const bad = this.implausible(device, group, results);
+        if (bad) return failed(bad);
+        device.failures = 0;
+        group.forEach((j, i) => {
+          const { layer, expert, input } = j.call;
+          this.bounds.learn(layer, expert, input, results[i]!.output, this.hidden);
+          j.resolve(results[i]!);
+        });
+      }, failed);
     }
+  }
+
+  /** Why a frame's results cannot be used (the first implausible one, each counted), or null. */
+  private implausible(device: Device, group: readonly Job[], results: readonly ExpertResult[]): Error | null {
+    let first: Error | null = null;
+    group.forEach(({ call: { layer, expert, input } }, i) => {
+      const why = this.bounds.check(layer, expert, input, results[i]!.output, this.hidden);
+      if (!why) return;
+      this.rejectedResults++;
+      first ??= new Error(`device ${device.name} returned ${why} for expert ${expert} of layer ${layer}`);
+    });
+    return first;
   }
 
   private nextHost(job: Job): Device | null {
