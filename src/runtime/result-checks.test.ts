@@ -1,0 +1,118 @@
+// Expert results are checked: a device answering well-formed frames with NaN, zeros, huge values or a
+// scaled copy of the true result is failed over (or its experts dropped), counted and taken out of
+// service. Honest devices run in this process (runDevice); the rogue is a raw WebSocket client that
+// computes the true result with its own copy of the weights and then spoils it.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import WebSocket from "ws";
+import { DeviceHub } from "./device-hub.js";
+import { runDevice } from "./device.js";
+import { Engine } from "./engine.js";
+import { WasmBackend } from "../kernels/wasm/wasm-backend.js";
+import { Checkpoint } from "../model/checkpoint.js";
+import { readModelConfig } from "../model/config.js";
+import { initModel } from "../model/init-model.js";
+import { loadWeights } from "../model/weights.js";
+import { LocalExpertExecutor } from "../moe/local-executor.js";
+import { decodeActivations, encodeActivations, splitRows, concatRows } from "../protocol/activations.js";
+import { decodeFrame, encodeFrame } from "../protocol/frames.js";
+import { ServerMetrics } from "../server/metrics.js";
+
+const PROMPT = "checked results";
+const TOKENS = 24;
+const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-checks-"));
+initModel({ arch: "MixtralForCausalLM", layers: 2, hidden: 64, experts: 4, topK: 2, seed: 31, out: dir });
+process.on("exit", () => rmSync(dir, { recursive: true, force: true }));
+
+const single = Engine.load(dir, { dtype: "f32" });
+const want = (await single.generate(single.tokenizer.encode(PROMPT), { temperature: 0, maxTokens: TOKENS })).tokens;
+single.close();
+
+/** Every expert of the model, computed in this process: what the rogue spoils. */
+const cfg = readModelConfig(dir);
+const backend = new WasmBackend({ threads: 1 });
+const weights = loadWeights(backend, Checkpoint.open(dir), cfg, { dtype: "f32" });
+const truth = new LocalExpertExecutor(backend, weights.layers.map((l) => l.experts), cfg.hidden);
+
+type Spoil = "nan" | "zeros" | "huge" | "scaled";
+const spoil: Record<Spoil, (v: Float32Array) => Float32Array> = {
+  nan: (v) => v.map((x, i) => (i === 5 ? NaN : x)),
+  zeros: (v) => v.fill(0),
+  huge: (v) => v.fill(1e30),
+  scaled: (v) => v.map((x) => x * 1000),
+};
+
+/** A device that claims to be fast, takes every expert assigned, and answers every call spoiled. */
+function rogue(url: string, how: Spoil): WebSocket {
+  const ws = new WebSocket(url);
+  ws.on("open", () => ws.send(encodeFrame({ type: "hello", name: "rogue", capabilities: { memoryBytes: 1e9, gflops: 500, readGbps: 500, weightDTypes: ["f32"], wireDTypes: ["f32"] } })));
+  ws.on("message", (d: Buffer) => {
+    const m = decodeFrame(new Uint8Array(d));
+    if (m.type === "assign") ws.send(encodeFrame({ type: "ready", experts: m.experts }));
+    if (m.type !== "call") return;
+    const inputs = splitRows(decodeActivations(m.payload, m.dtype), m.hidden, m.experts.map(([, r]) => r));
+    const outputs = m.experts.map(([expert, rows], i) => truth.compute({ layer: m.layer, expert, rows, input: inputs[i]! }).output);
+    const payload = encodeActivations(spoil[how](concatRows(outputs)), "f32");
+    ws.send(encodeFrame({ type: "result", id: m.id, experts: m.experts, hidden: m.hidden, dtype: "f32", computeMs: 0, payload }));
+  });
+  return ws;
+}
+
+/**
+ * A hub with `honest` devices that first serves a warm-up generation (its results teach the bounds),
+ * then the rogue joins; `fn` gets the engine over the hub and the hub's log.
+ */
+async function withRogue(how: Spoil, replicas: number, honest: number, fn: (engine: Engine, hub: DeviceHub, lines: string[]) => Promise<void>): Promise<void> {
+  const lines: string[] = [];
+  const hub = await DeviceHub.listen({ model: dir, weightDType: "f32", wireDType: "f32", replicas, resultBounds: { minSample: 8 }, log: (l) => lines.push(l) });
+  const devices = Array.from({ length: honest }, (_, i) => runDevice({ bs: hub.url, name: `honest${i}`, threads: 1, spinMs: 0, retryForMs: 0, log: () => undefined }).catch(() => undefined));
+  const engine = Engine.load(dir, { dtype: "f32", executor: hub.executor });
+  let ws: WebSocket | undefined;
+  try {
+    await hub.start(honest);
+    const warm = await engine.generate(engine.tokenizer.encode(PROMPT), { temperature: 0, maxTokens: TOKENS });
+    assert.deepEqual(warm.tokens, want);
+    assert.equal(warm.experts.rejected_results, 0, "honest devices trip nothing");
+    ws = rogue(hub.url, how);
+    const t0 = performance.now();
+    while (!(hub.placed.includes("rogue") && hub.deviceCalls().find((d) => d.name === "rogue")?.ready)) {
+      assert.ok(performance.now() - t0 < 30_000, "the rogue is placed");
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    await fn(engine, hub, lines);
+  } finally {
+    ws?.close();
+    engine.close();
+    await hub.close();
+    await Promise.all(devices);
+  }
+}
+
+for (const how of ["nan", "zeros", "huge", "scaled"] as const) {
+  test(`a rogue answering ${how} is failed over and taken out of service; with 2 replicas the output is unchanged`, async () => {
+    await withRogue(how, 2, 2, async (engine, hub, lines) => {
+      const metrics = new ServerMetrics(() => ({ waiting: 0, active: 0 }), () => engine.expertUsage());
+      const r = await engine.generate(engine.tokenizer.encode(PROMPT), { temperature: 0, maxTokens: TOKENS });
+      assert.deepEqual(r.tokens, want, "the replicas served what the rogue spoiled");
+      assert.ok(r.experts.rejected_results! > 0 && r.experts.retries > 0 && r.experts.failed_calls === 0, JSON.stringify(r.experts));
+      assert.ok(hub.deviceCalls().find((d) => d.name === "rogue")!.quarantined, "the rogue is out of service");
+      const why = { nan: /non-finite values/, zeros: /all-zero row/, huge: /its input's norm, outside/, scaled: /its input's norm, outside/ }[how];
+      assert.ok(lines.some((l) => l.startsWith("rogue is out of service") && /device rogue returned .* for expert \d+ of layer \d+/.test(l) && why.test(l)), lines.join("\n"));
+      assert.match(await metrics.text(), new RegExp(`distmoe_expert_results_rejected_total ${engine.expertUsage().rejected_results}\\b`));
+    });
+  });
+}
+
+test("with 1 replica the rogue's results are dropped and the response reports it", async () => {
+  await withRogue("scaled", 1, 1, async (engine, hub) => {
+    // one step: the rogue's frame of each layer fails, short of the failures that put it out of service
+    const r = await engine.generate(engine.tokenizer.encode(PROMPT), { temperature: 0, maxTokens: 1 });
+    assert.ok(r.experts.rejected_results! > 0 && r.experts.failed_calls > 0 && r.experts.dropped_slots > 0, JSON.stringify(r.experts));
+    // the next step's failure puts it out of service: its experts have no host until they are placed again
+    await assert.rejects(engine.generate(engine.tokenizer.encode(PROMPT), { temperature: 0, maxTokens: 1 }), /no live device holds expert/);
+    assert.ok(hub.deviceCalls().find((d) => d.name === "rogue")!.quarantined, "the rogue is out of service");
+  });
+});
