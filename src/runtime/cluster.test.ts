@@ -196,7 +196,10 @@ test("a device that joins mid-run is given experts and serves calls", async () =
     const want = await singleGreedy(dir, "late joiner", 12);
     await withCluster(dir, 2, "f32", async (engine, cluster) => {
       assert.deepEqual(await greedy(engine, "late joiner", 12), want);
-      const joiner = spawn(process.execPath, [path.join(REPO_ROOT, "bin/distmoe.js"), "device", "--bs", cluster.hub.url, "--name", "late", "--threads", "1", "--spin-ms", "0"], { stdio: "ignore" });
+      const joiner = spawn(process.execPath, [path.join(REPO_ROOT, "bin/distmoe.js"), "device", "--bs", cluster.hub.url, "--name", "late", "--threads", "1", "--spin-ms", "0"], {
+        stdio: "ignore",
+        env: { ...process.env, DISTMOE_JOIN_TOKEN: cluster.joinToken },
+      });
       try {
         const t0 = performance.now();
         while (!cluster.hub.placed.includes("late")) {
