@@ -79,25 +79,62 @@ async function raw(url: string) {
   return { ws, got, challenge, closed };
 }
 
-test("a captured hello replayed on a new connection is refused: the challenge there is new", async () => {
-  await withHub(async (hub, lines) => {
-    const first = await raw(hub.url);
-    const nonce = newNonce();
-    const captured = encodeFrame({ type: "hello", name: "d", capabilities: CAPS, nonce, proof: deviceProof(TOKEN, await first.challenge, nonce, "d") });
-    first.ws.send(captured);
-    while (!first.got.some((m) => m.type === "welcome")) await new Promise((r) => setTimeout(r, 10));
-    const welcome = first.got.find((m) => m.type === "welcome")!;
-    assert.ok(welcome.type === "welcome" && sameProof(bsProof(TOKEN, nonce, await first.challenge), welcome.proof!), "the hub proves the token back");
-    first.ws.close();
+/** A relay between devices and `upstream` that keeps a copy of every frame a device sends, per connection. */
+async function wiretap(upstream: string): Promise<{ url: string; captured: Buffer[][]; close: () => Promise<void> }> {
+  const server = new WebSocketServer({ host: "127.0.0.1", port: 0 });
+  await new Promise((r) => server.once("listening", r));
+  const captured: Buffer[][] = [];
+  server.on("connection", (down) => {
+    const frames: Buffer[] = [];
+    captured.push(frames);
+    const up = new WebSocket(upstream);
+    const opened = new Promise((r) => up.once("open", r));
+    down.on("message", (d: Buffer) => {
+      frames.push(d);
+      void opened.then(() => up.send(d));
+    });
+    up.on("message", (d: Buffer) => down.send(d));
+    up.on("close", (code, reason) => down.close(code, reason));
+    down.on("close", () => up.close());
+  });
+  return {
+    url: `ws://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    captured,
+    close: () => {
+      for (const c of server.clients) c.terminate();
+      return new Promise((r) => server.close(() => r()));
+    },
+  };
+}
 
-    const replay = await raw(hub.url);
-    await replay.challenge;
-    replay.ws.send(captured);
-    const closed = await replay.closed;
-    assert.equal(closed.code, CLOSE.notAdmitted);
-    assert.match(closed.reason, /not admitted: wrong join token \(or a replayed handshake\)/);
-    assert.deepEqual(replay.got.map((m) => m.type), ["challenge"], "nothing but the challenge was sent to it");
-    assert.ok(lines.some((l) => /closing the connection: not admitted: wrong join token/.test(l)), lines.join("\n"));
+test("a real device's hello, captured and replayed on a new connection, is refused: the challenge there is new", async () => {
+  await withHub(async (hub, lines) => {
+    const tap = await wiretap(hub.url);
+    const stop = new AbortController();
+    try {
+      const honest = runDevice({ bs: tap.url, name: "d", token: TOKEN, threads: 1, spinMs: 0, signal: stop.signal, log: () => undefined });
+      await hub.start(1);
+      assert.deepEqual(hub.placed, ["d"], "admitted through the tap");
+      const hello = tap.captured[0]![0]!;
+      assert.equal(decodeFrame(new Uint8Array(hello)).type, "hello");
+      stop.abort();
+      await honest;
+      for (const t0 = performance.now(); hub.status().devices.length > 0; await new Promise((r) => setTimeout(r, 10))) {
+        assert.ok(performance.now() - t0 < 30_000, "the honest device has left");
+      }
+
+      const replay = await raw(hub.url);
+      await replay.challenge;
+      replay.ws.send(hello);
+      const closed = await replay.closed;
+      assert.equal(closed.code, CLOSE.notAdmitted);
+      assert.match(closed.reason, /not admitted: wrong join token \(or a replayed handshake\)/);
+      assert.deepEqual(replay.got.map((m) => m.type), ["challenge"], "nothing but the challenge was sent to it");
+      assert.ok(lines.some((l) => /closing the connection: not admitted: wrong join token/.test(l)), lines.join("\n"));
+      assert.deepEqual(hub.status().devices, [], "the replayer never became a device");
+    } finally {
+      await tap.close();
+    }
   });
 });
 
