@@ -119,7 +119,10 @@ await cluster.close();
 // a device joining a running cluster of 2: from its process start until the new placement is in use
 const joined = await startLocalCluster({ model, devices: 2, weightDType: "f32", wireDType: "f32", log: () => {} });
 const t0 = performance.now();
-const late = spawn(process.execPath, [path.join(root, "bin/distmoe.js"), "device", "--bs", joined.hub.url, "--name", "late", "--threads", "1", "--spin-ms", "0"], { stdio: "ignore" });
+const late = spawn(process.execPath, [path.join(root, "bin/distmoe.js"), "device", "--bs", joined.hub.url, "--name", "late", "--threads", "1", "--spin-ms", "0"], {
+  stdio: "ignore",
+  env: { ...process.env, DISTMOE_JOIN_TOKEN: joined.joinToken },
+});
 while (!joined.hub.placed.includes("late")) await new Promise((r) => setTimeout(r, 10));
 console.log(`\na device joining 2 others was placed and had loaded its experts ${(performance.now() - t0).toFixed(0)} ms after its process started`);
 await joined.close();

@@ -16,8 +16,8 @@ import { Engine } from "../runtime/engine.js";
 const BIN = path.join(REPO_ROOT, "bin/distmoe.js");
 
 /** A process of ours with its stderr gathered, killed at the end of the test. */
-function start(args: string[]): { child: ChildProcess; err: () => string; exited: Promise<number | null> } {
-  const child = spawn(process.execPath, [BIN, ...args], { stdio: ["ignore", "ignore", "pipe"] });
+function start(args: string[], env: NodeJS.ProcessEnv = {}): { child: ChildProcess; err: () => string; exited: Promise<number | null> } {
+  const child = spawn(process.execPath, [BIN, ...args], { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, ...env } });
   let err = "";
   child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
   return { child, err: () => err, exited: new Promise((r) => child.once("exit", (code) => r(code))) };
@@ -51,6 +51,8 @@ test("serve: a port in use or a bad model ends the BS with one clear line and a 
       // beyond what a timer holds, every completion would be a 500
       [["--model", dir, "--port", "0", "--request-timeout", "1000h"], /--request-timeout.*expected a duration above 0 and at most 596h/],
       [["--model", dir, "--port", "0", "--api-key-file", keyFile], /--api-key-file .*keys\.txt: key 2: an API key is 8 to 256 characters of/],
+      // short enough to be guessed from a captured handshake
+      [["--model", dir, "--port", "0", "--devices", "1", "--join-token", "short"], /--join-token.*a join token is 16 to 256 characters of/],
     ] as const) {
       const r = spawnSync(process.execPath, [BIN, "serve", ...args], { encoding: "utf8", timeout: 60_000 });
       assert.equal(r.status, 1, r.stderr);
@@ -80,11 +82,20 @@ test("serve --devices 2: waits for its devices, places one that comes 30 s late 
       return { code: r.status, ...(await r.json()) };
     };
     const complete = () => fetch(`${base}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ prompt: "hello", max_tokens: 6, temperature: 0 }) });
-    const device = (name: string) => {
-      const d = start(["device", "--bs", `ws://127.0.0.1:${port}`, "--name", name, "--threads", "1", "--retry-for", "0"]);
+    // the exact command that joins a device, with the token generated for this run
+    const [, url, token] = await until("the command to join", () => /devices join with: distmoe device --bs (\S+) --token (\S+)\n/.exec(bs.err()) ?? undefined);
+    assert.equal(url, `ws://127.0.0.1:${port}`);
+    const device = (name: string, args = ["--token", token!], env: NodeJS.ProcessEnv = {}) => {
+      const d = start(["device", "--bs", url!, "--name", name, "--threads", "1", "--retry-for", "0", ...args], env);
       children.push(d.child);
       return d;
     };
+
+    // a device with another token is refused before placement and exits with the reason; the BS logs it
+    const stranger = device("stranger", ["--token", "not-the-token-at-all"]);
+    assert.equal(await stranger.exited, 1);
+    assert.match(stranger.err(), /distmoe: error: the base station refused this device: not admitted: wrong join token/);
+    await until("the refusal in the BS log", () => (/peer 127\.0\.0\.1: closing the connection: not admitted: wrong join token/.test(bs.err()) ? true : undefined));
 
     // one device of two: unavailable, saying why, and a completion is refused with the reason
     const first = device("first");
@@ -100,7 +111,7 @@ test("serve --devices 2: waits for its devices, places one that comes 30 s late 
     assert.match((await early.json()).error.message, /waiting for devices/);
 
     // the second, 30 s late, is placed and used
-    const late = device("late");
+    const late = device("late", [], { DISTMOE_JOIN_TOKEN: token });
     await until("both devices placed", async () => ((await health()).status === "ok" ? true : undefined));
     for (let i = 0; i < 3; i++) {
       const served = await complete();
@@ -176,6 +187,8 @@ test("serve --local-devices 2 --replicas 2: a killed device is restarted under i
     const before = deviceChildren(bs.child.pid!);
     assert.deepEqual([...before.keys()].sort(), ["local-0", "local-1"]);
     pids.push(...before.values());
+    const args = spawnSync("ps", ["-o", "args=", "-p", [...before.values()].join(",")], { encoding: "utf8" }).stdout;
+    assert.ok(args.includes(" device ") && !args.includes("--token"), `the join token reaches local devices in their environment, not their command line: ${args}`);
 
     process.kill(before.get("local-1")!, "SIGKILL");
     // its replica serves meanwhile (or the device is back already): the same answer either way

@@ -16,6 +16,8 @@ const wire = fc.constantFrom(...WIRE_DTYPES);
 /** Any text of up to `maxLength` UTF-16 units (the unit of the protocol's limits), lone surrogates included. */
 const text = (maxLength: number) => fc.string({ unit: "binary", maxLength }).map((s) => s.slice(0, maxLength));
 const amount = fc.double({ min: 0, max: 1e18, noNaN: true }).map((v) => v + 0); // JSON has no -0
+/** Lowercase hex of exactly `n` digits: a nonce or a proof. */
+const hex = (n: number) => fc.stringMatching(new RegExp(`^[0-9a-f]{${n}}$`));
 const tensorName = fc.stringMatching(/^[\w.-]{1,64}$/);
 const dict = <T>(value: fc.Arbitrary<T>) => fc.dictionary(text(32), value, { maxKeys: 6, noNullPrototype: true });
 /** [expert, rows] lists with the payload they need: rows × hidden values of the wire dtype. */
@@ -34,9 +36,13 @@ const message: fc.Arbitrary<Message> = fc.oneof(
       name: text(128),
       capabilities: record({ memoryBytes: amount, gflops: amount, readGbps: amount, weightDTypes: fc.array(text(16), { maxLength: 4 }), wireDTypes: fc.subarray([...WIRE_DTYPES]) }),
       holds: pairs,
+      nonce: hex(64),
+      proof: hex(64),
     },
-    { requiredKeys: ["type", "name", "capabilities"] },
+    { requiredKeys: ["type", "name", "capabilities", "nonce"] },
   ),
+  record({ type: fc.constant("challenge" as const), nonce: hex(64) }),
+  record({ type: fc.constant("welcome" as const), proof: hex(64) }, { requiredKeys: ["type"] }),
   record({
     type: fc.constant("assign" as const),
     model: text(256),
@@ -178,6 +184,8 @@ function assertInvariants(m: Message): void {
       assert.ok(Array.isArray(c.weightDTypes) && c.weightDTypes.every((d) => typeof d === "string" && d.length <= 16), "weightDTypes are short strings");
       assert.ok(Array.isArray(c.wireDTypes) && c.wireDTypes.every((d) => WIRE_DTYPES.includes(d)));
       if (m.holds !== undefined) assert.ok(pairsOk(m.holds));
+      for (const h of [m.nonce, m.proof]) if (h !== undefined) assert.match(h, /^[0-9a-f]{64}$/);
+      if (m.proof !== undefined) assert.ok(m.nonce !== undefined, "a proof comes with its nonce");
       return;
     }
     case "assign":
@@ -204,6 +212,12 @@ function assertInvariants(m: Message): void {
     }
     case "expert":
       assert.ok(m.shapes.length === 3 && m.shapes.every((p) => isPair(p) && p[0] >= 1 && p[1] >= 1) && m.payload.length > 0);
+      return;
+    case "challenge":
+      assert.match(m.nonce, /^[0-9a-f]{64}$/);
+      return;
+    case "welcome":
+      if (m.proof !== undefined) assert.match(m.proof, /^[0-9a-f]{64}$/);
       return;
     case "error":
       assert.ok(typeof m.message === "string" && (m.id === undefined || Number.isSafeInteger(m.id)));

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { decodeFrame, encodeFrame, LIMITS, ProtocolError, type Message } from "./frames.js";
+import { decodeFrame, encodeFrame, LIMITS, PROTOCOL_VERSION, ProtocolError, type Capabilities, type Message } from "./frames.js";
 import { decodeActivations, encodeActivations } from "./activations.js";
 
 test("every message survives encode → decode", () => {
@@ -20,6 +20,10 @@ test("every message survives encode → decode", () => {
     { type: "expert", id: 9, layer: 1, expert: 4, dtype: "bf16", shapes: [[4, 2], [4, 2], [2, 4]], payload: new Uint8Array(48) },
     { type: "error", id: 3, message: "nope" },
     { type: "leave", reason: "bye" },
+    { type: "challenge", nonce: "ab".repeat(32) },
+    { type: "hello", name: "d", capabilities: { memoryBytes: 1, gflops: 1, readGbps: 1, weightDTypes: [], wireDTypes: ["f32"] }, nonce: "01".repeat(32), proof: "ef".repeat(32) },
+    { type: "welcome", proof: "cd".repeat(32) },
+    { type: "welcome" },
   ];
   for (const m of messages) assert.deepEqual(decodeFrame(encodeFrame(m)), m);
 });
@@ -38,6 +42,7 @@ test("f16 and bf16 activations round-trip within their precision; f32 exactly", 
 test("frames that lie or exceed limits are refused with the reason", () => {
   const call = encodeFrame({ type: "call", id: 1, layer: 0, experts: [[0, 1]], hidden: 4, dtype: "f32", payload: new Uint8Array(16) });
   const callOf = (experts: Array<[number, number]>, dtype = "f32") => encodeFrame({ type: "call", id: 1, layer: 0, experts, hidden: 4, dtype: dtype as "f32", payload: new Uint8Array(0) });
+  const CAPS: Capabilities = { memoryBytes: 1, gflops: 1, readGbps: 1, weightDTypes: [], wireDTypes: ["f32"] };
   const cases: Array<[Uint8Array, RegExp]> = [
     [new Uint8Array(4), /bad magic/],
     [(() => { const f = call.slice(); f[3] = 42; return f; })(), /unknown message type 42/],
@@ -56,6 +61,11 @@ test("frames that lie or exceed limits are refused with the reason", () => {
     [encodeFrame({ type: "pull", id: 1, layer: -1, expert: 0 }), /pull needs integer id, layer and expert/],
     [encodeFrame({ type: "expert", id: 1, layer: 0, expert: 0, dtype: "bf16", shapes: [[4, 2]], payload: new Uint8Array(16) }), /shapes of its three matrices/],
     [encodeFrame({ type: "expert", id: 1, layer: 0, expert: 0, dtype: "bf16", shapes: [[4, 2], [4, 2], [2, 4]], payload: new Uint8Array(0) }), /carries its weights/],
+    [encodeFrame({ type: "challenge", nonce: "AB".repeat(32) }), /challenge needs a nonce of 64 hex digits/],
+    [encodeFrame({ type: "challenge", nonce: "ab" }), /challenge needs a nonce of 64 hex digits/],
+    [encodeFrame({ type: "hello", name: "d", capabilities: CAPS, nonce: "ab".repeat(33) }), /hello: nonce and proof must be 64 and 64 hex digits/],
+    [encodeFrame({ type: "hello", name: "d", capabilities: CAPS, proof: "ab".repeat(32) }), /a proof needs the nonce it was made with/],
+    [encodeFrame({ type: "welcome", proof: "zz".repeat(32) }), /welcome: a proof is 64 hex digits/],
   ];
   for (const [frame, msg] of cases) assert.throws(() => decodeFrame(frame), (e: Error) => e instanceof ProtocolError && msg.test(e.message), String(msg));
 });
@@ -66,7 +76,7 @@ test("frames that lie or exceed limits are refused with the reason", () => {
 function rawFrame(type: number, header: string): Uint8Array {
   const h = new TextEncoder().encode(header);
   const f = new Uint8Array(8 + h.length);
-  f.set([0x44, 0x4d, 3, type]);
+  f.set([0x44, 0x4d, PROTOCOL_VERSION, type]);
   new DataView(f.buffer).setUint32(4, h.length, true);
   f.set(h, 8);
   return f;

@@ -3,8 +3,9 @@
 // The header names what the payload holds; decodeFrame checks every field and every size against the
 // limits below before anything uses it, and throws ProtocolError (with the reason) otherwise.
 import { WIRE_DTYPES, wireBytes, type WireDType } from "./activations.js";
+import { NONCE_HEX, PROOF_HEX } from "./handshake.js";
 
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 const MAGIC0 = 0x44, MAGIC1 = 0x4d; // "DM"
 const PREFIX = 8;
 
@@ -32,8 +33,16 @@ export interface Capabilities {
 }
 
 export type Message =
-  /** device → BS, first: who it is, what it can do, and the experts it still holds from an earlier connection (kept where placement allows) */
-  | { type: "hello"; name: string; capabilities: Capabilities; holds?: Array<[layer: number, expert: number]> }
+  /** BS → device, first: a fresh nonce for the device to prove it holds the join token with (protocol/handshake.ts) */
+  | { type: "challenge"; nonce: string }
+  /**
+   * device → BS, answering the challenge: who it is, what it can do, the experts it still holds from an
+   * earlier connection (kept where placement allows), and its nonce and proof of the join token (none
+   * for a base station that admits anyone)
+   */
+  | { type: "hello"; name: string; capabilities: Capabilities; holds?: Array<[layer: number, expert: number]>; nonce?: string; proof?: string }
+  /** BS → device: admitted; with the base station's proof of the join token when the device's hello had a nonce */
+  | { type: "welcome"; proof?: string }
   | {
       type: "assign";
       /** the model directory at the base station (a device with its own copy at that path reads it) */
@@ -69,7 +78,7 @@ export type Message =
   | { type: "error"; id?: number; message: string }
   | { type: "leave"; reason: string };
 
-const TYPES = ["hello", "assign", "ready", "call", "result", "error", "leave", "fetch", "weights", "fetched", "release", "pull", "expert"] as const;
+const TYPES = ["hello", "assign", "ready", "call", "result", "error", "leave", "fetch", "weights", "fetched", "release", "pull", "expert", "challenge", "welcome"] as const;
 type MessageType = (typeof TYPES)[number];
 
 export function encodeFrame(m: Message): Uint8Array {
@@ -102,6 +111,8 @@ const isAmount = (v: unknown): v is number => typeof v === "number" && Number.is
 const isObject = (v: unknown, depth = 1): v is Record<string, unknown> => !!v && typeof v === "object" && !Array.isArray(v) && isShallow(v, depth);
 const isShallow = (v: unknown, depth: number): boolean => v === null || typeof v !== "object" || (depth > 0 && Object.values(v).every((x) => isShallow(x, depth - 1)));
 /** A name that is safe as one path component: the device files a tensor or a model id under it. */
+/** Lowercase hex of exactly `length` characters: a nonce or a proof. */
+const isHex = (v: unknown, length: number): v is string => typeof v === "string" && v.length === length && /^[0-9a-f]+$/.test(v);
 const isFileName = (v: unknown, max: number): v is string => isStr(v, max) && /^[\w.-]+$/.test(v);
 
 /**
@@ -157,8 +168,26 @@ export function decodeFrame(data: Uint8Array): Message {
       const dtypes = (v: unknown, max: number, valid: (d: unknown) => boolean) => Array.isArray(v) && v.length <= max && v.every(valid);
       if (!dtypes(weightDTypes, 64, (d) => isStr(d, 16)) || !dtypes(wireDTypes, WIRE_DTYPES.length, isWire)) fail("hello: capabilities need weightDTypes (names) and wireDTypes (of f32, f16, bf16)");
       if (h.holds !== undefined && !isPairs(h.holds)) fail("hello: holds must be [[layer, expert], …]");
+      if ((h.nonce !== undefined && !isHex(h.nonce, NONCE_HEX)) || (h.proof !== undefined && !isHex(h.proof, PROOF_HEX))) fail(`hello: nonce and proof must be ${NONCE_HEX} and ${PROOF_HEX} hex digits`);
+      if (h.proof !== undefined && h.nonce === undefined) fail("hello: a proof needs the nonce it was made with");
       const capabilities = { memoryBytes, gflops, readGbps, weightDTypes: weightDTypes as string[], wireDTypes: wireDTypes as WireDType[] };
-      return { type, name: h.name as string, capabilities, ...(h.holds === undefined ? {} : { holds: h.holds as Array<[number, number]> }) };
+      return {
+        type,
+        name: h.name as string,
+        capabilities,
+        ...(h.holds === undefined ? {} : { holds: h.holds as Array<[number, number]> }),
+        ...(h.nonce === undefined ? {} : { nonce: h.nonce as string }),
+        ...(h.proof === undefined ? {} : { proof: h.proof as string }),
+      };
+    }
+    case "challenge":
+      noPayload();
+      if (!isHex(h.nonce, NONCE_HEX)) fail(`challenge needs a nonce of ${NONCE_HEX} hex digits`);
+      return { type, nonce: h.nonce as string };
+    case "welcome": {
+      noPayload();
+      if (h.proof !== undefined && !isHex(h.proof, PROOF_HEX)) fail(`welcome: a proof is ${PROOF_HEX} hex digits`);
+      return { type, ...(h.proof === undefined ? {} : { proof: h.proof as string }) };
     }
     case "assign":
       noPayload();

@@ -16,6 +16,8 @@ export const CLOSE = {
   tooBig: 1009,
   /** the other side is at its connection limit */
   tryAgainLater: 1013,
+  /** (application code) the peer did not prove it holds the join token: trying again will not help */
+  notAdmitted: 4403,
 } as const;
 
 /** How long a peer has to complete the closing handshake before its socket is cut. */

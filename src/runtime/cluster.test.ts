@@ -11,12 +11,19 @@ import { spawn } from "node:child_process";
 import { initModel, type InitModelOptions } from "../model/init-model.js";
 import { perplexity, protocolTokens } from "../eval/perplexity.js";
 import { REPO_ROOT, sharedPath } from "../testing/shared.js";
-import { decodeFrame, encodeFrame, PROTOCOL_VERSION } from "../protocol/frames.js";
+import { decodeFrame, encodeFrame, PROTOCOL_VERSION, type Capabilities } from "../protocol/frames.js";
+import { deviceProof, newNonce } from "../protocol/handshake.js";
 import type { WireDType } from "../protocol/activations.js";
 import { parseLink } from "../channel/link.js";
 import { ExpertsUnavailable } from "../moe/executor.js";
 
 const quiet = () => undefined;
+
+/** A hello answering the challenge `bsNonce` with proof of `token`, as an honest device's. */
+function provenHello(token: string, bsNonce: string, name: string, capabilities: Capabilities): Uint8Array {
+  const nonce = newNonce();
+  return encodeFrame({ type: "hello", name, capabilities, nonce, proof: deviceProof(token, bsNonce, nonce, name) });
+}
 
 async function withCluster<T>(model: string, devices: number, wireDType: WireDType, fn: (engine: Engine, cluster: LocalCluster) => Promise<T>): Promise<T> {
   const cluster = await startLocalCluster({ model, devices, weightDType: "f32", wireDType, log: quiet });
@@ -84,23 +91,30 @@ test("a malformed frame, a text frame, a wrong protocol version or no hello clos
   await withModel({ arch: "MixtralForCausalLM", layers: 2, hidden: 64, experts: 4, topK: 2, seed: 5 }, async (dir) => {
     const want = await singleGreedy(dir, "still serving", 8);
     await withCluster(dir, 2, "f32", async (engine, cluster) => {
-      const hello = encodeFrame({ type: "hello", name: "rogue", capabilities: { memoryBytes: 1, gflops: 1, readGbps: 1, weightDTypes: [], wireDTypes: ["f32"] } });
-      const wrongVersion = hello.slice();
+      const capabilities: Capabilities = { memoryBytes: 1, gflops: 1, readGbps: 1, weightDTypes: [], wireDTypes: ["f32"] };
+      const plainHello = encodeFrame({ type: "hello", name: "rogue", capabilities });
+      /** a hello that is admitted, answering the connection's challenge */
+      const hello = (bsNonce: string) => provenHello(cluster.joinToken, bsNonce, "rogue", capabilities);
+      const wrongVersion = plainHello.slice();
       wrongVersion[2] = PROTOCOL_VERSION + 1;
       /** Opens a connection, sends `frames`, and gives how it was closed and the error frames it got. */
-      const rogue = async (...frames: Array<Uint8Array | string>) => {
+      type Frame = Uint8Array | string | ((bsNonce: string) => Uint8Array);
+      const rogue = async (...frames: Frame[]) => {
         const ws = new WebSocket(cluster.hub.url);
         const errors: string[] = [];
+        let challenged: (nonce: string) => void;
+        const challenge = new Promise<string>((r) => (challenged = r));
         ws.on("message", (d: Buffer) => {
           const m = decodeFrame(new Uint8Array(d));
+          if (m.type === "challenge") challenged(m.nonce);
           if (m.type === "error") errors.push(m.message);
         });
         const closed = new Promise<{ code: number; reason: string }>((r) => ws.once("close", (code, reason) => r({ code, reason: reason.toString() })));
-        await new Promise((r) => ws.once("open", r));
-        for (const f of frames) ws.send(f);
+        const bsNonce = await challenge;
+        for (const f of frames) ws.send(typeof f === "function" ? f(bsNonce) : f);
         return { ws, errors, closed };
       };
-      const closedWith = async (frames: Array<Uint8Array | string>, code: number, reason: RegExp | string) => {
+      const closedWith = async (frames: Frame[], code: number, reason: RegExp | string) => {
         const r = await rogue(...frames);
         const c = await r.closed;
         assert.equal(c.code, code, c.reason);
@@ -108,7 +122,7 @@ test("a malformed frame, a text frame, a wrong protocol version or no hello clos
         else assert.match(c.reason, reason);
         assert.deepEqual(r.errors, [], "no error frames: the close says why");
       };
-      await closedWith([new Uint8Array([1, 2, 3]), hello], 1002, /bad magic/);
+      await closedWith([new Uint8Array([1, 2, 3]), plainHello], 1002, /bad magic/);
       await closedWith(["text"], 1003, /text frames/);
       await closedWith([wrongVersion], 1002, `protocol version ${PROTOCOL_VERSION + 1} is not supported (this side speaks ${PROTOCOL_VERSION})`);
       await closedWith([encodeFrame({ type: "ready", experts: [] })], 1008, /say hello first/);
@@ -182,7 +196,10 @@ test("a device that joins mid-run is given experts and serves calls", async () =
     const want = await singleGreedy(dir, "late joiner", 12);
     await withCluster(dir, 2, "f32", async (engine, cluster) => {
       assert.deepEqual(await greedy(engine, "late joiner", 12), want);
-      const joiner = spawn(process.execPath, [path.join(REPO_ROOT, "bin/distmoe.js"), "device", "--bs", cluster.hub.url, "--name", "late", "--threads", "1", "--spin-ms", "0"], { stdio: "ignore" });
+      const joiner = spawn(process.execPath, [path.join(REPO_ROOT, "bin/distmoe.js"), "device", "--bs", cluster.hub.url, "--name", "late", "--threads", "1", "--spin-ms", "0"], {
+        stdio: "ignore",
+        env: { ...process.env, DISTMOE_JOIN_TOKEN: cluster.joinToken },
+      });
       try {
         const t0 = performance.now();
         while (!cluster.hub.placed.includes("late")) {
@@ -214,9 +231,9 @@ test("devices that lie about their experts are refused or failed over; with 2 re
       const rogue = (name: string, behaviour: "partial" | "garbled") => {
         const ws = new WebSocket(cluster.hub.url);
         rogues.push(ws);
-        ws.on("open", () => ws.send(encodeFrame({ type: "hello", name, capabilities: { memoryBytes: 1e9, gflops: 50, readGbps: 50, weightDTypes: ["f32"], wireDTypes: ["f32"] } })));
         ws.on("message", (d: Buffer) => {
           const m = decodeFrame(new Uint8Array(d));
+          if (m.type === "challenge") ws.send(provenHello(cluster.joinToken, m.nonce, name, { memoryBytes: 1e9, gflops: 50, readGbps: 50, weightDTypes: ["f32"], wireDTypes: ["f32"] }));
           if (m.type === "error") errors.push(`${name}: ${m.message}`);
           if (m.type === "assign") ws.send(encodeFrame({ type: "ready", experts: behaviour === "partial" ? m.experts.slice(1) : m.experts }));
           if (m.type !== "call") return;

@@ -55,6 +55,11 @@ export interface HubOptions {
   onCall?: (device: string, ms: number, bytesOut: number, bytesIn: number) => void;
   /** Told when a device leaves (by its name as onCall gave it), e.g. to remove its metric series. */
   onDeviceGone?: (name: string) => void;
+  /**
+   * Join tokens: a device must prove it holds one (a challenge–response, protocol/handshake.ts) before
+   * it is placed or sent anything. Unset, any device that says hello is admitted.
+   */
+  joinTokens?: readonly string[];
   /** Limits on the device port (defaults: DEFAULT_LIMITS). */
   limits?: Partial<HubLimits>;
   /** How long devices get to load their share of a re-plan before placement goes on without them (defaults: DEFAULT_LOAD_DEADLINE). */
@@ -126,7 +131,7 @@ export class DeviceHub {
         return failover.rejectedResults;
       },
     };
-    this.admission = new Admission(server, limits, this.complaints, {
+    this.admission = new Admission(server, limits, this.complaints, opts.joinTokens ?? null, {
       hello: (conn, name, m) => this.hello(conn, name, m),
       joined: () => this.placer.joined(),
       message: (d, m) => this.received(d, m),

@@ -10,6 +10,7 @@ import { runDevice } from "./device.js";
 import { initModel } from "../model/init-model.js";
 import { decodeFrame, encodeFrame, type Message } from "../protocol/frames.js";
 import { encodeActivations } from "../protocol/activations.js";
+import { newNonce } from "../protocol/handshake.js";
 
 test("a device serves the experts it is assigned, refuses others, and frees those the base station releases", async () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-device-"));
@@ -31,10 +32,12 @@ test("a device serves the experts it is assigned, refuses others, and frees thos
       return inbox.shift()!;
     };
     const send = (m: Message) => ws.send(encodeFrame(m));
+    send({ type: "challenge", nonce: newNonce() });
     const call = (id: number, expert: number) =>
       send({ type: "call", id, layer: 1, experts: [[expert, 2]], hidden: 64, dtype: "f32", payload: encodeActivations(new Float32Array(128).fill(0.5), "f32") });
 
     assert.equal((await next()).type, "hello");
+    send({ type: "welcome" });
     const config = JSON.parse(readFileSync(path.join(dir, "config.json"), "utf8")) as Record<string, unknown>;
     send({ type: "assign", model: dir, modelId: "test", config, weightDType: "f32", wireDType: "f32", experts: [[1, 0], [1, 3]] });
     assert.deepEqual(await next(), { type: "ready", experts: [[1, 0], [1, 3]] });

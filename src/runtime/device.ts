@@ -2,7 +2,8 @@
 // assigned (from its own copy of the model directory, or streamed from the base station into a local
 // cache) and computes expert calls. Stateless per token. When the connection fails or closes it
 // connects again, with backoff, keeping the experts it holds: a base station that restarts finds them
-// in the device's hello and resends nothing.
+// in the device's hello and resends nothing. With a join token, it proves it holds it (and has the base
+// station prove the same) before taking anything from it; a refusal either way ends it.
 import os from "node:os";
 import path from "node:path";
 import { createHash } from "node:crypto";
@@ -20,7 +21,8 @@ import { loadExperts, type FfnWeights } from "../model/weights.js";
 import { LocalExpertExecutor } from "../moe/local-executor.js";
 import { concatRows, decodeActivations, encodeActivations, splitRows, WIRE_DTYPES } from "../protocol/activations.js";
 import { LIMITS, type Capabilities, type Message } from "../protocol/frames.js";
-import { receiveFrames, sendFrame } from "../protocol/socket.js";
+import { bsProof, deviceProof, newNonce, sameProof } from "../protocol/handshake.js";
+import { CLOSE, closeWith, receiveFrames, sendFrame } from "../protocol/socket.js";
 
 /** How long a stopping device waits for the base station to close the connection before dropping it. */
 const LEAVE_GRACE_MS = 1000;
@@ -29,6 +31,11 @@ export interface DeviceOptions {
   /** ws://host:port of the base station */
   bs: string;
   name: string;
+  /**
+   * The cluster's join token, proven to the base station without sending it; the base station must
+   * prove it too. Unset: for a base station that admits any device (no proof asked, none checked).
+   */
+  token?: string;
   /** This device's own copy of the model directory; default: the base station's path, if it exists here. */
   model?: string;
   /** Always stream the weights from the base station, even where the files are at hand. */
@@ -54,7 +61,8 @@ export interface DeviceOptions {
 /**
  * Serves the base station until `signal` stops it, reconnecting whenever the connection fails or
  * closes. Resolves when stopped, or when the base station leaves and retryForMs is 0; rejects when
- * the base station has been unreachable for longer than retryForMs.
+ * the base station has been unreachable for longer than retryForMs, or when either side refuses the
+ * other's join token (trying again would not help).
  */
 export async function runDevice(opts: DeviceOptions): Promise<void> {
   const log = opts.log ?? ((l: string) => process.stderr.write(`[device ${opts.name}] ${l}\n`));
@@ -67,6 +75,7 @@ export async function runDevice(opts: DeviceOptions): Promise<void> {
     while (!opts.signal?.aborted) {
       const end = await connect(host, opts, log);
       if (end.how === "stopped") return;
+      if (end.how === "refused") throw new Error(end.reason);
       if (end.opened) lostSince = performance.now();
       if (end.readied) backoff.reset();
       const down = performance.now() - lostSince;
@@ -89,7 +98,7 @@ const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)} s`;
 const printable = (s: string): string => s.replace(/[\u0000-\u001f\u007f-\u009f]/g, "?").slice(0, 200);
 
 /** How one connection ended. */
-type Ending = { how: "stopped" } | { how: "left" | "lost"; reason: string; opened: boolean; readied: boolean };
+type Ending = { how: "stopped" } | { how: "refused"; reason: string } | { how: "left" | "lost"; reason: string; opened: boolean; readied: boolean };
 
 /** One connection to the base station: where its frames go, and how weights are fetched over it. */
 interface Session {
@@ -103,7 +112,14 @@ function connect(host: ExpertHost, opts: DeviceOptions, log: (line: string) => v
   const ws = new WebSocket(opts.bs, { maxPayload: LIMITS.frameBytes });
   const send = (m: Message) => sendFrame(ws, m);
   let opened = false, readied = false, stopped = false, closed = false;
-  let failure: string | null = null, left: string | null = null;
+  let failure: string | null = null, left: string | null = null, refused: string | null = null;
+  /** the handshake: the base station's nonce once challenged, and whether it has admitted (and proven itself to) this device */
+  let bsNonce: string | null = null, welcomed = false;
+  const deviceNonce = newNonce();
+  const refuse = (why: string) => {
+    refused = why;
+    closeWith(ws, CLOSE.notAdmitted, why);
+  };
   /** calls and pulls are served once an assignment has loaded on this connection (the experts held may be another model's until then) */
   let assigned = false;
   // assignments load one after another, in the order they came (each may wait for weights)
@@ -135,11 +151,25 @@ function connect(host: ExpertHost, opts: DeviceOptions, log: (line: string) => v
     opened = true;
     const holds = host.holds();
     log(`connected to ${opts.bs}${holds.length > 0 ? `; holds ${holds.length} experts` : ""}`);
-    send({ type: "hello", name: opts.name, capabilities: host.capabilities(), ...(holds.length > 0 ? { holds } : {}) });
   });
   ws.on("error", (e: NodeJS.ErrnoException) => (failure = e.code ?? e.message));
 
   receiveFrames(ws, (m) => {
+    if (!welcomed) {
+      if (m.type === "challenge" && bsNonce === null) {
+        bsNonce = m.nonce;
+        const holds = host.holds();
+        const proof = opts.token === undefined ? {} : { proof: deviceProof(opts.token, bsNonce, deviceNonce, opts.name) };
+        send({ type: "hello", name: opts.name, capabilities: host.capabilities(), ...(holds.length > 0 ? { holds } : {}), nonce: deviceNonce, ...proof });
+      } else if (m.type === "welcome" && bsNonce !== null) {
+        if (opts.token !== undefined && (m.proof === undefined || !sameProof(bsProof(opts.token, deviceNonce, bsNonce), m.proof))) {
+          return refuse(`${opts.bs} did not prove it holds the join token: it is not this cluster's base station (or its token differs); refusing it`);
+        }
+        welcomed = true;
+      } else if (m.type === "error") log(`base station: ${printable(m.message)}`);
+      else refuse(`${opts.bs} sent ${m.type} out of turn in the join handshake; refusing it`);
+      return;
+    }
     switch (m.type) {
       case "assign":
         inOrder(() =>
@@ -196,6 +226,8 @@ function connect(host: ExpertHost, opts: DeviceOptions, log: (line: string) => v
       opts.signal?.removeEventListener("abort", stop);
       fetching?.reject(new Error("the base station went away"));
       if (stopped) return resolve({ how: "stopped" });
+      if (refused !== null) return resolve({ how: "refused", reason: refused });
+      if (code === CLOSE.notAdmitted) return resolve({ how: "refused", reason: `the base station refused this device${reason.length > 0 ? `: ${printable(reason.toString())}` : ""}` });
       const why = [`code ${code}`, ...(reason.length > 0 ? [printable(reason.toString())] : []), ...(failure ? [failure] : [])].join(", ");
       if (left !== null) resolve({ how: "left", reason: `base station left (${printable(left) || "no reason given"})`, opened, readied });
       else resolve({ how: "lost", reason: opened ? `base station went away (${why})` : `cannot reach ${opts.bs}: ${failure ?? why}`, opened, readied });

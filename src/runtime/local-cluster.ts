@@ -6,6 +6,7 @@ import { fileURLToPath } from "node:url";
 import type { WeightDType } from "../kernels/backend.js";
 import type { WireDType } from "../protocol/activations.js";
 import type { LinkModel } from "../channel/link.js";
+import { newJoinToken } from "../protocol/handshake.js";
 import { Backoff, type BackoffOptions } from "./backoff.js";
 import { DeviceHub } from "./device-hub.js";
 import type { Engine } from "./engine.js";
@@ -28,6 +29,8 @@ export interface LocalClusterOptions {
 
 export interface LocalCluster {
   hub: DeviceHub;
+  /** The join token the hub asks of its devices (generated for this cluster). */
+  joinToken: string;
   /** The device processes, in the order of their names local-0, local-1, … */
   devices: readonly ChildProcess[];
   close(): Promise<void>;
@@ -57,10 +60,12 @@ export interface Supervision {
 const STDERR_TAIL = 4096;
 
 /**
- * N device processes connecting to the hub at `url`; they end when it leaves (they do not reconnect).
- * With `supervise`, one that exits before `exited()` is called is started again under the same name.
+ * N device processes connecting to the hub at `url` with `joinToken` (passed in their environment, not
+ * on their command line, where any local user could read it); they end when it leaves (they do not
+ * reconnect). With `supervise`, one that exits before `exited()` is called is started again under the
+ * same name.
  */
-export function spawnLocalDevices(url: string, count: number, threads = 1, extraArgs: readonly string[] = [], supervise?: Supervision): LocalDevices {
+export function spawnLocalDevices(url: string, joinToken: string, count: number, threads = 1, extraArgs: readonly string[] = [], supervise?: Supervision): LocalDevices {
   const children: ChildProcess[] = [];
   const restarts = new Set<NodeJS.Timeout>();
   let stopping = false;
@@ -72,6 +77,7 @@ export function spawnLocalDevices(url: string, count: number, threads = 1, extra
     const started = performance.now();
     const child = spawn(process.execPath, [BIN, "device", "--bs", url, "--name", name, "--threads", String(threads), "--spin-ms", "0", "--retry-for", "0", ...extraArgs], {
       stdio: ["ignore", "ignore", "pipe"],
+      env: { ...process.env, DISTMOE_JOIN_TOKEN: joinToken },
     });
     let stderr = "";
     child.stderr!.on("data", (d: Buffer) => {
@@ -117,9 +123,11 @@ export function spawnLocalDevices(url: string, count: number, threads = 1, extra
   return { children, failed, settled: () => (failure = null), exited };
 }
 
+/** A hub with a join token of its own and N device processes that hold it. */
 export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCluster> {
-  const hub = await DeviceHub.listen({ model: o.model, weightDType: o.weightDType, wireDType: o.wireDType, replicas: o.replicas, link: o.link, log: o.log });
-  const devices = spawnLocalDevices(hub.url, o.devices, o.threadsPerDevice, o.deviceArgs);
+  const joinToken = newJoinToken();
+  const hub = await DeviceHub.listen({ model: o.model, weightDType: o.weightDType, wireDType: o.wireDType, replicas: o.replicas, link: o.link, joinTokens: [joinToken], log: o.log });
+  const devices = spawnLocalDevices(hub.url, joinToken, o.devices, o.threadsPerDevice, o.deviceArgs);
   try {
     await Promise.race([hub.start(o.devices), devices.failed]);
   } catch (e) {
@@ -130,6 +138,7 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
   devices.settled();
   return {
     hub,
+    joinToken,
     devices: devices.children,
     close: async () => {
       await hub.close();

@@ -16,6 +16,7 @@ import { Backoff } from "./backoff.js";
 import { initModel } from "../model/init-model.js";
 import { decodeFrame, encodeFrame, type Message } from "../protocol/frames.js";
 import { encodeActivations } from "../protocol/activations.js";
+import { newJoinToken, newNonce } from "../protocol/handshake.js";
 import { duration } from "../cli/options.js";
 import { REPO_ROOT } from "../testing/shared.js";
 
@@ -66,7 +67,8 @@ test("a base station restarted under running devices: they reconnect by themselv
   initModel({ arch: "MixtralForCausalLM", layers: 2, hidden: 64, experts: 4, topK: 2, seed: 21, out: model });
   const port = await freePort();
   // replicas = devices: every device holds every expert, so the placement after the restart cannot differ
-  const listen = () => DeviceHub.listen({ model, weightDType: "f32", wireDType: "f32", replicas: 2, port, log: quiet });
+  const token = newJoinToken();
+  const listen = () => DeviceHub.listen({ model, weightDType: "f32", wireDType: "f32", replicas: 2, port, joinTokens: [token], log: quiet });
   const generate = async (hub: DeviceHub) => {
     const engine = Engine.load(model, { dtype: "f32", executor: hub.executor });
     try {
@@ -80,7 +82,7 @@ test("a base station restarted under running devices: they reconnect by themselv
   single.close();
 
   let hub = await listen();
-  const devices = [0, 1].map((i) => device(["--bs", hub.url, "--name", `d${i}`, "--fetch-weights", "--cache", path.join(dir, `cache-${i}`)]));
+  const devices = [0, 1].map((i) => device(["--bs", hub.url, "--token", token, "--name", `d${i}`, "--fetch-weights", "--cache", path.join(dir, `cache-${i}`)]));
   try {
     await hub.start(2);
     assert.deepEqual(await generate(hub), want);
@@ -147,13 +149,14 @@ test("backoff: each delay within [bound/2, bound], the bound doubling to the cap
   assert.equal(high.next(), 100);
 });
 
-/** A scripted base station: each connection's frames in order. */
+/** A scripted base station (admitting any device: challenge, hello, welcome): each connection's frames in order. */
 async function scriptedBs(): Promise<{ url: string; next: () => Promise<{ ws: WebSocket; frames: () => Promise<Message> }>; close: () => Promise<void> }> {
   const server = new WebSocketServer({ host: "127.0.0.1", port: 0 });
   await new Promise((r) => server.once("listening", r));
   const waiting: WebSocket[] = [];
   let wake: (() => void) | null = null;
   server.on("connection", (ws) => {
+    ws.send(encodeFrame({ type: "challenge", nonce: newNonce() }));
     waiting.push(ws);
     wake?.();
   });
@@ -161,7 +164,9 @@ async function scriptedBs(): Promise<{ url: string; next: () => Promise<{ ws: We
     const got: Message[] = [];
     let ping: (() => void) | null = null;
     ws.on("message", (d: Buffer) => {
-      got.push(decodeFrame(new Uint8Array(d)));
+      const m = decodeFrame(new Uint8Array(d));
+      if (m.type === "hello") ws.send(encodeFrame({ type: "welcome" }));
+      got.push(m);
       ping?.();
     });
     return async () => {
@@ -193,7 +198,7 @@ test("a device told leave reconnects, says what it holds and loads nothing again
   const running = runDevice({ bs: bs.url, name: "d", threads: 1, backoff: { firstMs: 10, capMs: 20 }, signal: stop.signal, log: (l) => lines.push(l) });
   try {
     let c = await bs.next();
-    assert.deepEqual(Object.keys(await c.frames()), ["type", "name", "capabilities"], "a first hello holds nothing");
+    assert.deepEqual(Object.keys(await c.frames()), ["type", "name", "capabilities", "nonce"], "a first hello holds nothing");
     c.ws.send(encodeFrame(assign([[0, 1], [1, 2]])));
     assert.deepEqual(await c.frames(), { type: "ready", experts: [[0, 1], [1, 2]] });
     c.ws.send(encodeFrame({ type: "leave", reason: "restarting" }));

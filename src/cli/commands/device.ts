@@ -8,6 +8,7 @@ export function deviceCommand(): Command {
     .description("run an expert device: connect to a base station, load the experts it assigns, serve expert calls; reconnect when the base station goes away or restarts, keeping the experts held")
     .requiredOption("--bs <url>", "the base station, e.g. ws://127.0.0.1:8080")
     .option("--name <name>", "this device's name", os.hostname())
+    .option("--token <token>", "the cluster's join token, as `distmoe serve` printed it (default: $DISTMOE_JOIN_TOKEN); proven to the base station, never sent")
     .option("-t, --threads <n>", "compute threads (default: the cores available)", positiveInt)
     .option("--spin-ms <ms>", "how long idle compute threads spin before sleeping", nonNegativeNumber)
     .option("--memory <size>", "memory offered for expert weights, e.g. 2GiB (default: the memory free at start); the base station places no more than that here", byteSize)
@@ -20,14 +21,14 @@ export function deviceCommand(): Command {
         "0: never reconnect: a base station that shuts down (says leave) ends the device with exit code 0, one that drops or cannot be reached with 1",
       duration,
     )
-    .action(async (o: { bs: string; name: string; threads?: number; spinMs?: number; memory?: number; model?: string; fetchWeights?: boolean; cache?: string; retryFor?: number }) => {
+    .action(async (o: { bs: string; name: string; token?: string; threads?: number; spinMs?: number; memory?: number; model?: string; fetchWeights?: boolean; cache?: string; retryFor?: number }) => {
       // SIGINT/SIGTERM: say leave and end normally; a second signal ends the process at once
       const stop = new AbortController();
       const onSignal = () => stop.abort();
       process.once("SIGINT", onSignal).once("SIGTERM", onSignal);
       try {
         await runDevice({
-          bs: o.bs, name: o.name, threads: o.threads, spinMs: o.spinMs, memoryBytes: o.memory, model: o.model, fetchWeights: o.fetchWeights, cacheDir: o.cache,
+          bs: o.bs, name: o.name, token: o.token ?? (process.env.DISTMOE_JOIN_TOKEN || undefined), threads: o.threads, spinMs: o.spinMs, memoryBytes: o.memory, model: o.model, fetchWeights: o.fetchWeights, cacheDir: o.cache,
           retryForMs: o.retryFor, signal: stop.signal,
         });
       } finally {

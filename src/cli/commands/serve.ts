@@ -1,7 +1,9 @@
+import os from "node:os";
 import path from "node:path";
 import type { Server } from "node:http";
 import { createAdaptorServer } from "@hono/node-server";
-import { Command, Option } from "commander";
+import { Command, InvalidArgumentError, Option } from "commander";
+import { newJoinToken } from "../../protocol/handshake.js";
 import { Engine } from "../../runtime/engine.js";
 import { DeviceHub } from "../../runtime/device-hub.js";
 import { spawnLocalDevices } from "../../runtime/local-cluster.js";
@@ -21,12 +23,30 @@ interface ServeCliOptions extends ModelCliOptions {
   cors: string[];
   maxBody: number;
   requestTimeout: number;
+  joinToken?: string;
 }
 
 const NO_USAGE = { calls: 0, failed_calls: 0, dropped_slots: 0, dropped_weight: 0, retries: 0 };
 const collect = (v: string, all: string[]) => [...all, v];
 
 const isLoopback = (host: string) => host === "localhost" || host === "::1" || host.startsWith("127.");
+
+/** A join token: too long to guess from a captured handshake, and safe to paste into a shell command. */
+const JOIN_TOKEN = /^[A-Za-z0-9._~+/=-]{16,256}$/;
+const JOIN_TOKEN_RULE = "a join token is 16 to 256 characters of A-Z a-z 0-9 . _ ~ + / = -";
+
+function joinToken(v: string): string {
+  if (!JOIN_TOKEN.test(v)) throw new InvalidArgumentError(JOIN_TOKEN_RULE);
+  return v;
+}
+
+/** The join token given (--join-token, else $DISTMOE_JOIN_TOKEN), or a new one; `generated` says which. */
+function clusterToken(given: string | undefined): { token: string; generated: boolean } {
+  const env = process.env.DISTMOE_JOIN_TOKEN;
+  if (given === undefined && env && !JOIN_TOKEN.test(env)) throw new Error(`DISTMOE_JOIN_TOKEN: ${JOIN_TOKEN_RULE}`);
+  const token = given ?? (env || undefined);
+  return token === undefined ? { token: newJoinToken(), generated: true } : { token, generated: false };
+}
 
 export function serveCommand(): Command {
   return addModelOptions(new Command("serve").description("the base station: an OpenAI-compatible HTTP API; expert devices attach to the same port over WebSocket"))
@@ -35,6 +55,7 @@ export function serveCommand(): Command {
     .option("--devices <n>", "wait for N devices (`distmoe device --bs ws://HOST:PORT`) and run the experts on them", nonNegativeInt, 0)
     .addOption(new Option("--max-batch <n>", "requests batched into one step at most").argParser(positiveInt).default(16))
     .addOption(new Option("--max-queue <n>", "requests waiting for a place in the batch at most; beyond it 429 with Retry-After").argParser(nonNegativeInt).default(64))
+    .option("--join-token <token>", "devices must prove they hold this token to join (default: $DISTMOE_JOIN_TOKEN, else a new one, printed with the command to join)", joinToken)
     .option("--api-key <key>", "require `Authorization: Bearer KEY` on /v1/* (repeatable)", apiKey, [])
     .option("--api-key-file <file>", "API keys, one a line (# comments)")
     .option("--cors <origin>", "allow cross-origin requests from ORIGIN (repeatable; default: none)", collect, [])
@@ -47,6 +68,7 @@ export function serveCommand(): Command {
       const apiKeys = [...o.apiKey, ...(o.apiKeyFile ? readKeys(o.apiKeyFile) : [])];
       const modelName = path.basename(path.resolve(o.model));
       const remote = (o.localDevices ?? 0) + o.devices;
+      const join = clusterToken(o.joinToken);
       let engine: Engine | undefined;
       const metrics = new ServerMetrics(() => engine?.scheduler.depth ?? { waiting: 0, active: 0 }, () => engine?.expertUsage() ?? NO_USAGE);
       // the app is made once the hub exists, and the hub needs the server: the server asks the app late
@@ -61,6 +83,7 @@ export function serveCommand(): Command {
             link: o.link && (() => o.link!),
             onCall: (device, ms, out, inn) => metrics.deviceCall(device, ms, out, inn),
             onDeviceGone: (device) => metrics.removeDevice(device),
+            joinTokens: [join.token],
           })
         : null;
       app = createApp({
@@ -82,9 +105,14 @@ export function serveCommand(): Command {
       });
       const address = server.address() as { address: string; port: number };
       log(`listening on http://${address.address}:${address.port} (devices: ws://${address.address}:${address.port})`);
+      if (hub) {
+        // as kubeadm and k3s do: the exact command that joins a device (an address to reach this host by, where it listens on all)
+        const reachable = ["0.0.0.0", "::"].includes(address.address) ? os.hostname() : address.address;
+        log(`devices join with: distmoe device --bs ws://${reachable}:${address.port} --token ${join.generated ? join.token : "<the join token given>"}`);
+      }
       if (!isLoopback(o.host) && apiKeys.length === 0) log(`warning: ${o.host} is not a loopback address and no --api-key is set: anyone who reaches this port can use the API`);
       // a local device that dies (a crash, an OOM kill) is started again, under the same name
-      const local = o.localDevices ? spawnLocalDevices(`ws://${address.address}:${address.port}`, o.localDevices, 1, [], { log }) : null;
+      const local = o.localDevices ? spawnLocalDevices(`ws://${address.address}:${address.port}`, join.token, o.localDevices, 1, [], { log }) : null;
       engine = Engine.load(o.model, { ...engineOptions(o), executor: hub?.executor, maxBatch: o.maxBatch, maxQueue: o.maxQueue });
       if (!hub) log(`ready: ${modelName}`);
       else {
