@@ -12,6 +12,7 @@ import path from "node:path";
 import { REPO_ROOT } from "../testing/shared.js";
 import { initModel } from "../model/init-model.js";
 import { Engine } from "../runtime/engine.js";
+import { until } from "../testing/until.js";
 
 const BIN = path.join(REPO_ROOT, "bin/distmoe.js");
 
@@ -23,15 +24,6 @@ function start(args: string[], env: NodeJS.ProcessEnv = {}): { child: ChildProce
   return { child, err: () => err, exited: new Promise((r) => child.once("exit", (code) => r(code))) };
 }
 
-async function until<T>(what: string, f: () => Promise<T | undefined> | T | undefined, ms = 60_000): Promise<T> {
-  const t0 = performance.now();
-  for (;;) {
-    const v = await f();
-    if (v !== undefined) return v;
-    assert.ok(performance.now() - t0 < ms, `waited ${ms} ms for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 test("serve: a port in use or a bad model ends the BS with one clear line and a non-zero code", async () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-serve-"));
@@ -75,7 +67,7 @@ test("serve --devices 2: waits for its devices, places one that comes 30 s late 
 
     const bs = start(["serve", "--model", dir, "--port", "0", "--devices", "2", "--threads", "1"]);
     children.push(bs.child);
-    const port = await until("the BS to listen", () => /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(bs.err())?.[1]);
+    const port = await until(() => /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(bs.err())?.[1], "the BS to listen");
     const base = `http://127.0.0.1:${port}`;
     const health = async () => {
       const r = await fetch(`${base}/health`);
@@ -83,7 +75,7 @@ test("serve --devices 2: waits for its devices, places one that comes 30 s late 
     };
     const complete = () => fetch(`${base}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ prompt: "hello", max_tokens: 6, temperature: 0 }) });
     // the exact command that joins a device, with the token generated for this run
-    const [, url, token] = await until("the command to join", () => /devices join with: distmoe device --bs (\S+) --token (\S+)\n/.exec(bs.err()) ?? undefined);
+    const [, url, token] = await until(() => /devices join with: distmoe device --bs (\S+) --token (\S+)\n/.exec(bs.err()), "the command to join");
     assert.equal(url, `ws://127.0.0.1:${port}`);
     const device = (name: string, args = ["--token", token!], env: NodeJS.ProcessEnv = {}) => {
       const d = start(["device", "--bs", url!, "--name", name, "--threads", "1", "--retry-for", "0", ...args], env);
@@ -95,11 +87,11 @@ test("serve --devices 2: waits for its devices, places one that comes 30 s late 
     const stranger = device("stranger", ["--token", "not-the-token-at-all"]);
     assert.equal(await stranger.exited, 1);
     assert.match(stranger.err(), /distmoe: error: the base station refused this device: not admitted: wrong join token/);
-    await until("the refusal in the BS log", () => (/peer 127\.0\.0\.1: closing the connection: not admitted: wrong join token/.test(bs.err()) ? true : undefined));
+    await until(() => (/peer 127\.0\.0\.1: closing the connection: not admitted: wrong join token/.test(bs.err())), "the refusal in the BS log");
 
     // one device of two: unavailable, saying why, and a completion is refused with the reason
     const first = device("first");
-    await until("the first device", async () => ((await health()).reasons.join(";").includes("1 of 2 connected") ? true : undefined));
+    await until(async () => ((await health()).reasons.join(";").includes("1 of 2 connected")), "the first device");
     await new Promise((r) => setTimeout(r, 30_000));
     const h = await health();
     assert.equal(h.code, 503);
@@ -112,7 +104,7 @@ test("serve --devices 2: waits for its devices, places one that comes 30 s late 
 
     // the second, 30 s late, is placed and used
     const late = device("late", [], { DISTMOE_JOIN_TOKEN: token });
-    await until("both devices placed", async () => ((await health()).status === "ok" ? true : undefined));
+    await until(async () => ((await health()).status === "ok"), "both devices placed");
     for (let i = 0; i < 3; i++) {
       const served = await complete();
       assert.equal(served.status, 200);
@@ -123,14 +115,14 @@ test("serve --devices 2: waits for its devices, places one that comes 30 s late 
     // the devices are gone: 503 with the reason, never 200 with noise
     for (const d of [first, late]) d.child.kill("SIGKILL");
     await Promise.all([first.exited, late.exited]);
-    await until("the BS to see the devices gone", async () => ((await health()).code === 503 ? true : undefined));
+    await until(async () => ((await health()).code === 503), "the BS to see the devices gone");
     const gone = await complete();
     assert.equal(gone.status, 503);
     assert.match((await gone.json()).error.message, /cannot serve now/);
 
     // a device joins: served again, same answer
     device("again");
-    await until("the new device to be placed", async () => ((await health()).status === "ok" ? true : undefined));
+    await until(async () => ((await health()).status === "ok"), "the new device to be placed");
     const back = await complete();
     assert.equal(back.status, 200);
     assert.equal((await back.json()).choices[0].text, want);
@@ -175,9 +167,9 @@ test("serve --local-devices 2 --replicas 2: a killed device is restarted under i
 
     const bs = start(["serve", "--model", dir, "--port", "0", "--local-devices", "2", "--replicas", "2", "--threads", "1"]);
     children.push(bs.child);
-    const port = await until("the BS to listen", () => /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(bs.err())?.[1]);
+    const port = await until(() => /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(bs.err())?.[1], "the BS to listen");
     const base = `http://127.0.0.1:${port}`;
-    const healthy = () => until("/health ok", async () => ((await (await fetch(`${base}/health`)).json()).status === "ok" ? true : undefined));
+    const healthy = () => until(async () => ((await (await fetch(`${base}/health`)).json()).status === "ok"), "/health ok");
     const complete = async () => {
       const r = await fetch(`${base}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ prompt: "hello", max_tokens: 6, temperature: 0 }) });
       assert.equal(r.status, 200);
@@ -193,7 +185,7 @@ test("serve --local-devices 2 --replicas 2: a killed device is restarted under i
     process.kill(before.get("local-1")!, "SIGKILL");
     // its replica serves meanwhile (or the device is back already): the same answer either way
     assert.equal(await complete(), want);
-    const restarted = Number(await until("the restart", () => /^local-1 restarted \(pid (\d+)\)$/m.exec(bs.err())?.[1]));
+    const restarted = Number(await until(() => /^local-1 restarted \(pid (\d+)\)$/m.exec(bs.err())?.[1], "the restart"));
     assert.match(bs.err(), /^local-1 exited \(signal SIGKILL\); restarting in \d+\.\d s$/m);
     assert.notEqual(restarted, before.get("local-1"));
     pids.push(restarted);

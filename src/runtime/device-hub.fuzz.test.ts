@@ -15,6 +15,7 @@ import { initModel } from "../model/init-model.js";
 import type { WireDType } from "../protocol/activations.js";
 import { decodeFrame, encodeFrame, LIMITS, type Message } from "../protocol/frames.js";
 import { fuzzParams } from "../testing/fuzz.js";
+import { until } from "../testing/until.js";
 
 const PROMPT = "hostile bytes";
 const LAYERS = 2, EXPERTS = 4;
@@ -188,11 +189,6 @@ function serverOpcodes(b: Buffer): number[] {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Polls `cond`; fails after a generous bound (a stuck hub, not a slow machine). */
-async function until(cond: () => boolean, what: string): Promise<void> {
-  for (const t0 = performance.now(); !cond(); await sleep(5)) assert.ok(performance.now() - t0 < 30_000, `waited too long for ${what}`);
-}
 
 /**
  * Upgrades a TCP connection by hand, writes the case's bytes after the 101, waits `lingerMs` (or, when

@@ -16,6 +16,7 @@ import { newJoinToken } from "../protocol/handshake.js";
 import { initModel } from "../model/init-model.js";
 import { ExpertsUnavailable } from "../moe/executor.js";
 import { decodeFrame, encodeFrame, type Capabilities, type Message } from "../protocol/frames.js";
+import { until } from "../testing/until.js";
 
 const PROMPT = "hostile peers";
 const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-hub-"));
@@ -28,14 +29,6 @@ engine.close();
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Polls `cond` until it holds; fails after a generous bound (a stuck test, not a slow machine). */
-async function until(cond: () => boolean, what: string): Promise<void> {
-  const t0 = performance.now();
-  while (!cond()) {
-    assert.ok(performance.now() - t0 < 30_000, `waited too long for ${what}`);
-    await sleep(10);
-  }
-}
 
 interface Bench {
   hub: DeviceHub;

@@ -19,6 +19,7 @@ import { encodeActivations } from "../protocol/activations.js";
 import { newJoinToken, newNonce } from "../protocol/handshake.js";
 import { duration } from "../cli/options.js";
 import { REPO_ROOT } from "../testing/shared.js";
+import { until } from "../testing/until.js";
 
 const BIN = path.join(REPO_ROOT, "bin/distmoe.js");
 const quiet = () => undefined;
@@ -34,13 +35,6 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-async function until(cond: () => boolean, what: string): Promise<void> {
-  const t0 = performance.now();
-  while (!cond()) {
-    assert.ok(performance.now() - t0 < PATIENCE_MS, `waited too long for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 /** `distmoe device …` with its stderr collected. */
 function device(args: string[]): { child: ChildProcess; stderr: () => string; exit: Promise<number | null> } {

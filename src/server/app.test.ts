@@ -13,6 +13,7 @@ import { initModel } from "../model/init-model.js";
 import { sharedPath } from "../testing/shared.js";
 import { createApp, type AppOptions } from "./app.js";
 import { ServerMetrics } from "./metrics.js";
+import { until } from "../testing/until.js";
 
 interface Served {
   base: string;
@@ -271,13 +272,10 @@ test("refused requests get a clear status: validation, unsupported parameters, m
     let release!: () => void;
     const held = new Promise<void>((r) => (release = r));
     s.engine.model.forward = async (...args) => (await held, forward(...args));
-    const until = async (cond: () => boolean) => {
-      for (const t0 = performance.now(); !cond(); await new Promise((r) => setTimeout(r, 2))) assert.ok(performance.now() - t0 < 10_000);
-    };
     const running = s.post("/v1/completions", { prompt: "x", max_tokens: 8, temperature: 0 });
-    await until(() => s.engine.scheduler.depth.active === 1);
+    await until(() => s.engine.scheduler.depth.active === 1, "the first request in the batch");
     const waiting = s.post("/v1/completions", { prompt: "y", max_tokens: 4, temperature: 0 });
-    await until(() => s.engine.scheduler.depth.waiting === 1);
+    await until(() => s.engine.scheduler.depth.waiting === 1, "the second request in the queue");
     const full = await s.post("/v1/completions", { prompt: "z", max_tokens: 4 });
     assert.equal(full.status, 429);
     assert.ok(Number(full.headers.get("retry-after")) > 0);
