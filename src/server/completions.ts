@@ -76,26 +76,6 @@ export function generate(c: Context, g: GenerationContext, kind: "text" | "chat"
 
   const id = `${kind === "chat" ? "chatcmpl" : "cmpl"}-${randomUUID()}`;
   const created = Math.floor(Date.now() / 1000);
-  const timeout = AbortSignal.timeout(g.requestTimeoutMs);
-  const client = new AbortController();
-  const signal = AbortSignal.any([c.req.raw.signal, client.signal, timeout]);
-  const t0 = performance.now();
-  const sampling = { maxTokens, temperature: p.temperature, topP: p.topP, topK: p.topK, seed: p.seed, stop: p.stop, prompt, signal };
-  /** The result, or the error its request must be answered with (a timeout is one). */
-  const settle = (r: GenerationResult): GenerationResult => {
-    g.onResult(r, performance.now() - t0);
-    if (r.stopReason === "cancelled" && timeout.aborted) throw timeout.reason;
-    return r;
-  };
-
-  if (!p.stream) {
-    const result = g.engine.scheduler.submit(sampling);
-    return result.then(settle).then((r) => {
-      const choice = kind === "chat" ? { index: 0, message: { role: "assistant", content: r.text }, finish_reason: finishReason(r) } : { index: 0, text: r.text, finish_reason: finishReason(r) };
-      return c.json({ id, object: kind === "chat" ? "chat.completion" : "text_completion", created, model: g.modelName, choices: [choice], usage: usage(r) });
-    });
-  }
-
   const object = kind === "chat" ? "chat.completion.chunk" : "text_completion";
   const chunk = (choice: Record<string, unknown> | null, extra: Record<string, unknown> = {}) => ({
     id,
@@ -108,16 +88,43 @@ export function generate(c: Context, g: GenerationContext, kind: "text" | "chat"
   });
   const piece = (text: string | null, finish: string | null) =>
     chunk(kind === "chat" ? { delta: text === null ? {} : { content: text }, finish_reason: finish } : { text: text ?? "", finish_reason: finish });
+  // the deadline's timer ends with the request, so a finished request holds none for the rest of it
+  const deadline = new AbortController();
+  const timer = setTimeout(() => deadline.abort(new DOMException("the request timed out", "TimeoutError")), g.requestTimeoutMs);
+  const client = new AbortController();
+  const signal = AbortSignal.any([c.req.raw.signal, client.signal, deadline.signal]);
+  const t0 = performance.now();
+  // a streamed request's pieces go out once its stream exists (right after admission, below)
+  let send: (data: unknown) => void = () => undefined;
+  let submitted: Promise<GenerationResult>;
+  try {
+    submitted = g.engine.scheduler.submit({ maxTokens, temperature: p.temperature, topP: p.topP, topK: p.topK, seed: p.seed, stop: p.stop, prompt, signal, onText: p.stream ? (text) => send(piece(text, null)) : undefined });
+  } catch (e) {
+    clearTimeout(timer);
+    throw e;
+  }
+  /** The result, or the error its request must be answered with (a timeout is one). */
+  const result = submitted.finally(() => clearTimeout(timer)).then((r) => {
+    g.onResult(r, performance.now() - t0);
+    if (r.stopReason === "cancelled" && deadline.signal.aborted) throw deadline.signal.reason;
+    return r;
+  });
+
+  if (!p.stream) {
+    return result.then((r) => {
+      const choice = kind === "chat" ? { index: 0, message: { role: "assistant", content: r.text }, finish_reason: finishReason(r) } : { index: 0, text: r.text, finish_reason: finishReason(r) };
+      return c.json({ id, object: kind === "chat" ? "chat.completion" : "text_completion", created, model: g.modelName, choices: [choice], usage: usage(r) });
+    });
+  }
+
   // events are written in order, whatever the socket's pace
   let writes: Promise<void> = Promise.resolve();
-  let send: (data: unknown) => void = () => undefined;
-  const result = g.engine.scheduler.submit({ ...sampling, onText: (text) => send(piece(text, null)) });
   return streamSSE(c, async (stream) => {
     stream.onAbort(() => client.abort());
     send = (data) => void (writes = writes.then(() => stream.writeSSE({ data: typeof data === "string" ? data : JSON.stringify(data) })));
     if (kind === "chat") send(chunk({ delta: { role: "assistant", content: "" }, finish_reason: null }));
     try {
-      const r = settle(await result);
+      const r = await result;
       send(piece(null, finishReason(r)));
       if (p.includeUsage) send(chunk(null, { usage: usage(r) }));
     } catch (e) {

@@ -19,17 +19,23 @@ const RANK: Record<ServiceState, number> = { ok: 0, degraded: 1, unavailable: 2 
 
 export class Health {
   /** failed expert calls in requests that ended within RECENT_MS, with the times they ended */
-  private recentFailures: Array<{ at: number; calls: number }> = [];
+  private readonly recentFailures: Array<{ at: number; calls: number }> = [];
 
   /** Notes a finished request's failed expert calls. */
   noteResult(r: GenerationResult): void {
     if (r.experts.failed_calls > 0) this.recentFailures.push({ at: performance.now(), calls: r.experts.failed_calls });
+    this.forgetOld();
+  }
+
+  /** Keeps only the failures of the last RECENT_MS (whether or not anyone asks for the state). */
+  private forgetOld(): void {
+    const now = performance.now();
+    while (this.recentFailures.length > 0 && now - this.recentFailures[0]!.at >= RECENT_MS) this.recentFailures.shift();
   }
 
   /** The overall state: the worst of the parts', and recent failures. */
   status(parts: readonly PartStatus[]): { state: ServiceState; reasons: string[] } {
-    const now = performance.now();
-    this.recentFailures = this.recentFailures.filter((f) => now - f.at < RECENT_MS);
+    this.forgetOld();
     const failed = this.recentFailures.reduce((n, f) => n + f.calls, 0);
     const own: PartStatus = failed > 0 ? { state: "degraded", reasons: [`${failed} expert calls failed in the last minute (their experts were dropped)`] } : { state: "ok", reasons: [] };
     const all = [...parts, own];
