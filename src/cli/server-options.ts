@@ -1,12 +1,14 @@
-// The base station's option parsers: API keys (from the command line and from a file), the body limit
-// and the request timeout, each refused at start with the rule when a value could never work.
+// The base station's option parsers: API and admin keys (from the command line, a file or the
+// environment), the body limit and the request timeout, each refused at start with the rule when a
+// value could never work.
 import { readFileSync } from "node:fs";
 import { InvalidArgumentError } from "commander";
 import { byteSize, duration } from "./options.js";
 
 /** What `Authorization: Bearer` can carry (RFC 6750's b64token, as bearerAuth matches it): a key outside it could never be used. */
 const API_KEY = /^(?=.{8,256}$)[A-Za-z0-9._~+/-]+=*$/;
-const API_KEY_RULE = "an API key is 8 to 256 characters of A-Z a-z 0-9 . _ ~ + / - (then = padding)";
+const keyRule = (what: string) => `${what} is 8 to 256 characters of A-Z a-z 0-9 . _ ~ + / - (then = padding)`;
+const API_KEY_RULE = keyRule("an API key");
 
 /** Keys from a file: one a line; blank lines and # comments skipped. */
 export function readKeys(file: string): string[] {
@@ -26,6 +28,23 @@ export function readKeys(file: string): string[] {
 export function apiKey(v: string, all: string[]): string[] {
   if (!API_KEY.test(v)) throw new InvalidArgumentError(API_KEY_RULE);
   return [...all, v];
+}
+
+export function adminKey(v: string, all: string[]): string[] {
+  if (!API_KEY.test(v)) throw new InvalidArgumentError(keyRule("an admin key"));
+  return [...all, v];
+}
+
+/**
+ * The admin keys: those given, else $DISTMOE_ADMIN_KEY. One that is also an API key is refused: every
+ * API user would be an operator.
+ */
+export function adminKeys(given: readonly string[], apiKeys: readonly string[]): string[] {
+  const env = process.env.DISTMOE_ADMIN_KEY;
+  if (given.length === 0 && env && !API_KEY.test(env)) throw new Error(`DISTMOE_ADMIN_KEY: ${keyRule("an admin key")}`);
+  const keys = given.length > 0 ? [...given] : env ? [env] : [];
+  if (keys.some((k) => apiKeys.includes(k))) throw new Error("an admin key must not also be an API key: every API user could then add and revoke join tokens");
+  return keys;
 }
 
 /** The longest request timeout, ms: what a timer holds; AbortSignal.timeout throws beyond it, on every request. */

@@ -30,17 +30,22 @@ const activations = fc
 
 /** Every message type, with the full range of values the protocol allows. */
 const message: fc.Arbitrary<Message> = fc.oneof(
-  record(
-    {
-      type: fc.constant("hello" as const),
-      name: text(128),
-      capabilities: record({ memoryBytes: amount, gflops: amount, readGbps: amount, weightDTypes: fc.array(text(16), { maxLength: 4 }), wireDTypes: fc.subarray([...WIRE_DTYPES]) }),
-      holds: pairs,
-      nonce: hex(64),
-      proof: hex(64),
-    },
-    { requiredKeys: ["type", "name", "capabilities", "nonce"] },
-  ),
+  fc
+    .tuple(
+      record(
+        {
+          type: fc.constant("hello" as const),
+          name: text(128),
+          capabilities: record({ memoryBytes: amount, gflops: amount, readGbps: amount, weightDTypes: fc.array(text(16), { maxLength: 4 }), wireDTypes: fc.subarray([...WIRE_DTYPES]) }),
+          holds: pairs,
+          nonce: hex(64),
+          proof: hex(64),
+        },
+        { requiredKeys: ["type", "name", "capabilities", "nonce"] },
+      ),
+      fc.option(fc.tuple(hex(64), hex(128)), { nil: undefined }),
+    )
+    .map(([hello, identity]) => (identity ? { ...hello, key: identity[0], signature: identity[1] } : hello)),
   record({ type: fc.constant("challenge" as const), nonce: hex(64) }),
   record({ type: fc.constant("welcome" as const), proof: hex(64) }, { requiredKeys: ["type"] }),
   record({
@@ -186,6 +191,7 @@ function assertInvariants(m: Message): void {
       if (m.holds !== undefined) assert.ok(pairsOk(m.holds));
       for (const h of [m.nonce, m.proof]) if (h !== undefined) assert.match(h, /^[0-9a-f]{64}$/);
       if (m.proof !== undefined) assert.ok(m.nonce !== undefined, "a proof comes with its nonce");
+      if (m.key !== undefined) assert.ok(/^[0-9a-f]{64}$/.test(m.key) && /^[0-9a-f]{128}$/.test(m.signature ?? "") && m.nonce !== undefined, "a key comes with its signature and nonce");
       return;
     }
     case "assign":

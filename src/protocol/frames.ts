@@ -3,9 +3,9 @@
 // The header names what the payload holds; decodeFrame checks every field and every size against the
 // limits below before anything uses it, and throws ProtocolError (with the reason) otherwise.
 import { WIRE_DTYPES, wireBytes, type WireDType } from "./activations.js";
-import { NONCE_HEX, PROOF_HEX } from "./handshake.js";
+import { KEY_HEX, NONCE_HEX, PROOF_HEX, SIGNATURE_HEX } from "./handshake.js";
 
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 const MAGIC0 = 0x44, MAGIC1 = 0x4d; // "DM"
 const PREFIX = 8;
 
@@ -37,10 +37,11 @@ export type Message =
   | { type: "challenge"; nonce: string }
   /**
    * device → BS, answering the challenge: who it is, what it can do, the experts it still holds from an
-   * earlier connection (kept where placement allows), and its nonce and proof of the join token (none
-   * for a base station that admits anyone)
+   * earlier connection (kept where placement allows), its nonce, its proof of the join token (none for
+   * a base station that admits anyone) and its identity: an Ed25519 public key and its signature of the
+   * handshake (protocol/handshake.ts)
    */
-  | { type: "hello"; name: string; capabilities: Capabilities; holds?: Array<[layer: number, expert: number]>; nonce?: string; proof?: string }
+  | { type: "hello"; name: string; capabilities: Capabilities; holds?: Array<[layer: number, expert: number]>; nonce?: string; proof?: string; key?: string; signature?: string }
   /** BS → device: admitted; with the base station's proof of the join token when the device's hello had a nonce */
   | { type: "welcome"; proof?: string }
   | {
@@ -170,6 +171,8 @@ export function decodeFrame(data: Uint8Array): Message {
       if (h.holds !== undefined && !isPairs(h.holds)) fail("hello: holds must be [[layer, expert], …]");
       if ((h.nonce !== undefined && !isHex(h.nonce, NONCE_HEX)) || (h.proof !== undefined && !isHex(h.proof, PROOF_HEX))) fail(`hello: nonce and proof must be ${NONCE_HEX} and ${PROOF_HEX} hex digits`);
       if (h.proof !== undefined && h.nonce === undefined) fail("hello: a proof needs the nonce it was made with");
+      if ((h.key !== undefined && !isHex(h.key, KEY_HEX)) || (h.signature !== undefined && !isHex(h.signature, SIGNATURE_HEX))) fail(`hello: key and signature must be ${KEY_HEX} and ${SIGNATURE_HEX} hex digits`);
+      if ((h.key === undefined) !== (h.signature === undefined) || (h.key !== undefined && h.nonce === undefined)) fail("hello: a key comes with its signature of the handshake, and the nonce it was made with");
       const capabilities = { memoryBytes, gflops, readGbps, weightDTypes: weightDTypes as string[], wireDTypes: wireDTypes as WireDType[] };
       return {
         type,
@@ -178,6 +181,7 @@ export function decodeFrame(data: Uint8Array): Message {
         ...(h.holds === undefined ? {} : { holds: h.holds as Array<[number, number]> }),
         ...(h.nonce === undefined ? {} : { nonce: h.nonce as string }),
         ...(h.proof === undefined ? {} : { proof: h.proof as string }),
+        ...(h.key === undefined ? {} : { key: h.key as string, signature: h.signature as string }),
       };
     }
     case "challenge":

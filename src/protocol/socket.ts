@@ -18,6 +18,8 @@ export const CLOSE = {
   tryAgainLater: 1013,
   /** (application code) the peer did not prove it holds the join token: trying again will not help */
   notAdmitted: 4403,
+  /** (application code) another connection of the same device identity took this one's place */
+  replaced: 4409,
 } as const;
 
 /** How long a peer has to complete the closing handshake before its socket is cut. */

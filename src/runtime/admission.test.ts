@@ -1,9 +1,10 @@
-// Admission by join token: a device proves it holds the token (and has the base station prove it) before
-// it is placed or sent anything; no token, a wrong one, a replayed handshake and a base station without
-// the token are each refused, with the reason in the refusing side's log or error.
+// Admission by join token and device identity: a device proves it holds the token (and has the base
+// station prove it) and proves its identity before it is placed or sent anything; no token, a wrong one,
+// a replayed handshake, a revoked token, a forged signature, an impostor using a known device's name and
+// a base station without the token are each refused, with the reason in the refusing side's log or error.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import WebSocket, { WebSocketServer } from "ws";
@@ -12,32 +13,70 @@ import { DeviceHub } from "./device-hub.js";
 import { runDevice } from "./device.js";
 import { initModel } from "../model/init-model.js";
 import { decodeFrame, encodeFrame, type Capabilities, type Message } from "../protocol/frames.js";
-import { bsProof, deviceProof, newJoinToken, newNonce, provenToken, sameProof } from "../protocol/handshake.js";
+import { bsProof, deviceProof, identityFingerprint, newJoinToken, newNonce, provenToken, sameProof, signTranscript, validSignature, type Transcript } from "../protocol/handshake.js";
 import { CLOSE } from "../protocol/socket.js";
+import { ephemeralIdentity, loadIdentity } from "./device-identity.js";
+import { tokenId } from "./hub/join-tokens.js";
+import { provenHello } from "../testing/hello.js";
+import { until } from "../testing/until.js";
 
 const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-admission-"));
 initModel({ arch: "MixtralForCausalLM", layers: 2, hidden: 64, experts: 4, topK: 2, seed: 3, out: dir });
-process.on("exit", () => rmSync(dir, { recursive: true, force: true }));
+const keys = mkdtempSync(path.join(os.tmpdir(), "distmoe-admission-keys-"));
+process.on("exit", () => {
+  rmSync(dir, { recursive: true, force: true });
+  rmSync(keys, { recursive: true, force: true });
+});
+/** An identity file of its own for each `who`. */
+const keyFile = (who: string) => path.join(keys, `${who}.key`);
 
 const TOKEN = newJoinToken();
 const CAPS: Capabilities = { memoryBytes: 1e9, gflops: 10, readGbps: 10, weightDTypes: ["f32"], wireDTypes: ["f32"] };
 
-test("proofs: bound to the token, both nonces and the name; the base station's never passes as a device's", () => {
-  const [a, b] = [newNonce(), newNonce()];
-  const p = deviceProof(TOKEN, a, b, "d");
-  assert.ok(sameProof(p, deviceProof(TOKEN, a, b, "d")));
-  for (const other of [deviceProof(newJoinToken(), a, b, "d"), deviceProof(TOKEN, newNonce(), b, "d"), deviceProof(TOKEN, a, newNonce(), "d"), deviceProof(TOKEN, a, b, "e"), bsProof(TOKEN, b, a)]) {
-    assert.ok(!sameProof(p, other));
-  }
+test("proofs and signatures: bound to the token, both nonces, the name, the key and the TLS binding; the base station's never passes as a device's", () => {
+  const id = ephemeralIdentity();
+  const t: Transcript = { bsNonce: newNonce(), deviceNonce: newNonce(), name: "d", key: id.key, binding: "" };
+  const p = deviceProof(TOKEN, t);
+  assert.ok(sameProof(p, deviceProof(TOKEN, { ...t })));
+  const others: Transcript[] = [
+    { ...t, bsNonce: newNonce() }, { ...t, deviceNonce: newNonce() }, { ...t, name: "e" }, { ...t, key: ephemeralIdentity().key }, { ...t, binding: "ab".repeat(32) },
+    { ...t, bsNonce: t.deviceNonce, deviceNonce: t.bsNonce },
+  ];
+  for (const o of others) assert.ok(!sameProof(p, deviceProof(TOKEN, o)));
+  assert.ok(!sameProof(p, deviceProof(newJoinToken(), t)) && !sameProof(p, bsProof(TOKEN, t)));
   assert.ok(!sameProof(p, p.slice(0, 62)) && !sameProof(p, ""), "a proof of another length is no match");
-  assert.equal(provenToken(["x".repeat(20), TOKEN], a, b, "d", p), TOKEN);
-  assert.equal(provenToken(["x".repeat(20)], a, b, "d", p), null);
+  assert.equal(provenToken(["x".repeat(20), TOKEN], t, p), TOKEN);
+  assert.equal(provenToken(["x".repeat(20)], t, p), null);
+
+  const sig = signTranscript(id.privateKey, t);
+  assert.ok(validSignature(t, sig));
+  for (const o of others) assert.ok(!validSignature(o, sig), "a signature is of one transcript only");
+  assert.ok(!validSignature(t, signTranscript(ephemeralIdentity().privateKey, t)), "by the presented key only");
+  assert.ok(!validSignature({ ...t, key: "00".repeat(32) }, sig), "a key that is no curve point verifies nothing");
+  assert.match(identityFingerprint(id.key), /^SHA256:[A-Za-z0-9+/]{43}$/);
 });
 
-/** A hub asking for TOKEN, its log, and a device started against it with `token`. */
-async function withHub(fn: (hub: DeviceHub, lines: string[]) => Promise<void>): Promise<void> {
+test("a device identity is made once, kept owner-only, and read back the same; a damaged file is a clear error", () => {
+  const keys = mkdtempSync(path.join(os.tmpdir(), "distmoe-identity-"));
+  try {
+    const file = path.join(keys, "identity", "d.key");
+    const made = loadIdentity(file);
+    assert.ok(made.created);
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+    const again = loadIdentity(file);
+    assert.ok(!again.created);
+    assert.equal(again.fingerprint, made.fingerprint);
+    writeFileSync(file, "not a key");
+    assert.throws(() => loadIdentity(file), /is not a private key .*remove it to make a new identity/);
+  } finally {
+    rmSync(keys, { recursive: true, force: true });
+  }
+});
+
+/** A hub asking for `tokens` (default TOKEN), its log, and a device started against it with `token`. */
+async function withHub(fn: (hub: DeviceHub, lines: string[]) => Promise<void>, tokens: string[] = [TOKEN]): Promise<void> {
   const lines: string[] = [];
-  const hub = await DeviceHub.listen({ model: dir, weightDType: "f32", wireDType: "f32", joinTokens: [TOKEN], log: (l) => lines.push(l) });
+  const hub = await DeviceHub.listen({ model: dir, weightDType: "f32", wireDType: "f32", joinTokens: tokens, log: (l) => lines.push(l) });
   try {
     await fn(hub, lines);
   } finally {
@@ -45,8 +84,9 @@ async function withHub(fn: (hub: DeviceHub, lines: string[]) => Promise<void>): 
   }
 }
 
-const device = (bs: string, name: string, token?: string) =>
-  runDevice({ bs, name, token, threads: 1, spinMs: 0, backoff: { firstMs: 10, capMs: 20 }, log: () => undefined });
+/** A device run against `bs`; its identity is `identity`'s (default: its name's), its log goes to `log`. */
+const device = (bs: string, name: string, token?: string, o: { identity?: string; signal?: AbortSignal; log?: (l: string) => void } = {}) =>
+  runDevice({ bs, name, token, identityFile: keyFile(o.identity ?? name), threads: 1, spinMs: 0, backoff: { firstMs: 10, capMs: 20 }, signal: o.signal, log: o.log ?? (() => undefined) });
 
 test("a device with the token is placed; one with no token or a wrong one is refused before placement, and ends with the reason", async () => {
   await withHub(async (hub, lines) => {
@@ -56,7 +96,7 @@ test("a device with the token is placed; one with no token or a wrong one is ref
     assert.ok(lines.some((l) => /closing the connection: not admitted: wrong join token/.test(l)), lines.join("\n"));
     assert.deepEqual(hub.status().devices, [], "neither was ever a device");
     const stop = new AbortController();
-    const honest = runDevice({ bs: hub.url, name: "honest", token: TOKEN, threads: 1, spinMs: 0, signal: stop.signal, log: () => undefined });
+    const honest = device(hub.url, "honest", TOKEN, { signal: stop.signal });
     await hub.start(1);
     assert.deepEqual(hub.placed, ["honest"]);
     stop.abort();
@@ -112,16 +152,14 @@ test("a real device's hello, captured and replayed on a new connection, is refus
     const tap = await wiretap(hub.url);
     const stop = new AbortController();
     try {
-      const honest = runDevice({ bs: tap.url, name: "d", token: TOKEN, threads: 1, spinMs: 0, signal: stop.signal, log: () => undefined });
+      const honest = device(tap.url, "d", TOKEN, { signal: stop.signal });
       await hub.start(1);
       assert.deepEqual(hub.placed, ["d"], "admitted through the tap");
       const hello = tap.captured[0]![0]!;
       assert.equal(decodeFrame(new Uint8Array(hello)).type, "hello");
       stop.abort();
       await honest;
-      for (const t0 = performance.now(); hub.status().devices.length > 0; await new Promise((r) => setTimeout(r, 10))) {
-        assert.ok(performance.now() - t0 < 30_000, "the honest device has left");
-      }
+      await until(() => hub.status().devices.length === 0, "the honest device has left");
 
       const replay = await raw(hub.url);
       await replay.challenge;
@@ -129,7 +167,7 @@ test("a real device's hello, captured and replayed on a new connection, is refus
       const closed = await replay.closed;
       assert.equal(closed.code, CLOSE.notAdmitted);
       assert.match(closed.reason, /not admitted: wrong join token \(or a replayed handshake\)/);
-      assert.deepEqual(replay.got.map((m) => m.type), ["challenge"], "nothing but the challenge was sent to it");
+      assert.deepEqual(replay.got.map((m) => m.type), ["challenge", "error"], "nothing but the challenge and the refusal was sent to it");
       assert.ok(lines.some((l) => /closing the connection: not admitted: wrong join token/.test(l)), lines.join("\n"));
       assert.deepEqual(hub.status().devices, [], "the replayer never became a device");
     } finally {
@@ -150,7 +188,7 @@ test("a base station that cannot prove the token is refused by the device before
       const m = decodeFrame(new Uint8Array(d));
       received.push(m.type);
       if (m.type !== "hello") return;
-      ws.send(encodeFrame({ type: "welcome", proof: bsProof(newJoinToken(), m.nonce!, bsNonce) }));
+      ws.send(encodeFrame({ type: "welcome", proof: bsProof(newJoinToken(), { bsNonce, deviceNonce: m.nonce!, name: m.name, key: m.key ?? "", binding: "" }) }));
       ws.send(encodeFrame({ type: "assign", model: dir, modelId: "m", config: {}, weightDType: "f32", wireDType: "f32", experts: [[0, 0]] }));
     });
   });
@@ -167,4 +205,89 @@ test("a base station that cannot prove the token is refused by the device before
     for (const c of server.clients) c.terminate();
     await new Promise((r) => server.close(r));
   }
+});
+
+test("revoking a join token disconnects the devices that joined with it and refuses it from then on; the others stay", async () => {
+  const spare = newJoinToken();
+  await withHub(async (hub, lines) => {
+    const stop = new AbortController();
+    const kept = device(hub.url, "kept", TOKEN, { signal: stop.signal });
+    const revoked = device(hub.url, "revoked", spare);
+    await hub.start(2);
+    assert.deepEqual(hub.joinTokenList()!.map((t) => [t.id, t.devices]).sort(), [[tokenId(TOKEN), ["kept"]], [tokenId(spare), ["revoked"]]].sort());
+    assert.deepEqual(hub.revokeJoinToken(tokenId(spare)), ["revoked"]);
+    await assert.rejects(revoked, /^Error: the base station refused this device: not admitted: its join token was revoked$/);
+    assert.ok(lines.some((l) => l.includes(`join token ${tokenId(spare)} revoked: disconnected revoked`)), lines.join("\n"));
+    await assert.rejects(device(hub.url, "revoked", spare), /not admitted: wrong join token/);
+    await until(() => hub.placed.length === 1, "placed again without the revoked device");
+    assert.deepEqual(hub.placed, ["kept"]);
+    assert.equal(hub.revokeJoinToken(tokenId(spare)), null, "a token revoked once is no longer there");
+    stop.abort();
+    await kept;
+  }, [TOKEN, spare]);
+});
+
+test("a device is known by its key: an impostor using a known device's name is refused, the device itself is recognised when it rejoins", async () => {
+  await withHub(async (hub, lines) => {
+    const first = new AbortController();
+    const real = device(hub.url, "alpha", TOKEN, { signal: first.signal });
+    await hub.start(1);
+    const [known] = hub.knownDevices();
+    assert.equal(known!.name, "alpha");
+    assert.equal(known!.fingerprint, loadIdentity(keyFile("alpha")).fingerprint);
+    assert.ok(known!.connected && known!.experts.length > 0, "remembers the experts it holds");
+    first.abort();
+    await real;
+    await until(() => hub.status().devices.length === 0, "alpha has left");
+
+    const impostor = device(hub.url, "alpha", TOKEN, { identity: "mallory" });
+    await assert.rejects(impostor, (e: Error) => e.message.includes(`not admitted: the name alpha belongs to another device (identity ${known!.fingerprint}); this one is SHA256:`));
+    assert.ok(lines.some((l) => /closing the connection: not admitted: the name alpha belongs to another device/.test(l)), lines.join("\n"));
+    assert.deepEqual(hub.status().devices, []);
+
+    const back = new AbortController();
+    const again = device(hub.url, "alpha", TOKEN, { signal: back.signal });
+    await until(() => hub.placed.includes("alpha") && hub.status().devices.length === 1, "the real alpha is back");
+    assert.ok(lines.some((l) => l.includes(`alpha joined`) && l.includes(`known as ${known!.fingerprint}`)), lines.join("\n"));
+    back.abort();
+    await again;
+  });
+});
+
+test("two processes sharing one identity: the later connection takes the place of the earlier, which ends with the reason", async () => {
+  await withHub(async (hub) => {
+    const stop = new AbortController();
+    const earlier = device(hub.url, "twin", TOKEN);
+    await hub.start(1);
+    const later = device(hub.url, "twin", TOKEN, { signal: stop.signal });
+    await assert.rejects(earlier, /another connection with this device's identity \(SHA256:.*\) took this one's place: two device processes share one identity/);
+    await until(() => hub.status().devices.length === 1 && hub.placed.includes("twin"), "the later one serves");
+    stop.abort();
+    await later;
+  });
+});
+
+test("a hello whose signature is not by the key it presents, or that presents no identity, is refused before placement", async () => {
+  await withHub(async (hub, lines) => {
+    const caps = CAPS;
+    const forged = await raw(hub.url);
+    const nonce = await forged.challenge;
+    // the proof is right, the signature is by another key than the one presented
+    const honest = ephemeralIdentity(), other = ephemeralIdentity();
+    const t: Transcript = { bsNonce: nonce, deviceNonce: newNonce(), name: "f", key: honest.key, binding: "" };
+    forged.ws.send(encodeFrame({ type: "hello", name: "f", capabilities: caps, nonce: t.deviceNonce, proof: deviceProof(TOKEN, t), key: honest.key, signature: signTranscript(other.privateKey, t) }));
+    assert.match((await forged.closed).reason, /not admitted: the device's signature of the handshake does not verify/);
+
+    const keyless = await raw(hub.url);
+    const n2 = await keyless.challenge;
+    const t2: Transcript = { bsNonce: n2, deviceNonce: newNonce(), name: "k", key: "", binding: "" };
+    keyless.ws.send(encodeFrame({ type: "hello", name: "k", capabilities: caps, nonce: t2.deviceNonce, proof: deviceProof(TOKEN, t2) }));
+    assert.match((await keyless.closed).reason, /not admitted: no device identity presented/);
+
+    const fine = await raw(hub.url);
+    fine.ws.send(provenHello(TOKEN, await fine.challenge, "fine", caps));
+    await until(() => fine.got.some((m) => m.type === "welcome"), "the proven hello is welcomed");
+    fine.ws.terminate();
+    assert.equal(lines.filter((l) => /not admitted/.test(l)).length, 2, lines.join("\n"));
+  });
 });

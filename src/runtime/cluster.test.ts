@@ -12,18 +12,13 @@ import { initModel, type InitModelOptions } from "../model/init-model.js";
 import { perplexity, protocolTokens } from "../eval/perplexity.js";
 import { REPO_ROOT, sharedPath } from "../testing/shared.js";
 import { decodeFrame, encodeFrame, PROTOCOL_VERSION, type Capabilities } from "../protocol/frames.js";
-import { deviceProof, newNonce } from "../protocol/handshake.js";
+import { provenHello } from "../testing/hello.js";
+import { ephemeralIdentity } from "./device-identity.js";
 import type { WireDType } from "../protocol/activations.js";
 import { parseLink } from "../channel/link.js";
 import { ExpertsUnavailable } from "../moe/executor.js";
 
 const quiet = () => undefined;
-
-/** A hello answering the challenge `bsNonce` with proof of `token`, as an honest device's. */
-function provenHello(token: string, bsNonce: string, name: string, capabilities: Capabilities): Uint8Array {
-  const nonce = newNonce();
-  return encodeFrame({ type: "hello", name, capabilities, nonce, proof: deviceProof(token, bsNonce, nonce, name) });
-}
 
 async function withCluster<T>(model: string, devices: number, wireDType: WireDType, fn: (engine: Engine, cluster: LocalCluster) => Promise<T>): Promise<T> {
   const cluster = await startLocalCluster({ model, devices, weightDType: "f32", wireDType, log: quiet });
@@ -94,7 +89,9 @@ test("a malformed frame, a text frame, a wrong protocol version or no hello clos
       const capabilities: Capabilities = { memoryBytes: 1, gflops: 1, readGbps: 1, weightDTypes: [], wireDTypes: ["f32"] };
       const plainHello = encodeFrame({ type: "hello", name: "rogue", capabilities });
       /** a hello that is admitted, answering the connection's challenge */
-      const hello = (bsNonce: string) => provenHello(cluster.joinToken, bsNonce, "rogue", capabilities);
+      // one identity for every rogue connection: the name is its after the first
+      const rogueIdentity = ephemeralIdentity();
+      const hello = (bsNonce: string) => provenHello(cluster.joinToken, bsNonce, "rogue", capabilities, rogueIdentity);
       const wrongVersion = plainHello.slice();
       wrongVersion[2] = PROTOCOL_VERSION + 1;
       /** Opens a connection, sends `frames`, and gives how it was closed and the error frames it got. */

@@ -12,12 +12,14 @@ import type { WireDType } from "../protocol/activations.js";
 import type { Capabilities, Message } from "../protocol/frames.js";
 import { CLOSE, closeWith } from "../protocol/socket.js";
 import { DEFAULT_RESULT_BOUNDS, ResultBounds, type ResultBoundsOptions } from "../policies/result-bounds.js";
-import { Admission, type Hello } from "./hub/admission.js";
+import { Admission, type Admitted, type Hello } from "./hub/admission.js";
 import { Calls, type HeldExpert } from "./hub/calls.js";
 import { Complaints, printable } from "./hub/complaints.js";
 import type { Connection } from "./hub/connection.js";
 import { pairKey, type Device } from "./hub/device.js";
 import { Failover } from "./hub/failover.js";
+import { Identities, type KnownIdentity } from "./hub/identities.js";
+import { JoinTokens, type JoinTokenInfo } from "./hub/join-tokens.js";
 import { DEFAULT_LIMITS, type HubLimits } from "./hub/limits.js";
 import { DEFAULT_LOAD_DEADLINE, Placer, type LoadDeadline } from "./hub/placer.js";
 import { ServedModel } from "./hub/served-model.js";
@@ -56,10 +58,13 @@ export interface HubOptions {
   /** Told when a device leaves (by its name as onCall gave it), e.g. to remove its metric series. */
   onDeviceGone?: (name: string) => void;
   /**
-   * Join tokens: a device must prove it holds one (a challenge–response, protocol/handshake.ts) before
-   * it is placed or sent anything. Unset, any device that says hello is admitted.
+   * Join tokens: a device must prove it holds one (a challenge–response, protocol/handshake.ts), and
+   * prove its identity, before it is placed or sent anything; tokens can be added and revoked while the
+   * hub runs (addJoinToken, revokeJoinToken). Unset, any device that says hello is admitted.
    */
-  joinTokens?: readonly string[];
+  joinTokens?: readonly string[] | JoinTokens;
+  /** The device identities known, and which experts each held (default: a fresh set, in memory). */
+  identities?: Identities;
   /** Limits on the device port (defaults: DEFAULT_LIMITS). */
   limits?: Partial<HubLimits>;
   /** How long devices get to load their share of a re-plan before placement goes on without them (defaults: DEFAULT_LOAD_DEADLINE). */
@@ -78,6 +83,8 @@ export class DeviceHub {
   private readonly calls: Calls;
   private readonly failover: Failover;
   private readonly log: (line: string) => void;
+  private readonly joinTokens: JoinTokens | null;
+  private readonly identities: Identities;
 
   /**
    * Sends each expert call to a device holding it, one frame per device and layer, failing over to
@@ -131,8 +138,10 @@ export class DeviceHub {
         return failover.rejectedResults;
       },
     };
-    this.admission = new Admission(server, limits, this.complaints, opts.joinTokens ?? null, {
-      hello: (conn, name, m) => this.hello(conn, name, m),
+    this.joinTokens = opts.joinTokens === undefined ? null : opts.joinTokens instanceof JoinTokens ? opts.joinTokens : new JoinTokens(opts.joinTokens);
+    this.identities = opts.identities ?? new Identities();
+    this.admission = new Admission(server, limits, this.complaints, this.joinTokens, this.identities, {
+      hello: (conn, who, m) => this.hello(conn, who, m),
       joined: () => this.placer.joined(),
       message: (d, m) => this.received(d, m),
       left: (d) => this.left(d),
@@ -236,13 +245,54 @@ export class DeviceHub {
     });
   }
 
-  private hello(conn: Connection, name: string, m: Hello): Device {
+  /** The join tokens admitted now, each with the devices connected by it; null when the hub admits any device. */
+  joinTokenList(): Array<JoinTokenInfo & { devices: string[] }> | null {
+    return this.joinTokens?.list().map((t) => ({ ...t, devices: this.admission.devices.filter((d) => d.tokenId === t.id).map((d) => d.name) })) ?? null;
+  }
+
+  /** Admits devices with `token` too (default: a new one); its id and the token. Throws on a hub without tokens or a token not of the form. */
+  addJoinToken(token?: string): { id: string; token: string } {
+    if (!this.joinTokens) throw new Error("this base station admits any device: it has no join tokens to add to");
+    return this.joinTokens.add(token);
+  }
+
+  /** Revokes a join token by id and disconnects the devices that joined with it; their names, or null when no such token. */
+  revokeJoinToken(id: string): string[] | null {
+    if (!this.joinTokens?.revoke(id)) return null;
+    const users = this.admission.devices.filter((d) => d.tokenId === id);
+    for (const d of users) d.conn.close(CLOSE.notAdmitted, "revoked tokens", "not admitted: its join token was revoked");
+    if (users.length > 0) this.log(`join token ${id} revoked: disconnected ${users.map((d) => d.name).join(", ")}`);
+    return users.map((d) => d.name);
+  }
+
+  /** The device identities known: fingerprint, name, experts held when last ready, and whether connected now. */
+  knownDevices(): Array<KnownIdentity & { connected: boolean }> {
+    return this.identities.list().map((k) => ({ ...k, connected: this.admission.devices.some((d) => d.fingerprint === k.fingerprint) }));
+  }
+
+  /**
+   * Forgets a device identity, disconnecting it if connected: its name is free for another identity
+   * (a device that lost its key, say). False when it was not known.
+   */
+  forgetDevice(fingerprint: string): boolean {
+    if (!this.identities.forget(fingerprint)) return false;
+    for (const d of this.admission.devices) if (d.fingerprint === fingerprint) d.conn.close(CLOSE.notAdmitted, "forgotten identities", "not admitted: the base station's operator removed this device's identity");
+    return true;
+  }
+
+  private hello(conn: Connection, who: Admitted, m: Hello): Device {
+    const { name, fingerprint, tokenId, known } = who;
     const link = this.opts.link ? new ShapedLink(name, this.opts.link, this.admission.devices.length + 1) : null;
-    const holds = this.model.experts(m.holds ?? []);
+    // a known identity keeps what it held here, as far as it still holds it; what a new one says it holds
+    // (from its own copy of the model) is taken at its word
+    const claimed = this.model.experts(m.holds ?? []);
+    const remembered = known && new Set(known.experts.map(pairKey));
+    const holds = remembered ? claimed.filter((p) => remembered.has(pairKey(p))) : claimed;
     const c = m.capabilities;
-    this.complaints.report(`peer ${conn.address}`, "joins and leaves", `${name} joined (${c.readGbps.toFixed(1)} GB/s, ${c.gflops.toFixed(1)} GFLOP/s${holds.length > 0 ? `, holding ${holds.length} experts` : ""})`, JOINS_LOGGED);
+    const whom = fingerprint === null ? "" : known ? `, known as ${fingerprint}` : `, new identity ${fingerprint}`;
+    this.complaints.report(`peer ${conn.address}`, "joins and leaves", `${name} joined (${c.readGbps.toFixed(1)} GB/s, ${c.gflops.toFixed(1)} GFLOP/s${holds.length > 0 ? `, holding ${holds.length} experts` : ""}${whom})`, JOINS_LOGGED);
     return {
-      name, conn, capabilities: c, ready: false, connected: true, holds, assigned: [], assignedGen: 0, loadedGen: 0, laggard: false,
+      name, fingerprint, tokenId, conn, capabilities: c, ready: false, connected: true, holds, assigned: [], assignedGen: 0, loadedGen: 0, laggard: false,
       calls: 0, weightBytes: 0, failures: 0, quarantined: false, link,
     };
   }
@@ -251,7 +301,8 @@ export class DeviceHub {
     d.ready = d.connected = false;
     this.calls.drop(d, `device ${d.name} disconnected`);
     this.complaints.report(`peer ${d.conn.address}`, "joins and leaves", `${d.name} left`, JOINS_LOGGED);
-    this.opts.onDeviceGone?.(d.name);
+    // a device replaced by a new connection of its identity goes by the same name: its series stay
+    if (!this.admission.devices.some((o) => o.name === d.name)) this.opts.onDeviceGone?.(d.name);
     this.placer.left(d);
   }
 
@@ -273,6 +324,7 @@ export class DeviceHub {
           return d.conn.refuse("readies without the assigned experts", `ready without assigned experts ${missing.slice(0, 8).map(pairKey).join(", ")}${missing.length > 8 ? ` and ${missing.length - 8} more` : ""}`);
         }
         d.holds = have;
+        if (d.fingerprint) this.identities.holds(d.fingerprint, have);
         d.loadedGen = d.assignedGen;
         d.ready = !d.quarantined;
         return this.placer.loaded(d);

@@ -2,8 +2,9 @@
 // assigned (from its own copy of the model directory, or streamed from the base station into a local
 // cache) and computes expert calls. Stateless per token. When the connection fails or closes it
 // connects again, with backoff, keeping the experts it holds: a base station that restarts finds them
-// in the device's hello and resends nothing. With a join token, it proves it holds it (and has the base
-// station prove the same) before taking anything from it; a refusal either way ends it.
+// in the device's hello and resends nothing. It proves its identity (runtime/device-identity.ts) and,
+// with a join token, that it holds it (and has the base station prove the same) before taking anything
+// from it; a refusal either way ends it.
 import os from "node:os";
 import path from "node:path";
 import { createHash } from "node:crypto";
@@ -21,8 +22,11 @@ import { loadExperts, type FfnWeights } from "../model/weights.js";
 import { LocalExpertExecutor } from "../moe/local-executor.js";
 import { concatRows, decodeActivations, encodeActivations, splitRows, WIRE_DTYPES } from "../protocol/activations.js";
 import { LIMITS, type Capabilities, type Message } from "../protocol/frames.js";
-import { bsProof, deviceProof, newNonce, sameProof } from "../protocol/handshake.js";
+import { channelBinding } from "../protocol/channel-binding.js";
+import { bsProof, deviceProof, newNonce, sameProof, signTranscript, type Transcript } from "../protocol/handshake.js";
+import { safeName } from "../protocol/names.js";
 import { CLOSE, closeWith, receiveFrames, sendFrame } from "../protocol/socket.js";
+import { identityFile, loadIdentity, type DeviceIdentity } from "./device-identity.js";
 
 /** How long a stopping device waits for the base station to close the connection before dropping it. */
 const LEAVE_GRACE_MS = 1000;
@@ -42,6 +46,8 @@ export interface DeviceOptions {
   fetchWeights?: boolean;
   /** Where streamed weights are kept between runs (default ~/.cache/distmoe). */
   cacheDir?: string;
+  /** This device's identity key (default: identity/NAME.key in the cache directory; made when missing). */
+  identityFile?: string;
   threads?: number;
   spinMs?: number;
   /** Memory offered for expert weights (default: the memory free at start). */
@@ -66,6 +72,9 @@ export interface DeviceOptions {
  */
 export async function runDevice(opts: DeviceOptions): Promise<void> {
   const log = opts.log ?? ((l: string) => process.stderr.write(`[device ${opts.name}] ${l}\n`));
+  const keyFile = opts.identityFile ?? identityFile(cacheDirOf(opts), safeName(opts.name));
+  const identity = loadIdentity(keyFile);
+  log(`identity ${identity.fingerprint}${identity.created ? ` (new, kept in ${keyFile})` : ""}`);
   const host = new ExpertHost(opts, log);
   const backoff = new Backoff(opts.backoff);
   const limit = opts.retryForMs ?? Infinity;
@@ -73,7 +82,7 @@ export async function runDevice(opts: DeviceOptions): Promise<void> {
   let lostSince = performance.now();
   try {
     while (!opts.signal?.aborted) {
-      const end = await connect(host, opts, log);
+      const end = await connect(host, identity, opts, log);
       if (end.how === "stopped") return;
       if (end.how === "refused") throw new Error(end.reason);
       if (end.opened) lostSince = performance.now();
@@ -92,6 +101,8 @@ export async function runDevice(opts: DeviceOptions): Promise<void> {
   }
 }
 
+const cacheDirOf = (opts: DeviceOptions): string => opts.cacheDir ?? path.join(os.homedir(), ".cache", "distmoe");
+
 const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)} s`;
 
 /** Text from the base station, made safe for one log line. */
@@ -108,14 +119,19 @@ interface Session {
 }
 
 /** Serves the base station over one connection, until it closes. */
-function connect(host: ExpertHost, opts: DeviceOptions, log: (line: string) => void): Promise<Ending> {
+function connect(host: ExpertHost, identity: DeviceIdentity, opts: DeviceOptions, log: (line: string) => void): Promise<Ending> {
   const ws = new WebSocket(opts.bs, { maxPayload: LIMITS.frameBytes });
   const send = (m: Message) => sendFrame(ws, m);
   let opened = false, readied = false, stopped = false, closed = false;
   let failure: string | null = null, left: string | null = null, refused: string | null = null;
-  /** the handshake: the base station's nonce once challenged, and whether it has admitted (and proven itself to) this device */
-  let bsNonce: string | null = null, welcomed = false;
+  /** the handshake: its transcript once challenged, and whether the base station has admitted (and proven itself to) this device */
+  let transcript: Transcript | null = null, welcomed = false;
+  /** what the base station said before admitting this device: the full reason of a refusal */
+  let handshakeError: string | null = null;
   const deviceNonce = newNonce();
+  /** the TLS session's channel binding, known once the WebSocket upgrade is answered */
+  let binding = "";
+  ws.on("upgrade", (res) => (binding = channelBinding(res.socket)));
   const refuse = (why: string) => {
     refused = why;
     closeWith(ws, CLOSE.notAdmitted, why);
@@ -156,18 +172,21 @@ function connect(host: ExpertHost, opts: DeviceOptions, log: (line: string) => v
 
   receiveFrames(ws, (m) => {
     if (!welcomed) {
-      if (m.type === "challenge" && bsNonce === null) {
-        bsNonce = m.nonce;
+      if (m.type === "challenge" && transcript === null) {
+        const t: Transcript = { bsNonce: m.nonce, deviceNonce, name: opts.name, key: identity.key, binding };
+        transcript = t;
         const holds = host.holds();
-        const proof = opts.token === undefined ? {} : { proof: deviceProof(opts.token, bsNonce, deviceNonce, opts.name) };
-        send({ type: "hello", name: opts.name, capabilities: host.capabilities(), ...(holds.length > 0 ? { holds } : {}), nonce: deviceNonce, ...proof });
-      } else if (m.type === "welcome" && bsNonce !== null) {
-        if (opts.token !== undefined && (m.proof === undefined || !sameProof(bsProof(opts.token, deviceNonce, bsNonce), m.proof))) {
+        const proof = opts.token === undefined ? {} : { proof: deviceProof(opts.token, t) };
+        send({ type: "hello", name: opts.name, capabilities: host.capabilities(), ...(holds.length > 0 ? { holds } : {}), nonce: deviceNonce, ...proof, key: identity.key, signature: signTranscript(identity.privateKey, t) });
+      } else if (m.type === "welcome" && transcript !== null) {
+        if (opts.token !== undefined && (m.proof === undefined || !sameProof(bsProof(opts.token, transcript), m.proof))) {
           return refuse(`${opts.bs} did not prove it holds the join token: it is not this cluster's base station (or its token differs); refusing it`);
         }
         welcomed = true;
-      } else if (m.type === "error") log(`base station: ${printable(m.message)}`);
-      else refuse(`${opts.bs} sent ${m.type} out of turn in the join handshake; refusing it`);
+      } else if (m.type === "error") {
+        handshakeError = m.message;
+        log(`base station: ${printable(m.message)}`);
+      } else refuse(`${opts.bs} sent ${m.type} out of turn in the join handshake; refusing it`);
       return;
     }
     switch (m.type) {
@@ -227,7 +246,11 @@ function connect(host: ExpertHost, opts: DeviceOptions, log: (line: string) => v
       fetching?.reject(new Error("the base station went away"));
       if (stopped) return resolve({ how: "stopped" });
       if (refused !== null) return resolve({ how: "refused", reason: refused });
-      if (code === CLOSE.notAdmitted) return resolve({ how: "refused", reason: `the base station refused this device${reason.length > 0 ? `: ${printable(reason.toString())}` : ""}` });
+      if (code === CLOSE.replaced) return resolve({ how: "refused", reason: `another connection with this device's identity (${identity.fingerprint}) took this one's place: two device processes share one identity; give each its own --name or --identity` });
+      if (code === CLOSE.notAdmitted) {
+        const why = !welcomed && handshakeError !== null ? handshakeError : reason.toString();
+        return resolve({ how: "refused", reason: `the base station refused this device${why.length > 0 ? `: ${printable(why)}` : ""}` });
+      }
       const why = [`code ${code}`, ...(reason.length > 0 ? [printable(reason.toString())] : []), ...(failure ? [failure] : [])].join(", ");
       if (left !== null) resolve({ how: "left", reason: `base station left (${printable(left) || "no reason given"})`, opened, readied });
       else resolve({ how: "lost", reason: opened ? `base station went away (${why})` : `cannot reach ${opts.bs}: ${failure ?? why}`, opened, readied });
@@ -297,7 +320,7 @@ class ExpertHost {
   private async source(m: Extract<Message, { type: "assign" }>, cfg: ModelConfig, wanted: ReadonlyArray<[number, number]>, session: Session): Promise<Checkpoint> {
     const local = this.opts.model ?? m.model;
     if (!this.opts.fetchWeights && existsSync(path.join(local, "config.json"))) return Checkpoint.open(local);
-    const cache = new WeightCache(path.join(this.opts.cacheDir ?? path.join(os.homedir(), ".cache", "distmoe"), m.modelId));
+    const cache = new WeightCache(path.join(cacheDirOf(this.opts), m.modelId));
     const t = cfg.arch.tensors;
     const names = wanted.flatMap(([l, e]) => [t.expertGate, t.expertUp, t.expertDown].map((tmpl) => tensorName(tmpl, l, e)));
     await session.fetch(cache, wanted, names);

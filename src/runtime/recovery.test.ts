@@ -108,7 +108,8 @@ test("--retry-for: a device that cannot reach its base station gives up after th
   const bounded = device(["--bs", bs, "--name", "patient", "--retry-for", "1s"]);
   assert.equal(await bounded.exit, 1);
   const lines = bounded.stderr().trim().split("\n");
-  assert.match(lines[0]!, new RegExp(`cannot reach ${bs}: ECONNREFUSED; retrying in [0-9.]+ s$`));
+  assert.match(lines[0]!, /identity SHA256:/, "it says who it is first");
+  assert.match(lines[1]!, new RegExp(`cannot reach ${bs}: ECONNREFUSED; retrying in [0-9.]+ s$`));
   assert.match(lines.at(-1)!, new RegExp(`^distmoe: error: gave up on the base station after [0-9.]+ s out of reach \\(limit 1\\.0 s\\); last: cannot reach ${bs}: ECONNREFUSED$`));
 
   const forever = device(["--bs", bs, "--name", "forever"]);
@@ -192,7 +193,7 @@ test("a device told leave reconnects, says what it holds and loads nothing again
   const running = runDevice({ bs: bs.url, name: "d", threads: 1, backoff: { firstMs: 10, capMs: 20 }, signal: stop.signal, log: (l) => lines.push(l) });
   try {
     let c = await bs.next();
-    assert.deepEqual(Object.keys(await c.frames()), ["type", "name", "capabilities", "nonce"], "a first hello holds nothing");
+    assert.deepEqual(Object.keys(await c.frames()), ["type", "name", "capabilities", "nonce", "key", "signature"], "a first hello holds nothing");
     c.ws.send(encodeFrame(assign([[0, 1], [1, 2]])));
     assert.deepEqual(await c.frames(), { type: "ready", experts: [[0, 1], [1, 2]] });
     c.ws.send(encodeFrame({ type: "leave", reason: "restarting" }));

@@ -1,6 +1,6 @@
 // The base station's HTTP API on Hono: OpenAI-compatible completions and chat completions (JSON or
-// server-sent events), /v1/models, /health and Prometheus /metrics. Cross-cutting concerns are
-// middleware: request ids, API keys, CORS, body limits, JSON-only bodies, and one error handler that
+// server-sent events), /v1/models, /health, Prometheus /metrics and the operator's /admin (admin.ts).
+// Cross-cutting concerns are middleware: request ids, API keys, CORS, body limits, JSON-only bodies, and one error handler that
 // answers every failure in OpenAI's error shape — an unexpected one as 500 with the request id,
 // logged once with its stack, never taking the process or another request with it.
 import { Hono, type Context, type MiddlewareHandler } from "hono";
@@ -12,6 +12,7 @@ import { requestId, type RequestIdVariables } from "hono/request-id";
 import type { Engine } from "../runtime/engine.js";
 import { generate, generationError, promptTokens, refuseOverlongPrompt } from "./completions.js";
 import { ApiError, errorBody } from "./errors.js";
+import { mountAdmin, type AdminOptions } from "./admin.js";
 import { Health, type PartStatus } from "./health.js";
 import type { ServerMetrics } from "./metrics.js";
 import { parseChat, parseCompletion } from "./schemas.js";
@@ -25,6 +26,8 @@ export interface AppOptions {
   devices?: () => PartStatus;
   /** Bearer keys that /v1/* requires; none: open. */
   apiKeys?: readonly string[];
+  /** The operator's /admin endpoints (join tokens, device identities); default: off (403). */
+  admin?: AdminOptions;
   /** Origins allowed cross-origin requests; none: CORS off. */
   corsOrigins?: readonly string[];
   maxBodyBytes?: number;
@@ -94,6 +97,7 @@ export function createApp(opts: AppOptions): Hono<Env> {
       return fail(c as Context<Env>, new ApiError(413, `the request body exceeds ${maxBodyBytes} bytes`));
     },
   });
+  mountAdmin(app, opts.admin ?? { keys: [] }, jsonBody);
   const readJson = async (c: Context<Env>): Promise<unknown> => {
     const text = await c.req.text();
     try {

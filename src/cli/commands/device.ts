@@ -15,20 +15,21 @@ export function deviceCommand(): Command {
     .option("--model <dir>", "this device's copy of the model (default: the base station's path, if it exists here; otherwise the weights are streamed)")
     .option("--fetch-weights", "always stream the assigned experts' weights from the base station")
     .option("--cache <dir>", "where streamed weights are kept between runs (default ~/.cache/distmoe)")
+    .option("--identity <file>", "this device's key (Ed25519, PEM), made when missing; the base station knows the device by it (default: identity/NAME.key in the cache directory)")
     .option(
       "--retry-for <duration>",
       "how long the base station may stay out of reach before the device exits with an error, e.g. 30s, 5m, 1h (default: forever); " +
         "0: never reconnect: a base station that shuts down (says leave) ends the device with exit code 0, one that drops or cannot be reached with 1",
       duration,
     )
-    .action(async (o: { bs: string; name: string; token?: string; threads?: number; spinMs?: number; memory?: number; model?: string; fetchWeights?: boolean; cache?: string; retryFor?: number }) => {
+    .action(async (o: { bs: string; name: string; token?: string; threads?: number; spinMs?: number; memory?: number; model?: string; fetchWeights?: boolean; cache?: string; identity?: string; retryFor?: number }) => {
       // SIGINT/SIGTERM: say leave and end normally; a second signal ends the process at once
       const stop = new AbortController();
       const onSignal = () => stop.abort();
       process.once("SIGINT", onSignal).once("SIGTERM", onSignal);
       try {
         await runDevice({
-          bs: o.bs, name: o.name, token: o.token ?? (process.env.DISTMOE_JOIN_TOKEN || undefined), threads: o.threads, spinMs: o.spinMs, memoryBytes: o.memory, model: o.model, fetchWeights: o.fetchWeights, cacheDir: o.cache,
+          bs: o.bs, name: o.name, token: o.token ?? (process.env.DISTMOE_JOIN_TOKEN || undefined), threads: o.threads, spinMs: o.spinMs, memoryBytes: o.memory, model: o.model, fetchWeights: o.fetchWeights, cacheDir: o.cache, identityFile: o.identity,
           retryForMs: o.retryFor, signal: stop.signal,
         });
       } finally {

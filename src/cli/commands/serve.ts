@@ -4,13 +4,15 @@ import type { Server } from "node:http";
 import { createAdaptorServer } from "@hono/node-server";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { newJoinToken } from "../../protocol/handshake.js";
+import { JOIN_TOKEN, JOIN_TOKEN_RULE } from "../../runtime/hub/join-tokens.js";
 import { Engine } from "../../runtime/engine.js";
 import { DeviceHub } from "../../runtime/device-hub.js";
 import { spawnLocalDevices } from "../../runtime/local-cluster.js";
+import { hubAdmin } from "../../server/admin.js";
 import { createApp, DEFAULT_MAX_BODY_BYTES, DEFAULT_REQUEST_TIMEOUT_MS } from "../../server/app.js";
 import { ServerMetrics } from "../../server/metrics.js";
 import { addModelOptions, engineOptions, nonNegativeInt, positiveInt, type ModelCliOptions } from "../options.js";
-import { apiKey, bodySize, readKeys, requestTimeout } from "../server-options.js";
+import { adminKey, adminKeys, apiKey, bodySize, readKeys, requestTimeout } from "../server-options.js";
 
 interface ServeCliOptions extends ModelCliOptions {
   port: number;
@@ -24,16 +26,13 @@ interface ServeCliOptions extends ModelCliOptions {
   maxBody: number;
   requestTimeout: number;
   joinToken?: string;
+  adminKey: string[];
 }
 
 const NO_USAGE = { calls: 0, failed_calls: 0, dropped_slots: 0, dropped_weight: 0, retries: 0 };
 const collect = (v: string, all: string[]) => [...all, v];
 
 const isLoopback = (host: string) => host === "localhost" || host === "::1" || host.startsWith("127.");
-
-/** A join token: too long to guess from a captured handshake, and safe to paste into a shell command. */
-const JOIN_TOKEN = /^[A-Za-z0-9._~+/=-]{16,256}$/;
-const JOIN_TOKEN_RULE = "a join token is 16 to 256 characters of A-Z a-z 0-9 . _ ~ + / = -";
 
 function joinToken(v: string): string {
   if (!JOIN_TOKEN.test(v)) throw new InvalidArgumentError(JOIN_TOKEN_RULE);
@@ -56,6 +55,7 @@ export function serveCommand(): Command {
     .addOption(new Option("--max-batch <n>", "requests batched into one step at most").argParser(positiveInt).default(16))
     .addOption(new Option("--max-queue <n>", "requests waiting for a place in the batch at most; beyond it 429 with Retry-After").argParser(nonNegativeInt).default(64))
     .option("--join-token <token>", "devices must prove they hold this token to join (default: $DISTMOE_JOIN_TOKEN, else a new one, printed with the command to join)", joinToken)
+    .option("--admin-key <key>", "enable /admin (add and revoke join tokens, list and forget device identities) with `Authorization: Bearer KEY` (repeatable; default: $DISTMOE_ADMIN_KEY, else /admin is off)", adminKey, [])
     .option("--api-key <key>", "require `Authorization: Bearer KEY` on /v1/* (repeatable)", apiKey, [])
     .option("--api-key-file <file>", "API keys, one a line (# comments)")
     .option("--cors <origin>", "allow cross-origin requests from ORIGIN (repeatable; default: none)", collect, [])
@@ -66,10 +66,13 @@ export function serveCommand(): Command {
       // a bug in one request's path must not end every other's: it is logged, the process goes on
       process.on("unhandledRejection", (e) => log(`internal error (unhandled): ${(e as Error)?.stack ?? String(e)}`));
       const apiKeys = [...o.apiKey, ...(o.apiKeyFile ? readKeys(o.apiKeyFile) : [])];
+      const admins = adminKeys(o.adminKey, apiKeys);
       const modelName = path.basename(path.resolve(o.model));
       const remote = (o.localDevices ?? 0) + o.devices;
       const join = clusterToken(o.joinToken);
       let engine: Engine | undefined;
+      /** the command that joins a device with a token, once the port is known */
+      let joinCommand = (token: string) => `distmoe device --token ${token}`;
       const metrics = new ServerMetrics(() => engine?.scheduler.depth ?? { waiting: 0, active: 0 }, () => engine?.expertUsage() ?? NO_USAGE);
       // the app is made once the hub exists, and the hub needs the server: the server asks the app late
       let app: ReturnType<typeof createApp> | undefined;
@@ -92,6 +95,10 @@ export function serveCommand(): Command {
         metrics,
         devices: hub ? () => ({ ...hub.status() }) : undefined,
         apiKeys,
+        admin: {
+          keys: admins,
+          devices: hub ? hubAdmin(hub, (token) => joinCommand(token)) : undefined,
+        },
         corsOrigins: o.cors,
         maxBodyBytes: o.maxBody,
         requestTimeoutMs: o.requestTimeout,
@@ -105,11 +112,10 @@ export function serveCommand(): Command {
       });
       const address = server.address() as { address: string; port: number };
       log(`listening on http://${address.address}:${address.port} (devices: ws://${address.address}:${address.port})`);
-      if (hub) {
-        // as kubeadm and k3s do: the exact command that joins a device (an address to reach this host by, where it listens on all)
-        const reachable = ["0.0.0.0", "::"].includes(address.address) ? os.hostname() : address.address;
-        log(`devices join with: distmoe device --bs ws://${reachable}:${address.port} --token ${join.generated ? join.token : "<the join token given>"}`);
-      }
+      // as kubeadm and k3s do: the exact command that joins a device (an address to reach this host by, where it listens on all)
+      const reachable = ["0.0.0.0", "::"].includes(address.address) ? os.hostname() : address.address;
+      joinCommand = (token) => `distmoe device --bs ws://${reachable}:${address.port} --token ${token}`;
+      if (hub) log(`devices join with: ${joinCommand(join.generated ? join.token : "<the join token given>")}`);
       if (!isLoopback(o.host) && apiKeys.length === 0) log(`warning: ${o.host} is not a loopback address and no --api-key is set: anyone who reaches this port can use the API`);
       // a local device that dies (a crash, an OOM kill) is started again, under the same name
       const local = o.localDevices ? spawnLocalDevices(`ws://${address.address}:${address.port}`, join.token, o.localDevices, 1, [], { log }) : null;

@@ -1,21 +1,33 @@
 // Who gets onto the device port: a cap on connections, a hello within a time limit as the first frame,
-// proof of the join token in it (when the hub has tokens), and a safe, unique name for each device.
+// proof of the join token in it (when the hub has tokens), proof of the device's identity (its key), and
+// a safe name that belongs to that identity.
 import type { IncomingMessage } from "node:http";
 import type { WebSocket, WebSocketServer } from "ws";
 import type { Message } from "../../protocol/frames.js";
-import { bsProof, newNonce, provenToken } from "../../protocol/handshake.js";
+import { channelBinding } from "../../protocol/channel-binding.js";
+import { bsProof, identityFingerprint, newNonce, provenToken, validSignature, type Transcript } from "../../protocol/handshake.js";
+import { safeName, uniqueName } from "../../protocol/names.js";
 import { CLOSE } from "../../protocol/socket.js";
 import type { Complaints } from "./complaints.js";
 import { Connection } from "./connection.js";
 import type { Device } from "./device.js";
+import type { Identities, KnownIdentity } from "./identities.js";
+import { tokenId, type JoinTokens } from "./join-tokens.js";
 import type { HubLimits } from "./limits.js";
-import { safeName, uniqueName } from "./names.js";
 
 export type Hello = Extract<Message, { type: "hello" }>;
 
+/** Who an admitted device is: its name (safe, its identity's), identity, the token it proved, what was known of it. */
+export interface Admitted {
+  name: string;
+  fingerprint: string | null;
+  tokenId: string | null;
+  known: KnownIdentity | null;
+}
+
 export interface AdmissionEvents {
-  /** A connection said hello: the device it is, under `name` (safe and unique). */
-  hello(conn: Connection, name: string, m: Hello): Device;
+  /** A connection said hello and was admitted: the device it is. */
+  hello(conn: Connection, who: Admitted, m: Hello): Device;
   joined(d: Device): void;
   message(d: Device, m: Message): void;
   left(d: Device): void;
@@ -28,14 +40,16 @@ export class Admission {
   private readonly sockets = new Set<WebSocket>();
 
   /**
-   * `joinTokens`: a device must prove it holds one of them (protocol/handshake.ts) before it is placed
-   * or sent anything; null admits every device that says hello.
+   * `joinTokens`: a device must prove it holds one of them (protocol/handshake.ts), and its identity,
+   * before it is placed or sent anything; null admits every device that says hello (identities are
+   * still checked for those that present one).
    */
   constructor(
     server: WebSocketServer,
     private readonly limits: HubLimits,
     private readonly complaints: Complaints,
-    private readonly joinTokens: readonly string[] | null,
+    private readonly joinTokens: JoinTokens | null,
+    private readonly identities: Identities,
     private readonly events: AdmissionEvents,
   ) {
     server.on("connection", (ws, req) => this.accept(ws, req));
@@ -46,16 +60,21 @@ export class Admission {
   private accept(ws: WebSocket, req: IncomingMessage): void {
     let device: Device | null = null;
     const nonce = newNonce();
+    const binding = channelBinding(req.socket);
     const conn: Connection = new Connection(ws, req.socket.remoteAddress ?? "unknown", this.limits, this.complaints, (m) => {
       if (device) return this.events.message(device, m);
       if (m.type !== "hello") return conn.close(CLOSE.policy, "no hello", `say hello first (got ${m.type})`);
       clearTimeout(helloTimer);
-      const admitted = this.admit(nonce, m);
-      if ("refused" in admitted) return conn.close(CLOSE.notAdmitted, "the join token", `not admitted: ${admitted.refused}`);
+      const t: Transcript = { bsNonce: nonce, deviceNonce: m.nonce ?? "", name: m.name, key: m.key ?? "", binding };
+      const admitted = this.admit(t, m);
+      if ("refused" in admitted) {
+        // the whole reason as an error frame: a close frame holds 123 bytes of it
+        conn.send({ type: "error", message: `not admitted: ${admitted.refused}` });
+        return conn.close(CLOSE.notAdmitted, "admission", `not admitted: ${admitted.refused}`);
+      }
       conn.send(admitted.welcome);
-      const name = uniqueName(safeName(m.name), (n) => this.devices.some((d) => d.name === n));
-      conn.who = name;
-      device = this.events.hello(conn, name, m);
+      conn.who = admitted.who.name;
+      device = this.events.hello(conn, admitted.who, m);
       this.devices.push(device);
       this.events.joined(device);
     });
@@ -74,12 +93,34 @@ export class Admission {
     conn.send({ type: "challenge", nonce });
   }
 
-  /** The welcome for a hello answering the challenge `nonce`, or why it is not admitted. */
-  private admit(nonce: string, m: Hello): { welcome: Message } | { refused: string } {
-    if (!this.joinTokens) return { welcome: { type: "welcome" } };
-    if (m.proof === undefined || m.nonce === undefined) return { refused: "no join token presented (run the device with --token TOKEN or DISTMOE_JOIN_TOKEN)" };
-    const token = provenToken(this.joinTokens, nonce, m.nonce, m.name, m.proof);
-    if (token === null) return { refused: "wrong join token (or a replayed handshake)" };
-    return { welcome: { type: "welcome", proof: bsProof(token, m.nonce, nonce) } };
+  /** The welcome for a hello with the transcript `t`, and who the device is; or why it is not admitted. */
+  private admit(t: Transcript, m: Hello): { welcome: Message; who: Admitted } | { refused: string } {
+    let token: string | null = null;
+    if (this.joinTokens) {
+      if (m.proof === undefined || m.nonce === undefined) return { refused: "no join token presented (run the device with --token TOKEN or DISTMOE_JOIN_TOKEN)" };
+      token = provenToken(this.joinTokens.all, t, m.proof);
+      if (token === null) return { refused: "wrong join token (or a replayed handshake)" };
+      if (m.key === undefined) return { refused: "no device identity presented (a device key pair; this device's distmoe may be too old)" };
+    }
+    const welcome: Message = { type: "welcome", ...(token === null ? {} : { proof: bsProof(token, t) }) };
+    const safe = safeName(m.name);
+    const connectedAs = (n: string) => this.devices.find((d) => d.name === n);
+    if (m.key === undefined) {
+      // a device without an identity: a name no identity holds, made unique among those connected
+      const name = uniqueName(safe, (n) => connectedAs(n) !== undefined || !this.identities.nameFree(n));
+      return { welcome, who: { name, fingerprint: null, tokenId: null, known: null } };
+    }
+    if (!validSignature(t, m.signature!)) return { refused: "the device's signature of the handshake does not verify with the key it presented" };
+    const fingerprint = identityFingerprint(m.key);
+    const conflict = this.identities.conflict(safe, fingerprint);
+    if (conflict) return { refused: conflict };
+    // the same identity connected again (its old connection lost or half-open): the new one replaces it
+    for (const d of this.devices) if (d.fingerprint === fingerprint) d.conn.close(CLOSE.replaced, "replaced connections", `replaced by a new connection of ${d.name} (the same identity)`);
+    const name = uniqueName(safe, (n) => {
+      const d = connectedAs(n);
+      return d !== undefined && d.fingerprint !== fingerprint;
+    });
+    const known = this.identities.joined(name, fingerprint);
+    return { welcome, who: { name, fingerprint, tokenId: token === null ? null : tokenId(token), known } };
   }
 }

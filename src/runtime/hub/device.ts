@@ -7,6 +7,10 @@ import type { Connection } from "./connection.js";
 export interface Device {
   /** its name, made safe and unique among connected devices */
   name: string;
+  /** its identity: the fingerprint of the key it proved it holds (null: it presented none) */
+  fingerprint: string | null;
+  /** the id of the join token it proved it holds (null: the hub asks for none) */
+  tokenId: string | null;
   conn: Connection;
   capabilities: Capabilities;
   /** connected, and has loaded at least one assignment: may be routed to */

@@ -3,7 +3,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Complaints, printable } from "./complaints.js";
 import { TokenBucket } from "./limits.js";
-import { MAX_NAME_LENGTH, safeName, uniqueName } from "./names.js";
+import { MAX_NAME_LENGTH, safeName, uniqueName } from "../../protocol/names.js";
 
 test("a token bucket passes a burst, then says how long its debt takes to repay; it refills at its rate up to the burst", () => {
   let now = 0;

@@ -1,4 +1,4 @@
-// Device names as they reach logs and metric labels: a safe charset, a bounded length, one per device.
+// Device names as they reach logs, metric labels and a device's identity file: a safe charset, a bounded length, one per device.
 
 export const MAX_NAME_LENGTH = 64;
 

@@ -1,0 +1,70 @@
+// A device's identity: an Ed25519 key pair, kept in a file beside its weight cache (owner-only), made on
+// first start. The base station knows the device by the fingerprint of its public key: a device that
+// keeps its key is recognised when it rejoins, and no other device can take its name.
+import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
+import { linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { identityFingerprint, publicKeyHex } from "../protocol/handshake.js";
+
+export interface DeviceIdentity {
+  privateKey: KeyObject;
+  /** the public key as the hello carries it (hex) */
+  key: string;
+  /** as the base station shows it: "SHA256:…" */
+  fingerprint: string;
+}
+
+/** Where a device keeps its identity by default: beside its weight cache, one file per device name. */
+export const identityFile = (cacheDir: string, name: string): string => path.join(cacheDir, "identity", `${name}.key`);
+
+/** An identity from a private key. */
+function identityOf(privateKey: KeyObject): DeviceIdentity {
+  const key = publicKeyHex(createPublicKey(privateKey));
+  return { privateKey, key, fingerprint: identityFingerprint(key) };
+}
+
+/** A new identity, held in memory only. */
+export function ephemeralIdentity(): DeviceIdentity {
+  return identityOf(generateKeyPairSync("ed25519").privateKey);
+}
+
+/**
+ * The identity in `file` (PKCS#8 PEM), made there first if there is none. Several processes starting at
+ * once agree on one: the file is written aside and linked into place, and whoever loses reads the
+ * winner's. `created` says whether this call made it.
+ */
+export function loadIdentity(file: string): DeviceIdentity & { created: boolean } {
+  const existing = readIdentity(file);
+  if (existing) return { ...existing, created: false };
+  mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  const fresh = ephemeralIdentity();
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, fresh.privateKey.export({ format: "pem", type: "pkcs8" }), { mode: 0o600 });
+  try {
+    linkSync(tmp, file);
+    return { ...fresh, created: true };
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+    return { ...readIdentity(file)!, created: false };
+  } finally {
+    rmSync(tmp, { force: true });
+  }
+}
+
+function readIdentity(file: string): DeviceIdentity | null {
+  let pem: string;
+  try {
+    pem = readFileSync(file, "utf8");
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
+    throw new Error(`cannot read this device's identity ${file}: ${(e as Error).message}`);
+  }
+  let key: KeyObject;
+  try {
+    key = createPrivateKey(pem);
+  } catch (e) {
+    throw new Error(`${file} is not a private key (${(e as Error).message}); remove it to make a new identity (the base station then sees a new device)`);
+  }
+  if (key.asymmetricKeyType !== "ed25519") throw new Error(`${file} holds a ${key.asymmetricKeyType} key, not Ed25519; remove it to make a new identity`);
+  return identityOf(key);
+}
