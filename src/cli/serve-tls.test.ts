@@ -98,7 +98,7 @@ test("serve --tls self-signed: the fingerprint is printed and kept across starts
   }
 });
 
-test("serve --tls-cert/--tls-key: bad files end the BS before it listens, with one line naming the file; a good pair serves HTTPS; binding beyond loopback without TLS is warned of, with TLS not", { timeout: 120_000 }, async () => {
+test("serve --tls-cert/--tls-key: bad files end the BS before it listens, with one line naming the file (a bad pin ends a device so); a good pair serves HTTPS; binding beyond loopback without TLS is warned of, with TLS not", { timeout: 120_000 }, async () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-serve-tls-"));
   const children: ChildProcess[] = [];
   try {
@@ -118,6 +118,17 @@ test("serve --tls-cert/--tls-key: bad files end the BS before it listens, with o
       [["--tls", "self-signed", "--tls-cert", cert, "--tls-key", key], /option '--tls <mode>' cannot be used with option '--tls-cert <file>'/],
     ] as const) {
       const r = spawnSync(process.execPath, [BIN, "serve", "--model", model, "--port", "0", ...args], { encoding: "utf8", timeout: 60_000 });
+      assert.equal(r.status, 1, r.stderr);
+      assert.match(r.stderr, msg);
+      assert.doesNotMatch(r.stderr, /listening/);
+    }
+
+    // and a device's pin is checked as it is given
+    for (const [args, msg] of [
+      [["--bs", "wss://127.0.0.1:9", "--fingerprint", "AB:CD"], /^error: option '--fingerprint <sha256>' argument 'AB:CD' is invalid\. expected a SHA-256 fingerprint/],
+      [["--bs", "ws://127.0.0.1:9", "--fingerprint", a.fingerprint], /^distmoe: error: --fingerprint pins the base station's TLS certificate: it needs a wss:\/\/ URL, not ws:\/\/127\.0\.0\.1:9\n$/],
+    ] as const) {
+      const r = spawnSync(process.execPath, [BIN, "device", ...args], { encoding: "utf8", timeout: 60_000 });
       assert.equal(r.status, 1, r.stderr);
       assert.match(r.stderr, msg);
     }
