@@ -1,5 +1,7 @@
 // Option parsers and the options every model command shares.
 import { readFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { InvalidArgumentError, Option, type Command } from "commander";
 import { WEIGHT_DTYPES, type WeightDType } from "../kernels/backend.js";
 import { Engine, type EngineOptions } from "../runtime/engine.js";
@@ -91,6 +93,16 @@ export function addTierOptions(cmd: Command): Command {
 export function tierSpec(o: TierCliOptions): BsTierSpec | undefined {
   if ((o.bsStoreGbps?.length ?? 0) > 1) throw new Error("give --bs-store-gbps once (several only with eval --tier-sweep)");
   return o.bsBudget === undefined ? undefined : { policy: o.tiers, budget: o.bsBudget, window: o.tierWindow, storeGbps: o.bsStoreGbps?.[0] };
+}
+
+/**
+ * Where distmoe keeps what it makes for itself and finds again on later runs (e.g. the BS's self-signed
+ * certificate, under tls/): $XDG_STATE_HOME/distmoe, else ~/.local/state/distmoe (the XDG base directory spec).
+ */
+export function defaultStateDir(): string {
+  const xdg = process.env.XDG_STATE_HOME;
+  // the spec: a relative path there is invalid and ignored
+  return path.join(xdg && path.isAbsolute(xdg) ? xdg : path.join(os.homedir(), ".local", "state"), "distmoe");
 }
 
 /** A UTF-8 text file named on the command line, with the error naming it. */

@@ -5,6 +5,7 @@
 import { WebSocketServer } from "ws";
 import type { AddressInfo } from "node:net";
 import type { Server as HttpServer } from "node:http";
+import type { Server as HttpsServer } from "node:https";
 import type { WeightDType } from "../kernels/backend.js";
 import { afterPrecisely, ShapedLink, type LinkModel } from "../channel/link.js";
 import type { ExpertExecutor } from "../moe/executor.js";
@@ -148,8 +149,8 @@ export class DeviceHub {
     });
   }
 
-  /** A hub that shares an HTTP server's port: devices connect with a WebSocket upgrade. */
-  static attach(server: HttpServer, opts: HubOptions): DeviceHub {
+  /** A hub that shares an HTTP(S) server's port: devices connect with a WebSocket upgrade (wss:// on HTTPS). */
+  static attach(server: HttpServer | HttpsServer, opts: HubOptions): DeviceHub {
     const { model, limits } = DeviceHub.prepare(opts);
     return new DeviceHub(new WebSocketServer({ server, maxPayload: limits.maxPayload }), model, opts, limits);
   }

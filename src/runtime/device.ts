@@ -4,13 +4,14 @@
 // connects again, with backoff, keeping the experts it holds: a base station that restarts finds them
 // in the device's hello and resends nothing. It proves its identity (runtime/device-identity.ts) and,
 // with a join token, that it holds it (and has the base station prove the same) before taking anything
-// from it; a refusal either way ends it.
+// from it; a refusal either way ends it. Over wss:// the base station's certificate is pinned by its
+// fingerprint (or verified against the system's CAs), and one refused ends it too, before anything is sent.
 import os from "node:os";
 import path from "node:path";
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
-import WebSocket from "ws";
+import WebSocket, { type ClientOptions } from "ws";
 import { WasmBackend } from "../kernels/wasm/wasm-backend.js";
 import { WEIGHT_DTYPES, type WeightDType } from "../kernels/backend.js";
 import { Checkpoint } from "../model/checkpoint.js";
@@ -27,13 +28,20 @@ import { bsProof, deviceProof, newNonce, sameProof, signTranscript, type Transcr
 import { safeName } from "../protocol/names.js";
 import { CLOSE, closeWith, receiveFrames, sendFrame } from "../protocol/socket.js";
 import { identityFile, loadIdentity, type DeviceIdentity } from "./device-identity.js";
+import { bsTlsConnection, CertificateRefused, parseFingerprint } from "../protocol/tls-pin.js";
+import { isLoopback } from "../util/loopback.js";
 
 /** How long a stopping device waits for the base station to close the connection before dropping it. */
 const LEAVE_GRACE_MS = 1000;
 
 export interface DeviceOptions {
-  /** ws://host:port of the base station */
+  /** The base station: ws://host:port, or wss://host:port over TLS. */
   bs: string;
+  /**
+   * With wss://: the SHA-256 fingerprint of the base station's certificate (any form parseFingerprint
+   * takes), pinned instead of verifying the certificate against the system's CAs.
+   */
+  fingerprint?: string;
   name: string;
   /**
    * The cluster's join token, proven to the base station without sending it; the base station must
@@ -68,10 +76,18 @@ export interface DeviceOptions {
  * Serves the base station until `signal` stops it, reconnecting whenever the connection fails or
  * closes. Resolves when stopped, or when the base station leaves and retryForMs is 0; rejects when
  * the base station has been unreachable for longer than retryForMs, or when either side refuses the
- * other's join token (trying again would not help).
+ * other's join token or the device refuses the base station's certificate (trying again would not help).
  */
 export async function runDevice(opts: DeviceOptions): Promise<void> {
   const log = opts.log ?? ((l: string) => process.stderr.write(`[device ${opts.name}] ${l}\n`));
+  const url = parseBsUrl(opts.bs);
+  const pin = opts.fingerprint === undefined ? null : parseFingerprint(opts.fingerprint);
+  if (pin !== null && url.protocol !== "wss:") throw new Error(`--fingerprint pins the base station's TLS certificate: it needs a wss:// URL, not ${opts.bs}`);
+  if (url.protocol === "ws:" && !isLoopback(url.hostname)) {
+    log(`warning: ${opts.bs} is not on this machine and ws:// is not encrypted: the join handshake's metadata, the expert weights streamed here, and the hidden states this device computes on and its results cross the network in clear (use wss:// with --fingerprint: serve --tls self-signed)`);
+  }
+  // over TLS, the socket reaches ws only once the certificate is accepted (@types/ws knows only the synchronous form of createConnection)
+  const link: ClientOptions = url.protocol === "wss:" ? { createConnection: bsTlsConnection(pin) as unknown as ClientOptions["createConnection"] } : {};
   const keyFile = opts.identityFile ?? identityFile(cacheDirOf(opts), safeName(opts.name));
   const identity = loadIdentity(keyFile);
   log(`identity ${identity.fingerprint}${identity.created ? ` (new, kept in ${keyFile})` : ""}`);
@@ -82,7 +98,7 @@ export async function runDevice(opts: DeviceOptions): Promise<void> {
   let lostSince = performance.now();
   try {
     while (!opts.signal?.aborted) {
-      const end = await connect(host, identity, opts, log);
+      const end = await connect(host, identity, opts, link, log);
       if (end.how === "stopped") return;
       if (end.how === "refused") throw new Error(end.reason);
       if (end.opened) lostSince = performance.now();
@@ -103,6 +119,18 @@ export async function runDevice(opts: DeviceOptions): Promise<void> {
 
 const cacheDirOf = (opts: DeviceOptions): string => opts.cacheDir ?? path.join(os.homedir(), ".cache", "distmoe");
 
+/** A base station URL: ws:// or wss://, host and port. */
+export function parseBsUrl(v: string): URL {
+  let url: URL;
+  try {
+    url = new URL(v);
+  } catch {
+    throw new Error(`expected a base station URL such as ws://127.0.0.1:8080 or wss://bs.example:8080, got "${v}"`);
+  }
+  if (url.protocol !== "ws:" && url.protocol !== "wss:") throw new Error(`expected a ws:// or wss:// URL, got "${v}"`);
+  return url;
+}
+
 const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)} s`;
 
 /** Text from the base station, made safe for one log line. */
@@ -118,9 +146,9 @@ interface Session {
   fetch(cache: WeightCache, experts: ReadonlyArray<[number, number]>, names: readonly string[]): Promise<void>;
 }
 
-/** Serves the base station over one connection, until it closes. */
-function connect(host: ExpertHost, identity: DeviceIdentity, opts: DeviceOptions, log: (line: string) => void): Promise<Ending> {
-  const ws = new WebSocket(opts.bs, { maxPayload: LIMITS.frameBytes });
+/** Serves the base station over one connection (opened with `link`'s options), until it closes. */
+function connect(host: ExpertHost, identity: DeviceIdentity, opts: DeviceOptions, link: ClientOptions, log: (line: string) => void): Promise<Ending> {
+  const ws = new WebSocket(opts.bs, { ...link, maxPayload: LIMITS.frameBytes });
   const send = (m: Message) => sendFrame(ws, m);
   let opened = false, readied = false, stopped = false, closed = false;
   let failure: string | null = null, left: string | null = null, refused: string | null = null;
@@ -168,7 +196,10 @@ function connect(host: ExpertHost, identity: DeviceIdentity, opts: DeviceOptions
     const holds = host.holds();
     log(`connected to ${opts.bs}${holds.length > 0 ? `; holds ${holds.length} experts` : ""}`);
   });
-  ws.on("error", (e: NodeJS.ErrnoException) => (failure = e.code ?? e.message));
+  ws.on("error", (e: NodeJS.ErrnoException) => {
+    if (e instanceof CertificateRefused) refused = e.message;
+    else failure = e.code ?? e.message;
+  });
 
   receiveFrames(ws, (m) => {
     if (!welcomed) {

@@ -1,12 +1,17 @@
-import { Command } from "commander";
+import { Command, InvalidArgumentError } from "commander";
 import os from "node:os";
-import { runDevice } from "../../runtime/device.js";
+import { parseBsUrl, runDevice } from "../../runtime/device.js";
+import { parseFingerprint } from "../../protocol/tls-pin.js";
 import { byteSize, duration, nonNegativeNumber, positiveInt } from "../options.js";
 
 export function deviceCommand(): Command {
   return new Command("device")
     .description("run an expert device: connect to a base station, load the experts it assigns, serve expert calls; reconnect when the base station goes away or restarts, keeping the experts held")
-    .requiredOption("--bs <url>", "the base station, e.g. ws://127.0.0.1:8080")
+    .requiredOption("--bs <url>", "the base station, e.g. ws://127.0.0.1:8080, or wss://HOST:PORT when it serves TLS", optionParser((v) => {
+      parseBsUrl(v);
+      return v;
+    }))
+    .option("--fingerprint <sha256>", "with wss://: the SHA-256 fingerprint of the base station's certificate, as `distmoe serve` printed it (AB:CD:…, or plain hex); the device refuses any other before sending anything. Without it, the certificate must verify against this machine's CAs", optionParser(parseFingerprint))
     .option("--name <name>", "this device's name", os.hostname())
     .option("--token <token>", "the cluster's join token, as `distmoe serve` printed it (default: $DISTMOE_JOIN_TOKEN); proven to the base station, never sent")
     .option("-t, --threads <n>", "compute threads (default: the cores available)", positiveInt)
@@ -22,18 +27,29 @@ export function deviceCommand(): Command {
         "0: never reconnect: a base station that shuts down (says leave) ends the device with exit code 0, one that drops or cannot be reached with 1",
       duration,
     )
-    .action(async (o: { bs: string; name: string; token?: string; threads?: number; spinMs?: number; memory?: number; model?: string; fetchWeights?: boolean; cache?: string; identity?: string; retryFor?: number }) => {
+    .action(async (o: { bs: string; fingerprint?: string; name: string; token?: string; threads?: number; spinMs?: number; memory?: number; model?: string; fetchWeights?: boolean; cache?: string; identity?: string; retryFor?: number }) => {
       // SIGINT/SIGTERM: say leave and end normally; a second signal ends the process at once
       const stop = new AbortController();
       const onSignal = () => stop.abort();
       process.once("SIGINT", onSignal).once("SIGTERM", onSignal);
       try {
         await runDevice({
-          bs: o.bs, name: o.name, token: o.token ?? (process.env.DISTMOE_JOIN_TOKEN || undefined), threads: o.threads, spinMs: o.spinMs, memoryBytes: o.memory, model: o.model, fetchWeights: o.fetchWeights, cacheDir: o.cache, identityFile: o.identity,
+          bs: o.bs, fingerprint: o.fingerprint, name: o.name, token: o.token ?? (process.env.DISTMOE_JOIN_TOKEN || undefined), threads: o.threads, spinMs: o.spinMs, memoryBytes: o.memory, model: o.model, fetchWeights: o.fetchWeights, cacheDir: o.cache, identityFile: o.identity,
           retryForMs: o.retryFor, signal: stop.signal,
         });
       } finally {
         process.off("SIGINT", onSignal).off("SIGTERM", onSignal);
       }
     });
+}
+
+/** `parse` as an option's parser: its error is reported as that option's. */
+function optionParser<T>(parse: (v: string) => T): (v: string) => T {
+  return (v) => {
+    try {
+      return parse(v);
+    } catch (e) {
+      throw new InvalidArgumentError((e as Error).message);
+    }
+  };
 }

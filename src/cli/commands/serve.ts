@@ -1,6 +1,8 @@
+import type { Server as HttpServer } from "node:http";
+import https, { type Server as HttpsServer } from "node:https";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import type { Server } from "node:http";
 import { createAdaptorServer } from "@hono/node-server";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { newJoinToken } from "../../protocol/handshake.js";
@@ -11,7 +13,9 @@ import { spawnLocalDevices } from "../../runtime/local-cluster.js";
 import { hubAdmin } from "../../server/admin.js";
 import { createApp, DEFAULT_MAX_BODY_BYTES, DEFAULT_REQUEST_TIMEOUT_MS } from "../../server/app.js";
 import { ServerMetrics } from "../../server/metrics.js";
-import { addModelOptions, engineOptions, nonNegativeInt, positiveInt, type ModelCliOptions } from "../options.js";
+import { certificateNames, loadTls, selfSignedTls, type ServerTls } from "../../server/tls.js";
+import { isLoopback } from "../../util/loopback.js";
+import { addModelOptions, defaultStateDir, engineOptions, nonNegativeInt, positiveInt, type ModelCliOptions } from "../options.js";
 import { adminKey, adminKeys, apiKey, bodySize, readKeys, requestTimeout } from "../server-options.js";
 
 interface ServeCliOptions extends ModelCliOptions {
@@ -27,12 +31,16 @@ interface ServeCliOptions extends ModelCliOptions {
   requestTimeout: number;
   joinToken?: string;
   adminKey: string[];
+  tls?: "self-signed";
+  tlsCert?: string;
+  tlsKey?: string;
+  stateDir?: string;
 }
 
 const NO_USAGE = { calls: 0, failed_calls: 0, dropped_slots: 0, dropped_weight: 0, retries: 0 };
 const collect = (v: string, all: string[]) => [...all, v];
-
-const isLoopback = (host: string) => host === "localhost" || host === "::1" || host.startsWith("127.");
+/** A host as a URL names it: an IPv6 address in brackets. */
+const urlHost = (host: string) => (net.isIPv6(host) ? `[${host}]` : host);
 
 function joinToken(v: string): string {
   if (!JOIN_TOKEN.test(v)) throw new InvalidArgumentError(JOIN_TOKEN_RULE);
@@ -47,6 +55,27 @@ function clusterToken(given: string | undefined): { token: string; generated: bo
   return token === undefined ? { token: newJoinToken(), generated: true } : { token, generated: false };
 }
 
+/**
+ * The TLS the options ask for (null: none, plain HTTP and ws), its certificate checked, or made, before
+ * the port opens; the fingerprint devices pin is logged.
+ */
+async function serverTls(o: ServeCliOptions, log: (line: string) => void): Promise<ServerTls | null> {
+  if ((o.tlsCert === undefined) !== (o.tlsKey === undefined)) throw new Error("--tls-cert and --tls-key go together: give both");
+  if (o.tlsCert !== undefined) {
+    const tls = loadTls(o.tlsCert, o.tlsKey!);
+    log(`TLS: certificate ${o.tlsCert}, SHA-256 fingerprint ${tls.fingerprint}`);
+    return tls;
+  }
+  if (o.tls !== "self-signed") return null;
+  const dir = path.join(path.resolve(o.stateDir ?? defaultStateDir()), "tls");
+  const tls = await selfSignedTls(dir, certificateNames(o.host));
+  log(`TLS: ${tls.made ? "made a self-signed certificate" : "the self-signed certificate kept"} in ${dir}, SHA-256 fingerprint ${tls.fingerprint}`);
+  if (tls.unnamed.length > 0) {
+    log(`note: the kept certificate does not name ${tls.unnamed.join(", ")}: clients that check names (curl --cacert) refuse it there, devices that pin its fingerprint do not (for a new one, remove ${dir} and re-pin every device)`);
+  }
+  return tls;
+}
+
 export function serveCommand(): Command {
   return addModelOptions(new Command("serve").description("the base station: an OpenAI-compatible HTTP API; expert devices attach to the same port over WebSocket"))
     .option("-p, --port <n>", "port for HTTP and device connections", nonNegativeInt, 8080)
@@ -54,6 +83,10 @@ export function serveCommand(): Command {
     .option("--devices <n>", "wait for N devices (`distmoe device --bs ws://HOST:PORT`) and run the experts on them", nonNegativeInt, 0)
     .addOption(new Option("--max-batch <n>", "requests batched into one step at most").argParser(positiveInt).default(16))
     .addOption(new Option("--max-queue <n>", "requests waiting for a place in the batch at most; beyond it 429 with Retry-After").argParser(nonNegativeInt).default(64))
+    .addOption(new Option("--tls <mode>", "serve HTTPS, and WSS to devices, with a self-signed certificate made on first start and kept in --state-dir (tls/); its SHA-256 fingerprint is printed for devices to pin").choices(["self-signed"]).conflicts(["tlsCert", "tlsKey"]))
+    .option("--tls-cert <file>", "serve HTTPS, and WSS to devices, with this certificate (PEM, the chain after it); with --tls-key")
+    .option("--tls-key <file>", "the private key of --tls-cert (PEM, unencrypted)")
+    .option("--state-dir <dir>", "where the BS keeps what it finds again on later starts, e.g. the --tls self-signed certificate (default: $XDG_STATE_HOME/distmoe, else ~/.local/state/distmoe)")
     .option("--join-token <token>", "devices must prove they hold this token to join (default: $DISTMOE_JOIN_TOKEN, else a new one, printed with the command to join)", joinToken)
     .option("--admin-key <key>", "enable /admin (add and revoke join tokens, list and forget device identities) with `Authorization: Bearer KEY` (repeatable; default: $DISTMOE_ADMIN_KEY, else /admin is off)", adminKey, [])
     .option("--api-key <key>", "require `Authorization: Bearer KEY` on /v1/* (repeatable)", apiKey, [])
@@ -70,13 +103,16 @@ export function serveCommand(): Command {
       const modelName = path.basename(path.resolve(o.model));
       const remote = (o.localDevices ?? 0) + o.devices;
       const join = clusterToken(o.joinToken);
+      const tls = await serverTls(o, log);
+      const [httpScheme, wsScheme] = tls ? ["https", "wss"] : ["http", "ws"];
       let engine: Engine | undefined;
       /** the command that joins a device with a token, once the port is known */
       let joinCommand = (token: string) => `distmoe device --token ${token}`;
       const metrics = new ServerMetrics(() => engine?.scheduler.depth ?? { waiting: 0, active: 0 }, () => engine?.expertUsage() ?? NO_USAGE);
       // the app is made once the hub exists, and the hub needs the server: the server asks the app late
       let app: ReturnType<typeof createApp> | undefined;
-      const server = createAdaptorServer({ fetch: (req: Request) => app!.fetch(req) }) as Server;
+      const handle = (req: Request) => app!.fetch(req);
+      const server = (tls ? createAdaptorServer({ fetch: handle, createServer: https.createServer, serverOptions: { cert: tls.cert, key: tls.key } }) : createAdaptorServer({ fetch: handle })) as HttpServer | HttpsServer;
       const hub = remote > 0
         ? DeviceHub.attach(server, {
             model: path.resolve(o.model),
@@ -111,14 +147,25 @@ export function serveCommand(): Command {
         throw new Error(e.code === "EADDRINUSE" ? `cannot listen on ${o.host}:${o.port}: the port is in use` : `cannot listen on ${o.host}:${o.port}: ${e.message}`);
       });
       const address = server.address() as { address: string; port: number };
-      log(`listening on http://${address.address}:${address.port} (devices: ws://${address.address}:${address.port})`);
+      const here = `${urlHost(address.address)}:${address.port}`;
+      log(`listening on ${httpScheme}://${here} (devices: ${wsScheme}://${here})`);
       // as kubeadm and k3s do: the exact command that joins a device (an address to reach this host by, where it listens on all)
-      const reachable = ["0.0.0.0", "::"].includes(address.address) ? os.hostname() : address.address;
-      joinCommand = (token) => `distmoe device --bs ws://${reachable}:${address.port} --token ${token}`;
+      const reachable = ["0.0.0.0", "::"].includes(address.address) ? os.hostname() : urlHost(address.address);
+      const pin = tls ? ` --fingerprint ${tls.fingerprint}` : "";
+      joinCommand = (token) => `distmoe device --bs ${wsScheme}://${reachable}:${address.port}${pin} --token ${token}`;
       if (hub) log(`devices join with: ${joinCommand(join.generated ? join.token : "<the join token given>")}`);
+      if (!isLoopback(o.host) && !tls) {
+        log(
+          `warning: ${o.host} is not a loopback address and TLS is off: anyone on the network between can read and alter all that crosses this port: ` +
+            "the devices' join handshake and what they report (names, capabilities, experts held), the expert weights streamed to devices, " +
+            "every user's hidden states sent to the devices and their results, and the API's requests and answers, API keys included; " +
+            "serve with --tls self-signed (devices then join with wss:// and --fingerprint) or --tls-cert/--tls-key",
+        );
+      }
       if (!isLoopback(o.host) && apiKeys.length === 0) log(`warning: ${o.host} is not a loopback address and no --api-key is set: anyone who reaches this port can use the API`);
       // a local device that dies (a crash, an OOM kill) is started again, under the same name
-      const local = o.localDevices ? spawnLocalDevices(`ws://${address.address}:${address.port}`, join.token, o.localDevices, 1, [], { log }) : null;
+      // over TLS they pin the certificate, like any device
+      const local = o.localDevices ? spawnLocalDevices(`${wsScheme}://${here}`, join.token, o.localDevices, 1, tls ? ["--fingerprint", tls.fingerprint] : [], { log }) : null;
       engine = Engine.load(o.model, { ...engineOptions(o), executor: hub?.executor, maxBatch: o.maxBatch, maxQueue: o.maxQueue });
       if (!hub) log(`ready: ${modelName}`);
       else {
