@@ -10,7 +10,7 @@ import { spawnLocalDevices } from "../../runtime/local-cluster.js";
 import { createApp, DEFAULT_MAX_BODY_BYTES, DEFAULT_REQUEST_TIMEOUT_MS } from "../../server/app.js";
 import { ServerMetrics } from "../../server/metrics.js";
 import { addModelOptions, engineOptions, nonNegativeInt, positiveInt, type ModelCliOptions } from "../options.js";
-import { apiKey, bodySize, readKeys, requestTimeout } from "../server-options.js";
+import { apiKey, bodySize, readKeys, requestTimeout, verifyRate } from "../server-options.js";
 
 interface ServeCliOptions extends ModelCliOptions {
   port: number;
@@ -24,6 +24,7 @@ interface ServeCliOptions extends ModelCliOptions {
   maxBody: number;
   requestTimeout: number;
   joinToken?: string;
+  verifyRate: number;
 }
 
 const NO_USAGE = { calls: 0, failed_calls: 0, dropped_slots: 0, dropped_weight: 0, retries: 0 };
@@ -56,6 +57,7 @@ export function serveCommand(): Command {
     .addOption(new Option("--max-batch <n>", "requests batched into one step at most").argParser(positiveInt).default(16))
     .addOption(new Option("--max-queue <n>", "requests waiting for a place in the batch at most; beyond it 429 with Retry-After").argParser(nonNegativeInt).default(64))
     .option("--join-token <token>", "devices must prove they hold this token to join (default: $DISTMOE_JOIN_TOKEN, else a new one, printed with the command to join)", joinToken)
+    .addOption(new Option("--verify-rate <share>", "share of expert calls (0 to 1) also computed by a second holder (another replica, else this base station) and compared; a device that disagrees with the base station is taken out of service").argParser(verifyRate).default(0))
     .option("--api-key <key>", "require `Authorization: Bearer KEY` on /v1/* (repeatable)", apiKey, [])
     .option("--api-key-file <file>", "API keys, one a line (# comments)")
     .option("--cors <origin>", "allow cross-origin requests from ORIGIN (repeatable; default: none)", collect, [])
@@ -68,6 +70,7 @@ export function serveCommand(): Command {
       const apiKeys = [...o.apiKey, ...(o.apiKeyFile ? readKeys(o.apiKeyFile) : [])];
       const modelName = path.basename(path.resolve(o.model));
       const remote = (o.localDevices ?? 0) + o.devices;
+      if (o.verifyRate > 0 && remote === 0) throw new Error("--verify-rate checks the devices' results: give --devices N or --local-devices N");
       const join = clusterToken(o.joinToken);
       let engine: Engine | undefined;
       const metrics = new ServerMetrics(() => engine?.scheduler.depth ?? { waiting: 0, active: 0 }, () => engine?.expertUsage() ?? NO_USAGE);
@@ -84,6 +87,7 @@ export function serveCommand(): Command {
             onCall: (device, ms, out, inn) => metrics.deviceCall(device, ms, out, inn),
             onDeviceGone: (device) => metrics.removeDevice(device),
             joinTokens: [join.token],
+            verifyRate: o.verifyRate,
           })
         : null;
       app = createApp({
