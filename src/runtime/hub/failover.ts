@@ -117,6 +117,8 @@ export class Failover {
         j.failure = new Error(`device ${device.name} is out of service`);
         return again.push(j);
       }
+      // the bounds learn from what is used: results that passed a spot check, the base station's own
+      // where a device was found out, and the others' until their devices are suspected
       const { layer, expert, input } = j.call;
       this.bounds?.learn(layer, expert, input, results[i]!.output, this.hidden);
       j.resolve(results[i]!);
