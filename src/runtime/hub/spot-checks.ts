@@ -77,10 +77,11 @@ export class SpotChecks {
     // a replica that failed, or that the call failed over to, gives no second opinion: the base station does
     const replica = c.replica && c.replica.device !== device ? await c.replica.output : null;
     if (replica && !resultMismatch(output, replica, this.opts.hidden, this.opts.tolerance)) return output;
+    // the base station referees: each result that disagrees with its own is found out
     const own = this.own(c.call);
-    if (this.agrees(device, output, own, c.call)) return output;
-    if (replica && this.agrees(c.replica!.device, replica, own, c.call)) return replica;
-    return own;
+    const deviceRight = this.agrees(device, output, own, c.call);
+    const replicaRight = replica !== null && this.agrees(c.replica!.device, replica, own, c.call);
+    return deviceRight ? output : replicaRight ? replica : own;
   }
 
   /** Whether `output` agrees with the base station's `own`; a device whose result does not is taken out of service. */
