@@ -1,6 +1,6 @@
 // The base station's option parsers: API and admin keys (from the command line, a file or the
-// environment), the body limit and the request timeout, each refused at start with the rule when a
-// value could never work.
+// environment), the body limit, the request timeout and the spot checks' rate, each refused at start
+// with the rule when a value could never work.
 import { readFileSync } from "node:fs";
 import { InvalidArgumentError } from "commander";
 import { byteSize, duration } from "./options.js";
@@ -61,5 +61,12 @@ export function requestTimeout(v: string): number {
 export function bodySize(v: string): number {
   const n = byteSize(v);
   if (n < 1024) throw new InvalidArgumentError(`expected at least 1KiB, got "${v}"`);
+  return n;
+}
+
+/** The share of expert calls spot-checked: a number from 0 to 1. */
+export function verifyRate(v: string): number {
+  const n = v.trim() === "" ? NaN : Number(v);
+  if (!(n >= 0 && n <= 1)) throw new InvalidArgumentError(`expected a share of the expert calls from 0 to 1 (e.g. 0.01), got "${v}"`);
   return n;
 }

@@ -37,6 +37,10 @@ export interface ExpertExecutor {
   readonly retries?: number;
   /** Results refused as implausible (non-finite or out of bounds) and failed like a lost device, so far (remote executors). */
   readonly rejectedResults?: number;
+  /** Calls whose result was compared with a second holder's (spot checks), so far (remote executors). */
+  readonly verifiedCalls?: number;
+  /** Results that disagreed with the base station's own in a spot check, so far (remote executors). */
+  readonly mismatchedResults?: number;
   /** Frees what the executor holds in the engine's backend (executors built from it). */
   close?(): void;
 }

@@ -13,6 +13,7 @@ import type { WireDType } from "../protocol/activations.js";
 import type { Capabilities, Message } from "../protocol/frames.js";
 import { CLOSE, closeWith } from "../protocol/socket.js";
 import { DEFAULT_RESULT_BOUNDS, ResultBounds, type ResultBoundsOptions } from "../policies/result-bounds.js";
+import { resultTolerance } from "../policies/result-match.js";
 import { Admission, type Admitted, type Hello } from "./hub/admission.js";
 import { Calls, type HeldExpert } from "./hub/calls.js";
 import { Complaints, printable } from "./hub/complaints.js";
@@ -23,7 +24,9 @@ import { Identities, type KnownIdentity } from "./hub/identities.js";
 import { JoinTokens, type JoinTokenInfo } from "./hub/join-tokens.js";
 import { DEFAULT_LIMITS, type HubLimits } from "./hub/limits.js";
 import { DEFAULT_LOAD_DEADLINE, Placer, type LoadDeadline } from "./hub/placer.js";
+import { Referee } from "./hub/referee.js";
 import { ServedModel } from "./hub/served-model.js";
+import { SpotChecks } from "./hub/spot-checks.js";
 import { deviceStatus, hubStatus, type DeviceStatus, type HubStatus } from "./hub/status.js";
 
 export type { HeldExpert } from "./hub/calls.js";
@@ -52,6 +55,18 @@ export interface HubOptions {
   deadlineMs?: number;
   /** How results are judged plausible (defaults: DEFAULT_RESULT_BOUNDS). */
   resultBounds?: Partial<ResultBoundsOptions>;
+  /**
+   * Whether expert results are checked at all (default true). Off, every well-formed result is used as
+   * it comes: only for measuring what the checks cost.
+   */
+  resultChecks?: boolean;
+  /**
+   * The share of expert calls (0 to 1, chosen at random; default 0) also computed by a second holder —
+   * another ready replica, else the base station from its own copy of the weights — and compared
+   * within the dtypes' tolerance (policies/result-match.ts); the step waits for both. A device whose
+   * result disagrees with the base station's is taken out of service at once.
+   */
+  verifyRate?: number;
   /** Emulated links to the devices (rate, delay, jitter, loss), applied to every frame both ways. */
   link?: LinkModel;
   /** Told of every answered call: device, round trip, bytes sent and received. */
@@ -83,6 +98,8 @@ export class DeviceHub {
   private readonly placer: Placer;
   private readonly calls: Calls;
   private readonly failover: Failover;
+  /** the base station's own answers, for spot checks (null: none are made) */
+  private readonly referee: Referee | null;
   private readonly log: (line: string) => void;
   private readonly joinTokens: JoinTokens | null;
   private readonly identities: Identities;
@@ -127,8 +144,13 @@ export class DeviceHub {
         log: this.log,
       },
     );
-    const bounds = new ResultBounds({ ...DEFAULT_RESULT_BOUNDS, ...opts.resultBounds });
-    this.failover = new Failover((l, e) => this.placer.hostsOf(l, e), this.calls, (d, why) => this.quarantine(d, why), bounds, model.cfg.hidden);
+    const checked = opts.resultChecks ?? true;
+    const bounds = checked ? new ResultBounds({ ...DEFAULT_RESULT_BOUNDS, ...opts.resultBounds }) : null;
+    this.referee = opts.verifyRate ? new Referee(model.checkpoint, model.cfg, opts.weightDType) : null;
+    const checks = this.referee
+      ? new SpotChecks({ rate: opts.verifyRate!, tolerance: resultTolerance(opts.wireDType, opts.weightDType), wireDType: opts.wireDType, hidden: model.cfg.hidden }, this.referee, (d, why) => this.quarantine(d, why))
+      : null;
+    this.failover = new Failover((l, e) => this.placer.hostsOf(l, e), this.calls, (d, why) => this.quarantine(d, why), bounds, checks, model.cfg.hidden);
     const failover = this.failover;
     this.executor = {
       dispatch: (calls) => failover.dispatch(calls),
@@ -137,6 +159,12 @@ export class DeviceHub {
       },
       get rejectedResults() {
         return failover.rejectedResults;
+      },
+      get verifiedCalls() {
+        return checks?.verified ?? 0;
+      },
+      get mismatchedResults() {
+        return checks?.mismatched ?? 0;
       },
     };
     this.joinTokens = opts.joinTokens === undefined ? null : opts.joinTokens instanceof JoinTokens ? opts.joinTokens : new JoinTokens(opts.joinTokens);
@@ -173,6 +201,9 @@ export class DeviceHub {
 
   /** The model and the limits with their defaults (maxPayload: the largest frame the model needs). */
   private static prepare(opts: HubOptions): { model: ServedModel; limits: HubLimits & { maxPayload: number } } {
+    const rate = opts.verifyRate ?? 0;
+    if (!(rate >= 0 && rate <= 1)) throw new RangeError(`verifyRate: a share of the expert calls from 0 to 1, not ${rate}`);
+    if (rate > 0 && opts.resultChecks === false) throw new RangeError("verifyRate: spot checks are result checks, and resultChecks is false");
     const model = new ServedModel(opts.model, opts.weightDType, opts.log ?? ((l) => process.stderr.write(`[bs] ${l}\n`)));
     return { model, limits: { ...DEFAULT_LIMITS, maxPayload: model.maxFrameBytes(opts.wireDType), ...opts.limits } as HubLimits & { maxPayload: number } };
   }
@@ -239,6 +270,7 @@ export class DeviceHub {
     this.calls.close("base station shutting down");
     this.placer.close();
     this.complaints.close();
+    this.referee?.close();
     this.model.close();
     return new Promise((resolve) => {
       for (const c of this.server.clients) closeWith(c, CLOSE.goingAway, "base station shutting down");
@@ -345,13 +377,16 @@ export class DeviceHub {
     }
   }
 
-  /** Stops routing to a device that keeps failing, and places its experts on the others. */
-  private quarantine(d: Device, why: Error): void {
+  /**
+   * Stops routing to a device that keeps failing or returned a wrong result, and places its experts on
+   * the others; `why` follows "out of service" in the log line (one per device) and the device's error.
+   */
+  private quarantine(d: Device, why: string): void {
     if (d.quarantined) return;
     d.quarantined = true;
     d.ready = false;
-    this.log(`${d.name} is out of service after ${d.failures} failed calls in a row (last: ${printable(why.message)})`);
-    d.conn.send({ type: "error", message: `out of service after ${d.failures} failed calls in a row` });
+    this.log(`${d.name} is out of service ${printable(why)}`);
+    d.conn.send({ type: "error", message: `out of service ${why}` });
     this.placer.quarantined();
   }
 

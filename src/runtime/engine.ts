@@ -55,7 +55,11 @@ export class Engine {
   /** Expert-call counters since load; a request's usage is the difference over its run. */
   expertUsage(): ExpertUsage {
     const s = this.model.expertStats;
-    return { calls: s.calls, failed_calls: s.failedCalls, dropped_slots: s.droppedSlots, dropped_weight: s.droppedWeight, retries: this.executor.retries ?? 0, rejected_results: this.executor.rejectedResults ?? 0 };
+    const x = this.executor;
+    return {
+      calls: s.calls, failed_calls: s.failedCalls, dropped_slots: s.droppedSlots, dropped_weight: s.droppedWeight,
+      retries: x.retries ?? 0, rejected_results: x.rejectedResults ?? 0, verified_calls: x.verifiedCalls ?? 0, mismatched_results: x.mismatchedResults ?? 0,
+    };
   }
 
   static load(dir: string, opts: EngineOptions = {}): Engine {

@@ -22,6 +22,10 @@ export interface LocalClusterOptions {
   link?: LinkModel;
   /** Compute threads per device process (default 1: the devices share this machine's cores). */
   threadsPerDevice?: number;
+  /** Share of expert calls spot-checked (HubOptions.verifyRate). */
+  verifyRate?: number;
+  /** Whether results are checked at all (HubOptions.resultChecks; default true). */
+  resultChecks?: boolean;
   /** More arguments for every `distmoe device` (e.g. --fetch-weights --cache DIR). */
   deviceArgs?: string[];
   log?: (line: string) => void;
@@ -126,7 +130,7 @@ export function spawnLocalDevices(url: string, joinToken: string, count: number,
 /** A hub with a join token of its own and N device processes that hold it. */
 export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCluster> {
   const joinToken = newJoinToken();
-  const hub = await DeviceHub.listen({ model: o.model, weightDType: o.weightDType, wireDType: o.wireDType, replicas: o.replicas, link: o.link, joinTokens: [joinToken], log: o.log });
+  const hub = await DeviceHub.listen({ model: o.model, weightDType: o.weightDType, wireDType: o.wireDType, replicas: o.replicas, link: o.link, joinTokens: [joinToken], verifyRate: o.verifyRate, resultChecks: o.resultChecks, log: o.log });
   const devices = spawnLocalDevices(hub.url, joinToken, o.devices, o.threadsPerDevice, o.deviceArgs);
   try {
     await Promise.race([hub.start(o.devices), devices.failed]);

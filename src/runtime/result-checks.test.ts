@@ -1,14 +1,16 @@
 // Expert results are checked: a device answering well-formed frames with NaN, zeros, huge values or a
 // scaled copy of the true result is failed over (or its experts dropped), counted and taken out of
-// service. Honest devices run in this process (runDevice); the rogue is a raw WebSocket client that
-// computes the true result with its own copy of the weights and then spoils it.
+// service; one answering a copy scaled too little for the bounds is found out by spot checks
+// (verifyRate), which honest devices pass on the real model in every wire dtype. Honest devices run in
+// this process (runDevice); the rogue is a raw WebSocket client that computes the true result with its
+// own copy of the weights and then spoils it.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import WebSocket from "ws";
-import { DeviceHub } from "./device-hub.js";
+import { DeviceHub, type HubOptions } from "./device-hub.js";
 import { runDevice } from "./device.js";
 import { Engine } from "./engine.js";
 import { WasmBackend } from "../kernels/wasm/wasm-backend.js";
@@ -20,6 +22,7 @@ import { LocalExpertExecutor } from "../moe/local-executor.js";
 import { decodeActivations, encodeActivations, splitRows, concatRows } from "../protocol/activations.js";
 import { decodeFrame, encodeFrame } from "../protocol/frames.js";
 import { ServerMetrics } from "../server/metrics.js";
+import { sharedPath } from "../testing/shared.js";
 
 const PROMPT = "checked results";
 const TOKENS = 24;
@@ -37,12 +40,14 @@ const backend = new WasmBackend({ threads: 1 });
 const weights = loadWeights(backend, Checkpoint.open(dir), cfg, { dtype: "f32" });
 const truth = new LocalExpertExecutor(backend, weights.layers.map((l) => l.experts), cfg.hidden);
 
-type Spoil = "nan" | "zeros" | "huge" | "scaled";
+type Spoil = "nan" | "zeros" | "huge" | "scaled" | "slightly scaled";
 const spoil: Record<Spoil, (v: Float32Array) => Float32Array> = {
   nan: (v) => v.map((x, i) => (i === 5 ? NaN : x)),
   zeros: (v) => v.fill(0),
   huge: (v) => v.fill(1e30),
   scaled: (v) => v.map((x) => x * 1000),
+  // within the norm bounds: only a second opinion finds it out
+  "slightly scaled": (v) => v.map((x) => x * 1.05),
 };
 
 /** A device that claims to be fast, takes every expert assigned, and answers every call spoiled. */
@@ -62,12 +67,12 @@ function rogue(url: string, how: Spoil): WebSocket {
 }
 
 /**
- * A hub with `honest` devices that first serves a warm-up generation (its results teach the bounds),
- * then the rogue joins; `fn` gets the engine over the hub and the hub's log.
+ * A hub (with `options`) with `honest` devices that first serves a warm-up generation (its results
+ * teach the bounds), then the rogue joins; `fn` gets the engine over the hub and the hub's log.
  */
-async function withRogue(how: Spoil, replicas: number, honest: number, fn: (engine: Engine, hub: DeviceHub, lines: string[]) => Promise<void>): Promise<void> {
+async function withRogue(how: Spoil, replicas: number, honest: number, fn: (engine: Engine, hub: DeviceHub, lines: string[]) => Promise<void>, options: Partial<HubOptions> = {}): Promise<void> {
   const lines: string[] = [];
-  const hub = await DeviceHub.listen({ model: dir, weightDType: "f32", wireDType: "f32", replicas, resultBounds: { minSample: 8 }, log: (l) => lines.push(l) });
+  const hub = await DeviceHub.listen({ model: dir, weightDType: "f32", wireDType: "f32", replicas, resultBounds: { minSample: 8 }, log: (l) => lines.push(l), ...options });
   const devices = Array.from({ length: honest }, (_, i) => runDevice({ bs: hub.url, name: `honest${i}`, threads: 1, spinMs: 0, retryForMs: 0, log: () => undefined }).catch(() => undefined));
   const engine = Engine.load(dir, { dtype: "f32", executor: hub.executor });
   let ws: WebSocket | undefined;
@@ -115,4 +120,76 @@ test("with 1 replica the rogue's results are dropped and the response reports it
     await assert.rejects(engine.generate(engine.tokenizer.encode(PROMPT), { temperature: 0, maxTokens: 1 }), /no live device holds expert/);
     assert.ok(hub.deviceCalls().find((d) => d.name === "rogue")!.quarantined, "the rogue is out of service");
   });
+});
+
+test("spot checks find out a rogue within the bounds at once; with 2 replicas the output is unchanged, and it is counted", async () => {
+  await withRogue("slightly scaled", 2, 2, async (engine, hub, lines) => {
+    const metrics = new ServerMetrics(() => ({ waiting: 0, active: 0 }), () => engine.expertUsage());
+    const r = await engine.generate(engine.tokenizer.encode(PROMPT), { temperature: 0, maxTokens: TOKENS });
+    assert.deepEqual(r.tokens, want, "the results that agree with the base station's were used");
+    assert.equal(r.experts.rejected_results, 0, "the norm bounds pass a copy scaled by 1.05");
+    assert.ok(r.experts.mismatched_results! > 0 && r.experts.verified_calls === r.experts.calls && r.experts.failed_calls === 0, JSON.stringify(r.experts));
+    assert.ok(hub.deviceCalls().find((d) => d.name === "rogue")!.quarantined, "the rogue is out of service");
+    const found = lines.filter((l) => l.startsWith("rogue is out of service"));
+    assert.equal(found.length, 1, lines.join("\n"));
+    assert.match(found[0]!, /^rogue is out of service for a wrong result: expert \d+ of layer \d+, row \d+ 4\.76 % off the base station's \(tolerance 0\.0100 %\)$/);
+    const text = await metrics.text();
+    assert.match(text, new RegExp(`distmoe_expert_results_mismatched_total ${engine.expertUsage().mismatched_results}\\b`));
+    assert.match(text, new RegExp(`distmoe_expert_calls_verified_total ${engine.expertUsage().verified_calls}\\b`));
+  }, { verifyRate: 1 });
+});
+
+test("with 1 replica the base station checks: the rogue is out of service from its first checked result on", async () => {
+  await withRogue("slightly scaled", 1, 1, async (engine, hub) => {
+    const r = await engine.generate(engine.tokenizer.encode(PROMPT), { temperature: 0, maxTokens: 1 }).catch((e: Error) => e);
+    // the step's later calls to the rogue's experts have no host until they are placed again: the step fails rather than use its results
+    if (r instanceof Error) assert.match(r.message, /no live device holds expert \d+ of layer \d+ \(its host: rogue out of service\)/);
+    else assert.deepEqual(r.tokens, want.slice(0, 1), "the base station's results replaced the rogue's");
+    assert.ok(engine.expertUsage().mismatched_results! > 0 && engine.expertUsage().rejected_results === 0, JSON.stringify(engine.expertUsage()));
+    assert.ok(hub.deviceCalls().find((d) => d.name === "rogue")!.quarantined, "out of service at once, not after a few failures");
+  }, { verifyRate: 1 });
+});
+
+test("without result checks any well-formed result is used; spot checks need them, and a rate from 0 to 1", async () => {
+  await withRogue("zeros", 2, 2, async (engine, hub) => {
+    const r = await engine.generate(engine.tokenizer.encode(PROMPT), { temperature: 0, maxTokens: 4 });
+    assert.ok(r.experts.rejected_results === 0 && r.experts.verified_calls === 0, JSON.stringify(r.experts));
+    assert.ok(!hub.deviceCalls().find((d) => d.name === "rogue")!.quarantined);
+  }, { resultChecks: false });
+  await assert.rejects(DeviceHub.listen({ model: dir, weightDType: "f32", wireDType: "f32", resultChecks: false, verifyRate: 0.1 }), /spot checks are result checks/);
+  await assert.rejects(DeviceHub.listen({ model: dir, weightDType: "f32", wireDType: "f32", verifyRate: 1.5 }), /from 0 to 1, not 1\.5/);
+});
+
+const brown = sharedPath("models/brown-moe");
+
+test("honest devices pass every spot check on brown-moe in every wire dtype, with 1 and 2 replicas: the text is as without checks", { skip: brown.skip }, async () => {
+  const prompt = "The jury said it did find that many of the";
+  /** A greedy generation over a hub with 2 in-process devices, and the activation bytes sent to devices. */
+  const run = async (wireDType: "f32" | "f16" | "bf16", replicas: number, verifyRate: number) => {
+    let bytesSent = 0;
+    const hub = await DeviceHub.listen({ model: brown.path, weightDType: "f32", wireDType, replicas, verifyRate, log: () => undefined, onCall: (_, __, out) => (bytesSent += out) });
+    const devices = [0, 1].map((i) => runDevice({ bs: hub.url, name: `d${i}`, threads: 1, spinMs: 0, retryForMs: 0, log: () => undefined }).catch(() => undefined));
+    const engine = Engine.load(brown.path, { dtype: "f32", executor: hub.executor });
+    try {
+      await hub.start(2);
+      const r = await engine.generate(engine.tokenizer.encode(prompt), { temperature: 0, maxTokens: 32 });
+      return { r, bytesSent };
+    } finally {
+      engine.close();
+      await hub.close();
+      await Promise.all(devices);
+    }
+  };
+  for (const wire of ["f32", "f16", "bf16"] as const) {
+    const plain = await run(wire, 1, 0);
+    assert.equal(plain.r.experts.verified_calls, 0);
+    for (const replicas of [1, 2]) {
+      const checked = await run(wire, replicas, 1);
+      const e = checked.r.experts;
+      assert.equal(checked.r.text, plain.r.text, `${wire}, ${replicas} replicas`);
+      assert.ok(e.verified_calls === e.calls && e.mismatched_results === 0 && e.rejected_results === 0 && e.failed_calls === 0, `${wire}, ${replicas} replicas: ${JSON.stringify(e)}`);
+      // with a replica to ask, every call went to two devices; without, the base station checked them
+      assert.equal(checked.bytesSent, replicas * plain.bytesSent, `${wire}, ${replicas} replicas: bytes sent to devices`);
+    }
+  }
 });

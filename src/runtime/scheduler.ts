@@ -17,6 +17,10 @@ export interface ExpertUsage {
   retries: number;
   /** results refused as implausible (non-finite or out of bounds), each failed like a lost device (absent: not checked) */
   rejected_results?: number;
+  /** calls whose result was compared with a second holder's (spot checks; absent: none are made) */
+  verified_calls?: number;
+  /** results that disagreed with the base station's own in a spot check; their devices were taken out of service */
+  mismatched_results?: number;
 }
 
 /**
@@ -279,6 +283,8 @@ export class Scheduler {
         dropped_weight: now.dropped_weight - b.dropped_weight,
         retries: now.retries - b.retries,
         rejected_results: (now.rejected_results ?? 0) - (b.rejected_results ?? 0),
+        verified_calls: (now.verified_calls ?? 0) - (b.verified_calls ?? 0),
+        mismatched_results: (now.mismatched_results ?? 0) - (b.mismatched_results ?? 0),
       },
     });
   }

@@ -28,6 +28,8 @@ export class ServerMetrics {
       ["distmoe_dropped_expert_slots_total", "(token, expert) pairs dropped", "dropped_slots"],
       ["distmoe_expert_retries_total", "Expert calls served by a replica instead of their first host", "retries"],
       ["distmoe_expert_results_rejected_total", "Expert results refused as implausible (non-finite or out of bounds) and failed like a lost device", "rejected_results"],
+      ["distmoe_expert_calls_verified_total", "Expert calls whose result was compared with a second holder's (spot checks, --verify-rate)", "verified_calls"],
+      ["distmoe_expert_results_mismatched_total", "Expert results that disagreed with the base station's own in a spot check; their devices were taken out of service", "mismatched_results"],
     ];
     for (const [name, help, field] of totals) {
       let seen = 0;

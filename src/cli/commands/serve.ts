@@ -16,7 +16,7 @@ import { ServerMetrics } from "../../server/metrics.js";
 import { certificateNames, loadTls, selfSignedTls, type ServerTls } from "../../server/tls.js";
 import { isLoopback } from "../../util/loopback.js";
 import { addModelOptions, defaultStateDir, engineOptions, nonNegativeInt, positiveInt, type ModelCliOptions } from "../options.js";
-import { adminKey, adminKeys, apiKey, bodySize, readKeys, requestTimeout } from "../server-options.js";
+import { adminKey, adminKeys, apiKey, bodySize, readKeys, requestTimeout, verifyRate } from "../server-options.js";
 
 interface ServeCliOptions extends ModelCliOptions {
   port: number;
@@ -35,6 +35,7 @@ interface ServeCliOptions extends ModelCliOptions {
   tlsCert?: string;
   tlsKey?: string;
   stateDir?: string;
+  verifyRate: number;
 }
 
 const NO_USAGE = { calls: 0, failed_calls: 0, dropped_slots: 0, dropped_weight: 0, retries: 0 };
@@ -89,6 +90,7 @@ export function serveCommand(): Command {
     .option("--state-dir <dir>", "where the BS keeps what it finds again on later starts, e.g. the --tls self-signed certificate (default: $XDG_STATE_HOME/distmoe, else ~/.local/state/distmoe)")
     .option("--join-token <token>", "devices must prove they hold this token to join (default: $DISTMOE_JOIN_TOKEN, else a new one, printed with the command to join)", joinToken)
     .option("--admin-key <key>", "enable /admin (add and revoke join tokens, list and forget device identities) with `Authorization: Bearer KEY` (repeatable; default: $DISTMOE_ADMIN_KEY, else /admin is off)", adminKey, [])
+    .addOption(new Option("--verify-rate <share>", "share of expert calls (0 to 1) also computed by a second holder (another replica, else this base station) and compared; a device that disagrees with the base station is taken out of service").argParser(verifyRate).default(0))
     .option("--api-key <key>", "require `Authorization: Bearer KEY` on /v1/* (repeatable)", apiKey, [])
     .option("--api-key-file <file>", "API keys, one a line (# comments)")
     .option("--cors <origin>", "allow cross-origin requests from ORIGIN (repeatable; default: none)", collect, [])
@@ -102,6 +104,7 @@ export function serveCommand(): Command {
       const admins = adminKeys(o.adminKey, apiKeys);
       const modelName = path.basename(path.resolve(o.model));
       const remote = (o.localDevices ?? 0) + o.devices;
+      if (o.verifyRate > 0 && remote === 0) throw new Error("--verify-rate checks the devices' results: give --devices N or --local-devices N");
       const join = clusterToken(o.joinToken);
       const tls = await serverTls(o, log);
       const [httpScheme, wsScheme] = tls ? ["https", "wss"] : ["http", "ws"];
@@ -123,6 +126,7 @@ export function serveCommand(): Command {
             onCall: (device, ms, out, inn) => metrics.deviceCall(device, ms, out, inn),
             onDeviceGone: (device) => metrics.removeDevice(device),
             joinTokens: [join.token],
+            verifyRate: o.verifyRate,
           })
         : null;
       app = createApp({

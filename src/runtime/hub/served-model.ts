@@ -22,7 +22,8 @@ export class ServedModel {
   readonly id: string;
   /** An expert's weight bytes as devices hold them (an upper bound: f32 where the dtype cannot hold a shape) and multiply-adds per row. */
   readonly expertShape: WorkShape;
-  private readonly checkpoint: Checkpoint;
+  /** The checkpoint, open while the hub runs (the base station's own copy of the experts). */
+  readonly checkpoint: Checkpoint;
   /** each device's fetches, streaming or queued, and the end of its queue */
   private readonly fetches = new WeakMap<Device, { queued: number; tail: Promise<void> }>();
 

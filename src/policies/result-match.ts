@@ -1,0 +1,57 @@
+// Whether two holders' results for one expert call agree: a spot check has a call computed twice (by a
+// replica, or by the base station from its own copy of the weights) and compares the results row by
+// row. Honest results differ a little: each crosses the wire rounded to the wire dtype, and holders
+// may sum in another order (another SIMD variant; quantized weights' kernels round the activations
+// too). A row agrees when ‖a − b‖ ≤ relative × max(‖a‖, ‖b‖) + absolute × √hidden.
+import type { WeightDType } from "../kernels/backend.js";
+import type { WireDType } from "../protocol/activations.js";
+
+export interface ResultTolerance {
+  /** the largest difference of two rows, as a share of the larger row's norm */
+  relative: number;
+  /** and per value, for rows so small that the wire dtype holds them coarsely (f16's subnormals) */
+  absolute: number;
+}
+
+/**
+ * Measured on brown-moe (30 prompts × 100 greedy tokens: 24,715 calls, 32,328 rows, every call
+ * computed from its input as the wire carries it): the results of the relaxed-SIMD kernels on one
+ * thread, rounded to the wire dtype as a device sends them, against the plain-SIMD kernels' on two
+ * threads, unrounded as the base station computes them. The largest row difference with f32 or bf16
+ * weights was 3.4e-7 (f32 wire), 3.7e-4 (f16) and 2.6e-3 (bf16), the half dtypes' rounding alone
+ * allowing up to 4.9e-4 and 3.9e-3 one side (9.8e-4 and 7.8e-3 two replicas); with q8 or q4 weights
+ * 1.5e-3, 1.8e-3 and 3.0e-3. Each tolerance below is 6× or more what was seen (f32 300×, for other
+ * kernels' summation orders), and a copy scaled by 1.05 (a row 4.8 % off) still fails with every pair
+ * of dtypes.
+ */
+export const RESULT_TOLERANCE = {
+  wire: { f32: 1e-4, f16: 4e-3, bf16: 1.6e-2 } satisfies Record<WireDType, number>,
+  /** added for q8 and q4 weights */
+  quantizedWeights: 1e-2,
+};
+
+/** The spacing of each wire dtype's smallest values: two roundings to it differ by at most this per value. */
+const SMALLEST_SPACING: Record<WireDType, number> = { f32: 2 ** -149, f16: 2 ** -24, bf16: 2 ** -133 };
+
+/** How far two honest results may differ, for results sent in `wire` and computed with `weights`. */
+export function resultTolerance(wire: WireDType, weights: WeightDType): ResultTolerance {
+  const quantized = weights === "q8" || weights === "q4";
+  return { relative: RESULT_TOLERANCE.wire[wire] + (quantized ? RESULT_TOLERANCE.quantizedWeights : 0), absolute: SMALLEST_SPACING[wire] };
+}
+
+/** The first row of `a` that differs from the same row of `b` beyond `tol`, with its ‖a − b‖ / max(‖a‖, ‖b‖); null when they agree. */
+export function resultMismatch(a: Float32Array, b: Float32Array, hidden: number, tol: ResultTolerance): { row: number; difference: number } | null {
+  const floor = tol.absolute * Math.sqrt(hidden);
+  for (let r = 0; r * hidden < a.length; r++) {
+    let d = 0, na = 0, nb = 0;
+    for (let i = r * hidden; i < (r + 1) * hidden; i++) {
+      d += (a[i]! - b[i]!) ** 2;
+      na += a[i]! ** 2;
+      nb += b[i]! ** 2;
+    }
+    const larger = Math.sqrt(Math.max(na, nb));
+    // a non-finite value anywhere is a mismatch (∞ would be within a tolerance of ∞)
+    if (!(Number.isFinite(d) && Math.sqrt(d) <= tol.relative * larger + floor)) return { row: r, difference: Math.sqrt(d) / larger };
+  }
+  return null;
+}
