@@ -11,7 +11,8 @@
 // Usage: node scripts/soak.mjs [--clients 32] [--minutes 10] [--devices 4] [--replicas 2] … (--help)
 import { parseArgs } from "node:util";
 import { spawn } from "node:child_process";
-import { readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -108,7 +109,10 @@ function alive(pid) {
 }
 const mib = (kib) => (kib / 1024).toFixed(0);
 
-const serveArgs = ["serve", "--model", a.model, "--host", "127.0.0.1", "--port", a.port, "--local-devices", String(DEVICES), "--replicas", String(REPLICAS), "--max-queue", String(Math.max(64, CLIENTS))];
+// join tokens and device identities of this run only, not the operator's
+const stateDir = mkdtempSync(path.join(os.tmpdir(), "distmoe-soak-state-"));
+process.on("exit", () => rmSync(stateDir, { recursive: true, force: true }));
+const serveArgs = ["serve", "--model", a.model, "--state-dir", stateDir, "--host", "127.0.0.1", "--port", a.port, "--local-devices", String(DEVICES), "--replicas", String(REPLICAS), "--max-queue", String(Math.max(64, CLIENTS))];
 const serve = spawn(process.execPath, [path.join(root, "bin/distmoe.js"), ...serveArgs], { stdio: ["ignore", "ignore", "pipe"] });
 const serveLog = [];
 const serveEvents = { exits: 0, restarts: 0, internalErrors: 0 };

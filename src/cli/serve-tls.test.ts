@@ -57,6 +57,7 @@ test("serve --tls self-signed: the fingerprint is printed and kept across starts
     };
 
     const bs = serve(["--devices", "1"]);
+    await until(() => new RegExp(`^made a join token, kept in ${state}/join-tokens.json$`, "m").test(bs.err()), "the join token made on first start");
     const fingerprint = await until(() => new RegExp(`^TLS: made a self-signed certificate in ${state}/tls, SHA-256 fingerprint (${FINGERPRINT})$`, "m").exec(bs.err())?.[1], "the fingerprint");
     const ca = readFileSync(path.join(state, "tls", "cert.pem"), "utf8");
     const port = await until(() => /^listening on https:\/\/127\.0\.0\.1:(\d+) \(devices: wss:\/\/127\.0\.0\.1:\1\)$/m.exec(bs.err())?.[1], "the BS to listen");
@@ -89,6 +90,11 @@ test("serve --tls self-signed: the fingerprint is printed and kept across starts
     await until(() => /^ready: /m.test(again.err()), "the BS with its local device");
     assert.match(again.err(), new RegExp(`^TLS: the self-signed certificate kept in ${state}/tls, SHA-256 fingerprint ${fingerprint}$`, "m"));
     const againPort = /listening on https:\/\/127\.0\.0\.1:(\d+)/.exec(again.err())![1]!;
+    // the join token and the devices known are kept in the state directory too: a restarted BS admits the same devices
+    assert.match(again.err(), new RegExp(`devices join with: distmoe device --bs wss://127\\.0\\.0\\.1:${againPort} --fingerprint ${fingerprint} --token ${token!.replace(/[.+/=~-]/g, "\\$&")}\n`));
+    assert.doesNotMatch(again.err(), /made a join token/);
+    const known = JSON.parse(readFileSync(path.join(state, "devices.json"), "utf8")) as { identities: Array<{ name: string; fingerprint: string }> };
+    assert.deepEqual(known.identities.map((k) => k.name).sort(), ["good", "local-0"]);
     assert.equal((await request(againPort, ca, "/v1/completions", completion)).json.choices[0].text, want);
     again.child.kill("SIGTERM");
     assert.equal(await again.exited, 0);

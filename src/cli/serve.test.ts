@@ -67,7 +67,7 @@ test("serve --devices 2: waits for its devices, places one that comes 30 s late 
     const want = (await single.generate(single.tokenizer.encode("hello"), { temperature: 0, maxTokens: 6 })).text;
     single.close();
 
-    const bs = start(["serve", "--model", dir, "--port", "0", "--devices", "2", "--threads", "1"]);
+    const bs = start(["serve", "--model", dir, "--port", "0", "--devices", "2", "--threads", "1", "--state-dir", path.join(dir, "state")]);
     children.push(bs.child);
     const port = await until(() => /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(bs.err())?.[1], "the BS to listen");
     const base = `http://127.0.0.1:${port}`;
@@ -167,7 +167,7 @@ test("serve --local-devices 2 --replicas 2: a killed device is restarted under i
     const want = (await single.generate(single.tokenizer.encode("hello"), { temperature: 0, maxTokens: 6 })).text;
     single.close();
 
-    const bs = start(["serve", "--model", dir, "--port", "0", "--local-devices", "2", "--replicas", "2", "--threads", "1"]);
+    const bs = start(["serve", "--model", dir, "--port", "0", "--local-devices", "2", "--replicas", "2", "--threads", "1", "--state-dir", path.join(dir, "state")]);
     children.push(bs.child);
     const port = await until(() => /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(bs.err())?.[1], "the BS to listen");
     const base = `http://127.0.0.1:${port}`;

@@ -19,6 +19,9 @@ import { ephemeralIdentity, loadIdentity } from "./device-identity.js";
 import { tokenId } from "./hub/join-tokens.js";
 import { provenHello } from "../testing/hello.js";
 import { until } from "../testing/until.js";
+import { startWss } from "../testing/wss.js";
+import { makeSelfSigned } from "../server/tls.js";
+import https from "node:https";
 
 const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-admission-"));
 initModel({ arch: "MixtralForCausalLM", layers: 2, hidden: 64, experts: 4, topK: 2, seed: 3, out: dir });
@@ -290,4 +293,41 @@ test("a hello whose signature is not by the key it presents, or that presents no
     fine.ws.terminate();
     assert.equal(lines.filter((l) => /not admitted/.test(l)).length, 2, lines.join("\n"));
   });
+});
+
+test("over TLS the handshake is bound to the TLS session: a relay with a TLS session to each side cannot pass a device's proof on", async () => {
+  const bsTls = await makeSelfSigned(["127.0.0.1"]);
+  const server = https.createServer({ cert: bsTls.cert, key: bsTls.key });
+  const lines: string[] = [];
+  const hub = DeviceHub.attach(server, { model: dir, weightDType: "f32", wireDType: "f32", joinTokens: [TOKEN], log: (l) => lines.push(l) });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const bsUrl = `wss://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  // the relay: a device that trusts its certificate (it was given the relay's fingerprint) talks to it; it talks to the BS
+  const relay = await startWss();
+  relay.wss.on("connection", (down) => {
+    const up = new WebSocket(bsUrl, { rejectUnauthorized: false });
+    const opened = new Promise((r) => up.once("open", r));
+    down.on("message", (d: Buffer) => void opened.then(() => up.send(d)));
+    up.on("message", (d: Buffer) => down.send(d));
+    up.on("close", (code, reason) => down.close(code, reason));
+    down.on("close", () => up.close());
+  });
+  try {
+    await assert.rejects(
+      runDevice({ bs: relay.url, fingerprint: relay.tls.fingerprint, name: "relayed", token: TOKEN, identityFile: keyFile("relayed"), threads: 1, spinMs: 0, log: () => undefined }),
+      /the base station refused this device: not admitted: wrong join token \(or a replayed handshake\)/,
+    );
+    assert.deepEqual(hub.status().devices, [], "never a device");
+    const stop = new AbortController();
+    const direct = runDevice({ bs: bsUrl, fingerprint: bsTls.fingerprint, name: "direct", token: TOKEN, identityFile: keyFile("direct"), threads: 1, spinMs: 0, signal: stop.signal, log: () => undefined });
+    await hub.start(1);
+    assert.deepEqual(hub.placed, ["direct"], "the same token over one TLS session is admitted");
+    stop.abort();
+    await direct;
+  } finally {
+    await relay.close();
+    await hub.close();
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+  }
 });

@@ -3,10 +3,11 @@ import https, { type Server as HttpsServer } from "node:https";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { mkdirSync } from "node:fs";
 import { createAdaptorServer } from "@hono/node-server";
 import { Command, InvalidArgumentError, Option } from "commander";
-import { newJoinToken } from "../../protocol/handshake.js";
-import { JOIN_TOKEN, JOIN_TOKEN_RULE } from "../../runtime/hub/join-tokens.js";
+import { Identities } from "../../runtime/hub/identities.js";
+import { JOIN_TOKEN, JOIN_TOKEN_RULE, JoinTokens } from "../../runtime/hub/join-tokens.js";
 import { Engine } from "../../runtime/engine.js";
 import { DeviceHub } from "../../runtime/device-hub.js";
 import { spawnLocalDevices } from "../../runtime/local-cluster.js";
@@ -48,19 +49,31 @@ function joinToken(v: string): string {
   return v;
 }
 
-/** The join token given (--join-token, else $DISTMOE_JOIN_TOKEN), or a new one; `generated` says which. */
-function clusterToken(given: string | undefined): { token: string; generated: boolean } {
+/**
+ * The join tokens. The one given (--join-token, else $DISTMOE_JOIN_TOKEN) and those added through /admin
+ * while this process runs; else those kept in the state directory (join-tokens.json), a new one made
+ * there on first start, so devices that reconnect to a restarted BS are still admitted. `shown` is the
+ * token the printed join command carries (null: the one given, which is not printed).
+ */
+function clusterTokens(given: string | undefined, stateDir: string, log: (line: string) => void): { tokens: JoinTokens; shown: string | null } {
   const env = process.env.DISTMOE_JOIN_TOKEN;
   if (given === undefined && env && !JOIN_TOKEN.test(env)) throw new Error(`DISTMOE_JOIN_TOKEN: ${JOIN_TOKEN_RULE}`);
-  const token = given ?? (env || undefined);
-  return token === undefined ? { token: newJoinToken(), generated: true } : { token, generated: false };
+  const explicit = given ?? (env || undefined);
+  if (explicit !== undefined) return { tokens: new JoinTokens([explicit]), shown: null };
+  const file = path.join(stateDir, "join-tokens.json");
+  const tokens = new JoinTokens([], file);
+  if (tokens.size === 0) {
+    tokens.add();
+    log(`made a join token, kept in ${file}`);
+  }
+  return { tokens, shown: tokens.all[0]! };
 }
 
 /**
  * The TLS the options ask for (null: none, plain HTTP and ws), its certificate checked, or made, before
  * the port opens; the fingerprint devices pin is logged.
  */
-async function serverTls(o: ServeCliOptions, log: (line: string) => void): Promise<ServerTls | null> {
+async function serverTls(o: ServeCliOptions, stateDir: string, log: (line: string) => void): Promise<ServerTls | null> {
   if ((o.tlsCert === undefined) !== (o.tlsKey === undefined)) throw new Error("--tls-cert and --tls-key go together: give both");
   if (o.tlsCert !== undefined) {
     const tls = loadTls(o.tlsCert, o.tlsKey!);
@@ -68,7 +81,7 @@ async function serverTls(o: ServeCliOptions, log: (line: string) => void): Promi
     return tls;
   }
   if (o.tls !== "self-signed") return null;
-  const dir = path.join(path.resolve(o.stateDir ?? defaultStateDir()), "tls");
+  const dir = path.join(stateDir, "tls");
   const tls = await selfSignedTls(dir, certificateNames(o.host));
   log(`TLS: ${tls.made ? "made a self-signed certificate" : "the self-signed certificate kept"} in ${dir}, SHA-256 fingerprint ${tls.fingerprint}`);
   if (tls.unnamed.length > 0) {
@@ -87,8 +100,8 @@ export function serveCommand(): Command {
     .addOption(new Option("--tls <mode>", "serve HTTPS, and WSS to devices, with a self-signed certificate made on first start and kept in --state-dir (tls/); its SHA-256 fingerprint is printed for devices to pin").choices(["self-signed"]).conflicts(["tlsCert", "tlsKey"]))
     .option("--tls-cert <file>", "serve HTTPS, and WSS to devices, with this certificate (PEM, the chain after it); with --tls-key")
     .option("--tls-key <file>", "the private key of --tls-cert (PEM, unencrypted)")
-    .option("--state-dir <dir>", "where the BS keeps what it finds again on later starts, e.g. the --tls self-signed certificate (default: $XDG_STATE_HOME/distmoe, else ~/.local/state/distmoe)")
-    .option("--join-token <token>", "devices must prove they hold this token to join (default: $DISTMOE_JOIN_TOKEN, else a new one, printed with the command to join)", joinToken)
+    .option("--state-dir <dir>", "where the BS keeps what it finds again on later starts: its join tokens, the device identities it knows, the --tls self-signed certificate (default: $XDG_STATE_HOME/distmoe, else ~/.local/state/distmoe)")
+    .option("--join-token <token>", "devices must prove they hold this token to join (default: $DISTMOE_JOIN_TOKEN, else those kept in --state-dir, a new one made there on first start and printed with the command to join)", joinToken)
     .option("--admin-key <key>", "enable /admin (add and revoke join tokens, list and forget device identities) with `Authorization: Bearer KEY` (repeatable; default: $DISTMOE_ADMIN_KEY, else /admin is off)", adminKey, [])
     .addOption(new Option("--verify-rate <share>", "share of expert calls (0 to 1) also computed by a second holder (another replica, else this base station) and compared; a device that disagrees with the base station is taken out of service").argParser(verifyRate).default(0))
     .option("--api-key <key>", "require `Authorization: Bearer KEY` on /v1/* (repeatable)", apiKey, [])
@@ -105,8 +118,10 @@ export function serveCommand(): Command {
       const modelName = path.basename(path.resolve(o.model));
       const remote = (o.localDevices ?? 0) + o.devices;
       if (o.verifyRate > 0 && remote === 0) throw new Error("--verify-rate checks the devices' results: give --devices N or --local-devices N");
-      const join = clusterToken(o.joinToken);
-      const tls = await serverTls(o, log);
+      const stateDir = path.resolve(o.stateDir ?? defaultStateDir());
+      if (remote > 0) mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+      const join = remote > 0 ? clusterTokens(o.joinToken, stateDir, log) : null;
+      const tls = await serverTls(o, stateDir, log);
       const [httpScheme, wsScheme] = tls ? ["https", "wss"] : ["http", "ws"];
       let engine: Engine | undefined;
       /** the command that joins a device with a token, once the port is known */
@@ -125,7 +140,8 @@ export function serveCommand(): Command {
             link: o.link && (() => o.link!),
             onCall: (device, ms, out, inn) => metrics.deviceCall(device, ms, out, inn),
             onDeviceGone: (device) => metrics.removeDevice(device),
-            joinTokens: [join.token],
+            joinTokens: join!.tokens,
+            identities: new Identities(path.join(stateDir, "devices.json")),
             verifyRate: o.verifyRate,
           })
         : null;
@@ -157,7 +173,7 @@ export function serveCommand(): Command {
       const reachable = ["0.0.0.0", "::"].includes(address.address) ? os.hostname() : urlHost(address.address);
       const pin = tls ? ` --fingerprint ${tls.fingerprint}` : "";
       joinCommand = (token) => `distmoe device --bs ${wsScheme}://${reachable}:${address.port}${pin} --token ${token}`;
-      if (hub) log(`devices join with: ${joinCommand(join.generated ? join.token : "<the join token given>")}`);
+      if (join) log(`devices join with: ${joinCommand(join.shown ?? "<the join token given>")}`);
       if (!isLoopback(o.host) && !tls) {
         log(
           `warning: ${o.host} is not a loopback address and TLS is off: anyone on the network between can read and alter all that crosses this port: ` +
@@ -169,7 +185,7 @@ export function serveCommand(): Command {
       if (!isLoopback(o.host) && apiKeys.length === 0) log(`warning: ${o.host} is not a loopback address and no --api-key is set: anyone who reaches this port can use the API`);
       // a local device that dies (a crash, an OOM kill) is started again, under the same name
       // over TLS they pin the certificate, like any device
-      const local = o.localDevices ? spawnLocalDevices(`${wsScheme}://${here}`, join.token, o.localDevices, 1, tls ? ["--fingerprint", tls.fingerprint] : [], { log }) : null;
+      const local = o.localDevices ? spawnLocalDevices(`${wsScheme}://${here}`, join!.tokens.all[0]!, o.localDevices, 1, tls ? ["--fingerprint", tls.fingerprint] : [], { log }) : null;
       engine = Engine.load(o.model, { ...engineOptions(o), executor: hub?.executor, maxBatch: o.maxBatch, maxQueue: o.maxQueue });
       if (!hub) log(`ready: ${modelName}`);
       else {

@@ -52,7 +52,7 @@ export class Identities {
   conflict(name: string, fingerprint: string): string | null {
     const owner = this.byName.get(name);
     if (!owner || owner.fingerprint === fingerprint) return null;
-    return `the name ${name} belongs to another device (identity ${owner.fingerprint}); this one is ${fingerprint}`;
+    return `the name ${name} belongs to another device (identity ${owner.fingerprint}); this one is ${fingerprint} (the same device with a new key? the operator can forget the old identity: DELETE /admin/devices/…)`;
   }
 
   /** Whether a device without an identity may take `name` (no identity has it). */
