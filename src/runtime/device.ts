@@ -36,7 +36,7 @@ export interface DeviceOptions {
    * prove it too. Unset: for a base station that admits any device (no proof asked, none checked).
    */
   token?: string;
-  /** This device's own copy of the model directory; default: the base station's path, if it exists here. */
+  /** This device's own copy of the model directory; default: the base station's path, if it holds the same model here (read only at a plain absolute path). */
   model?: string;
   /** Always stream the weights from the base station, even where the files are at hand. */
   fetchWeights?: boolean;
