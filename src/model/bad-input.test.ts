@@ -128,6 +128,12 @@ test("configs with impossible dimensions or unsupported features are refused wit
     [{ rope_scaling: { type: "yarn", factor: 4 } }, /rope_scaling .* is not supported/],
     [{ hidden_act: "gelu" }, /hidden_act "gelu" is not supported/],
     [{ head_dim: 15 }, /head_dim \(15\) must be even/],
+    // sizes no real model has, refused before anything is sized from them (a device takes its config from the base station)
+    [{ hidden_size: 2 ** 40 }, /hidden_size must be at most 65536, got 1099511627776/],
+    [{ num_hidden_layers: 1e9 }, /num_hidden_layers must be at most 1024/],
+    [{ num_local_experts: 1e6 }, /num_local_experts must be at most 4096/],
+    [{ intermediate_size: 2 ** 21 }, /intermediate_size must be at most 1048576/],
+    [{ vocab_size: 2 ** 30 }, /vocab_size must be at most 16777216/],
   ];
   for (const [patch, msg] of bad) assert.throws(() => parseModelConfig({ ...good, ...patch }, "cfg.json"), (e: Error) => e.message.startsWith("cfg.json: ") && msg.test(e.message), JSON.stringify(patch));
 });

@@ -36,6 +36,13 @@ export interface ModelConfig {
 
 type Json = Record<string, unknown>;
 
+/**
+ * The largest sizes a config may give: beyond any real model, yet small enough that nothing sized from
+ * them (per-layer tables, one expert's bytes) overflows or exhausts memory before the weights' bytes are
+ * weighed against what a machine has: a device takes its config from the base station.
+ */
+const MAX = { dim: 1 << 20, hidden: 1 << 16, heads: 1 << 12, layers: 1 << 10, experts: 1 << 12, vocab: 1 << 24 } as const;
+
 export function readModelConfig(dir: string): ModelConfig {
   const file = path.join(dir, "config.json");
   let text: string;
@@ -74,11 +81,12 @@ export function parseModelConfig(c: Json, file = "config.json"): ModelConfig {
   const arch = findArchitecture(archName!);
   if (!arch) return fail(`architecture ${archName} is not supported; supported: ${supportedArchitectures()}`);
 
-  const int = (key: string, opts: { min?: number; def?: number } = {}): number => {
+  const int = (key: string, opts: { min?: number; max?: number; def?: number } = {}): number => {
     const v = c[key] ?? opts.def;
     if (v === undefined || v === null) return fail(`missing ${key}`);
     if (typeof v !== "number" || !Number.isSafeInteger(v)) return fail(`${key} must be an integer, got ${JSON.stringify(v)}`);
     if (v < (opts.min ?? 1)) return fail(`${key} must be at least ${opts.min ?? 1}, got ${v}`);
+    if (opts.max !== undefined && v > opts.max) return fail(`${key} must be at most ${opts.max}, got ${v}`);
     return v;
   };
   const num = (key: string, def: number): number => {
@@ -92,21 +100,21 @@ export function parseModelConfig(c: Json, file = "config.json"): ModelConfig {
     return v;
   };
 
-  const hidden = int("hidden_size");
-  const heads = int("num_attention_heads");
+  const hidden = int("hidden_size", { max: MAX.hidden });
+  const heads = int("num_attention_heads", { max: MAX.heads });
   const kvHeads = int("num_key_value_heads", { def: heads });
   if (heads % kvHeads !== 0) fail(`num_key_value_heads (${kvHeads}) must divide num_attention_heads (${heads})`);
   let headDim: number;
-  if (c.head_dim !== undefined && c.head_dim !== null) headDim = int("head_dim");
+  if (c.head_dim !== undefined && c.head_dim !== null) headDim = int("head_dim", { max: MAX.hidden });
   else {
     if (hidden % heads !== 0) fail(`hidden_size (${hidden}) is not a multiple of num_attention_heads (${heads}) and head_dim is not given`);
     headDim = hidden / heads;
   }
   if (headDim % 2 !== 0) fail(`head_dim (${headDim}) must be even for rotary embeddings`);
-  const experts = int(arch.keys.experts);
+  const experts = int(arch.keys.experts, { max: MAX.experts });
   const topK = int("num_experts_per_tok");
   if (topK > experts) fail(`num_experts_per_tok (${topK}) exceeds ${arch.keys.experts} (${experts})`);
-  const layers = int("num_hidden_layers");
+  const layers = int("num_hidden_layers", { max: MAX.layers });
 
   let sparseLayers = Array.from({ length: layers }, () => true);
   let denseFfn = 0;
@@ -115,7 +123,7 @@ export function parseModelConfig(c: Json, file = "config.json"): ModelConfig {
     const only = c.mlp_only_layers ?? [];
     if (!Array.isArray(only) || !only.every((l) => Number.isInteger(l))) fail(`mlp_only_layers must be a list of layer indices`);
     sparseLayers = sparseLayers.map((_, l) => !(only as number[]).includes(l) && (l + 1) % step === 0);
-    if (sparseLayers.includes(false)) denseFfn = int("intermediate_size");
+    if (sparseLayers.includes(false)) denseFfn = int("intermediate_size", { max: MAX.dim });
   }
 
   const rope = c.rope_scaling;
@@ -135,7 +143,7 @@ export function parseModelConfig(c: Json, file = "config.json"): ModelConfig {
 
   return {
     arch,
-    vocabSize: int("vocab_size"),
+    vocabSize: int("vocab_size", { max: MAX.vocab }),
     hidden,
     layers,
     heads,
@@ -143,9 +151,9 @@ export function parseModelConfig(c: Json, file = "config.json"): ModelConfig {
     headDim,
     experts,
     topK,
-    expertFfn: int(arch.keys.expertFfn),
+    expertFfn: int(arch.keys.expertFfn, { max: MAX.dim }),
     normTopK,
-    sharedExpertFfn: arch.sharedExpert ? int("shared_expert_intermediate_size") : 0,
+    sharedExpertFfn: arch.sharedExpert ? int("shared_expert_intermediate_size", { max: MAX.dim }) : 0,
     denseFfn,
     sparseLayers,
     qkvBias: flag(arch.qkvBias),

@@ -18,7 +18,7 @@ const text = (maxLength: number) => fc.string({ unit: "binary", maxLength }).map
 const amount = fc.double({ min: 0, max: 1e18, noNaN: true }).map((v) => v + 0); // JSON has no -0
 /** Lowercase hex of exactly `n` digits: a nonce or a proof. */
 const hex = (n: number) => fc.stringMatching(new RegExp(`^[0-9a-f]{${n}}$`));
-const tensorName = fc.stringMatching(/^[\w.-]{1,64}$/);
+const tensorName = fc.stringMatching(/^[\w-][\w.-]{0,63}$/);
 const dict = <T>(value: fc.Arbitrary<T>) => fc.dictionary(text(32), value, { maxKeys: 6, noNullPrototype: true });
 /** [expert, rows] lists with the payload they need: rows × hidden values of the wire dtype. */
 const activations = fc
@@ -196,7 +196,7 @@ function assertInvariants(m: Message): void {
     }
     case "assign":
       assert.ok(isPlain(m.config), "config is a plain object");
-      assert.match(m.modelId, /^[\w-]{1,128}$/, "modelId is safe as a directory name");
+      assert.match(m.modelId, /^[\w-][\w.-]{0,127}$/, "modelId is safe as a directory name (not . or ..)");
       assert.ok(pairsOk(m.experts) && WIRE_DTYPES.includes(m.wireDType));
       return;
     case "fetch":
@@ -204,7 +204,7 @@ function assertInvariants(m: Message): void {
       assert.ok(pairsOk(m.experts));
       return;
     case "weights":
-      assert.match(m.name, /^[\w.-]{1,512}$/, "a tensor name is safe as a file name");
+      assert.match(m.name, /^[\w-][\w.-]{0,511}$/, "a tensor name is safe as a file name (not . or ..)");
       assert.equal(m.payload.length, m.shape[0] * m.shape[1] * (m.dtype === "F32" ? 4 : 2));
       return;
     case "call":

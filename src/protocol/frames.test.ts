@@ -102,6 +102,7 @@ test("headers that pass a shallow check but break a consumer are refused", () =>
     [rawFrame(1, `{"model":"m","modelId":"abc","config":{"a":${"[".repeat(16)}${"]".repeat(16)}},"weightDType":"q8","wireDType":"f32","experts":[]}`), /nesting ≤ 16 deep/],
     // both name files on the device
     [enc({ ...assign, modelId: "../../.ssh" }), /modelId \(letters, digits/],
+    [enc({ ...assign, modelId: ".." }), /modelId \(letters, digits, _ \. -, not a dot first\)/],
     [enc({ type: "weights", name: "../../.bashrc", dtype: "F32", shape: [1, 1], sha256: "x", payload: new Uint8Array(4) }), /weights needs name \(letters, digits/],
     [enc({ type: "fetch", experts: [], have: ["00ff"] }), /fetch needs/],
     [enc({ ...hello, capabilities: { ...hello.capabilities, weightDTypes: [1] } }), /weightDTypes \(names\)/],

@@ -111,10 +111,10 @@ const isAmount = (v: unknown): v is number => typeof v === "number" && Number.is
 /** A JSON object (not an array) nesting at most `depth` objects and arrays. */
 const isObject = (v: unknown, depth = 1): v is Record<string, unknown> => !!v && typeof v === "object" && !Array.isArray(v) && isShallow(v, depth);
 const isShallow = (v: unknown, depth: number): boolean => v === null || typeof v !== "object" || (depth > 0 && Object.values(v).every((x) => isShallow(x, depth - 1)));
-/** A name that is safe as one path component: the device files a tensor or a model id under it. */
 /** Lowercase hex of exactly `length` characters: a nonce or a proof. */
 const isHex = (v: unknown, length: number): v is string => typeof v === "string" && v.length === length && /^[0-9a-f]+$/.test(v);
-const isFileName = (v: unknown, max: number): v is string => isStr(v, max) && /^[\w.-]+$/.test(v);
+/** A name that is safe as one path component (no separator, not "." or ".."): the device files a tensor or a model id under it. */
+const isFileName = (v: unknown, max: number): v is string => isStr(v, max) && /^[\w-][\w.-]*$/.test(v);
 
 /**
  * JSON.parse reviver: numbers that overflow a double (1e400) are refused, and -0 becomes 0; either would
@@ -196,7 +196,7 @@ export function decodeFrame(data: Uint8Array): Message {
     case "assign":
       noPayload();
       if (!isStr(h.model) || !isFileName(h.modelId, 128) || !isObject(h.config, LIMITS.jsonDepth) || !isStr(h.weightDType, 16) || !isWire(h.wireDType) || !isPairs(h.experts)) {
-        fail(`assign needs model, modelId (letters, digits, _ . -), config (an object nesting ≤ ${LIMITS.jsonDepth} deep), weightDType, wireDType and experts [[layer, expert], …]`);
+        fail(`assign needs model, modelId (letters, digits, _ . -, not a dot first), config (an object nesting ≤ ${LIMITS.jsonDepth} deep), weightDType, wireDType and experts [[layer, expert], …]`);
       }
       return {
         type,
@@ -215,7 +215,7 @@ export function decodeFrame(data: Uint8Array): Message {
     }
     case "weights": {
       const shape = h.shape as unknown;
-      if (!isFileName(h.name, 512) || !["F32", "BF16", "F16"].includes(h.dtype as string) || !isStr(h.sha256, 64)) fail("weights needs name (letters, digits, _ . -), dtype (F32, BF16, F16) and sha256");
+      if (!isFileName(h.name, 512) || !["F32", "BF16", "F16"].includes(h.dtype as string) || !isStr(h.sha256, 64)) fail("weights needs name (letters, digits, _ . -, not a dot first), dtype (F32, BF16, F16) and sha256");
       if (!Array.isArray(shape) || shape.length !== 2 || !shape.every((d) => isInt(d, 1, 1 << 20))) fail("weights needs a shape [rows, cols]");
       const want = (shape as number[])[0]! * (shape as number[])[1]! * (h.dtype === "F32" ? 4 : 2);
       if (payload.length !== want) fail(`weights ${h.name}: ${JSON.stringify(shape)} ${h.dtype} needs ${want} payload bytes, got ${payload.length}`);

@@ -131,7 +131,7 @@ export class DeviceHub {
         assign: (d) =>
           d.conn.send({
             type: "assign",
-            model: opts.model,
+            model: model.dir,
             modelId: model.id,
             config: model.configJson,
             weightDType: opts.weightDType,

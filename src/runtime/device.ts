@@ -9,17 +9,17 @@
 import os from "node:os";
 import path from "node:path";
 import { createHash } from "node:crypto";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import WebSocket, { type ClientOptions } from "ws";
 import { WasmBackend } from "../kernels/wasm/wasm-backend.js";
 import { WEIGHT_DTYPES, type WeightDType } from "../kernels/backend.js";
 import { Checkpoint } from "../model/checkpoint.js";
 import { parseModelConfig, type ModelConfig } from "../model/config.js";
-import { tensorName } from "../model/arch.js";
+import { expertWork } from "../model/work-shape.js";
 import { WeightCache } from "./weight-cache.js";
 import { Backoff, type BackoffOptions } from "./backoff.js";
-import { loadExperts, type FfnWeights } from "../model/weights.js";
+import { loadExperts, planTensors, type FfnWeights, type TensorSpec } from "../model/weights.js";
 import { LocalExpertExecutor } from "../moe/local-executor.js";
 import { concatRows, decodeActivations, encodeActivations, splitRows, WIRE_DTYPES } from "../protocol/activations.js";
 import { LIMITS, type Capabilities, type Message } from "../protocol/frames.js";
@@ -48,7 +48,7 @@ export interface DeviceOptions {
    * prove it too. Unset: for a base station that admits any device (no proof asked, none checked).
    */
   token?: string;
-  /** This device's own copy of the model directory; default: the base station's path, if it exists here. */
+  /** This device's own copy of the model directory; default: the base station's path, if it holds the same model here (read only at a plain absolute path). */
   model?: string;
   /** Always stream the weights from the base station, even where the files are at hand. */
   fetchWeights?: boolean;
@@ -132,6 +132,9 @@ export function parseBsUrl(v: string): URL {
 }
 
 const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)} s`;
+const mib = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+/** The largest config.json read from the base station's model path: a bigger file is not one. */
+const CONFIG_BYTES = 1 << 20;
 
 /** Text from the base station, made safe for one log line. */
 const printable = (s: string): string => s.replace(/[\u0000-\u001f\u007f-\u009f]/g, "?").slice(0, 200);
@@ -139,11 +142,14 @@ const printable = (s: string): string => s.replace(/[\u0000-\u001f\u007f-\u009f]
 /** How one connection ended. */
 type Ending = { how: "stopped" } | { how: "refused"; reason: string } | { how: "left" | "lost"; reason: string; opened: boolean; readied: boolean };
 
+/** A tensor a device asks for, with the shape its config implies: weights of any other name or shape are refused. */
+type Wanted = Pick<TensorSpec, "name" | "shape">;
+
 /** One connection to the base station: where its frames go, and how weights are fetched over it. */
 interface Session {
   send(m: Message): void;
-  /** Asks for `names` (the tensors of `experts`) that `cache` lacks; resolves when the base station says they are all sent. */
-  fetch(cache: WeightCache, experts: ReadonlyArray<[number, number]>, names: readonly string[]): Promise<void>;
+  /** Asks for `tensors` (those of `experts`) that `cache` lacks; resolves when the base station says they are all sent. */
+  fetch(cache: WeightCache, experts: ReadonlyArray<[number, number]>, tensors: readonly Wanted[]): Promise<void>;
 }
 
 /** Serves the base station over one connection (opened with `link`'s options), until it closes. */
@@ -169,16 +175,19 @@ function connect(host: ExpertHost, identity: DeviceIdentity, opts: DeviceOptions
   // assignments load one after another, in the order they came (each may wait for weights)
   let queue = Promise.resolve();
   const inOrder = (task: () => Promise<void>) => {
-    queue = queue.then(() => (closed ? undefined : task())).catch((e: Error) => send({ type: "error", message: e.message }));
+    queue = queue.then(() => (closed ? undefined : task())).catch((e: Error) => {
+      log(printable(e.message));
+      send({ type: "error", message: e.message });
+    });
   };
-  let fetching: { cache: WeightCache; names: Set<string>; resolve: () => void; reject: (e: Error) => void } | null = null;
+  let fetching: { cache: WeightCache; shapes: Map<string, readonly number[]>; resolve: () => void; reject: (e: Error) => void } | null = null;
   const session: Session = {
     send,
-    fetch: (cache, experts, names) =>
+    fetch: (cache, experts, tensors) =>
       new Promise<void>((resolve, reject) => {
         if (closed) return reject(new Error("the base station went away"));
-        fetching = { cache, names: new Set(names), resolve, reject };
-        send({ type: "fetch", experts: [...experts], have: cache.checksums(names) });
+        fetching = { cache, shapes: new Map(tensors.map((t) => [t.name, t.shape])), resolve, reject };
+        send({ type: "fetch", experts: [...experts], have: cache.checksums(tensors.map((t) => t.name)) });
       }).finally(() => (fetching = null)),
   };
 
@@ -233,8 +242,13 @@ function connect(host: ExpertHost, identity: DeviceIdentity, opts: DeviceOptions
         host.release(m.experts);
         return;
       case "weights": {
-        if (!fetching?.names.has(m.name)) {
+        const shape = fetching?.shapes.get(m.name);
+        if (!fetching || !shape) {
           send({ type: "error", message: `unexpected weights ${printable(m.name)}` });
+          return;
+        }
+        if (m.shape.length !== shape.length || m.shape.some((d, i) => d !== shape[i])) {
+          fetching.reject(new Error(`weights ${m.name} have shape [${m.shape.join(", ")}] but the config implies [${shape.join(", ")}]`));
           return;
         }
         const sum = createHash("sha256").update(m.payload).digest("hex");
@@ -249,7 +263,7 @@ function connect(host: ExpertHost, identity: DeviceIdentity, opts: DeviceOptions
         return;
       }
       case "fetched":
-        if (fetching) log(`received ${m.sent} tensors (${(m.bytes / 2 ** 20).toFixed(1)} MiB)`);
+        if (fetching) log(`received ${m.sent} tensors (${mib(m.bytes)})`);
         fetching?.resolve();
         return;
       case "call":
@@ -289,7 +303,12 @@ function connect(host: ExpertHost, identity: DeviceIdentity, opts: DeviceOptions
   });
 }
 
-/** What a device holds and computes with, across connections: its backend, its experts, its capabilities. */
+/**
+ * What a device holds and computes with, across connections: its backend, its experts, its capabilities.
+ * An assignment is taken on trust in nothing: its config within sane sizes, its experts within that
+ * config and within the memory offered, weights only the tensors it asked for in the shapes the config
+ * implies, files only inside the cache, the base station's model directory only where it is plainly the same model.
+ */
 class ExpertHost {
   private readonly backend: WasmBackend;
   private executor: LocalExpertExecutor | null = null;
@@ -323,7 +342,19 @@ class ExpertHost {
 
   async assign(m: Extract<Message, { type: "assign" }>, session: Session): Promise<void> {
     if (!WEIGHT_DTYPES.includes(m.weightDType as WeightDType)) throw new Error(`weight dtype ${m.weightDType} is not supported`);
+    const dtype = m.weightDType as WeightDType;
     const cfg = parseModelConfig(m.config, "assigned config");
+    const assigned = new Set<string>();
+    for (const [l, e] of m.experts) {
+      if (!cfg.sparseLayers[l] || e >= cfg.experts) throw new Error(`[${l}, ${e}] is not an expert of this model (${cfg.layers} layers of ${cfg.experts} experts)`);
+      if (assigned.has(`${l}:${e}`)) throw new Error(`expert ${e} of layer ${l} is assigned twice`);
+      assigned.add(`${l}:${e}`);
+    }
+    // weighed before anything is allocated or fetched, as the base station's placement weighs it
+    const expertBytes = expertWork(cfg, dtype).weightBytes;
+    const offered = this.capabilities().memoryBytes;
+    const over = (n: number) => offered > 0 && n * expertBytes > offered;
+    if (over(assigned.size)) throw new Error(`${assigned.size} experts need ${mib(assigned.size * expertBytes)} (${mib(expertBytes)} each), more than the ${mib(offered)} this device offers`);
     const model = `${m.modelId} ${m.weightDType} ${JSON.stringify(m.config)}`;
     if (this.heldModel !== model && this.held.size > 0) {
       this.log(`the base station serves another model: dropping the ${this.held.size} experts held`);
@@ -331,11 +362,18 @@ class ExpertHost {
     }
     this.heldModel = model;
     const wanted = m.experts.filter(([l, e]) => !this.held.has(`${l}:${e}`));
+    // experts held beyond this assignment stay until released (routes in use may still need them), unless they would not fit beside it
+    const unassigned = this.holds().filter(([l, e]) => !assigned.has(`${l}:${e}`));
+    if (unassigned.length > 0 && over(this.held.size + wanted.length)) {
+      this.log(`dropping the ${unassigned.length} experts held beyond the new assignment: with it they would exceed the ${mib(offered)} offered`);
+      this.free(unassigned);
+    }
     if (wanted.length > 0) {
       const want = new Set(wanted.map(([l, e]) => `${l}:${e}`));
-      const ck = await this.source(m, cfg, wanted, session);
+      const holdsExpert = (l: number, e: number) => want.has(`${l}:${e}`);
+      const ck = await this.source(m, cfg, wanted, holdsExpert, session);
       try {
-        const loaded = loadExperts(this.backend, ck, cfg, { dtype: m.weightDType as WeightDType, holdsExpert: (l, e) => want.has(`${l}:${e}`) });
+        const loaded = loadExperts(this.backend, ck, cfg, { dtype, holdsExpert });
         loaded.forEach((row, layer) => row.forEach((w, expert) => w && this.held.set(`${layer}:${expert}`, { layer, expert, w })));
       } finally {
         ck.close();
@@ -347,15 +385,43 @@ class ExpertHost {
     session.send({ type: "ready", experts: this.holds() });
   }
 
-  /** Where to read the wanted experts: the model directory, or the cache after fetching what it lacks. */
-  private async source(m: Extract<Message, { type: "assign" }>, cfg: ModelConfig, wanted: ReadonlyArray<[number, number]>, session: Session): Promise<Checkpoint> {
-    const local = this.opts.model ?? m.model;
-    if (!this.opts.fetchWeights && existsSync(path.join(local, "config.json"))) return Checkpoint.open(local);
-    const cache = new WeightCache(path.join(cacheDirOf(this.opts), m.modelId));
-    const t = cfg.arch.tensors;
-    const names = wanted.flatMap(([l, e]) => [t.expertGate, t.expertUp, t.expertDown].map((tmpl) => tensorName(tmpl, l, e)));
-    await session.fetch(cache, wanted, names);
-    return Checkpoint.fromFiles(cache.dir, names.map((n) => cache.file(n)));
+  /**
+   * Where to read the wanted experts (those `holdsExpert` names): this device's model directory, the base
+   * station's if it holds the same model here, or the cache after fetching what it lacks.
+   */
+  private async source(m: Extract<Message, { type: "assign" }>, cfg: ModelConfig, wanted: ReadonlyArray<[number, number]>, holdsExpert: (layer: number, expert: number) => boolean, session: Session): Promise<Checkpoint> {
+    if (!this.opts.fetchWeights) {
+      if (this.opts.model !== undefined && existsSync(path.join(this.opts.model, "config.json"))) return Checkpoint.open(this.opts.model);
+      if (this.opts.model === undefined && this.sameModelAt(m.model, m.config)) return Checkpoint.open(m.model);
+    }
+    const cache = new WeightCache(cacheDirOf(this.opts), m.modelId);
+    const tensors = planTensors(cfg, true, holdsExpert).specs.filter((s) => s.expert);
+    await session.fetch(cache, wanted, tensors);
+    const missing = tensors.filter((t) => !existsSync(cache.file(t.name)));
+    if (missing.length > 0) throw new Error(`the base station said the weights were sent, but ${missing.length} tensors never came (${missing[0]!.name}, …)`);
+    return Checkpoint.fromFiles(cache.dir, tensors.map((t) => cache.file(t.name)));
+  }
+
+  /**
+   * Whether the base station's model directory `dir` may be read here: only a plain absolute path (not
+   * relative to wherever the device runs, no `.` or `..` steps, no control characters, no network share)
+   * holding the very config assigned. Anything else, and the weights are streamed instead.
+   */
+  private sameModelAt(dir: string, config: Record<string, unknown>): boolean {
+    if (!path.isAbsolute(dir) || path.normalize(dir) !== dir || /[\u0000-\u001f\u007f]/.test(dir) || /^[\\/]{2}/.test(dir)) {
+      this.log(`not reading the base station's model path ${printable(dir)}: only a plain absolute path is read; streaming the weights`);
+      return false;
+    }
+    const file = path.join(dir, "config.json");
+    if (!existsSync(file)) return false;
+    try {
+      const stat = statSync(file);
+      if (stat.isFile() && stat.size <= CONFIG_BYTES && JSON.stringify(JSON.parse(readFileSync(file, "utf8"))) === JSON.stringify(config)) return true;
+    } catch {
+      // unreadable or not JSON: not the same model
+    }
+    this.log(`the base station's model path ${printable(dir)} holds another config.json here; streaming the weights`);
+    return false;
   }
 
   /** Serves calls from the experts held now. */

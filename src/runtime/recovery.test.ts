@@ -2,26 +2,23 @@
 // restarted base station resends nothing), and gives up only after --retry-for.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { WebSocketServer, type WebSocket } from "ws";
 import { DeviceHub } from "./device-hub.js";
 import { Engine } from "./engine.js";
 import { runDevice } from "./device.js";
 import { Backoff } from "./backoff.js";
 import { initModel } from "../model/init-model.js";
-import { decodeFrame, encodeFrame, type Message } from "../protocol/frames.js";
+import { encodeFrame, type Message } from "../protocol/frames.js";
 import { encodeActivations } from "../protocol/activations.js";
-import { newJoinToken, newNonce } from "../protocol/handshake.js";
+import { newJoinToken } from "../protocol/handshake.js";
 import { duration } from "../cli/options.js";
-import { REPO_ROOT } from "../testing/shared.js";
 import { until } from "../testing/until.js";
+import { deviceProcess, scriptedBs } from "../testing/device-peers.js";
 
-const BIN = path.join(REPO_ROOT, "bin/distmoe.js");
 const quiet = () => undefined;
 /** How long a test waits for what should happen in well under a second before it fails. */
 const PATIENCE_MS = 60_000;
@@ -33,16 +30,6 @@ async function freePort(): Promise<number> {
   const port = (server.address() as net.AddressInfo).port;
   await new Promise((r) => server.close(r));
   return port;
-}
-
-
-/** `distmoe device …` with its stderr collected. */
-function device(args: string[]): { child: ChildProcess; stderr: () => string; exit: Promise<number | null> } {
-  const child = spawn(process.execPath, [BIN, "device", "--threads", "1", "--spin-ms", "0", ...args], { stdio: ["ignore", "ignore", "pipe"] });
-  let err = "";
-  child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
-  const exit = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
-  return { child, stderr: () => err, exit };
 }
 
 function withTempDir(fn: (dir: string) => Promise<void>): () => Promise<void> {
@@ -76,7 +63,7 @@ test("a base station restarted under running devices: they reconnect by themselv
   single.close();
 
   let hub = await listen();
-  const devices = [0, 1].map((i) => device(["--bs", hub.url, "--token", token, "--name", `d${i}`, "--fetch-weights", "--cache", path.join(dir, `cache-${i}`)]));
+  const devices = [0, 1].map((i) => deviceProcess(["--bs", hub.url, "--token", token, "--name", `d${i}`, "--fetch-weights", "--cache", path.join(dir, `cache-${i}`)]));
   try {
     await hub.start(2);
     assert.deepEqual(await generate(hub), want);
@@ -105,14 +92,14 @@ test("a base station restarted under running devices: they reconnect by themselv
 test("--retry-for: a device that cannot reach its base station gives up after that long, with the reason; by default it keeps trying", async () => {
   const port = await freePort();
   const bs = `ws://127.0.0.1:${port}`;
-  const bounded = device(["--bs", bs, "--name", "patient", "--retry-for", "1s"]);
+  const bounded = deviceProcess(["--bs", bs, "--name", "patient", "--retry-for", "1s"]);
   assert.equal(await bounded.exit, 1);
   const lines = bounded.stderr().trim().split("\n");
   assert.match(lines[0]!, /identity SHA256:/, "it says who it is first");
   assert.match(lines[1]!, new RegExp(`cannot reach ${bs}: ECONNREFUSED; retrying in [0-9.]+ s$`));
   assert.match(lines.at(-1)!, new RegExp(`^distmoe: error: gave up on the base station after [0-9.]+ s out of reach \\(limit 1\\.0 s\\); last: cannot reach ${bs}: ECONNREFUSED$`));
 
-  const forever = device(["--bs", bs, "--name", "forever"]);
+  const forever = deviceProcess(["--bs", bs, "--name", "forever"]);
   try {
     await until(() => (forever.stderr().match(/retrying in/g) ?? []).length >= 3, "three attempts");
     assert.equal(forever.child.exitCode, null, "still trying");
@@ -121,7 +108,7 @@ test("--retry-for: a device that cannot reach its base station gives up after th
   }
   assert.equal(await forever.exit, 0, "a signal while waiting to retry ends it normally");
 
-  const refused = device(["--bs", bs, "--retry-for", "soon"]);
+  const refused = deviceProcess(["--bs", bs, "--retry-for", "soon"]);
   assert.equal(await refused.exit, 1);
   assert.match(refused.stderr(), /expected a duration such as 30s, 5m or 1h \(units ms, s, m, h\), got "soon"/);
 });
@@ -143,45 +130,6 @@ test("backoff: each delay within [bound/2, bound], the bound doubling to the cap
   high.reset();
   assert.equal(high.next(), 100);
 });
-
-/** A scripted base station (admitting any device: challenge, hello, welcome): each connection's frames in order. */
-async function scriptedBs(): Promise<{ url: string; next: () => Promise<{ ws: WebSocket; frames: () => Promise<Message> }>; close: () => Promise<void> }> {
-  const server = new WebSocketServer({ host: "127.0.0.1", port: 0 });
-  await new Promise((r) => server.once("listening", r));
-  const waiting: WebSocket[] = [];
-  let wake: (() => void) | null = null;
-  server.on("connection", (ws) => {
-    ws.send(encodeFrame({ type: "challenge", nonce: newNonce() }));
-    waiting.push(ws);
-    wake?.();
-  });
-  const inbox = (ws: WebSocket) => {
-    const got: Message[] = [];
-    let ping: (() => void) | null = null;
-    ws.on("message", (d: Buffer) => {
-      const m = decodeFrame(new Uint8Array(d));
-      if (m.type === "hello") ws.send(encodeFrame({ type: "welcome" }));
-      got.push(m);
-      ping?.();
-    });
-    return async () => {
-      while (got.length === 0) await new Promise<void>((r) => (ping = r));
-      return got.shift()!;
-    };
-  };
-  return {
-    url: `ws://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
-    next: async () => {
-      while (waiting.length === 0) await new Promise<void>((r) => (wake = r));
-      const ws = waiting.shift()!;
-      return { ws, frames: inbox(ws) };
-    },
-    close: () => {
-      for (const c of server.clients) c.terminate();
-      return new Promise((r) => server.close(() => r()));
-    },
-  };
-}
 
 test("a device told leave reconnects, says what it holds and loads nothing again; no calls before the new connection's assignment; stopped, it says leave", { timeout: 60_000 }, withTempDir(async (dir) => {
   initModel({ arch: "MixtralForCausalLM", layers: 2, hidden: 64, experts: 4, topK: 2, seed: 22, out: dir });
@@ -264,14 +212,14 @@ test("a connection lost mid-fetch: its assignment is given up and nothing of it 
 test("--retry-for 0: a base station that leaves ends the device normally; one that drops ends it with an error", async () => {
   const bs = await scriptedBs();
   try {
-    const leaving = device(["--bs", bs.url, "--name", "once", "--retry-for", "0"]);
+    const leaving = deviceProcess(["--bs", bs.url, "--name", "once", "--retry-for", "0"]);
     let c = await bs.next();
     assert.equal((await c.frames()).type, "hello");
     c.ws.send(encodeFrame({ type: "leave", reason: "base station shutting down" }));
     assert.equal(await leaving.exit, 0);
     assert.match(leaving.stderr(), /base station left \(base station shutting down\); not reconnecting\n$/);
 
-    const dropped = device(["--bs", bs.url, "--name", "once", "--retry-for", "0"]);
+    const dropped = deviceProcess(["--bs", bs.url, "--name", "once", "--retry-for", "0"]);
     c = await bs.next();
     assert.equal((await c.frames()).type, "hello");
     c.ws.terminate();

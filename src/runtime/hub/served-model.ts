@@ -15,6 +15,8 @@ import { LIMITS } from "../../protocol/frames.js";
 import { pairKey, type Device } from "./device.js";
 
 export class ServedModel {
+  /** The model directory, absolute: a device reads the files there only at a path that names them wherever it runs. */
+  readonly dir: string;
   readonly cfg: ModelConfig;
   /** The model's config.json, for devices without the files. */
   readonly configJson: Record<string, unknown>;
@@ -27,7 +29,8 @@ export class ServedModel {
   /** each device's fetches, streaming or queued, and the end of its queue */
   private readonly fetches = new WeakMap<Device, { queued: number; tail: Promise<void> }>();
 
-  constructor(readonly dir: string, weightDType: WeightDType, private readonly log: (line: string) => void) {
+  constructor(dir: string, weightDType: WeightDType, private readonly log: (line: string) => void) {
+    this.dir = path.resolve(dir);
     this.cfg = readModelConfig(dir);
     this.configJson = JSON.parse(readFileSync(path.join(dir, "config.json"), "utf8")) as Record<string, unknown>;
     this.checkpoint = Checkpoint.open(dir);
