@@ -14,8 +14,11 @@ export interface DeviceIdentity {
   fingerprint: string;
 }
 
-/** Where a device keeps its identity by default: beside its weight cache, one file per device name. */
-export const identityFile = (cacheDir: string, name: string): string => path.join(cacheDir, "identity", `${name}.key`);
+/**
+ * Where a device keeps its identity by default: in its cache directory, one file per device name, under
+ * `.identity` (no model id starts with a dot, so no model's weights ever share that folder).
+ */
+export const identityFile = (cacheDir: string, name: string): string => path.join(cacheDir, ".identity", `${name}.key`);
 
 /** An identity from a private key. */
 function identityOf(privateKey: KeyObject): DeviceIdentity {

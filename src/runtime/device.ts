@@ -54,7 +54,7 @@ export interface DeviceOptions {
   fetchWeights?: boolean;
   /** Where streamed weights are kept between runs (default ~/.cache/distmoe). */
   cacheDir?: string;
-  /** This device's identity key (default: identity/NAME.key in the cache directory; made when missing). */
+  /** This device's identity key (default: .identity/NAME.key in the cache directory; made when missing). */
   identityFile?: string;
   threads?: number;
   spinMs?: number;

@@ -152,7 +152,8 @@ test("a device refuses what a hostile base station sends, writes nothing outside
     assert.deepEqual(readdirSync(tmp).sort(), ["home", "model"]);
     assert.deepEqual(readdirSync(home).sort(), ["cache", "model"]);
     assert.deepEqual(readdirSync(path.join(home, "model"), { recursive: true }).sort(), readdirSync(model, { recursive: true }).sort());
-    assert.deepEqual(readdirSync(cache), ["m1"]);
+    assert.deepEqual(readdirSync(cache).sort(), [".identity", "m1"], "the model's folder, and the device's identity");
+    assert.deepEqual(readdirSync(path.join(cache, ".identity")), ["victim.key"]);
     const cached = readdirSync(path.join(cache, "m1"));
     assert.deepEqual(cached.sort(), tensors([[0, 0], [0, 1], [1, 0], [1, 1], [1, 3]]).map((n) => `${n}.safetensors`).sort());
   } finally {

@@ -20,7 +20,7 @@ export function deviceCommand(): Command {
     .option("--model <dir>", "this device's copy of the model (default: the base station's path, if it holds the same model here; otherwise the weights are streamed)")
     .option("--fetch-weights", "always stream the assigned experts' weights from the base station")
     .option("--cache <dir>", "where streamed weights are kept between runs (default ~/.cache/distmoe)")
-    .option("--identity <file>", "this device's key (Ed25519, PEM), made when missing; the base station knows the device by it (default: identity/NAME.key in the cache directory)")
+    .option("--identity <file>", "this device's key (Ed25519, PEM), made when missing; the base station knows the device by it (default: .identity/NAME.key in the cache directory)")
     .option(
       "--retry-for <duration>",
       "how long the base station may stay out of reach before the device exits with an error, e.g. 30s, 5m, 1h (default: forever); " +
