@@ -1,7 +1,7 @@
 // The operator's endpoints, under /admin: the join tokens devices are admitted with (list, add, revoke
 // — revoking disconnects the devices that joined with it) and the device identities the base station
 // knows (list, forget). They take their own bearer keys, never the API keys; without any they are off.
-import type { Context, Hono, MiddlewareHandler } from "hono";
+import type { Context, Hono } from "hono";
 import { bearerAuth } from "hono/bearer-auth";
 import { bodyLimit } from "hono/body-limit";
 import type { RequestIdVariables } from "hono/request-id";
@@ -46,7 +46,7 @@ type Env = { Variables: RequestIdVariables };
 const addTokenBody = z.strictObject({ token: z.string().optional() });
 
 /** Adds the /admin routes to `app`, whose error handler answers the ApiErrors they throw. */
-export function mountAdmin(app: Hono<Env>, opts: AdminOptions, jsonBody: MiddlewareHandler<Env>): void {
+export function mountAdmin(app: Hono<Env>, opts: AdminOptions): void {
   if (opts.keys.length === 0) {
     app.all("/admin/*", () => {
       throw new ApiError(403, "the admin endpoints are off: start the base station with --admin-key KEY (or DISTMOE_ADMIN_KEY)", "permission_error");
@@ -62,13 +62,18 @@ export function mountAdmin(app: Hono<Env>, opts: AdminOptions, jsonBody: Middlew
   };
 
   app.get("/admin/tokens", (c) => c.json({ tokens: devices().listTokens() }));
-  app.post("/admin/tokens", bodyLimit({ maxSize: 4096, onError: () => { throw new ApiError(413, "an admin request body is 4 KiB at most"); } }), jsonBody, async (c) => {
+  // no body at all (`curl -X POST`) asks for a new token; a body must be JSON
+  app.post("/admin/tokens", bodyLimit({ maxSize: 4096, onError: () => { throw new ApiError(413, "an admin request body is 4 KiB at most"); } }), async (c) => {
     const text = await c.req.text();
-    let json: unknown;
-    try {
-      json = text.trim() === "" ? {} : JSON.parse(text);
-    } catch (e) {
-      throw new ApiError(400, `the request body is not valid JSON (${(e as Error).message})`);
+    let json: unknown = {};
+    if (text.trim() !== "") {
+      const type = c.req.header("content-type") ?? "";
+      if (!/^application\/json\s*(;|$)/i.test(type)) throw new ApiError(415, `the request body must be JSON (content-type: application/json), not '${type.slice(0, 64) || "none"}'`);
+      try {
+        json = JSON.parse(text);
+      } catch (e) {
+        throw new ApiError(400, `the request body is not valid JSON (${(e as Error).message})`);
+      }
     }
     const body = addTokenBody.safeParse(json);
     if (!body.success) throw new ApiError(400, `the body is {"token"?: string}: ${body.error.issues[0]?.message}`);

@@ -97,7 +97,7 @@ export function createApp(opts: AppOptions): Hono<Env> {
       return fail(c as Context<Env>, new ApiError(413, `the request body exceeds ${maxBodyBytes} bytes`));
     },
   });
-  mountAdmin(app, opts.admin ?? { keys: [] }, jsonBody);
+  mountAdmin(app, opts.admin ?? { keys: [] });
   const readJson = async (c: Context<Env>): Promise<unknown> => {
     const text = await c.req.text();
     try {
