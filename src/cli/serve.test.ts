@@ -157,7 +157,7 @@ const alive = (pid: number) => {
   }
 };
 
-test("serve --local-devices 2 --replicas 2: a killed device is restarted under its name, answers stay the same, SIGTERM ends every device", async () => {
+test("serve --local-devices 2 --replicas 2: a killed device is restarted under its name, answers stay the same, revoking the join token leaves them be, SIGTERM ends every device", async () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-serve-"));
   const children: ChildProcess[] = [];
   const pids: number[] = [];
@@ -167,7 +167,7 @@ test("serve --local-devices 2 --replicas 2: a killed device is restarted under i
     const want = (await single.generate(single.tokenizer.encode("hello"), { temperature: 0, maxTokens: 6 })).text;
     single.close();
 
-    const bs = start(["serve", "--model", dir, "--port", "0", "--local-devices", "2", "--replicas", "2", "--threads", "1", "--state-dir", path.join(dir, "state")]);
+    const bs = start(["serve", "--model", dir, "--port", "0", "--local-devices", "2", "--replicas", "2", "--threads", "1", "--state-dir", path.join(dir, "state"), "--admin-key", "admin-key-0123"]);
     children.push(bs.child);
     const port = await until(() => /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(bs.err())?.[1], "the BS to listen");
     const base = `http://127.0.0.1:${port}`;
@@ -194,6 +194,15 @@ test("serve --local-devices 2 --replicas 2: a killed device is restarted under i
     await healthy();
     assert.deepEqual(deviceChildren(bs.child.pid!), new Map([["local-0", before.get("local-0")], ["local-1", restarted]]));
     assert.equal(await complete(), want);
+
+    // the token printed for other devices is revoked (it leaked, say): the BS's own devices join with one of their own
+    const admin = { authorization: "Bearer admin-key-0123" };
+    const listed = (await (await fetch(`${base}/admin/tokens`, { headers: admin })).json()).tokens as Array<{ id: string; devices: string[] }>;
+    assert.deepEqual(listed.map((t) => t.devices), [[]], "the local devices' token is not listed");
+    const revoked = await (await fetch(`${base}/admin/tokens/${listed[0]!.id}`, { method: "DELETE", headers: admin })).json();
+    assert.deepEqual(revoked.disconnected, []);
+    assert.equal(await complete(), want);
+    assert.deepEqual(deviceChildren(bs.child.pid!), new Map([["local-0", before.get("local-0")], ["local-1", restarted]]));
 
     bs.child.kill("SIGTERM");
     assert.equal(await bs.exited, 0, "SIGTERM stops the BS cleanly");

@@ -82,8 +82,33 @@ export function signTranscript(privateKey: KeyObject, t: Transcript): string {
   return sign(null, transcriptBytes(IDENTITY_CONTEXT, t, "bs-first"), privateKey).toString("hex");
 }
 
-/** Whether `signature` is the transcript's, by the private key of `t.key`. */
+/**
+ * The Ed25519 points of small order, as encoded (libsodium's list: 0, 1, p − 1, p, p + 1 and the two of
+ * order 8; the sign bit is left out). With one of them as the public key, R the identity and s = 0 make
+ * a "signature" that verifies for any message whose hash is a multiple of the point's order: always for
+ * order 1, one in 8 at worst, and a device chooses its own nonce. OpenSSL's verify does not refuse them.
+ */
+const SMALL_ORDER_KEYS = new Set([
+  "0000000000000000000000000000000000000000000000000000000000000000",
+  "0100000000000000000000000000000000000000000000000000000000000000",
+  "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+  "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+  "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+  "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+  "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+]);
+
+/** Whether a public key (hex) is a point of small order, whose signatures anyone can make. */
+function smallOrder(keyHex: string): boolean {
+  const k = Buffer.from(keyHex, "hex");
+  if (k.length !== 32) return false;
+  k[31] = k[31]! & 0x7f;
+  return SMALL_ORDER_KEYS.has(k.toString("hex"));
+}
+
+/** Whether `signature` is the transcript's, by the private key of `t.key` (never for a key of small order: no one holds one). */
 export function validSignature(t: Transcript, signature: string): boolean {
+  if (smallOrder(t.key)) return false;
   try {
     const key = createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x: Buffer.from(t.key, "hex").toString("base64url") }, format: "jwk" });
     return verify(null, transcriptBytes(IDENTITY_CONTEXT, t, "bs-first"), key, Buffer.from(signature, "hex"));

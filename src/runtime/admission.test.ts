@@ -59,6 +59,18 @@ test("proofs and signatures: bound to the token, both nonces, the name, the key 
   assert.match(identityFingerprint(id.key), /^SHA256:[A-Za-z0-9+/]{43}$/);
 });
 
+test("a key of small order proves nothing: the signature anyone can make with one (R the identity, s = 0) is refused", () => {
+  const keys = ["00".repeat(32), "01" + "00".repeat(31), "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05", "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a", "ec" + "ff".repeat(30) + "7f"];
+  const forged = "01" + "00".repeat(63);
+  for (const small of keys) {
+    for (const key of [small, small.slice(0, 62) + (parseInt(small.slice(62), 16) | 0x80).toString(16)]) {
+      // the device picks its nonce: with 64 of them, a forgery by an order-8 key would verify for some (1 in 8 each)
+      const passed = Array.from({ length: 64 }, (_, i) => ({ bsNonce: "ab".repeat(32), deviceNonce: i.toString(16).padStart(64, "0"), name: "d", key, binding: "" })).filter((t) => validSignature(t, forged));
+      assert.equal(passed.length, 0, `key ${key}`);
+    }
+  }
+});
+
 test("a device identity is made once, kept owner-only, and read back the same; a damaged file is a clear error", () => {
   const keys = mkdtempSync(path.join(os.tmpdir(), "distmoe-identity-"));
   try {

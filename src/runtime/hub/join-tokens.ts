@@ -24,6 +24,8 @@ export const tokenId = (token: string): string => createHash("sha256").update(to
 
 export class JoinTokens {
   private readonly tokens = new Map<string, { token: string; created: string }>();
+  /** admitted too, yet neither listed, kept nor revocable: the base station's own local devices' */
+  private readonly own: string[] = [];
 
   /** `file`: where the set is kept between runs (read now if it exists); null: in memory only. */
   constructor(initial: readonly string[], private readonly file: string | null = null) {
@@ -47,7 +49,18 @@ export class JoinTokens {
 
   /** Every token admitted now. */
   get all(): string[] {
-    return [...this.tokens.values()].map((t) => t.token);
+    return [...[...this.tokens.values()].map((t) => t.token), ...this.own];
+  }
+
+  /**
+   * A new token for the base station's own local devices (processes it starts on this machine): admitted
+   * while this process runs, but not listed, kept in the file or revocable, so that revoking the tokens
+   * handed out (one leaked, say) never cuts the base station off from its own devices.
+   */
+  ownToken(): string {
+    const token = newJoinToken();
+    this.own.push(token);
+    return token;
   }
 
   get size(): number {
