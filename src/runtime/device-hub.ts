@@ -148,9 +148,9 @@ export class DeviceHub {
     const bounds = checked ? new ResultBounds({ ...DEFAULT_RESULT_BOUNDS, ...opts.resultBounds }) : null;
     this.referee = opts.verifyRate ? new Referee(model.checkpoint, model.cfg, opts.weightDType) : null;
     const checks = this.referee
-      ? new SpotChecks({ rate: opts.verifyRate!, tolerance: resultTolerance(opts.wireDType, opts.weightDType), wireDType: opts.wireDType, hidden: model.cfg.hidden }, this.referee, (d, why) => this.quarantine(d, why))
+      ? new SpotChecks({ rate: opts.verifyRate!, tolerance: resultTolerance(opts.wireDType, opts.weightDType), wireDType: opts.wireDType, hidden: model.cfg.hidden }, this.referee, (d, why, wrong) => this.quarantine(d, why, wrong))
       : null;
-    this.failover = new Failover((l, e) => this.placer.hostsOf(l, e), this.calls, (d, why) => this.quarantine(d, why), bounds, checks, model.cfg.hidden);
+    this.failover = new Failover((l, e) => this.placer.hostsOf(l, e), this.calls, (d, why, wrong) => this.quarantine(d, why, wrong), bounds, checks, model.cfg.hidden);
     const failover = this.failover;
     this.executor = {
       dispatch: (calls) => failover.dispatch(calls),
@@ -326,7 +326,7 @@ export class DeviceHub {
     this.complaints.report(`peer ${conn.address}`, "joins and leaves", `${name} joined (${c.readGbps.toFixed(1)} GB/s, ${c.gflops.toFixed(1)} GFLOP/s${holds.length > 0 ? `, holding ${holds.length} experts` : ""}${whom})`, JOINS_LOGGED);
     return {
       name, fingerprint, tokenId, conn, capabilities: c, ready: false, connected: true, holds, assigned: [], assignedGen: 0, loadedGen: 0, laggard: false,
-      calls: 0, weightBytes: 0, failures: 0, quarantined: false, link,
+      calls: 0, weightBytes: 0, failures: 0, wrongInStreak: false, quarantined: false, link,
     };
   }
 
@@ -380,12 +380,16 @@ export class DeviceHub {
   /**
    * Stops routing to a device that keeps failing or returned a wrong result, and places its experts on
    * the others; `why` follows "out of service" in the log line (one per device) and the device's error.
+   * An identity found returning wrong results (`wrongResults`, not only failing) is remembered as such
+   * and refused when it comes back, until the operator forgets it.
    */
-  private quarantine(d: Device, why: string): void {
+  private quarantine(d: Device, why: string, wrongResults: boolean): void {
     if (d.quarantined) return;
     d.quarantined = true;
     d.ready = false;
-    this.log(`${d.name} is out of service ${printable(why)}`);
+    if (wrongResults && d.fingerprint) this.identities.outOfService(d.fingerprint, why);
+    const token = d.tokenId ? ` (it joined with join token ${d.tokenId})` : "";
+    this.log(`${d.name} is out of service ${printable(why)}${wrongResults ? token : ""}`);
     d.conn.send({ type: "error", message: `out of service ${why}` });
     this.placer.quarantined();
   }

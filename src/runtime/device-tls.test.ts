@@ -4,6 +4,12 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { runDevice } from "./device.js";
 import { startWss } from "../testing/wss.js";
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+
+const keys = mkdtempSync(path.join(os.tmpdir(), "distmoe-device-tls-"));
+process.on("exit", () => rmSync(keys, { recursive: true, force: true }));
 
 const OTHER = "sha256:" + "ab".repeat(32);
 
@@ -34,4 +40,18 @@ test("runDevice: --fingerprint needs wss://; ws:// to another machine is warned 
   assert.equal(more.length, 0);
   assert.match(warning!, /^warning: ws:\/\/192\.0\.2\.7:8080 is not on this machine and ws:\/\/ is not encrypted: the join handshake's metadata, the expert weights streamed here, and the hidden states this device computes on and its results cross the network in clear \(use wss:\/\/ with --fingerprint/);
   for (const bs of ["ws://127.0.0.1:8080", "ws://localhost:8080", "ws://[::1]:8080", `wss://192.0.2.7:8080`]) assert.deepEqual(await warnings(bs), [], bs);
+});
+
+test("runDevice with ws:// against a base station serving TLS: the reason says to use wss:// and --fingerprint", async () => {
+  const bs = await startWss();
+  try {
+    const plain = bs.url.replace("wss://", "ws://");
+    await assert.rejects(
+      runDevice({ bs: plain, name: "plain", retryForMs: 200, backoff: { firstMs: 10, capMs: 20 }, identityFile: path.join(keys, "plain.key"), log: () => undefined }),
+      /cannot reach ws:\/\/127\.0\.0\.1:\d+: ECONNRESET \(a base station serving TLS drops plain connections so: if it runs with --tls, use wss:\/\/ and --fingerprint\)$/,
+    );
+    assert.equal(bs.counts.upgrades, 0);
+  } finally {
+    await bs.close();
+  }
 });

@@ -131,6 +131,13 @@ export function parseBsUrl(v: string): URL {
   return url;
 }
 
+/**
+ * A hint for a plain ws:// connection that a TLS port cut off without answering: what a base station
+ * serving TLS does to a plain request.
+ */
+const plainToTls = (bs: string, failure: string | null): string =>
+  bs.startsWith("ws://") && (failure === "ECONNRESET" || failure === "socket hang up") ? " (a base station serving TLS drops plain connections so: if it runs with --tls, use wss:// and --fingerprint)" : "";
+
 const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)} s`;
 const mib = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 /** The largest config.json read from the base station's model path: a bigger file is not one. */
@@ -298,7 +305,7 @@ function connect(host: ExpertHost, identity: DeviceIdentity, opts: DeviceOptions
       }
       const why = [`code ${code}`, ...(reason.length > 0 ? [printable(reason.toString())] : []), ...(failure ? [failure] : [])].join(", ");
       if (left !== null) resolve({ how: "left", reason: `base station left (${printable(left) || "no reason given"})`, opened, readied });
-      else resolve({ how: "lost", reason: opened ? `base station went away (${why})` : `cannot reach ${opts.bs}: ${failure ?? why}`, opened, readied });
+      else resolve({ how: "lost", reason: opened ? `base station went away (${why})` : `cannot reach ${opts.bs}: ${failure ?? why}${plainToTls(opts.bs, failure)}`, opened, readied });
     });
   });
 }

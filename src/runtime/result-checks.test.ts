@@ -22,7 +22,11 @@ import { LocalExpertExecutor } from "../moe/local-executor.js";
 import { decodeActivations, encodeActivations, splitRows, concatRows } from "../protocol/activations.js";
 import { decodeFrame, encodeFrame } from "../protocol/frames.js";
 import { ServerMetrics } from "../server/metrics.js";
+import { CLOSE } from "../protocol/socket.js";
+import { provenHello } from "../testing/hello.js";
 import { sharedPath } from "../testing/shared.js";
+import { until } from "../testing/until.js";
+import { ephemeralIdentity, type DeviceIdentity } from "./device-identity.js";
 
 const PROMPT = "checked results";
 const TOKENS = 24;
@@ -50,12 +54,13 @@ const spoil: Record<Spoil, (v: Float32Array) => Float32Array> = {
   "slightly scaled": (v) => v.map((x) => x * 1.05),
 };
 
-/** A device that claims to be fast, takes every expert assigned, and answers every call spoiled. */
-function rogue(url: string, how: Spoil): WebSocket {
+/** A device (with `identity`) that claims to be fast, takes every expert assigned, and answers every call spoiled. */
+function rogue(url: string, how: Spoil, identity: DeviceIdentity = ephemeralIdentity()): WebSocket {
   const ws = new WebSocket(url);
-  ws.on("open", () => ws.send(encodeFrame({ type: "hello", name: "rogue", capabilities: { memoryBytes: 1e9, gflops: 500, readGbps: 500, weightDTypes: ["f32"], wireDTypes: ["f32"] } })));
   ws.on("message", (d: Buffer) => {
     const m = decodeFrame(new Uint8Array(d));
+    // the hub asks for no join token: the proof's token is any
+    if (m.type === "challenge") ws.send(provenHello("any-token-0123456789", m.nonce, "rogue", { memoryBytes: 1e9, gflops: 500, readGbps: 500, weightDTypes: ["f32"], wireDTypes: ["f32"] }, identity));
     if (m.type === "assign") ws.send(encodeFrame({ type: "ready", experts: m.experts }));
     if (m.type !== "call") return;
     const inputs = splitRows(decodeActivations(m.payload, m.dtype), m.hidden, m.experts.map(([, r]) => r));
@@ -70,7 +75,7 @@ function rogue(url: string, how: Spoil): WebSocket {
  * A hub (with `options`) with `honest` devices that first serves a warm-up generation (its results
  * teach the bounds), then the rogue joins; `fn` gets the engine over the hub and the hub's log.
  */
-async function withRogue(how: Spoil, replicas: number, honest: number, fn: (engine: Engine, hub: DeviceHub, lines: string[]) => Promise<void>, options: Partial<HubOptions> = {}): Promise<void> {
+async function withRogue(how: Spoil, replicas: number, honest: number, fn: (engine: Engine, hub: DeviceHub, lines: string[]) => Promise<void>, options: Partial<HubOptions> = {}, identity?: DeviceIdentity): Promise<void> {
   const lines: string[] = [];
   const hub = await DeviceHub.listen({ model: dir, weightDType: "f32", wireDType: "f32", replicas, resultBounds: { minSample: 8 }, log: (l) => lines.push(l), ...options });
   const devices = Array.from({ length: honest }, (_, i) => runDevice({ bs: hub.url, name: `honest${i}`, threads: 1, spinMs: 0, retryForMs: 0, log: () => undefined }).catch(() => undefined));
@@ -81,7 +86,7 @@ async function withRogue(how: Spoil, replicas: number, honest: number, fn: (engi
     const warm = await engine.generate(engine.tokenizer.encode(PROMPT), { temperature: 0, maxTokens: TOKENS });
     assert.deepEqual(warm.tokens, want);
     assert.equal(warm.experts.rejected_results, 0, "honest devices trip nothing");
-    ws = rogue(hub.url, how);
+    ws = rogue(hub.url, how, identity);
     const t0 = performance.now();
     while (!(hub.placed.includes("rogue") && hub.deviceCalls().find((d) => d.name === "rogue")?.ready)) {
       assert.ok(performance.now() - t0 < 30_000, "the rogue is placed");
@@ -137,6 +142,24 @@ test("spot checks find out a rogue within the bounds at once; with 2 replicas th
     assert.match(text, new RegExp(`distmoe_expert_results_mismatched_total ${engine.expertUsage().mismatched_results}\\b`));
     assert.match(text, new RegExp(`distmoe_expert_calls_verified_total ${engine.expertUsage().verified_calls}\\b`));
   }, { verifyRate: 1 });
+});
+
+test("a device found returning wrong results is refused when it comes back, until the operator forgets it", async () => {
+  const identity = ephemeralIdentity();
+  await withRogue("slightly scaled", 2, 2, async (engine, hub) => {
+    await engine.generate(engine.tokenizer.encode(PROMPT), { temperature: 0, maxTokens: TOKENS });
+    const known = hub.knownDevices().find((k) => k.name === "rogue")!;
+    assert.equal(known.fingerprint, identity.fingerprint);
+    assert.match(known.outOfService?.why ?? "", /^for a wrong result: expert \d+ of layer \d+/);
+    const back = rogue(hub.url, "slightly scaled", identity);
+    const closed = await new Promise<{ code: number; reason: string }>((r) => back.once("close", (code, reason) => r({ code, reason: reason.toString() })));
+    assert.equal(closed.code, CLOSE.notAdmitted);
+    assert.match(closed.reason, /not admitted: this device \(SHA256:.*\) was taken out of service at /);
+    assert.ok(hub.forgetDevice(identity.fingerprint));
+    const forgiven = rogue(hub.url, "slightly scaled", identity);
+    await until(() => hub.deviceCalls().some((d) => d.name === "rogue" && d.ready), "forgotten, it is admitted again");
+    forgiven.close();
+  }, { verifyRate: 1 }, identity);
 });
 
 test("with 1 replica the base station checks: the rogue is out of service from its first checked result on", async () => {

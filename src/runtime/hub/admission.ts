@@ -115,10 +115,15 @@ export class Admission {
     const conflict = this.identities.conflict(safe, fingerprint);
     if (conflict) return { refused: conflict };
     // the same identity connected again (its old connection lost or half-open): the new one replaces it
-    for (const d of this.devices) if (d.fingerprint === fingerprint) d.conn.close(CLOSE.replaced, "replaced connections", `replaced by a new connection of ${d.name} (the same identity)`);
+    for (const d of this.devices) {
+      if (d.fingerprint !== fingerprint) continue;
+      d.ready = false; // no call waits out its deadline on a connection already replaced
+      d.conn.close(CLOSE.replaced, "replaced connections", `replaced by a new connection of ${d.name} (the same identity)`);
+    }
+    // a suffixed name (where a device without an identity has this one) must not be another identity's either
     const name = uniqueName(safe, (n) => {
       const d = connectedAs(n);
-      return d !== undefined && d.fingerprint !== fingerprint;
+      return (d !== undefined && d.fingerprint !== fingerprint) || this.identities.heldByOther(n, fingerprint);
     });
     const known = this.identities.joined(name, fingerprint);
     return { welcome, who: { name, fingerprint, tokenId: token === null ? null : tokenId(token), known } };

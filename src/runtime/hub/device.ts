@@ -32,6 +32,8 @@ export interface Device {
   weightBytes: number;
   /** calls failed in a row; past a limit the device is taken out of service */
   failures: number;
+  /** whether one of those failed calls returned implausible results (not only errors or lateness) */
+  wrongInStreak: boolean;
   quarantined: boolean;
 }
 

@@ -35,13 +35,13 @@ export class Failover {
   /**
    * `hostsOf` gives an expert's hosts in the placement in use, in preference order (null: no placement
    * yet); `quarantine` takes a device that keeps failing out of service (saying why after "out of
-   * service"); `bounds` judges results and learns from those used (null: results are not checked);
+   * service", and whether it returned wrong results rather than only failing); `bounds` judges results and learns from those used (null: results are not checked);
    * `checks` has some calls computed twice (null: none).
    */
   constructor(
     private readonly hostsOf: (layer: number, expert: number) => Device[] | null,
     private readonly calls: Calls,
-    private readonly quarantine: (d: Device, why: string) => void,
+    private readonly quarantine: (d: Device, why: string, wrongResults: boolean) => void,
     private readonly bounds: ResultBounds | null,
     private readonly checks: SpotChecks | null,
     private readonly hidden: number,
@@ -88,12 +88,16 @@ export class Failover {
       .call(device, calls)
       .then((results) => {
         const bad = this.implausible(device, calls, results);
-        if (bad) throw bad;
+        if (bad) {
+          device.wrongInStreak = true;
+          throw bad;
+        }
         device.failures = 0;
+        device.wrongInStreak = false;
         return results;
       })
       .catch((e: Error) => {
-        if (device.connected && ++device.failures >= QUARANTINE_AFTER) this.quarantine(device, `after ${device.failures} failed calls in a row (last: ${e.message})`);
+        if (device.connected && ++device.failures >= QUARANTINE_AFTER) this.quarantine(device, `after ${device.failures} failed calls in a row (last: ${e.message})`, device.wrongInStreak);
         throw e;
       });
   }

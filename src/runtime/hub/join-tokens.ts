@@ -1,11 +1,10 @@
 // The join tokens a base station admits devices with. Each is known by an id (a prefix of its SHA-256)
-// so it can be listed and revoked without being shown again. With a file, the set outlives the process
-// (written whole, owner-only, and renamed into place), so devices that reconnect to a restarted base
-// station are still admitted.
+// so it can be listed and revoked without being shown again. With a file (state-file.ts), the set
+// outlives the process, so devices that reconnect to a restarted base station are still admitted.
 import { createHash } from "node:crypto";
-import { readFileSync, renameSync, writeFileSync } from "node:fs";
 import { z } from "zod";
 import { newJoinToken } from "../../protocol/handshake.js";
+import { parseJson, readStateFile, writeStateFile } from "./state-file.js";
 
 /** A join token: too long to guess from a captured handshake, and safe to paste into a shell command. */
 export const JOIN_TOKEN = /^[A-Za-z0-9._~+/=-]{16,256}$/;
@@ -29,18 +28,11 @@ export class JoinTokens {
 
   /** `file`: where the set is kept between runs (read now if it exists); null: in memory only. */
   constructor(initial: readonly string[], private readonly file: string | null = null) {
-    if (file) {
-      let text: string | null = null;
-      try {
-        text = readFileSync(file, "utf8");
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw new Error(`cannot read the join tokens in ${file}: ${(e as Error).message}`);
-      }
-      if (text !== null) {
-        const parsed = stored.safeParse(safeJson(text));
-        if (!parsed.success) throw new Error(`${file} does not hold join tokens as distmoe writes them (${parsed.error.issues[0]?.message}); move it away to start afresh`);
-        for (const t of parsed.data.tokens) this.tokens.set(tokenId(t.token), t);
-      }
+    const text = file && readStateFile(file, "the join tokens");
+    if (text) {
+      const parsed = stored.safeParse(parseJson(text));
+      if (!parsed.success) throw new Error(`${file} does not hold join tokens as distmoe writes them (${parsed.error.issues[0]?.message}); move it away to start afresh`);
+      for (const t of parsed.data.tokens) this.tokens.set(tokenId(t.token), t);
     }
     const fresh = initial.filter((t) => !this.tokens.has(tokenId(t)));
     for (const t of fresh) this.tokens.set(tokenId(t), { token: t, created: new Date().toISOString() });
@@ -90,17 +82,6 @@ export class JoinTokens {
   }
 
   private save(): void {
-    if (!this.file) return;
-    const tmp = `${this.file}.${process.pid}.tmp`;
-    writeFileSync(tmp, JSON.stringify({ tokens: [...this.tokens.values()] }, null, 2) + "\n", { mode: 0o600 });
-    renameSync(tmp, this.file);
-  }
-}
-
-function safeJson(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined;
+    if (this.file) writeStateFile(this.file, JSON.stringify({ tokens: [...this.tokens.values()] }, null, 2) + "\n");
   }
 }

@@ -36,7 +36,7 @@ export class SpotChecks {
   constructor(
     private readonly opts: SpotCheckOptions,
     private readonly referee: Referee,
-    private readonly quarantine: (d: Device, why: string) => void,
+    private readonly quarantine: (d: Device, why: string, wrongResults: boolean) => void,
   ) {}
 
   /** A check for `call` if it is one of those chosen (at random, `rate` of them), else null. */
@@ -90,7 +90,7 @@ export class SpotChecks {
     if (!m) return true;
     this.mismatched++;
     const pct = (x: number) => `${(100 * x).toPrecision(3)} %`;
-    this.quarantine(device, `for a wrong result: expert ${expert} of layer ${layer}, row ${m.row} ${pct(m.difference)} off the base station's (tolerance ${pct(this.opts.tolerance.relative)})`);
+    this.quarantine(device, `for a wrong result: expert ${expert} of layer ${layer}, row ${m.row} ${pct(m.difference)} off the base station's (tolerance ${pct(this.opts.tolerance.relative)})`, true);
     return false;
   }
 
