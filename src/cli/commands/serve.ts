@@ -184,8 +184,10 @@ export function serveCommand(): Command {
       }
       if (!isLoopback(o.host) && apiKeys.length === 0) log(`warning: ${o.host} is not a loopback address and no --api-key is set: anyone who reaches this port can use the API`);
       // a local device that dies (a crash, an OOM kill) is started again, under the same name
-      // over TLS they pin the certificate, like any device; they join with a token of their own, which no revocation through /admin touches
-      const local = o.localDevices ? spawnLocalDevices(`${wsScheme}://${here}`, join!.tokens.ownToken(), o.localDevices, 1, tls ? ["--fingerprint", tls.fingerprint] : [], { log }) : null;
+      // over TLS they pin the certificate, like any device; they join with a token of their own, which no revocation through /admin touches;
+      // their cache, and so their identities, live in the state directory beside the devices.json that knows them
+      const localArgs = ["--cache", path.join(stateDir, "local-devices"), ...(tls ? ["--fingerprint", tls.fingerprint] : [])];
+      const local = o.localDevices ? spawnLocalDevices(`${wsScheme}://${here}`, join!.tokens.ownToken(), o.localDevices, 1, localArgs, { log }) : null;
       engine = Engine.load(o.model, { ...engineOptions(o), executor: hub?.executor, maxBatch: o.maxBatch, maxQueue: o.maxQueue });
       if (!hub) log(`ready: ${modelName}`);
       else {
