@@ -48,7 +48,7 @@ test("runDevice with ws:// against a base station serving TLS: the reason says t
     const plain = bs.url.replace("wss://", "ws://");
     await assert.rejects(
       runDevice({ bs: plain, name: "plain", retryForMs: 200, backoff: { firstMs: 10, capMs: 20 }, identityFile: path.join(keys, "plain.key"), log: () => undefined }),
-      /cannot reach ws:\/\/127\.0\.0\.1:\d+: ECONNRESET \(a base station serving TLS drops plain connections so: if it runs with --tls, use wss:\/\/ and --fingerprint\)$/,
+      /cannot reach ws:\/\/127\.0\.0\.1:\d+: ECONNRESET \(the base station serves TLS: use wss:\/\/ and --fingerprint, as serve printed them\)$/,
     );
     assert.equal(bs.counts.upgrades, 0);
   } finally {

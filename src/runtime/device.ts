@@ -132,11 +132,11 @@ export function parseBsUrl(v: string): URL {
 }
 
 /**
- * A hint for a plain ws:// connection that a TLS port cut off without answering: what a base station
- * serving TLS does to a plain request.
+ * A hint for a plain ws:// connection that a TLS port answered 426 (a base station serving TLS) or cut
+ * off without answering (another TLS server).
  */
 const plainToTls = (bs: string, failure: string | null): string =>
-  bs.startsWith("ws://") && (failure === "ECONNRESET" || failure === "socket hang up") ? " (a base station serving TLS drops plain connections so: if it runs with --tls, use wss:// and --fingerprint)" : "";
+  bs.startsWith("ws://") && (failure === "ECONNRESET" || failure === "socket hang up" || failure === "Unexpected server response: 426") ? " (the base station serves TLS: use wss:// and --fingerprint, as serve printed them)" : "";
 
 const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)} s`;
 const mib = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(1)} MiB`;

@@ -12,6 +12,7 @@ import { Engine } from "../../runtime/engine.js";
 import { DeviceHub } from "../../runtime/device-hub.js";
 import { spawnLocalDevices } from "../../runtime/local-cluster.js";
 import { hubAdmin } from "../../server/admin.js";
+import { plainToTls } from "../../server/plain-to-tls.js";
 import { createApp, DEFAULT_MAX_BODY_BYTES, DEFAULT_REQUEST_TIMEOUT_MS } from "../../server/app.js";
 import { ServerMetrics } from "../../server/metrics.js";
 import { certificateNames, loadTls, selfSignedTls, type ServerTls } from "../../server/tls.js";
@@ -160,13 +161,15 @@ export function serveCommand(): Command {
         requestTimeoutMs: o.requestTimeout,
         log,
       });
-      await new Promise<void>((resolve, reject) => server.once("error", reject).listen(o.port, o.host, () => {
-        server.off("error", reject);
+      // over TLS the port answers plain requests too, with what to use instead
+      const listener = tls ? plainToTls(server as HttpsServer) : server;
+      await new Promise<void>((resolve, reject) => listener.once("error", reject).listen(o.port, o.host, () => {
+        listener.off("error", reject);
         resolve();
       })).catch((e: NodeJS.ErrnoException) => {
         throw new Error(e.code === "EADDRINUSE" ? `cannot listen on ${o.host}:${o.port}: the port is in use` : `cannot listen on ${o.host}:${o.port}: ${e.message}`);
       });
-      const address = server.address() as { address: string; port: number };
+      const address = listener.address() as { address: string; port: number };
       const here = `${urlHost(address.address)}:${address.port}`;
       log(`listening on ${httpScheme}://${here} (devices: ${wsScheme}://${here})`);
       // as kubeadm and k3s do: the exact command that joins a device (an address to reach this host by, where it listens on all)
@@ -200,6 +203,7 @@ export function serveCommand(): Command {
       const stop = async () => {
         // restarts end before the hub tells the devices to leave
         const devicesEnded = local?.exited();
+        listener.close();
         server.close();
         await hub?.close();
         await devicesEnded;

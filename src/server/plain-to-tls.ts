@@ -1,0 +1,30 @@
+// One port for a TLS base station that still answers a plain request: the first byte of a connection
+// tells a TLS handshake (0x16) from plain HTTP. A handshake goes on to the HTTPS server (which also
+// carries the devices' WSS); anything else is answered 426 with what to use instead, so a `curl
+// http://…` or a device with ws:// gets a reason rather than a reset connection.
+import net from "node:net";
+import type { Server as HttpsServer } from "node:https";
+
+/** The first byte of a TLS record carrying a handshake. */
+const TLS_HANDSHAKE = 0x16;
+/** How long a connection may stay silent before its first byte. */
+const FIRST_BYTE_MS = 10_000;
+
+const ANSWER =
+  "HTTP/1.1 426 Upgrade Required\r\nUpgrade: TLS/1.3, HTTP/1.1\r\nConnection: close\r\nContent-Type: text/plain\r\n\r\n" +
+  "this port serves HTTPS, and WSS to devices: use https:// (devices: wss:// with --fingerprint)\n";
+
+/** A server to listen with in place of `https`: it hands TLS connections to it and answers plain ones 426. */
+export function plainToTls(https: HttpsServer): net.Server {
+  return net.createServer((socket) => {
+    socket.on("error", () => socket.destroy());
+    socket.setTimeout(FIRST_BYTE_MS, () => socket.destroy());
+    socket.once("data", (first: Buffer) => {
+      socket.setTimeout(0);
+      socket.pause();
+      socket.unshift(first);
+      if (first[0] === TLS_HANDSHAKE) https.emit("connection", socket);
+      else socket.end(ANSWER);
+    });
+  });
+}
