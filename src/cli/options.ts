@@ -1,4 +1,5 @@
 // Option parsers and the options every model command shares.
+import { isGgufPath } from "../model/gguf-model.js";
 import { readFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -129,7 +130,7 @@ export interface ModelCliOptions {
 /** --model, --dtype, --threads, --simd, --ctx */
 export function addModelOptions(cmd: Command): Command {
   return cmd
-    .requiredOption("-m, --model <dir>", "Hugging Face model directory (config.json, *.safetensors, tokenizer.json)")
+    .requiredOption("-m, --model <dir>", "Hugging Face model directory (config.json, *.safetensors, tokenizer.json), or a .gguf file (single process only)")
     .addOption(new Option("--dtype <dtype>", "weights in memory").choices(WEIGHT_DTYPES as string[]).default("f32"))
     .option("-t, --threads <n>", "compute threads (default: the cores available)", positiveInt)
     .addOption(new Option("--simd <variant>", "kernel build: relaxed SIMD where supported, or plain SIMD128").choices(["auto", "simd", "relaxed"]).default("auto"))
@@ -153,6 +154,7 @@ export async function openEngine(o: ModelCliOptions, extra: Partial<EngineOption
     const engine = Engine.load(o.model, opts);
     return { engine, close: async () => engine.close() };
   }
+  if (isGgufPath(o.model)) throw new Error(`${o.model}: GGUF models run in a single process for now; --local-devices needs a Hugging Face model directory`);
   const link = o.link;
   const cluster = await startLocalCluster({ model: o.model, devices: o.localDevices, weightDType: o.dtype, wireDType: o.wireDtype, replicas: o.replicas, link: link && (() => link) });
   return onCluster(cluster, () => ({ engine: Engine.load(o.model, { ...opts, executor: cluster.hub.executor }) }));

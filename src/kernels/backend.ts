@@ -5,8 +5,8 @@
 export type WeightDType = "f32" | "bf16" | "q8" | "q4";
 export const WEIGHT_DTYPES: readonly WeightDType[] = ["f32", "bf16", "q8", "q4"];
 
-/** How a tensor is stored in a checkpoint file. */
-export type SourceDType = "F32" | "BF16" | "F16";
+/** How a tensor is stored in a checkpoint file (Q8_0: ggml's blocks of an f16 scale and 32 int8, from GGUF). */
+export type SourceDType = "F32" | "BF16" | "F16" | "Q8_0";
 
 /** A region of backend memory. Activations are f32 unless a kernel says otherwise. */
 export interface Tensor {
@@ -30,6 +30,8 @@ export interface WeightSource {
   readonly offset: number;
   readonly dtype: SourceDType;
   readonly file: string;
+  /** Row r of the weight is row rowOrder[r] of the file's tensor; absent: in order. */
+  readonly rowOrder?: Int32Array;
 }
 
 export interface RopeTable {

@@ -31,6 +31,17 @@ export interface TensorNames {
 
 export type QKNorm = "none" | "full" | "per-head";
 
+/**
+ * How llama.cpp's converter (convert_hf_to_gguf.py) writes an architecture: its GGUF name (the prefix of
+ * its metadata keys), its tensor names (the experts of a layer merged into one 3-D tensor, so {e} is
+ * absent there) and whether q/k rows are permuted for llama.cpp's interleaved rotary pairs.
+ */
+export interface GgufSpec {
+  readonly arch: string;
+  readonly tensors: Partial<Record<keyof TensorNames, string>>;
+  readonly permutesQK: boolean;
+}
+
 export interface ArchSpec {
   /** config.json `architectures[0]` */
   readonly name: string;
@@ -49,6 +60,8 @@ export interface ArchSpec {
   readonly sharedExpert: boolean;
   /** Layers may be dense MLPs (mlp_only_layers, decoder_sparse_step). */
   readonly denseLayers: boolean;
+  /** As GGUF (absent: GGUF files of this architecture are not read yet). */
+  readonly gguf?: GgufSpec;
 }
 
 const QWEN_MLP = {
@@ -96,6 +109,26 @@ export const ARCHITECTURES: readonly ArchSpec[] = [
     normTopK: true,
     sharedExpert: false,
     denseLayers: false,
+    // llama.cpp's llama-arch.cpp LLM_ARCH_LLAMA names; Mixtral is written as "llama" with experts
+    gguf: {
+      arch: "llama",
+      tensors: {
+        embed: "token_embd.weight",
+        outputNorm: "output_norm.weight",
+        lmHead: "output.weight",
+        attnNorm: "blk.{l}.attn_norm.weight",
+        q: "blk.{l}.attn_q.weight",
+        k: "blk.{l}.attn_k.weight",
+        v: "blk.{l}.attn_v.weight",
+        o: "blk.{l}.attn_output.weight",
+        ffnNorm: "blk.{l}.ffn_norm.weight",
+        router: "blk.{l}.ffn_gate_inp.weight",
+        expertGate: "blk.{l}.ffn_gate_exps.weight",
+        expertUp: "blk.{l}.ffn_up_exps.weight",
+        expertDown: "blk.{l}.ffn_down_exps.weight",
+      },
+      permutesQK: true,
+    },
   },
   {
     name: "Qwen2MoeForCausalLM",
@@ -152,4 +185,9 @@ export function findArchitecture(name: string): ArchSpec | undefined {
 
 export function tensorName(template: string, layer: number, expert = 0): string {
   return template.replace("{l}", String(layer)).replace("{e}", String(expert));
+}
+
+/** The architecture llama.cpp's converter writes under GGUF name `ggufArch` (with experts: an MoE model). */
+export function findGgufArchitecture(ggufArch: string): ArchSpec | undefined {
+  return ARCHITECTURES.find((a) => a.gguf?.arch === ggufArch);
 }

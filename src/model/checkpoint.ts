@@ -4,7 +4,31 @@ import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { SafetensorsFile, type TensorInfo } from "./safetensors.js";
 
-export class Checkpoint {
+/** Where one tensor's bytes lie, as the weight loader reads them. */
+export interface StoredTensor {
+  readonly name: string;
+  /** File dtype: F32, BF16, F16 (safetensors and GGUF), Q8_0 … (GGUF) */
+  readonly dtype: string;
+  /** Hugging Face order: [rows, cols] for a matrix. */
+  readonly shape: readonly number[];
+  /** Absolute byte offset in the file. */
+  readonly offset: number;
+  readonly bytes: number;
+  readonly file: { readonly path: string; readonly fd: number };
+  /** Row r of the tensor is row rowOrder[r] in the file (GGUF's permuted q/k); absent: in order. */
+  readonly rowOrder?: Int32Array;
+}
+
+/** A model's tensors by Hugging Face name, whatever the files: what the weight loader reads from. */
+export interface TensorStore {
+  /** The model directory or file, for messages. */
+  readonly dir: string;
+  get(name: string): StoredTensor | undefined;
+  names(): IterableIterator<string>;
+  close(): void;
+}
+
+export class Checkpoint implements TensorStore {
   private readonly files: SafetensorsFile[] = [];
   private readonly index = new Map<string, TensorInfo>();
 

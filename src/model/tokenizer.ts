@@ -70,6 +70,11 @@ export class TextTokenizer {
     const json = readJson(file);
     const cfgFile = path.join(dir, "tokenizer_config.json");
     const config = existsSync(cfgFile) ? readJson(cfgFile) : {};
+    return TextTokenizer.fromJson(json, config, file);
+  }
+
+  /** A tokenizer from a tokenizer.json-shaped object and tokenizer_config.json-shaped settings; `file` names their source in messages. */
+  static fromJson(json: Record<string, unknown>, config: Record<string, unknown>, file: string): TextTokenizer {
     let tok: Tokenizer;
     try {
       tok = new Tokenizer(json, config);

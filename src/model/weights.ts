@@ -2,7 +2,7 @@
 // that will be read is checked (present, float dtype, shape the config implies) before any is loaded.
 import type { Backend, SourceDType, WeightDType, WeightTensor } from "../kernels/backend.js";
 import { tensorName, type TensorNames } from "./arch.js";
-import type { Checkpoint } from "./checkpoint.js";
+import type { TensorStore } from "./checkpoint.js";
 import type { ModelConfig } from "./config.js";
 
 export interface FfnWeights {
@@ -132,7 +132,7 @@ export function planTensors(cfg: ModelConfig, tiedHead: boolean, holds: (layer: 
   };
 }
 
-export function loadWeights(backend: Backend, ck: Checkpoint, cfg: ModelConfig, opts: LoadOptions): ModelWeights {
+export function loadWeights(backend: Backend, ck: TensorStore, cfg: ModelConfig, opts: LoadOptions): ModelWeights {
   const tiedHead = cfg.tieEmbeddings && !ck.get(cfg.arch.tensors.lmHead);
   const plan = planTensors(cfg, tiedHead, opts.holdsExpert);
   loadSpecs(backend, ck, cfg, plan.specs, opts);
@@ -142,18 +142,20 @@ export function loadWeights(backend: Backend, ck: Checkpoint, cfg: ModelConfig, 
 /** Per layer, the experts this process holds (null for the others): what a device loads, and nothing else. */
 export type ExpertTable = ReadonlyArray<ReadonlyArray<FfnWeights | null>>;
 
-export function loadExperts(backend: Backend, ck: Checkpoint, cfg: ModelConfig, opts: LoadOptions): ExpertTable {
+export function loadExperts(backend: Backend, ck: TensorStore, cfg: ModelConfig, opts: LoadOptions): ExpertTable {
   const plan = planTensors(cfg, true, opts.holdsExpert);
   loadSpecs(backend, ck, cfg, plan.specs.filter((s) => s.expert), opts);
   return plan.weights().layers.map((l) => l.experts);
 }
 
-function loadSpecs(backend: Backend, ck: Checkpoint, cfg: ModelConfig, specs: readonly TensorSpec[], opts: LoadOptions): void {
+const SOURCE_DTYPES: readonly string[] = ["F32", "BF16", "F16", "Q8_0"] satisfies SourceDType[];
+
+function loadSpecs(backend: Backend, ck: TensorStore, cfg: ModelConfig, specs: readonly TensorSpec[], opts: LoadOptions): void {
   // Check everything first: a missing or mis-shaped tensor is reported before any byte is loaded.
   const sources = specs.map((p) => {
     const info = ck.get(p.name);
     if (!info) throw new Error(`${ck.dir}: tensor ${p.name} is missing (required by ${cfg.arch.name})`);
-    if (!["F32", "BF16", "F16"].includes(info.dtype)) throw new Error(`${info.file.path}: tensor ${p.name} has dtype ${info.dtype}; weights must be F32, BF16 or F16`);
+    if (!SOURCE_DTYPES.includes(info.dtype)) throw new Error(`${info.file.path}: tensor ${p.name} has dtype ${info.dtype}; weights must be ${SOURCE_DTYPES.join(", ")}`);
     if (info.shape.length !== p.shape.length || info.shape.some((d, i) => d !== p.shape[i])) {
       throw new Error(`${info.file.path}: tensor ${p.name} has shape [${info.shape.join(", ")}] but config.json implies [${p.shape.join(", ")}]`);
     }
@@ -170,7 +172,7 @@ function loadSpecs(backend: Backend, ck: Checkpoint, cfg: ModelConfig, specs: re
     const cols = p.shape[p.shape.length - 1]!;
     const dtype = p.role === "matrix" ? storageDType(backend, opts.dtype, cols) : "f32";
     const w = backend.allocWeight(dtype, rows, cols);
-    backend.loadWeight(w, { fd: src.file.fd, offset: src.offset, dtype: src.dtype as SourceDType, file: src.file.path });
+    backend.loadWeight(w, { fd: src.file.fd, offset: src.offset, dtype: src.dtype as SourceDType, file: src.file.path, rowOrder: src.rowOrder });
     p.assign(w);
     done += src.bytes;
     opts.onProgress?.(done, total);

@@ -3,10 +3,10 @@
 import type { Backend, WeightDType } from "../kernels/backend.js";
 import { WasmBackend } from "../kernels/wasm/wasm-backend.js";
 import type { SimdVariant } from "../kernels/wasm/module.js";
-import { Checkpoint } from "../model/checkpoint.js";
-import { readModelConfig, type ModelConfig } from "../model/config.js";
+import type { ModelConfig } from "../model/config.js";
+import { openModel } from "../model/open-model.js";
 import { Transformer } from "../model/forward.js";
-import { TextTokenizer } from "../model/tokenizer.js";
+import type { TextTokenizer } from "../model/tokenizer.js";
 import { loadWeights, type ModelWeights } from "../model/weights.js";
 import type { ExpertExecutor } from "../moe/executor.js";
 import { LocalExpertExecutor } from "../moe/local-executor.js";
@@ -63,9 +63,7 @@ export class Engine {
   }
 
   static load(dir: string, opts: EngineOptions = {}): Engine {
-    const config = readModelConfig(dir);
-    const tokenizer = TextTokenizer.load(dir);
-    const ck = Checkpoint.open(dir);
+    const { config, tokenizer, store: ck } = openModel(dir);
     const backend = new WasmBackend({ threads: opts.threads, simd: opts.simd, spinMs: opts.spinMs });
     try {
       // with another executor (remote devices), this process holds no experts

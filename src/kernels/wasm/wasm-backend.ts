@@ -158,24 +158,61 @@ export class WasmBackend implements Backend {
   loadWeight(w: WeightTensor, src: WeightSource): void {
     const n = w.rows * w.cols;
     const arena = this.arenas[w.arena]!;
+    if (src.dtype === "Q8_0") return this.loadQ8_0(w, src);
+    const srcBytes = src.dtype === "F32" ? 4 : 2;
     if ((w.dtype === "f32" && src.dtype === "F32") || (w.dtype === "bf16" && src.dtype === "BF16")) {
-      readExact(src, arena.bytes(w.ptr, n * (w.dtype === "f32" ? 4 : 2)), src.offset);
+      readRows(src, w.cols * srcBytes, 0, w.rows, arena.bytes(w.ptr, n * srcBytes));
       return;
     }
     if (w.dtype === "f32") {
       // 16-bit source read into the upper half of the f32 region, then widened in place front to back.
-      readExact(src, arena.bytes(w.ptr + 2 * n, 2 * n), src.offset);
+      readRows(src, w.cols * 2, 0, w.rows, arena.bytes(w.ptr + 2 * n, 2 * n));
       this.pool.direct(w.arena, src.dtype === "BF16" ? "bf16_to_f32" : "f16_to_f32", w.ptr, w.ptr + 2 * n, n);
       return;
     }
-    const srcBytes = src.dtype === "F32" ? 4 : 2;
     this.convertRows(w, (staging, r0, rows) => {
       const count = rows * w.cols;
-      if (srcBytes === 4) readExact(src, this.u8({ ...staging, bytes: count * 4 }), src.offset + r0 * w.cols * 4);
+      if (srcBytes === 4) readRows(src, w.cols * 4, r0, rows, this.u8({ ...staging, bytes: count * 4 }));
       else {
         const hi = { arena: staging.arena, ptr: staging.ptr + 2 * count, bytes: 2 * count };
-        readExact(src, this.u8(hi), src.offset + r0 * w.cols * 2);
+        readRows(src, w.cols * 2, r0, rows, this.u8(hi));
         this.pool.direct(staging.arena, src.dtype === "BF16" ? "bf16_to_f32" : "f16_to_f32", staging.ptr, hi.ptr, count);
+      }
+    });
+  }
+
+  /**
+   * ggml Q8_0 blocks (f16 scale, 32 int8) into a q8 weight: the same quants and scales (ours are ggml's
+   * quantize_row_q8_0 too), laid out apart (quants [rows][K], f32 scales [rows][K/32]); into any other
+   * dtype through f32 values d·q.
+   */
+  private loadQ8_0(w: WeightTensor, src: WeightSource): void {
+    if (w.cols % 32 !== 0) throw new Error(`${src.file}: a Q8_0 tensor's rows hold ${w.cols} values, not a multiple of 32`);
+    const nb = w.cols / 32, rowBytes = nb * 34;
+    const chunkRows = Math.max(1, Math.min(w.rows, Math.floor(STAGING_BYTES / 4 / w.cols)));
+    const blocks = new Uint8Array(chunkRows * rowBytes);
+    const scale = (b: number) => f16ToF32(blocks[b * 34]! | (blocks[b * 34 + 1]! << 8));
+    if (w.dtype === "q8") {
+      const mem = this.arenas[w.arena]!.memory.buffer;
+      for (let r0 = 0; r0 < w.rows; r0 += chunkRows) {
+        const rows = Math.min(chunkRows, w.rows - r0);
+        readRows(src, rowBytes, r0, rows, blocks.subarray(0, rows * rowBytes));
+        const quants = new Uint8Array(mem, w.ptr + r0 * w.cols, rows * w.cols);
+        const scales = new Float32Array(mem, w.scales + r0 * nb * 4, rows * nb);
+        for (let b = 0; b < rows * nb; b++) {
+          scales[b] = scale(b);
+          quants.set(blocks.subarray(b * 34 + 2, b * 34 + 34), b * 32);
+        }
+      }
+      return;
+    }
+    this.convertRows(w, (staging, r0, rows) => {
+      readRows(src, rowBytes, r0, rows, blocks.subarray(0, rows * rowBytes));
+      const out = this.f32(staging, 0, rows * w.cols);
+      const q = new Int8Array(blocks.buffer);
+      for (let b = 0; b < rows * nb; b++) {
+        const d = scale(b);
+        for (let j = 0; j < 32; j++) out[b * 32 + j] = d * q[b * 34 + 2 + j]!;
       }
     });
   }
@@ -401,6 +438,19 @@ function sameArena(...ts: Tensor[]): void {
   for (const t of ts) if (t.arena !== ts[0]!.arena) throw new Error("operands live in different arenas");
 }
 
+/** Rows r0 … r0+count of a weight from its file (each `rowBytes` long), in the source's row order, into dst. */
+function readRows(src: WeightSource, rowBytes: number, r0: number, count: number, dst: Uint8Array): void {
+  const order = src.rowOrder;
+  if (!order) return readExact(src, dst, src.offset + r0 * rowBytes);
+  for (let r = 0; r < count; ) {
+    // a run of rows consecutive in the file is one read
+    let run = 1;
+    while (r + run < count && order[r0 + r + run] === order[r0 + r]! + run) run++;
+    readExact(src, dst.subarray(r * rowBytes, (r + run) * rowBytes), src.offset + order[r0 + r]! * rowBytes);
+    r += run;
+  }
+}
+
 function readExact(src: WeightSource, dst: Uint8Array, position: number): void {
   let done = 0;
   while (done < dst.length) {
@@ -409,4 +459,12 @@ function readExact(src: WeightSource, dst: Uint8Array, position: number): void {
     if (got === 0) throw new Error(`${src.file}: unexpected end of file at byte ${position + done} (tensor data truncated)`);
     done += got;
   }
+}
+
+/** An IEEE half-precision bit pattern as a number. */
+function f16ToF32(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1, exp = (h >> 10) & 0x1f, frac = h & 0x3ff;
+  if (exp === 0) return sign * frac * 2 ** -24;
+  if (exp === 31) return frac ? NaN : sign * Infinity;
+  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
 }
