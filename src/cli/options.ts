@@ -1,5 +1,4 @@
 // Option parsers and the options every model command shares.
-import { isGgufPath } from "../model/gguf-model.js";
 import { readFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -7,6 +6,7 @@ import { InvalidArgumentError, Option, type Command } from "commander";
 import { WEIGHT_DTYPES, type WeightDType } from "../kernels/backend.js";
 import { Engine, type EngineOptions } from "../runtime/engine.js";
 import { onCluster, startLocalCluster } from "../runtime/local-cluster.js";
+import { requireModelDirectory } from "../model/open-model.js";
 import { WIRE_DTYPES, type WireDType } from "../protocol/activations.js";
 import { parseLink, type LinkParams } from "../channel/link.js";
 import { TIER_POLICIES, type TierPolicyName } from "../policies/tiers.js";
@@ -117,7 +117,8 @@ export function readTextFile(file: string): string {
 
 export interface ModelCliOptions {
   model: string;
-  dtype: WeightDType;
+  /** absent: the model's own (f32 for a directory, a GGUF file's type where the kernels have it) */
+  dtype?: WeightDType;
   threads?: number;
   simd: "auto" | "simd" | "relaxed";
   ctx?: number;
@@ -131,7 +132,7 @@ export interface ModelCliOptions {
 export function addModelOptions(cmd: Command): Command {
   return cmd
     .requiredOption("-m, --model <dir>", "Hugging Face model directory (config.json, *.safetensors, tokenizer.json), or a .gguf file (single process only)")
-    .addOption(new Option("--dtype <dtype>", "weights in memory").choices(WEIGHT_DTYPES as string[]).default("f32"))
+    .addOption(new Option("--dtype <dtype>", "weights in memory (default: f32; for a .gguf file its own type where the kernels have it: Q8_0 → q8, BF16 → bf16, F32 and F16 → f32)").choices(WEIGHT_DTYPES as string[]))
     .option("-t, --threads <n>", "compute threads (default: the cores available)", positiveInt)
     .addOption(new Option("--simd <variant>", "kernel build: relaxed SIMD where supported, or plain SIMD128").choices(["auto", "simd", "relaxed"]).default("auto"))
     .option("--ctx <n>", "context length (prompt + generated tokens)", positiveInt)
@@ -154,10 +155,15 @@ export async function openEngine(o: ModelCliOptions, extra: Partial<EngineOption
     const engine = Engine.load(o.model, opts);
     return { engine, close: async () => engine.close() };
   }
-  if (isGgufPath(o.model)) throw new Error(`${o.model}: GGUF models run in a single process for now; --local-devices needs a Hugging Face model directory`);
   const link = o.link;
-  const cluster = await startLocalCluster({ model: o.model, devices: o.localDevices, weightDType: o.dtype, wireDType: o.wireDtype, replicas: o.replicas, link: link && (() => link) });
+  const cluster = await startLocalCluster({ model: o.model, devices: o.localDevices, weightDType: devicesDType(o, "--local-devices"), wireDType: o.wireDtype, replicas: o.replicas, link: link && (() => link) });
   return onCluster(cluster, () => ({ engine: Engine.load(o.model, { ...opts, executor: cluster.hub.executor }) }));
+}
+
+/** The weights' dtype where devices hold experts: a model directory's (--dtype, else f32); a GGUF file is refused there. */
+export function devicesDType(o: ModelCliOptions, what: string): WeightDType {
+  requireModelDirectory(o.model, what);
+  return o.dtype ?? "f32";
 }
 
 export function engineOptions(o: ModelCliOptions): EngineOptions {
@@ -168,5 +174,6 @@ export function engineOptions(o: ModelCliOptions): EngineOptions {
     simd: o.simd,
     contextLength: o.ctx,
     onLoadProgress: (done, total) => bar.update(done, total),
+    onLoaded: (line) => process.stderr.write(`${line}\n`),
   };
 }

@@ -25,6 +25,8 @@ export interface TensorStore {
   readonly dir: string;
   get(name: string): StoredTensor | undefined;
   names(): IterableIterator<string>;
+  /** How many tensors of each type the files hold, as they store them (what `inspect` shows). */
+  tensorTypes(): Record<string, number>;
   close(): void;
 }
 
@@ -103,6 +105,12 @@ export class Checkpoint implements TensorStore {
 
   names(): IterableIterator<string> {
     return this.index.keys();
+  }
+
+  tensorTypes(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const t of this.index.values()) out[t.dtype] = (out[t.dtype] ?? 0) + 1;
+    return out;
   }
 
   close(): void {

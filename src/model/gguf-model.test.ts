@@ -37,8 +37,8 @@ test("the tokenizer from GGUF metadata gives the shipped tokenizer.json's ids on
   assert.equal(ours.eosToken, "</s>");
 });
 
-test("greedy tokens: bf16 GGUF as the safetensors model (f32), q8_0 GGUF as the safetensors model with --dtype q8", async () => {
-  const greedy = async (model: string, dtype: "f32" | "q8") => {
+test("greedy tokens: bf16 GGUF as the safetensors model (f32, and bf16 by default), q8_0 GGUF (q8 by default) as the safetensors model with --dtype q8", async () => {
+  const greedy = async (model: string, dtype?: "f32" | "bf16" | "q8") => {
     const e = Engine.load(model, { dtype, threads: 1 });
     try {
       return (await e.generate(e.tokenizer.encode("The jury said"), { maxTokens: 24, temperature: 0 })).tokens;
@@ -47,5 +47,6 @@ test("greedy tokens: bf16 GGUF as the safetensors model (f32), q8_0 GGUF as the 
     }
   };
   assert.deepEqual(await greedy(`${GGUF}/brown-moe-bf16.gguf`, "f32"), await greedy(HF, "f32"));
-  assert.deepEqual(await greedy(`${GGUF}/brown-moe-q8_0.gguf`, "q8"), await greedy(HF, "q8"));
+  assert.deepEqual(await greedy(`${GGUF}/brown-moe-bf16.gguf`), await greedy(HF, "bf16"));
+  assert.deepEqual(await greedy(`${GGUF}/brown-moe-q8_0.gguf`), await greedy(HF, "q8"));
 });

@@ -56,7 +56,7 @@ export class GgufModel implements TensorStore {
     return this.file.path;
   }
 
-  /** GGUF tensor types and how many tensors of each (what `inspect` shows). */
+  /** The file's own tensors (merged experts counted once), by GGUF type. */
   tensorTypes(): Record<string, number> {
     const out: Record<string, number> = {};
     for (const t of this.file.tensors.values()) out[t.type] = (out[t.type] ?? 0) + 1;

@@ -1,9 +1,8 @@
-// What a checkpoint holds, from its headers alone: architecture, parameters (total and active per
-// token), experts, and the bytes its weights take in each in-memory dtype.
+// What a model holds, from its headers alone: architecture, parameters (total and active per token),
+// experts, the types its tensors are stored in, and the bytes its weights take in each in-memory dtype.
 import { WEIGHT_DTYPES, type WeightDType } from "../kernels/backend.js";
 import { WasmBackend } from "../kernels/wasm/wasm-backend.js";
-import { Checkpoint } from "./checkpoint.js";
-import { readModelConfig } from "./config.js";
+import { openModel, valuesByType } from "./open-model.js";
 import { tensorName } from "./arch.js";
 
 export interface ModelSummary {
@@ -22,18 +21,23 @@ export interface ModelSummary {
   parameters: number;
   expert_parameters: number;
   active_parameters_per_token: number;
+  /** values per stored type */
   file_dtypes: Record<string, number>;
+  /** the file's tensors per stored type (a GGUF's merged experts once) */
+  tensor_types: Record<string, number>;
+  /** the type most values are stored in */
+  file_dtype: string;
+  /** the in-memory dtype without --dtype */
+  default_dtype: WeightDType;
   bytes: Record<WeightDType, number>;
 }
 
 const EXPERT = /\.experts\.\d+\./;
 
-export function inspectModel(dir: string): ModelSummary {
-  const cfg = readModelConfig(dir);
-  const ck = Checkpoint.open(dir);
+export function inspectModel(model: string): ModelSummary {
+  const { config: cfg, store: ck, fileType, dtype } = openModel(model);
   try {
     let params = 0, expertParams = 0;
-    const fileDtypes: Record<string, number> = {};
     const bytes = Object.fromEntries(WEIGHT_DTYPES.map((d) => [d, 0])) as Record<WeightDType, number>;
     const t = cfg.arch.tensors;
     const keptF32 = new Set<string>();
@@ -46,7 +50,6 @@ export function inspectModel(dir: string): ModelSummary {
       const n = info.shape.reduce((a, b) => a * b, 1);
       params += n;
       if (EXPERT.test(name)) expertParams += n;
-      fileDtypes[info.dtype] = (fileDtypes[info.dtype] ?? 0) + n;
       const rows = info.shape.length === 2 ? info.shape[0]! : 1, cols = info.shape[info.shape.length - 1] ?? 1;
       for (const d of WEIGHT_DTYPES) {
         // as the loader keeps them: vectors and routers in f32, matrices in d (or f32 where d cannot hold them)
@@ -72,7 +75,10 @@ export function inspectModel(dir: string): ModelSummary {
       parameters: params,
       expert_parameters: expertParams,
       active_parameters_per_token: Math.round(active),
-      file_dtypes: fileDtypes,
+      file_dtypes: valuesByType(ck),
+      tensor_types: ck.tensorTypes(),
+      file_dtype: fileType,
+      default_dtype: dtype,
       bytes,
     };
   } finally {

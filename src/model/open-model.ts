@@ -1,4 +1,5 @@
 // A model by path: a Hugging Face checkpoint directory, or a GGUF file (llama.cpp's format).
+import type { WeightDType } from "../kernels/backend.js";
 import { Checkpoint, type TensorStore } from "./checkpoint.js";
 import { readModelConfig, type ModelConfig } from "./config.js";
 import { GgufModel, isGgufPath } from "./gguf-model.js";
@@ -6,22 +7,54 @@ import { TextTokenizer } from "./tokenizer.js";
 
 export interface OpenedModel {
   readonly config: ModelConfig;
-  readonly tokenizer: TextTokenizer;
+  /** Read when asked for (inspect needs none). */
+  tokenizer(): TextTokenizer;
   /** Open until closed. */
   readonly store: TensorStore;
+  /** The type most of the weights' values are stored in (BF16, Q8_0 …). */
+  readonly fileType: string;
+  /**
+   * The weights' dtype in memory unless one is asked for: a GGUF file's own type where the kernels have
+   * it (Q8_0 → q8, BF16 → bf16, F32 and F16 → f32), f32 for a directory.
+   */
+  readonly dtype: WeightDType;
 }
+
+/** The in-memory dtype that holds a GGUF type as it is (F16 exactly in f32). */
+const KEPT_AS: Readonly<Record<string, WeightDType>> = { F32: "f32", F16: "f32", BF16: "bf16", Q8_0: "q8" };
 
 export function openModel(model: string): OpenedModel {
   if (isGgufPath(model)) {
     const g = GgufModel.open(model);
     try {
-      return { config: g.config, tokenizer: g.tokenizer(), store: g };
+      const fileType = mainType(g);
+      return { config: g.config, tokenizer: () => g.tokenizer(), store: g, fileType, dtype: KEPT_AS[fileType] ?? "f32" };
     } catch (e) {
       g.close();
       throw e;
     }
   }
   const config = readModelConfig(model);
-  const tokenizer = TextTokenizer.load(model);
-  return { config, tokenizer, store: Checkpoint.open(model) };
+  const store = Checkpoint.open(model);
+  return { config, tokenizer: () => TextTokenizer.load(model), store, fileType: mainType(store), dtype: "f32" };
+}
+
+/** Values per stored type, over every tensor the store names. */
+export function valuesByType(store: TensorStore): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const name of store.names()) {
+    const t = store.get(name)!;
+    out[t.dtype] = (out[t.dtype] ?? 0) + t.shape.reduce((a, b) => a * b, 1);
+  }
+  return out;
+}
+
+function mainType(store: TensorStore): string {
+  const byType = Object.entries(valuesByType(store));
+  return byType.reduce((best, t) => (t[1] > best[1] ? t : best), byType[0] ?? ["F32", 0])[0];
+}
+
+/** Devices fetch experts as safetensors tensors of a model directory; a GGUF file runs in one process for now. */
+export function requireModelDirectory(model: string, what: string): void {
+  if (isGgufPath(model)) throw new Error(`${model}: a GGUF model runs in a single process for now; ${what} needs a Hugging Face model directory`);
 }

@@ -46,6 +46,8 @@ export interface LoadOptions {
   /** Which experts this process holds; default all. */
   holdsExpert?: (layer: number, expert: number) => boolean;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
+  /** Told once, after loading, how each stored type was kept, e.g. "Q8_0 blocks kept as q8 (96 tensors)". */
+  onKept?: (summary: string) => void;
 }
 
 /** How a tensor is kept: "vector" and "router" are always f32, "matrix" takes the requested dtype. */
@@ -166,6 +168,7 @@ function loadSpecs(backend: Backend, ck: TensorStore, cfg: ModelConfig, specs: r
   const order = specs.map((_, i) => i).sort((a, b) => Number(specs[a]!.expert) - Number(specs[b]!.expert));
   const total = sources.reduce((s, x) => s + x.bytes, 0);
   let done = 0;
+  const kept = new Map<string, number>();
   for (const i of order) {
     const p = specs[i]!, src = sources[i]!;
     const rows = p.shape.length === 1 ? 1 : p.shape[0]!;
@@ -174,9 +177,20 @@ function loadSpecs(backend: Backend, ck: TensorStore, cfg: ModelConfig, specs: r
     const w = backend.allocWeight(dtype, rows, cols);
     backend.loadWeight(w, { fd: src.file.fd, offset: src.offset, dtype: src.dtype as SourceDType, file: src.file.path, rowOrder: src.rowOrder });
     p.assign(w);
+    const how = keptAs(src.dtype as SourceDType, dtype);
+    kept.set(how, (kept.get(how) ?? 0) + 1);
     done += src.bytes;
     opts.onProgress?.(done, total);
   }
+  opts.onKept?.([...kept].map(([how, n]) => `${how} (${n} tensor${n === 1 ? "" : "s"})`).join(", "));
+}
+
+/** What loading does to a stored type, as a user reads it. */
+function keptAs(src: SourceDType, d: WeightDType): string {
+  if (src === "Q8_0") return d === "q8" ? "Q8_0 blocks kept as q8" : d === "q4" ? "Q8_0 dequantized and requantized to q4" : `Q8_0 dequantized to ${d}`;
+  if ((src === "F32" && d === "f32") || (src === "BF16" && d === "bf16")) return `${src} kept as ${d}`;
+  if (d === "f32") return `${src} widened to f32`;
+  return d === "bf16" ? `${src} rounded to bf16` : `${src} quantized to ${d}`;
 }
 
 /** The requested dtype, or the nearest wider one that the kernels can hold for rows of `cols`. */

@@ -1,9 +1,11 @@
 // The single-process engine: a loaded model, its tokenizer and the generate loop (prefill of the whole
 // prompt in one pass, then one token per step, streamed to the caller).
+import path from "node:path";
 import type { Backend, WeightDType } from "../kernels/backend.js";
 import { WasmBackend } from "../kernels/wasm/wasm-backend.js";
 import type { SimdVariant } from "../kernels/wasm/module.js";
 import type { ModelConfig } from "../model/config.js";
+import { isGgufPath } from "../model/gguf-model.js";
 import { openModel } from "../model/open-model.js";
 import { Transformer } from "../model/forward.js";
 import type { TextTokenizer } from "../model/tokenizer.js";
@@ -15,6 +17,7 @@ import { selectTopK, type SelectionPolicy } from "../policies/selection.js";
 import { Scheduler, type ExpertUsage, type GenerateOptions, type GenerationResult } from "./scheduler.js";
 
 export interface EngineOptions {
+  /** The weights' dtype in memory; default the model's own (see OpenedModel.dtype). */
   dtype?: WeightDType;
   threads?: number;
   simd?: SimdVariant | "auto";
@@ -31,6 +34,8 @@ export interface EngineOptions {
   /** Requests waiting for a place in the batch at most; beyond it submit refuses (default: no bound). */
   maxQueue?: number;
   onLoadProgress?: (doneBytes: number, totalBytes: number) => void;
+  /** Told once, after loading: the dtype, why, and how each stored type was kept. */
+  onLoaded?: (line: string) => void;
 }
 
 export type { ExpertUsage, GenerateOptions, GenerationResult, TokenLatency } from "./scheduler.js";
@@ -38,6 +43,8 @@ export type { ExpertUsage, GenerateOptions, GenerationResult, TokenLatency } fro
 export class Engine {
   private constructor(
     readonly config: ModelConfig,
+    /** The weight matrices' dtype in memory (where the kernels cannot hold a shape in it, a wider one). */
+    readonly dtype: WeightDType,
     readonly tokenizer: TextTokenizer,
     readonly backend: Backend,
     readonly weights: ModelWeights,
@@ -63,19 +70,26 @@ export class Engine {
   }
 
   static load(dir: string, opts: EngineOptions = {}): Engine {
-    const { config, tokenizer, store: ck } = openModel(dir);
-    const backend = new WasmBackend({ threads: opts.threads, simd: opts.simd, spinMs: opts.spinMs });
+    const opened = openModel(dir), { config, store: ck } = opened;
+    const dtype = opts.dtype ?? opened.dtype;
+    const why = opts.dtype ? "as asked" : isGgufPath(dir) ? `the file's own type, ${opened.fileType}` : "the default";
+    let backend: WasmBackend | undefined;
     try {
+      const tokenizer = opened.tokenizer();
+      backend = new WasmBackend({ threads: opts.threads, simd: opts.simd, spinMs: opts.spinMs });
       // with another executor (remote devices), this process holds no experts
       const holdsExpert = opts.executor ? () => false : undefined;
-      const weights = loadWeights(backend, ck, config, { dtype: opts.dtype ?? "f32", holdsExpert, onProgress: opts.onLoadProgress });
+      const weights = loadWeights(backend, ck, config, {
+        dtype, holdsExpert, onProgress: opts.onLoadProgress,
+        onKept: (kept) => opts.onLoaded?.(`${path.basename(dir)}: weights ${dtype} (${why}): ${kept}`),
+      });
       const local = new LocalExpertExecutor(backend, weights.layers.map((l) => l.experts), config.hidden);
       const ctx = opts.contextLength ?? Math.min(config.maxPositions, 4096);
       const executor = typeof opts.executor === "function" ? opts.executor(backend, config) : (opts.executor ?? local);
       const model = new Transformer(backend, config, weights, { policy: opts.policy ?? selectTopK, executor, trace: opts.trace }, ctx);
-      return new Engine(config, tokenizer, backend, weights, model, local, executor, opts);
+      return new Engine(config, dtype, tokenizer, backend, weights, model, local, executor, opts);
     } catch (e) {
-      backend.close();
+      backend?.close();
       throw e;
     } finally {
       ck.close();

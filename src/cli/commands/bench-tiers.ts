@@ -6,6 +6,7 @@ import { benchTiers, type TierBenchResult } from "../../eval/tier-bench.js";
 import { linePlot } from "../../eval/svg-plot.js";
 import { WEIGHT_DTYPES, type WeightDType } from "../../kernels/backend.js";
 import { parseModelConfig, readModelConfig } from "../../model/config.js";
+import { requireModelDirectory } from "../../model/open-model.js";
 import { TextTokenizer } from "../../model/tokenizer.js";
 import { TIER_POLICIES, type TierPolicyName } from "../../policies/tiers.js";
 import { WIRE_DTYPES, wireBytes, type WireDType } from "../../protocol/activations.js";
@@ -82,6 +83,7 @@ export function benchTiersCommand(): Command {
       if (o.simulate) return simulated(o);
       if (!o.model) throw new Error("bench tiers needs --model DIR (or --simulate)");
       const model = o.model;
+      requireModelDirectory(model, "bench tiers (its near tier is a device process)");
       const cfg = readModelConfig(model);
       if (o.promptTokens + o.genTokens > cfg.maxPositions) throw new Error(`${model} holds ${cfg.maxPositions} positions: --prompt-tokens ${o.promptTokens} + --gen-tokens ${o.genTokens} do not fit`);
       const prompt = promptTokens(o, cfg.vocabSize);

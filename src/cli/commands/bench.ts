@@ -35,7 +35,7 @@ function benchEngineCommand(): Command {
         }
         process.stdout.write(
           [
-            `kernels          ${r.kernels}, ${r.threads} threads, weights ${o.dtype} (medians of ${o.repeats} runs)`,
+            `kernels          ${r.kernels}, ${r.threads} threads, weights ${engine.dtype} (medians of ${o.repeats} runs)`,
             `prefill          ${r.prefill_tokens_per_s.toFixed(1)} tokens/s (${o.promptTokens} tokens; ${r.prefill_gflops.toFixed(1)} GFLOP/s of weight products, ${((100 * r.prefill_gflops) / r.compute_gflops).toFixed(0)}% of the measured ${r.compute_gflops.toFixed(1)} GFLOP/s peak)`,
             `decode           ${r.decode_tokens_per_s.toFixed(1)} tokens/s (${(r.decode_weight_bytes_per_token / 2 ** 20).toFixed(1)} MiB of weights per token; ${r.decode_gflops.toFixed(1)} GFLOP/s)`,
             `weight bandwidth ${r.decode_weight_gbps.toFixed(1)} GB/s in decode vs ${r.memory_read_gbps.toFixed(1)} GB/s measured read bandwidth: ratio ${r.bandwidth_ratio.toFixed(2)}`,

@@ -15,7 +15,7 @@ import { RoutingTraceFile } from "../../moe/trace.js";
 import { describePolicy, POLICY_NAMES, type PolicyName, type PolicySpec } from "../../policies/registry.js";
 import { Engine } from "../../runtime/engine.js";
 import { ProgressBar } from "../progress.js";
-import { addModelOptions, addTierOptions, engineOptions, nonNegativeNumber, positiveInt, tierSpec, unitTheta, readTextFile, type ModelCliOptions, type TierCliOptions } from "../options.js";
+import { addModelOptions, addTierOptions, devicesDType, engineOptions, nonNegativeNumber, positiveInt, tierSpec, unitTheta, readTextFile, type ModelCliOptions, type TierCliOptions } from "../options.js";
 
 /** scenarios/cell-8.json of this package */
 export const DEFAULT_SCENARIO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../scenarios/cell-8.json");
@@ -70,7 +70,7 @@ export function evalCommand(): Command {
       let harness: WirelessEval | null = null;
       const engine = Engine.load(o.model, { ...engineOptions(o), policy: (r, c) => harness!.policy(r, c), trace });
       try {
-        harness = new WirelessEval({ cfg: engine.config, scenario, weightDType: o.dtype, wireDType: o.wireDtype, replicas: o.replicas, tokenMs: o.tokenMs });
+        harness = new WirelessEval({ cfg: engine.config, scenario, weightDType: engine.dtype, wireDType: o.wireDtype, replicas: o.replicas, tokenMs: o.tokenMs });
         const tokens = protocolTokens(engine.tokenizer, text, o.tokens + 1);
         const run = (s: PolicySpec, bandwidth: BandwidthMode, t = tiers) => {
           const bar = new ProgressBar(t ? `${describePolicy(s)}, ${t.policy} at BS budget ${(100 * t.budget).toFixed(1)}%` : describePolicy(s));
@@ -104,12 +104,13 @@ export function evalCommand(): Command {
 
 /** The runtime check: the policy (or top-k and wlr at θ = 0.3 and 0.7) decoded on local devices with links shaped by the cell. */
 async function evalOnCluster(o: EvalCliOptions, spec: PolicySpec, text: string, scenario: Scenario): Promise<void> {
+  const weightDType = devicesDType(o, "--local-devices");
   const tokenizer = TextTokenizer.load(o.model);
   const tokens = protocolTokens(tokenizer, text, o.tokens + 1);
   const specs: PolicySpec[] = o.sweep ? [{ name: "topk" }, { name: "wlr", theta: 0.3 }, { name: "wlr", theta: 0.7 }] : [spec];
   const bars = new Map(specs.map((s) => [s, new ProgressBar(describePolicy(s))]));
   const reports = await evaluateOnCluster(
-    { model: o.model, scenario, devices: o.localDevices!, weightDType: o.dtype, wireDType: o.wireDtype, threads: o.threads },
+    { model: o.model, scenario, devices: o.localDevices!, weightDType, wireDType: o.wireDtype, threads: o.threads },
     tokens,
     specs,
     (s, d, t) => bars.get(s)!.update(d, t, "tokens"),

@@ -17,7 +17,7 @@ import { createApp, DEFAULT_MAX_BODY_BYTES, DEFAULT_REQUEST_TIMEOUT_MS } from ".
 import { ServerMetrics } from "../../server/metrics.js";
 import { certificateNames, loadTls, selfSignedTls, type ServerTls } from "../../server/tls.js";
 import { isLoopback } from "../../util/loopback.js";
-import { addModelOptions, defaultStateDir, engineOptions, nonNegativeInt, positiveInt, type ModelCliOptions } from "../options.js";
+import { addModelOptions, defaultStateDir, devicesDType, engineOptions, nonNegativeInt, positiveInt, type ModelCliOptions } from "../options.js";
 import { adminKey, adminKeys, apiKey, bodySize, readKeys, requestTimeout, verifyRate } from "../server-options.js";
 
 interface ServeCliOptions extends ModelCliOptions {
@@ -119,6 +119,7 @@ export function serveCommand(): Command {
       const modelName = path.basename(path.resolve(o.model));
       const remote = (o.localDevices ?? 0) + o.devices;
       if (o.verifyRate > 0 && remote === 0) throw new Error("--verify-rate checks the devices' results: give --devices N or --local-devices N");
+      const weightDType = remote > 0 ? devicesDType(o, o.devices > 0 ? "--devices" : "--local-devices") : undefined;
       const stateDir = path.resolve(o.stateDir ?? defaultStateDir());
       if (remote > 0) mkdirSync(stateDir, { recursive: true, mode: 0o700 });
       const join = remote > 0 ? clusterTokens(o.joinToken, stateDir, log) : null;
@@ -135,7 +136,7 @@ export function serveCommand(): Command {
       const hub = remote > 0
         ? DeviceHub.attach(server, {
             model: path.resolve(o.model),
-            weightDType: o.dtype,
+            weightDType: weightDType!,
             wireDType: o.wireDtype,
             replicas: o.replicas,
             link: o.link && (() => o.link!),

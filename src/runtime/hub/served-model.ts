@@ -9,6 +9,7 @@ import type { WeightDType } from "../../kernels/backend.js";
 import { tensorName } from "../../model/arch.js";
 import { Checkpoint } from "../../model/checkpoint.js";
 import { readModelConfig, type ModelConfig } from "../../model/config.js";
+import { requireModelDirectory } from "../../model/open-model.js";
 import { expertWork, type WorkShape } from "../../model/work-shape.js";
 import { wireBytes, type WireDType } from "../../protocol/activations.js";
 import { LIMITS } from "../../protocol/frames.js";
@@ -30,6 +31,7 @@ export class ServedModel {
   private readonly fetches = new WeakMap<Device, { queued: number; tail: Promise<void> }>();
 
   constructor(dir: string, weightDType: WeightDType, private readonly log: (line: string) => void) {
+    requireModelDirectory(dir, "streaming experts to devices");
     this.dir = path.resolve(dir);
     this.cfg = readModelConfig(dir);
     this.configJson = JSON.parse(readFileSync(path.join(dir, "config.json"), "utf8")) as Record<string, unknown>;

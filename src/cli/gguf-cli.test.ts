@@ -1,0 +1,83 @@
+// --model FILE.gguf across the commands, as a user runs them: inspect shows the tensor types, the
+// weights default to the file's own type (said on stderr), serve without devices answers from it, and
+// every path that involves devices refuses it with one clear line before starting anything.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import path from "node:path";
+import { REPO_ROOT, sharedPath } from "../testing/shared.js";
+import { until } from "../testing/until.js";
+
+const BIN = path.join(REPO_ROOT, "bin/distmoe.js");
+const Q8 = sharedPath("models/brown-moe-gguf/brown-moe-q8_0.gguf");
+const BF16 = sharedPath("models/brown-moe-gguf/brown-moe-bf16.gguf");
+
+function distmoe(...args: string[]) {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: "utf8", timeout: 120_000 });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+test("inspect --model FILE.gguf: tensors per type, the file's own type and the dtype it loads as", { skip: Q8.skip || BF16.skip }, () => {
+  const q8 = JSON.parse(distmoe("inspect", "--model", Q8.path, "--json").out);
+  assert.equal(q8.architecture, "MixtralForCausalLM");
+  // per layer q, k, v, o and the three merged expert tensors, the embedding and the head; norms and routers in F32
+  assert.deepEqual(q8.tensor_types, { Q8_0: 30, F32: 13 });
+  assert.equal(q8.file_dtype, "Q8_0");
+  assert.equal(q8.default_dtype, "q8");
+  assert.equal(q8.parameters, 15_476_992);
+  const bf16 = distmoe("inspect", "--model", BF16.path);
+  assert.equal(bf16.code, 0, bf16.err);
+  assert.match(bf16.out, /^tensors +30 BF16, 13 F32$/m);
+  assert.match(bf16.out, /mostly BF16: weights bf16 in memory unless --dtype/);
+});
+
+test("the weights default to a GGUF file's own type, an explicit --dtype wins, and stderr says which", { skip: Q8.skip || BF16.skip }, () => {
+  const bench = (...args: string[]) => {
+    const r = distmoe("bench", ...args, "--prompt-tokens", "8", "--decode-tokens", "4", "--repeats", "1", "--threads", "1");
+    assert.equal(r.code, 0, r.err);
+    return r;
+  };
+  let r = bench("--model", Q8.path);
+  assert.match(r.out, /weights q8 /);
+  assert.match(r.err, /brown-moe-q8_0\.gguf: weights q8 \(the file's own type, Q8_0\): Q8_0 blocks kept as q8 \(114 tensors\), F32 kept as f32 \(13 tensors\)/);
+  r = bench("--model", Q8.path, "--dtype", "f32");
+  assert.match(r.out, /weights f32 /);
+  assert.match(r.err, /weights f32 \(as asked\): Q8_0 dequantized to f32/);
+  r = bench("--model", BF16.path);
+  assert.match(r.err, /weights bf16 \(the file's own type, BF16\): BF16 kept as bf16/);
+});
+
+test("serve without devices answers a completion from a .gguf file", { skip: Q8.skip }, async () => {
+  const child = spawn(process.execPath, [BIN, "serve", "--model", Q8.path, "--port", "0", "--threads", "1"], { stdio: ["ignore", "ignore", "pipe"] });
+  let err = "";
+  child.stderr.on("data", (d: Buffer) => (err += d.toString()));
+  try {
+    await until(() => /ready: brown-moe-q8_0\.gguf/.test(err) || child.exitCode !== null, "serve to be ready");
+    const port = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(err)?.[1];
+    assert.ok(port, err);
+    const res = await fetch(`http://127.0.0.1:${port}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ prompt: "The jury said", max_tokens: 8, temperature: 0 }) });
+    assert.equal(res.status, 200);
+    const body = (await res.json()) as { model: string; choices: Array<{ text: string }> };
+    assert.equal(body.model, "brown-moe-q8_0.gguf");
+    // the safetensors model's greedy continuation at q8 (gguf-model.test.ts checks the tokens)
+    assert.equal(body.choices[0]!.text, ` that the " diel is a`);
+  } finally {
+    child.kill("SIGTERM");
+  }
+});
+
+test("where devices are involved a .gguf file is refused with one clear line, before anything starts", { skip: Q8.skip }, () => {
+  const refusal = (what: string) => new RegExp(`^distmoe: error: .*brown-moe-q8_0\\.gguf: a GGUF model runs in a single process for now; ${what} needs a Hugging Face model directory\n$`);
+  for (const [args, what] of [
+    [["generate", "--model", Q8.path, "-p", "hi", "--local-devices", "1"], "--local-devices"],
+    [["perplexity", "--model", Q8.path, "--text", path.join(REPO_ROOT, "README.md"), "--local-devices", "1"], "--local-devices"],
+    [["eval", "--model", Q8.path, "--text", path.join(REPO_ROOT, "README.md"), "--local-devices", "1"], "--local-devices"],
+    [["serve", "--model", Q8.path, "--port", "0", "--devices", "1", "--state-dir", "/nonexistent/never-made"], "--devices"],
+    [["serve", "--model", Q8.path, "--port", "0", "--local-devices", "1", "--state-dir", "/nonexistent/never-made"], "--local-devices"],
+    [["bench", "tiers", "--model", Q8.path], "bench tiers \\(its near tier is a device process\\)"],
+  ] as const) {
+    const r = distmoe(...args);
+    assert.equal(r.code, 1, `${args.join(" ")}: ${r.err}`);
+    assert.match(r.err, refusal(what), args.join(" "));
+  }
+});

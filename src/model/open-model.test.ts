@@ -1,0 +1,75 @@
+// The in-memory dtype a model opens with unless one is asked for: a GGUF file's own type where the
+// kernels have it, f32 for a directory; device paths refuse a GGUF file.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { ggufFile, type TestTensor } from "../testing/gguf-writer.js";
+import { sharedPath } from "../testing/shared.js";
+import { openModel, requireModelDirectory } from "./open-model.js";
+
+// ggml type ids, and values and bytes per block
+const TYPES: Record<string, [id: number, values: number, bytes: number]> = { F32: [0, 1, 4], F16: [1, 1, 2], Q4_0: [2, 32, 18], Q8_0: [8, 32, 34], BF16: [30, 1, 2] };
+
+/** A one-layer Mixtral-shaped GGUF whose matrices are stored as `type` (norms and router F32). */
+function tinyGguf(type: string): Uint8Array {
+  const H = 64, F = 32, E = 2, V = 8;
+  const t = (name: string, dims: number[], ty: string): TestTensor => {
+    const [id, values, bytes] = TYPES[ty]!;
+    return { name, dims, type: id, bytes: (dims.reduce((a, b) => a * b, 1) / values) * bytes };
+  };
+  const u32 = (v: number): [number, unknown] => [4, v];
+  return ggufFile(
+    [
+      ["general.architecture", [8, "llama"]],
+      ["llama.embedding_length", u32(H)], ["llama.feed_forward_length", u32(F)], ["llama.block_count", u32(1)],
+      ["llama.attention.head_count", u32(2)], ["llama.attention.head_count_kv", u32(2)], ["llama.context_length", u32(64)],
+      ["llama.attention.layer_norm_rms_epsilon", [6, 1e-5]], ["llama.rope.freq_base", [6, 10000]],
+      ["llama.expert_count", u32(E)], ["llama.expert_used_count", u32(1)],
+      ["tokenizer.ggml.tokens", [9, [8, Array.from({ length: V }, (_, i) => `t${i}`)]]],
+    ],
+    [
+      t("token_embd.weight", [H, V], type), t("output_norm.weight", [H], "F32"), t("output.weight", [H, V], type),
+      t("blk.0.attn_norm.weight", [H], "F32"), t("blk.0.ffn_norm.weight", [H], "F32"), t("blk.0.ffn_gate_inp.weight", [H, E], "F32"),
+      ...["q", "k", "v", "output"].map((n) => t(`blk.0.attn_${n}.weight`, [H, H], type)),
+      t("blk.0.ffn_gate_exps.weight", [H, F, E], type), t("blk.0.ffn_up_exps.weight", [H, F, E], type), t("blk.0.ffn_down_exps.weight", [F, H, E], type),
+    ],
+  );
+}
+
+test("a GGUF file opens as its own type where the kernels have it (Q8_0 → q8, BF16 → bf16, F32 and F16 → f32), else f32", () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-open-"));
+  try {
+    for (const [type, dtype] of [["Q8_0", "q8"], ["BF16", "bf16"], ["F32", "f32"], ["F16", "f32"], ["Q4_0", "f32"]] as const) {
+      const file = path.join(dir, `${type}.gguf`);
+      writeFileSync(file, tinyGguf(type));
+      const m = openModel(file);
+      try {
+        assert.equal(m.fileType, type);
+        assert.equal(m.dtype, dtype, type);
+        assert.deepEqual(m.store.tensorTypes(), type === "F32" ? { F32: 13 } : { [type]: 9, F32: 4 });
+      } finally {
+        m.store.close();
+      }
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+const HF = sharedPath("models/brown-moe");
+test("a directory opens as f32, whatever its files store", { skip: HF.skip }, () => {
+  const m = openModel(HF.path);
+  try {
+    assert.equal(m.fileType, "BF16");
+    assert.equal(m.dtype, "f32");
+  } finally {
+    m.store.close();
+  }
+});
+
+test("device paths refuse a GGUF file and take a directory", () => {
+  assert.throws(() => requireModelDirectory("m/x.GGUF", "--devices"), { message: "m/x.GGUF: a GGUF model runs in a single process for now; --devices needs a Hugging Face model directory" });
+  requireModelDirectory("m/x", "--devices");
+});
