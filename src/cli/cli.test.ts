@@ -61,6 +61,9 @@ test("init-model, inspect, generate --json, perplexity --json, bench --json on a
     assert.equal(r.code, 0, r.err);
     const b = JSON.parse(r.out);
     for (const k of ["prefill_tokens_per_s", "decode_tokens_per_s", "decode_weight_gbps", "memory_read_gbps", "bandwidth_ratio"]) assert.ok(b[k] > 0, k);
+    // a run smaller than the warm-up once was (it overran the context the run sized)
+    r = distmoe("bench", "--model", model, "--prompt-tokens", "4", "--decode-tokens", "2", "--json");
+    assert.equal(r.code, 0, r.err);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

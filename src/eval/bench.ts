@@ -69,9 +69,11 @@ export async function benchEngine(engine: Engine, o: BenchOptions): Promise<Benc
   const footprint = decodeFootprint(engine);
 
   // Warm-up: page in the weights and let V8 tier up the kernels' callers.
-  const warm = model.newSequence(o.promptTokens + o.decodeTokens + 1);
-  await model.forward([{ cache: warm, tokens: prompt.slice(0, Math.min(32, prompt.length)), logits: "last" }]);
-  for (let i = 0; i < 4; i++) await model.forward([{ cache: warm, tokens: [prompt[i % prompt.length]!], logits: "last" }]);
+  // the warm-up runs part of the prompt and a few steps, within the run's own sizes (the context may hold no more)
+  const warmPrompt = Math.min(32, prompt.length), warmSteps = Math.min(4, o.decodeTokens + 1);
+  const warm = model.newSequence(warmPrompt + warmSteps);
+  await model.forward([{ cache: warm, tokens: prompt.slice(0, warmPrompt), logits: "last" }]);
+  for (let i = 0; i < warmSteps; i++) await model.forward([{ cache: warm, tokens: [prompt[i % prompt.length]!], logits: "last" }]);
   warm.free();
 
   // Each repetition: a prefill from an empty cache, then decodeTokens greedy steps; medians resist
