@@ -3,13 +3,15 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
+import path from "node:path";
+import { SHARED_DIR } from "../testing/shared.js";
 import { readModelConfig } from "./config.js";
 import { GgufModel } from "./gguf-model.js";
 import { TextTokenizer } from "./tokenizer.js";
 import { Engine } from "../runtime/engine.js";
 
-const HF = "../shared/models/brown-moe";
-const GGUF = "../shared/models/brown-moe-gguf";
+const HF = path.join(SHARED_DIR, "models/brown-moe");
+const GGUF = path.join(SHARED_DIR, "models/brown-moe-gguf");
 
 test("the ModelConfig from GGUF metadata equals the one from config.json", () => {
   const g = GgufModel.open(`${GGUF}/brown-moe-bf16.gguf`);
@@ -25,7 +27,7 @@ test("the tokenizer from GGUF metadata gives the shipped tokenizer.json's ids on
   const ours = g.tokenizer();
   g.close();
   const theirs = TextTokenizer.load(HF);
-  const lines = readFileSync("../shared/corpus/brown/valid.txt", "utf8").split("\n").slice(0, 3000);
+  const lines = readFileSync(path.join(SHARED_DIR, "corpus/brown/valid.txt"), "utf8").split("\n").slice(0, 3000);
   lines.push("  two  spaces, tabs\tand ünïcödé ✓ 🙂 <s> </s>", "");
   for (const line of lines) {
     const ids = ours.encode(line);

@@ -4,8 +4,10 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { GgufFile, parseGgufHeader, type ByteSource } from "./gguf.js";
 import { ggufFile } from "../testing/gguf-writer.js";
+import path from "node:path";
+import { SHARED_DIR } from "../testing/shared.js";
 
-const SHIPPED = "../shared/models/brown-moe-gguf";
+const SHIPPED = path.join(SHARED_DIR, "models/brown-moe-gguf");
 export const bytesSource = (b: Uint8Array): ByteSource => ({ size: b.length, read: (p, n) => b.slice(p, Math.min(b.length, p + n)) });
 const parse = (b: Uint8Array) => parseGgufHeader("t.gguf", bytesSource(b));
 
