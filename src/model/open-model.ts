@@ -19,6 +19,8 @@ export interface OpenedModel {
    * which the kernels lack, f32 for a directory.
    */
   readonly dtype: WeightDType;
+  /** Why `dtype`, for the load log: "the file's own type, Q8_0", "the nearest to the file's type, Q4_K", "the default". */
+  readonly dtypeReason: string;
 }
 
 /**
@@ -33,7 +35,8 @@ export function openModel(model: string): OpenedModel {
     const g = GgufModel.open(model);
     try {
       const fileType = mainType(g);
-      return { config: g.config, tokenizer: () => g.tokenizer(), store: g, fileType, dtype: OPENS_AS[fileType] ?? "f32" };
+      const dtypeReason = fileType.endsWith("_K") ? `the nearest to the file's type, ${fileType}` : `the file's own type, ${fileType}`;
+      return { config: g.config, tokenizer: () => g.tokenizer(), store: g, fileType, dtype: OPENS_AS[fileType] ?? "f32", dtypeReason };
     } catch (e) {
       g.close();
       throw e;
@@ -41,7 +44,7 @@ export function openModel(model: string): OpenedModel {
   }
   const config = readModelConfig(model);
   const store = Checkpoint.open(model);
-  return { config, tokenizer: () => TextTokenizer.load(model), store, fileType: mainType(store), dtype: "f32" };
+  return { config, tokenizer: () => TextTokenizer.load(model), store, fileType: mainType(store), dtype: "f32", dtypeReason: "the default" };
 }
 
 /** Values per stored type, over every tensor the store names. */
