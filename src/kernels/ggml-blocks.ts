@@ -68,11 +68,13 @@ export function dequantizeBlocks(type: GgmlBlockType, src: Uint8Array, out: Floa
         const ql = x, qh = x + 128, sc = x + 192, d = half(x + 208);
         for (let n = 0; n < 2; n++) {
           for (let l = 0; l < 32; l++) {
-            const lo0 = src[ql + 64 * n + l]!, lo1 = src[ql + 64 * n + 32 + l]!, hi = src[qh + 32 * n + l]!;
-            const q = [(lo0 & 15) | ((hi & 3) << 4), (lo1 & 15) | (((hi >> 2) & 3) << 4), (lo0 >> 4) | (((hi >> 4) & 3) << 4), (lo1 >> 4) | (((hi >> 6) & 3) << 4)];
+            const hi = src[qh + 32 * n + l]!;
             for (let k = 0; k < 4; k++) {
+              // quarter k: low 4 bits from ql[l] (k 0 low nibble, k 2 high) or ql[32 + l] (k 1, k 3), high 2 bits from qh bits 2k
+              const lo = src[ql + 64 * n + 32 * (k & 1) + l]!;
+              const q = ((k < 2 ? lo & 15 : lo >> 4) | (((hi >> (2 * k)) & 3) << 4)) - 32;
               const scale = (src[sc + 8 * n + (l >> 4) + 2 * k]! << 24) >> 24;
-              out[y + 128 * n + 32 * k + l] = f32(d * scale) * (q[k]! - 32);
+              out[y + 128 * n + 32 * k + l] = f32(d * scale) * q;
             }
           }
         }
