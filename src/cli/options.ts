@@ -132,7 +132,7 @@ export interface ModelCliOptions {
 export function addModelOptions(cmd: Command): Command {
   return cmd
     .requiredOption("-m, --model <dir>", "Hugging Face model directory (config.json, *.safetensors, tokenizer.json), or a .gguf file (single process only)")
-    .addOption(new Option("--dtype <dtype>", "weights in memory (default: f32; for a .gguf file its own type where the kernels have it: Q8_0 → q8, BF16 → bf16, F32 and F16 → f32)").choices(WEIGHT_DTYPES as string[]))
+    .addOption(new Option("--dtype <dtype>", "weights in memory (default: f32; for a .gguf file its own type where the kernels have it: Q8_0 → q8, Q4_0 → q4, BF16 → bf16, F32 and F16 → f32; Q4_K, Q5_K and Q6_K → q8)").choices(WEIGHT_DTYPES as string[]))
     .option("-t, --threads <n>", "compute threads (default: the cores available)", positiveInt)
     .addOption(new Option("--simd <variant>", "kernel build: relaxed SIMD where supported, or plain SIMD128").choices(["auto", "simd", "relaxed"]).default("auto"))
     .option("--ctx <n>", "context length (prompt + generated tokens)", positiveInt)

@@ -1,12 +1,13 @@
 // The seam between model code and kernels. The model only speaks this interface, so a native backend
 // (ONNX Runtime, GPU) can be added beside the WebAssembly one without touching src/model.
+import type { GgmlBlockType } from "./ggml-blocks.js";
 
 /** How a weight matrix is held in memory. */
 export type WeightDType = "f32" | "bf16" | "q8" | "q4";
 export const WEIGHT_DTYPES: readonly WeightDType[] = ["f32", "bf16", "q8", "q4"];
 
-/** How a tensor is stored in a checkpoint file (Q8_0: ggml's blocks of an f16 scale and 32 int8, from GGUF). */
-export type SourceDType = "F32" | "BF16" | "F16" | "Q8_0";
+/** How a tensor is stored in a checkpoint file: floats, or ggml's quantized blocks from GGUF (see ggml-blocks.ts). */
+export type SourceDType = "F32" | "BF16" | "F16" | GgmlBlockType;
 
 /** A region of backend memory. Activations are f32 unless a kernel says otherwise. */
 export interface Tensor {

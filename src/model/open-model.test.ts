@@ -8,13 +8,18 @@ import path from "node:path";
 import { ggufFile, type TestTensor } from "../testing/gguf-writer.js";
 import { sharedPath } from "../testing/shared.js";
 import { openModel, requireModelDirectory } from "./open-model.js";
+import { loadWeights } from "./weights.js";
+import { WasmBackend } from "../kernels/wasm/wasm-backend.js";
 
 // ggml type ids, and values and bytes per block
-const TYPES: Record<string, [id: number, values: number, bytes: number]> = { F32: [0, 1, 4], F16: [1, 1, 2], Q4_0: [2, 32, 18], Q8_0: [8, 32, 34], BF16: [30, 1, 2] };
+const TYPES: Record<string, [id: number, values: number, bytes: number]> = {
+  F32: [0, 1, 4], F16: [1, 1, 2], Q4_0: [2, 32, 18], Q8_0: [8, 32, 34], Q4_K: [12, 256, 144], Q5_K: [13, 256, 176], Q6_K: [14, 256, 210], BF16: [30, 1, 2],
+};
 
-/** A one-layer Mixtral-shaped GGUF whose matrices are stored as `type` (norms and router F32). */
+/** A one-layer Mixtral-shaped GGUF whose matrices are stored as `type` (norms and router F32), rows whole blocks. */
 function tinyGguf(type: string): Uint8Array {
-  const H = 64, F = 32, E = 2, V = 8;
+  const block = TYPES[type]![1];
+  const H = Math.max(64, block), F = Math.max(32, block), E = 2, V = 8;
   const t = (name: string, dims: number[], ty: string): TestTensor => {
     const [id, values, bytes] = TYPES[ty]!;
     return { name, dims, type: id, bytes: (dims.reduce((a, b) => a * b, 1) / values) * bytes };
@@ -38,22 +43,51 @@ function tinyGguf(type: string): Uint8Array {
   );
 }
 
-test("a GGUF file opens as its own type where the kernels have it (Q8_0 → q8, BF16 → bf16, F32 and F16 → f32), else f32", () => {
+test("a GGUF file opens as its own type where the kernels have it (Q8_0 → q8, Q4_0 → q4, BF16 → bf16, F32 and F16 → f32), K-quants as q8", () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-open-"));
   try {
-    for (const [type, dtype] of [["Q8_0", "q8"], ["BF16", "bf16"], ["F32", "f32"], ["F16", "f32"], ["Q4_0", "f32"]] as const) {
+    for (const [type, dtype] of [["Q8_0", "q8"], ["Q4_0", "q4"], ["BF16", "bf16"], ["F32", "f32"], ["F16", "f32"], ["Q4_K", "q8"], ["Q5_K", "q8"], ["Q6_K", "q8"]] as const) {
       const file = path.join(dir, `${type}.gguf`);
       writeFileSync(file, tinyGguf(type));
       const m = openModel(file);
       try {
         assert.equal(m.fileType, type);
         assert.equal(m.dtype, dtype, type);
+        assert.equal(m.dtypeReason, type.endsWith("_K") ? `the nearest to the file's type, ${type}` : `the file's own type, ${type}`);
         assert.deepEqual(m.store.tensorTypes(), type === "F32" ? { F32: 13 } : { [type]: 9, F32: 4 });
       } finally {
         m.store.close();
       }
     }
   } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("the load log says how each stored type was kept (experts counted one by one): Q4_0 blocks as q4, K-quants dequantized and requantized", () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-open-"));
+  const be = new WasmBackend({ threads: 1 });
+  try {
+    for (const [type, dtype, said] of [
+      ["Q4_0", undefined, "Q4_0 blocks kept as q4 (12 tensors), F32 kept as f32 (4 tensors)"],
+      ["Q4_0", "f32", "Q4_0 dequantized to f32 (12 tensors), F32 kept as f32 (4 tensors)"],
+      ["Q4_0", "q8", "Q4_0 dequantized and requantized to q8 (12 tensors), F32 kept as f32 (4 tensors)"],
+      ["Q4_K", undefined, "Q4_K dequantized and requantized to q8 (12 tensors), F32 kept as f32 (4 tensors)"],
+      ["Q6_K", "bf16", "Q6_K dequantized to bf16 (12 tensors), F32 kept as f32 (4 tensors)"],
+    ] as const) {
+      const file = path.join(dir, `${type}.gguf`);
+      writeFileSync(file, tinyGguf(type));
+      const m = openModel(file);
+      try {
+        let kept = "";
+        loadWeights(be, m.store, m.config, { dtype: dtype ?? m.dtype, onKept: (s) => (kept = s) });
+        assert.equal(kept, said);
+      } finally {
+        m.store.close();
+      }
+    }
+  } finally {
+    be.close();
     rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -15,20 +15,28 @@ export interface OpenedModel {
   readonly fileType: string;
   /**
    * The weights' dtype in memory unless one is asked for: a GGUF file's own type where the kernels have
-   * it (Q8_0 → q8, BF16 → bf16, F32 and F16 → f32), f32 for a directory.
+   * it (Q8_0 → q8, Q4_0 → q4, BF16 → bf16, F32 and F16 → f32), q8 for the K-quants (Q4_K, Q5_K, Q6_K),
+   * which the kernels lack, f32 for a directory.
    */
   readonly dtype: WeightDType;
+  /** Why `dtype`, for the load log: "the file's own type, Q8_0", "the nearest to the file's type, Q4_K", "the default". */
+  readonly dtypeReason: string;
 }
 
-/** The in-memory dtype that holds a GGUF type as it is (F16 exactly in f32). */
-const KEPT_AS: Readonly<Record<string, WeightDType>> = { F32: "f32", F16: "f32", BF16: "bf16", Q8_0: "q8" };
+/**
+ * The in-memory dtype a GGUF type opens as: the one that holds it as it is (F16 exactly in f32), or for
+ * a K-quant, which the kernels lack, q8: its values dequantized and requantized to 8 bits lose little,
+ * where q4 would add a second 4-bit rounding on top of the file's.
+ */
+const OPENS_AS: Readonly<Record<string, WeightDType>> = { F32: "f32", F16: "f32", BF16: "bf16", Q8_0: "q8", Q4_0: "q4", Q4_K: "q8", Q5_K: "q8", Q6_K: "q8" };
 
 export function openModel(model: string): OpenedModel {
   if (isGgufPath(model)) {
     const g = GgufModel.open(model);
     try {
       const fileType = mainType(g);
-      return { config: g.config, tokenizer: () => g.tokenizer(), store: g, fileType, dtype: KEPT_AS[fileType] ?? "f32" };
+      const dtypeReason = fileType.endsWith("_K") ? `the nearest to the file's type, ${fileType}` : `the file's own type, ${fileType}`;
+      return { config: g.config, tokenizer: () => g.tokenizer(), store: g, fileType, dtype: OPENS_AS[fileType] ?? "f32", dtypeReason };
     } catch (e) {
       g.close();
       throw e;
@@ -36,7 +44,7 @@ export function openModel(model: string): OpenedModel {
   }
   const config = readModelConfig(model);
   const store = Checkpoint.open(model);
-  return { config, tokenizer: () => TextTokenizer.load(model), store, fileType: mainType(store), dtype: "f32" };
+  return { config, tokenizer: () => TextTokenizer.load(model), store, fileType: mainType(store), dtype: "f32", dtypeReason: "the default" };
 }
 
 /** Values per stored type, over every tensor the store names. */

@@ -1,6 +1,7 @@
 // Loads a checkpoint's tensors into backend memory, as the table in arch.ts names them. Every tensor
-// that will be read is checked (present, float dtype, shape the config implies) before any is loaded.
+// that will be read is checked (present, a stored type the loader reads, shape the config implies) before any is loaded.
 import type { Backend, SourceDType, WeightDType, WeightTensor } from "../kernels/backend.js";
+import { GGML_BLOCK_TYPES, isGgmlBlockType } from "../kernels/ggml-blocks.js";
 import { tensorName, type TensorNames } from "./arch.js";
 import type { TensorStore } from "./checkpoint.js";
 import type { ModelConfig } from "./config.js";
@@ -150,7 +151,7 @@ export function loadExperts(backend: Backend, ck: TensorStore, cfg: ModelConfig,
   return plan.weights().layers.map((l) => l.experts);
 }
 
-const SOURCE_DTYPES: readonly string[] = ["F32", "BF16", "F16", "Q8_0"] satisfies SourceDType[];
+const SOURCE_DTYPES: readonly string[] = ["F32", "BF16", "F16", ...Object.keys(GGML_BLOCK_TYPES)] satisfies string[];
 
 function loadSpecs(backend: Backend, ck: TensorStore, cfg: ModelConfig, specs: readonly TensorSpec[], opts: LoadOptions): void {
   // Check everything first: a missing or mis-shaped tensor is reported before any byte is loaded.
@@ -187,7 +188,10 @@ function loadSpecs(backend: Backend, ck: TensorStore, cfg: ModelConfig, specs: r
 
 /** What loading does to a stored type, as a user reads it. */
 function keptAs(src: SourceDType, d: WeightDType): string {
-  if (src === "Q8_0") return d === "q8" ? "Q8_0 blocks kept as q8" : d === "q4" ? "Q8_0 dequantized and requantized to q4" : `Q8_0 dequantized to ${d}`;
+  if (isGgmlBlockType(src)) {
+    if ((src === "Q8_0" && d === "q8") || (src === "Q4_0" && d === "q4")) return `${src} blocks kept as ${d}`;
+    return d === "q8" || d === "q4" ? `${src} dequantized and requantized to ${d}` : `${src} dequantized to ${d}`;
+  }
   if ((src === "F32" && d === "f32") || (src === "BF16" && d === "bf16")) return `${src} kept as ${d}`;
   if (d === "f32") return `${src} widened to f32`;
   return d === "bf16" ? `${src} rounded to bf16` : `${src} quantized to ${d}`;

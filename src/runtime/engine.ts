@@ -5,7 +5,6 @@ import type { Backend, WeightDType } from "../kernels/backend.js";
 import { WasmBackend } from "../kernels/wasm/wasm-backend.js";
 import type { SimdVariant } from "../kernels/wasm/module.js";
 import type { ModelConfig } from "../model/config.js";
-import { isGgufPath } from "../model/gguf-model.js";
 import { openModel } from "../model/open-model.js";
 import { Transformer } from "../model/forward.js";
 import type { TextTokenizer } from "../model/tokenizer.js";
@@ -72,7 +71,7 @@ export class Engine {
   static load(dir: string, opts: EngineOptions = {}): Engine {
     const opened = openModel(dir), { config, store: ck } = opened;
     const dtype = opts.dtype ?? opened.dtype;
-    const why = opts.dtype ? "as asked" : isGgufPath(dir) ? `the file's own type, ${opened.fileType}` : "the default";
+    const why = opts.dtype ? "as asked" : opened.dtypeReason;
     let backend: WasmBackend | undefined;
     try {
       const tokenizer = opened.tokenizer();

@@ -9,6 +9,8 @@ export interface TestTensor {
   dims: number[];
   type: number;
   bytes: number;
+  /** The tensor's data (`bytes` long); absent: filled with 0x5a. */
+  data?: Uint8Array;
 }
 
 const SIZE: Record<number, number> = { 0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8 };
@@ -50,7 +52,7 @@ function value(type: number, v: unknown): Buffer {
   return scalar(type, v);
 }
 
-/** A whole GGUF file; tensor data (filled with 0x5a) follows the header at `alignment`. */
+/** A whole GGUF file; tensor data (each tensor's own, or 0x5a) follows the header at `alignment`. */
 export function ggufFile(metadata: Array<[string, TestValue]>, tensors: TestTensor[], alignment = 32, version = 3): Uint8Array {
   const parts: Buffer[] = [Buffer.from("GGUF"), u32(version), u64(tensors.length), u64(metadata.length)];
   for (const [k, [t, v]] of metadata) parts.push(str(k), u32(t), value(t, v));
@@ -63,5 +65,7 @@ export function ggufFile(metadata: Array<[string, TestValue]>, tensors: TestTens
   tensors.forEach((t, i) => parts.push(str(t.name), u32(t.dims.length), ...t.dims.map(u64), u32(t.type), u64(offsets[i]!)));
   const head = Buffer.concat(parts);
   const dataStart = Math.ceil(head.length / alignment) * alignment;
-  return new Uint8Array(Buffer.concat([head, Buffer.alloc(dataStart - head.length), Buffer.alloc(off, 0x5a)]));
+  const data = Buffer.alloc(off, 0x5a);
+  tensors.forEach((t, i) => t.data && data.set(t.data, offsets[i]!));
+  return new Uint8Array(Buffer.concat([head, Buffer.alloc(dataStart - head.length), data]));
 }

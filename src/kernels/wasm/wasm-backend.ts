@@ -3,6 +3,7 @@
 import { readSync } from "node:fs";
 import os from "node:os";
 import type { Backend, RopeTable, Tensor, WeightDType, WeightSource, WeightTensor } from "../backend.js";
+import { dequantizeBlocks, f16ToF32, GGML_BLOCK_TYPES, isGgmlBlockType, type GgmlBlockType } from "../ggml-blocks.js";
 import { Arena, MAX_PAGES } from "./arena.js";
 import { ThreadPool } from "./pool.js";
 import { loadKernelModule, type SimdVariant } from "./module.js";
@@ -158,7 +159,7 @@ export class WasmBackend implements Backend {
   loadWeight(w: WeightTensor, src: WeightSource): void {
     const n = w.rows * w.cols;
     const arena = this.arenas[w.arena]!;
-    if (src.dtype === "Q8_0") return this.loadQ8_0(w, src);
+    if (isGgmlBlockType(src.dtype)) return this.loadBlocks(w, src as WeightSource & { dtype: GgmlBlockType });
     const srcBytes = src.dtype === "F32" ? 4 : 2;
     if ((w.dtype === "f32" && src.dtype === "F32") || (w.dtype === "bf16" && src.dtype === "BF16")) {
       readRows(src, w.cols * srcBytes, 0, w.rows, arena.bytes(w.ptr, n * srcBytes));
@@ -182,38 +183,35 @@ export class WasmBackend implements Backend {
   }
 
   /**
-   * ggml Q8_0 blocks (f16 scale, 32 int8) into a q8 weight: the same quants and scales (ours are ggml's
-   * quantize_row_q8_0 too), laid out apart (quants [rows][K], f32 scales [rows][K/32]); into any other
-   * dtype through f32 values d·q.
+   * ggml blocks into a weight. Q8_0 into q8 and Q4_0 into q4 keep their quants and scales as they are
+   * (ours are ggml's quantize_row_q8_0 and q4_0 too, and a q4 block's nibbles are Q4_0's), only laid out
+   * apart (quants [rows][K or K/2], f32 scales [rows][K/32]); everything else goes through the f32 values
+   * that ggml's dequantize_row_* gives.
    */
-  private loadQ8_0(w: WeightTensor, src: WeightSource): void {
-    if (w.cols % 32 !== 0) throw new Error(`${src.file}: a Q8_0 tensor's rows hold ${w.cols} values, not a multiple of 32`);
-    const nb = w.cols / 32, rowBytes = nb * 34;
+  private loadBlocks(w: WeightTensor, src: WeightSource & { dtype: GgmlBlockType }): void {
+    const { values, bytes } = GGML_BLOCK_TYPES[src.dtype];
+    if (w.cols % values !== 0) throw new Error(`${src.file}: a ${src.dtype} tensor's rows hold ${w.cols} values, not a multiple of ${values}`);
+    const nb = w.cols / values, rowBytes = nb * bytes;
     const chunkRows = Math.max(1, Math.min(w.rows, Math.floor(STAGING_BYTES / 4 / w.cols)));
     const blocks = new Uint8Array(chunkRows * rowBytes);
-    const scale = (b: number) => f16ToF32(blocks[b * 34]! | (blocks[b * 34 + 1]! << 8));
-    if (w.dtype === "q8") {
+    if ((src.dtype === "Q8_0" && w.dtype === "q8") || (src.dtype === "Q4_0" && w.dtype === "q4")) {
       const mem = this.arenas[w.arena]!.memory.buffer;
+      const qBytes = bytes - 2;
       for (let r0 = 0; r0 < w.rows; r0 += chunkRows) {
         const rows = Math.min(chunkRows, w.rows - r0);
         readRows(src, rowBytes, r0, rows, blocks.subarray(0, rows * rowBytes));
-        const quants = new Uint8Array(mem, w.ptr + r0 * w.cols, rows * w.cols);
+        const quants = new Uint8Array(mem, w.ptr + r0 * nb * qBytes, rows * nb * qBytes);
         const scales = new Float32Array(mem, w.scales + r0 * nb * 4, rows * nb);
         for (let b = 0; b < rows * nb; b++) {
-          scales[b] = scale(b);
-          quants.set(blocks.subarray(b * 34 + 2, b * 34 + 34), b * 32);
+          scales[b] = f16ToF32(blocks[b * bytes]! | (blocks[b * bytes + 1]! << 8));
+          quants.set(blocks.subarray(b * bytes + 2, (b + 1) * bytes), b * qBytes);
         }
       }
       return;
     }
     this.convertRows(w, (staging, r0, rows) => {
       readRows(src, rowBytes, r0, rows, blocks.subarray(0, rows * rowBytes));
-      const out = this.f32(staging, 0, rows * w.cols);
-      const q = new Int8Array(blocks.buffer);
-      for (let b = 0; b < rows * nb; b++) {
-        const d = scale(b);
-        for (let j = 0; j < 32; j++) out[b * 32 + j] = d * q[b * 34 + 2 + j]!;
-      }
+      dequantizeBlocks(src.dtype, blocks, this.f32(staging, 0, rows * w.cols));
     });
   }
 
@@ -459,12 +457,4 @@ function readExact(src: WeightSource, dst: Uint8Array, position: number): void {
     if (got === 0) throw new Error(`${src.file}: unexpected end of file at byte ${position + done} (tensor data truncated)`);
     done += got;
   }
-}
-
-/** An IEEE half-precision bit pattern as a number. */
-function f16ToF32(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1, exp = (h >> 10) & 0x1f, frac = h & 0x3ff;
-  if (exp === 0) return sign * frac * 2 ** -24;
-  if (exp === 31) return frac ? NaN : sign * Infinity;
-  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
 }
