@@ -32,7 +32,8 @@ export function bsTlsConnection(pin: string | null) {
     const where = `${options.host}:${options.port}`;
     // as ws does: no SNI for an address (RFC 6066 names hosts only)
     const servername = options.servername ?? (net.isIP(options.host ?? "") ? "" : options.host);
-    const socket = tls.connect({ ...options, servername, rejectUnauthorized: pin === null });
+    // TLS 1.3 only: the handshake's channel binding holds against a relay only there (TLS 1.2 admits the triple handshake)
+    const socket = tls.connect({ ...options, servername, rejectUnauthorized: pin === null, minVersion: "TLSv1.3" });
     const failed = (e: Error) =>
       done(
         socket.authorizationError

@@ -298,6 +298,8 @@ function connect(host: ExpertHost, identity: DeviceIdentity, opts: DeviceOptions
       fetching?.reject(new Error("the base station went away"));
       if (stopped) return resolve({ how: "stopped" });
       if (refused !== null) return resolve({ how: "refused", reason: refused });
+      // a TLS port answered this plain connection 426: trying again would not help
+      if (plainToTls(opts.bs, failure) && failure?.endsWith("426")) return resolve({ how: "refused", reason: `cannot reach ${opts.bs}: ${failure}${plainToTls(opts.bs, failure)}` });
       if (code === CLOSE.replaced) return resolve({ how: "refused", reason: `another connection with this device's identity (${identity.fingerprint}) took this one's place: two device processes share one identity; give each its own --name or --identity` });
       if (code === CLOSE.notAdmitted) {
         const why = !welcomed && handshakeError !== null ? handshakeError : reason.toString();

@@ -20,11 +20,17 @@ export function plainToTls(https: HttpsServer): net.Server {
     socket.on("error", () => socket.destroy());
     socket.setTimeout(FIRST_BYTE_MS, () => socket.destroy());
     socket.once("data", (first: Buffer) => {
-      socket.setTimeout(0);
-      socket.pause();
-      socket.unshift(first);
-      if (first[0] === TLS_HANDSHAKE) https.emit("connection", socket);
-      else socket.end(ANSWER);
+      if (first[0] === TLS_HANDSHAKE) {
+        socket.setTimeout(0);
+        socket.pause();
+        socket.unshift(first);
+        https.emit("connection", socket);
+        return;
+      }
+      // the rest of the request is read and dropped, so the socket ends once the client closes (a paused
+      // one never would); one that does not close goes at the deadline
+      socket.resume();
+      socket.end(ANSWER);
     });
   });
 }

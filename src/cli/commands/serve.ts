@@ -132,7 +132,7 @@ export function serveCommand(): Command {
       // the app is made once the hub exists, and the hub needs the server: the server asks the app late
       let app: ReturnType<typeof createApp> | undefined;
       const handle = (req: Request) => app!.fetch(req);
-      const server = (tls ? createAdaptorServer({ fetch: handle, createServer: https.createServer, serverOptions: { cert: tls.cert, key: tls.key } }) : createAdaptorServer({ fetch: handle })) as HttpServer | HttpsServer;
+      const server = (tls ? createAdaptorServer({ fetch: handle, createServer: https.createServer, serverOptions: { cert: tls.cert, key: tls.key, minVersion: "TLSv1.3" } }) : createAdaptorServer({ fetch: handle })) as HttpServer | HttpsServer;
       const hub = remote > 0
         ? DeviceHub.attach(server, {
             model: path.resolve(o.model),

@@ -11,7 +11,7 @@ import { CLOSE } from "../../protocol/socket.js";
 import type { Complaints } from "./complaints.js";
 import { Connection } from "./connection.js";
 import type { Device } from "./device.js";
-import type { Identities, KnownIdentity } from "./identities.js";
+import { MAX_IDENTITIES, type Identities, type KnownIdentity } from "./identities.js";
 import { tokenId, type JoinTokens } from "./join-tokens.js";
 import type { HubLimits } from "./limits.js";
 
@@ -114,6 +114,9 @@ export class Admission {
     const fingerprint = identityFingerprint(m.key);
     const conflict = this.identities.conflict(safe, fingerprint);
     if (conflict) return { refused: conflict };
+    if (this.identities.fullFor(fingerprint)) {
+      return { refused: `the base station knows as many devices as it keeps (${MAX_IDENTITIES}); the operator can forget some (DELETE /admin/devices/…)` };
+    }
     // the same identity connected again (its old connection lost or half-open): the new one replaces it
     for (const d of this.devices) {
       if (d.fingerprint !== fingerprint) continue;

@@ -19,11 +19,14 @@ export interface KnownIdentity {
   outOfService?: { at: string; why: string };
 }
 
+/** Identities remembered at most: a token holder making keys in a loop must not grow the file without end. */
+export const MAX_IDENTITIES = 100_000;
+
 const pair = z.tuple([z.number().int().min(0).max(1 << 16), z.number().int().min(0).max(1 << 16)]);
 const stored = z.object({
   identities: z
     .array(z.object({ fingerprint: z.string().regex(/^SHA256:[A-Za-z0-9+/]{43}$/), name: z.string().regex(/^[A-Za-z0-9._-]+$/).max(MAX_NAME_LENGTH), experts: z.array(pair).max(1 << 16), firstSeen: z.string().max(64), lastSeen: z.string().max(64), outOfService: z.object({ at: z.string().max(64), why: z.string().max(4096) }).optional() }))
-    .max(100_000),
+    .max(MAX_IDENTITIES),
 });
 
 export class Identities {
@@ -49,6 +52,11 @@ export class Identities {
     if (!this.heldByOther(name, fingerprint)) return null;
     const owner = this.byName.get(name)!;
     return `the name ${name} belongs to another device (identity ${owner.fingerprint}); this one is ${fingerprint} (the same device with a new key? the operator can forget the old identity: DELETE /admin/devices/…)`;
+  }
+
+  /** Whether a new identity would be one more than it keeps (MAX_IDENTITIES); known ones always have room. */
+  fullFor(fingerprint: string): boolean {
+    return !this.byFingerprint.has(fingerprint) && this.byFingerprint.size >= MAX_IDENTITIES;
   }
 
   /** Whether `name` belongs to an identity other than `fingerprint`. */
@@ -79,7 +87,8 @@ export class Identities {
   /** What `fingerprint` holds now. */
   holds(fingerprint: string, experts: ReadonlyArray<[number, number]>): void {
     const known = this.byFingerprint.get(fingerprint);
-    if (!known) return;
+    // a device may say ready again and again: only a change is written
+    if (!known || JSON.stringify(known.experts) === JSON.stringify(experts)) return;
     known.experts = experts.map(([l, e]): [number, number] => [l, e]);
     this.save();
   }

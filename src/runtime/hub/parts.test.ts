@@ -1,6 +1,10 @@
-// The hub's small parts: the token bucket, device names and printable log text.
+// The hub's small parts: the token bucket, device names, printable log text and the identities kept.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { Identities, MAX_IDENTITIES } from "./identities.js";
 import { Complaints, printable } from "./complaints.js";
 import { TokenBucket } from "./limits.js";
 import { MAX_NAME_LENGTH, safeName, uniqueName } from "../../protocol/names.js";
@@ -36,4 +40,25 @@ test("log text is printable ASCII and bounded; complaints past the first few per
   assert.equal(c.report("other", "bad things", "its own"), true, "counted per peer");
   c.close();
   assert.deepEqual(lines, ["dev: bad thing 0", "dev: bad thing 1", "other: its own", "dev: 3 more bad things"]);
+});
+
+test("identities: a ready that changes nothing writes nothing; beyond MAX_IDENTITIES a new identity finds no room, a known one does", () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-identities-"));
+  try {
+    const file = path.join(dir, "devices.json");
+    const ids = new Identities(file);
+    ids.joined("d", "SHA256:" + "a".repeat(43));
+    ids.holds("SHA256:" + "a".repeat(43), [[0, 1]]);
+    rmSync(file);
+    ids.holds("SHA256:" + "a".repeat(43), [[0, 1]]);
+    assert.ok(!existsSync(file), "the same experts again: no write");
+    ids.holds("SHA256:" + "a".repeat(43), [[0, 2]]);
+    assert.ok(existsSync(file), "a change is written");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const many = new Identities();
+  for (let i = 0; i < MAX_IDENTITIES; i++) many.joined(`d${i}`, `SHA256:${String(i).padStart(43, "0")}`);
+  assert.ok(many.fullFor(`SHA256:${"x".repeat(43)}`));
+  assert.ok(!many.fullFor(`SHA256:${"0".repeat(43)}`), "a known identity always has room");
 });

@@ -1,0 +1,45 @@
+// One port for TLS: a TLS client is served; a plain request is answered 426 and its socket is gone once
+// the client closes (a leak of one descriptor per plain request would let anyone exhaust the process).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import https from "node:https";
+import net, { type AddressInfo } from "node:net";
+import { makeSelfSigned } from "./tls.js";
+import { plainToTls } from "./plain-to-tls.js";
+import { until } from "../testing/until.js";
+
+test("a TLS port serves TLS, answers plain requests 426, and keeps no socket of a plain client that closed", async () => {
+  const t = await makeSelfSigned(["127.0.0.1"]);
+  const server = https.createServer({ cert: t.cert, key: t.key }, (_req, res) => res.end("over tls"));
+  const front = plainToTls(server);
+  await new Promise<void>((r) => front.listen(0, "127.0.0.1", r));
+  const port = (front.address() as AddressInfo).port;
+  try {
+    const answers = await Promise.all(
+      Array.from({ length: 8 }, () =>
+        new Promise<string>((resolve, reject) => {
+          const c = net.connect(port, "127.0.0.1", () => c.end("GET /health HTTP/1.1\r\nhost: x\r\n\r\n"));
+          let got = "";
+          c.on("data", (d: Buffer) => (got += d.toString()));
+          c.on("end", () => resolve(got));
+          c.on("error", reject);
+        }),
+      ),
+    );
+    for (const a of answers) assert.match(a, /^HTTP\/1\.1 426 Upgrade Required\r\n[\s\S]*this port serves HTTPS, and WSS to devices/);
+    const open = () => new Promise<number>((r) => front.getConnections((_e, n) => r(n)));
+    await until(async () => (await open()) === 0, "every plain socket gone");
+
+    const body = await new Promise<string>((resolve, reject) =>
+      https.get({ host: "127.0.0.1", port, ca: t.cert, path: "/" }, (res) => {
+        let b = "";
+        res.on("data", (d: Buffer) => (b += d.toString()));
+        res.on("end", () => resolve(b));
+      }).on("error", reject),
+    );
+    assert.equal(body, "over tls");
+  } finally {
+    front.close();
+    server.closeAllConnections();
+  }
+});
