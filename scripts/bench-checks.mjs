@@ -19,6 +19,9 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Engine } from "../dist/runtime/engine.js";
 import { onCluster, startLocalCluster } from "../dist/runtime/local-cluster.js";
+import { Referee } from "../dist/runtime/hub/referee.js";
+import { Checkpoint } from "../dist/model/checkpoint.js";
+import { readModelConfig } from "../dist/model/config.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const { values: a } = parseArgs({
@@ -100,7 +103,26 @@ for (const c of configs) {
 }
 const sameText = configs.every((c) => c.text === configs[0].text);
 console.log(`\ngreedy text identical in every configuration: ${sameText}; ${((performance.now() - t0) / 1000).toFixed(0)} s in all`);
+
+// the base station's own check of one call (batch 1, each expert once loaded): the referee's cost
+const refereeUs = (() => {
+  const ck = Checkpoint.open(a.model), cfg = readModelConfig(a.model);
+  const referee = new Referee(ck, cfg, "f32");
+  const input = Float32Array.from({ length: cfg.hidden }, (_, i) => Math.sin(i));
+  const calls = Array.from({ length: cfg.layers * cfg.experts }, (_, i) => ({ layer: Math.floor(i / cfg.experts), expert: i % cfg.experts, rows: 1, input }));
+  for (const c of calls) referee.answer(c);
+  const times = [];
+  for (let r = 0; r < 20; r++) {
+    const t = performance.now();
+    for (const c of calls) referee.answer(c);
+    times.push(((performance.now() - t) * 1000) / calls.length);
+  }
+  referee.close();
+  ck.close();
+  return quantile(times, 0.5);
+})();
+console.log(`the base station's own check of one call (batch 1): ${refereeUs.toFixed(1)} µs (median of 20 passes over every expert)`);
 mkdirSync(path.dirname(a.json), { recursive: true });
-writeFileSync(a.json, `${JSON.stringify({ model: path.basename(a.model), devices: DEVICES, wireDType: a["wire-dtype"], cores: os.availableParallelism(), tokens: TOKENS, prompt: PROMPT, runsPerConfig: REPS, sameText, rows }, null, 2)}\n`);
+writeFileSync(a.json, `${JSON.stringify({ model: path.basename(a.model), devices: DEVICES, wireDType: a["wire-dtype"], cores: os.availableParallelism(), tokens: TOKENS, prompt: PROMPT, runsPerConfig: REPS, sameText, refereeUsPerCall: refereeUs, rows }, null, 2)}\n`);
 console.log(`wrote ${path.relative(process.cwd(), a.json)}`);
 if (!sameText || rows.some((r) => r.usage.mismatched_results > 0)) process.exit(1);
