@@ -5,9 +5,8 @@
 // (norms, biases and routers F32; Q8_0 falling back to F16 for rows that are not whole blocks), its
 // metadata keys in its order, and its layout (gguf-writer.ts). Tensors are streamed a chunk of rows at a
 // time, so a model larger than memory converts.
-import { readdirSync } from "node:fs";
+import { readdirSync, readSync, renameSync, rmSync } from "node:fs";
 import path from "node:path";
-import { readSync } from "node:fs";
 import { tensorName, type ArchSpec, type TensorNames } from "./arch.js";
 import { readModelConfig } from "./config.js";
 import { encodeValues, f16Value, GGML_TYPE_ID, rowBytes, type EncodedType } from "./ggml-encode.js";
@@ -135,6 +134,8 @@ export function convertToGguf(dir: string, out: string, opts: ConvertOptions): C
   if (!spec) throw new Error(`${dir}: ${arch.name} has no GGUF layout here`);
   if (cfg.sparseLayers.includes(false)) throw new Error(`${dir}: layers with a dense MLP (mlp_only_layers, decoder_sparse_step) have no tensors in llama.cpp's ${spec.arch}`);
   if (cfg.clipQkv !== null) throw new Error(`${dir}: clip_qkv is not written by llama.cpp's converter; the GGUF file would compute something else`);
+  const fixedNorm = spec.fixedConfig?.norm_topk_prob;
+  if (typeof fixedNorm === "boolean" && fixedNorm !== cfg.normTopK) throw new Error(`${dir}: norm_topk_prob is ${cfg.normTopK}, but llama.cpp's ${spec.arch} always ${fixedNorm ? "renormalises" : "leaves"} the top-k weights${fixedNorm ? "" : " as they are"}; the GGUF file would compute something else`);
   const { type: wanted, fileType } = OUT[opts.outtype];
 
   const files = partFiles(dir).map((f) => SafetensorsFile.open(path.join(dir, f)));
@@ -309,9 +310,12 @@ const CHUNK_VALUES = 1 << 22;
 
 function writeTensors(out: string, meta: Metadata, plan: PlannedTensor[], onProgress?: (done: number, total: number) => void): ConvertSummary {
   const total = plan.reduce((s, t) => s + t.entry.bytes, 0);
-  const w = new GgufStreamWriter(out, [...meta.entries()], plan.map((t) => t.entry));
+  // written beside the destination and renamed when whole: a failed conversion leaves no partial file
+  const partial = `${out}.partial`;
+  const w = new GgufStreamWriter(partial, [...meta.entries()], plan.map((t) => t.entry));
   const types: Record<string, number> = {};
   let done = 0;
+  let whole = false;
   try {
     for (const t of plan) {
       types[t.out] = (types[t.out] ?? 0) + 1;
@@ -330,8 +334,11 @@ function writeTensors(out: string, meta: Metadata, plan: PlannedTensor[], onProg
       }
     }
     w.finish();
+    renameSync(partial, out);
+    whole = true;
   } finally {
     w.close();
+    if (!whole) rmSync(partial, { force: true });
   }
   return { tensors: plan.length, bytes: total, types };
 }

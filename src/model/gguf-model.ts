@@ -84,7 +84,8 @@ export class GgufModel implements TensorStore {
     const cfg = this.config, spec = this.arch.gguf!;
     const fd = { path: this.file.path, get fd() { return file.fd; } };
     const file = this.file;
-    const hfShape = (t: GgufTensorInfo) => [...t.dims].reverse();
+    // the converter squeezes size-1 dimensions away: the shared-expert gate, [1, hidden], is written 1-D
+    const hfShape = (t: GgufTensorInfo, key?: keyof TensorNames) => (key === "sharedExpertGate" && t.dims.length === 1 ? [1, t.dims[0]!] : [...t.dims].reverse());
     for (const [key, ggufTemplate] of Object.entries(spec.tensors) as Array<[keyof TensorNames, string]>) {
       const hfTemplate = this.arch.tensors[key]!;
       const perLayer = hfTemplate.includes("{l}"), perExpert = hfTemplate.includes("{e}");
@@ -98,7 +99,7 @@ export class GgufModel implements TensorStore {
         if (!t) continue; // reported, with the name the architecture needs, by the loader
         if (!perExpert) {
           const rowOrder = spec.permutesQK && (key === "q" || key === "k") ? unpermuteQK(key === "q" ? cfg.heads : cfg.kvHeads, cfg.headDim) : undefined;
-          this.index.set(tensorName(hfTemplate, l), { name: t.name, dtype: t.type, shape: hfShape(t), offset: t.offset, bytes: t.bytes, file: fd, rowOrder });
+          this.index.set(tensorName(hfTemplate, l), { name: t.name, dtype: t.type, shape: hfShape(t, key), offset: t.offset, bytes: t.bytes, file: fd, rowOrder });
           continue;
         }
         // merged experts [E][rows][cols] (ggml dims [cols, rows, E]): expert e is the e-th slice

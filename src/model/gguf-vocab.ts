@@ -56,14 +56,14 @@ export function addVocabMetadata(meta: Metadata, dir: string, vocabSize: number 
     meta.set("tokenizer.ggml.tokens", [GGUF_TYPE.array, [GGUF_TYPE.string, tokens]]);
     meta.set("tokenizer.ggml.scores", [GGUF_TYPE.array, [GGUF_TYPE.f32, scores]]);
     meta.set("tokenizer.ggml.token_type", [GGUF_TYPE.array, [GGUF_TYPE.i32, types]]);
-    addSpecialVocab(meta, dir, tokens.length, false);
+    addSpecialVocab(meta, dir, tokens.length, false, log);
   } else {
     const { tokens, types, pre } = bpeVocab(dir, vocabSize, log);
     meta.set("tokenizer.ggml.model", [GGUF_TYPE.string, "gpt2"]);
     meta.set("tokenizer.ggml.pre", [GGUF_TYPE.string, pre]);
     meta.set("tokenizer.ggml.tokens", [GGUF_TYPE.array, [GGUF_TYPE.string, tokens]]);
     meta.set("tokenizer.ggml.token_type", [GGUF_TYPE.array, [GGUF_TYPE.i32, types]]);
-    addSpecialVocab(meta, dir, undefined, true);
+    addSpecialVocab(meta, dir, undefined, true, log);
   }
   // LlamaModel.set_vocab: granite's small models add no BOS
   if (llamaVocab && vocabSize === 49152) meta.set("tokenizer.ggml.add_bos_token", [GGUF_TYPE.bool, false]);
@@ -166,7 +166,7 @@ function bpeVocab(dir: string, vocabSize: number | undefined, log: (msg: string)
 }
 
 /** gguf-py SpecialVocab.add_to_gguf: merges, special token ids, add_*_token, chat template. */
-function addSpecialVocab(meta: Metadata, dir: string, nVocab: number | undefined, loadMerges: boolean): void {
+function addSpecialVocab(meta: Metadata, dir: string, nVocab: number | undefined, loadMerges: boolean, log: (msg: string) => void): void {
   const tokJson = readOptionalJson(path.join(dir, "tokenizer.json"));
   const tokConfig = readOptionalJson(path.join(dir, "tokenizer_config.json"));
   const config = readOptionalJson(path.join(dir, "config.json")) ?? {};
@@ -224,6 +224,11 @@ function addSpecialVocab(meta: Metadata, dir: string, nVocab: number | undefined
   for (const typ of SPECIAL_TYPES) setId(typ, config[`${typ}_token_id`]);
 
   if (merges.length) meta.set("tokenizer.ggml.merges", [GGUF_TYPE.array, [GGUF_TYPE.string, merges]]);
+  else if (loadMerges) {
+    // gguf-py leaves an empty list out, and llama.cpp then refuses the file ("cannot find tokenizer merges"): an empty list loads
+    meta.set("tokenizer.ggml.merges", [GGUF_TYPE.array, [GGUF_TYPE.string, []]]);
+    log("tokenizer.json has no merges (one token per byte): tokenizer.ggml.merges written as an empty list, which llama.cpp loads (its converter would leave the key out and llama.cpp would refuse the file)");
+  }
   for (const [typ, id] of ids) meta.set(`tokenizer.ggml.${ID_KEYS[typ as (typeof SPECIAL_TYPES)[number]]}_token_id`, [GGUF_TYPE.u32, id]);
   for (const [typ, add] of addSpecial) meta.set(`tokenizer.ggml.add_${typ}_token`, [GGUF_TYPE.bool, add]);
   if (typeof chatTemplate === "string") meta.set("tokenizer.chat_template", [GGUF_TYPE.string, chatTemplate]);
