@@ -47,6 +47,8 @@ export interface GgufSpec {
   readonly fixedConfig?: Readonly<Record<string, unknown>>;
   /** The RMSNorm epsilon the converter writes whatever config.json says (OlmoeModel: 1e-5). */
   readonly writesRmsEps?: number;
+  /** llama.cpp sizes k's norm by the hidden size (olmoe): key/value heads must be as many as query heads. */
+  readonly kvHeadsAreHeads?: boolean;
 }
 
 export type ExpertTensor = "expertGate" | "expertUp" | "expertDown";
@@ -187,7 +189,7 @@ export const ARCHITECTURES: readonly ArchSpec[] = [
     normTopK: { key: "norm_topk_prob", default: false },
     sharedExpert: false,
     denseLayers: false,
-    gguf: { arch: "olmoe", tensors: { ...GGUF_BODY, ...GGUF_QK_NORM }, permutesQK: false, expertOrder: QWEN_EXPERT_ORDER, fixedConfig: { norm_topk_prob: false }, writesRmsEps: 1e-5 },
+    gguf: { arch: "olmoe", tensors: { ...GGUF_BODY, ...GGUF_QK_NORM }, permutesQK: false, expertOrder: QWEN_EXPERT_ORDER, fixedConfig: { norm_topk_prob: false }, writesRmsEps: 1e-5, kvHeadsAreHeads: true },
   },
   {
     name: "Qwen3MoeForCausalLM",

@@ -65,7 +65,7 @@ test("size labels as gguf-py writes them", () => {
 const ARCHS = [
   { arch: "MixtralForCausalLM" },
   { arch: "Qwen2MoeForCausalLM", sharedFfn: 48 },
-  { arch: "OlmoeForCausalLM" },
+  { arch: "OlmoeForCausalLM", kvHeads: 4 },
   { arch: "Qwen3MoeForCausalLM", normTopK: true },
 ];
 
@@ -113,14 +113,17 @@ test("what llama.cpp's GGUF cannot hold, or the directory does not say, is refus
   refuse(fresh("norm", { normTopK: true }), /norm_topk_prob is true, but llama.cpp's qwen2moe always leaves the top-k weights as they are/);
   refuse(fresh("dense", { denseLayers: [1], denseFfn: 96 }), /dense MLP .* no tensors in llama.cpp's qwen2moe/);
   refuse(path.join(tmp, "nowhere"), /config\.json: cannot read/);
+  const olmoe = `${base}-olmoe`;
+  initModel({ arch: "OlmoeForCausalLM", out: olmoe, layers: 1, hidden: 64, heads: 4, kvHeads: 2, experts: 2, topK: 1 });
+  refuse(olmoe, /2 key\/value heads for 4 query heads: llama\.cpp's olmoe .* no grouped-query attention/);
   const noTok = fresh("notok");
   rmSync(path.join(noTok, "tokenizer.json"));
   refuse(noTok, /no tokenizer\.model and no tokenizer\.json/);
   const odd = fresh("odd");
   const cfg = JSON.parse(readFileSync(path.join(odd, "config.json"), "utf8"));
   writeFileSync(path.join(odd, "config.json"), JSON.stringify({ ...cfg, num_experts: 8 }));
-  refuse(odd, /layer 0 has 12 of its 24 expert tensors/);
+  refuse(odd, /mlp\.gate\.weight has shape \[4, 64\]; config\.json implies \[8, 64\]/);
   const fewer = fresh("fewer");
   writeFileSync(path.join(fewer, "config.json"), JSON.stringify({ ...cfg, num_experts: 2, num_experts_per_tok: 1 }));
-  refuse(fewer, /is expert 2, beyond the config's 2/);
+  refuse(fewer, /experts\.2\.down_proj\.weight is not part of this Qwen2MoeForCausalLM configuration/);
 });

@@ -14,6 +14,7 @@ import { GGUF_TYPE, GgufStreamWriter, type GgufTensorEntry } from "./gguf-writer
 import { addVocabMetadata, type Metadata } from "./gguf-vocab.js";
 import { SafetensorsFile, type TensorInfo } from "./safetensors.js";
 import { readJson } from "./tokenizer.js";
+import { planTensors as loaderPlan } from "./weights.js";
 
 export const OUT_TYPES = ["f32", "f16", "bf16", "q8_0"] as const;
 export type OutType = (typeof OUT_TYPES)[number];
@@ -134,13 +135,17 @@ export function convertToGguf(dir: string, out: string, opts: ConvertOptions): C
   if (!spec) throw new Error(`${dir}: ${arch.name} has no GGUF layout here`);
   if (cfg.sparseLayers.includes(false)) throw new Error(`${dir}: layers with a dense MLP (mlp_only_layers, decoder_sparse_step) have no tensors in llama.cpp's ${spec.arch}`);
   if (cfg.clipQkv !== null) throw new Error(`${dir}: clip_qkv is not written by llama.cpp's converter; the GGUF file would compute something else`);
+  if (spec.kvHeadsAreHeads && cfg.kvHeads !== cfg.heads) throw new Error(`${dir}: ${cfg.kvHeads} key/value heads for ${cfg.heads} query heads: llama.cpp's ${spec.arch} sizes the k norm by the hidden size, so it has no grouped-query attention`);
   const fixedNorm = spec.fixedConfig?.norm_topk_prob;
   if (typeof fixedNorm === "boolean" && fixedNorm !== cfg.normTopK) throw new Error(`${dir}: norm_topk_prob is ${cfg.normTopK}, but llama.cpp's ${spec.arch} always ${fixedNorm ? "renormalises" : "leaves"} the top-k weights${fixedNorm ? "" : " as they are"}; the GGUF file would compute something else`);
   const { type: wanted, fileType } = OUT[opts.outtype];
 
   const files = partFiles(dir).map((f) => SafetensorsFile.open(path.join(dir, f)));
   try {
-    const plan = planTensors(dir, files, arch, cfg.experts, cfg.heads, cfg.kvHeads, wanted, log);
+    // the tensors and shapes the engine's loader expects of this config: anything else is not this model
+    const hasHead = files.some((f) => f.tensors.has(arch.tensors.lmHead));
+    const expected = new Map(loaderPlan(cfg, !hasHead).specs.map((t) => [t.name, t.shape] as const));
+    const plan = planTensors(dir, files, arch, cfg.experts, cfg.heads, cfg.kvHeads, wanted, expected, log);
 
     // gguf-py GGUFWriter.get_total_parameter_count over the tensors as written
     let total = 0, shared = 0, expert = 0, expertSum = 0, expertTensors = 0;
@@ -196,7 +201,7 @@ export function convertToGguf(dir: string, out: string, opts: ConvertOptions): C
   }
 }
 
-function planTensors(dir: string, files: SafetensorsFile[], arch: ArchSpec, experts: number, heads: number, kvHeads: number, wanted: EncodedType, log: (msg: string) => void): PlannedTensor[] {
+function planTensors(dir: string, files: SafetensorsFile[], arch: ArchSpec, experts: number, heads: number, kvHeads: number, wanted: EncodedType, expected: Map<string, readonly number[]>, log: (msg: string) => void): PlannedTensor[] {
   const spec = arch.gguf!;
   const ms = matchers(arch);
   const seen = new Set<string>();
@@ -233,13 +238,15 @@ function planTensors(dir: string, files: SafetensorsFile[], arch: ArchSpec, expe
       seen.add(name);
       const info = file.tensors.get(name)!;
       if (DROPPED.some((d) => name.endsWith(d))) continue;
+      const shape = expected.get(name);
+      if (!shape) throw new Error(`${file.path}: tensor ${name} is not part of this ${arch.name} configuration (config.json and the weights disagree)`);
+      if (shape.join() !== info.shape.join()) throw new Error(`${file.path}: tensor ${name} has shape [${info.shape.join(", ")}]; config.json implies [${shape.join(", ")}]`);
+      expected.delete(name);
       let m: Matcher | undefined, match: RegExpExecArray | null = null;
       for (const c of ms) if ((match = c.re.exec(name))) { m = c; break; }
       if (!m || !match || !spec.tensors[m.key]) throw new Error(`${file.path}: tensor ${name} has no name in llama.cpp's ${spec.arch} (convert_hf_to_gguf.py cannot map it either)`);
       const layer = m.layered ? Number(match[1]) : 0;
       if (m.expert) {
-        const e = Number(match[2]);
-        if (e >= experts) throw new Error(`${file.path}: tensor ${name} is expert ${e}, beyond the config's ${experts}`);
         const got = pending.get(layer) ?? new Map<string, TensorInfo>();
         pending.set(layer, got);
         got.set(name, info);
@@ -263,6 +270,8 @@ function planTensors(dir: string, files: SafetensorsFile[], arch: ArchSpec, expe
     }
   }
   for (const [layer, got] of pending) throw new Error(`${dir}: layer ${layer} has ${got.size} of its ${experts * 3} expert tensors`);
+  const missing = [...expected.keys()];
+  if (missing.length) throw new Error(`${dir}: ${missing.length} tensor(s) that config.json implies are missing, such as ${missing[0]}`);
   return plan;
 }
 
