@@ -68,17 +68,19 @@ export function encodeValues(values: Float32Array, type: EncodedType, out: Uint8
     for (let i = 0; i < n; i++) view.setUint16(2 * i, bf16Bits(bits[i]!), true);
   } else {
     if (n % 32 !== 0) throw new Error(`Q8_0 needs whole blocks of 32 values, got ${n}`);
-    for (let b = 0; b < n / 32; b++) {
+    const q = new Int8Array(out.buffer, out.byteOffset, out.byteLength);
+    for (let b = 0, base = 0; base < n; b++, base += 32) {
       let amax = 0;
-      for (let i = 0; i < 32; i++) amax = Math.max(amax, Math.abs(values[32 * b + i]!));
+      for (let i = 0; i < 32; i++) amax = Math.max(amax, Math.abs(values[base + i]!));
       const d = Math.fround(amax / 127);
       const id = d === 0 ? 0 : Math.fround(1 / d);
       view.setUint16(34 * b, f16Bits(d), true);
+      const o = 34 * b + 2;
       for (let i = 0; i < 32; i++) {
-        const v = Math.fround(values[32 * b + i]! * id);
+        const v = Math.fround(values[base + i]! * id);
         const a = Math.abs(v), fl = Math.floor(a);
-        const q = fl + Math.floor(2 * (a - fl)); // numpy np_roundf: half away from zero
-        view.setInt8(34 * b + 2 + i, v < 0 ? -q : q);
+        const r = fl + Math.floor(2 * (a - fl)); // numpy np_roundf: half away from zero
+        q[o + i] = v < 0 ? -r : r;
       }
     }
   }

@@ -36,6 +36,12 @@ for (const outtype of ["bf16", "q8_0"] as const) {
   });
 }
 
+test("--outtype auto (the default) is the checkpoint's own 16-bit type: bf16 for brown-moe", { skip: HF.skip || SHIPPED.skip }, () => {
+  const out = path.join(tmp, "brown-auto.gguf");
+  assert.deepEqual(convertToGguf(HF.path, out, { outtype: "auto", name: SHIPPED_NAME }).types, { BF16: 30, F32: 13 });
+  assert.ok(readFileSync(out).equals(readFileSync(path.join(SHIPPED.path, "brown-moe-bf16.gguf"))));
+});
+
 test("without a name the converter titles the directory's: only general.name differs from the shipped file, key for key and tensor for tensor", { skip: HF.skip || SHIPPED.skip }, () => {
   assert.equal(defaultModelName(HF.path), "Brown Moe");
   const out = path.join(tmp, "brown-default.gguf");

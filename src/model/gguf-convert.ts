@@ -16,10 +16,10 @@ import { SafetensorsFile, type TensorInfo } from "./safetensors.js";
 import { readJson } from "./tokenizer.js";
 import { planTensors as loaderPlan } from "./weights.js";
 
-export const OUT_TYPES = ["f32", "f16", "bf16", "q8_0"] as const;
+export const OUT_TYPES = ["auto", "f32", "f16", "bf16", "q8_0"] as const;
 export type OutType = (typeof OUT_TYPES)[number];
 
-const OUT: Record<OutType, { type: EncodedType; fileType: number }> = {
+const OUT: Record<Exclude<OutType, "auto">, { type: EncodedType; fileType: number }> = {
   // gguf-py LlamaFileType: ALL_F32 0, MOSTLY_F16 1, MOSTLY_Q8_0 7, MOSTLY_BF16 32
   f32: { type: "F32", fileType: 0 },
   f16: { type: "F16", fileType: 1 },
@@ -28,6 +28,7 @@ const OUT: Record<OutType, { type: EncodedType; fileType: number }> = {
 };
 
 export interface ConvertOptions {
+  /** auto: the checkpoint's own 16-bit type, f16 when its first tensor is F16 and bf16 otherwise (the converter's default). */
   outtype: OutType;
   /** general.name; absent: the converter's title of the directory's name ("brown-moe" → "Brown Moe"). */
   name?: string;
@@ -138,10 +139,10 @@ export function convertToGguf(dir: string, out: string, opts: ConvertOptions): C
   if (spec.kvHeadsAreHeads && cfg.kvHeads !== cfg.heads) throw new Error(`${dir}: ${cfg.kvHeads} key/value heads for ${cfg.heads} query heads: llama.cpp's ${spec.arch} sizes the k norm by the hidden size, so it has no grouped-query attention`);
   const fixedNorm = spec.fixedConfig?.norm_topk_prob;
   if (typeof fixedNorm === "boolean" && fixedNorm !== cfg.normTopK) throw new Error(`${dir}: norm_topk_prob is ${cfg.normTopK}, but llama.cpp's ${spec.arch} always ${fixedNorm ? "renormalises" : "leaves"} the top-k weights${fixedNorm ? "" : " as they are"}; the GGUF file would compute something else`);
-  const { type: wanted, fileType } = OUT[opts.outtype];
-
   const files = partFiles(dir).map((f) => SafetensorsFile.open(path.join(dir, f)));
   try {
+    const firstDtype = files[0]!.tensors.get([...files[0]!.tensors.keys()].sort()[0] ?? "")?.dtype;
+    const { type: wanted, fileType } = OUT[opts.outtype === "auto" ? (firstDtype === "F16" ? "f16" : "bf16") : opts.outtype];
     // the tensors and shapes the engine's loader expects of this config: anything else is not this model
     const hasHead = files.some((f) => f.tensors.has(arch.tensors.lmHead));
     const expected = new Map(loaderPlan(cfg, !hasHead).specs.map((t) => [t.name, t.shape] as const));

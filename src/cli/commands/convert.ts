@@ -7,7 +7,7 @@ export function convertCommand(): Command {
     .description("write a Hugging Face model directory as GGUF, as llama.cpp's convert_hf_to_gguf.py writes it")
     .argument("<hf-dir>", "Hugging Face model directory (config.json, safetensors, tokenizer)")
     .argument("<out.gguf>", "GGUF file to write")
-    .addOption(new Option("--outtype <type>", "type of the weight matrices (norms, biases and routers stay f32)").choices([...OUT_TYPES]).default("bf16"))
+    .addOption(new Option("--outtype <type>", "type of the weight matrices; auto: the checkpoint's own 16-bit type (norms, biases and routers stay f32)").choices([...OUT_TYPES]).default("auto"))
     .option("--name <name>", "general.name (default: the directory's name, titled as llama.cpp's converter does)")
     .action((dir: string, out: string, o: { outtype: OutType; name?: string }) => {
       const bar = new ProgressBar("converting");
