@@ -126,7 +126,8 @@ function bpeVocab(dir: string, vocabSize: number | undefined, log: (msg: string)
     added.set(a.id as number, { content: a.content, normalized: a.normalized === true, special: a.special === true });
     byId.set(a.id as number, a.content);
   }
-  const maxId = Math.max(...byId.keys());
+  let maxId = -1;
+  for (const id of byId.keys()) maxId = Math.max(maxId, id); // no spread: vocabularies run to 150 000+ ids
   const n = vocabSize ?? byId.size;
   if (maxId >= n) throw new Error(`${file}: token id ${maxId} is beyond the model's vocabulary of ${n}`);
 
