@@ -127,6 +127,8 @@ function unpermuteQK(heads: number, headDim: number): Int32Array {
   return order;
 }
 
+const quotient = (a: unknown, b: unknown): number | undefined => (typeof a === "number" && typeof b === "number" && b > 0 ? Math.floor(a / b) : undefined);
+
 /** The config.json that the GGUF metadata stands for, to be validated as any config.json is. */
 function ggufHfConfig(meta: ReadonlyMap<string, GgufValue>, arch: ArchSpec, tensors: ReadonlyMap<string, GgufTensorInfo>, fail: (msg: string) => never): Record<string, unknown> {
   const hasLmHead = tensors.has(arch.gguf!.tensors.lmHead!);
@@ -156,8 +158,10 @@ function ggufHfConfig(meta: ReadonlyMap<string, GgufValue>, arch: ArchSpec, tens
     hidden_size: get("embedding_length"),
     // llama.cpp's qwen2moe/qwen3moe read the experts' size from expert_feed_forward_length, llama and olmoe from feed_forward_length
     intermediate_size: get("feed_forward_length"),
-    [arch.keys.expertFfn]: get("expert_feed_forward_length") ?? get("feed_forward_length"),
-    shared_expert_intermediate_size: get("expert_shared_feed_forward_length"),
+    // without the expert sizes (files from before the converter wrote them) llama.cpp's qwen2moe/qwen3moe take
+    // feed_forward_length / expert_used_count for an expert and feed_forward_length for the shared one
+    [arch.keys.expertFfn]: get("expert_feed_forward_length") ?? (arch.keys.expertFfn === "intermediate_size" ? get("feed_forward_length") : quotient(get("feed_forward_length"), get("expert_used_count"))),
+    shared_expert_intermediate_size: get("expert_shared_feed_forward_length") ?? get("feed_forward_length"),
     attention_bias: arch.qkvBias === "attention_bias" ? biased("q") || biased("o") : undefined,
     num_hidden_layers: get("block_count"),
     num_attention_heads: get("attention.head_count"),
