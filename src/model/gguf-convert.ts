@@ -209,7 +209,7 @@ function planTensors(dir: string, files: SafetensorsFile[], arch: ArchSpec, expe
   const pending = new Map<number, Map<string, TensorInfo>>();
   const plan: PlannedTensor[] = [];
 
-  const add = (ggufName: string, sources: TensorInfo[], merged: boolean, permuteHeads?: number) => {
+  const add = (key: keyof TensorNames, ggufName: string, sources: TensorInfo[], merged: boolean, permuteHeads?: number) => {
     const first = sources[0]!;
     for (const s of sources) {
       if (!["F32", "F16", "BF16"].includes(s.dtype)) throw new Error(`${s.file.path}: tensor ${s.name} is ${s.dtype}; only F32, F16 and BF16 checkpoints convert`);
@@ -221,14 +221,13 @@ function planTensors(dir: string, files: SafetensorsFile[], arch: ArchSpec, expe
     const dims = (squeezed.length ? squeezed : [1]).reverse();
     const cols = first.shape.length ? first.shape[first.shape.length - 1]! : 1;
     const rows = first.shape.slice(0, -1).reduce((p, d) => p * d, 1);
-    let out: EncodedType = wanted;
-    const matrix = dims.length > 1 && !ggufName.endsWith("_norm.weight") && ggufName.endsWith(".weight");
-    if (!matrix || ggufName === tensorName(spec.tensors.router!, layerOf(ggufName)) || (spec.tensors.sharedExpertGate && ggufName === tensorName(spec.tensors.sharedExpertGate, layerOf(ggufName)))) out = "F32";
+    // F32: vectors, norms, biases, and the routers (ffn_gate_inp, ffn_gate_inp_shexp), as the converter keeps them
+    const matrix = dims.length > 1 && !ggufName.endsWith("_norm.weight") && ggufName.endsWith(".weight") && key !== "router" && key !== "sharedExpertGate";
+    let out: EncodedType = matrix ? wanted : "F32";
     if (out === "Q8_0" && dims[0]! % 32 !== 0) {
       out = "F16";
       log(`${ggufName}: rows of ${dims[0]} are not whole Q8_0 blocks of 32; written F16 (as the converter does)`);
     }
-    if (permuteHeads !== undefined && rows % (permuteHeads * 2) !== 0) throw new Error(`${first.file.path}: tensor ${first.name} has ${rows} rows, not a whole number of ${permuteHeads} heads with even head size`);
     const bytes = sources.length * rows * rowBytes(out, cols);
     plan.push({ entry: { name: ggufName, dims, type: GGML_TYPE_ID[out], bytes }, out, sources, rows, cols, permuteHeads });
   };
@@ -259,7 +258,7 @@ function planTensors(dir: string, files: SafetensorsFile[], arch: ArchSpec, expe
             if (!t) throw new Error(`${dir}: layer ${layer} lacks ${n}`);
             return t;
           });
-          add(tensorName(spec.tensors[key]!, layer), slices, true);
+          add(key, tensorName(spec.tensors[key]!, layer), slices, true);
         }
         pending.delete(layer);
         continue;
@@ -267,18 +266,13 @@ function planTensors(dir: string, files: SafetensorsFile[], arch: ArchSpec, expe
       let ggufName = tensorName(spec.tensors[m.key]!, layer);
       if (m.bias) ggufName = ggufName.replace(/\.weight$/, ".bias");
       const permute = spec.permutesQK && (m.key === "q" || m.key === "k") ? (m.key === "q" ? heads : kvHeads) : undefined;
-      add(ggufName, [info], false, permute);
+      add(m.key, ggufName, [info], false, permute);
     }
   }
   for (const [layer, got] of pending) throw new Error(`${dir}: layer ${layer} has ${got.size} of its ${experts * 3} expert tensors`);
   const missing = [...expected.keys()];
   if (missing.length) throw new Error(`${dir}: ${missing.length} tensor(s) that config.json implies are missing, such as ${missing[0]}`);
   return plan;
-}
-
-function layerOf(ggufName: string): number {
-  const m = /^blk\.(\d+)\./.exec(ggufName);
-  return m ? Number(m[1]) : 0;
 }
 
 /** Rows [start, start + count) of a safetensors tensor with `cols` values per row, as float32. */
