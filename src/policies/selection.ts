@@ -53,6 +53,18 @@ export interface SelectionContext {
   readonly costs?: LayerCosts;
   /** The router output's top-k (selectTopK of it), when the caller has it already: the simulator keeps it per router row. */
   readonly top?: RoutingDecision;
+  /**
+   * Arrays a policy may write its decision into instead of allocating (replaced when their size is not
+   * the decision's), when the caller is done with the decision before the next call with the same
+   * buffers: the engine's MoE layers when no trace keeps decisions.
+   */
+  readonly into?: DecisionBuffers;
+}
+
+export interface DecisionBuffers {
+  offsets: Int32Array;
+  experts: Int32Array;
+  weights: Float32Array;
 }
 
 export type SelectionPolicy = (router: RouterOutput, ctx: SelectionContext) => RoutingDecision;
@@ -62,9 +74,13 @@ export const selectTopK: SelectionPolicy = (router, ctx) => {
   if (ctx.top) return ctx.top;
   const { rows, experts, probs } = router;
   const k = Math.min(ctx.topK, experts), normalize = ctx.normalize;
-  const offsets = new Int32Array(rows + 1);
-  const chosen = new Int32Array(rows * k);
-  const weights = new Float32Array(rows * k);
+  const into = ctx.into;
+  if (into && into.offsets.length !== rows + 1) into.offsets = new Int32Array(rows + 1);
+  if (into && into.experts.length !== rows * k) [into.experts, into.weights] = [new Int32Array(rows * k), new Float32Array(rows * k)];
+  const offsets = into ? into.offsets : new Int32Array(rows + 1);
+  const chosen = into ? into.experts : new Int32Array(rows * k);
+  const weights = into ? into.weights : new Float32Array(rows * k);
+  offsets[0] = 0;
   if (topValues.length < k) topValues = new Float64Array(k);
   const v = topValues;
   for (let r = 0; r < rows; r++) {
