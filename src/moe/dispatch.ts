@@ -27,9 +27,11 @@ export function planDispatch(decision: RoutingDecision, experts: number): Expert
   return plan;
 }
 
-/** The rows of x (rows × width) that a batch needs, packed. */
+/** The rows of x (rows × width) that a batch needs, packed: a view of x when they are consecutive (a decode step's one row). */
 export function gatherRows(x: Float32Array, width: number, rows: Int32Array): Float32Array {
-  const out = new Float32Array(rows.length * width);
+  const n = rows.length;
+  if (n > 0 && rows[n - 1]! - rows[0]! === n - 1) return x.subarray(rows[0]! * width, (rows[0]! + n) * width);
+  const out = new Float32Array(n * width);
   for (let i = 0; i < rows.length; i++) out.set(x.subarray(rows[i]! * width, (rows[i]! + 1) * width), i * width);
   return out;
 }

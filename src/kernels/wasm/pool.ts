@@ -9,6 +9,9 @@ import { CTRL, OP_ADOPT, ARGS_OFFSET, MAX_ARGS, CTRL_BYTES, KERNELS, CHUNK_COUNT
 
 const KERNEL_INDEX = new Map<KernelName, number>(KERNELS.map((k, i) => [k, i]));
 
+/** How long the host spins for the workers that joined a job to finish before it sleeps, in ms. */
+const CALLER_SPIN_MS = 0.05;
+
 export interface PoolOptions {
   threads: number;
   /** Milliseconds a worker spins on the control block after a job before sleeping (default 0.5). */
@@ -109,8 +112,10 @@ export class ThreadPool {
         want = Atomics.or(c, CTRL.TICKET, TICKET_CLOSED) & TICKET_JOINED;
       }
     }
+    // the workers that joined are inside their share: spin briefly, then sleep rather than take the core
+    // from one of them that the OS descheduled (another process on the machine)
     let spins = 0;
-    const deadline = performance.now() + this.spinMs;
+    const deadline = performance.now() + Math.min(this.spinMs, CALLER_SPIN_MS);
     let done: number;
     while ((done = Atomics.load(c, CTRL.DONE)) !== want) {
       if ((++spins & 255) === 0 && performance.now() > deadline) Atomics.wait(c, CTRL.DONE, done, 1000);
