@@ -28,6 +28,8 @@ export class ThreadPool {
   private readonly counters: Int32Array[] = [];
   private readonly call: number[] = [];
   private readonly spinMs: number;
+  /** 1 when a worker that was awake failed to join a job before the host finished its share, × 0.9 for each job joined since. */
+  private late = 0;
 
   constructor(private readonly module: WebAssembly.Module, opts: PoolOptions) {
     this.threads = Math.max(1, Math.floor(opts.threads));
@@ -55,6 +57,15 @@ export class ThreadPool {
     for (const p of this.ports) p.postMessage({ index, memory });
     if (this.workers.length > 0) this.dispatch(OP_ADOPT, index, 0);
     return index;
+  }
+
+  /**
+   * Whether the workers are lately kept from running by other processes: an awake worker missed one of
+   * the last ~22 parallel jobs. Jobs should then stay on the calling thread, but for a few that find out
+   * when the machine is free again.
+   */
+  get crowded(): boolean {
+    return this.late > 0.1;
   }
 
   /** Runs a kernel on the calling thread alone. */
@@ -90,7 +101,8 @@ export class ThreadPool {
     Atomics.store(c, CTRL.DONE, 0);
     Atomics.store(c, CTRL.TICKET, ((c[CTRL.GEN]! + 1) & TICKET_GEN) << 8);
     Atomics.add(c, CTRL.GEN, 1);
-    if (Atomics.load(c, CTRL.SLEEPERS) > 0) Atomics.notify(c, CTRL.GEN);
+    const sleepers = Atomics.load(c, CTRL.SLEEPERS);
+    if (sleepers > 0) Atomics.notify(c, CTRL.GEN);
     let failure: unknown;
     // an arena's adoption needs every worker; a kernel only the workers that joined before the close
     let want = this.threads - 1;
@@ -120,6 +132,8 @@ export class ThreadPool {
     while ((done = Atomics.load(c, CTRL.DONE)) !== want) {
       if ((++spins & 255) === 0 && performance.now() > deadline) Atomics.wait(c, CTRL.DONE, done, 1000);
     }
+    // a sleeping worker missing a job is expected (it takes ~70 µs to wake); an awake one was descheduled
+    if (op !== OP_ADOPT) this.late = want < this.threads - 1 - sleepers ? 1 : this.late * 0.9;
     if (failure) throw failure;
     if (Atomics.exchange(c, CTRL.ERROR, 0)) throw new Error(`kernel ${op === OP_ADOPT ? "setup" : KERNELS[op]} failed in a worker thread`);
   }

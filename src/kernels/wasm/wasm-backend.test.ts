@@ -262,3 +262,30 @@ test("ffn over weights in different arenas, with input and output elsewhere, sti
     be.close();
   }
 });
+
+test("parallel jobs give the single-thread results when there are more threads than cores (workers that miss a job leave their share to the host)", () => {
+  const rng = new Random(13);
+  const one = new WasmBackend({ threads: 1 });
+  // more workers than this machine has cores, spinning 0 ms: most jobs find some worker asleep or descheduled
+  const many = new WasmBackend({ threads: 6, spinMs: 0 });
+  try {
+    const rows = 64, n = 4096;
+    const xv = rng.fillNormal(new Float32Array(rows * n), 1);
+    const wv = rng.fillNormal(new Float32Array(n), 1);
+    const outs = [one, many].map((be) => {
+      const x = be.alloc(rows * n * 4), y = be.alloc(rows * n * 4), w = be.allocWeight("f32", 1, n);
+      be.f32(x).set(xv);
+      be.setWeight(w, wv);
+      // rmsnorm splits rows statically, one share per thread: every share must run exactly once
+      for (let i = 0; i < 50; i++) {
+        be.rmsnorm(y, x, w, rows, n, 1e-5);
+        be.add(x, x, y, rows * n);
+      }
+      return be.f32(x).slice();
+    });
+    assert.deepEqual(outs[1], outs[0]);
+  } finally {
+    one.close();
+    many.close();
+  }
+});

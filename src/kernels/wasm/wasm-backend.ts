@@ -21,10 +21,16 @@ export interface WasmBackendOptions {
   spinMs?: number;
 }
 
-// Below this many multiply-adds a kernel runs on the calling thread. A parallel job costs the caller
-// ~1–3 µs when the worker is spinning and little more when it is not (the caller never waits for a
-// worker that has not joined, see pool.ts); PARALLEL_MIN_WORK_ENV overrides it for measurements.
-const PARALLEL_MIN_WORK = Number(process.env.PARALLEL_MIN_WORK_ENV ?? 1 << 17);
+// Kernels of at least PARALLEL_MIN_WORK multiply-adds (~512 KiB of f32 weights, ~20 µs on one thread: a
+// brown-moe expert FFN) are split over the threads while the workers run when asked, which costs the
+// caller ~1–3 µs a job. When other processes keep the workers from running (pool.crowded) a split job
+// loses more than it gains (measured on this 2-vCPU VM under a load of 8, brown-moe f32 decode: 3.1–5.7
+// ms/token with the expert FFNs split, 1.4–2.0 with them on the caller; the LM head 0.5–1.0 ms split,
+// 0.16 alone): then every CROWDED_PROBE-th job of at least PROBE_MIN_WORK is split, to see when the
+// machine is free again, and the rest run on the caller.
+const PARALLEL_MIN_WORK = 1 << 17;
+const PROBE_MIN_WORK = 1 << 20;
+const CROWDED_PROBE = 2;
 // Conversions of weights go through a staging buffer of this many bytes (f32).
 const STAGING_BYTES = 16 << 20;
 
@@ -46,6 +52,8 @@ export class WasmBackend implements Backend {
   private readonly reserve: number;
   private readonly q8ActBytes: number;
   private weightBytes = 0;
+  /** Jobs big enough to probe a crowded pool with, counted (see split). */
+  private probes = 0;
   private readonly scratch = new Map<string, Tensor>();
   /** Per arena: the matmul kernel's table of products (see abi.ts). */
   private readonly tables: Uint32Array[] = [];
@@ -250,8 +258,14 @@ export class WasmBackend implements Backend {
   // ---------------------------------------------------------------- kernels
 
   private run(arena: number, kernel: KernelName, work: number, ...args: number[]): void {
-    if (work >= PARALLEL_MIN_WORK && this.threads > 1) this.pool.parallel(arena, kernel, ...args);
+    if (this.split(work)) this.pool.parallel(arena, kernel, ...args);
     else this.pool.single(arena, kernel, ...args);
+  }
+
+  private split(work: number): boolean {
+    if (this.threads === 1 || work < PARALLEL_MIN_WORK) return false;
+    if (!this.pool.crowded) return true;
+    return work >= PROBE_MIN_WORK && ++this.probes % CROWDED_PROBE === 0;
   }
 
   /** t's contents, copied into `arena` when they live elsewhere. */
