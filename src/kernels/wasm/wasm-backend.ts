@@ -34,6 +34,9 @@ const CROWDED_PROBE = 2;
 // Conversions of weights go through a staging buffer of this many bytes (f32).
 const STAGING_BYTES = 16 << 20;
 
+/** matmulGroup's staging slots for outputs in another arena, one per product. */
+const OUT_SLOTS = Array.from({ length: MAX_MATMULS }, (_, i) => `y${i}`);
+
 const DTYPE_CODE: Record<WeightDType, number> = { f32: 0, bf16: 1, q8: 2, q4: 3 };
 const BLOCK_DTYPES: ReadonlySet<WeightDType> = new Set(["q8", "q4"]);
 
@@ -54,7 +57,8 @@ export class WasmBackend implements Backend {
   private weightBytes = 0;
   /** Jobs big enough to probe a crowded pool with, counted (see split). */
   private probes = 0;
-  private readonly scratch = new Map<string, Tensor>();
+  /** Per arena: reusable buffers by slot name (see scratchBuf). */
+  private readonly scratch: Array<Map<string, Tensor>> = [];
   /** Per arena: the matmul kernel's table of products (see abi.ts). */
   private readonly tables: Uint32Array[] = [];
   /** Per arena: the ffn kernel's operands (see abi.ts). */
@@ -126,12 +130,12 @@ export class WasmBackend implements Backend {
 
   /** A per-arena buffer reused across calls, grown as needed. */
   private scratchBuf(arena: number, slot: string, bytes: number): Tensor {
-    const key = `${arena}:${slot}`;
-    const have = this.scratch.get(key);
+    const slots = this.scratch[arena] ?? (this.scratch[arena] = new Map());
+    const have = slots.get(slot);
     if (have && have.bytes >= bytes) return have;
     if (have) this.free(have);
     const t = this.allocIn(arena, Math.max(bytes, (have?.bytes ?? 0) * 2));
-    this.scratch.set(key, t);
+    slots.set(slot, t);
     return t;
   }
 
@@ -319,7 +323,7 @@ export class WasmBackend implements Backend {
     const outs = products.map(([y, w], i) => {
       if (w.cols !== K) throw new Error(`matmulMany: weights of widths ${K} and ${w.cols} cannot share an input`);
       checkSize(y, rows * w.rows * 4, "matmul output");
-      const ya = y.arena === a ? y : this.scratchBuf(a, `y${i}`, rows * w.rows * 4);
+      const ya = y.arena === a ? y : this.scratchBuf(a, OUT_SLOTS[i]!, rows * w.rows * 4);
       table.set([ya.ptr, w.ptr, w.scales, w.rows], 4 * i);
       return ya;
     });
@@ -374,7 +378,7 @@ export class WasmBackend implements Backend {
     }
     const a = table.arena;
     const idBuf = this.scratchBuf(a, "ids", n * 4);
-    this.i32(idBuf, 0, n).set(Array.from(ids));
+    this.i32(idBuf, 0, n).set(ids);
     const o = out.arena === a ? out : this.scratchBuf(a, "y", n * K * 4);
     this.pool.direct(a, "get_rows", o.ptr, table.ptr, table.scales, DTYPE_CODE[table.dtype], idBuf.ptr, n, K);
     if (o !== out) this.f32(out, 0, n * K).set(this.f32(o, 0, n * K));
