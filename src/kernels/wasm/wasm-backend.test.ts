@@ -269,7 +269,7 @@ test("parallel jobs give the single-thread results when there are more threads t
   // more workers than this machine has cores, spinning 0 ms: most jobs find some worker asleep or descheduled
   const many = new WasmBackend({ threads: 6, spinMs: 0 });
   try {
-    const rows = 64, n = 4096;
+    const rows = 256, n = 4096;
     const xv = rng.fillNormal(new Float32Array(rows * n), 1);
     const wv = rng.fillNormal(new Float32Array(n), 1);
     const outs = [one, many].map((be) => {

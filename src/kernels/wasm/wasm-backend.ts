@@ -21,15 +21,14 @@ export interface WasmBackendOptions {
   spinMs?: number;
 }
 
-// Kernels of at least PARALLEL_MIN_WORK multiply-adds (~512 KiB of f32 weights, ~20 µs on one thread: a
-// brown-moe expert FFN) are split over the threads while the workers run when asked, which costs the
-// caller ~1–3 µs a job. When other processes keep the workers from running (pool.crowded) a split job
-// loses more than it gains (measured on this 2-vCPU VM under a load of 8, brown-moe f32 decode: 3.1–5.7
-// ms/token with the expert FFNs split, 1.4–2.0 with them on the caller; the LM head 0.5–1.0 ms split,
-// 0.16 alone): then every CROWDED_PROBE-th job of at least PROBE_MIN_WORK is split, to see when the
+// Kernels of at least PARALLEL_MIN_WORK multiply-adds (~4 MiB of f32 weights, ~150 µs on one thread) are
+// split over the threads. Smaller ones, down to a brown-moe expert FFN (128 K, ~20 µs), were measured
+// split too on this 2-vCPU VM, which another session always shared (load 4–8): brown-moe f32 decode at
+// 2 threads took 1.6–2.8 ms/token against 1.1–2.1 with them on the caller, q8 1.1–2.5 against 0.9–1.6.
+// When other processes keep the workers from running (pool.crowded) even a big split job loses (the
+// LM head: 0.5–1.0 ms split, 0.16 alone): then only every CROWDED_PROBE-th is split, to see when the
 // machine is free again, and the rest run on the caller.
-const PARALLEL_MIN_WORK = 1 << 17;
-const PROBE_MIN_WORK = 1 << 20;
+const PARALLEL_MIN_WORK = 1 << 20;
 const CROWDED_PROBE = 2;
 // Conversions of weights go through a staging buffer of this many bytes (f32).
 const STAGING_BYTES = 16 << 20;
@@ -55,7 +54,7 @@ export class WasmBackend implements Backend {
   private readonly reserve: number;
   private readonly q8ActBytes: number;
   private weightBytes = 0;
-  /** Jobs big enough to probe a crowded pool with, counted (see split). */
+  /** Jobs that a crowded pool ran on the caller or probed with, counted (see split). */
   private probes = 0;
   /** Per arena: reusable buffers by slot name (see scratchBuf). */
   private readonly scratch: Array<Map<string, Tensor>> = [];
@@ -268,8 +267,7 @@ export class WasmBackend implements Backend {
 
   private split(work: number): boolean {
     if (this.threads === 1 || work < PARALLEL_MIN_WORK) return false;
-    if (!this.pool.crowded) return true;
-    return work >= PROBE_MIN_WORK && ++this.probes % CROWDED_PROBE === 0;
+    return !this.pool.crowded || ++this.probes % CROWDED_PROBE === 0;
   }
 
   /** t's contents, copied into `arena` when they live elsewhere. */

@@ -42,35 +42,32 @@ for (;;) {
   }
   seen = Atomics.load(ctrl, CTRL.GEN);
   if (Atomics.load(ctrl, CTRL.EXIT)) break;
-  if (ctrl[CTRL.OP] === OP_ADOPT) {
-    // every worker adopts a new arena; the host waits for all of them
-    try {
-      adopt(ctrl[CTRL.ARENA]!);
-    } catch {
-      Atomics.store(ctrl, CTRL.ERROR, 1);
-    }
-    if (Atomics.add(ctrl, CTRL.DONE, 1) + 1 === nt - 1) Atomics.notify(ctrl, CTRL.DONE);
-    continue;
-  }
+  // join before reading the job: a worker that saw this generation late must not run the next job's
+  // arguments under it (the host does not wait for it, so it may be on to another job already)
   const share = join(seen);
   if (share < 0) continue;
   try {
-    const n = ctrl[CTRL.NARGS]!;
-    call.length = n + 2;
-    for (let i = 0; i < n; i++) call[i] = args[i]!;
-    call[n] = share;
-    call[n + 1] = nt;
-    arenas[ctrl[CTRL.ARENA]!]![ctrl[CTRL.OP]!]!(...call);
+    const op = ctrl[CTRL.OP]!;
+    if (op === OP_ADOPT) adopt(ctrl[CTRL.ARENA]!);
+    else {
+      const n = ctrl[CTRL.NARGS]!;
+      call.length = n + 2;
+      for (let i = 0; i < n; i++) call[i] = args[i]!;
+      call[n] = share;
+      call[n + 1] = nt;
+      arenas[ctrl[CTRL.ARENA]!]![op]!(...call);
+    }
   } catch {
     Atomics.store(ctrl, CTRL.ERROR, 1);
   }
   const done = Atomics.add(ctrl, CTRL.DONE, 1) + 1;
-  // the host sleeps only once it has closed the job and counted who joined
+  // the host sleeps only once it waits for every worker (an arena's adoption), or has closed the job
+  // and counted who joined
   const ticket = Atomics.load(ctrl, CTRL.TICKET);
-  if (ticket & TICKET_CLOSED && done === (ticket & TICKET_JOINED)) Atomics.notify(ctrl, CTRL.DONE);
+  if (done === nt - 1 || (ticket & TICKET_CLOSED && done === (ticket & TICKET_JOINED))) Atomics.notify(ctrl, CTRL.DONE);
 }
 
-/** Takes the next share of job `gen` if the host still waits for helpers; -1 when it is closed or gone. */
+/** Takes the next share of job `gen` if the host still takes helpers (always, for an adoption); -1 when it is closed or gone. */
 function join(gen: number): number {
   const tag = (gen & TICKET_GEN) << 8;
   for (;;) {
