@@ -5,7 +5,7 @@ import type { Backend, Tensor } from "../kernels/backend.js";
 import type { ModelConfig } from "../model/config.js";
 import { StepBuffers } from "../model/step-buffers.js";
 import type { LayerWeights } from "../model/weights.js";
-import type { DecisionBuffers, SelectionPolicy } from "../policies/selection.js";
+import { selectTopK, selectTopKInto, type DecisionBuffers, type SelectionPolicy } from "../policies/selection.js";
 import { combineInto, gatherRows, planDispatch, type ExpertBatch } from "./dispatch.js";
 import { ExpertsUnavailable, type ExpertExecutor, type ExpertResult } from "./executor.js";
 import { routerProbabilities } from "./router.js";
@@ -47,7 +47,7 @@ export class MoeBlock {
 
   /** per layer call: router logits [rows][experts], shared expert output [rows][hidden] (Qwen2-MoE) */
   private readonly bufs: StepBuffers;
-  /** Router probabilities and the top-k decision, reused from layer to layer when no trace keeps them. */
+  /** Router probabilities, and the model's own top-k decision, reused from layer to layer when no trace keeps them. */
   private probs = new Float32Array(0);
   private readonly decisionBuffers: DecisionBuffers = { offsets: new Int32Array(0), experts: new Int32Array(0), weights: new Float32Array(0) };
 
@@ -63,14 +63,17 @@ export class MoeBlock {
     const [logitsBuf, sharedOut] = bufs as [Tensor, Tensor];
     try {
       backend.matmul(logitsBuf, h, w.router!, rows);
-      // Without a trace nothing keeps the router output or the decision past the plan: they are read in
-      // place and written into buffers reused by the next layer.
+      // With the model's own routing and no trace, nothing keeps the router output or the decision past
+      // the plan: they are read in place and written into buffers reused by the next layer. Any other
+      // policy (an evaluation harness, say) may keep them and gets its own.
       const trace = this.deps.trace;
+      const reuse = !trace && this.deps.policy === selectTopK;
       const view = backend.f32(logitsBuf, 0, rows * E);
-      const logits = trace ? view.slice() : view;
-      if (!trace && this.probs.length < rows * E) this.probs = new Float32Array(rows * E);
-      const router = { layer, rows, experts: E, logits, probs: routerProbabilities(logits, rows, E, trace ? undefined : this.probs) };
-      const decision = this.deps.policy(router, { topK: cfg.topK, normalize: cfg.normTopK, into: trace ? undefined : this.decisionBuffers });
+      const logits = reuse ? view : view.slice();
+      if (reuse && this.probs.length < rows * E) this.probs = new Float32Array(rows * E);
+      const router = { layer, rows, experts: E, logits, probs: routerProbabilities(logits, rows, E, reuse ? this.probs : undefined) };
+      const ctx = { topK: cfg.topK, normalize: cfg.normTopK };
+      const decision = reuse ? selectTopKInto(router, ctx, this.decisionBuffers) : this.deps.policy(router, ctx);
       trace?.record({ step, layer, positions, router, decision });
       const plan = planDispatch(decision, E);
 
