@@ -14,7 +14,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import WebSocket, { type ClientOptions } from "ws";
 import { WasmBackend } from "../kernels/wasm/wasm-backend.js";
 import { WEIGHT_DTYPES, type WeightDType } from "../kernels/backend.js";
-import { Checkpoint } from "../model/checkpoint.js";
+import { Checkpoint, type TensorStore } from "../model/checkpoint.js";
 import { parseModelConfig, type ModelConfig } from "../model/config.js";
 import { expertWork } from "../model/work-shape.js";
 import { WeightCache } from "./weight-cache.js";
@@ -382,7 +382,8 @@ class ExpertHost {
       const holdsExpert = (l: number, e: number) => want.has(`${l}:${e}`);
       const ck = await this.source(m, cfg, wanted, holdsExpert, session);
       try {
-        const loaded = loadExperts(this.backend, ck, cfg, { dtype, holdsExpert });
+        // the load log says how each stored type is kept: a GGUF file's blocks as they are where the kernels hold them, else converted
+        const loaded = loadExperts(this.backend, ck, cfg, { dtype, holdsExpert, onKept: (how) => this.log(`loaded ${wanted.length} experts: ${how}`) });
         loaded.forEach((row, layer) => row.forEach((w, expert) => w && this.held.set(`${layer}:${expert}`, { layer, expert, w })));
       } finally {
         ck.close();
@@ -398,7 +399,7 @@ class ExpertHost {
    * Where to read the wanted experts (those `holdsExpert` names): this device's model directory, the base
    * station's if it holds the same model here, or the cache after fetching what it lacks.
    */
-  private async source(m: Extract<Message, { type: "assign" }>, cfg: ModelConfig, wanted: ReadonlyArray<[number, number]>, holdsExpert: (layer: number, expert: number) => boolean, session: Session): Promise<Checkpoint> {
+  private async source(m: Extract<Message, { type: "assign" }>, cfg: ModelConfig, wanted: ReadonlyArray<[number, number]>, holdsExpert: (layer: number, expert: number) => boolean, session: Session): Promise<TensorStore> {
     if (!this.opts.fetchWeights) {
       if (this.opts.model !== undefined && existsSync(path.join(this.opts.model, "config.json"))) return Checkpoint.open(this.opts.model);
       if (this.opts.model === undefined && this.sameModelAt(m.model, m.config)) return Checkpoint.open(m.model);
@@ -408,7 +409,7 @@ class ExpertHost {
     await session.fetch(cache, wanted, tensors);
     const missing = tensors.filter((t) => !existsSync(cache.file(t.name)));
     if (missing.length > 0) throw new Error(`the base station said the weights were sent, but ${missing.length} tensors never came (${missing[0]!.name}, …)`);
-    return Checkpoint.fromFiles(cache.dir, tensors.map((t) => cache.file(t.name)));
+    return cache.open(tensors.map((t) => t.name));
   }
 
   /**
