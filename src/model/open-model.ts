@@ -62,7 +62,3 @@ function mainType(store: TensorStore): string {
   return byType.reduce((best, t) => (t[1] > best[1] ? t : best), byType[0] ?? ["F32", 0])[0];
 }
 
-/** Devices fetch experts as safetensors tensors of a model directory; a GGUF file runs in one process for now. */
-export function requireModelDirectory(model: string, what: string): void {
-  if (isGgufPath(model)) throw new Error(`${model}: a GGUF model runs in a single process for now; ${what} needs a Hugging Face model directory`);
-}
