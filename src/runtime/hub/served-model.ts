@@ -4,13 +4,12 @@
 // next is read, so a fetch holds one tensor in memory at a time). The model is a Hugging Face directory
 // or a GGUF file; a tensor is streamed as the file stores it (a GGUF file's ggml blocks too), its type named.
 import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
 import path from "node:path";
 import type { SourceDType, WeightDType } from "../../kernels/backend.js";
 import { tensorName } from "../../model/arch.js";
-import { Checkpoint, readStoredTensor, type TensorStore } from "../../model/checkpoint.js";
-import { readModelConfig, type ModelConfig } from "../../model/config.js";
-import { GgufModel, isGgufPath } from "../../model/gguf-model.js";
+import { readStoredTensor, type TensorStore } from "../../model/checkpoint.js";
+import type { ModelConfig } from "../../model/config.js";
+import { openModel } from "../../model/open-model.js";
 import { isSourceDType } from "../../model/weights.js";
 import { expertWork, type WorkShape } from "../../model/work-shape.js";
 import { wireBytes, type WireDType } from "../../protocol/activations.js";
@@ -34,16 +33,10 @@ export class ServedModel {
 
   constructor(dir: string, weightDType: WeightDType, private readonly log: (line: string) => void) {
     this.dir = path.resolve(dir);
-    if (isGgufPath(dir)) {
-      const g = GgufModel.open(dir);
-      this.checkpoint = g;
-      this.cfg = g.config;
-      this.configJson = g.hfConfig;
-    } else {
-      this.cfg = readModelConfig(dir);
-      this.configJson = JSON.parse(readFileSync(path.join(dir, "config.json"), "utf8")) as Record<string, unknown>;
-      this.checkpoint = Checkpoint.open(dir);
-    }
+    const opened = openModel(dir);
+    this.checkpoint = opened.store;
+    this.cfg = opened.config;
+    this.configJson = opened.configJson;
     const id = createHash("sha256").update(JSON.stringify(this.configJson));
     for (const name of [...this.checkpoint.names()].sort()) {
       const t = this.checkpoint.get(name)!;
