@@ -25,7 +25,7 @@ async function greedy(engine: Engine, n: number): Promise<number[]> {
   return (await engine.generate(engine.tokenizer.encode(prompt), { temperature: 0, maxTokens: n })).tokens;
 }
 
-test("a Q8_0 GGUF on 2 local devices: its experts streamed as Q8_0 blocks give the single-process greedy tokens", { skip: q8.skip, timeout: 120_000 }, async () => {
+test("a Q8_0 GGUF on 2 local devices fetching their weights: its experts streamed as Q8_0 blocks give the single-process greedy tokens", { skip: q8.skip, timeout: 120_000 }, async () => {
   const single = Engine.load(q8.path);
   const want = await greedy(single, 16);
   single.close();
@@ -39,7 +39,7 @@ test("a Q8_0 GGUF on 2 local devices: its experts streamed as Q8_0 blocks give t
   g.close();
   const cache = mkdtempSync(path.join(os.tmpdir(), "distmoe-gguf-devices-"));
   try {
-    const cluster = await startLocalCluster({ model: q8.path, devices: 2, weightDType: "q8", wireDType: "f32", log: () => undefined, deviceArgs: ["--cache", cache] });
+    const cluster = await startLocalCluster({ model: q8.path, devices: 2, weightDType: "q8", wireDType: "f32", log: () => undefined, deviceArgs: ["--fetch-weights", "--cache", cache] });
     try {
       const engine = Engine.load(q8.path, { executor: cluster.hub.executor });
       const got = await greedy(engine, 16);
@@ -133,6 +133,10 @@ test("a device refuses GGUF weights of a wrong length, an unknown type or the wr
     c.ws.send(encodeFrame({ type: "call", id: 1, layer: 0, experts: [[1, 1]], hidden: g.config.hidden, dtype: "f32", payload: new Uint8Array(input.buffer) }));
     const result = await next(c, "result");
     assert.ok(result.type === "result" && new Float32Array(result.payload.slice().buffer).every(Number.isFinite));
+    // the base station's file, at a plain absolute path holding the very config assigned, is read here: nothing fetched
+    c.ws.send(encodeFrame({ type: "assign", model: q8.path, modelId: "g1", config: g.hfConfig, weightDType: "q8", wireDType: "f32", experts: [[0, 0], [0, 1], [1, 2]] }));
+    assert.deepEqual(await next(c, "ready"), { type: "ready", experts: [[0, 0], [0, 1], [1, 2]] });
+    assert.deepEqual([...readdirSync(path.join(tmp, "cache", "g1"))].sort(), [...names(0, 0), ...names(0, 1)].map((n) => `${n}.safetensors`).sort(), "only the streamed experts are cached");
     assert.equal(device.child.exitCode, null, "the device is still running");
   } finally {
     device.child.kill("SIGKILL");
