@@ -1,6 +1,6 @@
 // --model FILE.gguf across the commands, as a user runs them: inspect shows the tensor types, the
 // weights default to the file's own type (said on stderr), serve without devices answers from it, and
-// every path that involves devices refuses it with one clear line before starting anything.
+// devices take it too (generate on local devices, bench tiers).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
@@ -69,19 +69,29 @@ test("serve without devices answers a completion from a .gguf file", { skip: Q8.
   }
 });
 
-test("where devices are involved a .gguf file is refused with one clear line, before anything starts", { skip: Q8.skip }, () => {
-  const refusal = (what: string) => new RegExp(`^distmoe: error: .*brown-moe-q8_0\\.gguf: a GGUF model runs in a single process for now; ${what} needs a Hugging Face model directory\n$`);
-  for (const [args, what] of [
-    [["generate", "--model", Q8.path, "-p", "hi", "--local-devices", "1"], "--local-devices"],
-    [["perplexity", "--model", Q8.path, "--text", path.join(REPO_ROOT, "README.md"), "--local-devices", "1"], "--local-devices"],
-    [["eval", "--model", Q8.path, "--text", path.join(REPO_ROOT, "README.md"), "--local-devices", "1"], "--local-devices"],
-    [["serve", "--model", Q8.path, "--port", "0", "--devices", "1", "--state-dir", "/nonexistent/never-made"], "--devices"],
-    [["serve", "--model", Q8.path, "--port", "0", "--local-devices", "1", "--state-dir", "/nonexistent/never-made"], "--local-devices"],
-    [["bench", "tiers", "--model", Q8.path], "bench tiers \\(its near tier is a device process\\)"],
-  ] as const) {
-    const r = distmoe(...args);
-    assert.equal(r.code, 1, `${args.join(" ")}: ${r.err}`);
-    assert.match(r.err, refusal(what), args.join(" "));
+test("with devices a .gguf file is served as it is: generate on local devices prints the single-process text, bench tiers runs on it, and copies from the store are refused with one line", { skip: Q8.skip }, () => {
+  // local devices cache streamed experts under $HOME/.cache: a temporary home keeps the user's clean
+  const home = mkdtempSync(path.join(tmpdir(), "distmoe-gguf-home-"));
+  const run = (...args: string[]) => {
+    const r = spawnSync(process.execPath, [BIN, ...args], { encoding: "utf8", timeout: 120_000, env: { ...process.env, HOME: home } });
+    return { code: r.status, out: r.stdout, err: r.stderr };
+  };
+  try {
+    const generate = ["generate", "--model", Q8.path, "-p", "The jury said", "-n", "8", "--temperature", "0", "--threads", "1"];
+    const single = run(...generate);
+    assert.equal(single.code, 0, single.err);
+    const devices = run(...generate, "--local-devices", "2");
+    assert.equal(devices.code, 0, devices.err);
+    assert.equal(devices.out, single.out);
+    // offload: the fast tier pulls the near tier's experts, loaded there from the file's Q8_0 blocks
+    const tiers = run("bench", "tiers", "--model", Q8.path, "--dtype", "q8", "--policy", "offload", "--prompt-tokens", "8", "--gen-tokens", "2", "--repeats", "1", "--json");
+    assert.equal(tiers.code, 0, tiers.err);
+    assert.equal(JSON.parse(tiers.out).policy, "offload");
+    const store = run("bench", "tiers", "--model", Q8.path, "--dtype", "q8", "--policy", "offload", "--copy-from", "store");
+    assert.equal(store.code, 1);
+    assert.match(store.err, /^distmoe: error: .*brown-moe-q8_0\.gguf: copies from the store read a model directory's safetensors; with a GGUF file the fast tier copies from the near tier \(--copy-from near\)$/m);
+  } finally {
+    rmSync(home, { recursive: true, force: true });
   }
 });
 

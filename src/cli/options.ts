@@ -6,7 +6,7 @@ import { InvalidArgumentError, Option, type Command } from "commander";
 import { WEIGHT_DTYPES, type WeightDType } from "../kernels/backend.js";
 import { Engine, type EngineOptions } from "../runtime/engine.js";
 import { onCluster, startLocalCluster } from "../runtime/local-cluster.js";
-import { requireModelDirectory } from "../model/open-model.js";
+import { openModel } from "../model/open-model.js";
 import { WIRE_DTYPES, type WireDType } from "../protocol/activations.js";
 import { parseLink, type LinkParams } from "../channel/link.js";
 import { TIER_POLICIES, type TierPolicyName } from "../policies/tiers.js";
@@ -131,7 +131,7 @@ export interface ModelCliOptions {
 /** --model, --dtype, --threads, --simd, --ctx */
 export function addModelOptions(cmd: Command): Command {
   return cmd
-    .requiredOption("-m, --model <dir>", "Hugging Face model directory (config.json, *.safetensors, tokenizer.json), or a .gguf file (single process only)")
+    .requiredOption("-m, --model <dir>", "Hugging Face model directory (config.json, *.safetensors, tokenizer.json), or a .gguf file")
     .addOption(new Option("--dtype <dtype>", "weights in memory (default: f32; for a .gguf file its own type where the kernels have it: Q8_0 → q8, Q4_0 → q4, BF16 → bf16, F32 and F16 → f32; Q4_K, Q5_K and Q6_K → q8)").choices(WEIGHT_DTYPES as string[]))
     .option("-t, --threads <n>", "compute threads (default: the cores available)", positiveInt)
     .addOption(new Option("--simd <variant>", "kernel build: relaxed SIMD where supported, or plain SIMD128").choices(["auto", "simd", "relaxed"]).default("auto"))
@@ -156,14 +156,16 @@ export async function openEngine(o: ModelCliOptions, extra: Partial<EngineOption
     return { engine, close: async () => engine.close() };
   }
   const link = o.link;
-  const cluster = await startLocalCluster({ model: o.model, devices: o.localDevices, weightDType: devicesDType(o, "--local-devices"), wireDType: o.wireDtype, replicas: o.replicas, link: link && (() => link) });
+  const cluster = await startLocalCluster({ model: o.model, devices: o.localDevices, weightDType: devicesDType(o), wireDType: o.wireDtype, replicas: o.replicas, link: link && (() => link) });
   return onCluster(cluster, () => ({ engine: Engine.load(o.model, { ...opts, executor: cluster.hub.executor }) }));
 }
 
-/** The weights' dtype where devices hold experts: a model directory's (--dtype, else f32); a GGUF file is refused there. */
-export function devicesDType(o: ModelCliOptions, what: string): WeightDType {
-  requireModelDirectory(o.model, what);
-  return o.dtype ?? "f32";
+/** The weights' dtype where devices hold experts: --dtype, else the model's own (f32 for a directory, a GGUF file's type where the kernels have it), as the engine's. */
+export function devicesDType(o: ModelCliOptions): WeightDType {
+  if (o.dtype) return o.dtype;
+  const m = openModel(o.model);
+  m.store.close();
+  return m.dtype;
 }
 
 export function engineOptions(o: ModelCliOptions): EngineOptions {

@@ -1,6 +1,6 @@
 // A Hugging Face checkpoint directory: config.json plus model.safetensors, or shards listed in
 // model.safetensors.index.json. Tensors are looked up by name across shards.
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, readSync } from "node:fs";
 import path from "node:path";
 import { SafetensorsFile, type TensorInfo } from "./safetensors.js";
 
@@ -116,4 +116,15 @@ export class Checkpoint implements TensorStore {
   close(): void {
     for (const f of this.files) f.close();
   }
+}
+
+/** A stored tensor's bytes, as the file holds them. */
+export function readStoredTensor(t: StoredTensor): Uint8Array {
+  const out = new Uint8Array(t.bytes);
+  for (let done = 0; done < out.length; ) {
+    const n = readSync(t.file.fd, out, done, out.length - done, t.offset + done);
+    if (n === 0) throw new Error(`${t.file.path}: tensor ${t.name}: short read`);
+    done += n;
+  }
+  return out;
 }

@@ -23,6 +23,8 @@ function shortestF32(x: number): number {
 
 export class GgufModel implements TensorStore {
   readonly config: ModelConfig;
+  /** The config.json the metadata stands for (what `config` was parsed from): for devices without the file. */
+  readonly hfConfig: Record<string, unknown>;
   readonly arch: ArchSpec;
   private readonly index = new Map<string, StoredTensor>();
 
@@ -38,7 +40,9 @@ export class GgufModel implements TensorStore {
     if (!arch?.gguf) fail(`GGUF architecture ${JSON.stringify(archName)} is not supported; GGUF architectures read: ${readable}`);
     if (meta.get(`${archName}.expert_count`) === undefined) fail(`no ${archName}.expert_count: a dense ${archName} model, not a mixture of experts`);
     this.arch = arch!;
-    this.config = parseModelConfig(ggufHfConfig(meta, this.arch, file.tensors, fail), file.path);
+    // as JSON carries it: keys without a value dropped
+    this.hfConfig = JSON.parse(JSON.stringify(ggufHfConfig(meta, this.arch, file.tensors, fail))) as Record<string, unknown>;
+    this.config = parseModelConfig(this.hfConfig, file.path);
     this.indexTensors();
   }
 

@@ -7,7 +7,7 @@ import os from "node:os";
 import path from "node:path";
 import { ggufFile, type TestTensor } from "../testing/gguf-writer.js";
 import { sharedPath } from "../testing/shared.js";
-import { openModel, requireModelDirectory } from "./open-model.js";
+import { openModel } from "./open-model.js";
 import { loadWeights } from "./weights.js";
 import { WasmBackend } from "../kernels/wasm/wasm-backend.js";
 
@@ -101,9 +101,4 @@ test("a directory opens as f32, whatever its files store", { skip: HF.skip }, ()
   } finally {
     m.store.close();
   }
-});
-
-test("device paths refuse a GGUF file and take a directory", () => {
-  assert.throws(() => requireModelDirectory("m/x.GGUF", "--devices"), { message: "m/x.GGUF: a GGUF model runs in a single process for now; --devices needs a Hugging Face model directory" });
-  requireModelDirectory("m/x", "--devices");
 });

@@ -1,4 +1,6 @@
 // A model by path: a Hugging Face checkpoint directory, or a GGUF file (llama.cpp's format).
+import { readFileSync } from "node:fs";
+import path from "node:path";
 import type { WeightDType } from "../kernels/backend.js";
 import { Checkpoint, type TensorStore } from "./checkpoint.js";
 import { readModelConfig, type ModelConfig } from "./config.js";
@@ -7,6 +9,8 @@ import { TextTokenizer } from "./tokenizer.js";
 
 export interface OpenedModel {
   readonly config: ModelConfig;
+  /** The config.json that `config` was read from (for a GGUF file, what its metadata stands for): for devices without the files. */
+  readonly configJson: Record<string, unknown>;
   /** Read when asked for (inspect needs none). */
   tokenizer(): TextTokenizer;
   /** Open until closed. */
@@ -36,15 +40,17 @@ export function openModel(model: string): OpenedModel {
     try {
       const fileType = mainType(g);
       const dtypeReason = fileType.endsWith("_K") ? `the nearest to the file's type, ${fileType}` : `the file's own type, ${fileType}`;
-      return { config: g.config, tokenizer: () => g.tokenizer(), store: g, fileType, dtype: OPENS_AS[fileType] ?? "f32", dtypeReason };
+      return { config: g.config, configJson: g.hfConfig, tokenizer: () => g.tokenizer(), store: g, fileType, dtype: OPENS_AS[fileType] ?? "f32", dtypeReason };
     } catch (e) {
       g.close();
       throw e;
     }
   }
   const config = readModelConfig(model);
+  // read again as it is, once readModelConfig has found it a valid config
+  const configJson = JSON.parse(readFileSync(path.join(model, "config.json"), "utf8")) as Record<string, unknown>;
   const store = Checkpoint.open(model);
-  return { config, tokenizer: () => TextTokenizer.load(model), store, fileType: mainType(store), dtype: "f32", dtypeReason: "the default" };
+  return { config, configJson, tokenizer: () => TextTokenizer.load(model), store, fileType: mainType(store), dtype: "f32", dtypeReason: "the default" };
 }
 
 /** Values per stored type, over every tensor the store names. */
@@ -62,7 +68,3 @@ function mainType(store: TensorStore): string {
   return byType.reduce((best, t) => (t[1] > best[1] ? t : best), byType[0] ?? ["F32", 0])[0];
 }
 
-/** Devices fetch experts as safetensors tensors of a model directory; a GGUF file runs in one process for now. */
-export function requireModelDirectory(model: string, what: string): void {
-  if (isGgufPath(model)) throw new Error(`${model}: a GGUF model runs in a single process for now; ${what} needs a Hugging Face model directory`);
-}

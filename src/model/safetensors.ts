@@ -169,7 +169,7 @@ export class SafetensorsFile {
 
 export interface TensorEntry {
   name: string;
-  dtype: "F32" | "BF16" | "F16" | "I32";
+  dtype: "F32" | "BF16" | "F16" | "I32" | "U8";
   shape: readonly number[];
 }
 

@@ -148,14 +148,26 @@ export function loadExperts(backend: Backend, ck: TensorStore, cfg: ModelConfig,
   return plan.weights().layers.map((l) => l.experts);
 }
 
-const SOURCE_DTYPES: readonly string[] = ["F32", "BF16", "F16", ...Object.keys(GGML_BLOCK_TYPES)] satisfies string[];
+/** The stored types the loader reads: floats, or ggml's quantized blocks from GGUF. */
+export const SOURCE_DTYPES: readonly SourceDType[] = ["F32", "BF16", "F16", ...(Object.keys(GGML_BLOCK_TYPES) as SourceDType[])];
+
+export function isSourceDType(t: unknown): t is SourceDType {
+  return SOURCE_DTYPES.includes(t as SourceDType);
+}
+
+/** The bytes a [rows, cols] tensor of `dtype` is stored in; null where its rows are not whole blocks. */
+export function sourceBytes(dtype: SourceDType, rows: number, cols: number): number | null {
+  if (!isGgmlBlockType(dtype)) return rows * cols * (dtype === "F32" ? 4 : 2);
+  const { values, bytes } = GGML_BLOCK_TYPES[dtype];
+  return cols % values === 0 ? rows * (cols / values) * bytes : null;
+}
 
 function loadSpecs(backend: Backend, ck: TensorStore, cfg: ModelConfig, specs: readonly TensorSpec[], opts: LoadOptions): void {
   // Check everything first: a missing or mis-shaped tensor is reported before any byte is loaded.
   const sources = specs.map((p) => {
     const info = ck.get(p.name);
     if (!info) throw new Error(`${ck.dir}: tensor ${p.name} is missing (required by ${cfg.arch.name})`);
-    if (!SOURCE_DTYPES.includes(info.dtype)) throw new Error(`${info.file.path}: tensor ${p.name} has dtype ${info.dtype}; weights must be ${SOURCE_DTYPES.join(", ")}`);
+    if (!isSourceDType(info.dtype)) throw new Error(`${info.file.path}: tensor ${p.name} has dtype ${info.dtype}; weights must be ${SOURCE_DTYPES.join(", ")}`);
     if (info.shape.length !== p.shape.length || info.shape.some((d, i) => d !== p.shape[i])) {
       throw new Error(`${info.file.path}: tensor ${p.name} has shape [${info.shape.join(", ")}] but config.json implies [${p.shape.join(", ")}]`);
     }

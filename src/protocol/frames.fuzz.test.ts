@@ -5,6 +5,8 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { decodeFrame, encodeFrame, LIMITS, ProtocolError, type Message } from "./frames.js";
 import { decodeActivations, encodeActivations, WIRE_DTYPES, wireBytes, type WireDType } from "./activations.js";
+import { GGML_BLOCK_TYPES, isGgmlBlockType } from "../kernels/ggml-blocks.js";
+import { sourceBytes, SOURCE_DTYPES } from "../model/weights.js";
 import { byteDamage, cleanlyRefused, damage, fuzzParams, isByteDamage, type ByteDamage } from "../testing/fuzz.js";
 
 /** fc.record making objects as JSON.parse does (fast-check may otherwise give them no prototype). */
@@ -59,9 +61,10 @@ const message: fc.Arbitrary<Message> = fc.oneof(
   }),
   record({ type: fc.constant("fetch" as const), experts: pairs, have: dict(fc.string({ maxLength: 64 })) }),
   fc
-    .record({ name: tensorName, dtype: fc.constantFrom("F32" as const, "BF16" as const, "F16" as const), shape: fc.tuple(fc.integer({ min: 1, max: 8 }), fc.integer({ min: 1, max: 8 })), sha256: fc.string({ unit: fc.constantFrom(..."0123456789abcdef"), maxLength: 64 }) })
+    .record({ name: tensorName, dtype: fc.constantFrom(...SOURCE_DTYPES), shape: fc.tuple(fc.integer({ min: 1, max: 8 }), fc.integer({ min: 1, max: 8 })), sha256: fc.string({ unit: fc.constantFrom(..."0123456789abcdef"), maxLength: 64 }) })
+    .map((w) => ({ ...w, shape: [w.shape[0], w.shape[1] * (isGgmlBlockType(w.dtype) ? GGML_BLOCK_TYPES[w.dtype].values : 1)] as [number, number] }))
     .chain((w) => {
-      const n = w.shape[0] * w.shape[1] * (w.dtype === "F32" ? 4 : 2);
+      const n = sourceBytes(w.dtype, w.shape[0], w.shape[1])!;
       return fc.uint8Array({ minLength: n, maxLength: n }).map((payload) => ({ type: "weights" as const, ...w, payload }));
     }),
   record({ type: fc.constant("fetched" as const), sent: id, bytes: id }),
@@ -205,7 +208,7 @@ function assertInvariants(m: Message): void {
       return;
     case "weights":
       assert.match(m.name, /^[\w-][\w.-]{0,511}$/, "a tensor name is safe as a file name (not . or ..)");
-      assert.equal(m.payload.length, m.shape[0] * m.shape[1] * (m.dtype === "F32" ? 4 : 2));
+      assert.equal(m.payload.length, sourceBytes(m.dtype, m.shape[0], m.shape[1]), "the payload is what the type and shape imply");
       return;
     case "call":
     case "result": {

@@ -4,8 +4,10 @@
 // limits below before anything uses it, and throws ProtocolError (with the reason) otherwise.
 import { WIRE_DTYPES, wireBytes, type WireDType } from "./activations.js";
 import { KEY_HEX, NONCE_HEX, PROOF_HEX, SIGNATURE_HEX } from "./handshake.js";
+import type { SourceDType } from "../kernels/backend.js";
+import { isSourceDType, sourceBytes, SOURCE_DTYPES } from "../model/weights.js";
 
-export const PROTOCOL_VERSION = 5;
+export const PROTOCOL_VERSION = 6;
 const MAGIC0 = 0x44, MAGIC1 = 0x4d; // "DM"
 const PREFIX = 8;
 
@@ -58,8 +60,8 @@ export type Message =
     }
   /** device → BS: send me these experts' weights; `have` holds the SHA-256 of tensors I hold already */
   | { type: "fetch"; experts: Array<[layer: number, expert: number]>; have: Record<string, string> }
-  /** BS → device: one tensor of the checkpoint, as stored there */
-  | { type: "weights"; name: string; dtype: "F32" | "BF16" | "F16"; shape: [number, number]; sha256: string; payload: Uint8Array }
+  /** BS → device: one tensor of the checkpoint, as stored there: floats, or a GGUF file's ggml blocks (Q8_0 …) */
+  | { type: "weights"; name: string; dtype: SourceDType; shape: [number, number]; sha256: string; payload: Uint8Array }
   /** BS → device: every tensor of a fetch has been sent (or was held already) */
   | { type: "fetched"; sent: number; bytes: number }
   | { type: "ready"; experts: Array<[layer: number, expert: number]> }
@@ -215,11 +217,13 @@ export function decodeFrame(data: Uint8Array): Message {
     }
     case "weights": {
       const shape = h.shape as unknown;
-      if (!isFileName(h.name, 512) || !["F32", "BF16", "F16"].includes(h.dtype as string) || !isStr(h.sha256, 64)) fail("weights needs name (letters, digits, _ . -, not a dot first), dtype (F32, BF16, F16) and sha256");
+      if (!isFileName(h.name, 512) || !isSourceDType(h.dtype) || !isStr(h.sha256, 64)) fail(`weights needs name (letters, digits, _ . -, not a dot first), dtype (${SOURCE_DTYPES.join(", ")}) and sha256`);
       if (!Array.isArray(shape) || shape.length !== 2 || !shape.every((d) => isInt(d, 1, 1 << 20))) fail("weights needs a shape [rows, cols]");
-      const want = (shape as number[])[0]! * (shape as number[])[1]! * (h.dtype === "F32" ? 4 : 2);
+      const [rows, cols] = shape as [number, number];
+      const want = sourceBytes(h.dtype as SourceDType, rows, cols);
+      if (want === null) fail(`weights ${h.name}: rows of ${cols} values are not whole ${h.dtype} blocks`);
       if (payload.length !== want) fail(`weights ${h.name}: ${JSON.stringify(shape)} ${h.dtype} needs ${want} payload bytes, got ${payload.length}`);
-      return { type, name: h.name as string, dtype: h.dtype as "F32" | "BF16" | "F16", shape: shape as [number, number], sha256: h.sha256 as string, payload };
+      return { type, name: h.name as string, dtype: h.dtype as SourceDType, shape: [rows, cols], sha256: h.sha256 as string, payload };
     }
     case "fetched":
       noPayload();

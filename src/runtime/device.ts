@@ -1,5 +1,5 @@
 // An expert device: connects to a base station, reports what it can do, loads the experts it is
-// assigned (from its own copy of the model directory, or streamed from the base station into a local
+// assigned (from its own copy of the model, a directory or GGUF file, or streamed from the base station into a local
 // cache) and computes expert calls. Stateless per token. When the connection fails or closes it
 // connects again, with backoff, keeping the experts it holds: a base station that restarts finds them
 // in the device's hello and resends nothing. It proves its identity (runtime/device-identity.ts) and,
@@ -14,7 +14,9 @@ import { setTimeout as sleep } from "node:timers/promises";
 import WebSocket, { type ClientOptions } from "ws";
 import { WasmBackend } from "../kernels/wasm/wasm-backend.js";
 import { WEIGHT_DTYPES, type WeightDType } from "../kernels/backend.js";
-import { Checkpoint } from "../model/checkpoint.js";
+import type { TensorStore } from "../model/checkpoint.js";
+import { GgufModel, isGgufPath } from "../model/gguf-model.js";
+import { openModel } from "../model/open-model.js";
 import { parseModelConfig, type ModelConfig } from "../model/config.js";
 import { expertWork } from "../model/work-shape.js";
 import { WeightCache } from "./weight-cache.js";
@@ -48,7 +50,7 @@ export interface DeviceOptions {
    * prove it too. Unset: for a base station that admits any device (no proof asked, none checked).
    */
   token?: string;
-  /** This device's own copy of the model directory; default: the base station's path, if it holds the same model here (read only at a plain absolute path). */
+  /** This device's own copy of the model directory (or GGUF file); default: the base station's path, if it holds the same model here (read only at a plain absolute path). */
   model?: string;
   /** Always stream the weights from the base station, even where the files are at hand. */
   fetchWeights?: boolean;
@@ -382,7 +384,8 @@ class ExpertHost {
       const holdsExpert = (l: number, e: number) => want.has(`${l}:${e}`);
       const ck = await this.source(m, cfg, wanted, holdsExpert, session);
       try {
-        const loaded = loadExperts(this.backend, ck, cfg, { dtype, holdsExpert });
+        // the load log says how each stored type is kept: a GGUF file's blocks as they are where the kernels hold them, else converted
+        const loaded = loadExperts(this.backend, ck, cfg, { dtype, holdsExpert, onKept: (how) => this.log(`loaded ${wanted.length} experts: ${how}`) });
         loaded.forEach((row, layer) => row.forEach((w, expert) => w && this.held.set(`${layer}:${expert}`, { layer, expert, w })));
       } finally {
         ck.close();
@@ -395,30 +398,46 @@ class ExpertHost {
   }
 
   /**
-   * Where to read the wanted experts (those `holdsExpert` names): this device's model directory, the base
-   * station's if it holds the same model here, or the cache after fetching what it lacks.
+   * Where to read the wanted experts (those `holdsExpert` names): this device's model directory (or GGUF
+   * file), the base station's if it holds the same model here, or the cache after fetching what it lacks.
    */
-  private async source(m: Extract<Message, { type: "assign" }>, cfg: ModelConfig, wanted: ReadonlyArray<[number, number]>, holdsExpert: (layer: number, expert: number) => boolean, session: Session): Promise<Checkpoint> {
+  private async source(m: Extract<Message, { type: "assign" }>, cfg: ModelConfig, wanted: ReadonlyArray<[number, number]>, holdsExpert: (layer: number, expert: number) => boolean, session: Session): Promise<TensorStore> {
     if (!this.opts.fetchWeights) {
-      if (this.opts.model !== undefined && existsSync(path.join(this.opts.model, "config.json"))) return Checkpoint.open(this.opts.model);
-      if (this.opts.model === undefined && this.sameModelAt(m.model, m.config)) return Checkpoint.open(m.model);
+      const own = this.opts.model;
+      if (own !== undefined && (isGgufPath(own) || existsSync(path.join(own, "config.json")))) return openModel(own).store;
+      if (own === undefined && this.sameModelAt(m.model, m.config)) return openModel(m.model).store;
     }
     const cache = new WeightCache(cacheDirOf(this.opts), m.modelId);
     const tensors = planTensors(cfg, true, holdsExpert).specs.filter((s) => s.expert);
     await session.fetch(cache, wanted, tensors);
     const missing = tensors.filter((t) => !existsSync(cache.file(t.name)));
     if (missing.length > 0) throw new Error(`the base station said the weights were sent, but ${missing.length} tensors never came (${missing[0]!.name}, …)`);
-    return Checkpoint.fromFiles(cache.dir, tensors.map((t) => cache.file(t.name)));
+    return cache.open(tensors.map((t) => t.name));
   }
 
   /**
-   * Whether the base station's model directory `dir` may be read here: only a plain absolute path (not
-   * relative to wherever the device runs, no `.` or `..` steps, no control characters, no network share)
-   * holding the very config assigned. Anything else, and the weights are streamed instead.
+   * Whether the base station's model directory (or GGUF file) `dir` may be read here: only a plain absolute
+   * path (not relative to wherever the device runs, no `.` or `..` steps, no control characters, no network
+   * share) holding the very config assigned. Anything else, and the weights are streamed instead.
    */
   private sameModelAt(dir: string, config: Record<string, unknown>): boolean {
     if (!path.isAbsolute(dir) || path.normalize(dir) !== dir || /[\u0000-\u001f\u007f]/.test(dir) || /^[\\/]{2}/.test(dir)) {
       this.log(`not reading the base station's model path ${printable(dir)}: only a plain absolute path is read; streaming the weights`);
+      return false;
+    }
+    if (isGgufPath(dir)) {
+      if (!existsSync(dir)) return false;
+      try {
+        const g = GgufModel.open(dir);
+        try {
+          if (JSON.stringify(g.hfConfig) === JSON.stringify(config)) return true;
+        } finally {
+          g.close();
+        }
+      } catch {
+        // not a GGUF model file: not the same model
+      }
+      this.log(`the base station's model path ${printable(dir)} holds another model here; streaming the weights`);
       return false;
     }
     const file = path.join(dir, "config.json");

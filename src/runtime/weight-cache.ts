@@ -3,10 +3,19 @@
 // so several device processes on one machine can share the cache. The SHA-256 of a cached tensor
 // tells the base station what needs no resending. The model id and tensor names come from the base
 // station: the protocol admits only plain file names, and every path built from one is checked again here.
+// ggml blocks from a GGUF file (Q8_0 …), which safetensors has no dtype for, are kept as bytes (U8) with
+// their type and shape in the file's metadata, and read back as that type.
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import type { SourceDType } from "../kernels/backend.js";
+import { isGgmlBlockType } from "../kernels/ggml-blocks.js";
+import { Checkpoint, type StoredTensor, type TensorStore } from "../model/checkpoint.js";
 import { safetensorsHeader, SafetensorsFile } from "../model/safetensors.js";
+import { sourceBytes } from "../model/weights.js";
+
+/** safetensors metadata keys of a cached tensor of ggml blocks */
+const BLOCK_TYPE = "ggml_type", BLOCK_SHAPE = "ggml_shape";
 
 /** `parent`/`name`, refused unless that is an entry directly in `parent`: no separator, not `.` or `..`, no NUL. */
 function entry(parent: string, name: string): string {
@@ -28,7 +37,7 @@ export class WeightCache {
     return entry(this.dir, `${name}.safetensors`);
   }
 
-  /** SHA-256 of each of these tensors that the cache holds intact. */
+  /** SHA-256 of each of these tensors that the cache holds intact (ggml blocks: of the type and shape they claim). */
   checksums(names: readonly string[]): Record<string, string> {
     const out: Record<string, string> = {};
     for (const name of names) {
@@ -36,6 +45,8 @@ export class WeightCache {
       try {
         const f = SafetensorsFile.open(this.file(name));
         try {
+          const t = f.tensors.get(name);
+          if (t?.dtype === "U8") blocksOf(f, t);
           out[name] = createHash("sha256").update(f.read(name)).digest("hex");
         } finally {
           f.close();
@@ -47,9 +58,43 @@ export class WeightCache {
     return out;
   }
 
-  put(name: string, dtype: "F32" | "BF16" | "F16", shape: readonly number[], data: Uint8Array): void {
+  /** Keeps a [rows, cols] tensor whose `data` the caller has checked against `dtype` and `shape`. */
+  put(name: string, dtype: SourceDType, shape: readonly [number, number], data: Uint8Array): void {
     const tmp = `${this.file(name)}.${process.pid}.tmp`;
-    writeFileSync(tmp, Buffer.concat([safetensorsHeader([{ name, dtype, shape }]), data]));
+    const head = isGgmlBlockType(dtype)
+      ? safetensorsHeader([{ name, dtype: "U8", shape: [data.length] }], { [BLOCK_TYPE]: dtype, [BLOCK_SHAPE]: shape.join(",") })
+      : safetensorsHeader([{ name, dtype, shape }]);
+    writeFileSync(tmp, Buffer.concat([head, data]));
     renameSync(tmp, this.file(name));
   }
+
+  /** The cached tensors `names`, ggml blocks with their own type and shape again; each checked as the loader needs it. */
+  open(names: readonly string[]): TensorStore {
+    const ck = Checkpoint.fromFiles(this.dir, names.map((n) => this.file(n)));
+    const index = new Map<string, StoredTensor>();
+    try {
+      for (const name of names) {
+        const t = ck.get(name);
+        if (!t) throw new Error(`${this.file(name)} does not hold ${name}`);
+        index.set(name, t.dtype === "U8" ? blocksOf(t.file, t) : t);
+      }
+    } catch (e) {
+      ck.close();
+      throw e;
+    }
+    return { dir: this.dir, get: (name) => index.get(name), names: () => index.keys(), tensorTypes: () => ck.tensorTypes(), close: () => ck.close() };
+  }
+}
+
+/** A cached tensor of ggml blocks as its type and shape, refused unless its bytes are what they imply. */
+function blocksOf(f: SafetensorsFile, t: StoredTensor): StoredTensor {
+  const dtype = f.metadata[BLOCK_TYPE] ?? "", shape = (f.metadata[BLOCK_SHAPE] ?? "").split(",").map(Number);
+  const fail = (why: string): never => {
+    throw new Error(`${f.path}: ${why}`);
+  };
+  if (!isGgmlBlockType(dtype)) fail(`bytes of type ${JSON.stringify(dtype.slice(0, 20))}, not a ggml block type`);
+  if (shape.length !== 2 || !shape.every((d) => Number.isSafeInteger(d) && d > 0)) fail(`shape ${JSON.stringify(f.metadata[BLOCK_SHAPE]?.slice(0, 40))} is not rows,cols`);
+  const want = sourceBytes(dtype as SourceDType, shape[0]!, shape[1]!);
+  if (want !== t.bytes) fail(`[${shape.join(", ")}] ${dtype} needs ${want ?? "whole blocks, not"} bytes, got ${t.bytes}`);
+  return { ...t, dtype, shape };
 }

@@ -8,6 +8,7 @@ import { promisify } from "node:util";
 import type { WeightDType } from "../kernels/backend.js";
 import { tensorName } from "../model/arch.js";
 import { Checkpoint } from "../model/checkpoint.js";
+import { isGgufPath } from "../model/gguf-model.js";
 import type { ModelConfig } from "../model/config.js";
 import type { TensorInfo } from "../model/safetensors.js";
 import type { HeldExpert } from "../runtime/device-hub.js";
@@ -22,6 +23,8 @@ export class ExpertStore {
 
   /** The store of the checkpoint in `dir`; throws unless its experts are in `want`, the fast tier's dtype. */
   static open(dir: string, cfg: ModelConfig, want: WeightDType): ExpertStore {
+    // a GGUF file's blocks are not the layout the fast tier holds q8/q4 in
+    if (isGgufPath(dir)) throw new Error(`${dir}: copies from the store read a model directory's safetensors; with a GGUF file the fast tier copies from the near tier (--copy-from near)`);
     const ck = Checkpoint.open(dir);
     try {
       const layer = cfg.sparseLayers.indexOf(true);

@@ -6,7 +6,7 @@
 // unshaped link by copying an expert over it, and the store by reading one.
 import type { WeightDType } from "../kernels/backend.js";
 import type { LinkParams } from "../channel/link.js";
-import { readModelConfig } from "../model/config.js";
+import { openModel } from "../model/open-model.js";
 import { expertWork } from "../model/work-shape.js";
 import type { TierPolicyName } from "../policies/tiers.js";
 import { wireBytes, type WireDType } from "../protocol/activations.js";
@@ -52,7 +52,9 @@ export const COPY_SOURCES = ["near", "store"] as const;
 export type CopySource = (typeof COPY_SOURCES)[number];
 
 export async function startTiered(o: TieredSetupOptions): Promise<TieredSetup> {
-  const cfg = readModelConfig(o.model);
+  const opened = openModel(o.model);
+  opened.store.close();
+  const cfg = opened.config;
   const expert = expertWork(cfg, o.weightDType);
   const allExperts = cfg.sparseLayers.filter(Boolean).length * cfg.experts;
   if (!(o.budgetFraction >= 0 && o.budgetFraction <= 1)) throw new Error(`the fast budget must be a fraction of the experts in [0, 1], got ${o.budgetFraction}`);

@@ -5,9 +5,8 @@ import { parseLink, type LinkParams } from "../../channel/link.js";
 import { benchTiers, type TierBenchResult } from "../../eval/tier-bench.js";
 import { linePlot } from "../../eval/svg-plot.js";
 import { WEIGHT_DTYPES, type WeightDType } from "../../kernels/backend.js";
-import { parseModelConfig, readModelConfig } from "../../model/config.js";
-import { requireModelDirectory } from "../../model/open-model.js";
-import { TextTokenizer } from "../../model/tokenizer.js";
+import { parseModelConfig } from "../../model/config.js";
+import { openModel } from "../../model/open-model.js";
 import { TIER_POLICIES, type TierPolicyName } from "../../policies/tiers.js";
 import { WIRE_DTYPES, wireBytes, type WireDType } from "../../protocol/activations.js";
 import { simulateTiers, TIER_HARDWARE, type TierSimResult } from "../../tiers/tier-sim.js";
@@ -59,7 +58,7 @@ const linkName = (l: LinkParams | null) => (l ? `${(l.downBps / 1e9).toPrecision
 export function benchTiersCommand(): Command {
   return new Command("tiers")
     .description("MoNDE vs parameter offloading on this machine: a fast tier with a weight budget here, the near tier in its own process; prefill and decode tokens/s and the bytes moved per token")
-    .option("-m, --model <dir>", "Hugging Face model directory (the real runtime)")
+    .option("-m, --model <dir>", "Hugging Face model directory, or a .gguf file (the real runtime)")
     .option("--simulate", "instead, the cost model on published hardware (an H100 beside PCIe and DDR5 of several kinds) and a model's config")
     .option("--config <file>", "--simulate: the model's config.json", path.join(PACKAGE_ROOT, "configs/mixtral-8x7b.json"))
     .addOption(new Option("--hardware <name>", "--simulate: a hardware preset, or all").choices([...TIER_HARDWARE.map((h) => h.name), "all"]).default("all"))
@@ -83,8 +82,9 @@ export function benchTiersCommand(): Command {
       if (o.simulate) return simulated(o);
       if (!o.model) throw new Error("bench tiers needs --model DIR (or --simulate)");
       const model = o.model;
-      requireModelDirectory(model, "bench tiers (its near tier is a device process)");
-      const cfg = readModelConfig(model);
+      const opened = openModel(model);
+      opened.store.close();
+      const cfg = opened.config;
       if (o.promptTokens + o.genTokens > cfg.maxPositions) throw new Error(`${model} holds ${cfg.maxPositions} positions: --prompt-tokens ${o.promptTokens} + --gen-tokens ${o.genTokens} do not fit`);
       const prompt = promptTokens(o, cfg.vocabSize);
       const policies = o.policy === "all" ? [...TIER_POLICIES] : [o.policy];
@@ -118,7 +118,10 @@ function promptTokens(o: BenchTiersCliOptions, vocab: number): number[] {
     const rng = new Random(1);
     return Array.from({ length: o.promptTokens }, () => 3 + Math.floor(rng.next() * (vocab - 3)));
   }
-  const tokens = TextTokenizer.load(o.model!).encode(readTextFile(o.text));
+  const opened = openModel(o.model!);
+  const tokenizer = opened.tokenizer();
+  opened.store.close();
+  const tokens = tokenizer.encode(readTextFile(o.text));
   if (tokens.length < o.promptTokens) throw new Error(`${o.text} has ${tokens.length} tokens, fewer than --prompt-tokens ${o.promptTokens}`);
   return tokens.slice(0, o.promptTokens);
 }

@@ -17,7 +17,7 @@ export function deviceCommand(): Command {
     .option("-t, --threads <n>", "compute threads (default: the cores available)", positiveInt)
     .option("--spin-ms <ms>", "how long idle compute threads spin before sleeping", nonNegativeNumber)
     .option("--memory <size>", "memory offered for expert weights, e.g. 2GiB (default: the memory free at start); the base station places no more than that here", byteSize)
-    .option("--model <dir>", "this device's copy of the model (default: the base station's path, if it holds the same model here; otherwise the weights are streamed)")
+    .option("--model <dir>", "this device's copy of the model: a directory or a .gguf file (default: the base station's path, if it holds the same model here; otherwise the weights are streamed)")
     .option("--fetch-weights", "always stream the assigned experts' weights from the base station")
     .option("--cache <dir>", "where streamed weights are kept between runs (default ~/.cache/distmoe)")
     .option("--identity <file>", "this device's key (Ed25519, PEM), made when missing; the base station knows the device by it (default: .identity/NAME.key in the cache directory)")

@@ -6,7 +6,7 @@ import type { JointQuality } from "../../policies/joint.js";
 import { BANDWIDTH_MODES, type BandwidthMode } from "../../channel/cell-costs.js";
 import { loadScenario, type Scenario } from "../../channel/scenario.js";
 import { evaluateOnCluster } from "../../eval/cluster-eval.js";
-import { TextTokenizer } from "../../model/tokenizer.js";
+import { openModel } from "../../model/open-model.js";
 import { protocolTokens } from "../../eval/perplexity.js";
 import { headlines, runSweep, sweepCsv, tradeoffPicture, type SweepPoint } from "../../eval/sweep.js";
 import { BS_BUDGETS, runTierSweep, tierSweepCsv, tierSweepPicture, tierSweepTable } from "../../eval/tier-sweep.js";
@@ -104,8 +104,10 @@ export function evalCommand(): Command {
 
 /** The runtime check: the policy (or top-k and wlr at θ = 0.3 and 0.7) decoded on local devices with links shaped by the cell. */
 async function evalOnCluster(o: EvalCliOptions, spec: PolicySpec, text: string, scenario: Scenario): Promise<void> {
-  const weightDType = devicesDType(o, "--local-devices");
-  const tokenizer = TextTokenizer.load(o.model);
+  const weightDType = devicesDType(o);
+  const opened = openModel(o.model);
+  const tokenizer = opened.tokenizer();
+  opened.store.close();
   const tokens = protocolTokens(tokenizer, text, o.tokens + 1);
   const specs: PolicySpec[] = o.sweep ? [{ name: "topk" }, { name: "wlr", theta: 0.3 }, { name: "wlr", theta: 0.7 }] : [spec];
   const bars = new Map(specs.map((s) => [s, new ProgressBar(describePolicy(s))]));

@@ -119,7 +119,7 @@ export function serveCommand(): Command {
       const modelName = path.basename(path.resolve(o.model));
       const remote = (o.localDevices ?? 0) + o.devices;
       if (o.verifyRate > 0 && remote === 0) throw new Error("--verify-rate checks the devices' results: give --devices N or --local-devices N");
-      const weightDType = remote > 0 ? devicesDType(o, o.devices > 0 ? "--devices" : "--local-devices") : undefined;
+      const weightDType = remote > 0 ? devicesDType(o) : undefined;
       const stateDir = path.resolve(o.stateDir ?? defaultStateDir());
       if (remote > 0) mkdirSync(stateDir, { recursive: true, mode: 0o700 });
       const join = remote > 0 ? clusterTokens(o.joinToken, stateDir, log) : null;

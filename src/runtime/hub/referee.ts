@@ -4,7 +4,7 @@
 // dropped first; the experts are computed on one thread, beside the engine's.
 import type { WeightDType } from "../../kernels/backend.js";
 import { WasmBackend } from "../../kernels/wasm/wasm-backend.js";
-import type { Checkpoint } from "../../model/checkpoint.js";
+import type { TensorStore } from "../../model/checkpoint.js";
 import type { ModelConfig } from "../../model/config.js";
 import { loadExperts, type FfnWeights } from "../../model/weights.js";
 import type { ExpertCall } from "../../moe/executor.js";
@@ -25,7 +25,7 @@ export class Referee {
   /** Experts loaded so far (one dropped and needed again counts again). */
   loads = 0;
 
-  constructor(private readonly checkpoint: Checkpoint, private readonly cfg: ModelConfig, private readonly dtype: WeightDType, private readonly cacheBytes = DEFAULT_REFEREE_CACHE_BYTES) {
+  constructor(private readonly checkpoint: TensorStore, private readonly cfg: ModelConfig, private readonly dtype: WeightDType, private readonly cacheBytes = DEFAULT_REFEREE_CACHE_BYTES) {
     this.table = Array.from({ length: cfg.layers }, () => new Array<FfnWeights | null>(cfg.experts).fill(null));
   }
 

@@ -1,22 +1,23 @@
 // The model the hub serves, as devices see it: its config and identity, what a valid [layer, expert]
 // is, the largest frame a device needs to send, and its experts' weights streamed to devices that
 // fetch them (one fetch streaming per device, a short queue behind it, each frame written before the
-// next is read, so a fetch holds one tensor in memory at a time).
+// next is read, so a fetch holds one tensor in memory at a time). The model is a Hugging Face directory
+// or a GGUF file; a tensor is streamed as the file stores it (a GGUF file's ggml blocks too), its type named.
 import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
 import path from "node:path";
-import type { WeightDType } from "../../kernels/backend.js";
+import type { SourceDType, WeightDType } from "../../kernels/backend.js";
 import { tensorName } from "../../model/arch.js";
-import { Checkpoint } from "../../model/checkpoint.js";
-import { readModelConfig, type ModelConfig } from "../../model/config.js";
-import { requireModelDirectory } from "../../model/open-model.js";
+import { readStoredTensor, type TensorStore } from "../../model/checkpoint.js";
+import type { ModelConfig } from "../../model/config.js";
+import { openModel } from "../../model/open-model.js";
+import { isSourceDType } from "../../model/weights.js";
 import { expertWork, type WorkShape } from "../../model/work-shape.js";
 import { wireBytes, type WireDType } from "../../protocol/activations.js";
 import { LIMITS } from "../../protocol/frames.js";
 import { pairKey, type Device } from "./device.js";
 
 export class ServedModel {
-  /** The model directory, absolute: a device reads the files there only at a path that names them wherever it runs. */
+  /** The model directory (or GGUF file), absolute: a device reads the files there only at a path that names them wherever it runs. */
   readonly dir: string;
   readonly cfg: ModelConfig;
   /** The model's config.json, for devices without the files. */
@@ -26,16 +27,16 @@ export class ServedModel {
   /** An expert's weight bytes as devices hold them (an upper bound: f32 where the dtype cannot hold a shape) and multiply-adds per row. */
   readonly expertShape: WorkShape;
   /** The checkpoint, open while the hub runs (the base station's own copy of the experts). */
-  readonly checkpoint: Checkpoint;
+  readonly checkpoint: TensorStore;
   /** each device's fetches, streaming or queued, and the end of its queue */
   private readonly fetches = new WeakMap<Device, { queued: number; tail: Promise<void> }>();
 
   constructor(dir: string, weightDType: WeightDType, private readonly log: (line: string) => void) {
-    requireModelDirectory(dir, "streaming experts to devices");
     this.dir = path.resolve(dir);
-    this.cfg = readModelConfig(dir);
-    this.configJson = JSON.parse(readFileSync(path.join(dir, "config.json"), "utf8")) as Record<string, unknown>;
-    this.checkpoint = Checkpoint.open(dir);
+    const opened = openModel(dir);
+    this.checkpoint = opened.store;
+    this.cfg = opened.config;
+    this.configJson = opened.configJson;
     const id = createHash("sha256").update(JSON.stringify(this.configJson));
     for (const name of [...this.checkpoint.names()].sort()) {
       const t = this.checkpoint.get(name)!;
@@ -88,11 +89,12 @@ export class ServedModel {
     for (const [layer, expert] of experts) {
       for (const tmpl of [t.expertGate, t.expertUp, t.expertDown]) {
         const name = tensorName(tmpl, layer, expert);
-        const info = this.checkpoint.get(name)!;
-        const payload = info.file.read(name);
+        const info = this.checkpoint.get(name);
+        if (!info || !isSourceDType(info.dtype) || info.shape.length !== 2 || info.rowOrder) throw new Error(`${this.dir}: tensor ${name} is ${info ? `${info.dtype} [${info.shape.join(", ")}]${info.rowOrder ? " with its rows reordered" : ""}` : "missing"}, not an expert matrix a device can take`);
+        const payload = readStoredTensor(info);
         const sha256 = createHash("sha256").update(payload).digest("hex");
         if (have[name] === sha256) continue;
-        if (!(await d.conn.sendWritten({ type: "weights", name, dtype: info.dtype as "F32" | "BF16" | "F16", shape: [info.shape[0]!, info.shape[1]!], sha256, payload }))) return;
+        if (!(await d.conn.sendWritten({ type: "weights", name, dtype: info.dtype as SourceDType, shape: [info.shape[0]!, info.shape[1]!], sha256, payload }))) return;
         sent++;
         bytes += payload.length;
         d.weightBytes += payload.length;
