@@ -1,0 +1,602 @@
+// The native backend: ggml's own CPU kernels (the ones llama.cpp runs) behind the Backend interface.
+// Memory is ggml CPU buffers: activations in growing chunks handed out first-fit, each weight in a buffer
+// of its own holding a ggml tensor of its type (f32 F32, bf16 BF16, q8 Q8_0, q4 Q4_0). A Tensor's arena
+// names the buffer and ptr is an offset in it; f32()/i32() are views over the native memory, no copies.
+// Every op is a small ggml graph over those addresses, built once per (op, shape, addresses) and reused.
+// ggml aborts the process on a failed GGML_ASSERT, so every precondition it asserts is checked here first.
+import os from "node:os";
+import type { Backend, RopeTable, Tensor, WeightDType, WeightSource, WeightTensor } from "../backend.js";
+import { dequantizeBlocks, f16ToF32, GGML_BLOCK_TYPES, isGgmlBlockType, type GgmlBlockType } from "../ggml-blocks.js";
+import { FirstFit } from "../first-fit.js";
+import { readRows } from "../read-rows.js";
+import { blocksFromLayout, layoutBytes, layoutFromBlocks } from "../weight-layout.js";
+import { GgmlType, loadGgml, type Ggml, type Ptr } from "./ggml.js";
+
+export interface NativeBackendOptions {
+  /** Threads of the pool that big ops run on; defaults to the cores available. */
+  threads?: number;
+  /** How long idle pool workers poll before sleeping: 0 (default) sleeps at once, so no core is taken from other processes; up to 100. */
+  poll?: number;
+  /** Graphs kept for reuse (least recently used ones are freed beyond this). */
+  maxGraphs?: number;
+}
+
+// Below this many multiply-adds an op runs on a single-thread backend: waking the pool's sleeping workers
+// costs 15–20 µs per graph here (docs/spikes/native-backend.md), more than half of such an op takes.
+const PARALLEL_MIN_WORK = 1 << 20;
+// Activation memory grows in chunks of at least this size (untouched pages cost nothing on the usual OSes).
+const CHUNK_BYTES = 64 << 20;
+// Weight conversions go through f32 staging of at most this many bytes.
+const STAGING_BYTES = 16 << 20;
+const MAX_NODES = 64;
+const GGML_ROPE_TYPE_NEOX = 2;
+const GGML_BACKEND_BUFFER_USAGE_WEIGHTS = 1;
+
+const WEIGHT_TYPE: Record<WeightDType, number> = { f32: GgmlType.F32, bf16: GgmlType.BF16, q8: GgmlType.Q8_0, q4: GgmlType.Q4_0 };
+/** GGUF block types held as they are in the file for a weight dtype. */
+const SAME_BLOCKS: Partial<Record<GgmlBlockType, WeightDType>> = { Q8_0: "q8", Q4_0: "q4" };
+
+interface Region {
+  readonly buffer: Ptr;
+  readonly base: number;
+  readonly size: number;
+  /** Activation chunks: their allocator. */
+  readonly space: FirstFit | null;
+  /** Weights: the ggml tensor and the context that owns it. */
+  readonly weight: { ctx: Ptr; tensor: Ptr; type: number } | null;
+  view: ArrayBuffer | null;
+}
+
+interface Graph {
+  readonly ctx: Ptr;
+  readonly graph: Ptr;
+  readonly buffer: Ptr | null;
+  readonly work: number;
+}
+
+/** Builds one op's graph: tensors bound to backend memory, ops, outputs. */
+class GraphBuilder {
+  readonly outputs: Ptr[] = [];
+  constructor(private readonly be: NativeBackend, readonly ctx: Ptr) {}
+  /** A tensor of `type` and shape ne over t's memory. */
+  bind(t: Tensor, type: number, ...ne: number[]): Ptr {
+    return this.be.bindTensor(this.ctx, t, type, ne);
+  }
+  /** A result tensor written straight into t's memory. */
+  into(result: Ptr, t: Tensor): Ptr {
+    this.be.bindResult(result, t);
+    return result;
+  }
+  /** A view (of a bound tensor) made usable: ggml gives views no buffer until initialised. */
+  view(v: Ptr): Ptr {
+    this.be.viewInit(v);
+    return v;
+  }
+}
+
+export class NativeBackend implements Backend {
+  readonly name: string;
+  readonly threads: number;
+  readonly poll: number;
+  readonly ggml: Ggml;
+  private readonly g: Ggml["f"];
+  private readonly cpuBuft: Ptr;
+  /** One thread: small ops, which must not wake the pool. */
+  private readonly single: Ptr;
+  /** `threads` threads on a persistent threadpool. */
+  private readonly pooled: Ptr;
+  private readonly threadpool: Ptr | null;
+  private readonly regions = new Map<number, Region>();
+  private readonly chunks: number[] = [];
+  private nextRegion = 1;
+  private weightBytes = 0;
+  private readonly graphs = new Map<string, Graph>();
+  private readonly maxGraphs: number;
+  private readonly ropeThetas = new WeakMap<RopeTable, { theta: number; headDim: number }>();
+  private scratchIds: Tensor | null = null;
+  private closed = false;
+
+  constructor(opts: NativeBackendOptions = {}) {
+    this.ggml = loadGgml();
+    this.g = this.ggml.f;
+    this.threads = Math.max(1, Math.floor(opts.threads ?? os.availableParallelism()));
+    this.poll = Math.max(0, Math.min(100, Math.floor(opts.poll ?? 0)));
+    this.maxGraphs = Math.max(8, opts.maxGraphs ?? 512);
+    this.cpuBuft = this.g.cpuBufferType();
+    this.single = this.g.cpuInit();
+    this.g.cpuSetThreads(this.single, 1);
+    if (this.threads > 1) {
+      this.pooled = this.g.cpuInit();
+      this.g.cpuSetThreads(this.pooled, this.threads);
+      this.threadpool = this.ggml.newThreadpool(this.threads, this.poll);
+      this.g.cpuSetThreadpool(this.pooled, this.threadpool);
+    } else {
+      this.pooled = this.single;
+      this.threadpool = null;
+    }
+    this.name = `native-ggml-${this.ggml.variant}`;
+  }
+
+  /** How this backend describes itself in the startup log. */
+  describe(): string {
+    return `ggml ${this.ggml.version}, ${this.ggml.variant} variant, ${this.threads} thread${this.threads === 1 ? "" : "s"}${this.poll ? `, poll ${this.poll}` : ""}`;
+  }
+
+  // ---------------------------------------------------------------- memory
+
+  private region(t: Tensor, bytes: number, what: string): Region {
+    const r = this.regions.get(t.arena);
+    if (!r) throw new Error(`${what}: tensor in arena ${t.arena}, which this backend does not hold (freed?)`);
+    if (!Number.isInteger(t.ptr) || t.ptr < 0 || t.ptr + bytes > r.size) throw new Error(`${what}: ${bytes} bytes at offset ${t.ptr} lie outside its buffer of ${r.size}`);
+    if (t.bytes < bytes) throw new Error(`${what}: buffer of ${t.bytes} bytes, ${bytes} needed`);
+    return r;
+  }
+
+  private newRegion(buffer: Ptr, size: number, space: FirstFit | null, weight: Region["weight"]): number {
+    const id = this.nextRegion++;
+    this.regions.set(id, { buffer, base: this.ggml.address(this.g.bufferGetBase(buffer)), size, space, weight, view: null });
+    return id;
+  }
+
+  alloc(bytes: number): Tensor {
+    if (!Number.isInteger(bytes) || bytes < 0) throw new Error(`alloc: ${bytes} bytes`);
+    for (const id of this.chunks) {
+      const p = this.regions.get(id)!.space!.alloc(bytes);
+      if (p >= 0) return { arena: id, ptr: p, bytes };
+    }
+    const size = Math.max(CHUNK_BYTES, Math.ceil(bytes / CHUNK_BYTES) * CHUNK_BYTES);
+    const buffer = this.g.buftAllocBuffer(this.cpuBuft, size);
+    if (!buffer) throw new Error(`out of memory: cannot allocate ${size} bytes of activation memory`);
+    const id = this.newRegion(buffer, size, new FirstFit(0, size), null);
+    this.chunks.push(id);
+    return { arena: id, ptr: this.regions.get(id)!.space!.alloc(bytes), bytes };
+  }
+
+  free(t: Tensor): void {
+    const r = this.regions.get(t.arena);
+    if (!r?.space) throw new Error(`free: arena ${t.arena} is not activation memory`);
+    r.space.free(t.ptr, t.bytes);
+  }
+
+  private viewOf(r: Region): ArrayBuffer {
+    r.view ??= this.ggml.koffi.view(this.g.bufferGetBase(r.buffer), r.size);
+    return r.view;
+  }
+
+  f32(t: Tensor, offset = 0, length?: number): Float32Array {
+    const n = length ?? t.bytes / 4 - offset;
+    const r = this.region({ ...t, ptr: t.ptr + offset * 4, bytes: n * 4 }, n * 4, "f32 view");
+    return new Float32Array(this.viewOf(r), t.ptr + offset * 4, n);
+  }
+
+  i32(t: Tensor, offset = 0, length?: number): Int32Array {
+    const n = length ?? t.bytes / 4 - offset;
+    const r = this.region({ ...t, ptr: t.ptr + offset * 4, bytes: n * 4 }, n * 4, "i32 view");
+    return new Int32Array(this.viewOf(r), t.ptr + offset * 4, n);
+  }
+
+  /** A weight's bytes as ggml holds them. */
+  private held(w: WeightTensor): { r: Region; bytes: Uint8Array } {
+    const r = this.regions.get(w.arena);
+    if (!r?.weight) throw new Error(`weight in arena ${w.arena}, which this backend does not hold (freed?)`);
+    return { r, bytes: new Uint8Array(this.viewOf(r), 0, r.size) };
+  }
+
+  supportsWeight(dtype: WeightDType, cols: number): boolean {
+    return layoutBytes(dtype, 1, cols) !== null;
+  }
+
+  allocWeight(dtype: WeightDType, rows: number, cols: number): WeightTensor {
+    if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 1 || cols < 1) throw new Error(`allocWeight: a ${rows}×${cols} weight`);
+    const bytes = layoutBytes(dtype, rows, cols);
+    if (bytes === null) throw new Error(`a ${rows}×${cols} weight cannot be held as ${dtype}: its rows must be a multiple of ${dtype === "bf16" ? 8 : 32}`);
+    const type = WEIGHT_TYPE[dtype];
+    const ctx = this.g.init({ mem_size: this.g.tensorOverhead() + 256, mem_buffer: null, no_alloc: true });
+    const tensor = this.g.newTensor2d(ctx, type, cols, rows);
+    const buffer = this.g.allocCtxTensorsFromBuft(ctx, this.cpuBuft);
+    if (!buffer) {
+      this.g.free(ctx);
+      throw new Error(`out of memory: cannot allocate a ${rows}×${cols} ${dtype} weight`);
+    }
+    this.g.bufferSetUsage(buffer, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+    const size = this.g.nbytes(tensor);
+    const arena = this.newRegion(buffer, size, null, { ctx, tensor, type });
+    this.weightBytes += size;
+    return { arena, ptr: 0, bytes, dtype, rows, cols, scales: 0 };
+  }
+
+  freeWeight(w: WeightTensor): void {
+    const r = this.regions.get(w.arena);
+    if (!r?.weight) throw new Error(`freeWeight: arena ${w.arena} holds no weight`);
+    this.regions.delete(w.arena);
+    // graphs over this weight can never be asked for again (arena ids are not reused); free them now
+    for (const [key, gr] of this.graphs) if (key.includes(`|w${w.arena}|`)) this.dropGraph(key, gr);
+    this.weightBytes -= r.size;
+    this.g.bufferFree(r.buffer);
+    this.g.free(r.weight.ctx);
+  }
+
+  weightData(w: WeightTensor): Uint8Array {
+    const { bytes } = this.held(w);
+    if (w.dtype === "f32" || w.dtype === "bf16") return bytes.slice();
+    const out = new Uint8Array(w.bytes);
+    layoutFromBlocks(w.dtype, w.rows, w.cols, bytes, out);
+    return out;
+  }
+
+  setWeightData(w: WeightTensor, data: Uint8Array): void {
+    const { bytes } = this.held(w);
+    if (data.length !== w.bytes) throw new Error(`setWeightData: ${data.length} bytes for a ${w.rows}×${w.cols} ${w.dtype} weight of ${w.bytes}`);
+    if (w.dtype === "f32" || w.dtype === "bf16") bytes.set(data);
+    else blocksFromLayout(w.dtype, w.rows, w.cols, data, bytes);
+  }
+
+  setWeight(w: WeightTensor, values: Float32Array): void {
+    if (values.length !== w.rows * w.cols) throw new Error(`setWeight: ${values.length} values for a ${w.rows}×${w.cols} weight`);
+    this.storeRows(w, 0, w.rows, values);
+  }
+
+  /** Rows r0.. of w from f32 values, converted to w's type as ggml converts (ggml_quantize_chunk). */
+  private storeRows(w: WeightTensor, r0: number, rows: number, values: Float32Array): void {
+    const { r, bytes } = this.held(w);
+    const type = r.weight!.type;
+    const rowBytes = this.g.rowSize(type, w.cols);
+    if (type === GgmlType.F32) {
+      new Float32Array(this.viewOf(r), r0 * rowBytes, rows * w.cols).set(values.subarray(0, rows * w.cols));
+      return;
+    }
+    // ggml_quantize_chunk's start is counted in values of the destination row-major matrix
+    const dst = bytes.subarray(r0 * rowBytes, (r0 + rows) * rowBytes);
+    this.g.quantizeChunk(type, values.subarray(0, rows * w.cols), dst, 0, rows, w.cols, null);
+  }
+
+  loadWeight(w: WeightTensor, src: WeightSource): void {
+    const { bytes } = this.held(w);
+    const srcBlocks = isGgmlBlockType(src.dtype) ? src.dtype : null;
+    // the file holds the weight's own type: straight into ggml's memory
+    if ((w.dtype === "f32" && src.dtype === "F32") || (w.dtype === "bf16" && src.dtype === "BF16") || (srcBlocks && SAME_BLOCKS[srcBlocks] === w.dtype)) {
+      if (srcBlocks && w.cols % GGML_BLOCK_TYPES[srcBlocks].values !== 0) throw new Error(`${src.file}: a ${srcBlocks} tensor's rows hold ${w.cols} values, not a multiple of ${GGML_BLOCK_TYPES[srcBlocks].values}`);
+      readRows(src, bytes.length / w.rows, 0, w.rows, bytes);
+      return;
+    }
+    // anything else: f32 rows, chunk by chunk, then ggml's conversion to the weight's type
+    const srcRowBytes = srcBlocks
+      ? (w.cols / GGML_BLOCK_TYPES[srcBlocks].values) * GGML_BLOCK_TYPES[srcBlocks].bytes
+      : w.cols * (src.dtype === "F32" ? 4 : 2);
+    if (srcBlocks && w.cols % GGML_BLOCK_TYPES[srcBlocks].values !== 0) throw new Error(`${src.file}: a ${srcBlocks} tensor's rows hold ${w.cols} values, not a multiple of ${GGML_BLOCK_TYPES[srcBlocks].values}`);
+    const chunkRows = Math.max(1, Math.min(w.rows, Math.floor(STAGING_BYTES / (w.cols * 4))));
+    const raw = new Uint8Array(chunkRows * srcRowBytes);
+    const values = new Float32Array(chunkRows * w.cols);
+    for (let r0 = 0; r0 < w.rows; r0 += chunkRows) {
+      const rows = Math.min(chunkRows, w.rows - r0);
+      const part = raw.subarray(0, rows * srcRowBytes);
+      readRows(src, srcRowBytes, r0, rows, part);
+      const vals = values.subarray(0, rows * w.cols);
+      if (srcBlocks) dequantizeBlocks(srcBlocks, part, vals);
+      else if (src.dtype === "F32") vals.set(new Float32Array(part.buffer, part.byteOffset, rows * w.cols));
+      else widen16(src.dtype as "BF16" | "F16", part, vals);
+      this.storeRows(w, r0, rows, vals);
+    }
+  }
+
+  memoryUsage() {
+    let activations = 0;
+    for (const id of this.chunks) activations += this.regions.get(id)!.space!.used;
+    return { weights: this.weightBytes, activations, arenas: this.regions.size };
+  }
+
+  // ---------------------------------------------------------------- graphs
+
+  /** Called by GraphBuilder: a new tensor over t's memory. */
+  bindTensor(ctx: Ptr, t: Tensor, type: number, ne: number[]): Ptr {
+    const tensor = ne.length === 1 ? this.g.newTensor1d(ctx, type, ne[0]!) : ne.length === 2 ? this.g.newTensor2d(ctx, type, ne[0]!, ne[1]!) : this.g.newTensor3d(ctx, type, ne[0]!, ne[1]!, ne[2]!);
+    this.bindResult(tensor, t);
+    return tensor;
+  }
+
+  /** Called by GraphBuilder: an (unallocated) tensor placed at t's memory. */
+  bindResult(tensor: Ptr, t: Tensor): void {
+    const r = this.region(t, this.g.nbytes(tensor), "tensor");
+    const status = this.g.tensorAlloc(r.buffer, tensor, r.base + t.ptr);
+    if (status !== 0) throw new Error(`ggml_backend_tensor_alloc: status ${status}`);
+  }
+
+  viewInit(v: Ptr): void {
+    const status = this.g.viewInit(v);
+    if (status !== 0) throw new Error(`ggml_backend_view_init: status ${status}`);
+  }
+
+  private weightTensor(w: WeightTensor): Ptr {
+    const r = this.regions.get(w.arena);
+    if (!r?.weight) throw new Error(`weight in arena ${w.arena}, which this backend does not hold (freed?)`);
+    return r.weight.tensor;
+  }
+
+  /** Runs the graph cached under key, building it first if needed; `work` (multiply-adds) picks the backend. */
+  private run(key: string, work: number, build: (b: GraphBuilder) => void): void {
+    if (this.closed) throw new Error("the native backend is closed");
+    let gr = this.graphs.get(key);
+    if (gr) {
+      this.graphs.delete(key);
+      this.graphs.set(key, gr);
+    } else {
+      gr = this.build(work, build);
+      this.graphs.set(key, gr);
+      if (this.graphs.size > this.maxGraphs) {
+        const [oldKey, old] = this.graphs.entries().next().value as [string, Graph];
+        this.dropGraph(oldKey, old);
+      }
+    }
+    const backend = gr.work >= PARALLEL_MIN_WORK && this.threads > 1 ? this.pooled : this.single;
+    const status = this.g.graphCompute(backend, gr.graph);
+    if (status !== 0) throw new Error(`ggml_backend_graph_compute: status ${status}`);
+  }
+
+  private build(work: number, build: (b: GraphBuilder) => void): Graph {
+    const g = this.g;
+    const ctx = g.init({ mem_size: g.tensorOverhead() * MAX_NODES * 2 + g.graphOverheadCustom(MAX_NODES, false) + 4096, mem_buffer: null, no_alloc: true });
+    try {
+      const b = new GraphBuilder(this, ctx);
+      build(b);
+      const graph = g.newGraphCustom(ctx, MAX_NODES, false);
+      for (const t of b.outputs) g.buildForward(graph, t);
+      // intermediate results get a buffer of their own; null when there are none
+      const buffer = g.allocCtxTensorsFromBuft(ctx, this.cpuBuft);
+      return { ctx, graph, buffer, work };
+    } catch (e) {
+      g.free(ctx);
+      throw e;
+    }
+  }
+
+  private dropGraph(key: string, gr: Graph): void {
+    this.graphs.delete(key);
+    if (gr.buffer) this.g.bufferFree(gr.buffer);
+    this.g.free(gr.ctx);
+  }
+
+  private static key(op: string, ...parts: Array<Tensor | number>): string {
+    let k = op;
+    for (const p of parts) k += typeof p === "number" ? `|${p}` : `|${p.arena}:${p.ptr}`;
+    return k + "|";
+  }
+
+  // ---------------------------------------------------------------- ops
+
+  matmul(y: Tensor, x: Tensor, w: WeightTensor, rows: number): void {
+    this.matmulMany(x, [[y, w]], rows);
+  }
+
+  matmulMany(x: Tensor, products: ReadonlyArray<readonly [Tensor, WeightTensor]>, rows: number): void {
+    checkCount(rows, "matmul rows");
+    if (rows === 0 || products.length === 0) return;
+    const K = products[0]![1].cols;
+    this.region(x, rows * K * 4, "matmul input");
+    let key = NativeBackend.key("mm", x, rows);
+    let work = 0;
+    for (const [y, w] of products) {
+      this.weightTensor(w);
+      if (w.cols !== K) throw new Error(`matmulMany: weights of widths ${K} and ${w.cols} cannot share an input`);
+      this.region(y, rows * w.rows * 4, "matmul output");
+      key += `w${w.arena}|${y.arena}:${y.ptr}|`;
+      work += rows * K * w.rows;
+    }
+    this.run(key, work, (b) => {
+      const xt = b.bind(x, GgmlType.F32, K, rows);
+      for (const [y, w] of products) b.outputs.push(b.into(this.g.mulMat(b.ctx, this.weightTensor(w), xt), y));
+    });
+  }
+
+  embed(out: Tensor, table: WeightTensor, ids: ArrayLike<number>): void {
+    const n = ids.length, K = table.cols;
+    if (n === 0) return;
+    this.region(out, n * K * 4, "embedding output");
+    const tt = this.weightTensor(table);
+    for (let i = 0; i < n; i++) {
+      const id = ids[i]!;
+      if (!Number.isInteger(id) || id < 0 || id >= table.rows) throw new Error(`token id ${id} is outside the vocabulary (0..${table.rows - 1})`);
+    }
+    if (!this.scratchIds || this.scratchIds.bytes < n * 4) {
+      if (this.scratchIds) this.free(this.scratchIds);
+      this.scratchIds = this.alloc(Math.max(n * 4, 4096));
+    }
+    const idBuf = this.scratchIds;
+    const view = this.i32(idBuf, 0, n);
+    for (let i = 0; i < n; i++) view[i] = ids[i]!;
+    this.run(NativeBackend.key("embed", out, idBuf, n) + `w${table.arena}|`, n * K, (b) => {
+      b.outputs.push(b.into(this.g.getRows(b.ctx, tt, b.bind(idBuf, GgmlType.I32, n)), out));
+    });
+  }
+
+  /** A vector weight (norm, bias) of n f32 values. */
+  private vector(w: WeightTensor, n: number, what: string): Ptr {
+    const t = this.weightTensor(w);
+    if (w.dtype !== "f32" || w.rows !== 1 || w.cols !== n) throw new Error(`${what}: a ${w.rows}×${w.cols} ${w.dtype} weight where an f32 vector of ${n} is needed`);
+    return t;
+  }
+
+  rmsnorm(y: Tensor, x: Tensor, w: WeightTensor, rows: number, n: number, eps: number): void {
+    checkCount(rows, "rmsnorm rows");
+    checkCount(n, "rmsnorm width");
+    if (rows === 0 || n === 0) return;
+    this.region(x, rows * n * 4, "rmsnorm input");
+    this.region(y, rows * n * 4, "rmsnorm output");
+    const wt = this.vector(w, n, "rmsnorm");
+    this.run(NativeBackend.key("rmsnorm", y, x, rows, n, eps) + `w${w.arena}|`, rows * n, (b) => {
+      const normed = this.g.rmsNorm(b.ctx, b.bind(x, GgmlType.F32, n, rows), eps);
+      b.outputs.push(b.into(this.g.mul(b.ctx, normed, wt), y));
+    });
+  }
+
+  ropeTable(positions: number, headDim: number, theta: number): RopeTable {
+    checkCount(positions, "rotary positions");
+    if (!Number.isInteger(headDim) || headDim < 2 || headDim % 2) throw new Error(`rotary table: head size ${headDim} is not even`);
+    const half = headDim / 2;
+    const cos = this.alloc(positions * half * 4);
+    const sin = this.alloc(positions * half * 4);
+    const c = this.f32(cos), s = this.f32(sin);
+    for (let i = 0; i < half; i++) {
+      const invFreq = 1 / Math.pow(theta, (2 * i) / headDim);
+      for (let p = 0; p < positions; p++) {
+        c[p * half + i] = Math.cos(p * invFreq);
+        s[p * half + i] = Math.sin(p * invFreq);
+      }
+    }
+    const table = { cos, sin, positions, half };
+    this.ropeThetas.set(table, { theta, headDim });
+    return table;
+  }
+
+  rope(x: Tensor, rows: number, heads: number, headDim: number, positions: Tensor, table: RopeTable): void {
+    checkCount(rows, "rope rows");
+    checkCount(heads, "rope heads");
+    if (rows === 0 || heads === 0) return;
+    const t = this.ropeThetas.get(table);
+    if (!t) throw new Error("rope: a rotary table from another backend");
+    if (t.headDim !== headDim) throw new Error(`rope: a table for head size ${t.headDim} used with ${headDim}`);
+    this.region(x, rows * heads * headDim * 4, "rope input");
+    const pos = this.i32(positions, 0, rows);
+    for (let i = 0; i < rows; i++) {
+      if (pos[i]! < 0 || pos[i]! >= table.positions) throw new Error(`position ${pos[i]} is beyond the rotary table (${table.positions} positions)`);
+    }
+    // ggml's NEOX mode is Hugging Face's rotate-half; it computes the angles itself, as llama.cpp does
+    this.run(NativeBackend.key("rope", x, positions, rows, heads, headDim, t.theta), rows * heads * headDim, (b) => {
+      const xt = b.bind(x, GgmlType.F32, headDim, heads, rows);
+      const pt = b.bind(positions, GgmlType.I32, rows);
+      b.outputs.push(b.view(this.g.ropeExtInplace(b.ctx, xt, pt, null, headDim, GGML_ROPE_TYPE_NEOX, 0, t.theta, 1, 0, 1, 0, 0)));
+    });
+  }
+
+  attention(out: Tensor, q: Tensor, k: Tensor, v: Tensor, rows: number, start: number, heads: number, kvHeads: number, headDim: number): void {
+    checkCount(rows, "attention rows");
+    checkCount(start, "attention start");
+    for (const [val, what] of [[heads, "heads"], [kvHeads, "kv heads"], [headDim, "head size"]] as const) {
+      if (!Number.isInteger(val) || val < 1) throw new Error(`attention: ${what} ${val}`);
+    }
+    if (heads % kvHeads !== 0) throw new Error(`attention: ${heads} heads cannot share ${kvHeads} kv heads`);
+    if (rows === 0) return;
+    const len = start + rows, qDim = heads * headDim, kvDim = kvHeads * headDim;
+    this.region(q, rows * qDim * 4, "attention queries");
+    this.region(out, rows * qDim * 4, "attention output");
+    this.region(k, len * kvDim * 4, "key cache");
+    this.region(v, len * kvDim * 4, "value cache");
+    const g = this.g, scale = Math.fround(1 / Math.sqrt(headDim));
+    this.run(NativeBackend.key("attn", out, q, k, v, rows, start, heads, kvHeads, headDim), rows * heads * len * headDim * 2, (b) => {
+      const qt = g.permute(b.ctx, b.bind(q, GgmlType.F32, headDim, heads, rows), 0, 2, 1, 3); // [hd, rows, heads]
+      const kt = g.permute(b.ctx, b.bind(k, GgmlType.F32, headDim, kvHeads, len), 0, 2, 1, 3); // [hd, len, kvHeads]
+      const vt = g.cont(b.ctx, b.view(g.permute(b.ctx, b.bind(v, GgmlType.F32, headDim, kvHeads, len), 1, 2, 0, 3))); // [len, hd, kvHeads]
+      b.view(qt);
+      b.view(kt);
+      // scores [len, rows, heads]; head h reads kv head h / (heads / kvHeads) (mul_mat's broadcast); row i sees keys ≤ start + i
+      const kq = g.softMaxExtInplace(b.ctx, g.diagMaskInfInplace(b.ctx, g.mulMat(b.ctx, kt, qt), start), null, scale, 0);
+      const o = g.permute(b.ctx, g.mulMat(b.ctx, vt, kq), 0, 2, 1, 3); // [hd, heads, rows]
+      b.outputs.push(b.view(g.cpy(b.ctx, o, b.bind(out, GgmlType.F32, headDim, heads, rows))));
+    });
+  }
+
+  siluMul(h: Tensor, gt: Tensor, u: Tensor, n: number): void {
+    checkCount(n, "siluMul length");
+    if (n === 0) return;
+    for (const [t, what] of [[h, "siluMul output"], [gt, "siluMul gate"], [u, "siluMul up"]] as const) this.region(t, n * 4, what);
+    this.run(NativeBackend.key("silu", h, gt, u, n), n * 8, (b) => {
+      b.outputs.push(b.into(this.g.swigluSplit(b.ctx, b.bind(gt, GgmlType.F32, n), b.bind(u, GgmlType.F32, n)), h));
+    });
+  }
+
+  add(y: Tensor, a: Tensor, c: Tensor, n: number): void {
+    checkCount(n, "add length");
+    if (n === 0) return;
+    for (const [t, what] of [[y, "add output"], [a, "add input"], [c, "add input"]] as const) this.region(t, n * 4, what);
+    this.run(NativeBackend.key("add", y, a, c, n), n, (b) => {
+      b.outputs.push(b.into(this.g.add(b.ctx, b.bind(a, GgmlType.F32, n), b.bind(c, GgmlType.F32, n)), y));
+    });
+  }
+
+  addBias(y: Tensor, bias: WeightTensor, rows: number): void {
+    checkCount(rows, "addBias rows");
+    if (rows === 0) return;
+    const n = bias.cols;
+    const bt = this.vector(bias, n, "addBias");
+    this.region(y, rows * n * 4, "addBias output");
+    this.run(NativeBackend.key("bias", y, rows) + `w${bias.arena}|`, rows * n, (b) => {
+      b.outputs.push(b.into(this.g.add(b.ctx, b.bind(y, GgmlType.F32, n, rows), bt), y));
+    });
+  }
+
+  clamp(x: Tensor, n: number, c: number): void {
+    checkCount(n, "clamp length");
+    if (n === 0) return;
+    this.region(x, n * 4, "clamp input");
+    this.run(NativeBackend.key("clamp", x, n, c), n, (b) => {
+      b.outputs.push(b.view(this.g.clampInplace(b.ctx, b.bind(x, GgmlType.F32, n), -c, c)));
+    });
+  }
+
+  // ---------------------------------------------------------------- probes
+
+  measureReadBandwidth(bytes: number): number {
+    // the GEMV of an f32 matrix of `bytes` by one vector on every thread: the weight-streaming rate the kernels reach
+    const K = 4096, N = Math.max(1, Math.floor(bytes / (K * 4)));
+    const best = this.probe(N, K, 1);
+    return (N * K * 4) / best;
+  }
+
+  measureComputeRate(): number {
+    const N = 1024, K = 1024, M = 128;
+    return (2 * M * N * K) / this.probe(N, K, M);
+  }
+
+  /** Best of 5 times (ns) of an [M×K]·[N×K]ᵀ f32 product on the pool, over distinct weight contents. */
+  private probe(N: number, K: number, M: number): number {
+    const w = this.allocWeight("f32", N, K);
+    const x = this.alloc(M * K * 4), y = this.alloc(M * N * 4);
+    try {
+      // distinct contents per page: identical pages may be merged by the host (KSM) and then read from cache
+      const words = new Int32Array(this.viewOf(this.regions.get(w.arena)!), 0, N * K);
+      for (let i = 0; i < words.length; i++) words[i] = Math.imul(i, 2654435761) & 0x3f7fffff;
+      this.f32(x).fill(1);
+      let best = Infinity;
+      for (let rep = 0; rep < 5; rep++) {
+        const t0 = process.hrtime.bigint();
+        this.run(NativeBackend.key("probe", y, x, M) + `w${w.arena}|`, Infinity, (b) => {
+          b.outputs.push(b.into(this.g.mulMat(b.ctx, this.weightTensor(w), b.bind(x, GgmlType.F32, K, M)), y));
+        });
+        best = Math.min(best, Number(process.hrtime.bigint() - t0));
+      }
+      return best;
+    } finally {
+      this.free(x);
+      this.free(y);
+      this.freeWeight(w);
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const [key, gr] of [...this.graphs]) this.dropGraph(key, gr);
+    for (const r of this.regions.values()) {
+      this.g.bufferFree(r.buffer);
+      if (r.weight) this.g.free(r.weight.ctx);
+    }
+    this.regions.clear();
+    if (this.pooled !== this.single) this.g.backendFree(this.pooled);
+    this.g.backendFree(this.single);
+    if (this.threadpool) this.g.threadpoolFree(this.threadpool);
+  }
+}
+
+function checkCount(n: number, what: string): void {
+  if (!Number.isInteger(n) || n < 0) throw new Error(`${what}: ${n} is not a count`);
+}
+
+/** bf16 or f16 values (little-endian) as f32. */
+function widen16(dtype: "BF16" | "F16", src: Uint8Array, out: Float32Array): void {
+  const h = new Uint16Array(src.buffer, src.byteOffset, out.length);
+  if (dtype === "BF16") {
+    const bits = new Uint32Array(out.buffer, out.byteOffset, out.length);
+    for (let i = 0; i < out.length; i++) bits[i] = h[i]! << 16;
+  } else {
+    for (let i = 0; i < out.length; i++) out[i] = f16ToF32(h[i]!);
+  }
+}
