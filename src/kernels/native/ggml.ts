@@ -76,8 +76,6 @@ function bind(base: ReturnType<KoffiLike["load"]>, cpu: ReturnType<KoffiLike["lo
     newTensor2d: b("void* ggml_new_tensor_2d(void* ctx, int type, int64_t ne0, int64_t ne1)") as (ctx: Ptr, type: number, ne0: number, ne1: number) => Ptr,
     newTensor3d: b("void* ggml_new_tensor_3d(void* ctx, int type, int64_t ne0, int64_t ne1, int64_t ne2)") as (ctx: Ptr, type: number, ne0: number, ne1: number, ne2: number) => Ptr,
     permute: b("void* ggml_permute(void* ctx, void* a, int ax0, int ax1, int ax2, int ax3)") as (ctx: Ptr, a: Ptr, a0: number, a1: number, a2: number, a3: number) => Ptr,
-    cont: b("void* ggml_cont(void* ctx, void* a)") as (ctx: Ptr, a: Ptr) => Ptr,
-    cpy: b("void* ggml_cpy(void* ctx, void* a, void* b)") as (ctx: Ptr, a: Ptr, b: Ptr) => Ptr,
     mulMat: b("void* ggml_mul_mat(void* ctx, void* a, void* b)") as (ctx: Ptr, a: Ptr, b: Ptr) => Ptr,
     getRows: b("void* ggml_get_rows(void* ctx, void* a, void* b)") as (ctx: Ptr, a: Ptr, b: Ptr) => Ptr,
     rmsNorm: b("void* ggml_rms_norm(void* ctx, void* a, float eps)") as (ctx: Ptr, a: Ptr, eps: number) => Ptr,
@@ -85,10 +83,10 @@ function bind(base: ReturnType<KoffiLike["load"]>, cpu: ReturnType<KoffiLike["lo
     add: b("void* ggml_add(void* ctx, void* a, void* b)") as (ctx: Ptr, a: Ptr, b: Ptr) => Ptr,
     swigluSplit: b("void* ggml_swiglu_split(void* ctx, void* a, void* b)") as (ctx: Ptr, a: Ptr, b: Ptr) => Ptr,
     clampInplace: b("void* ggml_clamp_inplace(void* ctx, void* a, float min, float max)") as (ctx: Ptr, a: Ptr, min: number, max: number) => Ptr,
-    diagMaskInfInplace: b("void* ggml_diag_mask_inf_inplace(void* ctx, void* a, int n_past)") as (ctx: Ptr, a: Ptr, nPast: number) => Ptr,
-    softMaxExtInplace: b("void* ggml_soft_max_ext_inplace(void* ctx, void* a, void* mask, float scale, float max_bias)") as (ctx: Ptr, a: Ptr, mask: Ptr | null, scale: number, maxBias: number) => Ptr,
     ropeExtInplace: b("void* ggml_rope_ext_inplace(void* ctx, void* a, void* b, void* c, int n_dims, int mode, int n_ctx_orig, float freq_base, float freq_scale, float ext_factor, float attn_factor, float beta_fast, float beta_slow)") as (
       ctx: Ptr, a: Ptr, b: Ptr, c: Ptr | null, nDims: number, mode: number, nCtxOrig: number, freqBase: number, freqScale: number, extFactor: number, attnFactor: number, betaFast: number, betaSlow: number) => Ptr,
+    flashAttnExt: b("void* ggml_flash_attn_ext(void* ctx, void* q, void* k, void* v, void* mask, float scale, float max_bias, float logit_softcap)") as (
+      ctx: Ptr, q: Ptr, k: Ptr, v: Ptr, mask: Ptr, scale: number, maxBias: number, softcap: number) => Ptr,
     newGraphCustom: b("void* ggml_new_graph_custom(void* ctx, size_t size, bool grads)") as (ctx: Ptr, size: number, grads: boolean) => Ptr,
     buildForward: b("void ggml_build_forward_expand(void* graph, void* tensor)") as (graph: Ptr, t: Ptr) => void,
     nbytes: b("size_t ggml_nbytes(void* t)") as (t: Ptr) => number,

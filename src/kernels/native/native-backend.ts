@@ -29,6 +29,9 @@ const CHUNK_BYTES = 64 << 20;
 // Weight conversions go through f32 staging of at most this many bytes.
 const STAGING_BYTES = 16 << 20;
 const MAX_NODES = 64;
+// Decode attention covers the cache in steps of this many positions (see attention).
+const KV_PAD = 256;
+const F16_MINUS_INFINITY = 0xfc00;
 const GGML_ROPE_TYPE_NEOX = 2;
 const GGML_BACKEND_BUFFER_USAGE_WEIGHTS = 1;
 
@@ -86,6 +89,8 @@ export class NativeBackend implements Backend {
   /** `threads` threads on a persistent threadpool. */
   private readonly pooled: Ptr;
   private readonly threadpool: Ptr | null;
+  /** The single-thread backend's pool: no worker threads, but ggml then skips making a throwaway pool per compute. */
+  private readonly singlePool: Ptr;
   private readonly regions = new Map<number, Region>();
   private readonly chunks: number[] = [];
   private nextRegion = 1;
@@ -94,6 +99,7 @@ export class NativeBackend implements Backend {
   private readonly maxGraphs: number;
   private readonly ropeThetas = new WeakMap<RopeTable, { theta: number; headDim: number }>();
   private scratchIds: Tensor | null = null;
+  private mask: Tensor | null = null;
   private closed = false;
 
   constructor(opts: NativeBackendOptions = {}) {
@@ -105,6 +111,8 @@ export class NativeBackend implements Backend {
     this.cpuBuft = this.g.cpuBufferType();
     this.single = this.g.cpuInit();
     this.g.cpuSetThreads(this.single, 1);
+    this.singlePool = this.ggml.newThreadpool(1, 0);
+    this.g.cpuSetThreadpool(this.single, this.singlePool);
     if (this.threads > 1) {
       this.pooled = this.g.cpuInit();
       this.g.cpuSetThreads(this.pooled, this.threads);
@@ -480,17 +488,32 @@ export class NativeBackend implements Backend {
     this.region(out, rows * qDim * 4, "attention output");
     this.region(k, len * kvDim * 4, "key cache");
     this.region(v, len * kvDim * 4, "value cache");
-    const g = this.g, scale = Math.fround(1 / Math.sqrt(headDim));
-    this.run(NativeBackend.key("attn", out, q, k, v, rows, start, heads, kvHeads, headDim), rows * heads * len * headDim * 2, (b) => {
-      const qt = g.permute(b.ctx, b.bind(q, GgmlType.F32, headDim, heads, rows), 0, 2, 1, 3); // [hd, rows, heads]
-      const kt = g.permute(b.ctx, b.bind(k, GgmlType.F32, headDim, kvHeads, len), 0, 2, 1, 3); // [hd, len, kvHeads]
-      const vt = g.cont(b.ctx, b.view(g.permute(b.ctx, b.bind(v, GgmlType.F32, headDim, kvHeads, len), 1, 2, 0, 3))); // [len, hd, kvHeads]
-      b.view(qt);
-      b.view(kt);
-      // scores [len, rows, heads]; head h reads kv head h / (heads / kvHeads) (mul_mat's broadcast); row i sees keys ≤ start + i
-      const kq = g.softMaxExtInplace(b.ctx, g.diagMaskInfInplace(b.ctx, g.mulMat(b.ctx, kt, qt), start), null, scale, 0);
-      const o = g.permute(b.ctx, g.mulMat(b.ctx, vt, kq), 0, 2, 1, 3); // [hd, heads, rows]
-      b.outputs.push(b.view(g.cpy(b.ctx, o, b.bind(out, GgmlType.F32, headDim, heads, rows))));
+    // A decode step's graph covers the cache up to a multiple of KV_PAD positions (what llama.cpp does), so
+    // that it is built once per KV_PAD tokens, not per token; the mask hides the positions beyond len, and
+    // ggml's flash-attention kernel skips masked positions without reading them (they hold no values yet).
+    const held = Math.floor(Math.min(k.bytes, v.bytes) / (kvDim * 4));
+    const span = rows === 1 ? Math.min(held, Math.ceil(len / KV_PAD) * KV_PAD) : len;
+    if (!this.mask || this.mask.bytes < rows * span * 2) {
+      if (this.mask) this.free(this.mask);
+      this.mask = this.alloc(Math.max(rows * span * 2, KV_PAD * 2));
+    }
+    const mask = this.mask;
+    // F16 mask [rows][span]: 0 where row i may look (positions ≤ start + i), -inf elsewhere
+    const m = new Uint16Array(this.viewOf(this.regions.get(mask.arena)!), mask.ptr, rows * span);
+    for (let i = 0; i < rows; i++) {
+      m.fill(0, i * span, i * span + start + i + 1);
+      m.fill(F16_MINUS_INFINITY, i * span + start + i + 1, (i + 1) * span);
+    }
+    const g = this.g, scale = 1 / Math.sqrt(headDim);
+    this.run(NativeBackend.key("attn", out, q, k, v, mask, rows, span, heads, kvHeads, headDim), rows * heads * len * headDim * 2, (b) => {
+      // q [hd, rows, heads]; k, v [hd, span, kvHeads]: head h reads kv head h / (heads / kvHeads)
+      const qt = b.view(g.permute(b.ctx, b.bind(q, GgmlType.F32, headDim, heads, rows), 0, 2, 1, 3));
+      const kt = b.view(g.permute(b.ctx, b.bind(k, GgmlType.F32, headDim, kvHeads, span), 0, 2, 1, 3));
+      const vt = b.view(g.permute(b.ctx, b.bind(v, GgmlType.F32, headDim, kvHeads, span), 0, 2, 1, 3));
+      const fa = g.flashAttnExt(b.ctx, qt, kt, vt, b.bind(mask, GgmlType.F16, span, rows), scale, 0, 0);
+      if (!g.devSupportsOp(this.ggml.cpuDevice, fa)) throw new Error(`attention: ggml's CPU flash attention does not take these shapes (${heads}/${kvHeads} heads of ${headDim})`);
+      // the result is [hd, heads, rows]: the output's own layout
+      b.outputs.push(b.into(fa, out));
     });
   }
 
@@ -583,6 +606,7 @@ export class NativeBackend implements Backend {
     if (this.pooled !== this.single) this.g.backendFree(this.pooled);
     this.g.backendFree(this.single);
     if (this.threadpool) this.g.threadpoolFree(this.threadpool);
+    this.g.threadpoolFree(this.singlePool);
   }
 }
 
