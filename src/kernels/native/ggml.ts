@@ -92,6 +92,7 @@ function bind(base: ReturnType<KoffiLike["load"]>, cpu: ReturnType<KoffiLike["lo
     nbytes: b("size_t ggml_nbytes(void* t)") as (t: Ptr) => number,
     rowSize: b("size_t ggml_row_size(int type, int64_t ne)") as (type: number, ne: number) => number,
     blckSize: b("int64_t ggml_blck_size(int type)") as (type: number) => number,
+    tensorSet: b("void ggml_backend_tensor_set(void* t, const void* data, size_t offset, size_t size)") as (t: Ptr, data: Uint8Array, offset: number, size: number) => void,
     getData: b("void* ggml_get_data(void* t)") as (t: Ptr) => Ptr,
     quantizeChunk: b("size_t ggml_quantize_chunk(int type, const float* src, void* dst, int64_t start, int64_t nrows, int64_t n_per_row, const float* imatrix)") as (
       type: number, src: Float32Array, dst: Uint8Array, start: number, nrows: number, nPerRow: number, imatrix: null) => number,

@@ -46,7 +46,7 @@ interface Region {
   /** Activation chunks: their allocator. */
   readonly space: FirstFit | null;
   /** Weights: the ggml tensor and the context that owns it. */
-  readonly weight: { ctx: Ptr; tensor: Ptr; type: number } | null;
+  readonly weight: { ctx: Ptr; tensor: Ptr; type: number; repacked: boolean } | null;
   view: ArrayBuffer | null;
 }
 
@@ -100,6 +100,8 @@ export class NativeBackend implements Backend {
   private readonly ropeThetas = new WeakMap<RopeTable, { theta: number; headDim: number }>();
   private scratchIds: Tensor | null = null;
   private mask: Tensor | null = null;
+  /** CPU_REPACK where its q4 layout checked out (see repackBuft); undefined until first asked. */
+  private repack: Ptr | null | undefined;
   private closed = false;
 
   constructor(opts: NativeBackendOptions = {}) {
@@ -183,11 +185,27 @@ export class NativeBackend implements Backend {
     return new Int32Array(this.viewOf(r), t.ptr + offset * 4, n);
   }
 
-  /** A weight's bytes as ggml holds them. */
-  private held(w: WeightTensor): { r: Region; bytes: Uint8Array } {
+  private weightRegion(w: WeightTensor): Region & { weight: NonNullable<Region["weight"]> } {
     const r = this.regions.get(w.arena);
     if (!r?.weight) throw new Error(`weight in arena ${w.arena}, which this backend does not hold (freed?)`);
-    return { r, bytes: new Uint8Array(this.viewOf(r), 0, r.size) };
+    return r as Region & { weight: NonNullable<Region["weight"]> };
+  }
+
+  /** A weight's bytes in ggml's plain layout of its type: its memory itself, or for a repacked weight a copy unpacked. */
+  private plain(w: WeightTensor): Uint8Array {
+    const r = this.weightRegion(w);
+    const bytes = new Uint8Array(this.viewOf(r), 0, r.size);
+    return r.weight.repacked ? unpackQ4x8(bytes, w.rows, w.cols) : bytes;
+  }
+
+  /** Writes a whole weight: `fill` gets its bytes in ggml's plain layout (a repacked weight is repacked by ggml after). */
+  private write(w: WeightTensor, fill: (dst: Uint8Array) => void): void {
+    const r = this.weightRegion(w);
+    if (!r.weight.repacked) return fill(new Uint8Array(this.viewOf(r), 0, r.size));
+    const dst = new Uint8Array(r.size);
+    fill(dst);
+    // CPU_REPACK takes a tensor's data in one whole write only
+    this.g.tensorSet(r.weight.tensor, dst, 0, r.size);
   }
 
   supportsWeight(dtype: WeightDType, cols: number): boolean {
@@ -199,23 +217,81 @@ export class NativeBackend implements Backend {
     const bytes = layoutBytes(dtype, rows, cols);
     if (bytes === null) throw new Error(`a ${rows}×${cols} weight cannot be held as ${dtype}: its rows must be a multiple of ${dtype === "bf16" ? 8 : 32}`);
     const type = WEIGHT_TYPE[dtype];
-    const ctx = this.g.init({ mem_size: this.g.tensorOverhead() + 256, mem_buffer: null, no_alloc: true });
-    const tensor = this.g.newTensor2d(ctx, type, cols, rows);
-    const buffer = this.g.allocCtxTensorsFromBuft(ctx, this.cpuBuft);
-    if (!buffer) {
-      this.g.free(ctx);
-      throw new Error(`out of memory: cannot allocate a ${rows}×${cols} ${dtype} weight`);
+    // q4 matrices go where llama.cpp puts them, ggml's repacked layout (much faster products), where ggml takes the shape
+    const repack = dtype === "q4" && rows % 8 === 0 ? this.repackBuft() : null;
+    let placed = this.placeWeight(type, rows, cols, repack);
+    if (placed && repack && !this.productSupported(placed.tensor, cols)) {
+      this.g.bufferFree(placed.buffer);
+      this.g.free(placed.ctx);
+      placed = null;
     }
-    this.g.bufferSetUsage(buffer, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
-    const size = this.g.nbytes(tensor);
-    const arena = this.newRegion(buffer, size, null, { ctx, tensor, type });
+    const where = placed ?? this.placeWeight(type, rows, cols, null);
+    if (!where) throw new Error(`out of memory: cannot allocate a ${rows}×${cols} ${dtype} weight`);
+    this.g.bufferSetUsage(where.buffer, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+    const size = this.g.nbytes(where.tensor);
+    const arena = this.newRegion(where.buffer, size, null, { ctx: where.ctx, tensor: where.tensor, type, repacked: where === placed && repack !== null });
     this.weightBytes += size;
     return { arena, ptr: 0, bytes, dtype, rows, cols, scales: 0 };
   }
 
+  /** A weight tensor in its own buffer of buft (the plain CPU one when null); null when it cannot be allocated. */
+  private placeWeight(type: number, rows: number, cols: number, buft: Ptr | null): { ctx: Ptr; tensor: Ptr; buffer: Ptr } | null {
+    const ctx = this.g.init({ mem_size: this.g.tensorOverhead() + 256, mem_buffer: null, no_alloc: true });
+    const tensor = this.g.newTensor2d(ctx, type, cols, rows);
+    const buffer = this.g.allocCtxTensorsFromBuft(ctx, buft ?? this.cpuBuft);
+    if (!buffer) {
+      this.g.free(ctx);
+      return null;
+    }
+    return { ctx, tensor, buffer };
+  }
+
+  /** Whether ggml's CPU device computes a product with this weight as placed (asked before any data reaches it). */
+  private productSupported(weight: Ptr, cols: number): boolean {
+    const ctx = this.g.init({ mem_size: this.g.tensorOverhead() * 4 + 256, mem_buffer: null, no_alloc: true });
+    try {
+      const x = this.g.newTensor2d(ctx, GgmlType.F32, cols, 1);
+      return this.g.devSupportsOp(this.ggml.cpuDevice, this.g.mulMat(ctx, weight, x));
+    } finally {
+      this.g.free(ctx);
+    }
+  }
+
+  /**
+   * ggml's CPU_REPACK buffer type, once checked: a probe weight repacked by ggml must unpack (unpackQ4x8) to
+   * what went in, or weightData could not give its bytes back, and the repacked layout is not used at all.
+   */
+  private repackBuft(): Ptr | null {
+    if (this.repack !== undefined) return this.repack;
+    this.repack = null;
+    const buft = this.ggml.extraBufts.find((b) => this.g.buftName(b) === "CPU_REPACK");
+    if (!buft) return null;
+    const rows = 8, cols = 64;
+    const probe = this.placeWeight(GgmlType.Q4_0, rows, cols, buft);
+    if (!probe) return null;
+    try {
+      if (!this.productSupported(probe.tensor, cols)) return null;
+      const size = this.g.nbytes(probe.tensor);
+      const blocks = new Uint8Array(size).map((_, i) => (i * 37 + 11) & 0xff);
+      for (let b = 0; b < size; b += 18) blocks.set([0x00, 0x3c], b); // scales of 1.0
+      this.g.tensorSet(probe.tensor, blocks, 0, size);
+      const held = new Uint8Array(this.ggml.koffi.view(this.g.getData(probe.tensor), size));
+      const back = unpackQ4x8(held, rows, cols);
+      if (back.every((v, i) => v === blocks[i])) this.repack = buft;
+    } finally {
+      this.g.bufferFree(probe.buffer);
+      this.g.free(probe.ctx);
+    }
+    return this.repack;
+  }
+
+  /** Whether ggml holds the weight in its repacked layout (q4 matrices whose shape ggml repacks). */
+  isRepacked(w: WeightTensor): boolean {
+    return this.weightRegion(w).weight.repacked;
+  }
+
   freeWeight(w: WeightTensor): void {
-    const r = this.regions.get(w.arena);
-    if (!r?.weight) throw new Error(`freeWeight: arena ${w.arena} holds no weight`);
+    const r = this.weightRegion(w);
     this.regions.delete(w.arena);
     // graphs over this weight can never be asked for again (arena ids are not reused); free them now
     for (const [key, gr] of this.graphs) if (key.includes(`|w${w.arena}|`)) this.dropGraph(key, gr);
@@ -225,7 +301,7 @@ export class NativeBackend implements Backend {
   }
 
   weightData(w: WeightTensor): Uint8Array {
-    const { bytes } = this.held(w);
+    const bytes = this.plain(w);
     if (w.dtype === "f32" || w.dtype === "bf16") return bytes.slice();
     const out = new Uint8Array(w.bytes);
     layoutFromBlocks(w.dtype, w.rows, w.cols, bytes, out);
@@ -233,58 +309,55 @@ export class NativeBackend implements Backend {
   }
 
   setWeightData(w: WeightTensor, data: Uint8Array): void {
-    const { bytes } = this.held(w);
+    this.weightRegion(w);
     if (data.length !== w.bytes) throw new Error(`setWeightData: ${data.length} bytes for a ${w.rows}×${w.cols} ${w.dtype} weight of ${w.bytes}`);
-    if (w.dtype === "f32" || w.dtype === "bf16") bytes.set(data);
-    else blocksFromLayout(w.dtype, w.rows, w.cols, data, bytes);
+    this.write(w, (dst) => {
+      if (w.dtype === "f32" || w.dtype === "bf16") dst.set(data);
+      else blocksFromLayout(w.dtype, w.rows, w.cols, data, dst);
+    });
   }
 
   setWeight(w: WeightTensor, values: Float32Array): void {
     if (values.length !== w.rows * w.cols) throw new Error(`setWeight: ${values.length} values for a ${w.rows}×${w.cols} weight`);
-    this.storeRows(w, 0, w.rows, values);
+    this.write(w, (dst) => this.storeRows(w, dst, 0, w.rows, values));
   }
 
-  /** Rows r0.. of w from f32 values, converted to w's type as ggml converts (ggml_quantize_chunk). */
-  private storeRows(w: WeightTensor, r0: number, rows: number, values: Float32Array): void {
-    const { r, bytes } = this.held(w);
-    const type = r.weight!.type;
+  /** Rows r0.. of w, as plain bytes in dst, from f32 values converted to w's type as ggml converts (ggml_quantize_chunk). */
+  private storeRows(w: WeightTensor, dst: Uint8Array, r0: number, rows: number, values: Float32Array): void {
+    const type = this.weightRegion(w).weight.type;
     const rowBytes = this.g.rowSize(type, w.cols);
-    if (type === GgmlType.F32) {
-      new Float32Array(this.viewOf(r), r0 * rowBytes, rows * w.cols).set(values.subarray(0, rows * w.cols));
-      return;
-    }
-    // ggml_quantize_chunk's start is counted in values of the destination row-major matrix
-    const dst = bytes.subarray(r0 * rowBytes, (r0 + rows) * rowBytes);
-    this.g.quantizeChunk(type, values.subarray(0, rows * w.cols), dst, 0, rows, w.cols, null);
+    const part = dst.subarray(r0 * rowBytes, (r0 + rows) * rowBytes);
+    if (type === GgmlType.F32) part.set(new Uint8Array(values.buffer, values.byteOffset, rows * rowBytes));
+    else this.g.quantizeChunk(type, values.subarray(0, rows * w.cols), part, 0, rows, w.cols, null);
   }
 
   loadWeight(w: WeightTensor, src: WeightSource): void {
-    const { bytes } = this.held(w);
     const srcBlocks = isGgmlBlockType(src.dtype) ? src.dtype : null;
+    if (srcBlocks && w.cols % GGML_BLOCK_TYPES[srcBlocks].values !== 0) throw new Error(`${src.file}: a ${srcBlocks} tensor's rows hold ${w.cols} values, not a multiple of ${GGML_BLOCK_TYPES[srcBlocks].values}`);
     // the file holds the weight's own type: straight into ggml's memory
     if ((w.dtype === "f32" && src.dtype === "F32") || (w.dtype === "bf16" && src.dtype === "BF16") || (srcBlocks && SAME_BLOCKS[srcBlocks] === w.dtype)) {
-      if (srcBlocks && w.cols % GGML_BLOCK_TYPES[srcBlocks].values !== 0) throw new Error(`${src.file}: a ${srcBlocks} tensor's rows hold ${w.cols} values, not a multiple of ${GGML_BLOCK_TYPES[srcBlocks].values}`);
-      readRows(src, bytes.length / w.rows, 0, w.rows, bytes);
+      this.write(w, (dst) => readRows(src, dst.length / w.rows, 0, w.rows, dst));
       return;
     }
     // anything else: f32 rows, chunk by chunk, then ggml's conversion to the weight's type
     const srcRowBytes = srcBlocks
       ? (w.cols / GGML_BLOCK_TYPES[srcBlocks].values) * GGML_BLOCK_TYPES[srcBlocks].bytes
       : w.cols * (src.dtype === "F32" ? 4 : 2);
-    if (srcBlocks && w.cols % GGML_BLOCK_TYPES[srcBlocks].values !== 0) throw new Error(`${src.file}: a ${srcBlocks} tensor's rows hold ${w.cols} values, not a multiple of ${GGML_BLOCK_TYPES[srcBlocks].values}`);
     const chunkRows = Math.max(1, Math.min(w.rows, Math.floor(STAGING_BYTES / (w.cols * 4))));
     const raw = new Uint8Array(chunkRows * srcRowBytes);
     const values = new Float32Array(chunkRows * w.cols);
-    for (let r0 = 0; r0 < w.rows; r0 += chunkRows) {
-      const rows = Math.min(chunkRows, w.rows - r0);
-      const part = raw.subarray(0, rows * srcRowBytes);
-      readRows(src, srcRowBytes, r0, rows, part);
-      const vals = values.subarray(0, rows * w.cols);
-      if (srcBlocks) dequantizeBlocks(srcBlocks, part, vals);
-      else if (src.dtype === "F32") vals.set(new Float32Array(part.buffer, part.byteOffset, rows * w.cols));
-      else widen16(src.dtype as "BF16" | "F16", part, vals);
-      this.storeRows(w, r0, rows, vals);
-    }
+    this.write(w, (dst) => {
+      for (let r0 = 0; r0 < w.rows; r0 += chunkRows) {
+        const rows = Math.min(chunkRows, w.rows - r0);
+        const part = raw.subarray(0, rows * srcRowBytes);
+        readRows(src, srcRowBytes, r0, rows, part);
+        const vals = values.subarray(0, rows * w.cols);
+        if (srcBlocks) dequantizeBlocks(srcBlocks, part, vals);
+        else if (src.dtype === "F32") vals.set(new Float32Array(part.buffer, part.byteOffset, rows * w.cols));
+        else widen16(src.dtype as "BF16" | "F16", part, vals);
+        this.storeRows(w, dst, r0, rows, vals);
+      }
+    });
   }
 
   memoryUsage() {
@@ -315,9 +388,7 @@ export class NativeBackend implements Backend {
   }
 
   private weightTensor(w: WeightTensor): Ptr {
-    const r = this.regions.get(w.arena);
-    if (!r?.weight) throw new Error(`weight in arena ${w.arena}, which this backend does not hold (freed?)`);
-    return r.weight.tensor;
+    return this.weightRegion(w).weight.tensor;
   }
 
   /** Runs the graph cached under key, building it first if needed; `work` (multiply-adds) picks the backend. */
@@ -399,10 +470,16 @@ export class NativeBackend implements Backend {
     const n = ids.length, K = table.cols;
     if (n === 0) return;
     this.region(out, n * K * 4, "embedding output");
-    const tt = this.weightTensor(table);
+    const tr = this.weightRegion(table), tt = tr.weight.tensor;
     for (let i = 0; i < n; i++) {
       const id = ids[i]!;
       if (!Number.isInteger(id) || id < 0 || id >= table.rows) throw new Error(`token id ${id} is outside the vocabulary (0..${table.rows - 1})`);
+    }
+    if (tr.weight.repacked) {
+      // ggml has no row lookup in the repacked layout: the rows' blocks unpacked and dequantized here
+      const held = new Uint8Array(this.viewOf(tr), 0, tr.size), y = this.f32(out, 0, n * K);
+      for (let i = 0; i < n; i++) dequantizeBlocks("Q4_0", unpackQ4x8Row(held, ids[i]!, K), y.subarray(i * K, (i + 1) * K));
+      return;
     }
     if (!this.scratchIds || this.scratchIds.bytes < n * 4) {
       if (this.scratchIds) this.free(this.scratchIds);
@@ -623,4 +700,32 @@ function widen16(dtype: "BF16" | "F16", src: Uint8Array, out: Float32Array): voi
   } else {
     for (let i = 0; i < out.length; i++) out[i] = f16ToF32(h[i]!);
   }
+}
+
+// ggml's CPU_REPACK layout of Q4_0 on x86 (block_q4_0x8, make_block_q4_0x8 in ggml-cpu/repack.cpp): rows in groups
+// of 8; per group and block column, the 8 rows' f16 scales, then 16 runs of 8 quant bytes, run i from row i % 8 at
+// byte 8·⌊i/8⌋ of its block, each byte xor 0x88.
+const Q4 = GGML_BLOCK_TYPES.Q4_0.bytes;
+
+/** One row's Q4_0 blocks out of the repacked layout. */
+function unpackQ4x8Row(held: Uint8Array, row: number, cols: number): Uint8Array {
+  const nb = cols / 32, out = new Uint8Array(nb * Q4);
+  const group = held.subarray(Math.floor(row / 8) * 8 * nb * Q4), r = row % 8;
+  for (let x = 0; x < nb; x++) {
+    const blk = x * 8 * Q4, o = x * Q4;
+    out[o] = group[blk + 2 * r]!;
+    out[o + 1] = group[blk + 2 * r + 1]!;
+    for (let half = 0; half < 2; half++) {
+      const from = blk + 16 + (half * 8 + r) * 8;
+      for (let k = 0; k < 8; k++) out[o + 2 + half * 8 + k] = group[from + k]! ^ 0x88;
+    }
+  }
+  return out;
+}
+
+/** A whole weight's Q4_0 blocks out of the repacked layout. */
+function unpackQ4x8(held: Uint8Array, rows: number, cols: number): Uint8Array {
+  const rowBytes = (cols / 32) * Q4, out = new Uint8Array(rows * rowBytes);
+  for (let r = 0; r < rows; r++) out.set(unpackQ4x8Row(held, r, cols), r * rowBytes);
+  return out;
 }
