@@ -123,6 +123,8 @@ export interface ModelCliOptions {
   backend?: BackendChoice;
   threads?: number;
   poll?: number;
+  /** commander's --no-mmap: false */
+  mmap?: boolean;
   simd: "auto" | "simd" | "relaxed";
   ctx?: number;
   localDevices?: number;
@@ -148,6 +150,7 @@ export function addModelOptions(cmd: Command): Command {
   return addKernelOptions(cmd)
     .requiredOption("-m, --model <dir>", "Hugging Face model directory (config.json, *.safetensors, tokenizer.json), or a .gguf file (single process only)")
     .addOption(new Option("--dtype <dtype>", "weights in memory (default: f32; for a .gguf file its own type where the kernels have it: Q8_0 → q8, Q4_0 → q4, BF16 → bf16, F32 and F16 → f32; Q4_K, Q5_K and Q6_K → q8)").choices(WEIGHT_DTYPES as string[]))
+    .option("--no-mmap", "native: read every weight into memory instead of mapping the ones the file holds as they are kept (F32, BF16, Q8_0, Q4_0 in GGUF)")
     .addOption(new Option("--simd <variant>", "wasm kernel build: relaxed SIMD where supported, or plain SIMD128").choices(["auto", "simd", "relaxed"]).default("auto"))
     .option("--ctx <n>", "context length (prompt + generated tokens)", positiveInt)
     .option("--local-devices <n>", "run the experts on N device processes on this machine (over loopback sockets)", positiveInt)
@@ -187,6 +190,7 @@ export function engineOptions(o: ModelCliOptions): EngineOptions {
     backend: o.backend,
     threads: o.threads,
     poll: o.poll,
+    mmap: o.mmap,
     simd: o.simd,
     contextLength: o.ctx,
     onLoadProgress: (done, total) => bar.update(done, total),

@@ -21,6 +21,8 @@ export interface OpenBackendOptions {
   spinMs?: number;
   /** native: how long idle pool workers poll before sleeping (0 to 100; 0 by default: no core taken from other processes). */
   poll?: number;
+  /** native: map weights from their files where they are held as stored (default true; see NativeBackendOptions.mmap). */
+  mmap?: boolean;
 }
 
 export interface OpenedBackend {
@@ -47,7 +49,7 @@ export function openBackend(opts: OpenBackendOptions = {}): OpenedBackend {
   let unavailable = "";
   if (choice !== "wasm") {
     try {
-      const backend = new NativeBackend({ threads: opts.threads, poll: opts.poll });
+      const backend = new NativeBackend({ threads: opts.threads, poll: opts.poll, mmap: opts.mmap });
       return { backend, why: `kernels: native (${backend.describe()})` };
     } catch (e) {
       const reason = e instanceof Error ? e.message : String(e);

@@ -23,6 +23,8 @@ export interface EngineOptions {
   threads?: number;
   /** native: how long idle pool workers poll before sleeping (0–100; default 0). */
   poll?: number;
+  /** native: map weights held as the file stores them from the file (default true). */
+  mmap?: boolean;
   simd?: SimdVariant | "auto";
   /** How long idle compute threads spin before sleeping, in ms (see ThreadPool). */
   spinMs?: number;
@@ -79,7 +81,7 @@ export class Engine {
     let backend: Backend | undefined;
     try {
       const tokenizer = opened.tokenizer();
-      const kernels = openBackend({ backend: opts.backend, threads: opts.threads, poll: opts.poll, simd: opts.simd, spinMs: opts.spinMs });
+      const kernels = openBackend({ backend: opts.backend, threads: opts.threads, poll: opts.poll, mmap: opts.mmap, simd: opts.simd, spinMs: opts.spinMs });
       backend = kernels.backend;
       opts.onLoaded?.(kernels.why);
       // with another executor (remote devices), this process holds no experts

@@ -46,6 +46,8 @@ export interface Ggml {
   newThreadpool(threads: number, poll: number): Ptr;
   /** Native address of a pointer. */
   address(p: Ptr): number;
+  /** The whole file behind fd mapped copy-on-write (reads from the page cache, as llama.cpp's mmap), or an Error saying why not. */
+  mapFile(fd: number, bytes: number): { address: number; unmap(): void } | Error;
 }
 
 interface KoffiLike {
@@ -99,6 +101,7 @@ function bind(base: ReturnType<KoffiLike["load"]>, cpu: ReturnType<KoffiLike["lo
     tensorAlloc: b("int ggml_backend_tensor_alloc(void* buffer, void* tensor, uintptr_t addr)") as (buf: Ptr, t: Ptr, addr: number) => number,
     viewInit: b("int ggml_backend_view_init(void* tensor)") as (t: Ptr) => number,
     allocCtxTensorsFromBuft: b("void* ggml_backend_alloc_ctx_tensors_from_buft(void* ctx, void* buft)") as (ctx: Ptr, buft: Ptr) => Ptr,
+    bufferFromPtr: b("void* ggml_backend_cpu_buffer_from_ptr(uintptr_t ptr, size_t size)") as (ptr: number, size: number) => Ptr,
     buftAllocBuffer: b("void* ggml_backend_buft_alloc_buffer(void* buft, size_t size)") as (buft: Ptr, size: number) => Ptr,
     bufferGetBase: b("void* ggml_backend_buffer_get_base(void* buf)") as (buf: Ptr) => Ptr,
     bufferFree: b("void ggml_backend_buffer_free(void* buf)") as (buf: Ptr) => void,
@@ -229,7 +232,31 @@ function open(): Ggml {
       return tp;
     },
     address: (p: Ptr) => Number(koffi.address(p)),
+    mapFile: (fd: number, bytes: number) => mapFile(koffi, fd, bytes),
   };
+}
+
+let libc: { mmap: (...a: unknown[]) => Ptr; munmap: (...a: unknown[]) => number } | Error | null = null;
+
+function mapFile(koffi: KoffiLike, fd: number, bytes: number): { address: number; unmap(): void } | Error {
+  if (!libc) {
+    try {
+      const lib = koffi.load(process.platform === "darwin" ? "libSystem.B.dylib" : process.platform === "linux" ? "libc.so.6" : "");
+      libc = {
+        mmap: lib.func("void* mmap(void* addr, size_t length, int prot, int flags, int fd, int64_t offset)"),
+        munmap: lib.func("int munmap(void* addr, size_t length)"),
+      };
+    } catch (e) {
+      libc = new Error(`no mmap here (${firstLine(e)})`);
+    }
+  }
+  if (libc instanceof Error) return libc;
+  const PROT_READ = 1, PROT_WRITE = 2, MAP_PRIVATE = 2;
+  // writable and private: setWeightData on a mapped weight copies the pages it writes, the file is never changed
+  const p = libc.mmap(null, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+  if (!p || koffi.address(p) === 0xffffffffffffffffn) return new Error("mmap failed");
+  const { munmap } = libc;
+  return { address: Number(koffi.address(p)), unmap: () => void munmap(p, bytes) };
 }
 
 function firstLine(e: unknown): string {

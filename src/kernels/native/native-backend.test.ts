@@ -233,6 +233,59 @@ test("loadWeight reads each file type: Q8_0 / Q4_0 kept as they are, F32, BF16, 
   }
 });
 
+test("weights the file holds as they are kept are mapped from it (aligned, rows in order), copy-on-write; --no-mmap reads them", { skip }, () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-native-mmap-"));
+  const wasm = new WasmBackend({ threads: 1 });
+  const mapping = new NativeBackend({ threads: 1 }), reading = new NativeBackend({ threads: 1, mmap: false });
+  try {
+    const N = 16, K = 64;
+    const W = new Random(8).fillNormal(new Float32Array(N * K), 0.3);
+    const ww = wasm.allocWeight("q8", N, K);
+    wasm.setWeight(ww, W);
+    const blocks = new Uint8Array(((N * K) / 32) * 34);
+    blocksFromLayout("q8", N, K, wasm.weightData(ww), blocks);
+    const file = path.join(dir, "w.gguf");
+    writeFileSync(file, Buffer.concat([Buffer.alloc(64), blocks, Buffer.alloc(13)]));
+    const fd = openSync(file, "r");
+    try {
+      const load = (be: NativeBackend, offset: number, rowOrder?: Int32Array) => {
+        const w = be.allocWeight("q8", N, K);
+        be.loadWeight(w, { fd, offset, dtype: "Q8_0", file, rowOrder });
+        return w;
+      };
+      const mapped = load(mapping, 64);
+      assert.ok(mapping.isMapped(mapped));
+      assert.deepEqual(mapping.weightData(mapped), wasm.weightData(ww));
+      assert.ok(!reading.isMapped(load(reading, 64)), "--no-mmap reads");
+      assert.ok(!mapping.isMapped(load(mapping, 64, Int32Array.from({ length: N }, (_, i) => N - 1 - i))), "rows reordered: read");
+      const x = put(mapping, new Float32Array(K).fill(1)), y = mapping.alloc(N * 4);
+      mapping.matmul(y, x, mapped, 1);
+      const before = mapping.f32(y).slice();
+      // a weight mapped twice, one copy then written: the write reaches neither the other nor the file
+      const again = load(mapping, 64);
+      mapping.setWeight(mapped, new Float32Array(N * K).fill(0.25));
+      assert.ok(!mapping.isMapped(mapped), "a written weight has memory of its own");
+      mapping.matmul(y, x, mapped, 1);
+      assert.ok(Math.abs(mapping.f32(y)[0]! - 16) < 0.1);
+      mapping.matmul(y, x, again, 1);
+      // (copies: a view over backend memory must not outlive the backend in a failed assertion's report)
+      assert.deepEqual(mapping.f32(y).slice(), before);
+      const third = load(mapping, 64);
+      mapping.matmul(y, x, third, 1);
+      assert.deepEqual(mapping.f32(y).slice(), before);
+      mapping.freeWeight(mapped);
+      assert.throws(() => load(mapping, 64 + blocks.length - 32), /beyond the file's/);
+    } finally {
+      closeSync(fd);
+    }
+  } finally {
+    mapping.close();
+    reading.close();
+    wasm.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test("inputs ggml would abort on are refused with an Error and the process goes on", { skip }, () => {
   const be = new NativeBackend({ threads: 1 });
   try {

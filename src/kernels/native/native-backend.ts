@@ -4,6 +4,7 @@
 // names the buffer and ptr is an offset in it; f32()/i32() are views over the native memory, no copies.
 // Every op is a small ggml graph over those addresses, built once per (op, shape, addresses) and reused.
 // ggml aborts the process on a failed GGML_ASSERT, so every precondition it asserts is checked here first.
+import { fstatSync } from "node:fs";
 import os from "node:os";
 import type { Backend, RopeTable, Tensor, WeightDType, WeightSource, WeightTensor } from "../backend.js";
 import { dequantizeBlocks, f16ToF32, GGML_BLOCK_TYPES, isGgmlBlockType, type GgmlBlockType } from "../ggml-blocks.js";
@@ -19,6 +20,11 @@ export interface NativeBackendOptions {
   poll?: number;
   /** Graphs kept for reuse (least recently used ones are freed beyond this). */
   maxGraphs?: number;
+  /**
+   * Weights whose file holds them in their own type and layout are mapped from the file (default true), as
+   * llama.cpp does: loading costs no copy, pages come from the page cache, and a model larger than RAM loads.
+   */
+  mmap?: boolean;
 }
 
 // Below this many multiply-adds an op runs on a single-thread backend: waking the pool's sleeping workers
@@ -28,7 +34,10 @@ const PARALLEL_MIN_WORK = 1 << 20;
 const CHUNK_BYTES = 64 << 20;
 // Weight conversions go through f32 staging of at most this many bytes.
 const STAGING_BYTES = 16 << 20;
+// A graph holds at most this many nodes and twice as many tensors: the ops here need far fewer, and
+// ggml aborts when a context runs out of room, so matmulMany's product count is bounded below it.
 const MAX_NODES = 64;
+const MAX_PRODUCTS = 16;
 // Decode attention covers the cache in steps of this many positions (see attention).
 const KV_PAD = 256;
 const F16_MINUS_INFINITY = 0xfc00;
@@ -46,7 +55,7 @@ interface Region {
   /** Activation chunks: their allocator. */
   readonly space: FirstFit | null;
   /** Weights: the ggml tensor and the context that owns it. */
-  readonly weight: { ctx: Ptr; tensor: Ptr; type: number; repacked: boolean } | null;
+  readonly weight: { ctx: Ptr; tensor: Ptr; type: number; repacked: boolean; mapped: boolean } | null;
   view: ArrayBuffer | null;
 }
 
@@ -103,6 +112,9 @@ export class NativeBackend implements Backend {
   /** CPU_REPACK where its q4 layout checked out (see repackBuft); undefined until first asked. */
   private repack: Ptr | null | undefined;
   private closed = false;
+  private readonly mmap: boolean;
+  /** Files mapped, by path. */
+  private readonly mapped = new Map<string, { address: number; bytes: number; unmap(): void }>();
 
   constructor(opts: NativeBackendOptions = {}) {
     this.ggml = loadGgml();
@@ -110,6 +122,7 @@ export class NativeBackend implements Backend {
     this.threads = Math.max(1, Math.floor(opts.threads ?? os.availableParallelism()));
     this.poll = Math.max(0, Math.min(100, Math.floor(opts.poll ?? 0)));
     this.maxGraphs = Math.max(8, opts.maxGraphs ?? 512);
+    this.mmap = opts.mmap ?? true;
     this.cpuBuft = this.g.cpuBufferType();
     this.single = this.g.cpuInit();
     this.g.cpuSetThreads(this.single, 1);
@@ -129,7 +142,7 @@ export class NativeBackend implements Backend {
 
   /** How this backend describes itself in the startup log. */
   describe(): string {
-    return `ggml ${this.ggml.version}, ${this.ggml.variant} variant, ${this.threads} thread${this.threads === 1 ? "" : "s"}${this.poll ? `, poll ${this.poll}` : ""}`;
+    return `ggml ${this.ggml.version}, ${this.ggml.variant} variant, ${this.threads} thread${this.threads === 1 ? "" : "s"}${this.poll ? `, poll ${this.poll}` : ""}${this.mmap ? "" : ", no mmap"}`;
   }
 
   // ---------------------------------------------------------------- memory
@@ -175,14 +188,20 @@ export class NativeBackend implements Backend {
 
   f32(t: Tensor, offset = 0, length?: number): Float32Array {
     const n = length ?? t.bytes / 4 - offset;
-    const r = this.region({ ...t, ptr: t.ptr + offset * 4, bytes: n * 4 }, n * 4, "f32 view");
-    return new Float32Array(this.viewOf(r), t.ptr + offset * 4, n);
+    return new Float32Array(this.viewAt(t, offset * 4, n * 4), t.ptr + offset * 4, n);
   }
 
   i32(t: Tensor, offset = 0, length?: number): Int32Array {
     const n = length ?? t.bytes / 4 - offset;
-    const r = this.region({ ...t, ptr: t.ptr + offset * 4, bytes: n * 4 }, n * 4, "i32 view");
-    return new Int32Array(this.viewOf(r), t.ptr + offset * 4, n);
+    return new Int32Array(this.viewAt(t, offset * 4, n * 4), t.ptr + offset * 4, n);
+  }
+
+  /** The view over t's buffer, once bytes at t.ptr + offset are checked to lie in it. */
+  private viewAt(t: Tensor, offset: number, bytes: number): ArrayBuffer {
+    const r = this.regions.get(t.arena);
+    const at = t.ptr + offset;
+    if (!r || !Number.isInteger(at) || at < 0 || bytes < 0 || at + bytes > r.size) throw new Error(`view of ${bytes} bytes at offset ${at} of arena ${t.arena}: outside the memory this backend holds`);
+    return this.viewOf(r);
   }
 
   private weightRegion(w: WeightTensor): Region & { weight: NonNullable<Region["weight"]> } {
@@ -200,7 +219,8 @@ export class NativeBackend implements Backend {
 
   /** Writes a whole weight: `fill` gets its bytes in ggml's plain layout (a repacked weight is repacked by ggml after). */
   private write(w: WeightTensor, fill: (dst: Uint8Array) => void): void {
-    const r = this.weightRegion(w);
+    let r = this.weightRegion(w);
+    if (r.weight.mapped) r = this.detach(w, r);
     if (!r.weight.repacked) return fill(new Uint8Array(this.viewOf(r), 0, r.size));
     const dst = new Uint8Array(r.size);
     fill(dst);
@@ -229,7 +249,7 @@ export class NativeBackend implements Backend {
     if (!where) throw new Error(`out of memory: cannot allocate a ${rows}×${cols} ${dtype} weight`);
     this.g.bufferSetUsage(where.buffer, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
     const size = this.g.nbytes(where.tensor);
-    const arena = this.newRegion(where.buffer, size, null, { ctx: where.ctx, tensor: where.tensor, type, repacked: where === placed && repack !== null });
+    const arena = this.newRegion(where.buffer, size, null, { ctx: where.ctx, tensor: where.tensor, type, repacked: where === placed && repack !== null, mapped: false });
     this.weightBytes += size;
     return { arena, ptr: 0, bytes, dtype, rows, cols, scales: 0 };
   }
@@ -285,6 +305,11 @@ export class NativeBackend implements Backend {
     return this.repack;
   }
 
+  /** Whether the weight is mapped from its file (see NativeBackendOptions.mmap). */
+  isMapped(w: WeightTensor): boolean {
+    return this.weightRegion(w).weight.mapped;
+  }
+
   /** Whether ggml holds the weight in its repacked layout (q4 matrices whose shape ggml repacks). */
   isRepacked(w: WeightTensor): boolean {
     return this.weightRegion(w).weight.repacked;
@@ -334,9 +359,9 @@ export class NativeBackend implements Backend {
   loadWeight(w: WeightTensor, src: WeightSource): void {
     const srcBlocks = isGgmlBlockType(src.dtype) ? src.dtype : null;
     if (srcBlocks && w.cols % GGML_BLOCK_TYPES[srcBlocks].values !== 0) throw new Error(`${src.file}: a ${srcBlocks} tensor's rows hold ${w.cols} values, not a multiple of ${GGML_BLOCK_TYPES[srcBlocks].values}`);
-    // the file holds the weight's own type: straight into ggml's memory
+    // the file holds the weight's own type: mapped, or read straight into ggml's memory
     if ((w.dtype === "f32" && src.dtype === "F32") || (w.dtype === "bf16" && src.dtype === "BF16") || (srcBlocks && SAME_BLOCKS[srcBlocks] === w.dtype)) {
-      this.write(w, (dst) => readRows(src, dst.length / w.rows, 0, w.rows, dst));
+      if (!this.mapWeight(w, src)) this.write(w, (dst) => readRows(src, dst.length / w.rows, 0, w.rows, dst));
       return;
     }
     // anything else: f32 rows, chunk by chunk, then ggml's conversion to the weight's type
@@ -358,6 +383,51 @@ export class NativeBackend implements Backend {
         this.storeRows(w, dst, r0, rows, vals);
       }
     });
+  }
+
+  /**
+   * Points w at its bytes in the file, mapped: where mapping is on, the rows are in file order, the weight is
+   * not repacked and its bytes are aligned as ggml requires. The buffer allocWeight made is given back.
+   */
+  private mapWeight(w: WeightTensor, src: WeightSource): boolean {
+    const r = this.weightRegion(w);
+    if (!this.mmap || src.rowOrder || r.weight.repacked || src.offset % 32 !== 0) return false;
+    let file = this.mapped.get(src.file);
+    if (!file) {
+      const bytes = fstatSync(src.fd).size;
+      const m = this.ggml.mapFile(src.fd, bytes);
+      if (m instanceof Error) return false;
+      file = { ...m, bytes };
+      this.mapped.set(src.file, file);
+    }
+    if (src.offset + r.size > file.bytes) throw new Error(`${src.file}: tensor data ends at byte ${src.offset + r.size}, beyond the file's ${file.bytes}`);
+    const address = file.address + src.offset;
+    const buffer = this.g.bufferFromPtr(address, r.size);
+    const ctx = this.g.init({ mem_size: this.g.tensorOverhead() + 256, mem_buffer: null, no_alloc: true });
+    const tensor = this.g.newTensor2d(ctx, r.weight.type, w.cols, w.rows);
+    const status = this.g.tensorAlloc(buffer, tensor, address);
+    if (status !== 0) {
+      this.g.free(ctx);
+      this.g.bufferFree(buffer);
+      return false;
+    }
+    this.g.bufferFree(r.buffer);
+    this.g.free(r.weight.ctx);
+    this.regions.set(w.arena, { buffer, base: address, size: r.size, space: null, weight: { ctx, tensor, type: r.weight.type, repacked: false, mapped: true }, view: null });
+    return true;
+  }
+
+  /** A mapped weight moved to memory of its own before it is written: other weights may map the same bytes. */
+  private detach(w: WeightTensor, r: Region & { weight: NonNullable<Region["weight"]> }): Region & { weight: NonNullable<Region["weight"]> } {
+    const own = this.placeWeight(r.weight.type, w.rows, w.cols, null);
+    if (!own) throw new Error(`out of memory: cannot allocate a ${w.rows}×${w.cols} ${w.dtype} weight`);
+    this.g.bufferSetUsage(own.buffer, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+    for (const [key, gr] of this.graphs) if (key.includes(`|w${w.arena}|`)) this.dropGraph(key, gr);
+    this.g.bufferFree(r.buffer);
+    this.g.free(r.weight.ctx);
+    const region = { buffer: own.buffer, base: this.ggml.address(this.g.bufferGetBase(own.buffer)), size: r.size, space: null, weight: { ctx: own.ctx, tensor: own.tensor, type: r.weight.type, repacked: false, mapped: false }, view: null };
+    this.regions.set(w.arena, region);
+    return region;
   }
 
   memoryUsage() {
@@ -448,6 +518,7 @@ export class NativeBackend implements Backend {
 
   matmulMany(x: Tensor, products: ReadonlyArray<readonly [Tensor, WeightTensor]>, rows: number): void {
     checkCount(rows, "matmul rows");
+    if (products.length > MAX_PRODUCTS) throw new Error(`matmulMany: ${products.length} products, at most ${MAX_PRODUCTS} in one call`);
     if (rows === 0 || products.length === 0) return;
     const K = products[0]![1].cols;
     this.region(x, rows * K * 4, "matmul input");
@@ -684,6 +755,8 @@ export class NativeBackend implements Backend {
     this.g.backendFree(this.single);
     if (this.threadpool) this.g.threadpoolFree(this.threadpool);
     this.g.threadpoolFree(this.singlePool);
+    for (const m of this.mapped.values()) m.unmap();
+    this.mapped.clear();
   }
 }
 
