@@ -69,7 +69,6 @@ function bind(base: ReturnType<KoffiLike["load"]>, cpu: ReturnType<KoffiLike["lo
   const b = (sig: string) => base.func(sig);
   const c = (sig: string) => cpu.func(sig);
   return {
-    version: b("const char* ggml_version(void)") as () => string,
     init: b("void* ggml_init(ggml_init_params p)") as (p: { mem_size: number; mem_buffer: null; no_alloc: boolean }) => Ptr,
     free: b("void ggml_free(void* ctx)") as (ctx: Ptr) => void,
     tensorOverhead: b("size_t ggml_tensor_overhead(void)") as () => number,
@@ -93,7 +92,6 @@ function bind(base: ReturnType<KoffiLike["load"]>, cpu: ReturnType<KoffiLike["lo
     buildForward: b("void ggml_build_forward_expand(void* graph, void* tensor)") as (graph: Ptr, t: Ptr) => void,
     nbytes: b("size_t ggml_nbytes(void* t)") as (t: Ptr) => number,
     rowSize: b("size_t ggml_row_size(int type, int64_t ne)") as (type: number, ne: number) => number,
-    blckSize: b("int64_t ggml_blck_size(int type)") as (type: number) => number,
     tensorSet: b("void ggml_backend_tensor_set(void* t, const void* data, size_t offset, size_t size)") as (t: Ptr, data: Uint8Array, offset: number, size: number) => void,
     getData: b("void* ggml_get_data(void* t)") as (t: Ptr) => Ptr,
     quantizeChunk: b("size_t ggml_quantize_chunk(int type, const float* src, void* dst, int64_t start, int64_t nrows, int64_t n_per_row, const float* imatrix)") as (
