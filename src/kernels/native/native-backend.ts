@@ -30,6 +30,8 @@ export interface NativeBackendOptions {
 // Below this many multiply-adds an op runs on a single-thread backend: waking the pool's sleeping workers
 // costs 15–20 µs per graph here (docs/spikes/native-backend.md), more than half of such an op takes.
 const PARALLEL_MIN_WORK = 1 << 20;
+// Big graphs run where big graphs have been faster lately (pool or one thread), and every this many on the other.
+const EXPLORE_EVERY = 16;
 // Activation memory grows in chunks of at least this size (untouched pages cost nothing on the usual OSes).
 const CHUNK_BYTES = 64 << 20;
 // Weight conversions go through f32 staging of at most this many bytes.
@@ -112,6 +114,10 @@ export class NativeBackend implements Backend {
   /** CPU_REPACK where its q4 layout checked out (see repackBuft); undefined until first asked. */
   private repack: Ptr | null | undefined;
   private closed = false;
+  /** Recent compute time per multiply-add of big graphs on the pool and on one thread (moving averages, ns). */
+  private pooledNsPerWork = NaN;
+  private singleNsPerWork = NaN;
+  private bigRuns = 0;
   private readonly mmap: boolean;
   /** Files mapped, by path. */
   private readonly mapped = new Map<string, { address: number; bytes: number; unmap(): void }>();
@@ -462,7 +468,7 @@ export class NativeBackend implements Backend {
   }
 
   /** Runs the graph cached under key, building it first if needed; `work` (multiply-adds) picks the backend. */
-  private run(key: string, work: number, build: (b: GraphBuilder) => void): void {
+  private run(key: string, work: number, build: (b: GraphBuilder) => void, pool: "pinned" | "measured" = "measured"): void {
     if (this.closed) throw new Error("the native backend is closed");
     let gr = this.graphs.get(key);
     if (gr) {
@@ -476,7 +482,25 @@ export class NativeBackend implements Backend {
         this.dropGraph(oldKey, old);
       }
     }
-    const backend = gr.work >= PARALLEL_MIN_WORK && this.threads > 1 ? this.pooled : this.single;
+    if (pool === "pinned" && this.threads > 1) return this.compute(this.pooled, gr);
+    if (gr.work < PARALLEL_MIN_WORK || this.threads === 1) return this.compute(this.single, gr);
+    // ggml's threads meet at a barrier after every node, spinning: when the machine is busy (other processes, a
+    // device beside the base station) a worker that is not scheduled holds the graph up for a time slice, and
+    // the pool is slower than one thread (measured here: 10× at load 7 on 2 cores). So big graphs run where
+    // big graphs have lately been faster per multiply-add, and every EXPLORE_EVERY-th on the other.
+    const explore = this.bigRuns++ % EXPLORE_EVERY === EXPLORE_EVERY - 1;
+    let pooled = !(this.pooledNsPerWork > this.singleNsPerWork);
+    if (Number.isNaN(this.pooledNsPerWork)) pooled = true;
+    else if (Number.isNaN(this.singleNsPerWork)) pooled = false;
+    else if (explore) pooled = !pooled;
+    const t0 = process.hrtime.bigint();
+    this.compute(pooled ? this.pooled : this.single, gr);
+    const perWork = Number(process.hrtime.bigint() - t0) / gr.work;
+    if (pooled) this.pooledNsPerWork = Number.isNaN(this.pooledNsPerWork) ? perWork : this.pooledNsPerWork + (perWork - this.pooledNsPerWork) / 8;
+    else this.singleNsPerWork = Number.isNaN(this.singleNsPerWork) ? perWork : this.singleNsPerWork + (perWork - this.singleNsPerWork) / 8;
+  }
+
+  private compute(backend: Ptr, gr: Graph): void {
     const status = this.g.graphCompute(backend, gr.graph);
     if (status !== 0) throw new Error(`ggml_backend_graph_compute: status ${status}`);
   }
@@ -731,7 +755,7 @@ export class NativeBackend implements Backend {
         const t0 = process.hrtime.bigint();
         this.run(NativeBackend.key("probe", y, x, M) + `w${w.arena}|`, Infinity, (b) => {
           b.outputs.push(b.into(this.g.mulMat(b.ctx, this.weightTensor(w), b.bind(x, GgmlType.F32, K, M)), y));
-        });
+        }, "pinned");
         best = Math.min(best, Number(process.hrtime.bigint() - t0));
       }
       return best;
