@@ -120,6 +120,7 @@ const CALL_CLASS = {
   rope: "rotary embedding",
   attention: "attention (scores, softmax, values)",
   siluMul: "expert FFNs (gate/up, SiLU·mul, down)",
+  ffn: "expert FFNs (gate/up, SiLU·mul, down)",
   add: "residual adds",
   addBias: "biases and clamps",
   clamp: "biases and clamps",
@@ -175,8 +176,9 @@ function timedBackend(be, weights) {
       P.last = t1;
       // the phase of the JS that follows
       if (P.moe === "await") [P.moe, P.gap] = ["combine", "MoE: combine (zero, weighted sum)"];
-      else if (P.moe === "combine" && name === "free") [P.moe, P.gap] = ["return", "MoE: return to the layer (await), residual"];
-      else if (P.moe === "return") [P.moe, P.gap] = ["none", "forward: JS between kernels"];
+      // the layer's residual add is the first kernel after the combine: the JS before it (the combine's
+      // end, returning from the await) stays with the combine
+      else if (P.moe === "combine" && name === "add") [P.moe, P.gap] = ["none", "forward: JS between kernels"];
       else if (P.moe === "none") {
         if (cls === "router (gate matmul)") [P.moe, P.gap] = ["router", "MoE: logits copy, router softmax"];
         else if (name === "rope") P.gap = "forward: KV cache write (copy)";

@@ -5,12 +5,15 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import path from "node:path";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { REPO_ROOT, sharedPath } from "../testing/shared.js";
 import { until } from "../testing/until.js";
 
 const BIN = path.join(REPO_ROOT, "bin/distmoe.js");
 const Q8 = sharedPath("models/brown-moe-gguf/brown-moe-q8_0.gguf");
 const BF16 = sharedPath("models/brown-moe-gguf/brown-moe-bf16.gguf");
+const HF = sharedPath("models/brown-moe");
 
 function distmoe(...args: string[]) {
   const r = spawnSync(process.execPath, [BIN, ...args], { encoding: "utf8", timeout: 120_000 });
@@ -81,5 +84,24 @@ test("where devices are involved a .gguf file is refused with one clear line, be
     const r = distmoe(...args);
     assert.equal(r.code, 1, `${args.join(" ")}: ${r.err}`);
     assert.match(r.err, refusal(what), args.join(" "));
+  }
+});
+
+test("convert writes llama.cpp's file (--name as the shipped one's), inspect reads it; a bad directory costs one line and leaves no file", { skip: HF.skip || Q8.skip }, () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "distmoe-convert-cli-"));
+  try {
+    const out = path.join(dir, "b.gguf");
+    const r = distmoe("convert", HF.path, out, "--outtype", "q8_0", "--name", "Conv");
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.err, /wrote .*b\.gguf: 43 tensors \(30 Q8_0, 13 F32\)/);
+    assert.ok(readFileSync(out).equals(readFileSync(Q8.path)));
+    assert.equal(JSON.parse(distmoe("inspect", "--model", out, "--json").out).file_dtype, "Q8_0");
+    const bad = distmoe("convert", path.join(dir, "nothing"), path.join(dir, "c.gguf"));
+    assert.equal(bad.code, 1);
+    assert.equal(bad.err.trim().split("\n").length, 1, bad.err);
+    assert.match(bad.err, /^distmoe: error: .*config\.json: cannot read/);
+    assert.ok(!existsSync(path.join(dir, "c.gguf")) && !existsSync(path.join(dir, "c.gguf.partial")));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -5,6 +5,7 @@ import { perplexityCommand } from "./commands/perplexity.js";
 import { benchCommand } from "./commands/bench.js";
 import { inspectCommand } from "./commands/inspect.js";
 import { initModelCommand } from "./commands/init-model.js";
+import { convertCommand } from "./commands/convert.js";
 import { deviceCommand } from "./commands/device.js";
 import { serveCommand } from "./commands/serve.js";
 import { evalCommand } from "./commands/eval.js";
@@ -20,6 +21,7 @@ const program = new Command("distmoe")
   .addCommand(benchCommand())
   .addCommand(inspectCommand())
   .addCommand(initModelCommand())
+  .addCommand(convertCommand())
   .addCommand(deviceCommand())
   .addCommand(serveCommand());
 

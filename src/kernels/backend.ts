@@ -35,6 +35,16 @@ export interface WeightSource {
   readonly rowOrder?: Int32Array;
 }
 
+/** The three weights of a SwiGLU feed-forward block (an expert, a shared expert, a dense MLP). */
+export interface FfnWeightSet {
+  /** [ff][hidden] */
+  readonly gate: WeightTensor;
+  /** [ff][hidden] */
+  readonly up: WeightTensor;
+  /** [hidden][ff] */
+  readonly down: WeightTensor;
+}
+
 export interface RopeTable {
   readonly cos: Tensor;
   readonly sin: Tensor;
@@ -78,6 +88,20 @@ export interface Backend {
   /** Causal attention of `rows` new queries at positions start.. against a cache holding start + rows keys. */
   attention(out: Tensor, q: Tensor, k: Tensor, v: Tensor, rows: number, start: number, heads: number, kvHeads: number, headDim: number): void;
   siluMul(h: Tensor, g: Tensor, u: Tensor, n: number): void;
+  /**
+   * A whole SwiGLU feed-forward block, as llama.cpp fuses it:
+   *   out[rows][hidden] = (silu(x · gateᵀ) ⊙ (x · upᵀ)) · downᵀ,   x: [rows][hidden] f32.
+   * gate and up are [ff][hidden], down is [hidden][ff]; the three share one dtype (any WeightDType).
+   * The result equals matmulMany(x, [[g, gate], [u, up]]) → siluMul(h, g, u) → matmul(out, h, down)
+   * within that dtype's tolerance (the hidden activations are prepared for down's dtype as matmul
+   * prepares any input: q8/q4 quantize them per block of 32, bf16 keeps them f32).
+   * x and out are f32 tensors from alloc (any arena), at least rows·hidden·4 bytes, and must not
+   * overlap; x is not modified. The intermediate [rows][ff] activations live in memory the backend owns
+   * and reuses across calls (nothing is allocated per call once it has seen the largest `rows`); no
+   * other caller memory is touched. Synchronous: out holds the result when the call returns. One job:
+   * one handoff to the threads, no JavaScript between the three products.
+   */
+  ffn(out: Tensor, x: Tensor, w: FfnWeightSet, rows: number): void;
   add(y: Tensor, a: Tensor, b: Tensor, n: number): void;
   /** y[r] += bias for every row */
   addBias(y: Tensor, bias: WeightTensor, rows: number): void;

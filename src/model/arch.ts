@@ -38,9 +38,20 @@ export type QKNorm = "none" | "full" | "per-head";
  */
 export interface GgufSpec {
   readonly arch: string;
+  /** GGUF names; a q/k/v/o bias is the weight's name with .bias, as in Hugging Face. */
   readonly tensors: Partial<Record<keyof TensorNames, string>>;
   readonly permutesQK: boolean;
+  /** The order in which the converter writes a layer's merged expert tensors. */
+  readonly expertOrder: readonly ExpertTensor[];
+  /** config.json values that llama.cpp fixes for the architecture rather than reading from metadata. */
+  readonly fixedConfig?: Readonly<Record<string, unknown>>;
+  /** The RMSNorm epsilon the converter writes whatever config.json says (OlmoeModel: 1e-5). */
+  readonly writesRmsEps?: number;
+  /** llama.cpp sizes k's norm by the hidden size (olmoe): key/value heads must be as many as query heads. */
+  readonly kvHeadsAreHeads?: boolean;
 }
+
+export type ExpertTensor = "expertGate" | "expertUp" | "expertDown";
 
 export interface ArchSpec {
   /** config.json `architectures[0]` */
@@ -79,6 +90,28 @@ const QK_NORM = {
   kNorm: "model.layers.{l}.self_attn.k_norm.weight",
 };
 
+// llama.cpp's tensor names (gguf-py constants.py TENSOR_NAMES, llama-arch.cpp)
+const GGUF_BODY = {
+  embed: "token_embd.weight",
+  outputNorm: "output_norm.weight",
+  lmHead: "output.weight",
+  attnNorm: "blk.{l}.attn_norm.weight",
+  q: "blk.{l}.attn_q.weight",
+  k: "blk.{l}.attn_k.weight",
+  v: "blk.{l}.attn_v.weight",
+  o: "blk.{l}.attn_output.weight",
+  ffnNorm: "blk.{l}.ffn_norm.weight",
+  router: "blk.{l}.ffn_gate_inp.weight",
+  expertGate: "blk.{l}.ffn_gate_exps.weight",
+  expertUp: "blk.{l}.ffn_up_exps.weight",
+  expertDown: "blk.{l}.ffn_down_exps.weight",
+};
+
+const GGUF_QK_NORM = { qNorm: "blk.{l}.attn_q_norm.weight", kNorm: "blk.{l}.attn_k_norm.weight" };
+
+// Qwen2MoeModel / OlmoeModel in convert_hf_to_gguf.py merge down_proj, gate_proj, up_proj in that order
+const QWEN_EXPERT_ORDER: readonly ExpertTensor[] = ["expertDown", "expertGate", "expertUp"];
+
 const LLAMA_BODY = {
   embed: "model.embed_tokens.weight",
   outputNorm: "model.norm.weight",
@@ -109,26 +142,8 @@ export const ARCHITECTURES: readonly ArchSpec[] = [
     normTopK: true,
     sharedExpert: false,
     denseLayers: false,
-    // llama.cpp's llama-arch.cpp LLM_ARCH_LLAMA names; Mixtral is written as "llama" with experts
-    gguf: {
-      arch: "llama",
-      tensors: {
-        embed: "token_embd.weight",
-        outputNorm: "output_norm.weight",
-        lmHead: "output.weight",
-        attnNorm: "blk.{l}.attn_norm.weight",
-        q: "blk.{l}.attn_q.weight",
-        k: "blk.{l}.attn_k.weight",
-        v: "blk.{l}.attn_v.weight",
-        o: "blk.{l}.attn_output.weight",
-        ffnNorm: "blk.{l}.ffn_norm.weight",
-        router: "blk.{l}.ffn_gate_inp.weight",
-        expertGate: "blk.{l}.ffn_gate_exps.weight",
-        expertUp: "blk.{l}.ffn_up_exps.weight",
-        expertDown: "blk.{l}.ffn_down_exps.weight",
-      },
-      permutesQK: true,
-    },
+    // Mixtral is written as "llama" with experts (LlamaModel: w1, w2, w3 merged in that order)
+    gguf: { arch: "llama", tensors: GGUF_BODY, permutesQK: true, expertOrder: ["expertGate", "expertDown", "expertUp"] },
   },
   {
     name: "Qwen2MoeForCausalLM",
@@ -148,6 +163,20 @@ export const ARCHITECTURES: readonly ArchSpec[] = [
     normTopK: { key: "norm_topk_prob", default: false },
     sharedExpert: true,
     denseLayers: true,
+    // llama.cpp's qwen2moe: no top-k renormalisation, a sigmoid-gated shared expert, no dense layers
+    gguf: {
+      arch: "qwen2moe",
+      tensors: {
+        ...GGUF_BODY,
+        sharedGate: "blk.{l}.ffn_gate_shexp.weight",
+        sharedUp: "blk.{l}.ffn_up_shexp.weight",
+        sharedDown: "blk.{l}.ffn_down_shexp.weight",
+        sharedExpertGate: "blk.{l}.ffn_gate_inp_shexp.weight",
+      },
+      permutesQK: false,
+      expertOrder: QWEN_EXPERT_ORDER,
+      fixedConfig: { norm_topk_prob: false },
+    },
   },
   {
     name: "OlmoeForCausalLM",
@@ -160,6 +189,7 @@ export const ARCHITECTURES: readonly ArchSpec[] = [
     normTopK: { key: "norm_topk_prob", default: false },
     sharedExpert: false,
     denseLayers: false,
+    gguf: { arch: "olmoe", tensors: { ...GGUF_BODY, ...GGUF_QK_NORM }, permutesQK: false, expertOrder: QWEN_EXPERT_ORDER, fixedConfig: { norm_topk_prob: false }, writesRmsEps: 1e-5, kvHeadsAreHeads: true },
   },
   {
     name: "Qwen3MoeForCausalLM",
@@ -172,6 +202,8 @@ export const ARCHITECTURES: readonly ArchSpec[] = [
     normTopK: { key: "norm_topk_prob", default: false },
     sharedExpert: false,
     denseLayers: true,
+    // llama.cpp's qwen3moe renormalises the top-k weights and has no dense layers
+    gguf: { arch: "qwen3moe", tensors: { ...GGUF_BODY, ...GGUF_QK_NORM }, permutesQK: false, expertOrder: QWEN_EXPERT_ORDER, fixedConfig: { norm_topk_prob: true } },
   },
 ];
 

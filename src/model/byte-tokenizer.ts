@@ -5,7 +5,7 @@ export const SPECIAL_TOKENS = ["<unk>", "<s>", "</s>"] as const;
 export const BYTE_TOKENIZER_VOCAB = SPECIAL_TOKENS.length + 256;
 
 /** GPT-2's printable stand-in for each byte. */
-function byteAlphabet(): string[] {
+export function byteAlphabet(): string[] {
   const printable: number[] = [];
   for (let b = 33; b <= 126; b++) printable.push(b);
   for (let b = 161; b <= 172; b++) printable.push(b);

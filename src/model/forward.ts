@@ -5,8 +5,8 @@
 import type { Backend, RopeTable, Tensor } from "../kernels/backend.js";
 import { MoeBlock, type ExpertCallStats, type ExpertTiming, type MoeDeps } from "../moe/moe-layer.js";
 import type { ModelConfig } from "./config.js";
-import { FfnRunner } from "./ffn.js";
 import { KVCache } from "./kv-cache.js";
+import { StepBuffers } from "./step-buffers.js";
 import type { LayerWeights, ModelWeights } from "./weights.js";
 
 export type LogitsWanted = "last" | "all" | "none";
@@ -24,7 +24,10 @@ function sub(t: Tensor, byteOffset: number, bytes: number): Tensor {
 export class Transformer {
   private readonly rope: RopeTable;
   private readonly moe: MoeBlock;
-  private readonly dense: FfnRunner;
+  /** per step: x, h, tmp, q, k, v, att, positions */
+  private readonly stepBufs: StepBuffers;
+  /** per step, for the rows whose logits are wanted: picked rows, normed, logits */
+  private readonly logitBufs: StepBuffers;
   private step = 0;
 
   constructor(
@@ -38,7 +41,9 @@ export class Transformer {
     if (contextLength > config.maxPositions) throw new Error(`context ${contextLength} exceeds the model's ${config.maxPositions} positions`);
     this.rope = backend.ropeTable(contextLength, config.headDim, config.ropeTheta);
     this.moe = new MoeBlock(backend, config, deps);
-    this.dense = new FfnRunner(backend);
+    const H = config.hidden, qDim = config.heads * config.headDim, kvDim = config.kvHeads * config.headDim;
+    this.stepBufs = new StepBuffers(backend, [H, H, H, qDim, kvDim, kvDim, qDim, 1]);
+    this.logitBufs = new StepBuffers(backend, [H, H, config.vocabSize], 16);
   }
 
   /** What the expert executors did, counted since this model was built. */
@@ -65,16 +70,9 @@ export class Transformer {
         throw new Error(`sequence of ${it.cache.length + it.tokens.length} tokens exceeds its context of ${it.cache.capacity}`);
       }
     }
-    const H = c.hidden, qDim = c.heads * c.headDim, kvDim = c.kvHeads * c.headDim;
-    const bufs: Tensor[] = [];
-    const alloc = (floats: number) => {
-      const t = be.alloc(floats * 4);
-      bufs.push(t);
-      return t;
-    };
-    const x = alloc(rows * H), h = alloc(rows * H), tmp = alloc(rows * H);
-    const q = alloc(rows * qDim), k = alloc(rows * kvDim), v = alloc(rows * kvDim), att = alloc(rows * qDim);
-    const pos = alloc(rows);
+    const H = c.hidden;
+    const bufs = this.stepBufs.take(rows);
+    const [x, h, tmp, q, k, v, att, pos] = bufs as [Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor];
     const step = this.step++;
     try {
       const ids: number[] = [];
@@ -98,14 +96,14 @@ export class Transformer {
         be.add(x, x, tmp, rows * H);
 
         be.rmsnorm(h, x, w.ffnNorm, rows, H, c.rmsEps);
-        if (w.dense) this.dense.run(w.dense, h, tmp, rows);
+        if (w.dense) be.ffn(tmp, h, w.dense, rows);
         else await this.moe.forward(l, w, h, tmp, rows, step, posList);
         be.add(x, x, tmp, rows * H);
       }
       for (const it of items) it.cache.length += it.tokens.length;
       return this.logits(items, x, rows);
     } finally {
-      for (const t of bufs) be.free(t);
+      this.stepBufs.give(rows, bufs);
     }
   }
 
@@ -154,7 +152,8 @@ export class Transformer {
       r += n;
     }
     if (picks.length === 0) return items.map(() => new Float32Array(0));
-    const sel = be.alloc(picks.length * H * 4), normed = be.alloc(picks.length * H * 4), out = be.alloc(picks.length * V * 4);
+    const bufs = this.logitBufs.take(picks.length);
+    const [sel, normed, out] = bufs as [Tensor, Tensor, Tensor];
     try {
       const xs = be.f32(x, 0, rows * H), ss = be.f32(sel, 0, picks.length * H);
       picks.forEach((row, i) => ss.set(xs.subarray(row * H, (row + 1) * H), i * H));
@@ -169,14 +168,13 @@ export class Transformer {
         return res;
       });
     } finally {
-      be.free(sel);
-      be.free(normed);
-      be.free(out);
+      this.logitBufs.give(picks.length, bufs);
     }
   }
 
   close(): void {
     this.moe.close();
-    this.dense.release();
+    this.stepBufs.close();
+    this.logitBufs.close();
   }
 }

@@ -38,7 +38,7 @@ export class GgufModel implements TensorStore {
     if (!arch?.gguf) fail(`GGUF architecture ${JSON.stringify(archName)} is not supported; GGUF architectures read: ${readable}`);
     if (meta.get(`${archName}.expert_count`) === undefined) fail(`no ${archName}.expert_count: a dense ${archName} model, not a mixture of experts`);
     this.arch = arch!;
-    this.config = parseModelConfig(ggufHfConfig(meta, this.arch, file.tensors.has(this.arch.gguf!.tensors.lmHead!), fail), file.path);
+    this.config = parseModelConfig(ggufHfConfig(meta, this.arch, file.tensors, fail), file.path);
     this.indexTensors();
   }
 
@@ -84,16 +84,22 @@ export class GgufModel implements TensorStore {
     const cfg = this.config, spec = this.arch.gguf!;
     const fd = { path: this.file.path, get fd() { return file.fd; } };
     const file = this.file;
-    const hfShape = (t: GgufTensorInfo) => [...t.dims].reverse();
+    // the converter squeezes size-1 dimensions away: the shared-expert gate, [1, hidden], is written 1-D
+    const hfShape = (t: GgufTensorInfo, key?: keyof TensorNames) => (key === "sharedExpertGate" && t.dims.length === 1 ? [1, t.dims[0]!] : [...t.dims].reverse());
     for (const [key, ggufTemplate] of Object.entries(spec.tensors) as Array<[keyof TensorNames, string]>) {
       const hfTemplate = this.arch.tensors[key]!;
       const perLayer = hfTemplate.includes("{l}"), perExpert = hfTemplate.includes("{e}");
       for (let l = 0; l < (perLayer ? cfg.layers : 1); l++) {
         const t = this.file.tensors.get(tensorName(ggufTemplate, l));
+        if (!perExpert && BIASED.has(key)) {
+          const bias = this.file.tensors.get(tensorName(ggufTemplate, l).replace(/\.weight$/, ".bias"));
+          if (bias && spec.permutesQK && (key === "q" || key === "k")) throw new Error(`${this.file.path}: tensor ${bias.name}: biases of permuted q/k projections are not supported`);
+          if (bias) this.index.set(tensorName(hfTemplate, l).replace(/\.weight$/, ".bias"), { name: bias.name, dtype: bias.type, shape: hfShape(bias), offset: bias.offset, bytes: bias.bytes, file: fd });
+        }
         if (!t) continue; // reported, with the name the architecture needs, by the loader
         if (!perExpert) {
           const rowOrder = spec.permutesQK && (key === "q" || key === "k") ? unpermuteQK(key === "q" ? cfg.heads : cfg.kvHeads, cfg.headDim) : undefined;
-          this.index.set(tensorName(hfTemplate, l), { name: t.name, dtype: t.type, shape: hfShape(t), offset: t.offset, bytes: t.bytes, file: fd, rowOrder });
+          this.index.set(tensorName(hfTemplate, l), { name: t.name, dtype: t.type, shape: hfShape(t, key), offset: t.offset, bytes: t.bytes, file: fd, rowOrder });
           continue;
         }
         // merged experts [E][rows][cols] (ggml dims [cols, rows, E]): expert e is the e-th slice
@@ -107,6 +113,9 @@ export class GgufModel implements TensorStore {
   }
 }
 
+/** The projections that may carry a bias (the weight's name with .bias, in either naming). */
+const BIASED: ReadonlySet<keyof TensorNames> = new Set(["q", "k", "v", "o"]);
+
 /**
  * Row r of the Hugging Face q (or k) projection is row rowOrder[r] of the GGUF one: the converter turns
  * each head's rotate-half layout (first half, second half) into interleaved pairs (0, half, 1, half+1 …).
@@ -118,8 +127,11 @@ function unpermuteQK(heads: number, headDim: number): Int32Array {
   return order;
 }
 
+const quotient = (a: unknown, b: unknown): number | undefined => (typeof a === "number" && typeof b === "number" && b > 0 ? Math.floor(a / b) : undefined);
+
 /** The config.json that the GGUF metadata stands for, to be validated as any config.json is. */
-function ggufHfConfig(meta: ReadonlyMap<string, GgufValue>, arch: ArchSpec, hasLmHead: boolean, fail: (msg: string) => never): Record<string, unknown> {
+function ggufHfConfig(meta: ReadonlyMap<string, GgufValue>, arch: ArchSpec, tensors: ReadonlyMap<string, GgufTensorInfo>, fail: (msg: string) => never): Record<string, unknown> {
+  const hasLmHead = tensors.has(arch.gguf!.tensors.lmHead!);
   const a = arch.gguf!.arch;
   const get = (key: string): unknown => {
     const v = meta.get(`${a}.${key}`);
@@ -137,11 +149,20 @@ function ggufHfConfig(meta: ReadonlyMap<string, GgufValue>, arch: ArchSpec, hasL
   const rotary = get("rope.dimension_count");
   if (rotary !== undefined && rotary !== headDim) fail(`${a}.rope.dimension_count ${String(rotary)} differs from the head size ${String(headDim)} (partial rotary embeddings are not supported)`);
   if (get("attention.value_length") !== undefined && get("attention.value_length") !== headDim) fail(`${a}.attention.value_length differs from attention.key_length`);
+  const spec = arch.gguf!;
+  const biased = (key: "q" | "o") => tensors.has(tensorName(spec.tensors[key]!, 0).replace(/\.weight$/, ".bias"));
   return {
+    ...spec.fixedConfig,
     architectures: [arch.name],
     vocab_size: get("vocab_size") ?? (Array.isArray(tokens) ? tokens.length : undefined),
     hidden_size: get("embedding_length"),
-    [arch.keys.expertFfn]: get("feed_forward_length"),
+    // llama.cpp's qwen2moe/qwen3moe read the experts' size from expert_feed_forward_length, llama and olmoe from feed_forward_length
+    intermediate_size: get("feed_forward_length"),
+    // without the expert sizes (files from before the converter wrote them) llama.cpp's qwen2moe/qwen3moe take
+    // feed_forward_length / expert_used_count for an expert and feed_forward_length for the shared one
+    [arch.keys.expertFfn]: get("expert_feed_forward_length") ?? (arch.keys.expertFfn === "intermediate_size" ? get("feed_forward_length") : quotient(get("feed_forward_length"), get("expert_used_count"))),
+    shared_expert_intermediate_size: get("expert_shared_feed_forward_length") ?? get("feed_forward_length"),
+    attention_bias: arch.qkvBias === "attention_bias" ? biased("q") || biased("o") : undefined,
     num_hidden_layers: get("block_count"),
     num_attention_heads: get("attention.head_count"),
     num_key_value_heads: get("attention.head_count_kv"),

@@ -11,6 +11,7 @@ import { planTensors, type TensorSpec } from "./weights.js";
 import { safetensorsHeader } from "./safetensors.js";
 import { byteLevelTokenizerJson, BYTE_TOKENIZER_VOCAB, SIMPLE_CHAT_TEMPLATE } from "./byte-tokenizer.js";
 import { Random } from "../util/random.js";
+import { bf16Bits, f16Bits } from "./ggml-encode.js";
 
 export type FileDType = "f32" | "bf16" | "f16";
 
@@ -86,24 +87,6 @@ function encode(values: Float32Array, dtype: FileDType): Uint8Array {
   const u = new Uint32Array(values.buffer, values.byteOffset, values.length);
   for (let i = 0; i < values.length; i++) out[i] = dtype === "bf16" ? bf16Bits(u[i]!) : f16Bits(values[i]!);
   return new Uint8Array(out.buffer);
-}
-
-function bf16Bits(x: number): number {
-  return ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
-}
-
-function f16Bits(v: number): number {
-  const f = new Float32Array([v]);
-  const x = new Uint32Array(f.buffer)[0]!;
-  const sign = (x >>> 16) & 0x8000;
-  const e = ((x >>> 23) & 0xff) - 112;
-  if (e <= 0) return sign; // values this small round to zero at the scales we generate
-  if (e >= 31) return sign | 0x7c00;
-  const m = x & 0x7fffff;
-  let h = (e << 10) | (m >>> 13);
-  const rest = m & 0x1fff;
-  if (rest > 0x1000 || (rest === 0x1000 && h & 1)) h++;
-  return sign | h;
 }
 
 /** Random values for a tensor: norms near 1, biases small, matrices scaled by 1/sqrt(fan-in). */

@@ -10,7 +10,7 @@ export interface ChatMessage {
   content: string;
 }
 
-function readJson(file: string): Record<string, unknown> {
+export function readJson(file: string): Record<string, unknown> {
   let text: string;
   try {
     text = readFileSync(file, "utf8");

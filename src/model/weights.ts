@@ -1,16 +1,13 @@
 // Loads a checkpoint's tensors into backend memory, as the table in arch.ts names them. Every tensor
 // that will be read is checked (present, a stored type the loader reads, shape the config implies) before any is loaded.
-import type { Backend, SourceDType, WeightDType, WeightTensor } from "../kernels/backend.js";
+import type { Backend, FfnWeightSet, SourceDType, WeightDType, WeightTensor } from "../kernels/backend.js";
 import { GGML_BLOCK_TYPES, isGgmlBlockType } from "../kernels/ggml-blocks.js";
 import { tensorName, type TensorNames } from "./arch.js";
 import type { TensorStore } from "./checkpoint.js";
 import type { ModelConfig } from "./config.js";
 
-export interface FfnWeights {
-  gate: WeightTensor;
-  up: WeightTensor;
-  down: WeightTensor;
-}
+/** An FFN's weights as the loader fills them in (Backend.ffn takes them as they are). */
+export type FfnWeights = { -readonly [K in keyof FfnWeightSet]: FfnWeightSet[K] };
 
 export interface LayerWeights {
   attnNorm: WeightTensor;

@@ -10,26 +10,32 @@ export interface ExpertBatch {
 }
 
 export function planDispatch(decision: RoutingDecision, experts: number): ExpertBatch[] {
-  const counts = new Int32Array(experts);
-  for (let i = 0; i < decision.offsets[decision.rows]!; i++) counts[decision.experts[i]!]!++;
-  const rows = Array.from(counts, (n) => new Int32Array(n));
-  const weights = Array.from(counts, (n) => new Float32Array(n));
-  const fill = new Int32Array(experts);
+  const n = decision.offsets[decision.rows]!;
+  // each expert's rows and weights are a slice of two arrays, ordered by expert
+  const start = new Int32Array(experts + 1);
+  for (let i = 0; i < n; i++) start[decision.experts[i]! + 1]!++;
+  for (let e = 0; e < experts; e++) start[e + 1]! += start[e]!;
+  const rows = new Int32Array(n), weights = new Float32Array(n);
+  const fill = start.slice(0, experts);
   for (let r = 0; r < decision.rows; r++) {
     for (let i = decision.offsets[r]!; i < decision.offsets[r + 1]!; i++) {
-      const e = decision.experts[i]!;
-      rows[e]![fill[e]!] = r;
-      weights[e]![fill[e]!++] = decision.weights[i]!;
+      const at = fill[decision.experts[i]!]!++;
+      rows[at] = r;
+      weights[at] = decision.weights[i]!;
     }
   }
   const plan: ExpertBatch[] = [];
-  for (let e = 0; e < experts; e++) if (counts[e]! > 0) plan.push({ expert: e, rows: rows[e]!, weights: weights[e]! });
+  for (let e = 0; e < experts; e++) {
+    if (start[e + 1]! > start[e]!) plan.push({ expert: e, rows: rows.subarray(start[e]!, start[e + 1]!), weights: weights.subarray(start[e]!, start[e + 1]!) });
+  }
   return plan;
 }
 
-/** The rows of x (rows × width) that a batch needs, packed. */
+/** The rows of x (rows × width) that a batch needs, packed: a view of x when they are consecutive (a decode step's one row). */
 export function gatherRows(x: Float32Array, width: number, rows: Int32Array): Float32Array {
-  const out = new Float32Array(rows.length * width);
+  const n = rows.length;
+  if (n > 0 && rows[n - 1]! - rows[0]! === n - 1) return x.subarray(rows[0]! * width, (rows[0]! + n) * width);
+  const out = new Float32Array(n * width);
   for (let i = 0; i < rows.length; i++) out.set(x.subarray(rows[i]! * width, (rows[i]! + 1) * width), i * width);
   return out;
 }

@@ -6,7 +6,11 @@ export interface ExpertCall {
   readonly layer: number;
   readonly expert: number;
   readonly rows: number;
-  /** rows × hidden activations (the FFN input after the post-attention norm) */
+  /**
+   * rows × hidden activations (the FFN input after the post-attention norm). It may be a view of the
+   * engine's own activations, unchanged until the call's promise settles: an executor that needs it
+   * after that copies it.
+   */
   readonly input: Float32Array;
 }
 

@@ -1,16 +1,12 @@
 // The in-process executor: experts whose weights this process holds, computed with the local backend.
 import type { Backend, Tensor } from "../kernels/backend.js";
-import { FfnRunner } from "../model/ffn.js";
 import type { ExpertTable } from "../model/weights.js";
 import type { ExpertCall, ExpertExecutor, ExpertResult } from "./executor.js";
 
 export class LocalExpertExecutor implements ExpertExecutor {
-  private readonly ffn: FfnRunner;
   private io: { x: Tensor; y: Tensor } | null = null;
 
-  constructor(private readonly backend: Backend, private readonly experts: ExpertTable, private readonly hidden: number) {
-    this.ffn = new FfnRunner(backend);
-  }
+  constructor(private readonly backend: Backend, private readonly experts: ExpertTable, private readonly hidden: number) {}
 
   dispatch(calls: readonly ExpertCall[]): Array<Promise<ExpertResult>> {
     return calls.map((c) => {
@@ -34,7 +30,7 @@ export class LocalExpertExecutor implements ExpertExecutor {
       this.io = { x: this.backend.alloc(n * 4), y: this.backend.alloc(n * 4) };
     }
     this.backend.f32(this.io.x, 0, n).set(call.input);
-    this.ffn.run(w, this.io.x, this.io.y, call.rows);
+    this.backend.ffn(this.io.y, this.io.x, w, call.rows);
     const output = this.backend.f32(this.io.y, 0, n).slice();
     const ms = performance.now() - t0;
     return { output, computeMs: ms, roundTripMs: ms };
@@ -46,6 +42,5 @@ export class LocalExpertExecutor implements ExpertExecutor {
       this.backend.free(this.io.y);
       this.io = null;
     }
-    this.ffn.release();
   }
 }

@@ -3,9 +3,9 @@
 // Executors are asynchronous and each gets all of the step's rows for one expert at once.
 import type { Backend, Tensor } from "../kernels/backend.js";
 import type { ModelConfig } from "../model/config.js";
-import { FfnRunner } from "../model/ffn.js";
+import { StepBuffers } from "../model/step-buffers.js";
 import type { LayerWeights } from "../model/weights.js";
-import type { SelectionPolicy } from "../policies/selection.js";
+import { selectTopK, selectTopKInto, type DecisionBuffers, type SelectionPolicy } from "../policies/selection.js";
 import { combineInto, gatherRows, planDispatch, type ExpertBatch } from "./dispatch.js";
 import { ExpertsUnavailable, type ExpertExecutor, type ExpertResult } from "./executor.js";
 import { routerProbabilities } from "./router.js";
@@ -42,25 +42,39 @@ export interface ExpertTiming {
 }
 
 export class MoeBlock {
-  private readonly shared: FfnRunner;
   readonly stats: ExpertCallStats = { calls: 0, failedCalls: 0, droppedSlots: 0, droppedWeight: 0 };
   readonly timing: ExpertTiming = { waitMs: 0, deviceComputeMs: 0, transferMs: 0, waitingMs: 0 };
 
+  /** per layer call: router logits [rows][experts], shared expert output [rows][hidden] (Qwen2-MoE) */
+  private readonly bufs: StepBuffers;
+  /** Router probabilities, and the model's own top-k decision, reused from layer to layer when no trace keeps them. */
+  private probs = new Float32Array(0);
+  private readonly decisionBuffers: DecisionBuffers = { offsets: new Int32Array(0), experts: new Int32Array(0), weights: new Float32Array(0) };
+
   constructor(private readonly backend: Backend, private readonly cfg: ModelConfig, private readonly deps: MoeDeps) {
-    this.shared = new FfnRunner(backend);
+    this.bufs = new StepBuffers(backend, [cfg.experts, cfg.arch.sharedExpert ? cfg.hidden : 0]);
   }
 
   /** out[rows][hidden] = MoE(h) for layer `layer`; h is the post-attention-norm activation. */
   async forward(layer: number, w: LayerWeights, h: Tensor, out: Tensor, rows: number, step: number, positions: ArrayLike<number>): Promise<void> {
     const { backend, cfg } = this;
     const H = cfg.hidden, E = cfg.experts;
-    const logitsBuf = backend.alloc(rows * E * 4);
+    const bufs = this.bufs.take(rows);
+    const [logitsBuf, sharedOut] = bufs as [Tensor, Tensor];
     try {
       backend.matmul(logitsBuf, h, w.router!, rows);
-      const logits = backend.f32(logitsBuf, 0, rows * E).slice();
-      const router = { layer, rows, experts: E, logits, probs: routerProbabilities(logits, rows, E) };
-      const decision = this.deps.policy(router, { topK: cfg.topK, normalize: cfg.normTopK });
-      this.deps.trace?.record({ step, layer, positions, router, decision });
+      // With the model's own routing and no trace, nothing keeps the router output or the decision past
+      // the plan: they are read in place and written into buffers reused by the next layer. Any other
+      // policy (an evaluation harness, say) may keep them and gets its own.
+      const trace = this.deps.trace;
+      const reuse = !trace && this.deps.policy === selectTopK;
+      const view = backend.f32(logitsBuf, 0, rows * E);
+      const logits = reuse ? view : view.slice();
+      if (reuse && this.probs.length < rows * E) this.probs = new Float32Array(rows * E);
+      const router = { layer, rows, experts: E, logits, probs: routerProbabilities(logits, rows, E, reuse ? this.probs : undefined) };
+      const ctx = { topK: cfg.topK, normalize: cfg.normTopK };
+      const decision = reuse ? selectTopKInto(router, ctx, this.decisionBuffers) : this.deps.policy(router, ctx);
+      trace?.record({ step, layer, positions, router, decision });
       const plan = planDispatch(decision, E);
 
       const x = backend.f32(h, 0, rows * H);
@@ -81,9 +95,9 @@ export class MoeBlock {
         if (r.status === "fulfilled") combineInto(y, H, b, r.value.output, scale);
       });
 
-      if (w.shared) this.addSharedExpert(w, h, out, rows, logitsBuf);
+      if (w.shared) this.addSharedExpert(w, h, out, rows, logitsBuf, sharedOut);
     } finally {
-      backend.free(logitsBuf);
+      this.bufs.give(rows, bufs);
     }
   }
 
@@ -120,26 +134,21 @@ export class MoeBlock {
   }
 
   /** Qwen2-MoE: out += sigmoid(h · w_gate) · FFN_shared(h), computed where the router runs. */
-  private addSharedExpert(w: LayerWeights, h: Tensor, out: Tensor, rows: number, gateBuf: Tensor): void {
+  private addSharedExpert(w: LayerWeights, h: Tensor, out: Tensor, rows: number, gateBuf: Tensor, sharedOut: Tensor): void {
     const { backend } = this;
     const H = this.cfg.hidden;
-    const sharedOut = backend.alloc(rows * H * 4);
-    try {
-      this.shared.run(w.shared!, h, sharedOut, rows);
-      backend.matmul(gateBuf, h, w.sharedGate!, rows);
-      const g = backend.f32(gateBuf, 0, rows);
-      const s = backend.f32(sharedOut, 0, rows * H);
-      const y = backend.f32(out, 0, rows * H);
-      for (let r = 0; r < rows; r++) {
-        const gate = 1 / (1 + Math.exp(-g[r]!));
-        for (let j = 0; j < H; j++) y[r * H + j]! += gate * s[r * H + j]!;
-      }
-    } finally {
-      backend.free(sharedOut);
+    backend.ffn(sharedOut, h, w.shared!, rows);
+    backend.matmul(gateBuf, h, w.sharedGate!, rows);
+    const g = backend.f32(gateBuf, 0, rows);
+    const s = backend.f32(sharedOut, 0, rows * H);
+    const y = backend.f32(out, 0, rows * H);
+    for (let r = 0; r < rows; r++) {
+      const gate = 1 / (1 + Math.exp(-g[r]!));
+      for (let j = 0; j < H; j++) y[r * H + j]! += gate * s[r * H + j]!;
     }
   }
 
   close(): void {
-    this.shared.release();
+    this.bufs.close();
   }
 }

@@ -1,7 +1,8 @@
 // Gate logits → routing probabilities (softmax over every expert, as Mixtral, Qwen-MoE and OLMoE do).
 
-export function routerProbabilities(logits: Float32Array, rows: number, experts: number): Float32Array {
-  const probs = new Float32Array(rows * experts);
+/** Into `out` (at least rows × experts long) when given; the result is then out's first rows × experts values. */
+export function routerProbabilities(logits: Float32Array, rows: number, experts: number, out?: Float32Array): Float32Array {
+  const probs = out ? out.subarray(0, rows * experts) : new Float32Array(rows * experts);
   for (let r = 0; r < rows; r++) {
     const o = r * experts;
     let max = -Infinity;

@@ -55,16 +55,34 @@ export interface SelectionContext {
   readonly top?: RoutingDecision;
 }
 
+/** Arrays a decision is written into (see selectTopKInto). */
+export interface DecisionBuffers {
+  offsets: Int32Array;
+  experts: Int32Array;
+  weights: Float32Array;
+}
+
 export type SelectionPolicy = (router: RouterOutput, ctx: SelectionContext) => RoutingDecision;
 
 /** The model's own routing: the k most probable experts, optionally renormalised. */
 export const selectTopK: SelectionPolicy = (router, ctx) => {
   if (ctx.top) return ctx.top;
+  const k = Math.min(ctx.topK, router.experts);
+  return selectTopKInto(router, ctx, { offsets: new Int32Array(router.rows + 1), experts: new Int32Array(router.rows * k), weights: new Float32Array(router.rows * k) });
+};
+
+/**
+ * selectTopK written into `into`, whose arrays are replaced where their size is not the decision's: for
+ * a caller that is done with each decision before the next (the engine's MoE layers when no trace keeps
+ * decisions), so that a decode step allocates none. Not for policies that call it per row and keep the results.
+ */
+export function selectTopKInto(router: RouterOutput, ctx: SelectionContext, into: DecisionBuffers): RoutingDecision {
   const { rows, experts, probs } = router;
   const k = Math.min(ctx.topK, experts), normalize = ctx.normalize;
-  const offsets = new Int32Array(rows + 1);
-  const chosen = new Int32Array(rows * k);
-  const weights = new Float32Array(rows * k);
+  if (into.offsets.length !== rows + 1) into.offsets = new Int32Array(rows + 1);
+  if (into.experts.length !== rows * k) [into.experts, into.weights] = [new Int32Array(rows * k), new Float32Array(rows * k)];
+  const { offsets, experts: chosen, weights } = into;
+  offsets[0] = 0;
   if (topValues.length < k) topValues = new Float64Array(k);
   const v = topValues;
   for (let r = 0; r < rows; r++) {
@@ -88,7 +106,7 @@ export const selectTopK: SelectionPolicy = (router, ctx) => {
     offsets[r + 1] = out + k;
   }
   return { rows, offsets, experts: chosen, weights };
-};
+}
 /** selectTopK's scratch: the current row's best probabilities */
 let topValues = new Float64Array(16);
 

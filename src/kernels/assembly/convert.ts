@@ -22,7 +22,7 @@ export function f32_to_bf16(dst: usize, src: usize, n: i32): void {
 }
 
 /** One block of 32 as ggml's quantize_row_q8_0: d = amax/127 rounded to f16, q = round(x·127/amax). */
-@inline function quantizeBlock(src: usize, dq: usize, qbytes: i32): f32 {
+@inline export function quantizeBlock(src: usize, dq: usize, qbytes: i32): f32 {
   let amax: f32 = 0;
   for (let j = 0; j < 32; j++) amax = max(amax, abs(load<f32>(src + (<usize>j << 2))));
   const d: f32 = amax / 127;

@@ -39,31 +39,36 @@ export function matmul(dtype: i32, count: i32, xa: usize, xb: usize, M: i32, K: 
       const e = MATMUL_TABLE + (<usize>i << 4);
       const y = <usize>load<u32>(e), w = <usize>load<u32>(e + 4), scales = <usize>load<u32>(e + 8), N = load<i32>(e + 12);
       const n0 = max(c * ch - base, 0), n1 = min(g1 - base, N);
-      if (n0 >= n1) {
-        // this chunk does not reach product i
-      } else if (M == 1) {
-        if (dtype == F32) gemvF32(y, xa, xb, w, scales, K, n0, n1);
-        else if (dtype == BF16) gemvBf16(y, xa, xb, w, scales, K, n0, n1);
-        else if (dtype == Q8) gemvQ8(y, xa, xb, w, scales, K, n0, n1);
-        else gemvQ4(y, xa, xb, w, scales, K, n0, n1);
-      } else {
-        if (dtype == F32) gemmF32(y, xa, xb, w, scales, M, N, K, n0, n1);
-        else if (dtype == BF16) gemmBf16(y, xa, xb, w, scales, M, N, K, n0, n1);
-        else if (dtype == Q8) gemmQ8(y, xa, xb, w, scales, M, N, K, n0, n1);
-        else gemmQ4(y, xa, xb, w, scales, M, N, K, n0, n1);
-      }
+      if (n0 < n1) productRows(dtype, y, xa, xb, w, scales, M, N, K, n0, n1);
       base += N;
     }
   }
 }
 
-@inline function chunkRows(N: i32, nt: i32): i32 {
+/** Rows n0..n1 of Y[M][N] = X · Wᵀ for one weight (X prepared for its dtype as above). */
+export function productRows(dtype: i32, y: usize, xa: usize, xb: usize, w: usize, scales: usize, M: i32, N: i32, K: i32, n0: i32, n1: i32): void {
+  if (M == 1) {
+    if (dtype == F32) gemvF32(y, xa, xb, w, scales, K, n0, n1);
+    else if (dtype == BF16) gemvBf16(y, xa, xb, w, scales, K, n0, n1);
+    else if (dtype == Q8) gemvQ8(y, xa, xb, w, scales, K, n0, n1);
+    else gemvQ4(y, xa, xb, w, scales, K, n0, n1);
+  } else {
+    if (dtype == F32) gemmF32(y, xa, xb, w, scales, M, N, K, n0, n1);
+    else if (dtype == BF16) gemmBf16(y, xa, xb, w, scales, M, N, K, n0, n1);
+    else if (dtype == Q8) gemmQ8(y, xa, xb, w, scales, M, N, K, n0, n1);
+    else gemmQ4(y, xa, xb, w, scales, M, N, K, n0, n1);
+  }
+}
+
+/** Rows per claimed chunk of an N-row product: all of them on one thread, else ~8 chunks per thread. */
+@inline export function chunkRows(N: i32, nt: i32): i32 {
   if (nt == 1) return N;
   const c = (N + nt * 8 - 1) / (nt * 8);
   return max(16, (c + 3) & ~3);
 }
 
-@inline function claim(nt: i32, prev: i32): i32 {
+/** The next chunk index after `prev` that this thread computes: in order alone, claimed from the shared counter otherwise. */
+@inline export function claim(nt: i32, prev: i32): i32 {
   return nt == 1 ? prev + 1 : atomic.add<i32>(CHUNK_COUNTER, 1);
 }
 
@@ -273,7 +278,11 @@ function dotBf16(wr: usize, xd: usize, K: i32): f32 {
 
 /** Rearranges each group of 8 floats as its 4 even then its 4 odd elements (the bf16 kernels' x layout). */
 export function deinterleave8(dst: usize, src: usize, n: i32, tid: i32, nt: i32): void {
-  const s = shareStart(n >> 3, tid, nt, 1), e = shareStart(n >> 3, tid + 1, nt, 1);
+  deinterleaveGroups(dst, src, shareStart(n >> 3, tid, nt, 1), shareStart(n >> 3, tid + 1, nt, 1));
+}
+
+/** deinterleave8 of the groups of 8 numbered s..e. */
+@inline export function deinterleaveGroups(dst: usize, src: usize, s: i32, e: i32): void {
   for (let g = s; g < e; g++) {
     const o = <usize>g << 5;
     const a = v128.load(src + o), b = v128.load(src + o + 16);

@@ -71,7 +71,11 @@ export function rope(x: usize, rows: i32, heads: i32, hd: i32, positions: usize,
 
 /** h = silu(g) · u, with silu(g) = g / (1 + e^-g). h may alias g. */
 export function silu_mul(h: usize, g: usize, u: usize, n: i32, tid: i32, nt: i32): void {
-  const s = shareStart(n, tid, nt, 4), e = shareStart(n, tid + 1, nt, 4);
+  siluMulRange(h, g, u, shareStart(n, tid, nt, 4), shareStart(n, tid + 1, nt, 4));
+}
+
+/** h[i] = silu(g[i]) · u[i] for i in [s, e): vectors from s on, so a range's values do not depend on where it starts if s % 4 == 0. */
+@inline export function siluMulRange(h: usize, g: usize, u: usize, s: i32, e: i32): void {
   let i = s;
   for (; i + 4 <= e; i += 4) {
     const o = <usize>i << 2;

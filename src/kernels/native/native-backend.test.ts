@@ -66,6 +66,37 @@ test("matmul and matmulMany agree with the wasm kernels for every dtype, GEMV an
   }
 });
 
+test("ffn (one graph) agrees with the wasm kernels' ffn and with its own matmulMany → siluMul → matmul, for every dtype", { skip }, () => {
+  const { both, close } = pair();
+  const rng = new Random(9);
+  try {
+    for (const [H, F, M] of [[64, 96, 1], [64, 96, 7], [256, 1024, 4]] as const) {
+      const G = rng.fillNormal(new Float32Array(F * H), 0.1), U = rng.fillNormal(new Float32Array(F * H), 0.1), D = rng.fillNormal(new Float32Array(H * F), 0.1);
+      const X = rng.fillNormal(new Float32Array(M * H), 1);
+      for (const dtype of WEIGHT_DTYPES) {
+        const out = both.map((be) => {
+          const w = { gate: be.allocWeight(dtype, F, H), up: be.allocWeight(dtype, F, H), down: be.allocWeight(dtype, H, F) };
+          be.setWeight(w.gate, G);
+          be.setWeight(w.up, U);
+          be.setWeight(w.down, D);
+          const x = put(be, X), y = be.alloc(M * H * 4), g = be.alloc(M * F * 4), u = be.alloc(M * F * 4), parts = be.alloc(M * H * 4);
+          be.ffn(y, x, w, M);
+          be.matmulMany(x, [[g, w.gate], [u, w.up]], M);
+          be.siluMul(g, g, u, M * F);
+          be.matmul(parts, g, w.down, M);
+          return { fused: be.f32(y).slice(), parts: be.f32(parts).slice(), x: be.f32(x).slice() };
+        });
+        const what = `${dtype} ${H}→${F}→${H} × ${M}`;
+        assert.deepEqual(out[0]!.x, X, `${what}: x unchanged`);
+        assert.ok(relErr(out[0]!.fused, out[0]!.parts) <= 1e-6, `${what}: fused = parts`);
+        assert.ok(relErr(out[0]!.fused, out[1]!.fused) <= TOLERANCE[dtype], `${what}: native vs wasm ${relErr(out[0]!.fused, out[1]!.fused)}`);
+      }
+    }
+  } finally {
+    close();
+  }
+});
+
 test("embed, rmsnorm, rope, siluMul, add, addBias and clamp agree with the wasm kernels", { skip }, () => {
   const { both, close } = pair();
   const rng = new Random(4);
@@ -312,6 +343,7 @@ test("inputs ggml would abort on are refused with an Error and the process goes 
     assert.throws(() => be.rope(q, 1, 4, 16, pos, table), /beyond the rotary table/);
     assert.throws(() => be.rope(q, 1, 2, 32, pos, table), /head size 16 used with 32/);
     assert.throws(() => be.add(x, x, x, 65), /add/);
+    assert.throws(() => be.ffn(y, x, { gate: w, up: w, down: w }, 1), /do not make one feed-forward block/);
     assert.throws(() => be.free({ arena: w.arena, ptr: 0, bytes: 4 }), /not activation memory/);
     // still computing after all that
     be.f32(x).fill(1);

@@ -6,7 +6,7 @@
 // ggml aborts the process on a failed GGML_ASSERT, so every precondition it asserts is checked here first.
 import { fstatSync } from "node:fs";
 import os from "node:os";
-import type { Backend, RopeTable, Tensor, WeightDType, WeightSource, WeightTensor } from "../backend.js";
+import type { Backend, FfnWeightSet, RopeTable, Tensor, WeightDType, WeightSource, WeightTensor } from "../backend.js";
 import { dequantizeBlocks, f16ToF32, GGML_BLOCK_TYPES, isGgmlBlockType, type GgmlBlockType } from "../ggml-blocks.js";
 import { FirstFit } from "../first-fit.js";
 import { readRows } from "../read-rows.js";
@@ -111,6 +111,8 @@ export class NativeBackend implements Backend {
   private readonly ropeThetas = new WeakMap<RopeTable, { theta: number; headDim: number }>();
   private scratchIds: Tensor | null = null;
   private mask: Tensor | null = null;
+  /** ffn's gate and up activations, reused across calls and grown to the largest seen. */
+  private ffnScratch: Tensor | null = null;
   /** CPU_REPACK where its q4 layout checked out (see repackBuft); undefined until first asked. */
   private repack: Ptr | null | undefined;
   private closed = false;
@@ -695,6 +697,33 @@ export class NativeBackend implements Backend {
     for (const [t, what] of [[h, "siluMul output"], [gt, "siluMul gate"], [u, "siluMul up"]] as const) this.region(t, n * 4, what);
     this.run(NativeBackend.key("silu", h, gt, u, n), n * 8, (b) => {
       b.outputs.push(b.into(this.g.swigluSplit(b.ctx, b.bind(gt, GgmlType.F32, n), b.bind(u, GgmlType.F32, n)), h));
+    });
+  }
+
+  ffn(out: Tensor, x: Tensor, w: FfnWeightSet, rows: number): void {
+    const { gate, up, down } = w;
+    const F = gate.rows, K = gate.cols;
+    if (up.rows !== F || up.cols !== K || down.rows !== K || down.cols !== F) {
+      throw new Error(`ffn: gate ${gate.rows}×${gate.cols}, up ${up.rows}×${up.cols} and down ${down.rows}×${down.cols} do not make one feed-forward block`);
+    }
+    if (up.dtype !== gate.dtype || down.dtype !== gate.dtype) throw new Error(`ffn: weights of dtypes ${gate.dtype}, ${up.dtype}, ${down.dtype}; one dtype is needed`);
+    checkCount(rows, "ffn rows");
+    if (rows === 0) return;
+    this.region(x, rows * K * 4, "ffn input");
+    this.region(out, rows * K * 4, "ffn output");
+    const [gt, ut, dt] = [gate, up, down].map((t) => this.weightTensor(t));
+    if (!this.ffnScratch || this.ffnScratch.bytes < 2 * rows * F * 4) {
+      if (this.ffnScratch) this.free(this.ffnScratch);
+      this.ffnScratch = this.alloc(2 * rows * F * 4);
+    }
+    const scratch = this.ffnScratch;
+    const gs = { arena: scratch.arena, ptr: scratch.ptr, bytes: rows * F * 4 }, us = { arena: scratch.arena, ptr: scratch.ptr + rows * F * 4, bytes: rows * F * 4 };
+    // one graph, as llama.cpp's: gate and up products, SiLU(gate)·up written over gate's activations, down
+    this.run(NativeBackend.key("ffn", out, x, scratch, rows) + `w${gate.arena}|w${up.arena}|w${down.arena}|`, 3 * rows * K * F, (b) => {
+      const xt = b.bind(x, GgmlType.F32, K, rows);
+      const g = b.into(this.g.mulMat(b.ctx, gt, xt), gs), u = b.into(this.g.mulMat(b.ctx, ut, xt), us);
+      const h = b.into(this.g.swigluSplit(b.ctx, g, u), gs);
+      b.outputs.push(b.into(this.g.mulMat(b.ctx, dt, h), out));
     });
   }
 

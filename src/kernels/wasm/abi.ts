@@ -3,7 +3,7 @@
 export const KERNELS = [
   "matmul", "deinterleave8",
   "bf16_to_f32", "f16_to_f32", "f32_to_bf16", "quantize_q8", "quantize_q4", "quantize_act_q8", "get_rows",
-  "rmsnorm", "rope", "silu_mul", "add", "add_bias", "clamp", "read_probe", "compute_probe", "attention",
+  "rmsnorm", "rope", "silu_mul", "add", "add_bias", "clamp", "read_probe", "compute_probe", "attention", "ffn",
 ] as const;
 export type KernelName = (typeof KERNELS)[number];
 export type KernelFn = (...args: number[]) => void;
@@ -18,16 +18,26 @@ export const CTRL = {
   EXIT: 5,
   SLEEPERS: 6, // workers blocked in Atomics.wait, so the host can skip notify when none is
   ERROR: 7, // set by a worker whose kernel threw
+  // who takes part in the current job: (GEN & TICKET_GEN) << 8 | TICKET_CLOSED once the host stops
+  // waiting for newcomers | the number of workers that joined (each takes the next share, 1, 2, …)
+  TICKET: 8,
 } as const;
 export const OP_ADOPT = -1;
+export const TICKET_GEN = 0x7fffff;
+export const TICKET_CLOSED = 128;
+export const TICKET_JOINED = 127;
 
-/** Address, in every arena, of the row-chunk counter that the matmul kernel's threads claim from. */
+/** Address, in every arena, of the row-chunk counter that the matmul and ffn kernels' threads claim from. */
 export const CHUNK_COUNTER = 64;
-/** Kernels that claim row chunks: the counter must be zero when one starts. */
-export const CHUNKED: ReadonlySet<string> = new Set(["matmul"]);
+/** Address of the ffn kernel's count of finished feature chunks (zeroed with CHUNK_COUNTER). */
+export const FFN_DONE = 68;
+/** Kernels that claim row chunks: CHUNK_COUNTER and FFN_DONE must be zero when one starts. */
+export const CHUNKED: ReadonlySet<string> = new Set(["matmul", "ffn"]);
 /** Address of the matmul kernel's table of products (y, w, scales, rows: 4 u32 each). */
 export const MATMUL_TABLE = 128;
 export const MAX_MATMULS = 8;
+/** Address of the ffn kernel's operands (11 u32, see assembly/ffn.ts), after the matmul table. */
+export const FFN_TABLE = MATMUL_TABLE + 16 * MAX_MATMULS;
 export const ARGS_OFFSET = 64;
 export const MAX_ARGS = 16;
 export const CTRL_BYTES = ARGS_OFFSET + 8 * MAX_ARGS;

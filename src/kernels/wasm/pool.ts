@@ -1,11 +1,16 @@
 // The host side of the thread pool. The calling thread is thread 0 and computes its own share while
 // the workers compute theirs, so a job costs one handoff, not two. Workers spin for a while after a job
 // (a spinning worker wakes in ~2.5 µs, a sleeping one in ~70 µs) and then sleep in Atomics.wait. The
-// spin outlasts the JavaScript work between two kernels of a forward pass (routing, copies, sampling).
+// host never waits for a worker that has not started: once its own share is done it closes the job to
+// newcomers and computes the shares nobody took, so a sleeping or descheduled worker (another process
+// on its core) costs at most the single-thread time, never a wake-up or a scheduling delay on top.
 import { Worker, MessageChannel, type MessagePort } from "node:worker_threads";
-import { CTRL, OP_ADOPT, ARGS_OFFSET, MAX_ARGS, CTRL_BYTES, KERNELS, CHUNK_COUNTER, CHUNKED, instantiate, type KernelFn, type KernelName } from "./abi.js";
+import { CTRL, OP_ADOPT, ARGS_OFFSET, MAX_ARGS, CTRL_BYTES, KERNELS, CHUNK_COUNTER, CHUNKED, TICKET_CLOSED, TICKET_GEN, TICKET_JOINED, instantiate, type KernelFn, type KernelName } from "./abi.js";
 
 const KERNEL_INDEX = new Map<KernelName, number>(KERNELS.map((k, i) => [k, i]));
+
+/** How long the host spins for the workers that joined a job to finish before it sleeps, in ms. */
+const CALLER_SPIN_MS = 0.05;
 
 export interface PoolOptions {
   threads: number;
@@ -23,6 +28,8 @@ export class ThreadPool {
   private readonly counters: Int32Array[] = [];
   private readonly call: number[] = [];
   private readonly spinMs: number;
+  /** 1 when a worker that was awake failed to join a job before the host finished its share, × 0.9 for each job joined since. */
+  private late = 0;
 
   constructor(private readonly module: WebAssembly.Module, opts: PoolOptions) {
     this.threads = Math.max(1, Math.floor(opts.threads));
@@ -46,10 +53,19 @@ export class ThreadPool {
   addArena(memory: WebAssembly.Memory): number {
     const index = this.local.length;
     this.local.push(instantiate(this.module, memory));
-    this.counters.push(new Int32Array(memory.buffer, CHUNK_COUNTER, 1));
+    this.counters.push(new Int32Array(memory.buffer, CHUNK_COUNTER, 2));
     for (const p of this.ports) p.postMessage({ index, memory });
     if (this.workers.length > 0) this.dispatch(OP_ADOPT, index, 0);
     return index;
+  }
+
+  /**
+   * Whether the workers are lately kept from running by other processes: an awake worker missed one of
+   * the last ~22 parallel jobs. Jobs should then stay on the calling thread, but for a few that find out
+   * when the machine is free again.
+   */
+  get crowded(): boolean {
+    return this.late > 0.1;
   }
 
   /** Runs a kernel on the calling thread alone. */
@@ -64,7 +80,10 @@ export class ThreadPool {
       this.local[arena]![op]!(...args, 0, 1);
       return;
     }
-    if (CHUNKED.has(kernel)) Atomics.store(this.counters[arena]!, 0, 0);
+    if (CHUNKED.has(kernel)) {
+      Atomics.store(this.counters[arena]!, 0, 0);
+      Atomics.store(this.counters[arena]!, 1, 0);
+    }
     this.args.set(args);
     this.dispatch(op, arena, args.length);
   }
@@ -80,28 +99,41 @@ export class ThreadPool {
     c[CTRL.ARENA] = arena;
     c[CTRL.NARGS] = nargs;
     Atomics.store(c, CTRL.DONE, 0);
+    Atomics.store(c, CTRL.TICKET, ((c[CTRL.GEN]! + 1) & TICKET_GEN) << 8);
     Atomics.add(c, CTRL.GEN, 1);
-    if (Atomics.load(c, CTRL.SLEEPERS) > 0) Atomics.notify(c, CTRL.GEN);
+    const sleepers = Atomics.load(c, CTRL.SLEEPERS);
+    if (sleepers > 0) Atomics.notify(c, CTRL.GEN);
     let failure: unknown;
+    // an arena's adoption needs every worker; a kernel only the workers that joined before the close
+    let want = this.threads - 1;
     if (op !== OP_ADOPT) {
       const call = this.call;
       call.length = nargs + 2;
       for (let i = 0; i < nargs; i++) call[i] = this.args[i]!;
-      call[nargs] = 0;
       call[nargs + 1] = this.threads;
       try {
+        call[nargs] = 0;
         this.local[arena]![op]!(...call);
+        want = Atomics.or(c, CTRL.TICKET, TICKET_CLOSED) & TICKET_JOINED;
+        for (let share = want + 1; share < this.threads; share++) {
+          call[nargs] = share;
+          this.local[arena]![op]!(...call);
+        }
       } catch (e) {
         failure = e;
+        want = Atomics.or(c, CTRL.TICKET, TICKET_CLOSED) & TICKET_JOINED;
       }
     }
-    const want = this.threads - 1;
+    // the workers that joined are inside their share: spin briefly, then sleep rather than take the core
+    // from one of them that the OS descheduled (another process on the machine)
     let spins = 0;
-    const deadline = performance.now() + this.spinMs;
+    const deadline = performance.now() + Math.min(this.spinMs, CALLER_SPIN_MS);
     let done: number;
     while ((done = Atomics.load(c, CTRL.DONE)) !== want) {
       if ((++spins & 255) === 0 && performance.now() > deadline) Atomics.wait(c, CTRL.DONE, done, 1000);
     }
+    // a sleeping worker missing a job is expected (it takes ~70 µs to wake); an awake one was descheduled
+    if (op !== OP_ADOPT) this.late = want < this.threads - 1 - sleepers ? 1 : this.late * 0.9;
     if (failure) throw failure;
     if (Atomics.exchange(c, CTRL.ERROR, 0)) throw new Error(`kernel ${op === OP_ADOPT ? "setup" : KERNELS[op]} failed in a worker thread`);
   }

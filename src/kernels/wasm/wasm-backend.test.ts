@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { WasmBackend } from "./wasm-backend.js";
 import { relaxedSimdSupported } from "./module.js";
 import { Random } from "../../util/random.js";
-import type { WeightDType } from "../backend.js";
+import type { WeightDType, WeightTensor } from "../backend.js";
 
 const variants = relaxedSimdSupported() ? (["simd", "relaxed"] as const) : (["simd"] as const);
 
@@ -183,5 +183,109 @@ test("matmulMany equals separate products, across chunk boundaries, dtypes and a
     } finally {
       be.close();
     }
+  }
+});
+
+test("ffn equals matmulMany → siluMul → matmul for every dtype, thread count and row count", () => {
+  const rng = new Random(11);
+  for (const [simd, threads] of variants.flatMap((v) => [1, 2, 3].map((t) => [v, t] as const))) {
+    const be = new WasmBackend({ threads, simd });
+    try {
+      for (const dtype of ["f32", "bf16", "q8", "q4"] as const) {
+        // feature counts that split into uneven chunks; one block big enough to run on every thread
+        for (const [K, F] of [[64, 96], [256, 512], [96, 1184]] as const) {
+          const [gate, up, down] = ([[F, K], [F, K], [K, F]] as const).map(([r, c]) => {
+            const w = be.allocWeight(dtype, r, c);
+            be.setWeight(w, rng.fillNormal(new Float32Array(r * c), 0.3));
+            return w;
+          }) as [WeightTensor, WeightTensor, WeightTensor];
+          for (const M of [1, 3, 6]) {
+            const x = be.alloc(M * K * 4), fused = be.alloc(M * K * 4), parts = be.alloc(M * K * 4);
+            const g = be.alloc(M * F * 4), u = be.alloc(M * F * 4);
+            const xv = rng.fillNormal(new Float32Array(M * K), 1);
+            be.f32(x).set(xv);
+            be.f32(fused).fill(NaN);
+            be.ffn(fused, x, { gate, up, down }, M);
+            be.matmulMany(x, [[g, gate], [u, up]], M);
+            be.siluMul(g, g, u, M * F);
+            be.matmul(parts, g, down, M);
+            assert.deepEqual(be.f32(x), xv, "x is not modified");
+            const a = be.f32(fused), b = be.f32(parts);
+            let scale = 0;
+            for (const v of b) scale = Math.max(scale, Math.abs(v));
+            for (let i = 0; i < M * K; i++) {
+              // the same sums, sometimes in another order (chunk boundaries pick the 4-row or the 1-row path)
+              assert.ok(Math.abs(a[i]! - b[i]!) <= 1e-5 * scale, `${dtype} K=${K} F=${F} M=${M} ${simd}, ${threads} threads [${i}]: ${a[i]} vs ${b[i]}`);
+            }
+            for (const t of [x, fused, parts, g, u]) be.free(t);
+          }
+          for (const w of [gate, up, down]) be.freeWeight(w);
+        }
+      }
+    } finally {
+      be.close();
+    }
+  }
+});
+
+test("ffn over weights in different arenas, with input and output elsewhere, still equals the parts", () => {
+  // 3 MiB arenas: gate and up fit beside the reserve in the first, down spills into the second
+  const be = new WasmBackend({ threads: 2, arenaPages: 48, activationReserve: 1 << 20 });
+  const rng = new Random(12);
+  try {
+    const K = 256, F = 512, M = 2;
+    const mk = (r: number, c: number) => {
+      const w = be.allocWeight("f32", r, c);
+      be.setWeight(w, rng.fillNormal(new Float32Array(r * c), 0.2));
+      return w;
+    };
+    const gate = mk(F, K), up = mk(F, K), down = mk(K, F);
+    assert.ok(new Set([gate.arena, up.arena, down.arena]).size > 1, "the weights spread over arenas");
+    const x = be.alloc(M * K * 4), fused = be.alloc(M * K * 4), parts = be.alloc(M * K * 4), g = be.alloc(M * F * 4), u = be.alloc(M * F * 4);
+    be.f32(x).set(rng.fillNormal(new Float32Array(M * K), 1));
+    be.ffn(fused, x, { gate, up, down }, M);
+    be.matmulMany(x, [[g, gate], [u, up]], M);
+    be.siluMul(g, g, u, M * F);
+    be.matmul(parts, g, down, M);
+    const a = be.f32(fused), b = be.f32(parts);
+    for (let i = 0; i < M * K; i++) assert.ok(Math.abs(a[i]! - b[i]!) <= 1e-5 * (1 + Math.abs(b[i]!)), `[${i}]`);
+    // one arena, the output in arena 0 while the weights are elsewhere
+    const far = [mk(F, K), mk(F, K), mk(K, F)];
+    assert.deepEqual(far.map((w) => w.arena), [1, 1, 1]);
+    be.ffn(fused, x, { gate: far[0]!, up: far[1]!, down: far[2]! }, M);
+    be.matmulMany(x, [[g, far[0]!], [u, far[1]!]], M);
+    be.siluMul(g, g, u, M * F);
+    be.matmul(parts, g, far[2]!, M);
+    for (let i = 0; i < M * K; i++) assert.ok(Math.abs(a[i]! - b[i]!) <= 1e-5 * (1 + Math.abs(b[i]!)), `far [${i}]`);
+    assert.throws(() => be.ffn(fused, x, { gate, up: down, down: up }, M), /do not make one feed-forward block/);
+  } finally {
+    be.close();
+  }
+});
+
+test("parallel jobs give the single-thread results when there are more threads than cores (workers that miss a job leave their share to the host)", () => {
+  const rng = new Random(13);
+  const one = new WasmBackend({ threads: 1 });
+  // more workers than this machine has cores, spinning 0 ms: most jobs find some worker asleep or descheduled
+  const many = new WasmBackend({ threads: 6, spinMs: 0 });
+  try {
+    const rows = 256, n = 4096;
+    const xv = rng.fillNormal(new Float32Array(rows * n), 1);
+    const wv = rng.fillNormal(new Float32Array(n), 1);
+    const outs = [one, many].map((be) => {
+      const x = be.alloc(rows * n * 4), y = be.alloc(rows * n * 4), w = be.allocWeight("f32", 1, n);
+      be.f32(x).set(xv);
+      be.setWeight(w, wv);
+      // rmsnorm splits rows statically, one share per thread: every share must run exactly once
+      for (let i = 0; i < 50; i++) {
+        be.rmsnorm(y, x, w, rows, n, 1e-5);
+        be.add(x, x, y, rows * n);
+      }
+      return be.f32(x).slice();
+    });
+    assert.deepEqual(outs[1], outs[0]);
+  } finally {
+    one.close();
+    many.close();
   }
 });

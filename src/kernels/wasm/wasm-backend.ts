@@ -1,14 +1,14 @@
 // The WebAssembly SIMD backend: weights and activations in shared memories (arenas), kernels from
 // src/kernels/assembly run on the calling thread plus a worker pool.
 import os from "node:os";
-import type { Backend, RopeTable, Tensor, WeightDType, WeightSource, WeightTensor } from "../backend.js";
+import type { Backend, FfnWeightSet, RopeTable, Tensor, WeightDType, WeightSource, WeightTensor } from "../backend.js";
 import { dequantizeBlocks, f16ToF32, GGML_BLOCK_TYPES, isGgmlBlockType, type GgmlBlockType } from "../ggml-blocks.js";
 import { Arena, MAX_PAGES } from "./arena.js";
 import { readRows } from "../read-rows.js";
 import { align64, isBlockDType, layoutBytes, quantBytes } from "../weight-layout.js";
 import { ThreadPool } from "./pool.js";
 import { loadKernelModule, type SimdVariant } from "./module.js";
-import { MATMUL_TABLE, MAX_MATMULS, type KernelName } from "./abi.js";
+import { FFN_TABLE, MATMUL_TABLE, MAX_MATMULS, type KernelName } from "./abi.js";
 
 export interface WasmBackendOptions {
   /** Threads including the caller; defaults to the cores available. */
@@ -22,13 +22,20 @@ export interface WasmBackendOptions {
   spinMs?: number;
 }
 
-// Below this many multiply-adds (~4 MiB of f32 weights, ~150 µs on one thread) a kernel runs on the
-// calling thread. A handoff costs more than it saves there: in decode of brown-moe on this 2-vCPU VM a
-// spinning worker started its share of a job 14 µs late on average, longer than its half of a 0.5 MiB
-// expert matrix takes.
+// Kernels of at least PARALLEL_MIN_WORK multiply-adds (~4 MiB of f32 weights, ~150 µs on one thread) are
+// split over the threads. Smaller ones, down to a brown-moe expert FFN (128 K, ~20 µs), were measured
+// split too on this 2-vCPU VM, which another session always shared (load 4–8): brown-moe f32 decode at
+// 2 threads took 1.6–2.8 ms/token against 1.1–2.1 with them on the caller, q8 1.1–2.5 against 0.9–1.6.
+// When other processes keep the workers from running (pool.crowded) even a big split job loses (the
+// LM head: 0.5–1.0 ms split, 0.16 alone): then only every CROWDED_PROBE-th is split, to see when the
+// machine is free again, and the rest run on the caller.
 const PARALLEL_MIN_WORK = 1 << 20;
+const CROWDED_PROBE = 2;
 // Conversions of weights go through a staging buffer of this many bytes (f32).
 const STAGING_BYTES = 16 << 20;
+
+/** matmulGroup's staging slots for outputs in another arena, one per product. */
+const OUT_SLOTS = Array.from({ length: MAX_MATMULS }, (_, i) => `y${i}`);
 
 const DTYPE_CODE: Record<WeightDType, number> = { f32: 0, bf16: 1, q8: 2, q4: 3 };
 
@@ -42,9 +49,14 @@ export class WasmBackend implements Backend {
   private readonly reserve: number;
   private readonly q8ActBytes: number;
   private weightBytes = 0;
-  private readonly scratch = new Map<string, Tensor>();
+  /** Jobs that a crowded pool ran on the caller or probed with, counted (see split). */
+  private probes = 0;
+  /** Per arena: reusable buffers by slot name (see scratchBuf). */
+  private readonly scratch: Array<Map<string, Tensor>> = [];
   /** Per arena: the matmul kernel's table of products (see abi.ts). */
   private readonly tables: Uint32Array[] = [];
+  /** Per arena: the ffn kernel's operands (see abi.ts). */
+  private readonly ffnTables: Uint32Array[] = [];
 
   constructor(opts: WasmBackendOptions = {}) {
     const { module, variant } = loadKernelModule(opts.simd ?? "auto");
@@ -64,6 +76,7 @@ export class WasmBackend implements Backend {
     this.arenas.push(arena);
     this.pool.addArena(arena.memory);
     this.tables.push(new Uint32Array(arena.memory.buffer, MATMUL_TABLE, 4 * MAX_MATMULS));
+    this.ffnTables.push(new Uint32Array(arena.memory.buffer, FFN_TABLE, 11));
     return arena;
   }
 
@@ -111,12 +124,12 @@ export class WasmBackend implements Backend {
 
   /** A per-arena buffer reused across calls, grown as needed. */
   private scratchBuf(arena: number, slot: string, bytes: number): Tensor {
-    const key = `${arena}:${slot}`;
-    const have = this.scratch.get(key);
+    const slots = this.scratch[arena] ?? (this.scratch[arena] = new Map());
+    const have = slots.get(slot);
     if (have && have.bytes >= bytes) return have;
     if (have) this.free(have);
     const t = this.allocIn(arena, Math.max(bytes, (have?.bytes ?? 0) * 2));
-    this.scratch.set(key, t);
+    slots.set(slot, t);
     return t;
   }
 
@@ -242,8 +255,13 @@ export class WasmBackend implements Backend {
   // ---------------------------------------------------------------- kernels
 
   private run(arena: number, kernel: KernelName, work: number, ...args: number[]): void {
-    if (work >= PARALLEL_MIN_WORK && this.threads > 1) this.pool.parallel(arena, kernel, ...args);
+    if (this.split(work)) this.pool.parallel(arena, kernel, ...args);
     else this.pool.single(arena, kernel, ...args);
+  }
+
+  private split(work: number): boolean {
+    if (this.threads === 1 || work < PARALLEL_MIN_WORK) return false;
+    return !this.pool.crowded || ++this.probes % CROWDED_PROBE === 0;
   }
 
   /** t's contents, copied into `arena` when they live elsewhere. */
@@ -271,27 +289,33 @@ export class WasmBackend implements Backend {
     for (const g of groups.values()) this.matmulGroup(x, g, rows);
   }
 
-  private matmulGroup(x: Tensor, products: ReadonlyArray<readonly [Tensor, WeightTensor]>, rows: number): void {
-    const w0 = products[0]![1];
-    const K = w0.cols, a = w0.arena;
+  /** x (rows × K f32, any arena) in arena a, laid out as the matmul kernel takes it for dtype: its (xa, xb) addresses. */
+  private prepareInput(x: Tensor, a: number, dtype: WeightDType, rows: number, K: number): [number, number] {
     checkSize(x, rows * K * 4, "matmul input");
     const xa = this.stage(x, rows * K * 4, a, "x");
-    let xA = xa.ptr, xB = 0;
-    if (w0.dtype === "bf16") {
+    if (dtype === "bf16") {
       const xd = this.scratchBuf(a, "xd", rows * K * 4);
       this.run(a, "deinterleave8", rows * K, xd.ptr, xa.ptr, rows * K);
-      xA = xd.ptr;
-    } else if (isBlockDType(w0.dtype)) {
+      return [xd.ptr, 0];
+    }
+    if (isBlockDType(dtype)) {
       const xq = this.scratchBuf(a, "xq", rows * K * this.q8ActBytes);
       const xs = this.scratchBuf(a, "xs", (rows * K) / 8);
       this.run(a, "quantize_act_q8", rows * K, xq.ptr, xs.ptr, xa.ptr, rows, K);
-      [xA, xB] = [xq.ptr, xs.ptr];
+      return [xq.ptr, xs.ptr];
     }
+    return [xa.ptr, 0];
+  }
+
+  private matmulGroup(x: Tensor, products: ReadonlyArray<readonly [Tensor, WeightTensor]>, rows: number): void {
+    const w0 = products[0]![1];
+    const K = w0.cols, a = w0.arena;
+    const [xA, xB] = this.prepareInput(x, a, w0.dtype, rows, K);
     const table = this.tables[a]!;
     const outs = products.map(([y, w], i) => {
       if (w.cols !== K) throw new Error(`matmulMany: weights of widths ${K} and ${w.cols} cannot share an input`);
       checkSize(y, rows * w.rows * 4, "matmul output");
-      const ya = y.arena === a ? y : this.scratchBuf(a, `y${i}`, rows * w.rows * 4);
+      const ya = y.arena === a ? y : this.scratchBuf(a, OUT_SLOTS[i]!, rows * w.rows * 4);
       table.set([ya.ptr, w.ptr, w.scales, w.rows], 4 * i);
       return ya;
     });
@@ -300,6 +324,41 @@ export class WasmBackend implements Backend {
     products.forEach(([y, w], i) => {
       if (outs[i] !== y) this.f32(y, 0, rows * w.rows).set(this.f32(outs[i]!, 0, rows * w.rows));
     });
+  }
+
+  ffn(out: Tensor, x: Tensor, w: FfnWeightSet, rows: number): void {
+    const { gate, up, down } = w;
+    const F = gate.rows, K = gate.cols, a = gate.arena;
+    if (up.rows !== F || up.cols !== K || down.rows !== K || down.cols !== F) {
+      throw new Error(`ffn: gate ${gate.rows}×${gate.cols}, up ${up.rows}×${up.cols} and down ${down.rows}×${down.cols} do not make one feed-forward block`);
+    }
+    if (up.dtype !== gate.dtype || down.dtype !== gate.dtype) throw new Error(`ffn: weights of dtypes ${gate.dtype}, ${up.dtype}, ${down.dtype}; one dtype is needed`);
+    checkSize(out, rows * K * 4, "ffn output");
+    if (up.arena !== a || down.arena !== a) return this.ffnByParts(out, x, w, rows);
+    const [xA, xB] = this.prepareInput(x, a, gate.dtype, rows, K);
+    const g = this.scratchBuf(a, "ffn.g", rows * F * 4), u = this.scratchBuf(a, "ffn.u", rows * F * 4);
+    // down's input: deinterleaved (bf16) or quantized (q8, q4) hidden activations; f32 reads g itself
+    let ha = 0, hb = 0;
+    if (gate.dtype === "bf16") ha = this.scratchBuf(a, "ffn.hd", rows * F * 4).ptr;
+    else if (isBlockDType(gate.dtype)) {
+      ha = this.scratchBuf(a, "ffn.hq", rows * F * this.q8ActBytes).ptr;
+      hb = this.scratchBuf(a, "ffn.hs", (rows * F) / 8).ptr;
+    }
+    const y = out.arena === a ? out : this.scratchBuf(a, "ffn.y", rows * K * 4);
+    const t = this.ffnTables[a]!;
+    t[0] = gate.ptr; t[1] = gate.scales; t[2] = up.ptr; t[3] = up.scales; t[4] = down.ptr; t[5] = down.scales;
+    t[6] = g.ptr; t[7] = u.ptr; t[8] = ha; t[9] = hb; t[10] = y.ptr;
+    this.run(a, "ffn", 3 * rows * K * F, DTYPE_CODE[gate.dtype], xA, xB, rows, K, F);
+    if (y !== out) this.f32(out, 0, rows * K).set(this.f32(y, 0, rows * K));
+  }
+
+  /** The same block as three jobs, for weights that landed in different arenas. */
+  private ffnByParts(out: Tensor, x: Tensor, w: FfnWeightSet, rows: number): void {
+    const n = rows * w.gate.rows;
+    const g = this.scratchBuf(0, "ffn.g", n * 4), u = this.scratchBuf(0, "ffn.u", n * 4);
+    this.matmulMany(x, [[g, w.gate], [u, w.up]], rows);
+    this.siluMul(g, g, u, n);
+    this.matmul(out, g, w.down, rows);
   }
 
   embed(out: Tensor, table: WeightTensor, ids: ArrayLike<number>): void {
@@ -311,7 +370,7 @@ export class WasmBackend implements Backend {
     }
     const a = table.arena;
     const idBuf = this.scratchBuf(a, "ids", n * 4);
-    this.i32(idBuf, 0, n).set(Array.from(ids));
+    this.i32(idBuf, 0, n).set(ids);
     const o = out.arena === a ? out : this.scratchBuf(a, "y", n * K * 4);
     this.pool.direct(a, "get_rows", o.ptr, table.ptr, table.scales, DTYPE_CODE[table.dtype], idBuf.ptr, n, K);
     if (o !== out) this.f32(out, 0, n * K).set(this.f32(o, 0, n * K));

@@ -1,6 +1,8 @@
-// A compute thread: waits for jobs in the shared control block and runs its share of each kernel.
+// A compute thread: waits for jobs in the shared control block and runs a share of each kernel it
+// joins in time. A job it reaches after the host has closed it (the host ran the missing shares itself)
+// is skipped, so a worker that was asleep or descheduled never holds the host up.
 import { workerData, receiveMessageOnPort, type MessagePort } from "node:worker_threads";
-import { CTRL, OP_ADOPT, ARGS_OFFSET, MAX_ARGS, instantiate, type KernelFn } from "./abi.js";
+import { CTRL, OP_ADOPT, ARGS_OFFSET, MAX_ARGS, TICKET_CLOSED, TICKET_GEN, TICKET_JOINED, instantiate, type KernelFn } from "./abi.js";
 
 interface WorkerInit {
   module: WebAssembly.Module;
@@ -40,6 +42,10 @@ for (;;) {
   }
   seen = Atomics.load(ctrl, CTRL.GEN);
   if (Atomics.load(ctrl, CTRL.EXIT)) break;
+  // join before reading the job: a worker that saw this generation late must not run the next job's
+  // arguments under it (the host does not wait for it, so it may be on to another job already)
+  const share = join(seen);
+  if (share < 0) continue;
   try {
     const op = ctrl[CTRL.OP]!;
     if (op === OP_ADOPT) adopt(ctrl[CTRL.ARENA]!);
@@ -47,12 +53,26 @@ for (;;) {
       const n = ctrl[CTRL.NARGS]!;
       call.length = n + 2;
       for (let i = 0; i < n; i++) call[i] = args[i]!;
-      call[n] = tid;
+      call[n] = share;
       call[n + 1] = nt;
       arenas[ctrl[CTRL.ARENA]!]![op]!(...call);
     }
   } catch {
     Atomics.store(ctrl, CTRL.ERROR, 1);
   }
-  if (Atomics.add(ctrl, CTRL.DONE, 1) + 1 === nt - 1) Atomics.notify(ctrl, CTRL.DONE);
+  const done = Atomics.add(ctrl, CTRL.DONE, 1) + 1;
+  // the host sleeps only once it waits for every worker (an arena's adoption), or has closed the job
+  // and counted who joined
+  const ticket = Atomics.load(ctrl, CTRL.TICKET);
+  if (done === nt - 1 || (ticket & TICKET_CLOSED && done === (ticket & TICKET_JOINED))) Atomics.notify(ctrl, CTRL.DONE);
+}
+
+/** Takes the next share of job `gen` if the host still takes helpers (always, for an adoption); -1 when it is closed or gone. */
+function join(gen: number): number {
+  const tag = (gen & TICKET_GEN) << 8;
+  for (;;) {
+    const t = Atomics.load(ctrl, CTRL.TICKET);
+    if ((t & ~255) !== tag || t & TICKET_CLOSED) return -1;
+    if (Atomics.compareExchange(ctrl, CTRL.TICKET, t, t + 1) === t) return (t & TICKET_JOINED) + 1;
+  }
 }

@@ -1,0 +1,73 @@
+#!/usr/bin/env node
+// Records what llama.cpp itself does with GGUF files, as the fixture (src/model/fixtures/llama-cpp.json)
+// that src/model/llama-cpp.test.ts holds distmoe to; CI has no llama.cpp build, so this script is how
+// the fixture is regenerated:
+//   - tokenization (llama-tokenize, special tokens parsed, BOS as the file says) of corpus samples and
+//     edge texts, with brown-moe-q8_0.gguf (SentencePiece, written by llama.cpp's converter) and a
+//     byte-level BPE vocabulary with merges (src/testing/byte-bpe-model.ts) converted by distmoe;
+//   - greedy ids (scripts/llama-greedy.cpp, compiled here against llama.cpp's static libraries) from
+//     the shipped brown-moe-bf16.gguf and from small models of all four architectures converted by
+//     distmoe (src/testing/converted-models.ts).
+// llama.cpp is the source node-llama-cpp 3.21.1 bundles, built CPU-only into LLAMA_DIR/build:
+//   mkdir -p /tmp/nlc && cd /tmp/nlc && npm pack node-llama-cpp@3.21.1 && tar xzf node-llama-cpp-3.21.1.tgz
+//   git clone -q package/llama/gitRelease.bundle $LLAMA_DIR/src
+//   cmake -S $LLAMA_DIR/src -B $LLAMA_DIR/build -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DBUILD_SHARED_LIBS=OFF -DCMAKE_BUILD_TYPE=Release
+//   cmake --build $LLAMA_DIR/build --target llama-tokenize -j 2
+// Usage (after `npm run build`): node scripts/llama-cpp-fixture.mjs [--llama-dir DIR]   (default ~/.cache/distmoe/llama.cpp-3.21.1)
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { homedir, tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const { SHARED_DIR } = await import(path.join(ROOT, "dist/testing/shared.js"));
+const { writeByteBpeModel } = await import(path.join(ROOT, "dist/testing/byte-bpe-model.js"));
+const { writeConvertedModels } = await import(path.join(ROOT, "dist/testing/converted-models.js"));
+const { convertToGguf } = await import(path.join(ROOT, "dist/model/gguf-convert.js"));
+const { tokenizeSamples, FIXTURE, GREEDY_PROMPT, GREEDY_TOKENS } = await import(path.join(ROOT, "dist/model/llama-cpp-fixture.js"));
+
+const args = process.argv.slice(2);
+const at = args.indexOf("--llama-dir");
+const llamaDir = at >= 0 ? args[at + 1] : process.env.LLAMA_DIR ?? path.join(homedir(), ".cache/distmoe/llama.cpp-3.21.1");
+const tokenizeTool = path.join(llamaDir, "build/bin/llama-tokenize");
+
+const run = (cmd, argv) => {
+  const r = spawnSync(cmd, argv, { encoding: "utf8", maxBuffer: 1 << 26 });
+  if (r.error || r.status !== 0) throw new Error(`${path.basename(cmd)} ${argv.slice(0, 2).join(" ")} failed: ${r.error?.message ?? r.stderr.trim().slice(-400)}`);
+  return r.stdout;
+};
+
+const version = run(tokenizeTool, ["--version"]).trim().split("\n")[0] ?? "";
+const tmp = mkdtempSync(path.join(tmpdir(), "llama-cpp-fixture-"));
+try {
+  const greedyTool = path.join(tmp, "llama-greedy");
+  const lib = (p) => path.join(llamaDir, "build", p);
+  run("g++", ["-O2", "-std=c++17", "-I", path.join(llamaDir, "src/include"), "-I", path.join(llamaDir, "src/ggml/include"), path.join(ROOT, "scripts/llama-greedy.cpp"), "-o", greedyTool,
+    lib("src/libllama.a"), lib("ggml/src/libggml.a"), lib("ggml/src/libggml-cpu.a"), lib("ggml/src/libggml-base.a"), "-fopenmp", "-lpthread", "-ldl"]);
+
+  const texts = tokenizeSamples(readFileSync(path.join(SHARED_DIR, "corpus/brown/valid.txt"), "utf8"));
+  const bpeDir = path.join(tmp, "byte-bpe");
+  writeByteBpeModel(bpeDir, path.join(SHARED_DIR, "models/brown-moe/tokenizer.json"));
+  convertToGguf(bpeDir, `${bpeDir}.gguf`, { outtype: "bf16" });
+  const vocabs = { "brown-moe-q8_0.gguf": path.join(SHARED_DIR, "models/brown-moe-gguf/brown-moe-q8_0.gguf"), "byte-bpe.gguf": `${bpeDir}.gguf` };
+  const ids = {};
+  for (const [name, file] of Object.entries(vocabs)) {
+    // argv carries each text exactly
+    ids[name] = texts.map((text) => JSON.parse(run(tokenizeTool, ["-m", file, "-p", text, "--ids", "--log-disable"]).trim().split("\n").pop()));
+    console.error(`${name}: ${texts.length} texts, ${ids[name].flat().length} ids`);
+  }
+
+  const models = { "brown-moe-bf16.gguf": path.join(SHARED_DIR, "models/brown-moe-gguf/brown-moe-bf16.gguf"), ...writeConvertedModels(tmp) };
+  const greedy = {};
+  for (const [name, file] of Object.entries(models)) {
+    greedy[name] = run(greedyTool, [file, String(GREEDY_TOKENS), GREEDY_PROMPT]).trim().split(/\s+/).map(Number);
+    console.error(`${name}: greedy ${greedy[name].join(" ")}`);
+  }
+
+  const out = path.join(ROOT, FIXTURE);
+  writeFileSync(out, JSON.stringify({ llamaCpp: `${version} (node-llama-cpp 3.21.1's bundled source)`, texts, ids, greedy }) + "\n");
+  console.error(`wrote ${out}`);
+} finally {
+  rmSync(tmp, { recursive: true, force: true });
+}
