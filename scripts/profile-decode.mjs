@@ -280,7 +280,8 @@ async function allocationRun(model, prompt) {
 }
 
 async function profileDtype(dtype) {
-  const engine = Engine.load(a.model, { dtype, threads, contextLength: PROMPT + N + 8 });
+  // the wasm kernels: the kernel timing reads their thread pool (the native backend's ops are timed as a whole)
+  const engine = Engine.load(a.model, { dtype, threads, backend: "wasm", contextLength: PROMPT + N + 8 });
   const { config, weights, backend } = engine;
   const fp = decodeFootprint(engine);
   const prompt = randomPrompt(config.vocabSize);

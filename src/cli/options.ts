@@ -4,6 +4,7 @@ import os from "node:os";
 import path from "node:path";
 import { InvalidArgumentError, Option, type Command } from "commander";
 import { WEIGHT_DTYPES, type WeightDType } from "../kernels/backend.js";
+import { BACKEND_CHOICES, BACKEND_ENV, type BackendChoice } from "../kernels/select-backend.js";
 import { Engine, type EngineOptions } from "../runtime/engine.js";
 import { onCluster, startLocalCluster } from "../runtime/local-cluster.js";
 import { openModel } from "../model/open-model.js";
@@ -119,7 +120,11 @@ export interface ModelCliOptions {
   model: string;
   /** absent: the model's own (f32 for a directory, a GGUF file's type where the kernels have it) */
   dtype?: WeightDType;
+  backend?: BackendChoice;
   threads?: number;
+  poll?: number;
+  /** commander's --no-mmap: false */
+  mmap?: boolean;
   simd: "auto" | "simd" | "relaxed";
   ctx?: number;
   localDevices?: number;
@@ -128,13 +133,25 @@ export interface ModelCliOptions {
   link?: LinkParams;
 }
 
-/** --model, --dtype, --threads, --simd, --ctx */
-export function addModelOptions(cmd: Command): Command {
+/** --backend, --threads, --poll: the kernels' options (engines and devices alike) */
+export function addKernelOptions(cmd: Command): Command {
   return cmd
+    .addOption(new Option("--backend <kernels>", `kernels: ggml's native CPU kernels, the WebAssembly ones, or auto: native where they load, wasm otherwise (default: $${BACKEND_ENV}, else auto)`).choices(BACKEND_CHOICES as string[]))
+    .option("-t, --threads <n>", "compute threads (default: the cores available)", positiveInt)
+    .option("--poll <level>", "native: how long idle compute threads poll before sleeping, 0 (default: sleep at once, no core taken from other processes) to 100 (llama.cpp's default is 50)", (v: string) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 0 || n > 100) throw new InvalidArgumentError("expected an integer from 0 to 100");
+      return n;
+    });
+}
+
+/** --model, --dtype, --backend, --threads, --poll, --simd, --ctx */
+export function addModelOptions(cmd: Command): Command {
+  return addKernelOptions(cmd)
     .requiredOption("-m, --model <dir>", "Hugging Face model directory (config.json, *.safetensors, tokenizer.json), or a .gguf file")
     .addOption(new Option("--dtype <dtype>", "weights in memory (default: f32; for a .gguf file its own type where the kernels have it: Q8_0 → q8, Q4_0 → q4, BF16 → bf16, F32 and F16 → f32; Q4_K, Q5_K and Q6_K → q8)").choices(WEIGHT_DTYPES as string[]))
-    .option("-t, --threads <n>", "compute threads (default: the cores available)", positiveInt)
-    .addOption(new Option("--simd <variant>", "kernel build: relaxed SIMD where supported, or plain SIMD128").choices(["auto", "simd", "relaxed"]).default("auto"))
+    .option("--no-mmap", "native: read every weight into memory instead of mapping the ones the file holds as they are kept (F32, BF16, Q8_0, Q4_0 in GGUF)")
+    .addOption(new Option("--simd <variant>", "wasm kernel build: relaxed SIMD where supported, or plain SIMD128").choices(["auto", "simd", "relaxed"]).default("auto"))
     .option("--ctx <n>", "context length (prompt + generated tokens)", positiveInt)
     .option("--local-devices <n>", "run the experts on N device processes on this machine (over loopback sockets)", positiveInt)
     .addOption(new Option("--wire-dtype <dtype>", "activations sent to devices").choices(WIRE_DTYPES as string[]).default("f32"))
@@ -172,7 +189,10 @@ export function engineOptions(o: ModelCliOptions): EngineOptions {
   const bar = new ProgressBar("loading");
   return {
     dtype: o.dtype,
+    backend: o.backend,
     threads: o.threads,
+    poll: o.poll,
+    mmap: o.mmap,
     simd: o.simd,
     contextLength: o.ctx,
     onLoadProgress: (done, total) => bar.update(done, total),

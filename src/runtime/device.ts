@@ -12,8 +12,8 @@ import { createHash } from "node:crypto";
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import WebSocket, { type ClientOptions } from "ws";
-import { WasmBackend } from "../kernels/wasm/wasm-backend.js";
-import { WEIGHT_DTYPES, type WeightDType } from "../kernels/backend.js";
+import { openBackend, type BackendChoice } from "../kernels/select-backend.js";
+import { WEIGHT_DTYPES, type Backend, type WeightDType } from "../kernels/backend.js";
 import type { TensorStore } from "../model/checkpoint.js";
 import { GgufModel, isGgufPath } from "../model/gguf-model.js";
 import { openModel } from "../model/open-model.js";
@@ -58,7 +58,11 @@ export interface DeviceOptions {
   cacheDir?: string;
   /** This device's identity key (default: .identity/NAME.key in the cache directory; made when missing). */
   identityFile?: string;
+  /** Which kernels (see openBackend); default $DISTMOE_BACKEND, else native where it loads, wasm otherwise. */
+  backend?: BackendChoice;
   threads?: number;
+  /** native: how long idle pool workers poll before sleeping (0–100; default 0). */
+  poll?: number;
   spinMs?: number;
   /** Memory offered for expert weights (default: the memory free at start). */
   memoryBytes?: number;
@@ -321,7 +325,7 @@ function connect(host: ExpertHost, identity: DeviceIdentity, opts: DeviceOptions
  * implies, files only inside the cache, the base station's model directory only where it is plainly the same model.
  */
 class ExpertHost {
-  private readonly backend: WasmBackend;
+  private readonly backend: Backend;
   private executor: LocalExpertExecutor | null = null;
   private config: ModelConfig | null = null;
   // experts loaded so far, kept across assignments (and connections) until the base station releases
@@ -333,7 +337,9 @@ class ExpertHost {
   private probed: Capabilities | null = null;
 
   constructor(private readonly opts: DeviceOptions, private readonly log: (line: string) => void) {
-    this.backend = new WasmBackend({ threads: opts.threads, spinMs: opts.spinMs });
+    const kernels = openBackend({ backend: opts.backend, threads: opts.threads, poll: opts.poll, spinMs: opts.spinMs });
+    this.backend = kernels.backend;
+    log(kernels.why);
   }
 
   capabilities(): Capabilities {

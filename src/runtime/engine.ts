@@ -2,7 +2,7 @@
 // prompt in one pass, then one token per step, streamed to the caller).
 import path from "node:path";
 import type { Backend, WeightDType } from "../kernels/backend.js";
-import { WasmBackend } from "../kernels/wasm/wasm-backend.js";
+import { openBackend, type BackendChoice } from "../kernels/select-backend.js";
 import type { SimdVariant } from "../kernels/wasm/module.js";
 import type { ModelConfig } from "../model/config.js";
 import { openModel } from "../model/open-model.js";
@@ -18,7 +18,13 @@ import { Scheduler, type ExpertUsage, type GenerateOptions, type GenerationResul
 export interface EngineOptions {
   /** The weights' dtype in memory; default the model's own (see OpenedModel.dtype). */
   dtype?: WeightDType;
+  /** Which kernels (see openBackend); default $DISTMOE_BACKEND, else native where it loads, wasm otherwise. */
+  backend?: BackendChoice;
   threads?: number;
+  /** native: how long idle pool workers poll before sleeping (0–100; default 0). */
+  poll?: number;
+  /** native: map weights held as the file stores them from the file (default true). */
+  mmap?: boolean;
   simd?: SimdVariant | "auto";
   /** How long idle compute threads spin before sleeping, in ms (see ThreadPool). */
   spinMs?: number;
@@ -33,7 +39,7 @@ export interface EngineOptions {
   /** Requests waiting for a place in the batch at most; beyond it submit refuses (default: no bound). */
   maxQueue?: number;
   onLoadProgress?: (doneBytes: number, totalBytes: number) => void;
-  /** Told once, after loading: the dtype, why, and how each stored type was kept. */
+  /** Told after loading: which kernels and why, then the dtype, why, and how each stored type was kept. */
   onLoaded?: (line: string) => void;
 }
 
@@ -72,10 +78,12 @@ export class Engine {
     const opened = openModel(dir), { config, store: ck } = opened;
     const dtype = opts.dtype ?? opened.dtype;
     const why = opts.dtype ? "as asked" : opened.dtypeReason;
-    let backend: WasmBackend | undefined;
+    let backend: Backend | undefined;
     try {
       const tokenizer = opened.tokenizer();
-      backend = new WasmBackend({ threads: opts.threads, simd: opts.simd, spinMs: opts.spinMs });
+      const kernels = openBackend({ backend: opts.backend, threads: opts.threads, poll: opts.poll, mmap: opts.mmap, simd: opts.simd, spinMs: opts.spinMs });
+      backend = kernels.backend;
+      opts.onLoaded?.(kernels.why);
       // with another executor (remote devices), this process holds no experts
       const holdsExpert = opts.executor ? () => false : undefined;
       const weights = loadWeights(backend, ck, config, {

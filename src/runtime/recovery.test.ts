@@ -96,7 +96,8 @@ test("--retry-for: a device that cannot reach its base station gives up after th
   assert.equal(await bounded.exit, 1);
   const lines = bounded.stderr().trim().split("\n");
   assert.match(lines[0]!, /identity SHA256:/, "it says who it is first");
-  assert.match(lines[1]!, new RegExp(`cannot reach ${bs}: ECONNREFUSED; retrying in [0-9.]+ s$`));
+  assert.match(lines[1]!, /kernels: (native|wasm) \(/, "then which kernels it computes with");
+  assert.match(lines[2]!, new RegExp(`cannot reach ${bs}: ECONNREFUSED; retrying in [0-9.]+ s$`));
   assert.match(lines.at(-1)!, new RegExp(`^distmoe: error: gave up on the base station after [0-9.]+ s out of reach \\(limit 1\\.0 s\\); last: cannot reach ${bs}: ECONNREFUSED$`));
 
   const forever = deviceProcess(["--bs", bs, "--name", "forever"]);

@@ -1,10 +1,11 @@
 // The WebAssembly SIMD backend: weights and activations in shared memories (arenas), kernels from
 // src/kernels/assembly run on the calling thread plus a worker pool.
-import { readSync } from "node:fs";
 import os from "node:os";
 import type { Backend, FfnWeightSet, RopeTable, Tensor, WeightDType, WeightSource, WeightTensor } from "../backend.js";
 import { dequantizeBlocks, f16ToF32, GGML_BLOCK_TYPES, isGgmlBlockType, type GgmlBlockType } from "../ggml-blocks.js";
 import { Arena, MAX_PAGES } from "./arena.js";
+import { readRows } from "../read-rows.js";
+import { align64, isBlockDType, layoutBytes, quantBytes } from "../weight-layout.js";
 import { ThreadPool } from "./pool.js";
 import { loadKernelModule, type SimdVariant } from "./module.js";
 import { FFN_TABLE, MATMUL_TABLE, MAX_MATMULS, type KernelName } from "./abi.js";
@@ -37,12 +38,6 @@ const STAGING_BYTES = 16 << 20;
 const OUT_SLOTS = Array.from({ length: MAX_MATMULS }, (_, i) => `y${i}`);
 
 const DTYPE_CODE: Record<WeightDType, number> = { f32: 0, bf16: 1, q8: 2, q4: 3 };
-const BLOCK_DTYPES: ReadonlySet<WeightDType> = new Set(["q8", "q4"]);
-
-/** Bytes of a block dtype's quants for `n` weights (the f32 scales follow, 64-byte aligned). */
-function quantBytes(dtype: WeightDType, n: number): number {
-  return dtype === "q4" ? n / 2 : n;
-}
 
 export class WasmBackend implements Backend {
   readonly name: string;
@@ -140,9 +135,8 @@ export class WasmBackend implements Backend {
 
   /** Weight bytes in memory for a dtype, or null where the kernels cannot hold that shape. */
   static weightBytes(dtype: WeightDType, rows: number, cols: number): number | null {
-    if (dtype === "f32") return rows * cols * 4;
-    if (dtype === "bf16") return cols % 8 === 0 ? rows * cols * 2 : null;
-    return cols % 32 === 0 ? align64(quantBytes(dtype, rows * cols)) + (rows * cols) / 8 : null;
+    // the kernels hold weights in the exchange layout itself
+    return layoutBytes(dtype, rows, cols);
   }
 
   supportsWeight(dtype: WeightDType, cols: number): boolean {
@@ -151,7 +145,7 @@ export class WasmBackend implements Backend {
 
   allocWeight(dtype: WeightDType, rows: number, cols: number): WeightTensor {
     const bytes = WasmBackend.weightBytes(dtype, rows, cols);
-    if (bytes === null) throw new Error(`a ${rows}×${cols} weight cannot be held as ${dtype}: its rows must be a multiple of ${BLOCK_DTYPES.has(dtype) ? 32 : 8}`);
+    if (bytes === null) throw new Error(`a ${rows}×${cols} weight cannot be held as ${dtype}: its rows must be a multiple of ${isBlockDType(dtype) ? 32 : 8}`);
     let arenaIndex = 0;
     if (rows > 1) {
       // the first arena with room, so that space freed by dropped weights is used again
@@ -165,7 +159,7 @@ export class WasmBackend implements Backend {
     }
     const t = this.allocIn(arenaIndex, bytes);
     this.weightBytes += bytes;
-    const scales = BLOCK_DTYPES.has(dtype) ? t.ptr + align64(quantBytes(dtype, rows * cols)) : 0;
+    const scales = isBlockDType(dtype) ? t.ptr + align64(quantBytes(dtype, rows * cols)) : 0;
     return { ...t, dtype, rows, cols, scales };
   }
 
@@ -304,7 +298,7 @@ export class WasmBackend implements Backend {
       this.run(a, "deinterleave8", rows * K, xd.ptr, xa.ptr, rows * K);
       return [xd.ptr, 0];
     }
-    if (BLOCK_DTYPES.has(dtype)) {
+    if (isBlockDType(dtype)) {
       const xq = this.scratchBuf(a, "xq", rows * K * this.q8ActBytes);
       const xs = this.scratchBuf(a, "xs", (rows * K) / 8);
       this.run(a, "quantize_act_q8", rows * K, xq.ptr, xs.ptr, xa.ptr, rows, K);
@@ -346,7 +340,7 @@ export class WasmBackend implements Backend {
     // down's input: deinterleaved (bf16) or quantized (q8, q4) hidden activations; f32 reads g itself
     let ha = 0, hb = 0;
     if (gate.dtype === "bf16") ha = this.scratchBuf(a, "ffn.hd", rows * F * 4).ptr;
-    else if (BLOCK_DTYPES.has(gate.dtype)) {
+    else if (isBlockDType(gate.dtype)) {
       ha = this.scratchBuf(a, "ffn.hq", rows * F * this.q8ActBytes).ptr;
       hb = this.scratchBuf(a, "ffn.hs", (rows * F) / 8).ptr;
     }
@@ -483,37 +477,10 @@ export class WasmBackend implements Backend {
   }
 }
 
-function align64(n: number): number {
-  return Math.ceil(n / 64) * 64;
-}
-
 function checkSize(t: Tensor, bytes: number, what: string): void {
   if (t.bytes < bytes) throw new Error(`${what}: buffer of ${t.bytes} bytes, ${bytes} needed`);
 }
 
 function sameArena(...ts: Tensor[]): void {
   for (const t of ts) if (t.arena !== ts[0]!.arena) throw new Error("operands live in different arenas");
-}
-
-/** Rows r0 … r0+count of a weight from its file (each `rowBytes` long), in the source's row order, into dst. */
-function readRows(src: WeightSource, rowBytes: number, r0: number, count: number, dst: Uint8Array): void {
-  const order = src.rowOrder;
-  if (!order) return readExact(src, dst, src.offset + r0 * rowBytes);
-  for (let r = 0; r < count; ) {
-    // a run of rows consecutive in the file is one read
-    let run = 1;
-    while (r + run < count && order[r0 + r + run] === order[r0 + r]! + run) run++;
-    readExact(src, dst.subarray(r * rowBytes, (r + run) * rowBytes), src.offset + order[r0 + r]! * rowBytes);
-    r += run;
-  }
-}
-
-function readExact(src: WeightSource, dst: Uint8Array, position: number): void {
-  let done = 0;
-  while (done < dst.length) {
-    const len = Math.min(dst.length - done, 1 << 30);
-    const got = readSync(src.fd, dst, done, len, position + done);
-    if (got === 0) throw new Error(`${src.file}: unexpected end of file at byte ${position + done} (tensor data truncated)`);
-    done += got;
-  }
 }

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { WasmBackend } from "../../kernels/wasm/wasm-backend.js";
+import { openBackend } from "../../kernels/select-backend.js";
 import { Checkpoint } from "../../model/checkpoint.js";
 import { readModelConfig } from "../../model/config.js";
 import { initModel } from "../../model/init-model.js";
@@ -15,7 +15,8 @@ import { Referee } from "./referee.js";
 
 test("the referee answers as the experts compute, loading each when first needed and keeping no more than its cache holds", () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-referee-"));
-  const backend = new WasmBackend({ threads: 1 });
+  // the kernels the referee opens for itself (the default ones), so that the answers are the same bits
+  const { backend } = openBackend({ threads: 1 });
   try {
     initModel({ arch: "MixtralForCausalLM", layers: 2, hidden: 64, experts: 4, topK: 2, seed: 3, out: dir });
     const cfg = readModelConfig(dir);

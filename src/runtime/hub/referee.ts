@@ -2,8 +2,8 @@
 // of a spot check when no other replica can give one, and the referee when two replicas disagree. An
 // expert's weights are loaded when first needed and kept in a small cache, the least recently used
 // dropped first; the experts are computed on one thread, beside the engine's.
-import type { WeightDType } from "../../kernels/backend.js";
-import { WasmBackend } from "../../kernels/wasm/wasm-backend.js";
+import type { Backend, WeightDType } from "../../kernels/backend.js";
+import { openBackend } from "../../kernels/select-backend.js";
 import type { TensorStore } from "../../model/checkpoint.js";
 import type { ModelConfig } from "../../model/config.js";
 import { loadExperts, type FfnWeights } from "../../model/weights.js";
@@ -21,7 +21,7 @@ export class Referee {
   private readonly held = new Map<string, { layer: number; expert: number; bytes: number }>();
   private heldBytes = 0;
   /** its own kernels, made when first needed */
-  private local: { backend: WasmBackend; executor: LocalExpertExecutor } | null = null;
+  private local: { backend: Backend; executor: LocalExpertExecutor } | null = null;
   /** Experts loaded so far (one dropped and needed again counts again). */
   loads = 0;
 
@@ -47,9 +47,10 @@ export class Referee {
   }
 
   /** The local kernels, with the expert's weights loaded (and others dropped to stay within the cache). */
-  private take(layer: number, expert: number): { backend: WasmBackend; executor: LocalExpertExecutor } {
+  private take(layer: number, expert: number): { backend: Backend; executor: LocalExpertExecutor } {
     if (!this.local) {
-      const backend = new WasmBackend({ threads: 1, spinMs: 0 });
+      // the default kernels ($DISTMOE_BACKEND, else native where it loads), on one thread
+      const { backend } = openBackend({ threads: 1, spinMs: 0 });
       this.local = { backend, executor: new LocalExpertExecutor(backend, this.table, this.cfg.hidden) };
     }
     const key = pairKey([layer, expert]);

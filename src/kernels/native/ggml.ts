@@ -1,0 +1,262 @@
+// ggml's CPU kernels from node-llama-cpp's prebuilt per-platform npm packages (@node-llama-cpp/<platform>),
+// called through koffi. Both are optional dependencies: loadGgml throws one Error saying why when either
+// is missing or the libraries are not a ggml version this module was tested with, and the caller falls
+// back to the wasm kernels. See docs/spikes/native-backend.md for the measurements behind the choices here.
+import { createRequire } from "node:module";
+import { readdirSync } from "node:fs";
+import path from "node:path";
+
+/** ggml versions whose struct layouts and symbols this module was checked against. */
+export const TESTED_GGML_VERSIONS: readonly string[] = ["0.23.0"];
+
+/** Set to hide the native packages (as if they were not installed): the tests of the wasm fallback use it. */
+export const HIDE_NATIVE_ENV = "DISTMOE_HIDE_NATIVE";
+
+/** ggml_type numbers (fixed by the GGUF format). */
+export const GgmlType = { F32: 0, F16: 1, Q4_0: 2, Q8_0: 8, Q4_K: 12, Q5_K: 13, Q6_K: 14, I32: 26, BF16: 30 } as const;
+
+/** node-llama-cpp's package per platform-arch (the CPU builds; the GPU ones carry the same CPU libraries). */
+const PLATFORM_PACKAGES: Record<string, string> = {
+  "linux-x64": "linux-x64",
+  "linux-arm64": "linux-arm64",
+  "linux-arm": "linux-armv7l",
+  "darwin-arm64": "mac-arm64-metal",
+  "darwin-x64": "mac-x64",
+  "win32-x64": "win-x64",
+  "win32-arm64": "win-arm64",
+};
+
+// struct ggml_threadpool_params: bool cpumask[512]; int n_threads; enum prio; uint32 poll; bool strict_cpu; bool paused;
+const TP_PARAMS_BYTES = 528, TP_N_THREADS = 512, TP_POLL = 520;
+
+/** An opaque ggml pointer as koffi hands it out. */
+export type Ptr = unknown;
+
+export interface Ggml {
+  readonly version: string;
+  /** The libggml-cpu build chosen for this CPU, e.g. "zen4", or "cpu" where the package has a single one. */
+  readonly variant: string;
+  readonly binDir: string;
+  readonly koffi: KoffiLike;
+  readonly f: GgmlFunctions;
+  /** The CPU "extra" buffer types (CPU_REPACK …), in ggml's order. */
+  readonly extraBufts: Ptr[];
+  readonly cpuDevice: Ptr;
+  /** A new threadpool of `threads` threads; poll 0 lets idle workers sleep, up to 100 spins longer. */
+  newThreadpool(threads: number, poll: number): Ptr;
+  /** Native address of a pointer. */
+  address(p: Ptr): number;
+  /** The whole file behind fd mapped copy-on-write (reads from the page cache, as llama.cpp's mmap), or an Error saying why not. */
+  mapFile(fd: number, bytes: number): { address: number; unmap(): void } | Error;
+}
+
+interface KoffiLike {
+  load(file: string): { func(sig: string): (...args: unknown[]) => any };
+  struct(name: string, def: Record<string, string>): unknown;
+  proto(sig: string): unknown;
+  pointer(t: unknown): unknown;
+  register(fn: (...args: any[]) => unknown, type: unknown): unknown;
+  call(fn: unknown, type: unknown, ...args: unknown[]): any;
+  decode(p: unknown, offset: number, type: string): any;
+  address(p: unknown): bigint;
+  view(p: unknown, len: number): ArrayBuffer;
+  sizeof(t: string): number;
+}
+
+export type GgmlFunctions = ReturnType<typeof bind>;
+
+function bind(base: ReturnType<KoffiLike["load"]>, cpu: ReturnType<KoffiLike["load"]>) {
+  const b = (sig: string) => base.func(sig);
+  const c = (sig: string) => cpu.func(sig);
+  return {
+    init: b("void* ggml_init(ggml_init_params p)") as (p: { mem_size: number; mem_buffer: null; no_alloc: boolean }) => Ptr,
+    free: b("void ggml_free(void* ctx)") as (ctx: Ptr) => void,
+    tensorOverhead: b("size_t ggml_tensor_overhead(void)") as () => number,
+    graphOverheadCustom: b("size_t ggml_graph_overhead_custom(size_t size, bool grads)") as (size: number, grads: boolean) => number,
+    newTensor1d: b("void* ggml_new_tensor_1d(void* ctx, int type, int64_t ne0)") as (ctx: Ptr, type: number, ne0: number) => Ptr,
+    newTensor2d: b("void* ggml_new_tensor_2d(void* ctx, int type, int64_t ne0, int64_t ne1)") as (ctx: Ptr, type: number, ne0: number, ne1: number) => Ptr,
+    newTensor3d: b("void* ggml_new_tensor_3d(void* ctx, int type, int64_t ne0, int64_t ne1, int64_t ne2)") as (ctx: Ptr, type: number, ne0: number, ne1: number, ne2: number) => Ptr,
+    permute: b("void* ggml_permute(void* ctx, void* a, int ax0, int ax1, int ax2, int ax3)") as (ctx: Ptr, a: Ptr, a0: number, a1: number, a2: number, a3: number) => Ptr,
+    mulMat: b("void* ggml_mul_mat(void* ctx, void* a, void* b)") as (ctx: Ptr, a: Ptr, b: Ptr) => Ptr,
+    getRows: b("void* ggml_get_rows(void* ctx, void* a, void* b)") as (ctx: Ptr, a: Ptr, b: Ptr) => Ptr,
+    rmsNorm: b("void* ggml_rms_norm(void* ctx, void* a, float eps)") as (ctx: Ptr, a: Ptr, eps: number) => Ptr,
+    mul: b("void* ggml_mul(void* ctx, void* a, void* b)") as (ctx: Ptr, a: Ptr, b: Ptr) => Ptr,
+    add: b("void* ggml_add(void* ctx, void* a, void* b)") as (ctx: Ptr, a: Ptr, b: Ptr) => Ptr,
+    swigluSplit: b("void* ggml_swiglu_split(void* ctx, void* a, void* b)") as (ctx: Ptr, a: Ptr, b: Ptr) => Ptr,
+    clampInplace: b("void* ggml_clamp_inplace(void* ctx, void* a, float min, float max)") as (ctx: Ptr, a: Ptr, min: number, max: number) => Ptr,
+    ropeExtInplace: b("void* ggml_rope_ext_inplace(void* ctx, void* a, void* b, void* c, int n_dims, int mode, int n_ctx_orig, float freq_base, float freq_scale, float ext_factor, float attn_factor, float beta_fast, float beta_slow)") as (
+      ctx: Ptr, a: Ptr, b: Ptr, c: Ptr | null, nDims: number, mode: number, nCtxOrig: number, freqBase: number, freqScale: number, extFactor: number, attnFactor: number, betaFast: number, betaSlow: number) => Ptr,
+    flashAttnExt: b("void* ggml_flash_attn_ext(void* ctx, void* q, void* k, void* v, void* mask, float scale, float max_bias, float logit_softcap)") as (
+      ctx: Ptr, q: Ptr, k: Ptr, v: Ptr, mask: Ptr, scale: number, maxBias: number, softcap: number) => Ptr,
+    newGraphCustom: b("void* ggml_new_graph_custom(void* ctx, size_t size, bool grads)") as (ctx: Ptr, size: number, grads: boolean) => Ptr,
+    buildForward: b("void ggml_build_forward_expand(void* graph, void* tensor)") as (graph: Ptr, t: Ptr) => void,
+    nbytes: b("size_t ggml_nbytes(void* t)") as (t: Ptr) => number,
+    rowSize: b("size_t ggml_row_size(int type, int64_t ne)") as (type: number, ne: number) => number,
+    tensorSet: b("void ggml_backend_tensor_set(void* t, const void* data, size_t offset, size_t size)") as (t: Ptr, data: Uint8Array, offset: number, size: number) => void,
+    getData: b("void* ggml_get_data(void* t)") as (t: Ptr) => Ptr,
+    quantizeChunk: b("size_t ggml_quantize_chunk(int type, const float* src, void* dst, int64_t start, int64_t nrows, int64_t n_per_row, const float* imatrix)") as (
+      type: number, src: Float32Array, dst: Uint8Array, start: number, nrows: number, nPerRow: number, imatrix: null) => number,
+    tensorAlloc: b("int ggml_backend_tensor_alloc(void* buffer, void* tensor, uintptr_t addr)") as (buf: Ptr, t: Ptr, addr: number) => number,
+    viewInit: b("int ggml_backend_view_init(void* tensor)") as (t: Ptr) => number,
+    allocCtxTensorsFromBuft: b("void* ggml_backend_alloc_ctx_tensors_from_buft(void* ctx, void* buft)") as (ctx: Ptr, buft: Ptr) => Ptr,
+    bufferFromPtr: b("void* ggml_backend_cpu_buffer_from_ptr(uintptr_t ptr, size_t size)") as (ptr: number, size: number) => Ptr,
+    buftAllocBuffer: b("void* ggml_backend_buft_alloc_buffer(void* buft, size_t size)") as (buft: Ptr, size: number) => Ptr,
+    bufferGetBase: b("void* ggml_backend_buffer_get_base(void* buf)") as (buf: Ptr) => Ptr,
+    bufferFree: b("void ggml_backend_buffer_free(void* buf)") as (buf: Ptr) => void,
+    bufferSetUsage: b("void ggml_backend_buffer_set_usage(void* buf, int usage)") as (buf: Ptr, usage: number) => void,
+    buftName: b("const char* ggml_backend_buft_name(void* buft)") as (buft: Ptr) => string,
+    graphCompute: b("int ggml_backend_graph_compute(void* backend, void* graph)") as (backend: Ptr, graph: Ptr) => number,
+    backendFree: b("void ggml_backend_free(void* backend)") as (backend: Ptr) => void,
+    regDevGet: b("void* ggml_backend_reg_dev_get(void* reg, size_t i)") as (reg: Ptr, i: number) => Ptr,
+    regProc: b("void* ggml_backend_reg_get_proc_address(void* reg, const char* name)") as (reg: Ptr, name: string) => Ptr,
+    devSupportsOp: b("bool ggml_backend_dev_supports_op(void* dev, void* op)") as (dev: Ptr, op: Ptr) => boolean,
+    tpParamsInit: b("void ggml_threadpool_params_init(void* p, int n_threads)") as (p: Uint8Array, n: number) => void,
+    cpuInit: c("void* ggml_backend_cpu_init(void)") as () => Ptr,
+    cpuReg: c("void* ggml_backend_cpu_reg(void)") as () => Ptr,
+    cpuBufferType: c("void* ggml_backend_cpu_buffer_type(void)") as () => Ptr,
+    cpuSetThreads: c("void ggml_backend_cpu_set_n_threads(void* backend, int n)") as (backend: Ptr, n: number) => void,
+    cpuSetThreadpool: c("void ggml_backend_cpu_set_threadpool(void* backend, void* tp)") as (backend: Ptr, tp: Ptr) => void,
+    threadpoolNew: c("void* ggml_threadpool_new(void* params)") as (params: Uint8Array) => Ptr,
+    threadpoolFree: c("void ggml_threadpool_free(void* tp)") as (tp: Ptr) => void,
+  };
+}
+
+let loaded: Ggml | Error | null = null;
+
+/** Loads ggml once per process; throws an Error whose message is the one reason it cannot. */
+export function loadGgml(): Ggml {
+  if (loaded instanceof Error) throw loaded;
+  if (loaded) return loaded;
+  try {
+    loaded = open();
+  } catch (e) {
+    // the koffi types registered so far cannot be registered twice: the first failure is the answer
+    loaded = e instanceof Error ? e : new Error(String(e));
+    throw loaded;
+  }
+  return loaded;
+}
+
+function open(): Ggml {
+  if (process.env[HIDE_NATIVE_ENV]) throw new Error(`the native packages are hidden (${HIDE_NATIVE_ENV} is set)`);
+  const key = `${process.platform}-${process.arch}`;
+  const pkg = PLATFORM_PACKAGES[key];
+  if (!pkg) throw new Error(`no prebuilt ggml package for ${key}`);
+  const require = createRequire(import.meta.url);
+  let koffi: KoffiLike;
+  try {
+    koffi = require("koffi") as KoffiLike;
+  } catch (e) {
+    throw new Error(`koffi is not installed or does not load (${firstLine(e)})`);
+  }
+  let binDir: string;
+  try {
+    // the package's entry is dist/index.js; its libraries lie in bins/<one folder per build>/
+    const pkgDir = path.dirname(path.dirname(require.resolve(`@node-llama-cpp/${pkg}`)));
+    const bins = readdirSync(path.join(pkgDir, "bins"), { withFileTypes: true }).filter((d) => d.isDirectory());
+    if (bins.length !== 1) throw new Error(`expected one folder in ${path.join(pkgDir, "bins")}, found ${bins.length}`);
+    binDir = path.join(pkgDir, "bins", bins[0]!.name);
+  } catch (e) {
+    throw new Error(`@node-llama-cpp/${pkg} is not installed (${firstLine(e)})`);
+  }
+  const files = readdirSync(binDir);
+  const baseFile = files.find((f) => /^(lib)?ggml-base\.(so|dylib|dll)$/.test(f));
+  if (!baseFile) throw new Error(`${binDir} holds no ggml-base library`);
+  let base: ReturnType<KoffiLike["load"]>;
+  try {
+    base = koffi.load(path.join(binDir, baseFile));
+  } catch (e) {
+    throw new Error(`${baseFile} does not load (${firstLine(e)})`);
+  }
+  const version = base.func("const char* ggml_version(void)")() as string;
+  if (!TESTED_GGML_VERSIONS.includes(version)) throw new Error(`ggml ${version} in ${binDir} is not a tested version (${TESTED_GGML_VERSIONS.join(", ")})`);
+
+  // ggml_backend_load_best's rule: every CPU build scores this CPU (0 = cannot run it); take the highest
+  const variants: Array<{ name: string; lib: ReturnType<KoffiLike["load"]>; score: number }> = [];
+  for (const f of files) {
+    const m = /^(?:lib)?ggml-cpu(?:-(.+))?\.(?:so|dylib|dll)$/.exec(f);
+    if (!m) continue;
+    try {
+      const lib = koffi.load(path.join(binDir, f));
+      let score = 1;
+      try {
+        score = lib.func("int ggml_backend_score(void)")() as number;
+      } catch {
+        // a single, unscored CPU build
+      }
+      if (score > 0) variants.push({ name: m[1] ?? "cpu", lib, score });
+    } catch {
+      // a build this system cannot load (missing instruction-set runtime, other libc): not a candidate
+    }
+  }
+  variants.sort((x, y) => y.score - x.score);
+  const best = variants[0];
+  if (!best) throw new Error(`no ggml CPU library in ${binDir} runs on this CPU`);
+
+  koffi.struct("ggml_init_params", { mem_size: "size_t", mem_buffer: "void*", no_alloc: "bool" });
+  const f = bind(base, best.lib);
+  // ggml logs every repacked tensor and graph reallocation to stderr; keep errors only
+  const LogCallback = koffi.proto("void ggml_log_callback(int level, const char* text, void* user)");
+  const logCb = koffi.register((level: number, text: string) => {
+    if (level === 4 /* GGML_LOG_LEVEL_ERROR */) process.stderr.write(`ggml: ${text}`);
+  }, koffi.pointer(LogCallback));
+  base.func("void ggml_log_set(ggml_log_callback* cb, void* user)")(logCb, null);
+
+  const params = new Uint8Array(TP_PARAMS_BYTES);
+  f.tpParamsInit(params, 3);
+  if (new DataView(params.buffer).getInt32(TP_N_THREADS, true) !== 3) throw new Error(`ggml ${version}: ggml_threadpool_params' layout differs from the one assumed`);
+
+  const reg = f.cpuReg();
+  const cpuDevice = f.regDevGet(reg, 0);
+  const extraBufts: Ptr[] = [];
+  const getExtra = f.regProc(reg, "ggml_backend_dev_get_extra_bufts");
+  if (getExtra) {
+    const list = koffi.call(getExtra, koffi.proto("void* get_extra_bufts(void* dev)"), cpuDevice);
+    const pointerBytes = koffi.sizeof("void*");
+    for (let i = 0; list; i++) {
+      const b = koffi.decode(list, i * pointerBytes, "void*");
+      if (!b) break;
+      extraBufts.push(b);
+    }
+  }
+  return {
+    version, variant: best.name, binDir, koffi, f, extraBufts, cpuDevice,
+    newThreadpool(threads: number, poll: number): Ptr {
+      const p = new Uint8Array(TP_PARAMS_BYTES);
+      f.tpParamsInit(p, threads);
+      new DataView(p.buffer).setUint32(TP_POLL, poll, true);
+      const tp = f.threadpoolNew(p);
+      if (!tp) throw new Error(`ggml_threadpool_new failed for ${threads} threads`);
+      return tp;
+    },
+    address: (p: Ptr) => Number(koffi.address(p)),
+    mapFile: (fd: number, bytes: number) => mapFile(koffi, fd, bytes),
+  };
+}
+
+let libc: { mmap: (...a: unknown[]) => Ptr; munmap: (...a: unknown[]) => number } | Error | null = null;
+
+function mapFile(koffi: KoffiLike, fd: number, bytes: number): { address: number; unmap(): void } | Error {
+  if (!libc) {
+    try {
+      const lib = koffi.load(process.platform === "darwin" ? "libSystem.B.dylib" : process.platform === "linux" ? "libc.so.6" : "");
+      libc = {
+        mmap: lib.func("void* mmap(void* addr, size_t length, int prot, int flags, int fd, int64_t offset)"),
+        munmap: lib.func("int munmap(void* addr, size_t length)"),
+      };
+    } catch (e) {
+      libc = new Error(`no mmap here (${firstLine(e)})`);
+    }
+  }
+  if (libc instanceof Error) return libc;
+  const PROT_READ = 1, PROT_WRITE = 2, MAP_PRIVATE = 2;
+  // writable and private: setWeightData on a mapped weight copies the pages it writes, the file is never changed
+  const p = libc.mmap(null, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+  if (!p || koffi.address(p) === 0xffffffffffffffffn) return new Error("mmap failed");
+  const { munmap } = libc;
+  return { address: Number(koffi.address(p)), unmap: () => void munmap(p, bytes) };
+}
+
+function firstLine(e: unknown): string {
+  return String(e instanceof Error ? e.message : e).split("\n")[0]!;
+}

@@ -1,0 +1,356 @@
+// The native backend against the wasm one, op by op and dtype by dtype, on the same inputs; the weight
+// bytes the two exchange; and the inputs ggml would abort the process on, refused with an Error instead.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import type { Backend, SourceDType, Tensor, WeightDType } from "../backend.js";
+import { WEIGHT_DTYPES } from "../backend.js";
+import { WasmBackend } from "../wasm/wasm-backend.js";
+import { NativeBackend } from "./native-backend.js";
+import { nativeSkip } from "../../testing/backends.js";
+import { Random } from "../../util/random.js";
+import { blocksFromLayout, f32ToF16 } from "../weight-layout.js";
+
+const skip = nativeSkip();
+/** Relative L2 error allowed per weight dtype between the two backends (bf16: ggml rounds activations to bf16 too). */
+const TOLERANCE: Record<WeightDType, number> = { f32: 1e-6, bf16: 1e-2, q8: 1e-5, q4: 1e-5 };
+
+function relErr(got: Float32Array, want: Float32Array): number {
+  let d = 0, n = 0;
+  for (let i = 0; i < want.length; i++) {
+    d += (got[i]! - want[i]!) ** 2;
+    n += want[i]! ** 2;
+  }
+  return Math.sqrt(d / n);
+}
+
+function pair(threads = 2): { native: NativeBackend; wasm: WasmBackend; both: Backend[]; close(): void } {
+  const native = new NativeBackend({ threads }), wasm = new WasmBackend({ threads });
+  return { native, wasm, both: [native, wasm], close: () => (native.close(), wasm.close()) };
+}
+
+function put(be: Backend, values: Float32Array): Tensor {
+  const t = be.alloc(values.length * 4);
+  be.f32(t).set(values);
+  return t;
+}
+
+test("matmul and matmulMany agree with the wasm kernels for every dtype, GEMV and GEMM, small and pooled", { skip }, () => {
+  const { both, close } = pair();
+  const rng = new Random(3);
+  try {
+    // 96×64: one thread; 1024×1024 × 8 rows: the pooled backend
+    for (const [N, K, M] of [[96, 64, 1], [96, 64, 5], [1024, 1024, 8]] as const) {
+      const W = rng.fillNormal(new Float32Array(N * K), 0.1), U = rng.fillNormal(new Float32Array(N * K), 0.1), X = rng.fillNormal(new Float32Array(M * K), 1);
+      for (const dtype of WEIGHT_DTYPES) {
+        const out = both.map((be) => {
+          const w = be.allocWeight(dtype, N, K), u = be.allocWeight(dtype, N, K);
+          be.setWeight(w, W);
+          be.setWeight(u, U);
+          const x = put(be, X), y = be.alloc(M * N * 4), z = be.alloc(M * N * 4);
+          be.matmul(y, x, w, M);
+          const single = be.f32(y).slice();
+          be.matmulMany(x, [[y, w], [z, u]], M);
+          return { single, y: be.f32(y).slice(), z: be.f32(z).slice() };
+        });
+        const what = `${dtype} ${N}×${K} by ${M}`;
+        assert.ok(relErr(out[0]!.single, out[1]!.single) <= TOLERANCE[dtype], `${what}: ${relErr(out[0]!.single, out[1]!.single)}`);
+        assert.deepEqual(out[0]!.y, out[0]!.single, `${what}: matmulMany's first product is matmul's`);
+        assert.ok(relErr(out[0]!.z, out[1]!.z) <= TOLERANCE[dtype], `${what}, second product`);
+      }
+    }
+  } finally {
+    close();
+  }
+});
+
+test("ffn (one graph) agrees with the wasm kernels' ffn and with its own matmulMany → siluMul → matmul, for every dtype", { skip }, () => {
+  const { both, close } = pair();
+  const rng = new Random(9);
+  try {
+    for (const [H, F, M] of [[64, 96, 1], [64, 96, 7], [256, 1024, 4]] as const) {
+      const G = rng.fillNormal(new Float32Array(F * H), 0.1), U = rng.fillNormal(new Float32Array(F * H), 0.1), D = rng.fillNormal(new Float32Array(H * F), 0.1);
+      const X = rng.fillNormal(new Float32Array(M * H), 1);
+      for (const dtype of WEIGHT_DTYPES) {
+        const out = both.map((be) => {
+          const w = { gate: be.allocWeight(dtype, F, H), up: be.allocWeight(dtype, F, H), down: be.allocWeight(dtype, H, F) };
+          be.setWeight(w.gate, G);
+          be.setWeight(w.up, U);
+          be.setWeight(w.down, D);
+          const x = put(be, X), y = be.alloc(M * H * 4), g = be.alloc(M * F * 4), u = be.alloc(M * F * 4), parts = be.alloc(M * H * 4);
+          be.ffn(y, x, w, M);
+          be.matmulMany(x, [[g, w.gate], [u, w.up]], M);
+          be.siluMul(g, g, u, M * F);
+          be.matmul(parts, g, w.down, M);
+          return { fused: be.f32(y).slice(), parts: be.f32(parts).slice(), x: be.f32(x).slice() };
+        });
+        const what = `${dtype} ${H}→${F}→${H} × ${M}`;
+        assert.deepEqual(out[0]!.x, X, `${what}: x unchanged`);
+        assert.ok(relErr(out[0]!.fused, out[0]!.parts) <= 1e-6, `${what}: fused = parts`);
+        assert.ok(relErr(out[0]!.fused, out[1]!.fused) <= TOLERANCE[dtype], `${what}: native vs wasm ${relErr(out[0]!.fused, out[1]!.fused)}`);
+      }
+    }
+  } finally {
+    close();
+  }
+});
+
+test("embed, rmsnorm, rope, siluMul, add, addBias and clamp agree with the wasm kernels", { skip }, () => {
+  const { both, close } = pair();
+  const rng = new Random(4);
+  try {
+    const rows = 3, H = 64, heads = 4, hd = 16, V = 40;
+    const table = rng.fillNormal(new Float32Array(V * H), 1), X = rng.fillNormal(new Float32Array(rows * H), 1), Y = rng.fillNormal(new Float32Array(rows * H), 1), B = rng.fillNormal(new Float32Array(H), 1);
+    const ids = [5, 0, 39];
+    for (const dtype of WEIGHT_DTYPES) {
+      const out = both.map((be) => {
+        const t = be.allocWeight(dtype, V, H);
+        be.setWeight(t, table);
+        const y = be.alloc(rows * H * 4);
+        be.embed(y, t, ids);
+        return be.f32(y).slice();
+      });
+      assert.ok(relErr(out[0]!, out[1]!) <= 1e-7, `embed ${dtype}`);
+    }
+    const results = both.map((be) => {
+      const r: Record<string, Float32Array> = {};
+      const w = be.allocWeight("f32", 1, H);
+      be.setWeight(w, B);
+      const x = put(be, X), y = put(be, Y), o = be.alloc(rows * H * 4);
+      be.rmsnorm(o, x, w, rows, H, 1e-5);
+      r.rmsnorm = be.f32(o).slice();
+      const table = be.ropeTable(32, hd, 10000);
+      const pos = be.alloc(rows * 4);
+      be.i32(pos).set([0, 7, 31]);
+      const q = put(be, X);
+      be.rope(q, rows, heads, hd, pos, table);
+      r.rope = be.f32(q).slice();
+      be.siluMul(o, x, y, rows * H);
+      r.siluMul = be.f32(o).slice();
+      be.siluMul(x, x, y, rows * H); // in place, as the FFN runs it
+      r.siluMulInPlace = be.f32(x).slice();
+      be.add(o, o, y, rows * H);
+      r.add = be.f32(o).slice();
+      be.addBias(o, w, rows);
+      r.addBias = be.f32(o).slice();
+      be.clamp(o, rows * H, 0.5);
+      r.clamp = be.f32(o).slice();
+      return r;
+    });
+    for (const op of Object.keys(results[0]!)) {
+      const e = relErr(results[0]![op]!, results[1]![op]!);
+      assert.ok(e <= 2e-6, `${op}: ${e}`);
+    }
+    assert.ok(results[0]!.clamp!.every((v) => Math.abs(v) <= 0.5));
+  } finally {
+    close();
+  }
+});
+
+test("attention agrees with the wasm kernel: prefill from position 0 and on a filled cache, decode steps across the 256-position padding, grouped and plain heads", { skip }, () => {
+  const { both, close } = pair();
+  const rng = new Random(5);
+  try {
+    const capacity = 300;
+    for (const [heads, kvHeads, hd] of [[4, 2, 16], [4, 4, 8], [8, 1, 32]] as const) {
+      const kvDim = kvHeads * hd, qDim = heads * hd;
+      const Kc = rng.fillNormal(new Float32Array(capacity * kvDim), 1), Vc = rng.fillNormal(new Float32Array(capacity * kvDim), 1);
+      for (const [rows, start] of [[7, 0], [5, 20], [1, 0], [1, 99], [1, 255], [1, 256], [1, 299], [3, 297]] as const) {
+        const Q = rng.fillNormal(new Float32Array(rows * qDim), 1);
+        const out = both.map((be) => {
+          // the cache beyond start + rows holds NaNs: positions the sequence has not reached must never count
+          const k = be.alloc(capacity * kvDim * 4), v = be.alloc(capacity * kvDim * 4);
+          be.f32(k).fill(NaN);
+          be.f32(v).fill(NaN);
+          be.f32(k, 0, (start + rows) * kvDim).set(Kc.subarray(0, (start + rows) * kvDim));
+          be.f32(v, 0, (start + rows) * kvDim).set(Vc.subarray(0, (start + rows) * kvDim));
+          const q = put(be, Q), o = be.alloc(rows * qDim * 4);
+          be.attention(o, q, k, v, rows, start, heads, kvHeads, hd);
+          const res = be.f32(o).slice();
+          for (const t of [k, v, q, o]) be.free(t);
+          return res;
+        });
+        const what = `${heads}/${kvHeads} heads of ${hd}, ${rows} rows from ${start}`;
+        assert.ok(out[0]!.every(Number.isFinite), `${what}: finite`);
+        assert.ok(relErr(out[0]!, out[1]!) <= 1e-5, `${what}: ${relErr(out[0]!, out[1]!)}`);
+      }
+    }
+  } finally {
+    close();
+  }
+});
+
+test("weight bytes cross between the backends unchanged: wasm → native → wasm and native → wasm give the same weight", { skip }, () => {
+  const { native, wasm, close } = pair(1);
+  const rng = new Random(6);
+  try {
+    const N = 48, K = 64, M = 2;
+    const W = rng.fillNormal(new Float32Array(N * K), 0.2), X = rng.fillNormal(new Float32Array(M * K), 1);
+    for (const dtype of WEIGHT_DTYPES) {
+      const ww = wasm.allocWeight(dtype, N, K);
+      wasm.setWeight(ww, W);
+      const fromWasm = wasm.weightData(ww);
+      const nw = native.allocWeight(dtype, N, K);
+      assert.equal(nw.bytes, ww.bytes, `${dtype}: the same size`);
+      // q4 in ggml's repacked layout (x86 with AVX2, arm with i8mm): weightData unpacks it
+      if (dtype === "q4" && process.arch === "x64" && !["x64", "sse42", "sandybridge", "ivybridge"].includes(native.ggml.variant)) assert.ok(native.isRepacked(nw), "q4 repacked");
+      native.setWeightData(nw, fromWasm);
+      assert.deepEqual(native.weightData(nw), fromWasm, `${dtype}: wasm → native → bytes`);
+      // set natively, read out, into wasm: the same bytes as wasm's own conversion of the same values
+      const nw2 = native.allocWeight(dtype, N, K);
+      native.setWeight(nw2, W);
+      assert.deepEqual(native.weightData(nw2), fromWasm, `${dtype}: native's conversion is wasm's`);
+      const ww2 = wasm.allocWeight(dtype, N, K);
+      wasm.setWeightData(ww2, native.weightData(nw2));
+      // and the products over the exchanged weight are the same on both
+      const yn = native.alloc(M * N * 4), yw = wasm.alloc(M * N * 4);
+      native.matmul(yn, put(native, X), nw, M);
+      wasm.matmul(yw, put(wasm, X), ww2, M);
+      assert.ok(relErr(native.f32(yn), wasm.f32(yw)) <= TOLERANCE[dtype], `${dtype}: products over the exchanged weight`);
+      assert.throws(() => native.setWeightData(nw, fromWasm.subarray(1)), /bytes/);
+      native.freeWeight(nw);
+      assert.throws(() => native.weightData(nw), /does not hold/);
+    }
+  } finally {
+    close();
+  }
+});
+
+test("loadWeight reads each file type: Q8_0 / Q4_0 kept as they are, F32, BF16, F16 and Q8_0 converted, rows reordered", { skip }, () => {
+  const { native, wasm, close } = pair(1);
+  const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-native-load-"));
+  const rng = new Random(7);
+  try {
+    const N = 8, K = 64;
+    const W = rng.fillNormal(new Float32Array(N * K), 0.3);
+    // the file's bytes per type, from the wasm backend's conversions (q8 / q4 as ggml's blocks)
+    const held = (dtype: WeightDType) => {
+      const w = wasm.allocWeight(dtype, N, K);
+      wasm.setWeight(w, W);
+      return wasm.weightData(w);
+    };
+    const blocks = (dtype: "q8" | "q4", bytesPerBlock: number) => {
+      const out = new Uint8Array(((N * K) / 32) * bytesPerBlock);
+      blocksFromLayout(dtype, N, K, held(dtype), out);
+      return out;
+    };
+    const f16 = new Uint16Array(N * K).map((_, i) => f32ToF16(W[i]!));
+    const files: Array<[SourceDType, Uint8Array]> = [
+      ["F32", new Uint8Array(W.buffer.slice(0))], ["BF16", held("bf16")], ["F16", new Uint8Array(f16.buffer)], ["Q8_0", blocks("q8", 34)], ["Q4_0", blocks("q4", 18)],
+    ];
+    const rowOrder = Int32Array.from({ length: N }, (_, i) => (i * 3) % N);
+    for (const [srcType, bytes] of files) {
+      const file = path.join(dir, `w.${srcType}`);
+      writeFileSync(file, Buffer.concat([Buffer.alloc(13), bytes]));
+      const fd = openSync(file, "r");
+      try {
+        for (const dtype of WEIGHT_DTYPES) {
+          const got = [native, wasm].map((be) => {
+            const w = be.allocWeight(dtype, N, K);
+            be.loadWeight(w, { fd, offset: 13, dtype: srcType, file, rowOrder });
+            return be.weightData(w);
+          });
+          assert.deepEqual(got[0], got[1], `${srcType} into ${dtype}: the same bytes as the wasm backend loads`);
+        }
+      } finally {
+        closeSync(fd);
+      }
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    close();
+  }
+});
+
+test("weights the file holds as they are kept are mapped from it (aligned, rows in order), copy-on-write; --no-mmap reads them", { skip }, () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-native-mmap-"));
+  const wasm = new WasmBackend({ threads: 1 });
+  const mapping = new NativeBackend({ threads: 1 }), reading = new NativeBackend({ threads: 1, mmap: false });
+  try {
+    const N = 16, K = 64;
+    const W = new Random(8).fillNormal(new Float32Array(N * K), 0.3);
+    const ww = wasm.allocWeight("q8", N, K);
+    wasm.setWeight(ww, W);
+    const blocks = new Uint8Array(((N * K) / 32) * 34);
+    blocksFromLayout("q8", N, K, wasm.weightData(ww), blocks);
+    const file = path.join(dir, "w.gguf");
+    writeFileSync(file, Buffer.concat([Buffer.alloc(64), blocks, Buffer.alloc(13)]));
+    const fd = openSync(file, "r");
+    try {
+      const load = (be: NativeBackend, offset: number, rowOrder?: Int32Array) => {
+        const w = be.allocWeight("q8", N, K);
+        be.loadWeight(w, { fd, offset, dtype: "Q8_0", file, rowOrder });
+        return w;
+      };
+      const mapped = load(mapping, 64);
+      assert.ok(mapping.isMapped(mapped));
+      assert.deepEqual(mapping.weightData(mapped), wasm.weightData(ww));
+      assert.ok(!reading.isMapped(load(reading, 64)), "--no-mmap reads");
+      assert.ok(!mapping.isMapped(load(mapping, 64, Int32Array.from({ length: N }, (_, i) => N - 1 - i))), "rows reordered: read");
+      const x = put(mapping, new Float32Array(K).fill(1)), y = mapping.alloc(N * 4);
+      mapping.matmul(y, x, mapped, 1);
+      const before = mapping.f32(y).slice();
+      // a weight mapped twice, one copy then written: the write reaches neither the other nor the file
+      const again = load(mapping, 64);
+      mapping.setWeight(mapped, new Float32Array(N * K).fill(0.25));
+      assert.ok(!mapping.isMapped(mapped), "a written weight has memory of its own");
+      mapping.matmul(y, x, mapped, 1);
+      assert.ok(Math.abs(mapping.f32(y)[0]! - 16) < 0.1);
+      mapping.matmul(y, x, again, 1);
+      // (copies: a view over backend memory must not outlive the backend in a failed assertion's report)
+      assert.deepEqual(mapping.f32(y).slice(), before);
+      const third = load(mapping, 64);
+      mapping.matmul(y, x, third, 1);
+      assert.deepEqual(mapping.f32(y).slice(), before);
+      mapping.freeWeight(mapped);
+      assert.throws(() => load(mapping, 64 + blocks.length - 32), /beyond the file's/);
+    } finally {
+      closeSync(fd);
+    }
+  } finally {
+    mapping.close();
+    reading.close();
+    wasm.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("inputs ggml would abort on are refused with an Error and the process goes on", { skip }, () => {
+  const be = new NativeBackend({ threads: 1 });
+  try {
+    const w = be.allocWeight("q8", 32, 64);
+    const x = be.alloc(64 * 4), y = be.alloc(32 * 4);
+    assert.throws(() => be.allocWeight("q8", 4, 48), /multiple of 32/);
+    assert.throws(() => be.allocWeight("f32", 0, 8), /weight/);
+    assert.throws(() => be.matmul(y, x, w, 2), /matmul input: buffer of 256 bytes, 512 needed/);
+    assert.throws(() => be.matmul({ ...y, bytes: 8 }, x, w, 1), /matmul output/);
+    assert.throws(() => be.matmul(y, x, w, 1.5), /not a count/);
+    assert.throws(() => be.matmul(y, { arena: 999, ptr: 0, bytes: 256 }, w, 1), /does not hold/);
+    assert.throws(() => be.matmul(y, { ...x, ptr: 2 ** 40 }, w, 1), /outside its buffer/);
+    const w2 = be.allocWeight("f32", 32, 32);
+    assert.throws(() => be.matmulMany(x, [[y, w], [y, w2]], 1), /widths 64 and 32/);
+    be.freeWeight(w2);
+    assert.throws(() => be.matmul(y, x, w2, 1), /freed/);
+    assert.throws(() => be.embed(be.alloc(2 * 64 * 4), w, [0, 32]), /outside the vocabulary/);
+    assert.throws(() => be.rmsnorm(x, x, w, 1, 64, 1e-5), /f32 vector of 64/);
+    const q = be.alloc(4 * 16 * 4), k = be.alloc(2 * 16 * 4);
+    assert.throws(() => be.attention(q, q, k, k, 1, 0, 4, 3, 16), /cannot share/);
+    assert.throws(() => be.attention(q, q, k, k, 1, 5, 4, 2, 16), /key cache/);
+    const table = be.ropeTable(8, 16, 10000), pos = be.alloc(4);
+    be.i32(pos)[0] = 8;
+    assert.throws(() => be.rope(q, 1, 4, 16, pos, table), /beyond the rotary table/);
+    assert.throws(() => be.rope(q, 1, 2, 32, pos, table), /head size 16 used with 32/);
+    assert.throws(() => be.add(x, x, x, 65), /add/);
+    assert.throws(() => be.ffn(y, x, { gate: w, up: w, down: w }, 1), /do not make one feed-forward block/);
+    assert.throws(() => be.free({ arena: w.arena, ptr: 0, bytes: 4 }), /not activation memory/);
+    // still computing after all that
+    be.f32(x).fill(1);
+    be.setWeight(w, new Float32Array(32 * 64).fill(0.5));
+    be.matmul(y, x, w, 1);
+    assert.ok(Math.abs(be.f32(y)[0]! - 32) < 0.1);
+  } finally {
+    be.close();
+  }
+});

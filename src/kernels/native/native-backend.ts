@@ -1,0 +1,857 @@
+// The native backend: ggml's own CPU kernels (the ones llama.cpp runs) behind the Backend interface.
+// Memory is ggml CPU buffers: activations in growing chunks handed out first-fit, each weight in a buffer
+// of its own holding a ggml tensor of its type (f32 F32, bf16 BF16, q8 Q8_0, q4 Q4_0). A Tensor's arena
+// names the buffer and ptr is an offset in it; f32()/i32() are views over the native memory, no copies.
+// Every op is a small ggml graph over those addresses, built once per (op, shape, addresses) and reused.
+// ggml aborts the process on a failed GGML_ASSERT, so every precondition it asserts is checked here first.
+import { fstatSync } from "node:fs";
+import os from "node:os";
+import type { Backend, FfnWeightSet, RopeTable, Tensor, WeightDType, WeightSource, WeightTensor } from "../backend.js";
+import { dequantizeBlocks, f16ToF32, GGML_BLOCK_TYPES, isGgmlBlockType, type GgmlBlockType } from "../ggml-blocks.js";
+import { FirstFit } from "../first-fit.js";
+import { readRows } from "../read-rows.js";
+import { blocksFromLayout, layoutBytes, layoutFromBlocks } from "../weight-layout.js";
+import { GgmlType, loadGgml, type Ggml, type Ptr } from "./ggml.js";
+
+export interface NativeBackendOptions {
+  /** Threads of the pool that big ops run on; defaults to the cores available. */
+  threads?: number;
+  /** How long idle pool workers poll before sleeping: 0 (default) sleeps at once, so no core is taken from other processes; up to 100. */
+  poll?: number;
+  /** Graphs kept for reuse (least recently used ones are freed beyond this). */
+  maxGraphs?: number;
+  /**
+   * Weights whose file holds them in their own type and layout are mapped from the file (default true), as
+   * llama.cpp does: loading costs no copy, pages come from the page cache, and a model larger than RAM loads.
+   */
+  mmap?: boolean;
+}
+
+// Below this many multiply-adds an op runs on a single-thread backend: waking the pool's sleeping workers
+// costs 15–20 µs per graph here (docs/spikes/native-backend.md), more than half of such an op takes.
+const PARALLEL_MIN_WORK = 1 << 20;
+// Big graphs run where big graphs have been faster lately (pool or one thread), and every this many on the other.
+const EXPLORE_EVERY = 16;
+// Activation memory grows in chunks of at least this size (untouched pages cost nothing on the usual OSes).
+const CHUNK_BYTES = 64 << 20;
+// Weight conversions go through f32 staging of at most this many bytes.
+const STAGING_BYTES = 16 << 20;
+// A graph holds at most this many nodes and twice as many tensors: the ops here need far fewer, and
+// ggml aborts when a context runs out of room, so matmulMany's product count is bounded below it.
+const MAX_NODES = 64;
+const MAX_PRODUCTS = 16;
+// Decode attention covers the cache in steps of this many positions (see attention).
+const KV_PAD = 256;
+const F16_MINUS_INFINITY = 0xfc00;
+const GGML_ROPE_TYPE_NEOX = 2;
+const GGML_BACKEND_BUFFER_USAGE_WEIGHTS = 1;
+
+const WEIGHT_TYPE: Record<WeightDType, number> = { f32: GgmlType.F32, bf16: GgmlType.BF16, q8: GgmlType.Q8_0, q4: GgmlType.Q4_0 };
+/** GGUF block types held as they are in the file for a weight dtype. */
+const SAME_BLOCKS: Partial<Record<GgmlBlockType, WeightDType>> = { Q8_0: "q8", Q4_0: "q4" };
+
+interface Region {
+  readonly buffer: Ptr;
+  readonly base: number;
+  readonly size: number;
+  /** Activation chunks: their allocator. */
+  readonly space: FirstFit | null;
+  /** Weights: the ggml tensor and the context that owns it. */
+  readonly weight: { ctx: Ptr; tensor: Ptr; type: number; repacked: boolean; mapped: boolean } | null;
+  view: ArrayBuffer | null;
+}
+
+interface Graph {
+  readonly ctx: Ptr;
+  readonly graph: Ptr;
+  readonly buffer: Ptr | null;
+  readonly work: number;
+}
+
+/** Builds one op's graph: tensors bound to backend memory, ops, outputs. */
+class GraphBuilder {
+  readonly outputs: Ptr[] = [];
+  constructor(private readonly be: NativeBackend, readonly ctx: Ptr) {}
+  /** A tensor of `type` and shape ne over t's memory. */
+  bind(t: Tensor, type: number, ...ne: number[]): Ptr {
+    return this.be.bindTensor(this.ctx, t, type, ne);
+  }
+  /** A result tensor written straight into t's memory. */
+  into(result: Ptr, t: Tensor): Ptr {
+    this.be.bindResult(result, t);
+    return result;
+  }
+  /** A view (of a bound tensor) made usable: ggml gives views no buffer until initialised. */
+  view(v: Ptr): Ptr {
+    this.be.viewInit(v);
+    return v;
+  }
+}
+
+export class NativeBackend implements Backend {
+  readonly name: string;
+  readonly threads: number;
+  readonly poll: number;
+  readonly ggml: Ggml;
+  private readonly g: Ggml["f"];
+  private readonly cpuBuft: Ptr;
+  /** One thread: small ops, which must not wake the pool. */
+  private readonly single: Ptr;
+  /** `threads` threads on a persistent threadpool. */
+  private readonly pooled: Ptr;
+  private readonly threadpool: Ptr | null;
+  /** The single-thread backend's pool: no worker threads, but ggml then skips making a throwaway pool per compute. */
+  private readonly singlePool: Ptr;
+  private readonly regions = new Map<number, Region>();
+  private readonly chunks: number[] = [];
+  private nextRegion = 1;
+  private weightBytes = 0;
+  private readonly graphs = new Map<string, Graph>();
+  private readonly maxGraphs: number;
+  private readonly ropeThetas = new WeakMap<RopeTable, { theta: number; headDim: number }>();
+  private scratchIds: Tensor | null = null;
+  private mask: Tensor | null = null;
+  /** ffn's gate and up activations, reused across calls and grown to the largest seen. */
+  private ffnScratch: Tensor | null = null;
+  /** CPU_REPACK where its q4 layout checked out (see repackBuft); undefined until first asked. */
+  private repack: Ptr | null | undefined;
+  private closed = false;
+  /** Recent compute time per multiply-add of big graphs on the pool and on one thread (moving averages, ns). */
+  private pooledNsPerWork = NaN;
+  private singleNsPerWork = NaN;
+  private bigRuns = 0;
+  private readonly mmap: boolean;
+  /** Files mapped, by path. */
+  private readonly mapped = new Map<string, { address: number; bytes: number; unmap(): void }>();
+
+  constructor(opts: NativeBackendOptions = {}) {
+    this.ggml = loadGgml();
+    this.g = this.ggml.f;
+    this.threads = Math.max(1, Math.floor(opts.threads ?? os.availableParallelism()));
+    this.poll = Math.max(0, Math.min(100, Math.floor(opts.poll ?? 0)));
+    this.maxGraphs = Math.max(8, opts.maxGraphs ?? 512);
+    this.mmap = opts.mmap ?? true;
+    this.cpuBuft = this.g.cpuBufferType();
+    this.single = this.g.cpuInit();
+    this.g.cpuSetThreads(this.single, 1);
+    this.singlePool = this.ggml.newThreadpool(1, 0);
+    this.g.cpuSetThreadpool(this.single, this.singlePool);
+    if (this.threads > 1) {
+      this.pooled = this.g.cpuInit();
+      this.g.cpuSetThreads(this.pooled, this.threads);
+      this.threadpool = this.ggml.newThreadpool(this.threads, this.poll);
+      this.g.cpuSetThreadpool(this.pooled, this.threadpool);
+    } else {
+      this.pooled = this.single;
+      this.threadpool = null;
+    }
+    this.name = `native-ggml-${this.ggml.variant}`;
+  }
+
+  /** How this backend describes itself in the startup log. */
+  describe(): string {
+    return `ggml ${this.ggml.version}, ${this.ggml.variant} variant, ${this.threads} thread${this.threads === 1 ? "" : "s"}${this.poll ? `, poll ${this.poll}` : ""}${this.mmap ? "" : ", no mmap"}`;
+  }
+
+  // ---------------------------------------------------------------- memory
+
+  private region(t: Tensor, bytes: number, what: string): Region {
+    const r = this.regions.get(t.arena);
+    if (!r) throw new Error(`${what}: tensor in arena ${t.arena}, which this backend does not hold (freed?)`);
+    if (!Number.isInteger(t.ptr) || t.ptr < 0 || t.ptr + bytes > r.size) throw new Error(`${what}: ${bytes} bytes at offset ${t.ptr} lie outside its buffer of ${r.size}`);
+    if (t.bytes < bytes) throw new Error(`${what}: buffer of ${t.bytes} bytes, ${bytes} needed`);
+    return r;
+  }
+
+  private newRegion(buffer: Ptr, size: number, space: FirstFit | null, weight: Region["weight"]): number {
+    const id = this.nextRegion++;
+    this.regions.set(id, { buffer, base: this.ggml.address(this.g.bufferGetBase(buffer)), size, space, weight, view: null });
+    return id;
+  }
+
+  alloc(bytes: number): Tensor {
+    if (!Number.isInteger(bytes) || bytes < 0) throw new Error(`alloc: ${bytes} bytes`);
+    for (const id of this.chunks) {
+      const p = this.regions.get(id)!.space!.alloc(bytes);
+      if (p >= 0) return { arena: id, ptr: p, bytes };
+    }
+    const size = Math.max(CHUNK_BYTES, Math.ceil(bytes / CHUNK_BYTES) * CHUNK_BYTES);
+    const buffer = this.g.buftAllocBuffer(this.cpuBuft, size);
+    if (!buffer) throw new Error(`out of memory: cannot allocate ${size} bytes of activation memory`);
+    const id = this.newRegion(buffer, size, new FirstFit(0, size), null);
+    this.chunks.push(id);
+    return { arena: id, ptr: this.regions.get(id)!.space!.alloc(bytes), bytes };
+  }
+
+  free(t: Tensor): void {
+    const r = this.regions.get(t.arena);
+    if (!r?.space) throw new Error(`free: arena ${t.arena} is not activation memory`);
+    r.space.free(t.ptr, t.bytes);
+  }
+
+  private viewOf(r: Region): ArrayBuffer {
+    r.view ??= this.ggml.koffi.view(this.g.bufferGetBase(r.buffer), r.size);
+    return r.view;
+  }
+
+  f32(t: Tensor, offset = 0, length?: number): Float32Array {
+    const n = length ?? t.bytes / 4 - offset;
+    return new Float32Array(this.viewAt(t, offset * 4, n * 4), t.ptr + offset * 4, n);
+  }
+
+  i32(t: Tensor, offset = 0, length?: number): Int32Array {
+    const n = length ?? t.bytes / 4 - offset;
+    return new Int32Array(this.viewAt(t, offset * 4, n * 4), t.ptr + offset * 4, n);
+  }
+
+  /** The view over t's buffer, once bytes at t.ptr + offset are checked to lie in it. */
+  private viewAt(t: Tensor, offset: number, bytes: number): ArrayBuffer {
+    const r = this.regions.get(t.arena);
+    const at = t.ptr + offset;
+    if (!r || !Number.isInteger(at) || at < 0 || bytes < 0 || at + bytes > r.size) throw new Error(`view of ${bytes} bytes at offset ${at} of arena ${t.arena}: outside the memory this backend holds`);
+    return this.viewOf(r);
+  }
+
+  private weightRegion(w: WeightTensor): Region & { weight: NonNullable<Region["weight"]> } {
+    const r = this.regions.get(w.arena);
+    if (!r?.weight) throw new Error(`weight in arena ${w.arena}, which this backend does not hold (freed?)`);
+    return r as Region & { weight: NonNullable<Region["weight"]> };
+  }
+
+  /** A weight's bytes in ggml's plain layout of its type: its memory itself, or for a repacked weight a copy unpacked. */
+  private plain(w: WeightTensor): Uint8Array {
+    const r = this.weightRegion(w);
+    const bytes = new Uint8Array(this.viewOf(r), 0, r.size);
+    return r.weight.repacked ? unpackQ4x8(bytes, w.rows, w.cols) : bytes;
+  }
+
+  /** Writes a whole weight: `fill` gets its bytes in ggml's plain layout (a repacked weight is repacked by ggml after). */
+  private write(w: WeightTensor, fill: (dst: Uint8Array) => void): void {
+    let r = this.weightRegion(w);
+    if (r.weight.mapped) r = this.detach(w, r);
+    if (!r.weight.repacked) return fill(new Uint8Array(this.viewOf(r), 0, r.size));
+    const dst = new Uint8Array(r.size);
+    fill(dst);
+    // CPU_REPACK takes a tensor's data in one whole write only
+    this.g.tensorSet(r.weight.tensor, dst, 0, r.size);
+  }
+
+  supportsWeight(dtype: WeightDType, cols: number): boolean {
+    return layoutBytes(dtype, 1, cols) !== null;
+  }
+
+  allocWeight(dtype: WeightDType, rows: number, cols: number): WeightTensor {
+    if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 1 || cols < 1) throw new Error(`allocWeight: a ${rows}×${cols} weight`);
+    const bytes = layoutBytes(dtype, rows, cols);
+    if (bytes === null) throw new Error(`a ${rows}×${cols} weight cannot be held as ${dtype}: its rows must be a multiple of ${dtype === "bf16" ? 8 : 32}`);
+    const type = WEIGHT_TYPE[dtype];
+    // q4 matrices go where llama.cpp puts them, ggml's repacked layout (much faster products), where ggml takes the shape
+    const repack = dtype === "q4" && rows % 8 === 0 ? this.repackBuft() : null;
+    let placed = this.placeWeight(type, rows, cols, repack);
+    if (placed && repack && !this.productSupported(placed.tensor, cols)) {
+      this.g.bufferFree(placed.buffer);
+      this.g.free(placed.ctx);
+      placed = null;
+    }
+    const where = placed ?? this.placeWeight(type, rows, cols, null);
+    if (!where) throw new Error(`out of memory: cannot allocate a ${rows}×${cols} ${dtype} weight`);
+    this.g.bufferSetUsage(where.buffer, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+    const size = this.g.nbytes(where.tensor);
+    const arena = this.newRegion(where.buffer, size, null, { ctx: where.ctx, tensor: where.tensor, type, repacked: where === placed && repack !== null, mapped: false });
+    this.weightBytes += size;
+    return { arena, ptr: 0, bytes, dtype, rows, cols, scales: 0 };
+  }
+
+  /** A weight tensor in its own buffer of buft (the plain CPU one when null); null when it cannot be allocated. */
+  private placeWeight(type: number, rows: number, cols: number, buft: Ptr | null): { ctx: Ptr; tensor: Ptr; buffer: Ptr } | null {
+    const ctx = this.g.init({ mem_size: this.g.tensorOverhead() + 256, mem_buffer: null, no_alloc: true });
+    const tensor = this.g.newTensor2d(ctx, type, cols, rows);
+    const buffer = this.g.allocCtxTensorsFromBuft(ctx, buft ?? this.cpuBuft);
+    if (!buffer) {
+      this.g.free(ctx);
+      return null;
+    }
+    return { ctx, tensor, buffer };
+  }
+
+  /** Whether ggml's CPU device computes a product with this weight as placed (asked before any data reaches it). */
+  private productSupported(weight: Ptr, cols: number): boolean {
+    const ctx = this.g.init({ mem_size: this.g.tensorOverhead() * 4 + 256, mem_buffer: null, no_alloc: true });
+    try {
+      const x = this.g.newTensor2d(ctx, GgmlType.F32, cols, 1);
+      return this.g.devSupportsOp(this.ggml.cpuDevice, this.g.mulMat(ctx, weight, x));
+    } finally {
+      this.g.free(ctx);
+    }
+  }
+
+  /**
+   * ggml's CPU_REPACK buffer type, once checked: a probe weight repacked by ggml must unpack (unpackQ4x8) to
+   * what went in, or weightData could not give its bytes back, and the repacked layout is not used at all.
+   */
+  private repackBuft(): Ptr | null {
+    if (this.repack !== undefined) return this.repack;
+    this.repack = null;
+    const buft = this.ggml.extraBufts.find((b) => this.g.buftName(b) === "CPU_REPACK");
+    if (!buft) return null;
+    const rows = 8, cols = 64;
+    const probe = this.placeWeight(GgmlType.Q4_0, rows, cols, buft);
+    if (!probe) return null;
+    try {
+      if (!this.productSupported(probe.tensor, cols)) return null;
+      const size = this.g.nbytes(probe.tensor);
+      const blocks = new Uint8Array(size).map((_, i) => (i * 37 + 11) & 0xff);
+      for (let b = 0; b < size; b += 18) blocks.set([0x00, 0x3c], b); // scales of 1.0
+      this.g.tensorSet(probe.tensor, blocks, 0, size);
+      const held = new Uint8Array(this.ggml.koffi.view(this.g.getData(probe.tensor), size));
+      const back = unpackQ4x8(held, rows, cols);
+      if (back.every((v, i) => v === blocks[i])) this.repack = buft;
+    } finally {
+      this.g.bufferFree(probe.buffer);
+      this.g.free(probe.ctx);
+    }
+    return this.repack;
+  }
+
+  /** Whether the weight is mapped from its file (see NativeBackendOptions.mmap). */
+  isMapped(w: WeightTensor): boolean {
+    return this.weightRegion(w).weight.mapped;
+  }
+
+  /** Whether ggml holds the weight in its repacked layout (q4 matrices whose shape ggml repacks). */
+  isRepacked(w: WeightTensor): boolean {
+    return this.weightRegion(w).weight.repacked;
+  }
+
+  freeWeight(w: WeightTensor): void {
+    const r = this.weightRegion(w);
+    this.regions.delete(w.arena);
+    // graphs over this weight can never be asked for again (arena ids are not reused); free them now
+    for (const [key, gr] of this.graphs) if (key.includes(`|w${w.arena}|`)) this.dropGraph(key, gr);
+    this.weightBytes -= r.size;
+    this.g.bufferFree(r.buffer);
+    this.g.free(r.weight.ctx);
+  }
+
+  weightData(w: WeightTensor): Uint8Array {
+    const bytes = this.plain(w);
+    if (w.dtype === "f32" || w.dtype === "bf16") return bytes.slice();
+    const out = new Uint8Array(w.bytes);
+    layoutFromBlocks(w.dtype, w.rows, w.cols, bytes, out);
+    return out;
+  }
+
+  setWeightData(w: WeightTensor, data: Uint8Array): void {
+    this.weightRegion(w);
+    if (data.length !== w.bytes) throw new Error(`setWeightData: ${data.length} bytes for a ${w.rows}×${w.cols} ${w.dtype} weight of ${w.bytes}`);
+    this.write(w, (dst) => {
+      if (w.dtype === "f32" || w.dtype === "bf16") dst.set(data);
+      else blocksFromLayout(w.dtype, w.rows, w.cols, data, dst);
+    });
+  }
+
+  setWeight(w: WeightTensor, values: Float32Array): void {
+    if (values.length !== w.rows * w.cols) throw new Error(`setWeight: ${values.length} values for a ${w.rows}×${w.cols} weight`);
+    this.write(w, (dst) => this.storeRows(w, dst, 0, w.rows, values));
+  }
+
+  /** Rows r0.. of w, as plain bytes in dst, from f32 values converted to w's type as ggml converts (ggml_quantize_chunk). */
+  private storeRows(w: WeightTensor, dst: Uint8Array, r0: number, rows: number, values: Float32Array): void {
+    const type = this.weightRegion(w).weight.type;
+    const rowBytes = this.g.rowSize(type, w.cols);
+    const part = dst.subarray(r0 * rowBytes, (r0 + rows) * rowBytes);
+    if (type === GgmlType.F32) part.set(new Uint8Array(values.buffer, values.byteOffset, rows * rowBytes));
+    else this.g.quantizeChunk(type, values.subarray(0, rows * w.cols), part, 0, rows, w.cols, null);
+  }
+
+  loadWeight(w: WeightTensor, src: WeightSource): void {
+    const srcBlocks = isGgmlBlockType(src.dtype) ? src.dtype : null;
+    if (srcBlocks && w.cols % GGML_BLOCK_TYPES[srcBlocks].values !== 0) throw new Error(`${src.file}: a ${srcBlocks} tensor's rows hold ${w.cols} values, not a multiple of ${GGML_BLOCK_TYPES[srcBlocks].values}`);
+    // the file holds the weight's own type: mapped, or read straight into ggml's memory
+    if ((w.dtype === "f32" && src.dtype === "F32") || (w.dtype === "bf16" && src.dtype === "BF16") || (srcBlocks && SAME_BLOCKS[srcBlocks] === w.dtype)) {
+      if (!this.mapWeight(w, src)) this.write(w, (dst) => readRows(src, dst.length / w.rows, 0, w.rows, dst));
+      return;
+    }
+    // anything else: f32 rows, chunk by chunk, then ggml's conversion to the weight's type
+    const srcRowBytes = srcBlocks
+      ? (w.cols / GGML_BLOCK_TYPES[srcBlocks].values) * GGML_BLOCK_TYPES[srcBlocks].bytes
+      : w.cols * (src.dtype === "F32" ? 4 : 2);
+    const chunkRows = Math.max(1, Math.min(w.rows, Math.floor(STAGING_BYTES / (w.cols * 4))));
+    const raw = new Uint8Array(chunkRows * srcRowBytes);
+    const values = new Float32Array(chunkRows * w.cols);
+    this.write(w, (dst) => {
+      for (let r0 = 0; r0 < w.rows; r0 += chunkRows) {
+        const rows = Math.min(chunkRows, w.rows - r0);
+        const part = raw.subarray(0, rows * srcRowBytes);
+        readRows(src, srcRowBytes, r0, rows, part);
+        const vals = values.subarray(0, rows * w.cols);
+        if (srcBlocks) dequantizeBlocks(srcBlocks, part, vals);
+        else if (src.dtype === "F32") vals.set(new Float32Array(part.buffer, part.byteOffset, rows * w.cols));
+        else widen16(src.dtype as "BF16" | "F16", part, vals);
+        this.storeRows(w, dst, r0, rows, vals);
+      }
+    });
+  }
+
+  /**
+   * Points w at its bytes in the file, mapped: where mapping is on, the rows are in file order, the weight is
+   * not repacked and its bytes are aligned as ggml requires. The buffer allocWeight made is given back.
+   */
+  private mapWeight(w: WeightTensor, src: WeightSource): boolean {
+    const r = this.weightRegion(w);
+    if (!this.mmap || src.rowOrder || r.weight.repacked || src.offset % 32 !== 0) return false;
+    let file = this.mapped.get(src.file);
+    if (!file) {
+      const bytes = fstatSync(src.fd).size;
+      const m = this.ggml.mapFile(src.fd, bytes);
+      if (m instanceof Error) return false;
+      file = { ...m, bytes };
+      this.mapped.set(src.file, file);
+    }
+    if (src.offset + r.size > file.bytes) throw new Error(`${src.file}: tensor data ends at byte ${src.offset + r.size}, beyond the file's ${file.bytes}`);
+    const address = file.address + src.offset;
+    const buffer = this.g.bufferFromPtr(address, r.size);
+    const ctx = this.g.init({ mem_size: this.g.tensorOverhead() + 256, mem_buffer: null, no_alloc: true });
+    const tensor = this.g.newTensor2d(ctx, r.weight.type, w.cols, w.rows);
+    const status = this.g.tensorAlloc(buffer, tensor, address);
+    if (status !== 0) {
+      this.g.free(ctx);
+      this.g.bufferFree(buffer);
+      return false;
+    }
+    this.g.bufferFree(r.buffer);
+    this.g.free(r.weight.ctx);
+    this.regions.set(w.arena, { buffer, base: address, size: r.size, space: null, weight: { ctx, tensor, type: r.weight.type, repacked: false, mapped: true }, view: null });
+    return true;
+  }
+
+  /** A mapped weight moved to memory of its own before it is written: other weights may map the same bytes. */
+  private detach(w: WeightTensor, r: Region & { weight: NonNullable<Region["weight"]> }): Region & { weight: NonNullable<Region["weight"]> } {
+    const own = this.placeWeight(r.weight.type, w.rows, w.cols, null);
+    if (!own) throw new Error(`out of memory: cannot allocate a ${w.rows}×${w.cols} ${w.dtype} weight`);
+    this.g.bufferSetUsage(own.buffer, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+    for (const [key, gr] of this.graphs) if (key.includes(`|w${w.arena}|`)) this.dropGraph(key, gr);
+    this.g.bufferFree(r.buffer);
+    this.g.free(r.weight.ctx);
+    const region = { buffer: own.buffer, base: this.ggml.address(this.g.bufferGetBase(own.buffer)), size: r.size, space: null, weight: { ctx: own.ctx, tensor: own.tensor, type: r.weight.type, repacked: false, mapped: false }, view: null };
+    this.regions.set(w.arena, region);
+    return region;
+  }
+
+  memoryUsage() {
+    let activations = 0;
+    for (const id of this.chunks) activations += this.regions.get(id)!.space!.used;
+    return { weights: this.weightBytes, activations, arenas: this.regions.size };
+  }
+
+  // ---------------------------------------------------------------- graphs
+
+  /** Called by GraphBuilder: a new tensor over t's memory. */
+  bindTensor(ctx: Ptr, t: Tensor, type: number, ne: number[]): Ptr {
+    const tensor = ne.length === 1 ? this.g.newTensor1d(ctx, type, ne[0]!) : ne.length === 2 ? this.g.newTensor2d(ctx, type, ne[0]!, ne[1]!) : this.g.newTensor3d(ctx, type, ne[0]!, ne[1]!, ne[2]!);
+    this.bindResult(tensor, t);
+    return tensor;
+  }
+
+  /** Called by GraphBuilder: an (unallocated) tensor placed at t's memory. */
+  bindResult(tensor: Ptr, t: Tensor): void {
+    const r = this.region(t, this.g.nbytes(tensor), "tensor");
+    const status = this.g.tensorAlloc(r.buffer, tensor, r.base + t.ptr);
+    if (status !== 0) throw new Error(`ggml_backend_tensor_alloc: status ${status}`);
+  }
+
+  viewInit(v: Ptr): void {
+    const status = this.g.viewInit(v);
+    if (status !== 0) throw new Error(`ggml_backend_view_init: status ${status}`);
+  }
+
+  private weightTensor(w: WeightTensor): Ptr {
+    return this.weightRegion(w).weight.tensor;
+  }
+
+  /** Runs the graph cached under key, building it first if needed; `work` (multiply-adds) picks the backend. */
+  private run(key: string, work: number, build: (b: GraphBuilder) => void, pool: "pinned" | "measured" = "measured"): void {
+    if (this.closed) throw new Error("the native backend is closed");
+    let gr = this.graphs.get(key);
+    if (gr) {
+      this.graphs.delete(key);
+      this.graphs.set(key, gr);
+    } else {
+      gr = this.build(work, build);
+      this.graphs.set(key, gr);
+      if (this.graphs.size > this.maxGraphs) {
+        const [oldKey, old] = this.graphs.entries().next().value as [string, Graph];
+        this.dropGraph(oldKey, old);
+      }
+    }
+    if (pool === "pinned" && this.threads > 1) return this.compute(this.pooled, gr);
+    if (gr.work < PARALLEL_MIN_WORK || this.threads === 1) return this.compute(this.single, gr);
+    // ggml's threads meet at a barrier after every node, spinning: when the machine is busy (other processes, a
+    // device beside the base station) a worker that is not scheduled holds the graph up for a time slice, and
+    // the pool is slower than one thread (measured here: 10× at load 7 on 2 cores). So big graphs run where
+    // big graphs have lately been faster per multiply-add, and every EXPLORE_EVERY-th on the other.
+    const explore = this.bigRuns++ % EXPLORE_EVERY === EXPLORE_EVERY - 1;
+    let pooled = !(this.pooledNsPerWork > this.singleNsPerWork);
+    if (Number.isNaN(this.pooledNsPerWork)) pooled = true;
+    else if (Number.isNaN(this.singleNsPerWork)) pooled = false;
+    else if (explore) pooled = !pooled;
+    const t0 = process.hrtime.bigint();
+    this.compute(pooled ? this.pooled : this.single, gr);
+    const perWork = Number(process.hrtime.bigint() - t0) / gr.work;
+    if (pooled) this.pooledNsPerWork = Number.isNaN(this.pooledNsPerWork) ? perWork : this.pooledNsPerWork + (perWork - this.pooledNsPerWork) / 8;
+    else this.singleNsPerWork = Number.isNaN(this.singleNsPerWork) ? perWork : this.singleNsPerWork + (perWork - this.singleNsPerWork) / 8;
+  }
+
+  private compute(backend: Ptr, gr: Graph): void {
+    const status = this.g.graphCompute(backend, gr.graph);
+    if (status !== 0) throw new Error(`ggml_backend_graph_compute: status ${status}`);
+  }
+
+  private build(work: number, build: (b: GraphBuilder) => void): Graph {
+    const g = this.g;
+    const ctx = g.init({ mem_size: g.tensorOverhead() * MAX_NODES * 2 + g.graphOverheadCustom(MAX_NODES, false) + 4096, mem_buffer: null, no_alloc: true });
+    try {
+      const b = new GraphBuilder(this, ctx);
+      build(b);
+      const graph = g.newGraphCustom(ctx, MAX_NODES, false);
+      for (const t of b.outputs) g.buildForward(graph, t);
+      // intermediate results get a buffer of their own; null when there are none
+      const buffer = g.allocCtxTensorsFromBuft(ctx, this.cpuBuft);
+      return { ctx, graph, buffer, work };
+    } catch (e) {
+      g.free(ctx);
+      throw e;
+    }
+  }
+
+  private dropGraph(key: string, gr: Graph): void {
+    this.graphs.delete(key);
+    if (gr.buffer) this.g.bufferFree(gr.buffer);
+    this.g.free(gr.ctx);
+  }
+
+  private static key(op: string, ...parts: Array<Tensor | number>): string {
+    let k = op;
+    for (const p of parts) k += typeof p === "number" ? `|${p}` : `|${p.arena}:${p.ptr}`;
+    return k + "|";
+  }
+
+  // ---------------------------------------------------------------- ops
+
+  matmul(y: Tensor, x: Tensor, w: WeightTensor, rows: number): void {
+    this.matmulMany(x, [[y, w]], rows);
+  }
+
+  matmulMany(x: Tensor, products: ReadonlyArray<readonly [Tensor, WeightTensor]>, rows: number): void {
+    checkCount(rows, "matmul rows");
+    if (products.length > MAX_PRODUCTS) throw new Error(`matmulMany: ${products.length} products, at most ${MAX_PRODUCTS} in one call`);
+    if (rows === 0 || products.length === 0) return;
+    const K = products[0]![1].cols;
+    this.region(x, rows * K * 4, "matmul input");
+    let key = NativeBackend.key("mm", x, rows);
+    let work = 0;
+    for (const [y, w] of products) {
+      this.weightTensor(w);
+      if (w.cols !== K) throw new Error(`matmulMany: weights of widths ${K} and ${w.cols} cannot share an input`);
+      this.region(y, rows * w.rows * 4, "matmul output");
+      key += `w${w.arena}|${y.arena}:${y.ptr}|`;
+      work += rows * K * w.rows;
+    }
+    this.run(key, work, (b) => {
+      const xt = b.bind(x, GgmlType.F32, K, rows);
+      for (const [y, w] of products) b.outputs.push(b.into(this.g.mulMat(b.ctx, this.weightTensor(w), xt), y));
+    });
+  }
+
+  embed(out: Tensor, table: WeightTensor, ids: ArrayLike<number>): void {
+    const n = ids.length, K = table.cols;
+    if (n === 0) return;
+    this.region(out, n * K * 4, "embedding output");
+    const tr = this.weightRegion(table), tt = tr.weight.tensor;
+    for (let i = 0; i < n; i++) {
+      const id = ids[i]!;
+      if (!Number.isInteger(id) || id < 0 || id >= table.rows) throw new Error(`token id ${id} is outside the vocabulary (0..${table.rows - 1})`);
+    }
+    if (tr.weight.repacked) {
+      // ggml has no row lookup in the repacked layout: the rows' blocks unpacked and dequantized here
+      const held = new Uint8Array(this.viewOf(tr), 0, tr.size), y = this.f32(out, 0, n * K);
+      for (let i = 0; i < n; i++) dequantizeBlocks("Q4_0", unpackQ4x8Row(held, ids[i]!, K), y.subarray(i * K, (i + 1) * K));
+      return;
+    }
+    if (!this.scratchIds || this.scratchIds.bytes < n * 4) {
+      if (this.scratchIds) this.free(this.scratchIds);
+      this.scratchIds = this.alloc(Math.max(n * 4, 4096));
+    }
+    const idBuf = this.scratchIds;
+    const view = this.i32(idBuf, 0, n);
+    for (let i = 0; i < n; i++) view[i] = ids[i]!;
+    this.run(NativeBackend.key("embed", out, idBuf, n) + `w${table.arena}|`, n * K, (b) => {
+      b.outputs.push(b.into(this.g.getRows(b.ctx, tt, b.bind(idBuf, GgmlType.I32, n)), out));
+    });
+  }
+
+  /** A vector weight (norm, bias) of n f32 values. */
+  private vector(w: WeightTensor, n: number, what: string): Ptr {
+    const t = this.weightTensor(w);
+    if (w.dtype !== "f32" || w.rows !== 1 || w.cols !== n) throw new Error(`${what}: a ${w.rows}×${w.cols} ${w.dtype} weight where an f32 vector of ${n} is needed`);
+    return t;
+  }
+
+  rmsnorm(y: Tensor, x: Tensor, w: WeightTensor, rows: number, n: number, eps: number): void {
+    checkCount(rows, "rmsnorm rows");
+    checkCount(n, "rmsnorm width");
+    if (rows === 0 || n === 0) return;
+    this.region(x, rows * n * 4, "rmsnorm input");
+    this.region(y, rows * n * 4, "rmsnorm output");
+    const wt = this.vector(w, n, "rmsnorm");
+    this.run(NativeBackend.key("rmsnorm", y, x, rows, n, eps) + `w${w.arena}|`, rows * n, (b) => {
+      const normed = this.g.rmsNorm(b.ctx, b.bind(x, GgmlType.F32, n, rows), eps);
+      b.outputs.push(b.into(this.g.mul(b.ctx, normed, wt), y));
+    });
+  }
+
+  ropeTable(positions: number, headDim: number, theta: number): RopeTable {
+    checkCount(positions, "rotary positions");
+    if (!Number.isInteger(headDim) || headDim < 2 || headDim % 2) throw new Error(`rotary table: head size ${headDim} is not even`);
+    const half = headDim / 2;
+    const cos = this.alloc(positions * half * 4);
+    const sin = this.alloc(positions * half * 4);
+    const c = this.f32(cos), s = this.f32(sin);
+    for (let i = 0; i < half; i++) {
+      const invFreq = 1 / Math.pow(theta, (2 * i) / headDim);
+      for (let p = 0; p < positions; p++) {
+        c[p * half + i] = Math.cos(p * invFreq);
+        s[p * half + i] = Math.sin(p * invFreq);
+      }
+    }
+    const table = { cos, sin, positions, half };
+    this.ropeThetas.set(table, { theta, headDim });
+    return table;
+  }
+
+  rope(x: Tensor, rows: number, heads: number, headDim: number, positions: Tensor, table: RopeTable): void {
+    checkCount(rows, "rope rows");
+    checkCount(heads, "rope heads");
+    if (rows === 0 || heads === 0) return;
+    const t = this.ropeThetas.get(table);
+    if (!t) throw new Error("rope: a rotary table from another backend");
+    if (t.headDim !== headDim) throw new Error(`rope: a table for head size ${t.headDim} used with ${headDim}`);
+    this.region(x, rows * heads * headDim * 4, "rope input");
+    const pos = this.i32(positions, 0, rows);
+    for (let i = 0; i < rows; i++) {
+      if (pos[i]! < 0 || pos[i]! >= table.positions) throw new Error(`position ${pos[i]} is beyond the rotary table (${table.positions} positions)`);
+    }
+    // ggml's NEOX mode is Hugging Face's rotate-half; it computes the angles itself, as llama.cpp does
+    this.run(NativeBackend.key("rope", x, positions, rows, heads, headDim, t.theta), rows * heads * headDim, (b) => {
+      const xt = b.bind(x, GgmlType.F32, headDim, heads, rows);
+      const pt = b.bind(positions, GgmlType.I32, rows);
+      b.outputs.push(b.view(this.g.ropeExtInplace(b.ctx, xt, pt, null, headDim, GGML_ROPE_TYPE_NEOX, 0, t.theta, 1, 0, 1, 0, 0)));
+    });
+  }
+
+  attention(out: Tensor, q: Tensor, k: Tensor, v: Tensor, rows: number, start: number, heads: number, kvHeads: number, headDim: number): void {
+    checkCount(rows, "attention rows");
+    checkCount(start, "attention start");
+    for (const [val, what] of [[heads, "heads"], [kvHeads, "kv heads"], [headDim, "head size"]] as const) {
+      if (!Number.isInteger(val) || val < 1) throw new Error(`attention: ${what} ${val}`);
+    }
+    if (heads % kvHeads !== 0) throw new Error(`attention: ${heads} heads cannot share ${kvHeads} kv heads`);
+    if (rows === 0) return;
+    const len = start + rows, qDim = heads * headDim, kvDim = kvHeads * headDim;
+    this.region(q, rows * qDim * 4, "attention queries");
+    this.region(out, rows * qDim * 4, "attention output");
+    this.region(k, len * kvDim * 4, "key cache");
+    this.region(v, len * kvDim * 4, "value cache");
+    // A decode step's graph covers the cache up to a multiple of KV_PAD positions (what llama.cpp does), so
+    // that it is built once per KV_PAD tokens, not per token; the mask hides the positions beyond len, and
+    // ggml's flash-attention kernel skips masked positions without reading them (they hold no values yet).
+    const held = Math.floor(Math.min(k.bytes, v.bytes) / (kvDim * 4));
+    const span = rows === 1 ? Math.min(held, Math.ceil(len / KV_PAD) * KV_PAD) : len;
+    if (!this.mask || this.mask.bytes < rows * span * 2) {
+      if (this.mask) this.free(this.mask);
+      this.mask = this.alloc(Math.max(rows * span * 2, KV_PAD * 2));
+    }
+    const mask = this.mask;
+    // F16 mask [rows][span]: 0 where row i may look (positions ≤ start + i), -inf elsewhere
+    const m = new Uint16Array(this.viewOf(this.regions.get(mask.arena)!), mask.ptr, rows * span);
+    for (let i = 0; i < rows; i++) {
+      m.fill(0, i * span, i * span + start + i + 1);
+      m.fill(F16_MINUS_INFINITY, i * span + start + i + 1, (i + 1) * span);
+    }
+    const g = this.g, scale = 1 / Math.sqrt(headDim);
+    this.run(NativeBackend.key("attn", out, q, k, v, mask, rows, span, heads, kvHeads, headDim), rows * heads * len * headDim * 2, (b) => {
+      // q [hd, rows, heads]; k, v [hd, span, kvHeads]: head h reads kv head h / (heads / kvHeads)
+      const qt = b.view(g.permute(b.ctx, b.bind(q, GgmlType.F32, headDim, heads, rows), 0, 2, 1, 3));
+      const kt = b.view(g.permute(b.ctx, b.bind(k, GgmlType.F32, headDim, kvHeads, span), 0, 2, 1, 3));
+      const vt = b.view(g.permute(b.ctx, b.bind(v, GgmlType.F32, headDim, kvHeads, span), 0, 2, 1, 3));
+      const fa = g.flashAttnExt(b.ctx, qt, kt, vt, b.bind(mask, GgmlType.F16, span, rows), scale, 0, 0);
+      if (!g.devSupportsOp(this.ggml.cpuDevice, fa)) throw new Error(`attention: ggml's CPU flash attention does not take these shapes (${heads}/${kvHeads} heads of ${headDim})`);
+      // the result is [hd, heads, rows]: the output's own layout
+      b.outputs.push(b.into(fa, out));
+    });
+  }
+
+  siluMul(h: Tensor, gt: Tensor, u: Tensor, n: number): void {
+    checkCount(n, "siluMul length");
+    if (n === 0) return;
+    for (const [t, what] of [[h, "siluMul output"], [gt, "siluMul gate"], [u, "siluMul up"]] as const) this.region(t, n * 4, what);
+    this.run(NativeBackend.key("silu", h, gt, u, n), n * 8, (b) => {
+      b.outputs.push(b.into(this.g.swigluSplit(b.ctx, b.bind(gt, GgmlType.F32, n), b.bind(u, GgmlType.F32, n)), h));
+    });
+  }
+
+  ffn(out: Tensor, x: Tensor, w: FfnWeightSet, rows: number): void {
+    const { gate, up, down } = w;
+    const F = gate.rows, K = gate.cols;
+    if (up.rows !== F || up.cols !== K || down.rows !== K || down.cols !== F) {
+      throw new Error(`ffn: gate ${gate.rows}×${gate.cols}, up ${up.rows}×${up.cols} and down ${down.rows}×${down.cols} do not make one feed-forward block`);
+    }
+    if (up.dtype !== gate.dtype || down.dtype !== gate.dtype) throw new Error(`ffn: weights of dtypes ${gate.dtype}, ${up.dtype}, ${down.dtype}; one dtype is needed`);
+    checkCount(rows, "ffn rows");
+    if (rows === 0) return;
+    this.region(x, rows * K * 4, "ffn input");
+    this.region(out, rows * K * 4, "ffn output");
+    const [gt, ut, dt] = [gate, up, down].map((t) => this.weightTensor(t));
+    if (!this.ffnScratch || this.ffnScratch.bytes < 2 * rows * F * 4) {
+      if (this.ffnScratch) this.free(this.ffnScratch);
+      this.ffnScratch = this.alloc(2 * rows * F * 4);
+    }
+    const scratch = this.ffnScratch;
+    const gs = { arena: scratch.arena, ptr: scratch.ptr, bytes: rows * F * 4 }, us = { arena: scratch.arena, ptr: scratch.ptr + rows * F * 4, bytes: rows * F * 4 };
+    // one graph, as llama.cpp's: gate and up products, SiLU(gate)·up written over gate's activations, down
+    this.run(NativeBackend.key("ffn", out, x, scratch, rows) + `w${gate.arena}|w${up.arena}|w${down.arena}|`, 3 * rows * K * F, (b) => {
+      const xt = b.bind(x, GgmlType.F32, K, rows);
+      const g = b.into(this.g.mulMat(b.ctx, gt, xt), gs), u = b.into(this.g.mulMat(b.ctx, ut, xt), us);
+      const h = b.into(this.g.swigluSplit(b.ctx, g, u), gs);
+      b.outputs.push(b.into(this.g.mulMat(b.ctx, dt, h), out));
+    });
+  }
+
+  add(y: Tensor, a: Tensor, c: Tensor, n: number): void {
+    checkCount(n, "add length");
+    if (n === 0) return;
+    for (const [t, what] of [[y, "add output"], [a, "add input"], [c, "add input"]] as const) this.region(t, n * 4, what);
+    this.run(NativeBackend.key("add", y, a, c, n), n, (b) => {
+      b.outputs.push(b.into(this.g.add(b.ctx, b.bind(a, GgmlType.F32, n), b.bind(c, GgmlType.F32, n)), y));
+    });
+  }
+
+  addBias(y: Tensor, bias: WeightTensor, rows: number): void {
+    checkCount(rows, "addBias rows");
+    if (rows === 0) return;
+    const n = bias.cols;
+    const bt = this.vector(bias, n, "addBias");
+    this.region(y, rows * n * 4, "addBias output");
+    this.run(NativeBackend.key("bias", y, rows) + `w${bias.arena}|`, rows * n, (b) => {
+      b.outputs.push(b.into(this.g.add(b.ctx, b.bind(y, GgmlType.F32, n, rows), bt), y));
+    });
+  }
+
+  clamp(x: Tensor, n: number, c: number): void {
+    checkCount(n, "clamp length");
+    if (n === 0) return;
+    this.region(x, n * 4, "clamp input");
+    this.run(NativeBackend.key("clamp", x, n, c), n, (b) => {
+      b.outputs.push(b.view(this.g.clampInplace(b.ctx, b.bind(x, GgmlType.F32, n), -c, c)));
+    });
+  }
+
+  // ---------------------------------------------------------------- probes
+
+  measureReadBandwidth(bytes: number): number {
+    // the GEMV of an f32 matrix of `bytes` by one vector on every thread: the weight-streaming rate the kernels reach
+    const K = 4096, N = Math.max(1, Math.floor(bytes / (K * 4)));
+    const best = this.probe(N, K, 1);
+    return (N * K * 4) / best;
+  }
+
+  measureComputeRate(): number {
+    const N = 1024, K = 1024, M = 128;
+    return (2 * M * N * K) / this.probe(N, K, M);
+  }
+
+  /** Best of 5 times (ns) of an [M×K]·[N×K]ᵀ f32 product on the pool, over distinct weight contents. */
+  private probe(N: number, K: number, M: number): number {
+    const w = this.allocWeight("f32", N, K);
+    const x = this.alloc(M * K * 4), y = this.alloc(M * N * 4);
+    try {
+      // distinct contents per page: identical pages may be merged by the host (KSM) and then read from cache
+      const words = new Int32Array(this.viewOf(this.regions.get(w.arena)!), 0, N * K);
+      for (let i = 0; i < words.length; i++) words[i] = Math.imul(i, 2654435761) & 0x3f7fffff;
+      this.f32(x).fill(1);
+      let best = Infinity;
+      for (let rep = 0; rep < 5; rep++) {
+        const t0 = process.hrtime.bigint();
+        this.run(NativeBackend.key("probe", y, x, M) + `w${w.arena}|`, Infinity, (b) => {
+          b.outputs.push(b.into(this.g.mulMat(b.ctx, this.weightTensor(w), b.bind(x, GgmlType.F32, K, M)), y));
+        }, "pinned");
+        best = Math.min(best, Number(process.hrtime.bigint() - t0));
+      }
+      return best;
+    } finally {
+      this.free(x);
+      this.free(y);
+      this.freeWeight(w);
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const [key, gr] of [...this.graphs]) this.dropGraph(key, gr);
+    for (const r of this.regions.values()) {
+      this.g.bufferFree(r.buffer);
+      if (r.weight) this.g.free(r.weight.ctx);
+    }
+    this.regions.clear();
+    if (this.pooled !== this.single) this.g.backendFree(this.pooled);
+    this.g.backendFree(this.single);
+    if (this.threadpool) this.g.threadpoolFree(this.threadpool);
+    this.g.threadpoolFree(this.singlePool);
+    for (const m of this.mapped.values()) m.unmap();
+    this.mapped.clear();
+  }
+}
+
+function checkCount(n: number, what: string): void {
+  if (!Number.isInteger(n) || n < 0) throw new Error(`${what}: ${n} is not a count`);
+}
+
+/** bf16 or f16 values (little-endian) as f32. */
+function widen16(dtype: "BF16" | "F16", src: Uint8Array, out: Float32Array): void {
+  const h = new Uint16Array(src.buffer, src.byteOffset, out.length);
+  if (dtype === "BF16") {
+    const bits = new Uint32Array(out.buffer, out.byteOffset, out.length);
+    for (let i = 0; i < out.length; i++) bits[i] = h[i]! << 16;
+  } else {
+    for (let i = 0; i < out.length; i++) out[i] = f16ToF32(h[i]!);
+  }
+}
+
+// ggml's CPU_REPACK layout of Q4_0 on x86 (block_q4_0x8, make_block_q4_0x8 in ggml-cpu/repack.cpp): rows in groups
+// of 8; per group and block column, the 8 rows' f16 scales, then 16 runs of 8 quant bytes, run i from row i % 8 at
+// byte 8·⌊i/8⌋ of its block, each byte xor 0x88.
+const Q4 = GGML_BLOCK_TYPES.Q4_0.bytes;
+
+/** One row's Q4_0 blocks out of the repacked layout. */
+function unpackQ4x8Row(held: Uint8Array, row: number, cols: number): Uint8Array {
+  const nb = cols / 32, out = new Uint8Array(nb * Q4);
+  const group = held.subarray(Math.floor(row / 8) * 8 * nb * Q4), r = row % 8;
+  for (let x = 0; x < nb; x++) {
+    const blk = x * 8 * Q4, o = x * Q4;
+    out[o] = group[blk + 2 * r]!;
+    out[o + 1] = group[blk + 2 * r + 1]!;
+    for (let half = 0; half < 2; half++) {
+      const from = blk + 16 + (half * 8 + r) * 8;
+      for (let k = 0; k < 8; k++) out[o + 2 + half * 8 + k] = group[from + k]! ^ 0x88;
+    }
+  }
+  return out;
+}
+
+/** A whole weight's Q4_0 blocks out of the repacked layout. */
+function unpackQ4x8(held: Uint8Array, rows: number, cols: number): Uint8Array {
+  const rowBytes = (cols / 32) * Q4, out = new Uint8Array(rows * rowBytes);
+  for (let r = 0; r < rows; r++) out.set(unpackQ4x8Row(held, r, cols), r * rowBytes);
+  return out;
+}
