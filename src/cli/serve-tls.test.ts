@@ -83,7 +83,7 @@ test("serve --tls self-signed: the fingerprint is printed and kept across starts
     const other = "ab".repeat(32);
     const wrong = device("wrong-pin", other);
     assert.equal(await wrong.exited, 1);
-    assert.match(wrong.err(), new RegExp(`^\\[device wrong-pin\\] identity SHA256:\\S+.*\\ndistmoe: error: the base station at 127\\.0\\.0\\.1:${port} presented a certificate with SHA-256 fingerprint ${fingerprint}, not the pinned ${other.toUpperCase().match(/../g)!.join(":")}: .*refusing it\\n$`));
+    assert.match(wrong.err(), new RegExp(`^\\[device wrong-pin\\] identity SHA256:\\S+.*\\n(?:\\[device wrong-pin\\] kernels: .*\\n)?distmoe: error: the base station at 127\\.0\\.0\\.1:${port} presented a certificate with SHA-256 fingerprint ${fingerprint}, not the pinned ${other.toUpperCase().match(/../g)!.join(":")}: .*refusing it\\n$`));
 
     device("good", fingerprint.toLowerCase().replaceAll(":", ""));
     await until(async () => (await request(port, ca, "/health")).json.status === "ok", "the device to be placed");
