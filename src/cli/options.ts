@@ -173,8 +173,13 @@ export async function openEngine(o: ModelCliOptions, extra: Partial<EngineOption
     return { engine, close: async () => engine.close() };
   }
   const link = o.link;
-  const cluster = await startLocalCluster({ model: o.model, devices: o.localDevices, weightDType: devicesDType(o), wireDType: o.wireDtype, replicas: o.replicas, link: link && (() => link) });
+  const cluster = await startLocalCluster({ model: o.model, devices: o.localDevices, weightDType: devicesDType(o), wireDType: o.wireDtype, replicas: o.replicas, link: link && (() => link), deviceArgs: localDeviceArgs(o) });
   return onCluster(cluster, () => ({ engine: Engine.load(o.model, { ...opts, executor: cluster.hub.executor }) }));
+}
+
+/** What local device processes inherit from this command's options: the kernels asked for. */
+export function localDeviceArgs(o: Pick<ModelCliOptions, "backend">): string[] {
+  return o.backend ? ["--backend", o.backend] : [];
 }
 
 /** The weights' dtype where devices hold experts: --dtype, else the model's own (f32 for a directory, a GGUF file's type where the kernels have it), as the engine's. */

@@ -17,7 +17,7 @@ import { createApp, DEFAULT_MAX_BODY_BYTES, DEFAULT_REQUEST_TIMEOUT_MS } from ".
 import { ServerMetrics } from "../../server/metrics.js";
 import { certificateNames, loadTls, selfSignedTls, type ServerTls } from "../../server/tls.js";
 import { isLoopback } from "../../util/loopback.js";
-import { addModelOptions, defaultStateDir, devicesDType, engineOptions, nonNegativeInt, positiveInt, type ModelCliOptions } from "../options.js";
+import { addModelOptions, defaultStateDir, devicesDType, engineOptions, localDeviceArgs, nonNegativeInt, positiveInt, type ModelCliOptions } from "../options.js";
 import { adminKey, adminKeys, apiKey, bodySize, readKeys, requestTimeout, verifyRate } from "../server-options.js";
 
 interface ServeCliOptions extends ModelCliOptions {
@@ -190,7 +190,7 @@ export function serveCommand(): Command {
       // a local device that dies (a crash, an OOM kill) is started again, under the same name
       // over TLS they pin the certificate, like any device; they join with a token of their own, which no revocation through /admin touches;
       // their cache, and so their identities, live in the state directory beside the devices.json that knows them
-      const localArgs = ["--cache", path.join(stateDir, "local-devices"), ...(tls ? ["--fingerprint", tls.fingerprint] : [])];
+      const localArgs = ["--cache", path.join(stateDir, "local-devices"), ...(tls ? ["--fingerprint", tls.fingerprint] : []), ...localDeviceArgs(o)];
       const local = o.localDevices ? spawnLocalDevices(`${wsScheme}://${here}`, join!.tokens.ownToken(), o.localDevices, 1, localArgs, { log }) : null;
       engine = Engine.load(o.model, { ...engineOptions(o), executor: hub?.executor, maxBatch: o.maxBatch, maxQueue: o.maxQueue });
       if (!hub) log(`ready: ${modelName}`);
