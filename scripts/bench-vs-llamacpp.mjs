@@ -35,9 +35,12 @@
 // converts K-quants to q8 at load (its load log says so; the table's "distmoe weights" column shows it).
 //
 // Usage: node scripts/bench-vs-llamacpp.mjs [--models brown-moe,mixtral-734m|FILE.gguf,...] [--dtypes bf16,q8_0,f32,q4_K_M]
-//        [--threads 2[,4]] [--rounds 3] [--repeats 3] [--backend native,wasm] [--quick] [--cache DIR]
+//        [--threads 2[,4]] [--rounds 3] [--repeats 3] [--backend native,wasm] [--llama-passive] [--quick] [--cache DIR]
 //        [--out docs/bench/vs-llamacpp.json]   (after npm run build)
 // --backend passes `--backend B` to distmoe once per named backend; without it distmoe runs its default.
+// --llama-passive: llama-bench's OpenMP threads sleep instead of spinning while they wait (OMP_WAIT_POLICY=passive):
+//   not llama.cpp's default, but on a machine other processes share, its spinning 2-thread figures collapse
+//   (brown-moe q8_0 decode here at load 4–6 on 2 CPUs: 15 tok/s spinning, 373 passive, 807 on 1 thread).
 // --quick: one round of two repetitions, brown-moe's bf16 and q8_0 only (a smoke run, not figures to publish).
 import { parseArgs } from "node:util";
 import { spawnSync } from "node:child_process";
@@ -64,6 +67,7 @@ const { values: a } = parseArgs({
     repeats: { type: "string" },
     backend: { type: "string" },
     quick: { type: "boolean", default: false },
+    "llama-passive": { type: "boolean", default: false },
     cache: { type: "string", default: path.join(cacheRoot(), "bench-models") },
     "prompt-tokens": { type: "string", default: "256" },
     "decode-tokens": { type: "string", default: "64" },
@@ -90,8 +94,8 @@ const modelNames = a.quick && a.models === "brown-moe,mixtral-734m" ? ["brown-mo
 const backends = a.backend ? a.backend.split(",") : [undefined];
 for (const b of backends) if (b !== undefined && b !== "native" && b !== "wasm") fail(`--backend: expected native and/or wasm, got "${b}"`);
 
-function runTool(cmd, args, what) {
-  const r = spawnSync(cmd, args, { encoding: "utf8", maxBuffer: 64 << 20 });
+function runTool(cmd, args, what, env = process.env) {
+  const r = spawnSync(cmd, args, { encoding: "utf8", maxBuffer: 64 << 20, env });
   if (r.error) throw new Error(`${what}: ${r.error.message}`);
   if (r.status !== 0) throw new Error(`${what} failed (exit ${r.status}):\n${(r.stderr || r.stdout).trim().split("\n").slice(-8).join("\n")}`);
   return r;
@@ -109,7 +113,7 @@ if (backends.some((b) => b !== undefined) && !hasBackendOption) {
 
 // ---- model files ------------------------------------------------------------------------------------------
 const tools = await ensureLlamaCppTools(["llama-bench", "llama-quantize"]);
-say(`llama.cpp ${tools.commit.slice(0, 10)} (${tools.tag}), ggml ${tools.ggmlVersion}, tools in ${path.dirname(tools.bin["llama-bench"])}`);
+say(`llama.cpp ${tools.commit.slice(0, 10)} (release ${tools.tag || "?"}), ggml ${tools.ggmlVersion}, tools in ${path.dirname(tools.bin["llama-bench"])}`);
 mkdirSync(a.cache, { recursive: true });
 
 const QUANTIZE_TYPES = { f32: "F32", bf16: "BF16", q8_0: "Q8_0", q4_K_M: "Q4_K_M" };
@@ -201,7 +205,8 @@ const load1 = () => os.loadavg()[0];
 /** llama-bench's samples (tokens/s, one per repetition) of one test. */
 function llamaBench(file, threads, test) {
   const args = ["-m", file, "-t", String(threads), "-r", String(repeats), "-o", "json", ...(test === "pp" ? ["-p", String(promptTokens), "-n", "0"] : ["-p", "0", "-n", String(decodeTokens), "-d", String(promptTokens)])];
-  const r = runTool(tools.bin["llama-bench"], args, `llama-bench ${args.join(" ")}`);
+  const env = a["llama-passive"] ? { ...process.env, OMP_WAIT_POLICY: "passive" } : process.env;
+  const r = runTool(tools.bin["llama-bench"], args, `llama-bench ${args.join(" ")}`, env);
   let rows;
   try {
     rows = JSON.parse(r.stdout);
@@ -264,6 +269,9 @@ for (const f of files) {
         llama_cpp: { prefill_tokens_per_s: median(llama.pp), decode_tokens_per_s: median(llama.tg), rounds: { prefill: llama.pp, decode: llama.tg }, ...llamaInfo },
         load_average: { median: median(loads), max: Math.max(...loads), samples: loads },
       };
+      // llama-bench's threads spin at barriers (OpenMP; --poll 50): on oversubscribed cores a spinning thread waits
+      // for one that is not running, and its multi-thread figures collapse; such rows are marked, not comparable
+      row.busy = row.load_average.median > os.cpus().length;
       row.ratio = { prefill: row.distmoe.prefill_tokens_per_s / row.llama_cpp.prefill_tokens_per_s, decode: row.distmoe.decode_tokens_per_s / row.llama_cpp.decode_tokens_per_s };
       rows.push(row);
     }
@@ -274,10 +282,12 @@ const f1 = (x) => (x >= 100 ? x.toFixed(0) : x.toFixed(1));
 const table = [
   `| model | file type | distmoe weights | backend | threads | distmoe prefill tok/s | llama.cpp prefill tok/s | prefill ratio | distmoe decode tok/s | llama.cpp decode tok/s | decode ratio | load avg |`,
   `|---|---|---|---|---|---|---|---|---|---|---|---|`,
-  ...rows.map((r) => `| ${r.model} | ${r.dtype} | ${r.distmoe_weights}${r.distmoe_weights_why.startsWith("the nearest") ? " (converted at load)" : ""} | ${r.backend} | ${r.threads} | ${f1(r.distmoe.prefill_tokens_per_s)} | ${f1(r.llama_cpp.prefill_tokens_per_s)} | ${r.ratio.prefill.toFixed(2)} | ${f1(r.distmoe.decode_tokens_per_s)} | ${f1(r.llama_cpp.decode_tokens_per_s)} | ${r.ratio.decode.toFixed(2)} | ${r.load_average.median.toFixed(1)} (max ${r.load_average.max.toFixed(1)}) |`),
+  ...rows.map((r) => `| ${r.model} | ${r.dtype} | ${r.distmoe_weights}${r.distmoe_weights_why.startsWith("the nearest") ? " (converted at load)" : ""} | ${r.backend} | ${r.threads} | ${f1(r.distmoe.prefill_tokens_per_s)} | ${f1(r.llama_cpp.prefill_tokens_per_s)} | ${r.ratio.prefill.toFixed(2)} | ${f1(r.distmoe.decode_tokens_per_s)} | ${f1(r.llama_cpp.decode_tokens_per_s)} | ${r.ratio.decode.toFixed(2)} | ${r.load_average.median.toFixed(1)} (max ${r.load_average.max.toFixed(1)})${r.busy ? " busy" : ""} |`),
 ].join("\n");
 process.stdout.write(`${table}\n`);
-process.stdout.write(`prefill ${promptTokens} tokens, decode ${decodeTokens} tokens after them; medians of ${rounds} round(s), each ${repeats} repetition(s); llama.cpp ${tools.commit.slice(0, 10)} (ggml ${tools.ggmlVersion}) llama-bench, -march=native; ${os.cpus().length} CPUs (${os.cpus()[0]?.model})\n`);
+const busy = rows.filter((r) => r.busy);
+if (busy.length > 0) process.stdout.write(`warning: ${busy.length} row(s) measured with a load average above the ${os.cpus().length} CPUs: other processes took cores; llama.cpp's spinning threads suffer far more from that than distmoe's, so those ratios overstate distmoe\n`);
+process.stdout.write(`prefill ${promptTokens} tokens, decode ${decodeTokens} tokens after them; medians of ${rounds} round(s), each ${repeats} repetition(s); llama.cpp ${tools.commit.slice(0, 10)} (ggml ${tools.ggmlVersion}) llama-bench, -march=native${a["llama-passive"] ? ", OMP_WAIT_POLICY=passive" : ""}; ${os.cpus().length} CPUs (${os.cpus()[0]?.model})\n`);
 
 const report = {
   generated: new Date().toISOString(),
@@ -289,6 +299,7 @@ const report = {
     llama_prefill: `llama-bench -m FILE -t T -r ${repeats} -o json -p ${promptTokens} -n 0`,
     llama_decode: `llama-bench -m FILE -t T -r ${repeats} -o json -p 0 -n ${decodeTokens} -d ${promptTokens}`,
     distmoe: `node bin/distmoe.js bench --model FILE --prompt-tokens ${promptTokens} --decode-tokens ${decodeTokens} --threads T --repeats ${repeats} --json${hasBackendOption && backends[0] !== undefined ? " --backend B" : ""}`,
+    llama_threads_wait: a["llama-passive"] ? "OMP_WAIT_POLICY=passive" : "llama.cpp's default (OpenMP threads spin while waiting)",
     figures: "median over rounds of each round's median; ratio = distmoe ÷ llama.cpp",
   },
   rows,

@@ -17,7 +17,7 @@
 // Module: import { ensureLlamaCppTools } from "./llama-cpp/build.mjs";
 //         const { bin, commit, ggmlVersion } = await ensureLlamaCppTools(["llama-bench"]);
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -112,6 +112,8 @@ function ensureSource(src) {
     log(`cloning llama.cpp from ${path.basename(bundle)}`);
     rmSync(src, { recursive: true, force: true });
     run("git", ["-c", "advice.detachedHead=false", "clone", "--quiet", bundle, src]);
+    // the llama.cpp release the bundle was cut from (the bundle itself carries no tags)
+    copyFileSync(path.join(tmp, "package", "llama", "binariesGithubRelease.json"), path.join(path.dirname(src), "binariesGithubRelease.json"));
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
@@ -121,7 +123,7 @@ function describeSource(src) {
   const commit = run("git", ["-C", src, "rev-parse", "HEAD"], { capture: true }).trim();
   let tag = "";
   try {
-    tag = run("git", ["-C", src, "describe", "--tags", "--always"], { capture: true }).trim();
+    tag = JSON.parse(readFileSync(path.join(path.dirname(src), "binariesGithubRelease.json"), "utf8")).release ?? "";
   } catch {}
   const cm = readFileSync(path.join(src, "ggml", "CMakeLists.txt"), "utf8");
   const v = (k) => cm.match(new RegExp(`set\\(GGML_VERSION_${k}\\s+(\\d+)\\)`))?.[1];
@@ -170,7 +172,7 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
   const tools = process.argv.slice(2);
   try {
     const r = await ensureLlamaCppTools(tools.length > 0 ? tools : ALL_TOOLS);
-    log(`llama.cpp ${r.commit}${r.tag ? ` (${r.tag})` : ""}, ggml ${r.ggmlVersion}`);
+    log(`llama.cpp ${r.commit}${r.tag ? ` (release ${r.tag})` : ""}, ggml ${r.ggmlVersion}`);
     for (const [t, p] of Object.entries(r.bin)) process.stdout.write(`${t}\t${p}\n`);
   } catch (e) {
     process.stderr.write(`error: ${e.message}\n`);
