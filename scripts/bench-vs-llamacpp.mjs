@@ -106,7 +106,6 @@ const help = (sub) => spawnSync(process.execPath, [distmoe, ...sub, "--help"], {
 const benchHelp = help(["bench", "engine"]).stdout ?? "";
 const hasBackendOption = benchHelp.includes("--backend");
 const hasConvert = /^\s+convert\b/m.test(help([]).stdout ?? "");
-const convertHelp = hasConvert ? help(["convert"]) : undefined;
 if (backends.some((b) => b !== undefined) && !hasBackendOption) {
   say("note: this distmoe has no --backend option yet: it runs the wasm kernels only; native rows are skipped, wasm rows run without the option");
 }
@@ -160,12 +159,8 @@ function mixtralBase() {
     say(`writing the 734 M Mixtral to ${dir} (once)`);
     runTool(process.execPath, [distmoe, "init-model", ...MIXTRAL_734M, "--out", dir], "distmoe init-model");
   }
-  // the converter's options, as its help names them: a model option or a positional directory, and an output type
-  const h = convertHelp.stdout ?? "";
-  const args = [distmoe, "convert", ...(h.includes("--model") ? ["--model", dir] : [dir]), ...(h.includes("--out ") || h.includes("--out,") || h.includes("-o, --out") ? ["--out", `${file}.part`] : [`${file}.part`])];
-  if (h.includes("--outtype")) args.push("--outtype", "bf16");
-  else if (h.includes("--dtype")) args.push("--dtype", "bf16");
-  say(`node ${args.map((x) => path.relative(root, x) || x).join(" ")}`);
+  const args = [distmoe, "convert", dir, `${file}.part`, "--outtype", "bf16"];
+  say(`node bin/distmoe.js ${args.slice(1).join(" ")}`);
   runTool(process.execPath, args, "distmoe convert");
   renameSync(`${file}.part`, file);
   return file;
@@ -201,6 +196,7 @@ function modelFiles() {
 
 // ---- the two measures -------------------------------------------------------------------------------------
 const load1 = () => os.loadavg()[0];
+const med = (xs) => (xs.length > 0 ? median(xs) : null);
 
 /** llama-bench's samples (tokens/s, one per repetition) of one test. */
 function llamaBench(file, threads, test) {
@@ -236,23 +232,37 @@ for (const f of files) {
   for (const threads of threadCounts) {
     const runBackends = backends.filter((b) => b !== "native" || hasBackendOption);
     if (runBackends.length === 0) continue;
-    const llama = { pp: [], tg: [] }, ours = new Map(runBackends.map((b) => [b ?? "default", { pp: [], tg: [], weights: "?", weightsWhy: "", kernels: "", loadLine: "" }]));
+    // a side that fails (a file one engine cannot load) is said once and left out of the later rounds
+    const llama = { pp: [], tg: [], error: undefined }, ours = new Map(runBackends.map((b) => [b ?? "default", { pp: [], tg: [], weights: "?", weightsWhy: "", kernels: "", loadLine: "", error: undefined }]));
     const loads = [];
     let llamaInfo;
     for (let round = 0; round < rounds; round++) {
       say(`${f.model} ${f.dtype}, ${threads} threads: round ${round + 1}/${rounds} (load average ${load1().toFixed(2)})`);
+      const attempt = (side, what, fn) => {
+        if (side.error !== undefined) return;
+        try {
+          fn();
+        } catch (e) {
+          side.error = e.message.split("\n").filter((l) => l.trim() !== "").slice(-1)[0] ?? e.message;
+          say(`${what} failed on ${path.basename(f.file)}, left out: ${e.message}`);
+        }
+      };
       const steps = [
-        () => {
-          const pp = llamaBench(f.file, threads, "pp"), tg = llamaBench(f.file, threads, "tg");
-          llama.pp.push(median(pp.samples));
-          llama.tg.push(median(tg.samples));
-          llamaInfo = tg.info;
-        },
+        () =>
+          attempt(llama, "llama-bench", () => {
+            const pp = llamaBench(f.file, threads, "pp"), tg = llamaBench(f.file, threads, "tg");
+            llama.pp.push(median(pp.samples));
+            llama.tg.push(median(tg.samples));
+            llamaInfo = tg.info;
+          }),
         ...runBackends.map((b) => () => {
-          const d = distmoeBench(f.file, threads, b), o = ours.get(b ?? "default");
-          o.pp.push(d.result.prefill_tokens_per_s);
-          o.tg.push(d.result.decode_tokens_per_s);
-          Object.assign(o, { weights: d.weights, weightsWhy: d.weightsWhy, kernels: d.result.kernels, loadLine: d.loadLine });
+          const o = ours.get(b ?? "default");
+          attempt(o, `distmoe bench${b ? ` --backend ${b}` : ""}`, () => {
+            const d = distmoeBench(f.file, threads, b);
+            o.pp.push(d.result.prefill_tokens_per_s);
+            o.tg.push(d.result.decode_tokens_per_s);
+            Object.assign(o, { weights: d.weights, weightsWhy: d.weightsWhy, kernels: d.result.kernels, loadLine: d.loadLine });
+          });
         }),
       ];
       for (const step of round % 2 === 0 ? steps : steps.reverse()) {
@@ -265,26 +275,31 @@ for (const f of files) {
       const row = {
         model: f.model, dtype: f.dtype, file: f.file, file_types: types, backend: backend === "default" ? (hasBackendOption ? "default" : "wasm") : backend,
         kernels: o.kernels, distmoe_weights: o.weights, distmoe_weights_why: o.weightsWhy, distmoe_load_log: o.loadLine, threads,
-        distmoe: { prefill_tokens_per_s: median(o.pp), decode_tokens_per_s: median(o.tg), rounds: { prefill: o.pp, decode: o.tg } },
-        llama_cpp: { prefill_tokens_per_s: median(llama.pp), decode_tokens_per_s: median(llama.tg), rounds: { prefill: llama.pp, decode: llama.tg }, ...llamaInfo },
+        distmoe: { prefill_tokens_per_s: med(o.pp), decode_tokens_per_s: med(o.tg), rounds: { prefill: o.pp, decode: o.tg }, error: o.error },
+        llama_cpp: { prefill_tokens_per_s: med(llama.pp), decode_tokens_per_s: med(llama.tg), rounds: { prefill: llama.pp, decode: llama.tg }, error: llama.error, ...llamaInfo },
         load_average: { median: median(loads), max: Math.max(...loads), samples: loads },
       };
       // llama-bench's threads spin at barriers (OpenMP; --poll 50): on oversubscribed cores a spinning thread waits
       // for one that is not running, and its multi-thread figures collapse; such rows are marked, not comparable
       row.busy = row.load_average.median > os.cpus().length;
-      row.ratio = { prefill: row.distmoe.prefill_tokens_per_s / row.llama_cpp.prefill_tokens_per_s, decode: row.distmoe.decode_tokens_per_s / row.llama_cpp.decode_tokens_per_s };
+      const ratio = (x, y) => (x === null || y === null ? null : x / y);
+      row.ratio = { prefill: ratio(row.distmoe.prefill_tokens_per_s, row.llama_cpp.prefill_tokens_per_s), decode: ratio(row.distmoe.decode_tokens_per_s, row.llama_cpp.decode_tokens_per_s) };
       rows.push(row);
     }
   }
 }
 
-const f1 = (x) => (x >= 100 ? x.toFixed(0) : x.toFixed(1));
+const f1 = (x) => (x === null ? "—" : x >= 100 ? x.toFixed(0) : x.toFixed(1));
+const f2 = (x) => (x === null ? "—" : x.toFixed(2));
 const table = [
   `| model | file type | distmoe weights | backend | threads | distmoe prefill tok/s | llama.cpp prefill tok/s | prefill ratio | distmoe decode tok/s | llama.cpp decode tok/s | decode ratio | load avg |`,
   `|---|---|---|---|---|---|---|---|---|---|---|---|`,
-  ...rows.map((r) => `| ${r.model} | ${r.dtype} | ${r.distmoe_weights}${r.distmoe_weights_why.startsWith("the nearest") ? " (converted at load)" : ""} | ${r.backend} | ${r.threads} | ${f1(r.distmoe.prefill_tokens_per_s)} | ${f1(r.llama_cpp.prefill_tokens_per_s)} | ${r.ratio.prefill.toFixed(2)} | ${f1(r.distmoe.decode_tokens_per_s)} | ${f1(r.llama_cpp.decode_tokens_per_s)} | ${r.ratio.decode.toFixed(2)} | ${r.load_average.median.toFixed(1)} (max ${r.load_average.max.toFixed(1)})${r.busy ? " busy" : ""} |`),
+  ...rows.map((r) => `| ${r.model} | ${r.dtype} | ${r.distmoe_weights}${r.distmoe_weights_why.startsWith("the nearest") ? " (converted at load)" : ""} | ${r.backend} | ${r.threads} | ${f1(r.distmoe.prefill_tokens_per_s)} | ${f1(r.llama_cpp.prefill_tokens_per_s)} | ${f2(r.ratio.prefill)} | ${f1(r.distmoe.decode_tokens_per_s)} | ${f1(r.llama_cpp.decode_tokens_per_s)} | ${f2(r.ratio.decode)} | ${r.load_average.median.toFixed(1)} (max ${r.load_average.max.toFixed(1)})${r.busy ? " busy" : ""} |`),
 ].join("\n");
 process.stdout.write(`${table}\n`);
+for (const r of rows) {
+  for (const [who, side] of [["distmoe", r.distmoe], ["llama.cpp", r.llama_cpp]]) if (side.error) process.stdout.write(`${r.model} ${r.dtype} (${r.backend}, ${r.threads} threads): ${who} could not run it: ${side.error}\n`);
+}
 const busy = rows.filter((r) => r.busy);
 if (busy.length > 0) process.stdout.write(`warning: ${busy.length} row(s) measured with a load average above the ${os.cpus().length} CPUs: other processes took cores; llama.cpp's spinning threads suffer far more from that than distmoe's, so those ratios overstate distmoe\n`);
 process.stdout.write(`prefill ${promptTokens} tokens, decode ${decodeTokens} tokens after them; medians of ${rounds} round(s), each ${repeats} repetition(s); llama.cpp ${tools.commit.slice(0, 10)} (ggml ${tools.ggmlVersion}) llama-bench, -march=native${a["llama-passive"] ? ", OMP_WAIT_POLICY=passive" : ""}; ${os.cpus().length} CPUs (${os.cpus()[0]?.model})\n`);
