@@ -273,7 +273,7 @@ for (const f of files) {
     }
     for (const [backend, o] of ours) {
       const row = {
-        model: f.model, dtype: f.dtype, file: f.file, file_types: types, backend: backend === "default" ? (hasBackendOption ? "default" : "wasm") : backend,
+        model: f.model, dtype: f.dtype, file: f.file, file_types: types, backend: backend === "default" ? (hasBackendOption ? "default" : "wasm") : backend, // as asked; kernels: what ran
         kernels: o.kernels, distmoe_weights: o.weights, distmoe_weights_why: o.weightsWhy, distmoe_load_log: o.loadLine, threads,
         distmoe: { prefill_tokens_per_s: med(o.pp), decode_tokens_per_s: med(o.tg), rounds: { prefill: o.pp, decode: o.tg }, error: o.error },
         llama_cpp: { prefill_tokens_per_s: med(llama.pp), decode_tokens_per_s: med(llama.tg), rounds: { prefill: llama.pp, decode: llama.tg }, error: llama.error, ...llamaInfo },
@@ -294,14 +294,14 @@ const f2 = (x) => (x === null ? "—" : x.toFixed(2));
 const table = [
   `| model | file type | distmoe weights | backend | threads | distmoe prefill tok/s | llama.cpp prefill tok/s | prefill ratio | distmoe decode tok/s | llama.cpp decode tok/s | decode ratio | load avg |`,
   `|---|---|---|---|---|---|---|---|---|---|---|---|`,
-  ...rows.map((r) => `| ${r.model} | ${r.dtype} | ${r.distmoe_weights}${r.distmoe_weights_why.startsWith("the nearest") ? " (converted at load)" : ""} | ${r.backend} | ${r.threads} | ${f1(r.distmoe.prefill_tokens_per_s)} | ${f1(r.llama_cpp.prefill_tokens_per_s)} | ${f2(r.ratio.prefill)} | ${f1(r.distmoe.decode_tokens_per_s)} | ${f1(r.llama_cpp.decode_tokens_per_s)} | ${f2(r.ratio.decode)} | ${r.load_average.median.toFixed(1)} (max ${r.load_average.max.toFixed(1)})${r.busy ? " busy" : ""} |`),
+  ...rows.map((r) => `| ${r.model} | ${r.dtype} | ${r.distmoe_weights}${r.distmoe_weights_why.startsWith("the nearest") ? " (converted at load)" : ""} | ${r.kernels || r.backend} | ${r.threads} | ${f1(r.distmoe.prefill_tokens_per_s)} | ${f1(r.llama_cpp.prefill_tokens_per_s)} | ${f2(r.ratio.prefill)} | ${f1(r.distmoe.decode_tokens_per_s)} | ${f1(r.llama_cpp.decode_tokens_per_s)} | ${f2(r.ratio.decode)} | ${r.load_average.median.toFixed(1)} (max ${r.load_average.max.toFixed(1)})${r.busy ? " busy" : ""} |`),
 ].join("\n");
 process.stdout.write(`${table}\n`);
 for (const r of rows) {
   for (const [who, side] of [["distmoe", r.distmoe], ["llama.cpp", r.llama_cpp]]) if (side.error) process.stdout.write(`${r.model} ${r.dtype} (${r.backend}, ${r.threads} threads): ${who} could not run it: ${side.error}\n`);
 }
 const busy = rows.filter((r) => r.busy);
-if (busy.length > 0) process.stdout.write(`warning: ${busy.length} row(s) measured with a load average above the ${os.cpus().length} CPUs: other processes took cores; llama.cpp's spinning threads suffer far more from that than distmoe's, so those ratios overstate distmoe\n`);
+if (busy.length > 0) process.stdout.write(`warning: ${busy.length} row(s) measured with a load average above the ${os.cpus().length} CPUs: other processes took cores, so ${a["llama-passive"] ? "the figures are noisy" : "llama.cpp's spinning threads lost far more than distmoe's and those ratios overstate distmoe (--llama-passive makes them sleep)"}\n`);
 process.stdout.write(`prefill ${promptTokens} tokens, decode ${decodeTokens} tokens after them; medians of ${rounds} round(s), each ${repeats} repetition(s); llama.cpp ${tools.commit.slice(0, 10)} (ggml ${tools.ggmlVersion}) llama-bench, -march=native${a["llama-passive"] ? ", OMP_WAIT_POLICY=passive" : ""}; ${os.cpus().length} CPUs (${os.cpus()[0]?.model})\n`);
 
 const report = {
