@@ -111,7 +111,7 @@ if (backends.some((b) => b !== undefined) && !hasBackendOption) {
 }
 
 // ---- model files ------------------------------------------------------------------------------------------
-const tools = await ensureLlamaCppTools(["llama-bench", "llama-quantize"]);
+const tools = await ensureLlamaCppTools(["llama-bench", "llama-quantize"]).catch((e) => fail(e.message));
 say(`llama.cpp ${tools.commit.slice(0, 10)} (release ${tools.tag || "?"}), ggml ${tools.ggmlVersion}, tools in ${path.dirname(tools.bin["llama-bench"])}`);
 mkdirSync(a.cache, { recursive: true });
 

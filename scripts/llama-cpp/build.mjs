@@ -46,13 +46,13 @@ function run(cmd, args, opts = {}) {
 
 function requireTools() {
   const missing = [];
-  for (const [tool, args] of [["git", ["--version"]], ["cmake", ["--version"]], [process.env.CXX ?? "c++", ["--version"]], [process.env.CC ?? "cc", ["--version"]]]) {
+  for (const [tool, args] of [["npm", ["--version"]], ["git", ["--version"]], ["cmake", ["--version"]], [process.env.CXX ?? "c++", ["--version"]], [process.env.CC ?? "cc", ["--version"]]]) {
     const r = spawnSync(tool, args, { stdio: "ignore" });
     if (r.error || r.status !== 0) missing.push(tool);
   }
   if (missing.length > 0) {
     throw new Error(
-      `building llama.cpp's tools needs git, cmake and a C/C++ compiler; not found: ${missing.join(", ")}. ` +
+      `building llama.cpp's tools needs npm, git, cmake and a C/C++ compiler; not found: ${missing.join(", ")}. ` +
         `Install them (e.g. apt-get install git cmake g++) or put prebuilt llama-bench/llama-quantize/llama-tokenize binaries in ${path.join(llamaCppDir(), "build", "bin")}. ` +
         `distmoe itself does not need them; only this comparison does.`,
     );
@@ -120,6 +120,7 @@ function ensureSource(src) {
 }
 
 function describeSource(src) {
+  if (!existsSync(path.join(src, ".git"))) return { commit: "unknown (tools placed by hand)", tag: "", ggmlVersion: "unknown" };
   const commit = run("git", ["-C", src, "rev-parse", "HEAD"], { capture: true }).trim();
   let tag = "";
   try {
