@@ -7,8 +7,9 @@
 // (scripts/llama-cpp/build.mjs; the same ggml 0.23.0 whose prebuilt libraries distmoe's native backend loads),
 // not through node-llama-cpp: node-llama-cpp without a threadpool attached starts fresh threads for every
 // graph, which under-reports llama.cpp's decode on small models by up to 5×; llama-bench is llama.cpp's own,
-// honest measure (its threadpool, its defaults: mmap, f16 KV cache, flash attention where it chooses it).
-// Building it needs git, cmake and a C/C++ compiler; without them the script stops with one clear message.
+// honest measure (its defaults: OpenMP threads that spin while they wait, mmap, f16 KV cache, flash attention
+// where it chooses it; the JSON records them). Building it needs npm, git, cmake and a C/C++ compiler; without
+// them the script stops with one clear message (distmoe itself needs none of them).
 //
 // What is measured, matched to llama-bench's source (tools/llama-bench/llama-bench.cpp):
 // - prefill: `llama-bench -p 256 -n 0` — one llama_decode of 256 tokens (BOS then random ids; n_batch 2048,
