@@ -302,7 +302,7 @@ for (const r of rows) {
   for (const [who, side] of [["distmoe", r.distmoe], ["llama.cpp", r.llama_cpp]]) if (side.error) process.stdout.write(`${r.model} ${r.dtype} (${r.backend}, ${r.threads} threads): ${who} could not run it: ${side.error}\n`);
 }
 const busy = rows.filter((r) => r.busy);
-if (busy.length > 0) process.stdout.write(`warning: ${busy.length} row(s) measured with a load average above the ${os.cpus().length} CPUs: other processes took cores, so ${a["llama-passive"] ? "the figures are noisy" : "llama.cpp's spinning threads lost far more than distmoe's and those ratios overstate distmoe (--llama-passive makes them sleep)"}\n`);
+if (busy.length > 0) process.stdout.write(`warning: ${busy.length} row(s) measured with a load average above the ${os.cpus().length} CPUs: other processes took cores, so ${a["llama-passive"] || busy.every((r) => r.threads === 1) ? "the figures are noisy" : "llama.cpp's spinning threads lost far more than distmoe's and those ratios overstate distmoe (--llama-passive makes them sleep)"}\n`);
 process.stdout.write(`prefill ${promptTokens} tokens, decode ${decodeTokens} tokens after them; medians of ${rounds} round(s), each ${repeats} repetition(s); llama.cpp ${tools.commit.slice(0, 10)} (ggml ${tools.ggmlVersion}) llama-bench, -march=native${a["llama-passive"] ? ", OMP_WAIT_POLICY=passive" : ""}; ${os.cpus().length} CPUs (${os.cpus()[0]?.model})\n`);
 
 const report = {
