@@ -2,7 +2,7 @@
 // bytes the two exchange; and the inputs ggml would abort the process on, refused with an Error instead.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import type { Backend, SourceDType, Tensor, WeightDType } from "../backend.js";
@@ -313,6 +313,43 @@ test("weights the file holds as they are kept are mapped from it (aligned, rows 
     mapping.close();
     reading.close();
     wasm.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a file replaced at its path (written whole and renamed, as the device's weight cache does) is mapped anew, and a mapping goes when its last weight does", { skip }, () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-native-remap-"));
+  const be = new NativeBackend({ threads: 1 });
+  try {
+    const N = 8, K = 32, file = path.join(dir, "w.safetensors");
+    const write = (v: number) => {
+      writeFileSync(`${file}.tmp`, Buffer.concat([Buffer.alloc(64), Buffer.from(new Float32Array(N * K).fill(v).buffer)]));
+      renameSync(`${file}.tmp`, file);
+    };
+    const load = () => {
+      const fd = openSync(file, "r");
+      try {
+        const w = be.allocWeight("f32", N, K);
+        be.loadWeight(w, { fd, offset: 64, dtype: "F32", file });
+        assert.ok(be.isMapped(w));
+        return w;
+      } finally {
+        closeSync(fd);
+      }
+    };
+    write(1);
+    const old = load();
+    write(2);
+    const fresh = load();
+    assert.equal(new Float32Array(be.weightData(fresh).buffer)[0], 2, "the new file's bytes, not the old mapping's");
+    assert.equal(new Float32Array(be.weightData(old).buffer)[0], 1, "a weight of the old file keeps its bytes");
+    assert.equal(be.mappedFiles(), 2);
+    be.freeWeight(old);
+    assert.equal(be.mappedFiles(), 1, "the old file's mapping went with its last weight");
+    be.freeWeight(fresh);
+    assert.equal(be.mappedFiles(), 0);
+  } finally {
+    be.close();
     rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -57,7 +57,8 @@ interface Region {
   /** Activation chunks: their allocator. */
   readonly space: FirstFit | null;
   /** Weights: the ggml tensor and the context that owns it. */
-  readonly weight: { ctx: Ptr; tensor: Ptr; type: number; repacked: boolean; mapped: boolean } | null;
+  /** mapped: the key of the file mapping it lies in (see NativeBackend.mapped). */
+  readonly weight: { ctx: Ptr; tensor: Ptr; type: number; repacked: boolean; mapped: boolean; mapKey?: string } | null;
   view: ArrayBuffer | null;
 }
 
@@ -121,8 +122,11 @@ export class NativeBackend implements Backend {
   private singleNsPerWork = NaN;
   private bigRuns = 0;
   private readonly mmap: boolean;
-  /** Files mapped, by path. */
-  private readonly mapped = new Map<string, { address: number; bytes: number; unmap(): void }>();
+  /**
+   * Files mapped, by device and inode (not path: a file replaced at its path, as the device's weight cache
+   * replaces one, is another file), with the weights lying in each; a mapping goes with its last weight.
+   */
+  private readonly mapped = new Map<string, { address: number; bytes: number; unmap(): void; users: number }>();
 
   constructor(opts: NativeBackendOptions = {}) {
     this.ggml = loadGgml();
@@ -318,6 +322,19 @@ export class NativeBackend implements Backend {
     return this.weightRegion(w).weight.mapped;
   }
 
+  /** How many files are mapped now. */
+  mappedFiles(): number {
+    return this.mapped.size;
+  }
+
+  /** A weight's memory is given up: the file mapping it lay in goes when no other weight lies in it. */
+  private unmapUser(r: Region): void {
+    const key = r.weight?.mapKey, m = key === undefined ? undefined : this.mapped.get(key);
+    if (!m || --m.users > 0) return;
+    this.mapped.delete(key!);
+    m.unmap();
+  }
+
   /** Whether ggml holds the weight in its repacked layout (q4 matrices whose shape ggml repacks). */
   isRepacked(w: WeightTensor): boolean {
     return this.weightRegion(w).weight.repacked;
@@ -331,6 +348,7 @@ export class NativeBackend implements Backend {
     this.weightBytes -= r.size;
     this.g.bufferFree(r.buffer);
     this.g.free(r.weight.ctx);
+    this.unmapUser(r);
   }
 
   weightData(w: WeightTensor): Uint8Array {
@@ -400,15 +418,16 @@ export class NativeBackend implements Backend {
   private mapWeight(w: WeightTensor, src: WeightSource): boolean {
     const r = this.weightRegion(w);
     if (!this.mmap || src.rowOrder || r.weight.repacked || src.offset % 32 !== 0) return false;
-    let file = this.mapped.get(src.file);
+    const st = fstatSync(src.fd), mapKey = `${st.dev}:${st.ino}`;
+    let file = this.mapped.get(mapKey);
+    const fileBytes = file?.bytes ?? st.size;
+    if (src.offset + r.size > fileBytes) throw new Error(`${src.file}: tensor data ends at byte ${src.offset + r.size}, beyond the file's ${fileBytes}`);
     if (!file) {
-      const bytes = fstatSync(src.fd).size;
-      const m = this.ggml.mapFile(src.fd, bytes);
+      const m = this.ggml.mapFile(src.fd, st.size);
       if (m instanceof Error) return false;
-      file = { ...m, bytes };
-      this.mapped.set(src.file, file);
+      file = { ...m, bytes: st.size, users: 0 };
+      this.mapped.set(mapKey, file);
     }
-    if (src.offset + r.size > file.bytes) throw new Error(`${src.file}: tensor data ends at byte ${src.offset + r.size}, beyond the file's ${file.bytes}`);
     const address = file.address + src.offset;
     const buffer = this.g.bufferFromPtr(address, r.size);
     const ctx = this.g.init({ mem_size: this.g.tensorOverhead() + 256, mem_buffer: null, no_alloc: true });
@@ -417,11 +436,17 @@ export class NativeBackend implements Backend {
     if (status !== 0) {
       this.g.free(ctx);
       this.g.bufferFree(buffer);
+      if (file.users === 0) {
+        this.mapped.delete(mapKey);
+        file.unmap();
+      }
       return false;
     }
     this.g.bufferFree(r.buffer);
     this.g.free(r.weight.ctx);
-    this.regions.set(w.arena, { buffer, base: address, size: r.size, space: null, weight: { ctx, tensor, type: r.weight.type, repacked: false, mapped: true }, view: null });
+    file.users++;
+    this.unmapUser(r);
+    this.regions.set(w.arena, { buffer, base: address, size: r.size, space: null, weight: { ctx, tensor, type: r.weight.type, repacked: false, mapped: true, mapKey }, view: null });
     return true;
   }
 
@@ -433,6 +458,7 @@ export class NativeBackend implements Backend {
     for (const [key, gr] of this.graphs) if (key.includes(`|w${w.arena}|`)) this.dropGraph(key, gr);
     this.g.bufferFree(r.buffer);
     this.g.free(r.weight.ctx);
+    this.unmapUser(r);
     const region = { buffer: own.buffer, base: this.ggml.address(this.g.bufferGetBase(own.buffer)), size: r.size, space: null, weight: { ctx: own.ctx, tensor: own.tensor, type: r.weight.type, repacked: false, mapped: false }, view: null };
     this.regions.set(w.arena, region);
     return region;
