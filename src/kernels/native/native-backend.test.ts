@@ -355,6 +355,7 @@ test("a file replaced at its path (written whole and renamed, as the device's we
 });
 
 test("inputs ggml would abort on are refused with an Error and the process goes on", { skip }, () => {
+  assert.throws(() => new NativeBackend({ threads: 513 }), /513 threads: ggml runs at most 512/);
   const be = new NativeBackend({ threads: 1 });
   try {
     const w = be.allocWeight("q8", 32, 64);

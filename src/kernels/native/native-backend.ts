@@ -11,7 +11,7 @@ import { dequantizeBlocks, f16ToF32, GGML_BLOCK_TYPES, isGgmlBlockType, type Ggm
 import { FirstFit } from "../first-fit.js";
 import { readRows } from "../read-rows.js";
 import { blocksFromLayout, layoutBytes, layoutFromBlocks } from "../weight-layout.js";
-import { GgmlType, loadGgml, type Ggml, type Ptr } from "./ggml.js";
+import { GGML_MAX_THREADS, GgmlType, loadGgml, type Ggml, type Ptr } from "./ggml.js";
 
 export interface NativeBackendOptions {
   /** Threads of the pool that big ops run on; defaults to the cores available. */
@@ -132,6 +132,7 @@ export class NativeBackend implements Backend {
     this.ggml = loadGgml();
     this.g = this.ggml.f;
     this.threads = Math.max(1, Math.floor(opts.threads ?? os.availableParallelism()));
+    if (this.threads > GGML_MAX_THREADS) throw new Error(`${this.threads} threads: ggml runs at most ${GGML_MAX_THREADS}`);
     this.poll = Math.max(0, Math.min(100, Math.floor(opts.poll ?? 0)));
     this.maxGraphs = Math.max(8, opts.maxGraphs ?? 512);
     this.mmap = opts.mmap ?? true;
