@@ -119,6 +119,10 @@ test("what llama.cpp's GGUF cannot hold, or the directory does not say, is refus
   refuse(fresh("norm", { normTopK: true }), /norm_topk_prob is true, but llama.cpp's qwen2moe always leaves the top-k weights as they are/);
   refuse(fresh("dense", { denseLayers: [1], denseFfn: 96 }), /dense MLP .* no tensors in llama.cpp's qwen2moe/);
   refuse(path.join(tmp, "nowhere"), /config\.json: cannot read/);
+  // the output named as one of the inputs: refused before anything is read or written, the checkpoint left as it was
+  const own = fresh("own"), weights = path.join(own, "model.safetensors"), before = readFileSync(weights);
+  assert.throws(() => convertToGguf(own, weights, { outtype: "bf16" }), /must be named \*\.gguf/);
+  assert.ok(readFileSync(weights).equals(before));
   const olmoe = `${base}-olmoe`;
   initModel({ arch: "OlmoeForCausalLM", out: olmoe, layers: 1, hidden: 64, heads: 4, kvHeads: 2, experts: 2, topK: 1 });
   refuse(olmoe, /2 key\/value heads for 4 query heads: llama\.cpp's olmoe .* no grouped-query attention/);
