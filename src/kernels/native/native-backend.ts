@@ -175,6 +175,7 @@ export class NativeBackend implements Backend {
   }
 
   alloc(bytes: number): Tensor {
+    if (this.closed) throw new Error("the native backend is closed");
     if (!Number.isInteger(bytes) || bytes < 0) throw new Error(`alloc: ${bytes} bytes`);
     for (const id of this.chunks) {
       const p = this.regions.get(id)!.space!.alloc(bytes);
@@ -189,6 +190,8 @@ export class NativeBackend implements Backend {
   }
 
   free(t: Tensor): void {
+    // close gave all memory back: what is freed after it (a KV cache of a request the close cut short) is gone already
+    if (this.closed) return;
     const r = this.regions.get(t.arena);
     if (!r?.space) throw new Error(`free: arena ${t.arena} is not activation memory`);
     r.space.free(t.ptr, t.bytes);
@@ -246,6 +249,7 @@ export class NativeBackend implements Backend {
   }
 
   allocWeight(dtype: WeightDType, rows: number, cols: number): WeightTensor {
+    if (this.closed) throw new Error("the native backend is closed");
     if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 1 || cols < 1) throw new Error(`allocWeight: a ${rows}×${cols} weight`);
     const bytes = layoutBytes(dtype, rows, cols);
     if (bytes === null) throw new Error(`a ${rows}×${cols} weight cannot be held as ${dtype}: its rows must be a multiple of ${dtype === "bf16" ? 8 : 32}`);
@@ -342,6 +346,7 @@ export class NativeBackend implements Backend {
   }
 
   freeWeight(w: WeightTensor): void {
+    if (this.closed) return;
     const r = this.weightRegion(w);
     this.regions.delete(w.arena);
     // graphs over this weight can never be asked for again (arena ids are not reused); free them now
@@ -831,6 +836,7 @@ export class NativeBackend implements Backend {
       if (r.weight) this.g.free(r.weight.ctx);
     }
     this.regions.clear();
+    this.chunks.length = 0;
     if (this.pooled !== this.single) this.g.backendFree(this.pooled);
     this.g.backendFree(this.single);
     if (this.threadpool) this.g.threadpoolFree(this.threadpool);
