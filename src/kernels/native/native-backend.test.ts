@@ -373,6 +373,8 @@ test("inputs ggml would abort on are refused with an Error and the process goes 
     assert.throws(() => be.matmul(y, x, w2, 1), /freed/);
     assert.throws(() => be.embed(be.alloc(2 * 64 * 4), w, [0, 32]), /outside the vocabulary/);
     assert.throws(() => be.rmsnorm(x, x, w, 1, 64, 1e-5), /f32 vector of 64/);
+    const norm = be.allocWeight("f32", 1, 64);
+    for (const eps of [NaN, -1]) assert.throws(() => be.rmsnorm(x, x, norm, 1, 64, eps), /epsilon/);
     const q = be.alloc(4 * 16 * 4), k = be.alloc(2 * 16 * 4);
     assert.throws(() => be.attention(q, q, k, k, 1, 0, 4, 3, 16), /cannot share/);
     assert.throws(() => be.attention(q, q, k, k, 1, 5, 4, 2, 16), /key cache/);

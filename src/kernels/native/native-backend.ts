@@ -632,6 +632,7 @@ export class NativeBackend implements Backend {
   rmsnorm(y: Tensor, x: Tensor, w: WeightTensor, rows: number, n: number, eps: number): void {
     checkCount(rows, "rmsnorm rows");
     checkCount(n, "rmsnorm width");
+    if (!(eps >= 0)) throw new Error(`rmsnorm: epsilon ${eps} (ggml aborts on one that is not ≥ 0)`);
     if (rows === 0 || n === 0) return;
     this.region(x, rows * n * 4, "rmsnorm input");
     this.region(y, rows * n * 4, "rmsnorm output");
