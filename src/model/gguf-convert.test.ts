@@ -4,7 +4,7 @@
 // faithfully is refused with one clear error.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { sharedPath, SHARED_DIR } from "../testing/shared.js";
@@ -129,6 +129,14 @@ test("what llama.cpp's GGUF cannot hold, or the directory does not say, is refus
   const noTok = fresh("notok");
   rmSync(path.join(noTok, "tokenizer.json"));
   refuse(noTok, /no tokenizer\.model and no tokenizer\.json/);
+  // a tokenizer or config that is a device, not a file: refused, not read forever
+  const endless = fresh("endless");
+  rmSync(path.join(endless, "tokenizer.json"));
+  symlinkSync("/dev/zero", path.join(endless, "tokenizer.json"));
+  refuse(endless, /tokenizer\.json: cannot read \(not a regular file\)/);
+  rmSync(path.join(endless, "config.json"));
+  symlinkSync("/dev/zero", path.join(endless, "config.json"));
+  refuse(endless, /config\.json: cannot read \(not a regular file\)/);
   const odd = fresh("odd");
   const cfg = JSON.parse(readFileSync(path.join(odd, "config.json"), "utf8"));
   writeFileSync(path.join(odd, "config.json"), JSON.stringify({ ...cfg, num_experts: 8 }));
