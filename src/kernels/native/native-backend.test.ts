@@ -326,10 +326,9 @@ test("a file replaced at its path (written whole and renamed, as the device's we
       writeFileSync(`${file}.tmp`, Buffer.concat([Buffer.alloc(64), Buffer.from(new Float32Array(N * K).fill(v).buffer)]));
       renameSync(`${file}.tmp`, file);
     };
-    const load = () => {
+    const load = (w = be.allocWeight("f32", N, K)) => {
       const fd = openSync(file, "r");
       try {
-        const w = be.allocWeight("f32", N, K);
         be.loadWeight(w, { fd, offset: 64, dtype: "F32", file });
         assert.ok(be.isMapped(w));
         return w;
@@ -348,6 +347,16 @@ test("a file replaced at its path (written whole and renamed, as the device's we
     assert.equal(be.mappedFiles(), 1, "the old file's mapping went with its last weight");
     be.freeWeight(fresh);
     assert.equal(be.mappedFiles(), 0);
+    // a weight computed with, then loaded again (from a newer file): products use the new bytes, not a cached graph over the freed tensor
+    const w = load(), x = be.alloc(K * 4), y = be.alloc(N * 4);
+    be.f32(x).fill(1);
+    be.matmul(y, x, w, 1);
+    assert.equal(be.f32(y)[0], 2 * K);
+    write(3);
+    load(w);
+    be.matmul(y, x, w, 1);
+    assert.equal(be.f32(y)[0], 3 * K);
+    assert.equal(be.mappedFiles(), 1);
   } finally {
     be.close();
     rmSync(dir, { recursive: true, force: true });

@@ -327,6 +327,11 @@ export class NativeBackend implements Backend {
     return this.weightRegion(w).weight.mapped;
   }
 
+  /** Frees the graphs over w, whose ggml tensor is about to go: a cached graph would compute with a freed tensor. */
+  private dropWeightGraphs(w: WeightTensor): void {
+    for (const [key, gr] of this.graphs) if (key.includes(`|w${w.arena}|`)) this.dropGraph(key, gr);
+  }
+
   /** How many files are mapped now. */
   mappedFiles(): number {
     return this.mapped.size;
@@ -349,8 +354,7 @@ export class NativeBackend implements Backend {
     if (this.closed) return;
     const r = this.weightRegion(w);
     this.regions.delete(w.arena);
-    // graphs over this weight can never be asked for again (arena ids are not reused); free them now
-    for (const [key, gr] of this.graphs) if (key.includes(`|w${w.arena}|`)) this.dropGraph(key, gr);
+    this.dropWeightGraphs(w);
     this.weightBytes -= r.size;
     this.g.bufferFree(r.buffer);
     this.g.free(r.weight.ctx);
@@ -448,6 +452,8 @@ export class NativeBackend implements Backend {
       }
       return false;
     }
+    // a weight loaded again: graphs over its old tensor would compute with it
+    this.dropWeightGraphs(w);
     this.g.bufferFree(r.buffer);
     this.g.free(r.weight.ctx);
     file.users++;
@@ -461,7 +467,7 @@ export class NativeBackend implements Backend {
     const own = this.placeWeight(r.weight.type, w.rows, w.cols, null);
     if (!own) throw new Error(`out of memory: cannot allocate a ${w.rows}×${w.cols} ${w.dtype} weight`);
     this.g.bufferSetUsage(own.buffer, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
-    for (const [key, gr] of this.graphs) if (key.includes(`|w${w.arena}|`)) this.dropGraph(key, gr);
+    this.dropWeightGraphs(w);
     this.g.bufferFree(r.buffer);
     this.g.free(r.weight.ctx);
     this.unmapUser(r);
