@@ -79,6 +79,10 @@ test("errors are one clear line and a non-zero exit, not a stack trace", () => {
   r = distmoe("perplexity", "--model", "x", "--text", "y", "--tokens", "-3");
   assert.notEqual(r.code, 0);
   assert.match(r.err, /expected a positive integer/);
+  // more threads than ggml runs: refused, not a hung or aborted process
+  r = distmoe("generate", "--model", "x", "--prompt", "x", "--threads", "100000");
+  assert.equal(r.code, 1);
+  assert.match(r.err, /expected at most 512 threads/);
 });
 
 test("sizes such as --memory 2GiB are read in bytes; anything else is refused", () => {

@@ -5,6 +5,7 @@ import path from "node:path";
 import { InvalidArgumentError, Option, type Command } from "commander";
 import { WEIGHT_DTYPES, type WeightDType } from "../kernels/backend.js";
 import { BACKEND_CHOICES, BACKEND_ENV, type BackendChoice } from "../kernels/select-backend.js";
+import { GGML_MAX_THREADS } from "../kernels/native/ggml.js";
 import { Engine, type EngineOptions } from "../runtime/engine.js";
 import { onCluster, startLocalCluster } from "../runtime/local-cluster.js";
 import { openModel } from "../model/open-model.js";
@@ -137,7 +138,11 @@ export interface ModelCliOptions {
 export function addKernelOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option("--backend <kernels>", `kernels: ggml's native CPU kernels, the WebAssembly ones, or auto: native where they load, wasm otherwise (default: $${BACKEND_ENV}, else auto)`).choices(BACKEND_CHOICES as string[]))
-    .option("-t, --threads <n>", "compute threads (default: the cores available)", positiveInt)
+    .option("-t, --threads <n>", `compute threads, 1 to ${GGML_MAX_THREADS} (default: the cores available)`, (v: string) => {
+      const n = positiveInt(v);
+      if (n > GGML_MAX_THREADS) throw new InvalidArgumentError(`expected at most ${GGML_MAX_THREADS} threads (ggml's limit), got ${n}`);
+      return n;
+    })
     .option("--poll <level>", "native: how long idle compute threads poll before sleeping, 0 (default: sleep at once, no core taken from other processes) to 100 (llama.cpp's default is 50)", (v: string) => {
       const n = Number(v);
       if (!Number.isInteger(n) || n < 0 || n > 100) throw new InvalidArgumentError("expected an integer from 0 to 100");

@@ -1,6 +1,7 @@
 // config.json → a validated ModelConfig with every quantity the forward pass needs, whatever the family
 // calls it. Impossible dimensions stop here with the key named, not deep in a kernel.
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
+import { readRegularFile } from "../util/read-file.js";
 import path from "node:path";
 import { findArchitecture, supportedArchitectures, type ArchSpec } from "./arch.js";
 
@@ -47,7 +48,7 @@ export function readModelConfig(dir: string): ModelConfig {
   const file = path.join(dir, "config.json");
   let text: string;
   try {
-    text = readFileSync(file, "utf8");
+    text = readRegularFile(file).toString("utf8");
   } catch (e) {
     throw new Error(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
@@ -62,7 +63,7 @@ export function readModelConfig(dir: string): ModelConfig {
   const gen = path.join(dir, "generation_config.json");
   if (existsSync(gen)) {
     try {
-      const g = JSON.parse(readFileSync(gen, "utf8")) as Json;
+      const g = JSON.parse(readRegularFile(gen).toString("utf8")) as Json;
       if (g.eos_token_id !== undefined) (raw as Json).eos_token_id = g.eos_token_id;
     } catch (e) {
       throw new Error(`${gen}: not valid JSON (${(e as Error).message})`);

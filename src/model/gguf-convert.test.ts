@@ -4,7 +4,7 @@
 // faithfully is refused with one clear error.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { sharedPath, SHARED_DIR } from "../testing/shared.js";
@@ -119,12 +119,24 @@ test("what llama.cpp's GGUF cannot hold, or the directory does not say, is refus
   refuse(fresh("norm", { normTopK: true }), /norm_topk_prob is true, but llama.cpp's qwen2moe always leaves the top-k weights as they are/);
   refuse(fresh("dense", { denseLayers: [1], denseFfn: 96 }), /dense MLP .* no tensors in llama.cpp's qwen2moe/);
   refuse(path.join(tmp, "nowhere"), /config\.json: cannot read/);
+  // the output named as one of the inputs: refused before anything is read or written, the checkpoint left as it was
+  const own = fresh("own"), weights = path.join(own, "model.safetensors"), before = readFileSync(weights);
+  assert.throws(() => convertToGguf(own, weights, { outtype: "bf16" }), /must be named \*\.gguf/);
+  assert.ok(readFileSync(weights).equals(before));
   const olmoe = `${base}-olmoe`;
   initModel({ arch: "OlmoeForCausalLM", out: olmoe, layers: 1, hidden: 64, heads: 4, kvHeads: 2, experts: 2, topK: 1 });
   refuse(olmoe, /2 key\/value heads for 4 query heads: llama\.cpp's olmoe .* no grouped-query attention/);
   const noTok = fresh("notok");
   rmSync(path.join(noTok, "tokenizer.json"));
   refuse(noTok, /no tokenizer\.model and no tokenizer\.json/);
+  // a tokenizer or config that is a device, not a file: refused, not read forever
+  const endless = fresh("endless");
+  rmSync(path.join(endless, "tokenizer.json"));
+  symlinkSync("/dev/zero", path.join(endless, "tokenizer.json"));
+  refuse(endless, /tokenizer\.json: cannot read \(not a regular file\)/);
+  rmSync(path.join(endless, "config.json"));
+  symlinkSync("/dev/zero", path.join(endless, "config.json"));
+  refuse(endless, /config\.json: cannot read \(not a regular file\)/);
   const odd = fresh("odd");
   const cfg = JSON.parse(readFileSync(path.join(odd, "config.json"), "utf8"));
   writeFileSync(path.join(odd, "config.json"), JSON.stringify({ ...cfg, num_experts: 8 }));

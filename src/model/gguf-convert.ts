@@ -10,6 +10,7 @@ import path from "node:path";
 import { tensorName, type ArchSpec, type TensorNames } from "./arch.js";
 import { readModelConfig } from "./config.js";
 import { encodeValues, f16Value, GGML_TYPE_ID, rowBytes, type EncodedType } from "./ggml-encode.js";
+import { isGgufPath } from "./gguf-model.js";
 import { GGUF_TYPE, GgufStreamWriter, type GgufTensorEntry } from "./gguf-writer.js";
 import { addVocabMetadata, type Metadata } from "./gguf-vocab.js";
 import { SafetensorsFile, type TensorInfo } from "./safetensors.js";
@@ -129,6 +130,8 @@ export function sizeLabel(total: number, shared: number, expert: number, experts
 }
 
 export function convertToGguf(dir: string, out: string, opts: ConvertOptions): ConvertSummary {
+  // a careless `convert DIR DIR/model.safetensors` would replace the checkpoint it reads; distmoe tells a GGUF model by its name
+  if (!isGgufPath(out)) throw new Error(`${out}: the GGUF file to write must be named *.gguf (--model tells a GGUF file by that), not over another file`);
   const log = opts.log ?? (() => {});
   const configJson = readJson(path.join(dir, "config.json"));
   const cfg = readModelConfig(dir);

@@ -5,7 +5,8 @@
 // template. Written as the February 2025 converter that wrote ../shared/models/brown-moe-gguf does
 // (its SpecialVocab reads the single-sequence template only; later versions also write add_sep_token).
 import { createHash } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
+import { readRegularFile } from "../util/read-file.js";
 import path from "node:path";
 import { GGUF_TYPE, type GgufEntry } from "./gguf-writer.js";
 import { parseSentencePieceModel, PIECE_TYPE } from "./sentencepiece-model.js";
@@ -71,7 +72,7 @@ export function addVocabMetadata(meta: Metadata, dir: string, vocabSize: number 
 
 /** _create_vocab_sentencepiece: the pieces, then added_tokens.json and tokenizer_config.json's added tokens, padded to the model's vocabulary. */
 function sentencePieceVocab(dir: string, file: string, vocabSize: number | undefined, tokConfig: Json | undefined): { tokens: string[]; scores: Float32Array; types: Int32Array } {
-  const pieces = parseSentencePieceModel(readFileSync(file), file);
+  const pieces = parseSentencePieceModel(readRegularFile(file), file);
   const n = vocabSize ?? pieces.length;
   const tokens = Array.from({ length: n }, (_, i) => `[PAD${i}]`);
   const scores = new Float32Array(n).fill(-10000);
@@ -211,7 +212,7 @@ function addSpecialVocab(meta: Metadata, dir: string, nVocab: number | undefined
     if (tokConfig) {
       const tmpl = tokConfig.chat_template;
       const jinja = path.join(dir, "chat_template.jinja"), jsonTmpl = path.join(dir, "chat_template.json");
-      const alt = existsSync(jinja) ? readFileSync(jinja, "utf8") : existsSync(jsonTmpl) ? readJson(jsonTmpl).chat_template : undefined;
+      const alt = existsSync(jinja) ? readRegularFile(jinja).toString("utf8") : existsSync(jsonTmpl) ? readJson(jsonTmpl).chat_template : undefined;
       chatTemplate = tmpl ?? alt;
       const addedTokens = Array.isArray(tokJson.added_tokens) ? (tokJson.added_tokens as Json[]) : [];
       for (const typ of SPECIAL_TYPES) {

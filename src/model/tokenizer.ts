@@ -1,6 +1,7 @@
 // The model's tokenizer (tokenizer.json through @huggingface/tokenizers) and chat template
 // (tokenizer_config.json `chat_template`, rendered with @huggingface/jinja).
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
+import { readRegularFile } from "../util/read-file.js";
 import path from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
 import { Template } from "@huggingface/jinja";
@@ -13,7 +14,7 @@ export interface ChatMessage {
 export function readJson(file: string): Record<string, unknown> {
   let text: string;
   try {
-    text = readFileSync(file, "utf8");
+    text = readRegularFile(file).toString("utf8");
   } catch (e) {
     throw new Error(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }

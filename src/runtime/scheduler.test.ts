@@ -50,3 +50,21 @@ for (const { backend, skip } of testBackends()) {
     }
   });
 }
+
+for (const { backend, skip } of testBackends()) {
+  test(`an engine closed while requests run: each request settles, none takes the process down (${backend} kernels)`, { skip }, async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-sched-close-"));
+    try {
+      initModel({ arch: "OlmoeForCausalLM", out: dir, layers: 2, hidden: 64, experts: 4, topK: 2, seed: 8 });
+      const engine = Engine.load(dir, { dtype: "f32", threads: 2, backend });
+      let pieces = 0;
+      const runs = ["first prompt", "second"].map((p) => engine.generate(engine.tokenizer.encode(p), { temperature: 0, maxTokens: 40 }, () => ++pieces === 3 && engine.close()));
+      for (const r of await Promise.allSettled(runs)) {
+        if (r.status === "rejected") assert.match((r.reason as Error).message, /closed/);
+      }
+      assert.ok(pieces >= 3);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+}

@@ -15,6 +15,9 @@ export const HIDE_NATIVE_ENV = "DISTMOE_HIDE_NATIVE";
 /** ggml_type numbers (fixed by the GGUF format). */
 export const GgmlType = { F32: 0, F16: 1, Q4_0: 2, Q8_0: 8, Q4_K: 12, Q5_K: 13, Q6_K: 14, I32: 26, BF16: 30 } as const;
 
+/** GGML_MAX_N_THREADS: a threadpool of more threads reads beyond its params' cpumask and hangs or aborts the process. */
+export const GGML_MAX_THREADS = 512;
+
 /** node-llama-cpp's package per platform-arch (the CPU builds; the GPU ones carry the same CPU libraries). */
 const PLATFORM_PACKAGES: Record<string, string> = {
   "linux-x64": "linux-x64",

@@ -2,7 +2,7 @@
 // bytes the two exchange; and the inputs ggml would abort the process on, refused with an Error instead.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import type { Backend, SourceDType, Tensor, WeightDType } from "../backend.js";
@@ -317,7 +317,54 @@ test("weights the file holds as they are kept are mapped from it (aligned, rows 
   }
 });
 
+test("a file replaced at its path (written whole and renamed, as the device's weight cache does) is mapped anew, and a mapping goes when its last weight does", { skip }, () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-native-remap-"));
+  const be = new NativeBackend({ threads: 1 });
+  try {
+    const N = 8, K = 32, file = path.join(dir, "w.safetensors");
+    const write = (v: number) => {
+      writeFileSync(`${file}.tmp`, Buffer.concat([Buffer.alloc(64), Buffer.from(new Float32Array(N * K).fill(v).buffer)]));
+      renameSync(`${file}.tmp`, file);
+    };
+    const load = (w = be.allocWeight("f32", N, K)) => {
+      const fd = openSync(file, "r");
+      try {
+        be.loadWeight(w, { fd, offset: 64, dtype: "F32", file });
+        assert.ok(be.isMapped(w));
+        return w;
+      } finally {
+        closeSync(fd);
+      }
+    };
+    write(1);
+    const old = load();
+    write(2);
+    const fresh = load();
+    assert.equal(new Float32Array(be.weightData(fresh).buffer)[0], 2, "the new file's bytes, not the old mapping's");
+    assert.equal(new Float32Array(be.weightData(old).buffer)[0], 1, "a weight of the old file keeps its bytes");
+    assert.equal(be.mappedFiles(), 2);
+    be.freeWeight(old);
+    assert.equal(be.mappedFiles(), 1, "the old file's mapping went with its last weight");
+    be.freeWeight(fresh);
+    assert.equal(be.mappedFiles(), 0);
+    // a weight computed with, then loaded again (from a newer file): products use the new bytes, not a cached graph over the freed tensor
+    const w = load(), x = be.alloc(K * 4), y = be.alloc(N * 4);
+    be.f32(x).fill(1);
+    be.matmul(y, x, w, 1);
+    assert.equal(be.f32(y)[0], 2 * K);
+    write(3);
+    load(w);
+    be.matmul(y, x, w, 1);
+    assert.equal(be.f32(y)[0], 3 * K);
+    assert.equal(be.mappedFiles(), 1);
+  } finally {
+    be.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test("inputs ggml would abort on are refused with an Error and the process goes on", { skip }, () => {
+  assert.throws(() => new NativeBackend({ threads: 513 }), /513 threads: ggml runs at most 512/);
   const be = new NativeBackend({ threads: 1 });
   try {
     const w = be.allocWeight("q8", 32, 64);
@@ -335,6 +382,8 @@ test("inputs ggml would abort on are refused with an Error and the process goes 
     assert.throws(() => be.matmul(y, x, w2, 1), /freed/);
     assert.throws(() => be.embed(be.alloc(2 * 64 * 4), w, [0, 32]), /outside the vocabulary/);
     assert.throws(() => be.rmsnorm(x, x, w, 1, 64, 1e-5), /f32 vector of 64/);
+    const norm = be.allocWeight("f32", 1, 64);
+    for (const eps of [NaN, -1]) assert.throws(() => be.rmsnorm(x, x, norm, 1, 64, eps), /epsilon/);
     const q = be.alloc(4 * 16 * 4), k = be.alloc(2 * 16 * 4);
     assert.throws(() => be.attention(q, q, k, k, 1, 0, 4, 3, 16), /cannot share/);
     assert.throws(() => be.attention(q, q, k, k, 1, 5, 4, 2, 16), /key cache/);

@@ -11,7 +11,7 @@ import { dequantizeBlocks, f16ToF32, GGML_BLOCK_TYPES, isGgmlBlockType, type Ggm
 import { FirstFit } from "../first-fit.js";
 import { readRows } from "../read-rows.js";
 import { blocksFromLayout, layoutBytes, layoutFromBlocks } from "../weight-layout.js";
-import { GgmlType, loadGgml, type Ggml, type Ptr } from "./ggml.js";
+import { GGML_MAX_THREADS, GgmlType, loadGgml, type Ggml, type Ptr } from "./ggml.js";
 
 export interface NativeBackendOptions {
   /** Threads of the pool that big ops run on; defaults to the cores available. */
@@ -57,7 +57,8 @@ interface Region {
   /** Activation chunks: their allocator. */
   readonly space: FirstFit | null;
   /** Weights: the ggml tensor and the context that owns it. */
-  readonly weight: { ctx: Ptr; tensor: Ptr; type: number; repacked: boolean; mapped: boolean } | null;
+  /** mapped: the key of the file mapping it lies in (see NativeBackend.mapped). */
+  readonly weight: { ctx: Ptr; tensor: Ptr; type: number; repacked: boolean; mapped: boolean; mapKey?: string } | null;
   view: ArrayBuffer | null;
 }
 
@@ -121,13 +122,17 @@ export class NativeBackend implements Backend {
   private singleNsPerWork = NaN;
   private bigRuns = 0;
   private readonly mmap: boolean;
-  /** Files mapped, by path. */
-  private readonly mapped = new Map<string, { address: number; bytes: number; unmap(): void }>();
+  /**
+   * Files mapped, by device and inode (not path: a file replaced at its path, as the device's weight cache
+   * replaces one, is another file), with the weights lying in each; a mapping goes with its last weight.
+   */
+  private readonly mapped = new Map<string, { address: number; bytes: number; unmap(): void; users: number }>();
 
   constructor(opts: NativeBackendOptions = {}) {
     this.ggml = loadGgml();
     this.g = this.ggml.f;
     this.threads = Math.max(1, Math.floor(opts.threads ?? os.availableParallelism()));
+    if (this.threads > GGML_MAX_THREADS) throw new Error(`${this.threads} threads: ggml runs at most ${GGML_MAX_THREADS}`);
     this.poll = Math.max(0, Math.min(100, Math.floor(opts.poll ?? 0)));
     this.maxGraphs = Math.max(8, opts.maxGraphs ?? 512);
     this.mmap = opts.mmap ?? true;
@@ -170,6 +175,7 @@ export class NativeBackend implements Backend {
   }
 
   alloc(bytes: number): Tensor {
+    if (this.closed) throw new Error("the native backend is closed");
     if (!Number.isInteger(bytes) || bytes < 0) throw new Error(`alloc: ${bytes} bytes`);
     for (const id of this.chunks) {
       const p = this.regions.get(id)!.space!.alloc(bytes);
@@ -184,6 +190,8 @@ export class NativeBackend implements Backend {
   }
 
   free(t: Tensor): void {
+    // close gave all memory back: what is freed after it (a KV cache of a request the close cut short) is gone already
+    if (this.closed) return;
     const r = this.regions.get(t.arena);
     if (!r?.space) throw new Error(`free: arena ${t.arena} is not activation memory`);
     r.space.free(t.ptr, t.bytes);
@@ -241,6 +249,7 @@ export class NativeBackend implements Backend {
   }
 
   allocWeight(dtype: WeightDType, rows: number, cols: number): WeightTensor {
+    if (this.closed) throw new Error("the native backend is closed");
     if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 1 || cols < 1) throw new Error(`allocWeight: a ${rows}×${cols} weight`);
     const bytes = layoutBytes(dtype, rows, cols);
     if (bytes === null) throw new Error(`a ${rows}×${cols} weight cannot be held as ${dtype}: its rows must be a multiple of ${dtype === "bf16" ? 8 : 32}`);
@@ -318,19 +327,38 @@ export class NativeBackend implements Backend {
     return this.weightRegion(w).weight.mapped;
   }
 
+  /** Frees the graphs over w, whose ggml tensor is about to go: a cached graph would compute with a freed tensor. */
+  private dropWeightGraphs(w: WeightTensor): void {
+    for (const [key, gr] of this.graphs) if (key.includes(`|w${w.arena}|`)) this.dropGraph(key, gr);
+  }
+
+  /** How many files are mapped now. */
+  mappedFiles(): number {
+    return this.mapped.size;
+  }
+
+  /** A weight's memory is given up: the file mapping it lay in goes when no other weight lies in it. */
+  private unmapUser(r: Region): void {
+    const key = r.weight?.mapKey, m = key === undefined ? undefined : this.mapped.get(key);
+    if (!m || --m.users > 0) return;
+    this.mapped.delete(key!);
+    m.unmap();
+  }
+
   /** Whether ggml holds the weight in its repacked layout (q4 matrices whose shape ggml repacks). */
   isRepacked(w: WeightTensor): boolean {
     return this.weightRegion(w).weight.repacked;
   }
 
   freeWeight(w: WeightTensor): void {
+    if (this.closed) return;
     const r = this.weightRegion(w);
     this.regions.delete(w.arena);
-    // graphs over this weight can never be asked for again (arena ids are not reused); free them now
-    for (const [key, gr] of this.graphs) if (key.includes(`|w${w.arena}|`)) this.dropGraph(key, gr);
+    this.dropWeightGraphs(w);
     this.weightBytes -= r.size;
     this.g.bufferFree(r.buffer);
     this.g.free(r.weight.ctx);
+    this.unmapUser(r);
   }
 
   weightData(w: WeightTensor): Uint8Array {
@@ -400,15 +428,16 @@ export class NativeBackend implements Backend {
   private mapWeight(w: WeightTensor, src: WeightSource): boolean {
     const r = this.weightRegion(w);
     if (!this.mmap || src.rowOrder || r.weight.repacked || src.offset % 32 !== 0) return false;
-    let file = this.mapped.get(src.file);
+    const st = fstatSync(src.fd), mapKey = `${st.dev}:${st.ino}`;
+    let file = this.mapped.get(mapKey);
+    const fileBytes = file?.bytes ?? st.size;
+    if (src.offset + r.size > fileBytes) throw new Error(`${src.file}: tensor data ends at byte ${src.offset + r.size}, beyond the file's ${fileBytes}`);
     if (!file) {
-      const bytes = fstatSync(src.fd).size;
-      const m = this.ggml.mapFile(src.fd, bytes);
+      const m = this.ggml.mapFile(src.fd, st.size);
       if (m instanceof Error) return false;
-      file = { ...m, bytes };
-      this.mapped.set(src.file, file);
+      file = { ...m, bytes: st.size, users: 0 };
+      this.mapped.set(mapKey, file);
     }
-    if (src.offset + r.size > file.bytes) throw new Error(`${src.file}: tensor data ends at byte ${src.offset + r.size}, beyond the file's ${file.bytes}`);
     const address = file.address + src.offset;
     const buffer = this.g.bufferFromPtr(address, r.size);
     const ctx = this.g.init({ mem_size: this.g.tensorOverhead() + 256, mem_buffer: null, no_alloc: true });
@@ -417,11 +446,19 @@ export class NativeBackend implements Backend {
     if (status !== 0) {
       this.g.free(ctx);
       this.g.bufferFree(buffer);
+      if (file.users === 0) {
+        this.mapped.delete(mapKey);
+        file.unmap();
+      }
       return false;
     }
+    // a weight loaded again: graphs over its old tensor would compute with it
+    this.dropWeightGraphs(w);
     this.g.bufferFree(r.buffer);
     this.g.free(r.weight.ctx);
-    this.regions.set(w.arena, { buffer, base: address, size: r.size, space: null, weight: { ctx, tensor, type: r.weight.type, repacked: false, mapped: true }, view: null });
+    file.users++;
+    this.unmapUser(r);
+    this.regions.set(w.arena, { buffer, base: address, size: r.size, space: null, weight: { ctx, tensor, type: r.weight.type, repacked: false, mapped: true, mapKey }, view: null });
     return true;
   }
 
@@ -430,9 +467,10 @@ export class NativeBackend implements Backend {
     const own = this.placeWeight(r.weight.type, w.rows, w.cols, null);
     if (!own) throw new Error(`out of memory: cannot allocate a ${w.rows}×${w.cols} ${w.dtype} weight`);
     this.g.bufferSetUsage(own.buffer, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
-    for (const [key, gr] of this.graphs) if (key.includes(`|w${w.arena}|`)) this.dropGraph(key, gr);
+    this.dropWeightGraphs(w);
     this.g.bufferFree(r.buffer);
     this.g.free(r.weight.ctx);
+    this.unmapUser(r);
     const region = { buffer: own.buffer, base: this.ggml.address(this.g.bufferGetBase(own.buffer)), size: r.size, space: null, weight: { ctx: own.ctx, tensor: own.tensor, type: r.weight.type, repacked: false, mapped: false }, view: null };
     this.regions.set(w.arena, region);
     return region;
@@ -600,6 +638,7 @@ export class NativeBackend implements Backend {
   rmsnorm(y: Tensor, x: Tensor, w: WeightTensor, rows: number, n: number, eps: number): void {
     checkCount(rows, "rmsnorm rows");
     checkCount(n, "rmsnorm width");
+    if (!(eps >= 0)) throw new Error(`rmsnorm: epsilon ${eps} (ggml aborts on one that is not ≥ 0)`);
     if (rows === 0 || n === 0) return;
     this.region(x, rows * n * 4, "rmsnorm input");
     this.region(y, rows * n * 4, "rmsnorm output");
@@ -804,6 +843,7 @@ export class NativeBackend implements Backend {
       if (r.weight) this.g.free(r.weight.ctx);
     }
     this.regions.clear();
+    this.chunks.length = 0;
     if (this.pooled !== this.single) this.g.backendFree(this.pooled);
     this.g.backendFree(this.single);
     if (this.threadpool) this.g.threadpoolFree(this.threadpool);
