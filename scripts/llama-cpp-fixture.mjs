@@ -8,17 +8,15 @@
 //   - greedy ids (scripts/llama-greedy.cpp, compiled here against llama.cpp's static libraries) from
 //     the shipped brown-moe-bf16.gguf and from small models of all four architectures converted by
 //     distmoe (src/testing/converted-models.ts).
-// llama.cpp is the source node-llama-cpp 3.21.1 bundles, built CPU-only into LLAMA_DIR/build:
-//   mkdir -p /tmp/nlc && cd /tmp/nlc && npm pack node-llama-cpp@3.21.1 && tar xzf node-llama-cpp-3.21.1.tgz
-//   git clone -q package/llama/gitRelease.bundle $LLAMA_DIR/src
-//   cmake -S $LLAMA_DIR/src -B $LLAMA_DIR/build -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DBUILD_SHARED_LIBS=OFF -DCMAKE_BUILD_TYPE=Release
-//   cmake --build $LLAMA_DIR/build --target llama-tokenize -j 2
-// Usage (after `npm run build`): node scripts/llama-cpp-fixture.mjs [--llama-dir DIR]   (default ~/.cache/distmoe/llama.cpp-3.21.1)
+// llama.cpp is the source node-llama-cpp 3.21.1 bundles, built by scripts/llama-cpp/build.mjs (the
+// same build the speed comparison uses) when it is not in the cache yet.
+// Usage (after `npm run build`): node scripts/llama-cpp-fixture.mjs
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { homedir, tmpdir } from "node:os";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { ensureLlamaCppTools } from "./llama-cpp/build.mjs";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const { SHARED_DIR } = await import(path.join(ROOT, "dist/testing/shared.js"));
@@ -27,10 +25,8 @@ const { writeConvertedModels } = await import(path.join(ROOT, "dist/testing/conv
 const { convertToGguf } = await import(path.join(ROOT, "dist/model/gguf-convert.js"));
 const { tokenizeSamples, FIXTURE, GREEDY_PROMPT, GREEDY_TOKENS } = await import(path.join(ROOT, "dist/model/llama-cpp-fixture.js"));
 
-const args = process.argv.slice(2);
-const at = args.indexOf("--llama-dir");
-const llamaDir = at >= 0 ? args[at + 1] : process.env.LLAMA_DIR ?? path.join(homedir(), ".cache/distmoe/llama.cpp-3.21.1");
-const tokenizeTool = path.join(llamaDir, "build/bin/llama-tokenize");
+const { bin, dir: llamaDir } = await ensureLlamaCppTools(["llama-tokenize"]);
+const tokenizeTool = bin["llama-tokenize"];
 
 const run = (cmd, argv) => {
   const r = spawnSync(cmd, argv, { encoding: "utf8", maxBuffer: 1 << 26 });
