@@ -21,7 +21,8 @@ import { parseModelConfig, type ModelConfig } from "../model/config.js";
 import { expertWork } from "../model/work-shape.js";
 import { WeightCache } from "./weight-cache.js";
 import { Backoff, type BackoffOptions } from "./backoff.js";
-import { loadExperts, planTensors, type FfnWeights, type TensorSpec } from "../model/weights.js";
+import { ffnDTypeName, loadExperts, planTensors, type FfnWeights, type TensorSpec } from "../model/weights.js";
+import { kQuantBlocks } from "../kernels/weight-layout.js";
 import { LocalExpertExecutor } from "../moe/local-executor.js";
 import { concatRows, decodeActivations, encodeActivations, splitRows, WIRE_DTYPES } from "../protocol/activations.js";
 import { LIMITS, type Capabilities, type Message } from "../protocol/frames.js";
@@ -347,7 +348,8 @@ class ExpertHost {
       memoryBytes: this.opts.memoryBytes ?? os.freemem(),
       gflops: this.backend.measureComputeRate(),
       readGbps: this.backend.measureReadBandwidth(64 << 20),
-      weightDTypes: [...WEIGHT_DTYPES],
+      // the dtypes these kernels compute (wasm converts the K-quants it is assigned to q8 at load)
+      weightDTypes: WEIGHT_DTYPES.filter((d) => this.backend.supportsWeight(d, 256)),
       wireDTypes: [...WIRE_DTYPES],
     };
     return this.probed;
@@ -391,7 +393,8 @@ class ExpertHost {
       const ck = await this.source(m, cfg, wanted, holdsExpert, session);
       try {
         // the load log says how each stored type is kept: a GGUF file's blocks as they are where the kernels hold them, else converted
-        const loaded = loadExperts(this.backend, ck, cfg, { dtype, holdsExpert, onKept: (how) => this.log(`loaded ${wanted.length} experts: ${how}`) });
+        // a K-quant assignment is a GGUF file's at its default dtype: each matrix stays in its own type where the kernels hold it, as at the base station
+        const loaded = loadExperts(this.backend, ck, cfg, { dtype, keepFileTypes: kQuantBlocks(dtype) !== null, holdsExpert, onKept: (how) => this.log(`loaded ${wanted.length} experts: ${how}`) });
         loaded.forEach((row, layer) => row.forEach((w, expert) => w && this.held.set(`${layer}:${expert}`, { layer, expert, w })));
       } finally {
         ck.close();
@@ -497,7 +500,7 @@ class ExpertHost {
     if (!h) return { type: "error", id: m.id, message: `expert ${m.expert} of layer ${m.layer} is not held here` };
     const parts = [h.w.gate, h.w.up, h.w.down];
     return {
-      type: "expert", id: m.id, layer: m.layer, expert: m.expert, dtype: h.w.gate.dtype,
+      type: "expert", id: m.id, layer: m.layer, expert: m.expert, dtype: ffnDTypeName(h.w),
       shapes: parts.map((w): [number, number] => [w.rows, w.cols]), payload: Buffer.concat(parts.map((w) => this.backend.weightData(w))),
     };
   }

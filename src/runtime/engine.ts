@@ -87,7 +87,7 @@ export class Engine {
       // with another executor (remote devices), this process holds no experts
       const holdsExpert = opts.executor ? () => false : undefined;
       const weights = loadWeights(backend, ck, config, {
-        dtype, holdsExpert, onProgress: opts.onLoadProgress,
+        dtype, keepFileTypes: !opts.dtype && opened.keepFileTypes, holdsExpert, onProgress: opts.onLoadProgress,
         onKept: (kept) => opts.onLoaded?.(`${path.basename(dir)}: weights ${dtype} (${why}): ${kept}`),
       });
       const local = new LocalExpertExecutor(backend, weights.layers.map((l) => l.experts), config.hidden);
