@@ -3,12 +3,13 @@
 import type { GgmlBlockType } from "./ggml-blocks.js";
 
 /**
- * How a weight matrix is held in memory. q8 and q4 are ggml's Q8_0 and Q4_0 blocks; q4_k, q5_k and q6_k are
- * ggml's K-quant blocks (Q4_K, Q5_K, Q6_K) as GGUF files hold them, which only the native backend computes.
+ * How a weight matrix is held in memory. q8 and q4 are ggml's Q8_0 and Q4_0 blocks; f16 and the K-quants
+ * q4_k, q5_k and q6_k (ggml's Q4_K, Q5_K, Q6_K blocks) are held as GGUF files hold them, by the native
+ * backend only (the wasm kernels hold f16 as f32 and the K-quants as q8).
  */
-export type WeightDType = "f32" | "bf16" | "q8" | "q4" | KQuantDType;
+export type WeightDType = "f32" | "bf16" | "f16" | "q8" | "q4" | KQuantDType;
 export type KQuantDType = "q4_k" | "q5_k" | "q6_k";
-export const WEIGHT_DTYPES: readonly WeightDType[] = ["f32", "bf16", "q8", "q4", "q4_k", "q5_k", "q6_k"];
+export const WEIGHT_DTYPES: readonly WeightDType[] = ["f32", "bf16", "f16", "q8", "q4", "q4_k", "q5_k", "q6_k"];
 
 /** How a tensor is stored in a checkpoint file: floats, or ggml's quantized blocks from GGUF (see ggml-blocks.ts). */
 export type SourceDType = "F32" | "BF16" | "F16" | GgmlBlockType;

@@ -19,25 +19,26 @@ export interface OpenedModel {
   readonly fileType: string;
   /**
    * The weights' dtype in memory unless one is asked for: a GGUF file's main type (Q8_0 → q8, Q4_0 → q4,
-   * Q4_K → q4_k, Q5_K → q5_k, Q6_K → q6_k, BF16 → bf16, F32 and F16 → f32), f32 for a directory. Kernels
-   * that lack a K-quant (wasm) hold q8 instead (see storageDType in weights.ts).
+   * Q4_K → q4_k, Q5_K → q5_k, Q6_K → q6_k, BF16 → bf16, F16 → f16, F32 → f32), f32 for a directory. Kernels
+   * that lack f16 or a K-quant (wasm) hold f32 or q8 instead (see storageDType in weights.ts).
    */
   readonly dtype: WeightDType;
   /** At the default dtype, each tensor stays in its own stored type where the kernels hold it (LoadOptions.keepFileTypes): true for GGUF. */
   readonly keepFileTypes: boolean;
-  /** Why `dtype`, for the load log: "the file's own types, Q4_K mostly", "the default". */
+  /** Why `dtype`, for the load log: "the file's own type, Q4_K" (its main one), "the default". */
   readonly dtypeReason: string;
 }
 
-/** The in-memory dtype a GGUF type opens as: the one that holds it as it is (F16 exactly in f32). */
-const OPENS_AS: Readonly<Record<string, WeightDType>> = { F32: "f32", F16: "f32", BF16: "bf16", Q8_0: "q8", Q4_0: "q4", Q4_K: "q4_k", Q5_K: "q5_k", Q6_K: "q6_k" };
+/** The in-memory dtype a GGUF type opens as: the one that holds it as it is. */
+const OPENS_AS: Readonly<Record<string, WeightDType>> = { F32: "f32", F16: "f16", BF16: "bf16", Q8_0: "q8", Q4_0: "q4", Q4_K: "q4_k", Q5_K: "q5_k", Q6_K: "q6_k" };
 
 export function openModel(model: string): OpenedModel {
   if (isGgufPath(model)) {
     const g = GgufModel.open(model);
     try {
       const fileType = mainType(g);
-      const dtypeReason = `the file's own types, ${fileType} mostly, each kept where the kernels hold it`;
+      // the load log goes on to say how each stored type was kept
+      const dtypeReason = `the file's own type, ${fileType}`;
       return { config: g.config, configJson: g.hfConfig, tokenizer: () => g.tokenizer(), store: g, fileType, dtype: OPENS_AS[fileType] ?? "f32", keepFileTypes: true, dtypeReason };
     } catch (e) {
       g.close();

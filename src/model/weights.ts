@@ -1,7 +1,7 @@
 // Loads a checkpoint's tensors into backend memory, as the table in arch.ts names them. Every tensor
 // that will be read is checked (present, a stored type the loader reads, shape the config implies) before any is loaded.
 import { WEIGHT_DTYPES, type Backend, type FfnWeightSet, type SourceDType, type WeightDType, type WeightTensor } from "../kernels/backend.js";
-import { dequantizeBlocks, GGML_BLOCK_TYPES, isGgmlBlockType } from "../kernels/ggml-blocks.js";
+import { dequantizeBlocks, f16ToF32, GGML_BLOCK_TYPES, isGgmlBlockType } from "../kernels/ggml-blocks.js";
 import { dtypeOfBlocks, kQuantBlocks, layoutBytes } from "../kernels/weight-layout.js";
 import { tensorName, type TensorNames } from "./arch.js";
 import type { TensorStore } from "./checkpoint.js";
@@ -208,23 +208,23 @@ function keptAs(src: SourceDType, d: WeightDType): string {
     if (dtypeOfBlocks(src) === d) return `${src} blocks kept as ${d}`;
     return d === "f32" || d === "bf16" ? `${src} dequantized to ${d}` : `${src} dequantized and requantized to ${d}`;
   }
-  if ((src === "F32" && d === "f32") || (src === "BF16" && d === "bf16")) return `${src} kept as ${d}`;
+  if ((src === "F32" && d === "f32") || (src === "BF16" && d === "bf16") || (src === "F16" && d === "f16")) return `${src} kept as ${d}`;
   if (d === "f32") return `${src} widened to f32`;
-  return d === "bf16" ? `${src} rounded to bf16` : `${src} quantized to ${d}`;
+  return d === "bf16" || d === "f16" ? `${src} rounded to ${d}` : `${src} quantized to ${d}`;
 }
 
-/** The weight dtype that holds a stored type as it is; null for F16, which no dtype holds as it is. */
-function ownDType(src: SourceDType): WeightDType | null {
-  if (isGgmlBlockType(src)) return dtypeOfBlocks(src);
-  return src === "F32" ? "f32" : src === "BF16" ? "bf16" : null;
+/** The weight dtype that holds a stored type as it is. */
+function ownDType(src: SourceDType): WeightDType {
+  return isGgmlBlockType(src) ? dtypeOfBlocks(src) : src === "F32" ? "f32" : src === "BF16" ? "bf16" : "f16";
 }
 
 /**
- * The requested dtype, or the nearest wider one that the kernels can hold for rows of `cols`: for a K-quant
- * where the kernels lack it (wasm) q8, whose 8-bit requantization adds little to the file's rounding.
+ * The requested dtype, or the nearest wider one that the kernels can hold for rows of `cols`: where the
+ * kernels lack them (wasm), f16 as f32 (exactly) and a K-quant as q8, whose 8-bit requantization adds little
+ * to the file's rounding.
  */
 export function storageDType(backend: Backend, want: WeightDType, cols: number): WeightDType {
-  const chain: WeightDType[] = want === "f32" ? ["f32"] : want === "bf16" ? ["bf16", "f32"] : kQuantBlocks(want) ? [want, "q8", "bf16", "f32"] : [want, "bf16", "f32"];
+  const chain: WeightDType[] = want === "f32" ? ["f32"] : want === "bf16" || want === "f16" ? [want, "f32"] : kQuantBlocks(want) ? [want, "q8", "bf16", "f32"] : [want, "bf16", "f32"];
   return chain.find((d) => backend.supportsWeight(d, cols)) ?? "f32";
 }
 
@@ -261,10 +261,11 @@ export function weightFromData(backend: Backend, dtype: WeightDType, rows: numbe
     if (held === dtype) backend.setWeightData(w, data);
     else {
       const blocks = kQuantBlocks(dtype);
-      // only K-quants are ever converted here: every backend holds f32, bf16, q8 and q4
-      if (!blocks) throw new Error(`the kernels cannot hold ${dtype} weights of ${cols} columns`);
+      // only f16 and the K-quants are ever converted here: every backend holds f32, bf16, q8 and q4
       const values = new Float32Array(rows * cols);
-      dequantizeBlocks(blocks, data, values);
+      if (blocks) dequantizeBlocks(blocks, data, values);
+      else if (dtype === "f16") new Uint16Array(data.slice().buffer).forEach((h, i) => (values[i] = f16ToF32(h)));
+      else throw new Error(`the kernels cannot hold ${dtype} weights of ${cols} columns`);
       backend.setWeight(w, values);
     }
   } catch (e) {

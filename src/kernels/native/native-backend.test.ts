@@ -17,8 +17,8 @@ import { blocksFromLayout, f32ToF16 } from "../weight-layout.js";
 const skip = nativeSkip();
 /** Relative L2 error allowed per weight dtype between the two backends (bf16: ggml rounds activations to bf16 too). */
 const TOLERANCE: Partial<Record<WeightDType, number>> = { f32: 1e-6, bf16: 1e-2, q8: 1e-5, q4: 1e-5 };
-/** The dtypes both backends hold (the K-quants are native only: k-quants.test.ts). */
-const SHARED_DTYPES = WEIGHT_DTYPES.filter((d) => !kQuantBlocks(d));
+/** The dtypes both backends hold (f16 and the K-quants are native only: model/gguf-kquants.test.ts). */
+const SHARED_DTYPES = WEIGHT_DTYPES.filter((d) => d !== "f16" && !kQuantBlocks(d));
 
 function relErr(got: Float32Array, want: Float32Array): number {
   let d = 0, n = 0;

@@ -1,6 +1,6 @@
 // The native backend: ggml's own CPU kernels (the ones llama.cpp runs) behind the Backend interface.
 // Memory is ggml CPU buffers: activations in growing chunks handed out first-fit, each weight in a buffer
-// of its own holding a ggml tensor of its type (f32 F32, bf16 BF16, q8 Q8_0, q4 Q4_0, q4_k Q4_K, q5_k Q5_K, q6_k Q6_K). A Tensor's arena
+// of its own holding a ggml tensor of its type (f32 F32, bf16 BF16, f16 F16, q8 Q8_0, q4 Q4_0, q4_k Q4_K, q5_k Q5_K, q6_k Q6_K). A Tensor's arena
 // names the buffer and ptr is an offset in it; f32()/i32() are views over the native memory, no copies.
 // Every op is a small ggml graph over those addresses, built once per (op, shape, addresses) and reused.
 // ggml aborts the process on a failed GGML_ASSERT, so every precondition it asserts is checked here first.
@@ -47,7 +47,7 @@ const GGML_ROPE_TYPE_NEOX = 2;
 const GGML_BACKEND_BUFFER_USAGE_WEIGHTS = 1;
 
 const WEIGHT_TYPE: Record<WeightDType, number> = {
-  f32: GgmlType.F32, bf16: GgmlType.BF16, q8: GgmlType.Q8_0, q4: GgmlType.Q4_0, q4_k: GgmlType.Q4_K, q5_k: GgmlType.Q5_K, q6_k: GgmlType.Q6_K,
+  f32: GgmlType.F32, bf16: GgmlType.BF16, f16: GgmlType.F16, q8: GgmlType.Q8_0, q4: GgmlType.Q4_0, q4_k: GgmlType.Q4_K, q5_k: GgmlType.Q5_K, q6_k: GgmlType.Q6_K,
 };
 
 interface Region {
@@ -252,7 +252,7 @@ export class NativeBackend implements Backend {
     if (this.closed) throw new Error("the native backend is closed");
     if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 1 || cols < 1) throw new Error(`allocWeight: a ${rows}×${cols} weight`);
     const bytes = layoutBytes(dtype, rows, cols);
-    if (bytes === null) throw new Error(`a ${rows}×${cols} weight cannot be held as ${dtype}: its rows must be a multiple of ${dtype === "bf16" ? 8 : kQuantBlocks(dtype) ? 256 : 32}`);
+    if (bytes === null) throw new Error(`a ${rows}×${cols} weight cannot be held as ${dtype}: its rows must be a multiple of ${dtype === "bf16" || dtype === "f16" ? 8 : kQuantBlocks(dtype) ? 256 : 32}`);
     const type = WEIGHT_TYPE[dtype];
     // q4 and q4_k matrices go where llama.cpp puts them, ggml's repacked layout (much faster products), where ggml takes the shape
     const repack = REPACKED[dtype] && rows % 8 === 0 ? this.repackBuft(dtype) : null;
@@ -365,7 +365,7 @@ export class NativeBackend implements Backend {
 
   weightData(w: WeightTensor): Uint8Array {
     const bytes = this.plain(w);
-    // f32, bf16 and the K-quants leave as ggml holds them; q8 and q4 in the wasm kernels' layout
+    // f32, bf16, f16 and the K-quants leave as ggml holds them; q8 and q4 in the wasm kernels' layout
     if (!isBlockDType(w.dtype)) return this.weightRegion(w).weight.repacked ? bytes : bytes.slice();
     const out = new Uint8Array(w.bytes);
     layoutFromBlocks(w.dtype as "q8" | "q4", w.rows, w.cols, bytes, out);
@@ -399,7 +399,7 @@ export class NativeBackend implements Backend {
     const srcBlocks = isGgmlBlockType(src.dtype) ? src.dtype : null;
     if (srcBlocks && w.cols % GGML_BLOCK_TYPES[srcBlocks].values !== 0) throw new Error(`${src.file}: a ${srcBlocks} tensor's rows hold ${w.cols} values, not a multiple of ${GGML_BLOCK_TYPES[srcBlocks].values}`);
     // the file holds the weight's own type: mapped, or read straight into ggml's memory
-    if ((w.dtype === "f32" && src.dtype === "F32") || (w.dtype === "bf16" && src.dtype === "BF16") || (srcBlocks && dtypeOfBlocks(srcBlocks) === w.dtype)) {
+    if ((w.dtype === "f32" && src.dtype === "F32") || (w.dtype === "bf16" && src.dtype === "BF16") || (w.dtype === "f16" && src.dtype === "F16") || (srcBlocks && dtypeOfBlocks(srcBlocks) === w.dtype)) {
       if (!this.mapWeight(w, src)) this.write(w, (dst) => readRows(src, dst.length / w.rows, 0, w.rows, dst));
       return;
     }

@@ -37,7 +37,7 @@ const STAGING_BYTES = 16 << 20;
 /** matmulGroup's staging slots for outputs in another arena, one per product. */
 const OUT_SLOTS = Array.from({ length: MAX_MATMULS }, (_, i) => `y${i}`);
 
-/** The dtypes these kernels compute, and their codes in the kernels; the K-quants are converted at load (see weights.ts). */
+/** The dtypes these kernels compute, and their codes in the kernels; f16 and the K-quants are converted at load (see weights.ts). */
 const DTYPE_CODE: Partial<Record<WeightDType, number>> = { f32: 0, bf16: 1, q8: 2, q4: 3 };
 
 export class WasmBackend implements Backend {
@@ -145,7 +145,7 @@ export class WasmBackend implements Backend {
   }
 
   allocWeight(dtype: WeightDType, rows: number, cols: number): WeightTensor {
-    if (DTYPE_CODE[dtype] === undefined) throw new Error(`the wasm kernels cannot hold ${dtype} weights (the loader converts them to q8)`);
+    if (DTYPE_CODE[dtype] === undefined) throw new Error(`the wasm kernels cannot hold ${dtype} weights (the loader converts them to f32 or q8)`);
     const bytes = WasmBackend.weightBytes(dtype, rows, cols);
     if (bytes === null) throw new Error(`a ${rows}×${cols} weight cannot be held as ${dtype}: its rows must be a multiple of ${isBlockDType(dtype) ? 32 : 8}`);
     let arenaIndex = 0;
