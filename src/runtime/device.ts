@@ -21,7 +21,7 @@ import { parseModelConfig, type ModelConfig } from "../model/config.js";
 import { expertWork } from "../model/work-shape.js";
 import { WeightCache } from "./weight-cache.js";
 import { Backoff, type BackoffOptions } from "./backoff.js";
-import { ffnDTypeName, loadExperts, planTensors, type FfnWeights, type TensorSpec } from "../model/weights.js";
+import { ffnDTypeName, loadExperts, planTensors, storageDType, type FfnWeights, type TensorSpec } from "../model/weights.js";
 import { kQuantBlocks } from "../kernels/weight-layout.js";
 import { LocalExpertExecutor } from "../moe/local-executor.js";
 import { concatRows, decodeActivations, encodeActivations, splitRows, WIRE_DTYPES } from "../protocol/activations.js";
@@ -370,7 +370,8 @@ class ExpertHost {
       assigned.add(`${l}:${e}`);
     }
     // weighed before anything is allocated or fetched, as the base station's placement weighs it
-    const expertBytes = expertWork(cfg, dtype).weightBytes;
+    // in the dtype these kernels hold (a K-quant on wasm kernels: q8)
+    const expertBytes = expertWork(cfg, storageDType(this.backend, dtype, cfg.hidden)).weightBytes;
     const offered = this.capabilities().memoryBytes;
     const over = (n: number) => offered > 0 && n * expertBytes > offered;
     if (over(assigned.size)) throw new Error(`${assigned.size} experts need ${mib(assigned.size * expertBytes)} (${mib(expertBytes)} each), more than the ${mib(offered)} this device offers`);
