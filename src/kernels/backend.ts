@@ -9,7 +9,7 @@ import type { GgmlBlockType } from "./ggml-blocks.js";
  */
 export type WeightDType = "f32" | "bf16" | "f16" | "q8" | "q4" | KQuantDType;
 export type KQuantDType = "q4_k" | "q5_k" | "q6_k";
-export const WEIGHT_DTYPES: readonly WeightDType[] = ["f32", "bf16", "f16", "q8", "q4", "q4_k", "q5_k", "q6_k"];
+export const WEIGHT_DTYPES: readonly WeightDType[] = ["f32", "bf16", "q8", "q4", "f16", "q4_k", "q5_k", "q6_k"];
 
 /** How a tensor is stored in a checkpoint file: floats, or ggml's quantized blocks from GGUF (see ggml-blocks.ts). */
 export type SourceDType = "F32" | "BF16" | "F16" | GgmlBlockType;
