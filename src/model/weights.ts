@@ -219,6 +219,14 @@ function ownDType(src: SourceDType): WeightDType {
 }
 
 /**
+ * Whether experts assigned to devices in `dtype` keep their file's own types (LoadOptions.keepFileTypes): an
+ * assignment in a K-quant is a GGUF file's at its default dtype, whose matrices (Q4_K with Q6_K …) stay as they are.
+ */
+export function assignmentKeepsFileTypes(dtype: WeightDType): boolean {
+  return kQuantBlocks(dtype) !== null;
+}
+
+/**
  * The requested dtype, or the nearest wider one that the kernels can hold for rows of `cols`: where the
  * kernels lack them (wasm), f16 as f32 (exactly) and a K-quant as q8, whose 8-bit requantization adds little
  * to the file's rounding.

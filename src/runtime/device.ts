@@ -21,8 +21,7 @@ import { parseModelConfig, type ModelConfig } from "../model/config.js";
 import { expertWork } from "../model/work-shape.js";
 import { WeightCache } from "./weight-cache.js";
 import { Backoff, type BackoffOptions } from "./backoff.js";
-import { ffnDTypeName, loadExperts, planTensors, storageDType, type FfnWeights, type TensorSpec } from "../model/weights.js";
-import { kQuantBlocks } from "../kernels/weight-layout.js";
+import { assignmentKeepsFileTypes, ffnDTypeName, loadExperts, planTensors, storageDType, type FfnWeights, type TensorSpec } from "../model/weights.js";
 import { LocalExpertExecutor } from "../moe/local-executor.js";
 import { concatRows, decodeActivations, encodeActivations, splitRows, WIRE_DTYPES } from "../protocol/activations.js";
 import { LIMITS, type Capabilities, type Message } from "../protocol/frames.js";
@@ -394,8 +393,7 @@ class ExpertHost {
       const ck = await this.source(m, cfg, wanted, holdsExpert, session);
       try {
         // the load log says how each stored type is kept: a GGUF file's blocks as they are where the kernels hold them, else converted
-        // a K-quant assignment is a GGUF file's at its default dtype: each matrix stays in its own type where the kernels hold it, as at the base station
-        const loaded = loadExperts(this.backend, ck, cfg, { dtype, keepFileTypes: kQuantBlocks(dtype) !== null, holdsExpert, onKept: (how) => this.log(`loaded ${wanted.length} experts: ${how}`) });
+        const loaded = loadExperts(this.backend, ck, cfg, { dtype, keepFileTypes: assignmentKeepsFileTypes(dtype), holdsExpert, onKept: (how) => this.log(`loaded ${wanted.length} experts: ${how}`) });
         loaded.forEach((row, layer) => row.forEach((w, expert) => w && this.held.set(`${layer}:${expert}`, { layer, expert, w })));
       } finally {
         ck.close();
