@@ -154,7 +154,7 @@ export function addKernelOptions(cmd: Command): Command {
 export function addModelOptions(cmd: Command): Command {
   return addKernelOptions(cmd)
     .requiredOption("-m, --model <dir>", "Hugging Face model directory (config.json, *.safetensors, tokenizer.json), or a .gguf file")
-    .addOption(new Option("--dtype <dtype>", "weights in memory (default: f32; for a .gguf file its own type where the kernels have it: Q8_0 → q8, Q4_0 → q4, BF16 → bf16, F32 and F16 → f32; Q4_K, Q5_K and Q6_K → q8)").choices(WEIGHT_DTYPES as string[]))
+    .addOption(new Option("--dtype <dtype>", "weights in memory (default: f32; for a .gguf file its own type where the kernels have it: Q8_0 → q8, Q4_0 → q4, Q4_K → q4_k, Q5_K → q5_k, Q6_K → q6_k, BF16 → bf16, F16 → f16, F32 → f32, each tensor kept in its own type where the kernels hold it; the wasm kernels hold f16 as f32 and the K-quants as q8)").choices(WEIGHT_DTYPES as string[]))
     .option("--no-mmap", "native: read every weight into memory instead of mapping the ones the file holds as they are kept (F32, BF16, Q8_0, Q4_0 in GGUF)")
     .addOption(new Option("--simd <variant>", "wasm kernel build: relaxed SIMD where supported, or plain SIMD128").choices(["auto", "simd", "relaxed"]).default("auto"))
     .option("--ctx <n>", "context length (prompt + generated tokens)", positiveInt)

@@ -2,9 +2,14 @@
 // (ONNX Runtime, GPU) can be added beside the WebAssembly one without touching src/model.
 import type { GgmlBlockType } from "./ggml-blocks.js";
 
-/** How a weight matrix is held in memory. */
-export type WeightDType = "f32" | "bf16" | "q8" | "q4";
-export const WEIGHT_DTYPES: readonly WeightDType[] = ["f32", "bf16", "q8", "q4"];
+/**
+ * How a weight matrix is held in memory. q8 and q4 are ggml's Q8_0 and Q4_0 blocks; f16 and the K-quants
+ * q4_k, q5_k and q6_k (ggml's Q4_K, Q5_K, Q6_K blocks) are held as GGUF files hold them, by the native
+ * backend only (the wasm kernels hold f16 as f32 and the K-quants as q8).
+ */
+export type WeightDType = "f32" | "bf16" | "f16" | "q8" | "q4" | KQuantDType;
+export type KQuantDType = "q4_k" | "q5_k" | "q6_k";
+export const WEIGHT_DTYPES: readonly WeightDType[] = ["f32", "bf16", "q8", "q4", "f16", "q4_k", "q5_k", "q6_k"];
 
 /** How a tensor is stored in a checkpoint file: floats, or ggml's quantized blocks from GGUF (see ggml-blocks.ts). */
 export type SourceDType = "F32" | "BF16" | "F16" | GgmlBlockType;
@@ -91,7 +96,8 @@ export interface Backend {
   /**
    * A whole SwiGLU feed-forward block, as llama.cpp fuses it:
    *   out[rows][hidden] = (silu(x · gateᵀ) ⊙ (x · upᵀ)) · downᵀ,   x: [rows][hidden] f32.
-   * gate and up are [ff][hidden], down is [hidden][ff]; the three share one dtype (any WeightDType).
+   * gate and up are [ff][hidden], down is [hidden][ff], each of any WeightDType the backend holds (a GGUF
+   * file's experts may mix them, e.g. Q4_K gate and up with a Q6_K down).
    * The result equals matmulMany(x, [[g, gate], [u, up]]) → siluMul(h, g, u) → matmul(out, h, down)
    * within that dtype's tolerance (the hidden activations are prepared for down's dtype as matmul
    * prepares any input: q8/q4 quantize them per block of 32, bf16 keeps them f32).

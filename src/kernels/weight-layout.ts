@@ -3,8 +3,24 @@
 // kernels each runs. f32 and bf16 are plain row-major values; q8 and q4 are ggml's Q8_0 and Q4_0
 // blocks taken apart: the quants of every block in order ([rows][K] int8, or [rows][K/2] bytes of
 // nibbles: value j low, value 16+j high), then, 64-byte aligned, every block's scale as f32 (an f16 value).
-import type { WeightDType } from "./backend.js";
-import { f16ToF32, GGML_BLOCK_TYPES } from "./ggml-blocks.js";
+// f16, which only the native backend holds, is plain row-major half-precision values.
+// q4_k, q5_k and q6_k, which only the native backend holds, are ggml's Q4_K, Q5_K and Q6_K blocks as they are
+// (as GGUF stores them); a backend that cannot hold them reads their values with dequantizeBlocks.
+import type { KQuantDType, WeightDType } from "./backend.js";
+import { f16ToF32, GGML_BLOCK_TYPES, type GgmlBlockType } from "./ggml-blocks.js";
+
+/** The ggml block type of each K-quant dtype. */
+export const K_QUANT_BLOCKS: Readonly<Record<KQuantDType, GgmlBlockType>> = { q4_k: "Q4_K", q5_k: "Q5_K", q6_k: "Q6_K" };
+
+/** The ggml block type a K-quant dtype is held in, or null for the other dtypes. */
+export function kQuantBlocks(dtype: WeightDType): GgmlBlockType | null {
+  return Object.hasOwn(K_QUANT_BLOCKS, dtype) ? K_QUANT_BLOCKS[dtype as KQuantDType] : null;
+}
+
+/** The weight dtype that holds a ggml block type as it is (Q8_0 → q8, Q4_K → q4_k …). */
+export function dtypeOfBlocks(t: GgmlBlockType): WeightDType {
+  return t === "Q8_0" ? "q8" : t === "Q4_0" ? "q4" : (t.toLowerCase() as KQuantDType);
+}
 
 const BLOCK_DTYPES: ReadonlySet<WeightDType> = new Set(["q8", "q4"]);
 
@@ -24,7 +40,9 @@ export function align64(n: number): number {
 /** Bytes of a weight in the exchange layout, or null where rows of `cols` values cannot be held as dtype. */
 export function layoutBytes(dtype: WeightDType, rows: number, cols: number): number | null {
   if (dtype === "f32") return rows * cols * 4;
-  if (dtype === "bf16") return cols % 8 === 0 ? rows * cols * 2 : null;
+  if (dtype === "bf16" || dtype === "f16") return cols % 8 === 0 ? rows * cols * 2 : null;
+  const k = kQuantBlocks(dtype);
+  if (k) return cols % GGML_BLOCK_TYPES[k].values === 0 ? rows * (cols / GGML_BLOCK_TYPES[k].values) * GGML_BLOCK_TYPES[k].bytes : null;
   return cols % 32 === 0 ? align64(quantBytes(dtype, rows * cols)) + (rows * cols) / 8 : null;
 }
 

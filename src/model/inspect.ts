@@ -1,7 +1,7 @@
 // What a model holds, from its headers alone: architecture, parameters (total and active per token),
 // experts, the types its tensors are stored in, and the bytes its weights take in each in-memory dtype.
 import { WEIGHT_DTYPES, type WeightDType } from "../kernels/backend.js";
-import { WasmBackend } from "../kernels/wasm/wasm-backend.js";
+import { layoutBytes } from "../kernels/weight-layout.js";
 import { openModel, valuesByType } from "./open-model.js";
 import { tensorName } from "./arch.js";
 
@@ -54,7 +54,7 @@ export function inspectModel(model: string): ModelSummary {
       for (const d of WEIGHT_DTYPES) {
         // as the loader keeps them: vectors and routers in f32, matrices in d (or f32 where d cannot hold them)
         const isMatrix = rows > 1 && !keptF32.has(name);
-        bytes[d] += (isMatrix ? WasmBackend.weightBytes(d, rows, cols) : null) ?? n * 4;
+        bytes[d] += (isMatrix ? layoutBytes(d, rows, cols) : null) ?? n * 4;
       }
     }
     const sparse = cfg.sparseLayers.filter(Boolean).length;

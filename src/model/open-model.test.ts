@@ -43,17 +43,18 @@ function tinyGguf(type: string): Uint8Array {
   );
 }
 
-test("a GGUF file opens as its own type where the kernels have it (Q8_0 → q8, Q4_0 → q4, BF16 → bf16, F32 and F16 → f32), K-quants as q8", () => {
+test("a GGUF file opens as its own type (Q8_0 → q8, Q4_0 → q4, Q4_K → q4_k …, BF16 → bf16, F16 → f16, F32 → f32), each tensor kept in its type", () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-open-"));
   try {
-    for (const [type, dtype] of [["Q8_0", "q8"], ["Q4_0", "q4"], ["BF16", "bf16"], ["F32", "f32"], ["F16", "f32"], ["Q4_K", "q8"], ["Q5_K", "q8"], ["Q6_K", "q8"]] as const) {
+    for (const [type, dtype] of [["Q8_0", "q8"], ["Q4_0", "q4"], ["BF16", "bf16"], ["F32", "f32"], ["F16", "f16"], ["Q4_K", "q4_k"], ["Q5_K", "q5_k"], ["Q6_K", "q6_k"]] as const) {
       const file = path.join(dir, `${type}.gguf`);
       writeFileSync(file, tinyGguf(type));
       const m = openModel(file);
       try {
         assert.equal(m.fileType, type);
         assert.equal(m.dtype, dtype, type);
-        assert.equal(m.dtypeReason, type.endsWith("_K") ? `the nearest to the file's type, ${type}` : `the file's own type, ${type}`);
+        assert.equal(m.keepFileTypes, true);
+        assert.equal(m.dtypeReason, `the file's own type, ${type}`);
         assert.deepEqual(m.store.tensorTypes(), type === "F32" ? { F32: 13 } : { [type]: 9, F32: 4 });
       } finally {
         m.store.close();
@@ -64,7 +65,7 @@ test("a GGUF file opens as its own type where the kernels have it (Q8_0 → q8, 
   }
 });
 
-test("the load log says how each stored type was kept (experts counted one by one): Q4_0 blocks as q4, K-quants dequantized and requantized", () => {
+test("the load log on wasm says how each stored type was kept (experts counted one by one): Q4_0 blocks as q4, K-quants dequantized and requantized to q8", () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-open-"));
   const be = new WasmBackend({ threads: 1 });
   try {
@@ -74,13 +75,14 @@ test("the load log says how each stored type was kept (experts counted one by on
       ["Q4_0", "q8", "Q4_0 dequantized and requantized to q8 (12 tensors), F32 kept as f32 (4 tensors)"],
       ["Q4_K", undefined, "Q4_K dequantized and requantized to q8 (12 tensors), F32 kept as f32 (4 tensors)"],
       ["Q6_K", "bf16", "Q6_K dequantized to bf16 (12 tensors), F32 kept as f32 (4 tensors)"],
+      ["Q5_K", "q5_k", "Q5_K dequantized and requantized to q8 (12 tensors), F32 kept as f32 (4 tensors)"],
     ] as const) {
       const file = path.join(dir, `${type}.gguf`);
       writeFileSync(file, tinyGguf(type));
       const m = openModel(file);
       try {
         let kept = "";
-        loadWeights(be, m.store, m.config, { dtype: dtype ?? m.dtype, onKept: (s) => (kept = s) });
+        loadWeights(be, m.store, m.config, { dtype: dtype ?? m.dtype, keepFileTypes: dtype === undefined && m.keepFileTypes, onKept: (s) => (kept = s) });
         assert.equal(kept, said);
       } finally {
         m.store.close();

@@ -18,29 +18,28 @@ export interface OpenedModel {
   /** The type most of the weights' values are stored in (BF16, Q8_0 …). */
   readonly fileType: string;
   /**
-   * The weights' dtype in memory unless one is asked for: a GGUF file's own type where the kernels have
-   * it (Q8_0 → q8, Q4_0 → q4, BF16 → bf16, F32 and F16 → f32), q8 for the K-quants (Q4_K, Q5_K, Q6_K),
-   * which the kernels lack, f32 for a directory.
+   * The weights' dtype in memory unless one is asked for: a GGUF file's main type (Q8_0 → q8, Q4_0 → q4,
+   * Q4_K → q4_k, Q5_K → q5_k, Q6_K → q6_k, BF16 → bf16, F16 → f16, F32 → f32), f32 for a directory. Kernels
+   * that lack f16 or a K-quant (wasm) hold f32 or q8 instead (see storageDType in weights.ts).
    */
   readonly dtype: WeightDType;
-  /** Why `dtype`, for the load log: "the file's own type, Q8_0", "the nearest to the file's type, Q4_K", "the default". */
+  /** At the default dtype, each tensor stays in its own stored type where the kernels hold it (LoadOptions.keepFileTypes): true for GGUF. */
+  readonly keepFileTypes: boolean;
+  /** Why `dtype`, for the load log: "the file's own type, Q4_K" (its main one), "the default". */
   readonly dtypeReason: string;
 }
 
-/**
- * The in-memory dtype a GGUF type opens as: the one that holds it as it is (F16 exactly in f32), or for
- * a K-quant, which the kernels lack, q8: its values dequantized and requantized to 8 bits lose little,
- * where q4 would add a second 4-bit rounding on top of the file's.
- */
-const OPENS_AS: Readonly<Record<string, WeightDType>> = { F32: "f32", F16: "f32", BF16: "bf16", Q8_0: "q8", Q4_0: "q4", Q4_K: "q8", Q5_K: "q8", Q6_K: "q8" };
+/** The in-memory dtype a GGUF type opens as: the one that holds it as it is. */
+const OPENS_AS: Readonly<Record<string, WeightDType>> = { F32: "f32", F16: "f16", BF16: "bf16", Q8_0: "q8", Q4_0: "q4", Q4_K: "q4_k", Q5_K: "q5_k", Q6_K: "q6_k" };
 
 export function openModel(model: string): OpenedModel {
   if (isGgufPath(model)) {
     const g = GgufModel.open(model);
     try {
       const fileType = mainType(g);
-      const dtypeReason = fileType.endsWith("_K") ? `the nearest to the file's type, ${fileType}` : `the file's own type, ${fileType}`;
-      return { config: g.config, configJson: g.hfConfig, tokenizer: () => g.tokenizer(), store: g, fileType, dtype: OPENS_AS[fileType] ?? "f32", dtypeReason };
+      // the load log goes on to say how each stored type was kept
+      const dtypeReason = `the file's own type, ${fileType}`;
+      return { config: g.config, configJson: g.hfConfig, tokenizer: () => g.tokenizer(), store: g, fileType, dtype: OPENS_AS[fileType] ?? "f32", keepFileTypes: true, dtypeReason };
     } catch (e) {
       g.close();
       throw e;
@@ -50,7 +49,7 @@ export function openModel(model: string): OpenedModel {
   // read again as it is, once readModelConfig has found it a valid config
   const configJson = JSON.parse(readFileSync(path.join(model, "config.json"), "utf8")) as Record<string, unknown>;
   const store = Checkpoint.open(model);
-  return { config, configJson, tokenizer: () => TextTokenizer.load(model), store, fileType: mainType(store), dtype: "f32", dtypeReason: "the default" };
+  return { config, configJson, tokenizer: () => TextTokenizer.load(model), store, fileType: mainType(store), dtype: "f32", keepFileTypes: false, dtypeReason: "the default" };
 }
 
 /** Values per stored type, over every tensor the store names. */

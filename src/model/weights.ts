@@ -1,7 +1,8 @@
 // Loads a checkpoint's tensors into backend memory, as the table in arch.ts names them. Every tensor
 // that will be read is checked (present, a stored type the loader reads, shape the config implies) before any is loaded.
-import type { Backend, FfnWeightSet, SourceDType, WeightDType, WeightTensor } from "../kernels/backend.js";
-import { GGML_BLOCK_TYPES, isGgmlBlockType } from "../kernels/ggml-blocks.js";
+import { WEIGHT_DTYPES, type Backend, type FfnWeightSet, type SourceDType, type WeightDType, type WeightTensor } from "../kernels/backend.js";
+import { dequantizeBlocks, f16ToF32, GGML_BLOCK_TYPES, isGgmlBlockType } from "../kernels/ggml-blocks.js";
+import { dtypeOfBlocks, kQuantBlocks, layoutBytes } from "../kernels/weight-layout.js";
 import { tensorName, type TensorNames } from "./arch.js";
 import type { TensorStore } from "./checkpoint.js";
 import type { ModelConfig } from "./config.js";
@@ -41,6 +42,11 @@ export interface ModelWeights {
 export interface LoadOptions {
   /** Storage of the weight matrices; vectors, routers and the shared-expert gate stay f32. */
   dtype: WeightDType;
+  /**
+   * Each matrix stays in the type its file holds it in (a GGUF file's Q4_K, Q6_K, Q8_0 … blocks, F32, BF16)
+   * wherever the backend holds that type, as llama.cpp runs the file; `dtype` (or its nearest) for the others.
+   */
+  keepFileTypes?: boolean;
   /** Which experts this process holds; default all. */
   holdsExpert?: (layer: number, expert: number) => boolean;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
@@ -183,7 +189,8 @@ function loadSpecs(backend: Backend, ck: TensorStore, cfg: ModelConfig, specs: r
     const p = specs[i]!, src = sources[i]!;
     const rows = p.shape.length === 1 ? 1 : p.shape[0]!;
     const cols = p.shape[p.shape.length - 1]!;
-    const dtype = p.role === "matrix" ? storageDType(backend, opts.dtype, cols) : "f32";
+    const own = opts.keepFileTypes ? ownDType(src.dtype as SourceDType) : null;
+    const dtype = p.role !== "matrix" ? "f32" : own && backend.supportsWeight(own, cols) ? own : storageDType(backend, opts.dtype, cols);
     const w = backend.allocWeight(dtype, rows, cols);
     backend.loadWeight(w, { fd: src.file.fd, offset: src.offset, dtype: src.dtype as SourceDType, file: src.file.path, rowOrder: src.rowOrder });
     p.assign(w);
@@ -198,16 +205,80 @@ function loadSpecs(backend: Backend, ck: TensorStore, cfg: ModelConfig, specs: r
 /** What loading does to a stored type, as a user reads it. */
 function keptAs(src: SourceDType, d: WeightDType): string {
   if (isGgmlBlockType(src)) {
-    if ((src === "Q8_0" && d === "q8") || (src === "Q4_0" && d === "q4")) return `${src} blocks kept as ${d}`;
-    return d === "q8" || d === "q4" ? `${src} dequantized and requantized to ${d}` : `${src} dequantized to ${d}`;
+    if (dtypeOfBlocks(src) === d) return `${src} blocks kept as ${d}`;
+    return d === "f32" || d === "bf16" ? `${src} dequantized to ${d}` : `${src} dequantized and requantized to ${d}`;
   }
-  if ((src === "F32" && d === "f32") || (src === "BF16" && d === "bf16")) return `${src} kept as ${d}`;
+  if ((src === "F32" && d === "f32") || (src === "BF16" && d === "bf16") || (src === "F16" && d === "f16")) return `${src} kept as ${d}`;
   if (d === "f32") return `${src} widened to f32`;
-  return d === "bf16" ? `${src} rounded to bf16` : `${src} quantized to ${d}`;
+  return d === "bf16" || d === "f16" ? `${src} rounded to ${d}` : `${src} quantized to ${d}`;
 }
 
-/** The requested dtype, or the nearest wider one that the kernels can hold for rows of `cols`. */
-function storageDType(backend: Backend, want: WeightDType, cols: number): WeightDType {
-  const chain: WeightDType[] = want === "f32" ? ["f32"] : want === "bf16" ? ["bf16", "f32"] : [want, "bf16", "f32"];
+/** The weight dtype that holds a stored type as it is. */
+function ownDType(src: SourceDType): WeightDType {
+  return isGgmlBlockType(src) ? dtypeOfBlocks(src) : src === "F32" ? "f32" : src === "BF16" ? "bf16" : "f16";
+}
+
+/**
+ * Whether experts assigned to devices in `dtype` keep their file's own types (LoadOptions.keepFileTypes): an
+ * assignment in a K-quant is a GGUF file's at its default dtype, whose matrices (Q4_K with Q6_K …) stay as they are.
+ */
+export function assignmentKeepsFileTypes(dtype: WeightDType): boolean {
+  return kQuantBlocks(dtype) !== null;
+}
+
+/**
+ * The requested dtype, or the nearest wider one that the kernels can hold for rows of `cols`: where the
+ * kernels lack them (wasm), f16 as f32 (exactly) and a K-quant as q8, whose 8-bit requantization adds little
+ * to the file's rounding.
+ */
+export function storageDType(backend: Backend, want: WeightDType, cols: number): WeightDType {
+  const chain: WeightDType[] = want === "f32" ? ["f32"] : want === "bf16" || want === "f16" ? [want, "f32"] : kQuantBlocks(want) ? [want, "q8", "bf16", "f32"] : [want, "bf16", "f32"];
   return chain.find((d) => backend.supportsWeight(d, cols)) ?? "f32";
+}
+
+/**
+ * The dtypes of an FFN's gate, up and down as one name for the wire: the dtype they share, or (a GGUF file's
+ * experts may mix them, e.g. Q4_K gate and up with a Q6_K down) the three joined by "/".
+ */
+export function ffnDTypeName(w: FfnWeightSet): string {
+  const { gate, up, down } = w;
+  return gate.dtype === up.dtype && gate.dtype === down.dtype ? gate.dtype : `${gate.dtype}/${up.dtype}/${down.dtype}`;
+}
+
+/** The gate, up and down dtypes that ffnDTypeName named; throws on a name that is not that. */
+export function ffnDTypes(name: string): [WeightDType, WeightDType, WeightDType] {
+  const parts = name.split("/");
+  if ((parts.length !== 1 && parts.length !== 3) || parts.some((d) => !WEIGHT_DTYPES.includes(d as WeightDType))) {
+    throw new Error(`weight dtype ${JSON.stringify(name)} is not one of ${WEIGHT_DTYPES.join(", ")} (or three of them joined by "/")`);
+  }
+  const d = parts as WeightDType[];
+  return d.length === 1 ? [d[0]!, d[0]!, d[0]!] : [d[0]!, d[1]!, d[2]!];
+}
+
+/**
+ * A weight from bytes in the exchange layout of `dtype` (Backend.weightData), held as `dtype` where the
+ * backend has it, else converted to the nearest dtype it has (a K-quant from a native device reaching wasm
+ * kernels: q8). Throws when the bytes are not what dtype and shape imply.
+ */
+export function weightFromData(backend: Backend, dtype: WeightDType, rows: number, cols: number, data: Uint8Array): WeightTensor {
+  const bytes = layoutBytes(dtype, rows, cols);
+  if (bytes === null || data.length !== bytes) throw new Error(`${data.length} bytes for a ${rows}×${cols} ${dtype} weight${bytes === null ? ", which that dtype cannot hold" : ` of ${bytes}`}`);
+  const held = storageDType(backend, dtype, cols);
+  const w = backend.allocWeight(held, rows, cols);
+  try {
+    if (held === dtype) backend.setWeightData(w, data);
+    else {
+      const blocks = kQuantBlocks(dtype);
+      // only f16 and the K-quants are ever converted here: every backend holds f32, bf16, q8 and q4
+      const values = new Float32Array(rows * cols);
+      if (blocks) dequantizeBlocks(blocks, data, values);
+      else if (dtype === "f16") new Uint16Array(data.slice().buffer).forEach((h, i) => (values[i] = f16ToF32(h)));
+      else throw new Error(`the kernels cannot hold ${dtype} weights of ${cols} columns`);
+      backend.setWeight(w, values);
+    }
+  } catch (e) {
+    backend.freeWeight(w);
+    throw e;
+  }
+  return w;
 }

@@ -2,8 +2,8 @@
 // `dtype`) and its multiply-adds per token row. Read from the config alone, so the simulator can cost a
 // model no machine here holds. Attention's score and value products grow with the context; at the
 // contexts the evaluation uses they are small beside the projections and are left out.
-import { WasmBackend } from "../kernels/wasm/wasm-backend.js";
 import type { WeightDType } from "../kernels/backend.js";
+import { layoutBytes } from "../kernels/weight-layout.js";
 import type { ModelConfig } from "./config.js";
 
 export interface WorkShape {
@@ -13,9 +13,9 @@ export interface WorkShape {
 
 type Dims = Pick<ModelConfig, "hidden" | "heads" | "kvHeads" | "headDim" | "experts" | "expertFfn" | "sharedExpertFfn" | "denseFfn" | "vocabSize" | "sparseLayers">;
 
-/** A matrix of rows × cols as the kernels hold it (f32 where `dtype` cannot hold that shape). */
+/** A matrix of rows × cols as the kernels hold it (f32 where `dtype` cannot hold that shape): Q4_K 4.5 bits a weight, Q5_K 5.5, Q6_K 6.5625. */
 function matrix(dtype: WeightDType, rows: number, cols: number): WorkShape {
-  return { weightBytes: WasmBackend.weightBytes(dtype, rows, cols) ?? rows * cols * 4, macsPerRow: rows * cols };
+  return { weightBytes: layoutBytes(dtype, rows, cols) ?? rows * cols * 4, macsPerRow: rows * cols };
 }
 
 function sum(parts: WorkShape[]): WorkShape {

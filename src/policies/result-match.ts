@@ -37,7 +37,7 @@ const SMALLEST_SPACING: Record<WireDType, number> = { f32: 2 ** -149, f16: 2 ** 
 
 /** How far two honest results may differ, for results sent in `wire` and computed with `weights`. */
 export function resultTolerance(wire: WireDType, weights: WeightDType): ResultTolerance {
-  const quantized = weights === "q8" || weights === "q4" || weights === "bf16";
+  const quantized = weights !== "f32";
   return { relative: RESULT_TOLERANCE.wire[wire] + (quantized ? RESULT_TOLERANCE.quantizedWeights : 0), absolute: SMALLEST_SPACING[wire] };
 }
 

@@ -77,7 +77,7 @@ export type Message =
   /** BS → device: send me your copy of this expert's weights, as you hold them (a fast tier copying it in) */
   | { type: "pull"; id: number; layer: number; expert: number }
   /** device → BS: a pulled expert's gate, up and down matrices as held in `dtype`, their bytes one after another */
-  | { type: "expert"; id: number; layer: number; expert: number; dtype: string; shapes: Array<[rows: number, cols: number]>; payload: Uint8Array }
+  | { type: "expert"; id: number; layer: number; expert: number; /** one dtype, or gate/up/down joined by "/" (ffnDTypeName) */ dtype: string; shapes: Array<[rows: number, cols: number]>; payload: Uint8Array }
   | { type: "error"; id?: number; message: string }
   | { type: "leave"; reason: string };
 

@@ -21,7 +21,7 @@ import { parseModelConfig, type ModelConfig } from "../model/config.js";
 import { expertWork } from "../model/work-shape.js";
 import { WeightCache } from "./weight-cache.js";
 import { Backoff, type BackoffOptions } from "./backoff.js";
-import { loadExperts, planTensors, type FfnWeights, type TensorSpec } from "../model/weights.js";
+import { assignmentKeepsFileTypes, ffnDTypeName, loadExperts, planTensors, storageDType, type FfnWeights, type TensorSpec } from "../model/weights.js";
 import { LocalExpertExecutor } from "../moe/local-executor.js";
 import { concatRows, decodeActivations, encodeActivations, splitRows, WIRE_DTYPES } from "../protocol/activations.js";
 import { LIMITS, type Capabilities, type Message } from "../protocol/frames.js";
@@ -347,7 +347,8 @@ class ExpertHost {
       memoryBytes: this.opts.memoryBytes ?? os.freemem(),
       gflops: this.backend.measureComputeRate(),
       readGbps: this.backend.measureReadBandwidth(64 << 20),
-      weightDTypes: [...WEIGHT_DTYPES],
+      // the dtypes these kernels compute (wasm converts the K-quants it is assigned to q8 at load)
+      weightDTypes: WEIGHT_DTYPES.filter((d) => this.backend.supportsWeight(d, 256)),
       wireDTypes: [...WIRE_DTYPES],
     };
     return this.probed;
@@ -368,7 +369,8 @@ class ExpertHost {
       assigned.add(`${l}:${e}`);
     }
     // weighed before anything is allocated or fetched, as the base station's placement weighs it
-    const expertBytes = expertWork(cfg, dtype).weightBytes;
+    // in the dtype these kernels hold (a K-quant on wasm kernels: q8)
+    const expertBytes = expertWork(cfg, storageDType(this.backend, dtype, cfg.hidden)).weightBytes;
     const offered = this.capabilities().memoryBytes;
     const over = (n: number) => offered > 0 && n * expertBytes > offered;
     if (over(assigned.size)) throw new Error(`${assigned.size} experts need ${mib(assigned.size * expertBytes)} (${mib(expertBytes)} each), more than the ${mib(offered)} this device offers`);
@@ -391,7 +393,7 @@ class ExpertHost {
       const ck = await this.source(m, cfg, wanted, holdsExpert, session);
       try {
         // the load log says how each stored type is kept: a GGUF file's blocks as they are where the kernels hold them, else converted
-        const loaded = loadExperts(this.backend, ck, cfg, { dtype, holdsExpert, onKept: (how) => this.log(`loaded ${wanted.length} experts: ${how}`) });
+        const loaded = loadExperts(this.backend, ck, cfg, { dtype, keepFileTypes: assignmentKeepsFileTypes(dtype), holdsExpert, onKept: (how) => this.log(`loaded ${wanted.length} experts: ${how}`) });
         loaded.forEach((row, layer) => row.forEach((w, expert) => w && this.held.set(`${layer}:${expert}`, { layer, expert, w })));
       } finally {
         ck.close();
@@ -497,7 +499,7 @@ class ExpertHost {
     if (!h) return { type: "error", id: m.id, message: `expert ${m.expert} of layer ${m.layer} is not held here` };
     const parts = [h.w.gate, h.w.up, h.w.down];
     return {
-      type: "expert", id: m.id, layer: m.layer, expert: m.expert, dtype: h.w.gate.dtype,
+      type: "expert", id: m.id, layer: m.layer, expert: m.expert, dtype: ffnDTypeName(h.w),
       shapes: parts.map((w): [number, number] => [w.rows, w.cols]), payload: Buffer.concat(parts.map((w) => this.backend.weightData(w))),
     };
   }

@@ -8,7 +8,7 @@ import type { ModelConfig } from "../model/config.js";
 import { openModel } from "../model/open-model.js";
 import { Transformer } from "../model/forward.js";
 import type { TextTokenizer } from "../model/tokenizer.js";
-import { loadWeights, type ModelWeights } from "../model/weights.js";
+import { loadWeights, storageDType, type ModelWeights } from "../model/weights.js";
 import type { ExpertExecutor } from "../moe/executor.js";
 import { LocalExpertExecutor } from "../moe/local-executor.js";
 import type { RoutingTraceSink } from "../moe/trace.js";
@@ -87,14 +87,15 @@ export class Engine {
       // with another executor (remote devices), this process holds no experts
       const holdsExpert = opts.executor ? () => false : undefined;
       const weights = loadWeights(backend, ck, config, {
-        dtype, holdsExpert, onProgress: opts.onLoadProgress,
+        dtype, keepFileTypes: !opts.dtype && opened.keepFileTypes, holdsExpert, onProgress: opts.onLoadProgress,
         onKept: (kept) => opts.onLoaded?.(`${path.basename(dir)}: weights ${dtype} (${why}): ${kept}`),
       });
       const local = new LocalExpertExecutor(backend, weights.layers.map((l) => l.experts), config.hidden);
       const ctx = opts.contextLength ?? Math.min(config.maxPositions, 4096);
       const executor = typeof opts.executor === "function" ? opts.executor(backend, config) : (opts.executor ?? local);
       const model = new Transformer(backend, config, weights, { policy: opts.policy ?? selectTopK, executor, trace: opts.trace }, ctx);
-      return new Engine(config, dtype, tokenizer, backend, weights, model, local, executor, opts);
+      // the dtype the matrices are held in here (a K-quant asked of kernels that lack it is held as q8)
+      return new Engine(config, storageDType(backend, dtype, config.hidden), tokenizer, backend, weights, model, local, executor, opts);
     } catch (e) {
       backend?.close();
       throw e;

@@ -6,9 +6,10 @@
 // then each copy as it lands in the cache (which evicts by its rule to stay within the budget). What
 // happened is reported per layer and summed: which experts ran where, weight and activation bytes
 // moved, time in each tier.
-import type { Backend, WeightDType } from "../kernels/backend.js";
+import type { Backend } from "../kernels/backend.js";
+import { layoutBytes } from "../kernels/weight-layout.js";
 import type { ModelConfig } from "../model/config.js";
-import type { FfnWeights } from "../model/weights.js";
+import { ffnDTypes, weightFromData, type FfnWeights } from "../model/weights.js";
 import type { ExpertCall, ExpertExecutor, ExpertResult } from "../moe/executor.js";
 import { LocalExpertExecutor } from "../moe/local-executor.js";
 import { planTiers, type TierPolicyName } from "../policies/tiers.js";
@@ -249,23 +250,26 @@ export class TieredExecutor implements ExpertExecutor {
     );
   }
 
-  /** An expert's weights from the bytes the near tier sent, held here in its dtype. */
+  /** An expert's weights from the bytes the near tier sent, held here in their dtypes (or the nearest these kernels have). */
   private materialize(layer: number, expert: number, held: HeldExpert): Cached {
-    const dtype = held.dtype as WeightDType;
+    const dtypes = ffnDTypes(held.dtype);
     const want = [[this.cfg.expertFfn, this.cfg.hidden], [this.cfg.expertFfn, this.cfg.hidden], [this.cfg.hidden, this.cfg.expertFfn]];
-    if (held.shapes.some(([r, c], i) => r !== want[i]![0] || c !== want[i]![1])) throw new Error(`expert ${expert} of layer ${layer} came as ${JSON.stringify(held.shapes)}, not ${JSON.stringify(want)}`);
-    const [gate, up, down] = held.shapes.map(([r, c]) => this.backend.allocWeight(dtype, r, c)) as [FfnWeights["gate"], FfnWeights["up"], FfnWeights["down"]];
+    if (held.shapes.length !== 3 || held.shapes.some(([r, c], i) => r !== want[i]![0] || c !== want[i]![1])) throw new Error(`expert ${expert} of layer ${layer} came as ${JSON.stringify(held.shapes)}, not ${JSON.stringify(want)}`);
+    const sizes = held.shapes.map(([r, c], i) => layoutBytes(dtypes[i]!, r, c) ?? NaN);
+    const total = sizes.reduce((a, b) => a + b, 0);
+    if (total !== held.payload.length) throw new Error(`expert ${expert} of layer ${layer}: ${held.payload.length} bytes for ${total} as ${held.dtype}`);
+    const parts: FfnWeights["gate"][] = [];
     let at = 0;
     try {
-      for (const w of [gate, up, down]) {
-        this.backend.setWeightData(w, held.payload.subarray(at, at + w.bytes));
-        at += w.bytes;
-      }
-      if (at !== held.payload.length) throw new Error(`expert ${expert} of layer ${layer}: ${held.payload.length} bytes for ${at} as ${dtype}`);
+      held.shapes.forEach(([r, c], i) => {
+        parts.push(weightFromData(this.backend, dtypes[i]!, r, c, held.payload.subarray(at, at + sizes[i]!)));
+        at += sizes[i]!;
+      });
     } catch (e) {
-      for (const w of [gate, up, down]) this.backend.freeWeight(w);
+      for (const w of parts) this.backend.freeWeight(w);
       throw e;
     }
+    const [gate, up, down] = parts as [FfnWeights["gate"], FfnWeights["up"], FfnWeights["down"]];
     const w = { gate, up, down };
     this.table[layer]![expert] = w;
     return { layer, expert, w };

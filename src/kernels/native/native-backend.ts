@@ -1,16 +1,16 @@
 // The native backend: ggml's own CPU kernels (the ones llama.cpp runs) behind the Backend interface.
 // Memory is ggml CPU buffers: activations in growing chunks handed out first-fit, each weight in a buffer
-// of its own holding a ggml tensor of its type (f32 F32, bf16 BF16, q8 Q8_0, q4 Q4_0). A Tensor's arena
+// of its own holding a ggml tensor of its type (f32 F32, bf16 BF16, f16 F16, q8 Q8_0, q4 Q4_0, q4_k Q4_K, q5_k Q5_K, q6_k Q6_K). A Tensor's arena
 // names the buffer and ptr is an offset in it; f32()/i32() are views over the native memory, no copies.
 // Every op is a small ggml graph over those addresses, built once per (op, shape, addresses) and reused.
 // ggml aborts the process on a failed GGML_ASSERT, so every precondition it asserts is checked here first.
 import { fstatSync } from "node:fs";
 import os from "node:os";
 import type { Backend, FfnWeightSet, RopeTable, Tensor, WeightDType, WeightSource, WeightTensor } from "../backend.js";
-import { dequantizeBlocks, f16ToF32, GGML_BLOCK_TYPES, isGgmlBlockType, type GgmlBlockType } from "../ggml-blocks.js";
+import { dequantizeBlocks, f16ToF32, GGML_BLOCK_TYPES, isGgmlBlockType } from "../ggml-blocks.js";
 import { FirstFit } from "../first-fit.js";
 import { readRows } from "../read-rows.js";
-import { blocksFromLayout, layoutBytes, layoutFromBlocks } from "../weight-layout.js";
+import { blocksFromLayout, dtypeOfBlocks, isBlockDType, kQuantBlocks, layoutBytes, layoutFromBlocks } from "../weight-layout.js";
 import { GGML_MAX_THREADS, GgmlType, loadGgml, type Ggml, type Ptr } from "./ggml.js";
 
 export interface NativeBackendOptions {
@@ -46,9 +46,9 @@ const F16_MINUS_INFINITY = 0xfc00;
 const GGML_ROPE_TYPE_NEOX = 2;
 const GGML_BACKEND_BUFFER_USAGE_WEIGHTS = 1;
 
-const WEIGHT_TYPE: Record<WeightDType, number> = { f32: GgmlType.F32, bf16: GgmlType.BF16, q8: GgmlType.Q8_0, q4: GgmlType.Q4_0 };
-/** GGUF block types held as they are in the file for a weight dtype. */
-const SAME_BLOCKS: Partial<Record<GgmlBlockType, WeightDType>> = { Q8_0: "q8", Q4_0: "q4" };
+const WEIGHT_TYPE: Record<WeightDType, number> = {
+  f32: GgmlType.F32, bf16: GgmlType.BF16, f16: GgmlType.F16, q8: GgmlType.Q8_0, q4: GgmlType.Q4_0, q4_k: GgmlType.Q4_K, q5_k: GgmlType.Q5_K, q6_k: GgmlType.Q6_K,
+};
 
 interface Region {
   readonly buffer: Ptr;
@@ -114,8 +114,8 @@ export class NativeBackend implements Backend {
   private mask: Tensor | null = null;
   /** ffn's gate and up activations, reused across calls and grown to the largest seen. */
   private ffnScratch: Tensor | null = null;
-  /** CPU_REPACK where its q4 layout checked out (see repackBuft); undefined until first asked. */
-  private repack: Ptr | null | undefined;
+  /** Per repackable dtype (q4, q4_k), CPU_REPACK where its layout checked out (see repackBuft), or null; absent until first asked. */
+  private readonly repack = new Map<WeightDType, Ptr | null>();
   private closed = false;
   /** Recent compute time per multiply-add of big graphs on the pool and on one thread (moving averages, ns). */
   private pooledNsPerWork = NaN;
@@ -230,7 +230,7 @@ export class NativeBackend implements Backend {
   private plain(w: WeightTensor): Uint8Array {
     const r = this.weightRegion(w);
     const bytes = new Uint8Array(this.viewOf(r), 0, r.size);
-    return r.weight.repacked ? unpackQ4x8(bytes, w.rows, w.cols) : bytes;
+    return r.weight.repacked ? unpackX8(REPACKED[w.dtype]!, bytes, w.rows, w.cols) : bytes;
   }
 
   /** Writes a whole weight: `fill` gets its bytes in ggml's plain layout (a repacked weight is repacked by ggml after). */
@@ -252,10 +252,10 @@ export class NativeBackend implements Backend {
     if (this.closed) throw new Error("the native backend is closed");
     if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 1 || cols < 1) throw new Error(`allocWeight: a ${rows}×${cols} weight`);
     const bytes = layoutBytes(dtype, rows, cols);
-    if (bytes === null) throw new Error(`a ${rows}×${cols} weight cannot be held as ${dtype}: its rows must be a multiple of ${dtype === "bf16" ? 8 : 32}`);
+    if (bytes === null) throw new Error(`a ${rows}×${cols} weight cannot be held as ${dtype}: its rows must be a multiple of ${dtype === "bf16" || dtype === "f16" ? 8 : kQuantBlocks(dtype) ? 256 : 32}`);
     const type = WEIGHT_TYPE[dtype];
-    // q4 matrices go where llama.cpp puts them, ggml's repacked layout (much faster products), where ggml takes the shape
-    const repack = dtype === "q4" && rows % 8 === 0 ? this.repackBuft() : null;
+    // q4 and q4_k matrices go where llama.cpp puts them, ggml's repacked layout (much faster products), where ggml takes the shape
+    const repack = REPACKED[dtype] && rows % 8 === 0 ? this.repackBuft(dtype) : null;
     let placed = this.placeWeight(type, rows, cols, repack);
     if (placed && repack && !this.productSupported(placed.tensor, cols)) {
       this.g.bufferFree(placed.buffer);
@@ -295,31 +295,33 @@ export class NativeBackend implements Backend {
   }
 
   /**
-   * ggml's CPU_REPACK buffer type, once checked: a probe weight repacked by ggml must unpack (unpackQ4x8) to
-   * what went in, or weightData could not give its bytes back, and the repacked layout is not used at all.
+   * ggml's CPU_REPACK buffer type for dtype, once checked: a probe weight repacked by ggml must unpack (unpackX8)
+   * to what went in, or weightData could not give its bytes back, and the repacked layout is not used for dtype.
    */
-  private repackBuft(): Ptr | null {
-    if (this.repack !== undefined) return this.repack;
-    this.repack = null;
+  private repackBuft(dtype: WeightDType): Ptr | null {
+    if (this.repack.has(dtype)) return this.repack.get(dtype)!;
+    this.repack.set(dtype, null);
+    const layout = REPACKED[dtype]!;
     const buft = this.ggml.extraBufts.find((b) => this.g.buftName(b) === "CPU_REPACK");
     if (!buft) return null;
-    const rows = 8, cols = 64;
-    const probe = this.placeWeight(GgmlType.Q4_0, rows, cols, buft);
+    const rows = 8, cols = 2 * GGML_BLOCK_TYPES[layout.blocks].values;
+    const probe = this.placeWeight(WEIGHT_TYPE[dtype], rows, cols, buft);
     if (!probe) return null;
     try {
       if (!this.productSupported(probe.tensor, cols)) return null;
-      const size = this.g.nbytes(probe.tensor);
+      const size = this.g.nbytes(probe.tensor), blockBytes = GGML_BLOCK_TYPES[layout.blocks].bytes;
       const blocks = new Uint8Array(size).map((_, i) => (i * 37 + 11) & 0xff);
-      for (let b = 0; b < size; b += 18) blocks.set([0x00, 0x3c], b); // scales of 1.0
+      // scales (and Q4_K's mins) of 1.0
+      for (let b = 0; b < size; b += blockBytes) blocks.set(layout.blocks === "Q4_0" ? [0x00, 0x3c] : [0x00, 0x3c, 0x00, 0x3c], b);
       this.g.tensorSet(probe.tensor, blocks, 0, size);
       const held = new Uint8Array(this.ggml.koffi.view(this.g.getData(probe.tensor), size));
-      const back = unpackQ4x8(held, rows, cols);
-      if (back.every((v, i) => v === blocks[i])) this.repack = buft;
+      const back = unpackX8(layout, held, rows, cols);
+      if (back.every((v, i) => v === blocks[i])) this.repack.set(dtype, buft);
     } finally {
       this.g.bufferFree(probe.buffer);
       this.g.free(probe.ctx);
     }
-    return this.repack;
+    return this.repack.get(dtype)!;
   }
 
   /** Whether the weight is mapped from its file (see NativeBackendOptions.mmap). */
@@ -345,7 +347,7 @@ export class NativeBackend implements Backend {
     m.unmap();
   }
 
-  /** Whether ggml holds the weight in its repacked layout (q4 matrices whose shape ggml repacks). */
+  /** Whether ggml holds the weight in its repacked layout (q4 and q4_k matrices whose shape ggml repacks). */
   isRepacked(w: WeightTensor): boolean {
     return this.weightRegion(w).weight.repacked;
   }
@@ -363,9 +365,10 @@ export class NativeBackend implements Backend {
 
   weightData(w: WeightTensor): Uint8Array {
     const bytes = this.plain(w);
-    if (w.dtype === "f32" || w.dtype === "bf16") return bytes.slice();
+    // f32, bf16, f16 and the K-quants leave as ggml holds them; q8 and q4 in the wasm kernels' layout
+    if (!isBlockDType(w.dtype)) return this.weightRegion(w).weight.repacked ? bytes : bytes.slice();
     const out = new Uint8Array(w.bytes);
-    layoutFromBlocks(w.dtype, w.rows, w.cols, bytes, out);
+    layoutFromBlocks(w.dtype as "q8" | "q4", w.rows, w.cols, bytes, out);
     return out;
   }
 
@@ -373,8 +376,8 @@ export class NativeBackend implements Backend {
     this.weightRegion(w);
     if (data.length !== w.bytes) throw new Error(`setWeightData: ${data.length} bytes for a ${w.rows}×${w.cols} ${w.dtype} weight of ${w.bytes}`);
     this.write(w, (dst) => {
-      if (w.dtype === "f32" || w.dtype === "bf16") dst.set(data);
-      else blocksFromLayout(w.dtype, w.rows, w.cols, data, dst);
+      if (isBlockDType(w.dtype)) blocksFromLayout(w.dtype as "q8" | "q4", w.rows, w.cols, data, dst);
+      else dst.set(data);
     });
   }
 
@@ -396,7 +399,7 @@ export class NativeBackend implements Backend {
     const srcBlocks = isGgmlBlockType(src.dtype) ? src.dtype : null;
     if (srcBlocks && w.cols % GGML_BLOCK_TYPES[srcBlocks].values !== 0) throw new Error(`${src.file}: a ${srcBlocks} tensor's rows hold ${w.cols} values, not a multiple of ${GGML_BLOCK_TYPES[srcBlocks].values}`);
     // the file holds the weight's own type: mapped, or read straight into ggml's memory
-    if ((w.dtype === "f32" && src.dtype === "F32") || (w.dtype === "bf16" && src.dtype === "BF16") || (srcBlocks && SAME_BLOCKS[srcBlocks] === w.dtype)) {
+    if ((w.dtype === "f32" && src.dtype === "F32") || (w.dtype === "bf16" && src.dtype === "BF16") || (w.dtype === "f16" && src.dtype === "F16") || (srcBlocks && dtypeOfBlocks(srcBlocks) === w.dtype)) {
       if (!this.mapWeight(w, src)) this.write(w, (dst) => readRows(src, dst.length / w.rows, 0, w.rows, dst));
       return;
     }
@@ -613,7 +616,8 @@ export class NativeBackend implements Backend {
     if (tr.weight.repacked) {
       // ggml has no row lookup in the repacked layout: the rows' blocks unpacked and dequantized here
       const held = new Uint8Array(this.viewOf(tr), 0, tr.size), y = this.f32(out, 0, n * K);
-      for (let i = 0; i < n; i++) dequantizeBlocks("Q4_0", unpackQ4x8Row(held, ids[i]!, K), y.subarray(i * K, (i + 1) * K));
+      const layout = REPACKED[table.dtype]!;
+      for (let i = 0; i < n; i++) dequantizeBlocks(layout.blocks, layout.unpackRow(held, ids[i]!, K), y.subarray(i * K, (i + 1) * K));
       return;
     }
     if (!this.scratchIds || this.scratchIds.bytes < n * 4) {
@@ -745,7 +749,6 @@ export class NativeBackend implements Backend {
     if (up.rows !== F || up.cols !== K || down.rows !== K || down.cols !== F) {
       throw new Error(`ffn: gate ${gate.rows}×${gate.cols}, up ${up.rows}×${up.cols} and down ${down.rows}×${down.cols} do not make one feed-forward block`);
     }
-    if (up.dtype !== gate.dtype || down.dtype !== gate.dtype) throw new Error(`ffn: weights of dtypes ${gate.dtype}, ${up.dtype}, ${down.dtype}; one dtype is needed`);
     checkCount(rows, "ffn rows");
     if (rows === 0) return;
     this.region(x, rows * K * 4, "ffn input");
@@ -868,12 +871,20 @@ function widen16(dtype: "BF16" | "F16", src: Uint8Array, out: Float32Array): voi
   }
 }
 
-// ggml's CPU_REPACK layout of Q4_0 on x86 (block_q4_0x8, make_block_q4_0x8 in ggml-cpu/repack.cpp): rows in groups
-// of 8; per group and block column, the 8 rows' f16 scales, then 16 runs of 8 quant bytes, run i from row i % 8 at
-// byte 8·⌊i/8⌋ of its block, each byte xor 0x88.
-const Q4 = GGML_BLOCK_TYPES.Q4_0.bytes;
+// ggml's CPU_REPACK layouts on x86 (ggml-cpu/repack.cpp): rows in groups of 8; per group and block column, one
+// interleaved block of the 8 rows' blocks.
+interface RepackedLayout {
+  readonly blocks: "Q4_0" | "Q4_K";
+  /** One row's blocks out of the repacked layout. */
+  readonly unpackRow: (held: Uint8Array, row: number, cols: number) => Uint8Array;
+}
 
-/** One row's Q4_0 blocks out of the repacked layout. */
+const Q4 = GGML_BLOCK_TYPES.Q4_0.bytes, Q4K = GGML_BLOCK_TYPES.Q4_K.bytes;
+
+/**
+ * block_q4_0x8 (make_block_q4_0x8): the 8 rows' f16 scales, then 16 runs of 8 quant bytes, run i from row i % 8
+ * at byte 8·⌊i/8⌋ of its block, each byte xor 0x88.
+ */
 function unpackQ4x8Row(held: Uint8Array, row: number, cols: number): Uint8Array {
   const nb = cols / 32, out = new Uint8Array(nb * Q4);
   const group = held.subarray(Math.floor(row / 8) * 8 * nb * Q4), r = row % 8;
@@ -889,9 +900,50 @@ function unpackQ4x8Row(held: Uint8Array, row: number, cols: number): Uint8Array 
   return out;
 }
 
-/** A whole weight's Q4_0 blocks out of the repacked layout. */
-function unpackQ4x8(held: Uint8Array, rows: number, cols: number): Uint8Array {
-  const rowBytes = (cols / 32) * Q4, out = new Uint8Array(rows * rowBytes);
-  for (let r = 0; r < rows; r++) out.set(unpackQ4x8Row(held, r, cols), r * rowBytes);
+/**
+ * block_q4_Kx8 (make_block_q4_Kx8): the 8 rows' f16 d, their f16 dmin, 96 bytes of scales and mins (per
+ * sub-block j, 12 bytes: the rows' 6-bit scales, then mins, 0–3 whole with bits 4–5 of rows 4–7 on top, then
+ * rows 4–7's low 4 bits of scale and min), then 128 runs of 8 quant bytes, run i from row i % 8 at byte 8·⌊i/8⌋.
+ */
+function unpackQ4Kx8Row(held: Uint8Array, row: number, cols: number): Uint8Array {
+  const nb = cols / 256, out = new Uint8Array(nb * Q4K);
+  const group = held.subarray(Math.floor(row / 8) * 8 * nb * Q4K), r = row % 8;
+  const sc = new Uint8Array(8), mn = new Uint8Array(8);
+  for (let x = 0; x < nb; x++) {
+    const blk = x * 8 * Q4K, o = x * Q4K;
+    out[o] = group[blk + 2 * r]!;
+    out[o + 1] = group[blk + 2 * r + 1]!;
+    out[o + 2] = group[blk + 16 + 2 * r]!;
+    out[o + 3] = group[blk + 16 + 2 * r + 1]!;
+    for (let j = 0; j < 8; j++) {
+      const at = blk + 32 + 12 * j, c = r & 3;
+      if (r < 4) {
+        sc[j] = group[at + c]! & 63;
+        mn[j] = group[at + 4 + c]! & 63;
+      } else {
+        sc[j] = ((group[at + c]! >> 6) << 4) | (group[at + 8 + c]! & 15);
+        mn[j] = ((group[at + 4 + c]! >> 6) << 4) | (group[at + 8 + c]! >> 4);
+      }
+    }
+    // Q4_K's 12 bytes of 6-bit scales and mins (get_scale_min_k4 read backwards)
+    for (let j = 0; j < 4; j++) {
+      out[o + 4 + j] = sc[j]! | ((sc[j + 4]! >> 4) << 6);
+      out[o + 8 + j] = mn[j]! | ((mn[j + 4]! >> 4) << 6);
+      out[o + 12 + j] = (sc[j + 4]! & 15) | ((mn[j + 4]! & 15) << 4);
+    }
+    for (let run = 0; run < 16; run++) out.set(group.subarray(blk + 128 + (run * 8 + r) * 8, blk + 128 + (run * 8 + r) * 8 + 8), o + 16 + run * 8);
+  }
+  return out;
+}
+
+const REPACKED: Partial<Record<WeightDType, RepackedLayout>> = {
+  q4: { blocks: "Q4_0", unpackRow: unpackQ4x8Row },
+  q4_k: { blocks: "Q4_K", unpackRow: unpackQ4Kx8Row },
+};
+
+/** A whole weight's blocks out of the repacked layout. */
+function unpackX8(layout: RepackedLayout, held: Uint8Array, rows: number, cols: number): Uint8Array {
+  const rowBytes = (cols / GGML_BLOCK_TYPES[layout.blocks].values) * GGML_BLOCK_TYPES[layout.blocks].bytes, out = new Uint8Array(rows * rowBytes);
+  for (let r = 0; r < rows; r++) out.set(layout.unpackRow(held, r, cols), r * rowBytes);
   return out;
 }

@@ -37,7 +37,8 @@ const STAGING_BYTES = 16 << 20;
 /** matmulGroup's staging slots for outputs in another arena, one per product. */
 const OUT_SLOTS = Array.from({ length: MAX_MATMULS }, (_, i) => `y${i}`);
 
-const DTYPE_CODE: Record<WeightDType, number> = { f32: 0, bf16: 1, q8: 2, q4: 3 };
+/** The dtypes these kernels compute, and their codes in the kernels; f16 and the K-quants are converted at load (see weights.ts). */
+const DTYPE_CODE: Partial<Record<WeightDType, number>> = { f32: 0, bf16: 1, q8: 2, q4: 3 };
 
 export class WasmBackend implements Backend {
   readonly name: string;
@@ -140,10 +141,11 @@ export class WasmBackend implements Backend {
   }
 
   supportsWeight(dtype: WeightDType, cols: number): boolean {
-    return WasmBackend.weightBytes(dtype, 1, cols) !== null;
+    return DTYPE_CODE[dtype] !== undefined && WasmBackend.weightBytes(dtype, 1, cols) !== null;
   }
 
   allocWeight(dtype: WeightDType, rows: number, cols: number): WeightTensor {
+    if (DTYPE_CODE[dtype] === undefined) throw new Error(`the wasm kernels cannot hold ${dtype} weights (the loader converts them to f32 or q8)`);
     const bytes = WasmBackend.weightBytes(dtype, rows, cols);
     if (bytes === null) throw new Error(`a ${rows}×${cols} weight cannot be held as ${dtype}: its rows must be a multiple of ${isBlockDType(dtype) ? 32 : 8}`);
     let arenaIndex = 0;
@@ -320,7 +322,7 @@ export class WasmBackend implements Backend {
       return ya;
     });
     const work = rows * K * products.reduce((n, [, w]) => n + w.rows, 0);
-    this.run(a, "matmul", work, DTYPE_CODE[w0.dtype], products.length, xA, xB, rows, K);
+    this.run(a, "matmul", work, DTYPE_CODE[w0.dtype]!, products.length, xA, xB, rows, K);
     products.forEach(([y, w], i) => {
       if (outs[i] !== y) this.f32(y, 0, rows * w.rows).set(this.f32(outs[i]!, 0, rows * w.rows));
     });
@@ -332,9 +334,9 @@ export class WasmBackend implements Backend {
     if (up.rows !== F || up.cols !== K || down.rows !== K || down.cols !== F) {
       throw new Error(`ffn: gate ${gate.rows}×${gate.cols}, up ${up.rows}×${up.cols} and down ${down.rows}×${down.cols} do not make one feed-forward block`);
     }
-    if (up.dtype !== gate.dtype || down.dtype !== gate.dtype) throw new Error(`ffn: weights of dtypes ${gate.dtype}, ${up.dtype}, ${down.dtype}; one dtype is needed`);
     checkSize(out, rows * K * 4, "ffn output");
-    if (up.arena !== a || down.arena !== a) return this.ffnByParts(out, x, w, rows);
+    // the fused kernel takes one dtype in one arena
+    if (up.arena !== a || down.arena !== a || up.dtype !== gate.dtype || down.dtype !== gate.dtype) return this.ffnByParts(out, x, w, rows);
     const [xA, xB] = this.prepareInput(x, a, gate.dtype, rows, K);
     const g = this.scratchBuf(a, "ffn.g", rows * F * 4), u = this.scratchBuf(a, "ffn.u", rows * F * 4);
     // down's input: deinterleaved (bf16) or quantized (q8, q4) hidden activations; f32 reads g itself
@@ -348,11 +350,11 @@ export class WasmBackend implements Backend {
     const t = this.ffnTables[a]!;
     t[0] = gate.ptr; t[1] = gate.scales; t[2] = up.ptr; t[3] = up.scales; t[4] = down.ptr; t[5] = down.scales;
     t[6] = g.ptr; t[7] = u.ptr; t[8] = ha; t[9] = hb; t[10] = y.ptr;
-    this.run(a, "ffn", 3 * rows * K * F, DTYPE_CODE[gate.dtype], xA, xB, rows, K, F);
+    this.run(a, "ffn", 3 * rows * K * F, DTYPE_CODE[gate.dtype]!, xA, xB, rows, K, F);
     if (y !== out) this.f32(out, 0, rows * K).set(this.f32(y, 0, rows * K));
   }
 
-  /** The same block as three jobs, for weights that landed in different arenas. */
+  /** The same block as three jobs, for weights that landed in different arenas or differ in dtype. */
   private ffnByParts(out: Tensor, x: Tensor, w: FfnWeightSet, rows: number): void {
     const n = rows * w.gate.rows;
     const g = this.scratchBuf(0, "ffn.g", n * 4), u = this.scratchBuf(0, "ffn.u", n * 4);
@@ -372,7 +374,7 @@ export class WasmBackend implements Backend {
     const idBuf = this.scratchBuf(a, "ids", n * 4);
     this.i32(idBuf, 0, n).set(ids);
     const o = out.arena === a ? out : this.scratchBuf(a, "y", n * K * 4);
-    this.pool.direct(a, "get_rows", o.ptr, table.ptr, table.scales, DTYPE_CODE[table.dtype], idBuf.ptr, n, K);
+    this.pool.direct(a, "get_rows", o.ptr, table.ptr, table.scales, DTYPE_CODE[table.dtype]!, idBuf.ptr, n, K);
     if (o !== out) this.f32(out, 0, n * K).set(this.f32(o, 0, n * K));
   }
 

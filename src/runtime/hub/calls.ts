@@ -19,7 +19,7 @@ const DEADLINE_CAP_MS = 60_000;
 /** Requests given up on that are remembered, so that their late answers are dropped quietly. */
 const EXPIRED_KEPT = 4096;
 
-/** An expert's weights as a device holds them: its gate, up and down matrices in `dtype`, their bytes one after another. */
+/** An expert's weights as a device holds them: its gate, up and down matrices in `dtype` (one, or the three joined by "/"), their bytes one after another. */
 export interface HeldExpert {
   dtype: string;
   shapes: Array<[rows: number, cols: number]>;

@@ -6,7 +6,7 @@ import type { Backend, WeightDType } from "../../kernels/backend.js";
 import { openBackend } from "../../kernels/select-backend.js";
 import type { TensorStore } from "../../model/checkpoint.js";
 import type { ModelConfig } from "../../model/config.js";
-import { loadExperts, type FfnWeights } from "../../model/weights.js";
+import { assignmentKeepsFileTypes, loadExperts, type FfnWeights } from "../../model/weights.js";
 import type { ExpertCall } from "../../moe/executor.js";
 import { LocalExpertExecutor } from "../../moe/local-executor.js";
 import { pairKey } from "./device.js";
@@ -58,7 +58,7 @@ export class Referee {
     this.held.delete(key);
     if (h) this.held.set(key, h);
     else {
-      const w = loadExperts(this.local.backend, this.checkpoint, this.cfg, { dtype: this.dtype, holdsExpert: (l, e) => l === layer && e === expert })[layer]![expert]!;
+      const w = loadExperts(this.local.backend, this.checkpoint, this.cfg, { dtype: this.dtype, keepFileTypes: assignmentKeepsFileTypes(this.dtype), holdsExpert: (l, e) => l === layer && e === expert })[layer]![expert]!;
       const bytes = w.gate.bytes + w.up.bytes + w.down.bytes;
       for (const [k, old] of this.held) {
         if (this.heldBytes + bytes <= this.cacheBytes) break;
