@@ -22,6 +22,7 @@ import { Transformer } from "./forward.js";
 import { openModel } from "./open-model.js";
 import { ffnDTypeName, ffnDTypes, loadWeights, weightFromData, type ModelWeights } from "./weights.js";
 import { expertWork } from "./work-shape.js";
+import { relErr } from "../testing/rel-err.js";
 
 const skip = nativeSkip();
 const H = 256, F = 512, E = 2, V = 64;
@@ -65,15 +66,6 @@ function q4kmLike(): Uint8Array {
       t("blk.0.ffn_gate_exps.weight", [H, F, E], "Q4_K"), t("blk.0.ffn_up_exps.weight", [H, F, E], "Q4_K"), t("blk.0.ffn_down_exps.weight", [F, H, E], "Q6_K"),
     ],
   );
-}
-
-function relErr(got: Float32Array, want: Float32Array): number {
-  let d = 0, n = 0;
-  for (let i = 0; i < want.length; i++) {
-    d += (got[i]! - want[i]!) ** 2;
-    n += want[i]! ** 2;
-  }
-  return Math.sqrt(d / n);
 }
 
 /** The file loaded into `be` at its default dtype, the load log's summary, and the logits of `tokens`. */

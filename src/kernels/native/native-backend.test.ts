@@ -13,21 +13,13 @@ import { NativeBackend } from "./native-backend.js";
 import { nativeSkip } from "../../testing/backends.js";
 import { Random } from "../../util/random.js";
 import { blocksFromLayout, f32ToF16 } from "../weight-layout.js";
+import { relErr } from "../../testing/rel-err.js";
 
 const skip = nativeSkip();
 /** Relative L2 error allowed per weight dtype between the two backends (bf16: ggml rounds activations to bf16 too). */
 const TOLERANCE: Partial<Record<WeightDType, number>> = { f32: 1e-6, bf16: 1e-2, q8: 1e-5, q4: 1e-5 };
 /** The dtypes both backends hold (f16 and the K-quants are native only: model/gguf-kquants.test.ts). */
 const SHARED_DTYPES = WEIGHT_DTYPES.filter((d) => d !== "f16" && !kQuantBlocks(d));
-
-function relErr(got: Float32Array, want: Float32Array): number {
-  let d = 0, n = 0;
-  for (let i = 0; i < want.length; i++) {
-    d += (got[i]! - want[i]!) ** 2;
-    n += want[i]! ** 2;
-  }
-  return Math.sqrt(d / n);
-}
 
 function pair(threads = 2): { native: NativeBackend; wasm: WasmBackend; both: Backend[]; close(): void } {
   const native = new NativeBackend({ threads }), wasm = new WasmBackend({ threads });
