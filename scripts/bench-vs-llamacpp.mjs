@@ -19,7 +19,7 @@
 //   (the context is built untimed). llama-bench's plain `-n 64` would decode from an EMPTY cache, cheaper
 //   attention than distmoe's 64 steps after its 256-token prompt, hence -d 256. distmoe's decode includes
 //   its greedy argmax over the vocabulary; llama-bench's picks a random id (a few µs per token of difference).
-// - both warm up before timing (llama-bench: a whole prompt run and one token; distmoe: 32 prompt tokens and
+// - both warm up before timing (llama-bench: a whole prompt run and one token; distmoe: the whole prompt and
 //   4 steps); llama-bench reports each repetition (samples_ts), distmoe `bench --json` the median of its repeats.
 // Each round runs llama-bench's two tests and each distmoe backend once, the order reversed every other round
 // so drift on a shared machine falls on both; the table shows medians over rounds. The load average is

@@ -68,11 +68,11 @@ export async function benchEngine(engine: Engine, o: BenchOptions): Promise<Benc
   const prompt = Array.from({ length: o.promptTokens }, () => 3 + Math.floor(rng.next() * (config.vocabSize - 3)));
   const footprint = decodeFootprint(engine);
 
-  // Warm-up: page in the weights and let V8 tier up the kernels' callers.
-  // the warm-up runs part of the prompt and a few steps, within the run's own sizes (the context may hold no more)
-  const warmPrompt = Math.min(32, prompt.length), warmSteps = Math.min(4, o.decodeTokens + 1);
-  const warm = model.newSequence(warmPrompt + warmSteps);
-  await model.forward([{ cache: warm, tokens: prompt.slice(0, warmPrompt), logits: "last" }]);
+  // Warm-up, as llama-bench's (the whole prompt, then a token): page in the weights, let V8 tier up the
+  // kernels' callers, and let a backend that builds its graphs build those of the run's shapes.
+  const warmSteps = Math.min(4, o.decodeTokens + 1);
+  const warm = model.newSequence(prompt.length + warmSteps);
+  await model.forward([{ cache: warm, tokens: prompt, logits: "last" }]);
   for (let i = 0; i < warmSteps; i++) await model.forward([{ cache: warm, tokens: [prompt[i % prompt.length]!], logits: "last" }]);
   warm.free();
 

@@ -86,7 +86,8 @@ export async function evaluateOnCluster(o: ClusterEvalOptions, tokens: readonly 
   };
   let engine: Engine | null = null;
   try {
-    engine = Engine.load(o.model, { dtype: o.weightDType, threads: o.threads, executor: cluster.hub.executor, policy });
+    // poll 0: the base station's workers sleep while it waits on the devices, which share its cores
+    engine = Engine.load(o.model, { dtype: o.weightDType, threads: o.threads, poll: 0, executor: cluster.hub.executor, policy });
     const cfg = engine.config, hub = cluster.hub;
     const hosts = cfg.sparseLayers.map((sparse, l) => (sparse ? Array.from({ length: cfg.experts }, (_, e) => [channel.indexOf(hub.hostOf(l, e)!)]) : []));
     const speeds = scenario.devices.map((d) => hub.capabilitiesOf(d.name) ?? d);

@@ -19,7 +19,7 @@ export interface OpenBackendOptions {
   simd?: SimdVariant | "auto";
   /** wasm: how long idle workers spin before sleeping, in ms. */
   spinMs?: number;
-  /** native: how long idle pool workers poll before sleeping (0 to 100; 0 by default: no core taken from other processes). */
+  /** native: how long idle pool workers poll before sleeping (0 to 100; see NativeBackendOptions.poll). */
   poll?: number;
   /** native: map weights from their files where they are held as stored (default true; see NativeBackendOptions.mmap). */
   mmap?: boolean;

@@ -21,7 +21,7 @@ export interface EngineOptions {
   /** Which kernels (see openBackend); default $DISTMOE_BACKEND, else native where it loads, wasm otherwise. */
   backend?: BackendChoice;
   threads?: number;
-  /** native: how long idle pool workers poll before sleeping (0–100; default 0). */
+  /** native: how long idle pool workers poll before sleeping (0–100; see NativeBackendOptions.poll). */
   poll?: number;
   /** native: map weights held as the file stores them from the file (default true). */
   mmap?: boolean;

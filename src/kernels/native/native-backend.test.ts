@@ -32,6 +32,77 @@ function put(be: Backend, values: Float32Array): Tensor {
   return t;
 }
 
+test("ops recorded in one graph see each other's results: reads after writes, writes after reads, chains longer than a graph", { skip }, () => {
+  const { both, close } = pair();
+  const rng = new Random(11);
+  try {
+    const N = 256, K = 256, M = 4;
+    const W = rng.fillNormal(new Float32Array(N * K), 0.1), X = rng.fillNormal(new Float32Array(M * K), 1), C = rng.fillNormal(new Float32Array(M * N), 1);
+    const out = both.map((be) => {
+      const w = be.allocWeight("f32", N, K), norm = be.allocWeight("f32", 1, N);
+      be.setWeight(w, W);
+      be.setWeight(norm, new Float32Array(N).fill(1.5));
+      const x = put(be, X), c = put(be, C), y = be.alloc(M * N * 4), z = be.alloc(M * N * 4);
+      // no JavaScript access between these: the native backend runs them as recorded
+      be.matmul(y, x, w, M); // y = W·x
+      be.add(z, y, c, M * N); // reads y after it is written
+      be.rmsnorm(y, z, norm, M, N, 1e-5); // writes y after add read it
+      be.matmul(z, y, w, M); // z = W·norm(W·x + c): reads y, overwrites its own earlier input
+      // 70 in-place adds in a row: more ops than one graph holds
+      for (let i = 0; i < 70; i++) be.add(z, z, c, M * N);
+      return be.f32(z).slice();
+    });
+    assert.ok(relErr(out[0]!, out[1]!) <= 1e-5, `native vs wasm: ${relErr(out[0]!, out[1]!)}`);
+    // the same on the native backend when every op is read back at once: recording changes no result
+    const { native } = pair();
+    try {
+      const w = native.allocWeight("f32", N, K), norm = native.allocWeight("f32", 1, N);
+      native.setWeight(w, W);
+      native.setWeight(norm, new Float32Array(N).fill(1.5));
+      const x = put(native, X), c = put(native, C), y = native.alloc(M * N * 4), z = native.alloc(M * N * 4);
+      native.matmul(y, x, w, M);
+      native.f32(y);
+      native.add(z, y, c, M * N);
+      native.f32(z);
+      native.rmsnorm(y, z, norm, M, N, 1e-5);
+      native.f32(y);
+      native.matmul(z, y, w, M);
+      for (let i = 0; i < 70; i++) {
+        native.f32(z);
+        native.add(z, z, c, M * N);
+      }
+      assert.deepEqual(native.f32(z).slice(), out[0], "one op at a time");
+    } finally {
+      native.close();
+    }
+  } finally {
+    close();
+  }
+});
+
+test("what is recorded runs before a weight is rewritten, and before an op that writes memory freed and handed out again", { skip }, () => {
+  const native = new NativeBackend({ threads: 2 });
+  try {
+    const K = 64, w = native.allocWeight("f32", K, K);
+    native.setWeight(w, new Float32Array(K * K).map((_, i) => (i % (K + 1) === 0 ? 2 : 0))); // 2·I
+    const x = put(native, new Float32Array(K).fill(1)), y = native.alloc(K * 4);
+    native.matmul(y, x, w, 1);
+    // rewritten before anything read y: the product was computed with the weight as it was
+    native.setWeight(w, new Float32Array(K * K));
+    assert.deepEqual([...native.f32(y)], new Array(K).fill(2));
+    native.setWeight(w, new Float32Array(K * K).map((_, i) => (i % (K + 1) === 0 ? 3 : 0)));
+    native.matmul(y, x, w, 1);
+    native.free(x);
+    const again = native.alloc(K * 4);
+    assert.equal(again.ptr, x.ptr, "the freed memory is handed out again");
+    native.add(again, y, y, K);
+    assert.deepEqual([...native.f32(y)], new Array(K).fill(3), "the product read x before the add overwrote it");
+    assert.deepEqual([...native.f32(again)], new Array(K).fill(6));
+  } finally {
+    native.close();
+  }
+});
+
 test("matmul and matmulMany agree with the wasm kernels for every dtype, GEMV and GEMM, small and pooled", { skip }, () => {
   const { both, close } = pair();
   const rng = new Random(3);

@@ -2,7 +2,10 @@
 // Memory is ggml CPU buffers: activations in growing chunks handed out first-fit, each weight in a buffer
 // of its own holding a ggml tensor of its type (f32 F32, bf16 BF16, f16 F16, q8 Q8_0, q4 Q4_0, q4_k Q4_K, q5_k Q5_K, q6_k Q6_K). A Tensor's arena
 // names the buffer and ptr is an offset in it; f32()/i32() are views over the native memory, no copies.
-// Every op is a small ggml graph over those addresses, built once per (op, shape, addresses) and reused.
+// Ops are recorded, not run at once: consecutive ops make one ggml graph over those addresses, run when
+// JavaScript next touches memory (f32, i32, a weight write, free) — one launch of the pool for what llama.cpp
+// would run as part of its one graph, instead of one per op. A graph is built once per sequence of
+// (op, shape, addresses) and reused: a decode step's sequences repeat from step to step.
 // ggml aborts the process on a failed GGML_ASSERT, so every precondition it asserts is checked here first.
 import { fstatSync } from "node:fs";
 import os from "node:os";
@@ -16,7 +19,13 @@ import { GGML_MAX_THREADS, GgmlType, loadGgml, type Ggml, type Ptr } from "./ggm
 export interface NativeBackendOptions {
   /** Threads of the pool that big ops run on; defaults to the cores available. */
   threads?: number;
-  /** How long idle pool workers poll before sleeping: 0 (default) sleeps at once, so no core is taken from other processes; up to 100. */
+  /**
+   * How long idle pool workers poll before sleeping, 0 to 100 (ggml's levels; measured here, 1 spins about
+   * 0.6 ms, 10 about 23 ms; llama.cpp's default is 50). Default 1: a decode step's graphs follow each other within microseconds,
+   * and a worker that has gone to sleep costs tens of microseconds to wake; 0 sleeps at once (for a base
+   * station whose experts are on devices: it waits on them between graphs, and a spinning worker would take a
+   * core from a device beside it).
+   */
   poll?: number;
   /** Graphs kept for reuse (least recently used ones are freed beyond this). */
   maxGraphs?: number;
@@ -27,19 +36,29 @@ export interface NativeBackendOptions {
   mmap?: boolean;
 }
 
+// See NativeBackendOptions.poll.
+const DEFAULT_POLL = 1;
 // Below this many multiply-adds an op runs on a single-thread backend: waking the pool's sleeping workers
 // costs 15–20 µs per graph here (docs/spikes/native-backend.md), more than half of such an op takes.
 const PARALLEL_MIN_WORK = 1 << 20;
-// Big graphs run where big graphs have been faster lately (pool or one thread), and every this many on the other.
-const EXPLORE_EVERY = 16;
+// Big graphs run on the pool unless it has lately been slower than one thread on the same graphs; every this
+// many big graphs of a size, EXPLORE_RUNS run the other way to keep that comparison current, the first of
+// them untimed (on the pool it wakes workers that have slept, which the graphs after it do not pay).
+const EXPLORE_EVERY = 64;
+const EXPLORE_RUNS = 3;
+// One thread takes over when the pool's time ÷ one thread's, on the same graph, averages above this.
+const POOL_SLOWER = 1.15;
 // Activation memory grows in chunks of at least this size (untouched pages cost nothing on the usual OSes).
 const CHUNK_BYTES = 64 << 20;
 // Weight conversions go through f32 staging of at most this many bytes.
 const STAGING_BYTES = 16 << 20;
-// A graph holds at most this many nodes and twice as many tensors: the ops here need far fewer, and
-// ggml aborts when a context runs out of room, so matmulMany's product count is bounded below it.
-const MAX_NODES = 64;
+// A graph holds at most this many nodes and twice as many tensors, and ggml aborts when a context runs out of
+// room: an op adds at most MAX_OP_NODES (matmulMany's product count is bounded to keep it so), and a recorded
+// sequence is run once it holds MAX_SEGMENT_OPS ops.
+const MAX_OP_NODES = 16;
 const MAX_PRODUCTS = 16;
+const MAX_SEGMENT_OPS = 24;
+const MAX_NODES = MAX_OP_NODES * MAX_SEGMENT_OPS;
 // Decode attention covers the cache in steps of this many positions (see attention).
 const KV_PAD = 256;
 const F16_MINUS_INFINITY = 0xfc00;
@@ -67,6 +86,9 @@ interface Graph {
   readonly graph: Ptr;
   readonly buffer: Ptr | null;
   readonly work: number;
+  /** The graph's last compute time (ns) on the pool and on one thread; NaN before it has one. */
+  pooledNs: number;
+  singleNs: number;
 }
 
 /** Builds one op's graph: tensors bound to backend memory, ops, outputs. */
@@ -108,6 +130,10 @@ export class NativeBackend implements Backend {
   private nextRegion = 1;
   private weightBytes = 0;
   private readonly graphs = new Map<string, Graph>();
+  /** Ops recorded and not yet run (see flush), their keys joined, and their multiply-adds. */
+  private readonly pending: Array<(b: GraphBuilder) => void> = [];
+  private pendingKey = "";
+  private pendingWork = 0;
   private readonly maxGraphs: number;
   private readonly ropeThetas = new WeakMap<RopeTable, { theta: number; headDim: number }>();
   private scratchIds: Tensor | null = null;
@@ -117,10 +143,12 @@ export class NativeBackend implements Backend {
   /** Per repackable dtype (q4, q4_k), CPU_REPACK where its layout checked out (see repackBuft), or null; absent until first asked. */
   private readonly repack = new Map<WeightDType, Ptr | null>();
   private closed = false;
-  /** Recent compute time per multiply-add of big graphs on the pool and on one thread (moving averages, ns). */
-  private pooledNsPerWork = NaN;
-  private singleNsPerWork = NaN;
-  private bigRuns = 0;
+  /**
+   * Per size class of big graphs (multiply-adds within a factor of 4): pool time ÷ one-thread time, each pair
+   * on the same graph (a moving average of logs; 0: even), and the graphs of the class run so far. Classes
+   * apart because the pool's cost of waking is a share of small graphs' time and not of large ones'.
+   */
+  private readonly sizeClasses: Array<{ logPoolOverSingle: number; runs: number; exploring: number }> = [];
   private readonly mmap: boolean;
   /**
    * Files mapped, by device and inode (not path: a file replaced at its path, as the device's weight cache
@@ -133,7 +161,7 @@ export class NativeBackend implements Backend {
     this.g = this.ggml.f;
     this.threads = Math.max(1, Math.floor(opts.threads ?? os.availableParallelism()));
     if (this.threads > GGML_MAX_THREADS) throw new Error(`${this.threads} threads: ggml runs at most ${GGML_MAX_THREADS}`);
-    this.poll = Math.max(0, Math.min(100, Math.floor(opts.poll ?? 0)));
+    this.poll = Math.max(0, Math.min(100, Math.floor(opts.poll ?? DEFAULT_POLL)));
     this.maxGraphs = Math.max(8, opts.maxGraphs ?? 512);
     this.mmap = opts.mmap ?? true;
     this.cpuBuft = this.g.cpuBufferType();
@@ -155,7 +183,7 @@ export class NativeBackend implements Backend {
 
   /** How this backend describes itself in the startup log. */
   describe(): string {
-    return `ggml ${this.ggml.version}, ${this.ggml.variant} variant, ${this.threads} thread${this.threads === 1 ? "" : "s"}${this.poll ? `, poll ${this.poll}` : ""}${this.mmap ? "" : ", no mmap"}`;
+    return `ggml ${this.ggml.version}, ${this.ggml.variant} variant, ${this.threads} thread${this.threads === 1 ? "" : "s"}${this.poll === DEFAULT_POLL ? "" : `, poll ${this.poll}`}${this.mmap ? "" : ", no mmap"}`;
   }
 
   // ---------------------------------------------------------------- memory
@@ -192,6 +220,7 @@ export class NativeBackend implements Backend {
   free(t: Tensor): void {
     // close gave all memory back: what is freed after it (a KV cache of a request the close cut short) is gone already
     if (this.closed) return;
+    // no flush: an op recorded later that writes this memory again runs after the ones recorded before
     const r = this.regions.get(t.arena);
     if (!r?.space) throw new Error(`free: arena ${t.arena} is not activation memory`);
     r.space.free(t.ptr, t.bytes);
@@ -203,11 +232,13 @@ export class NativeBackend implements Backend {
   }
 
   f32(t: Tensor, offset = 0, length?: number): Float32Array {
+    this.flush();
     const n = length ?? t.bytes / 4 - offset;
     return new Float32Array(this.viewAt(t, offset * 4, n * 4), t.ptr + offset * 4, n);
   }
 
   i32(t: Tensor, offset = 0, length?: number): Int32Array {
+    this.flush();
     const n = length ?? t.bytes / 4 - offset;
     return new Int32Array(this.viewAt(t, offset * 4, n * 4), t.ptr + offset * 4, n);
   }
@@ -228,6 +259,7 @@ export class NativeBackend implements Backend {
 
   /** A weight's bytes in ggml's plain layout of its type: its memory itself, or for a repacked weight a copy unpacked. */
   private plain(w: WeightTensor): Uint8Array {
+    this.flush();
     const r = this.weightRegion(w);
     const bytes = new Uint8Array(this.viewOf(r), 0, r.size);
     return r.weight.repacked ? unpackX8(REPACKED[w.dtype]!, bytes, w.rows, w.cols) : bytes;
@@ -235,6 +267,7 @@ export class NativeBackend implements Backend {
 
   /** Writes a whole weight: `fill` gets its bytes in ggml's plain layout (a repacked weight is repacked by ggml after). */
   private write(w: WeightTensor, fill: (dst: Uint8Array) => void): void {
+    this.flush();
     let r = this.weightRegion(w);
     if (r.weight.mapped) r = this.detach(w, r);
     if (!r.weight.repacked) return fill(new Uint8Array(this.viewOf(r), 0, r.size));
@@ -354,6 +387,7 @@ export class NativeBackend implements Backend {
 
   freeWeight(w: WeightTensor): void {
     if (this.closed) return;
+    this.flush();
     const r = this.weightRegion(w);
     this.regions.delete(w.arena);
     this.dropWeightGraphs(w);
@@ -396,6 +430,7 @@ export class NativeBackend implements Backend {
   }
 
   loadWeight(w: WeightTensor, src: WeightSource): void {
+    this.flush();
     const srcBlocks = isGgmlBlockType(src.dtype) ? src.dtype : null;
     if (srcBlocks && w.cols % GGML_BLOCK_TYPES[srcBlocks].values !== 0) throw new Error(`${src.file}: a ${srcBlocks} tensor's rows hold ${w.cols} values, not a multiple of ${GGML_BLOCK_TYPES[srcBlocks].values}`);
     // the file holds the weight's own type: mapped, or read straight into ggml's memory
@@ -510,37 +545,63 @@ export class NativeBackend implements Backend {
     return this.weightRegion(w).weight.tensor;
   }
 
-  /** Runs the graph cached under key, building it first if needed; `work` (multiply-adds) picks the backend. */
-  private run(key: string, work: number, build: (b: GraphBuilder) => void, pool: "pinned" | "measured" = "measured"): void {
+  /**
+   * Records an op: `key` names it (op, shape, addresses, weights), `work` counts its multiply-adds, `build`
+   * adds its nodes to a graph. It runs with the ops recorded after it at the next flush.
+   */
+  private run(key: string, work: number, build: (b: GraphBuilder) => void): void {
     if (this.closed) throw new Error("the native backend is closed");
+    this.pending.push(build);
+    this.pendingKey += key;
+    this.pendingWork += work;
+    if (this.pending.length >= MAX_SEGMENT_OPS) this.flush();
+  }
+
+  /**
+   * Runs the ops recorded so far as one graph, in the order recorded (ggml computes a graph's nodes in the
+   * order they were added, each after the one before has finished on every thread, so an op reading memory
+   * an earlier one wrote sees its result). Everything that lets JavaScript read or write backend memory
+   * flushes first. `pinned`: on the pool whatever the measurements say (the probes).
+   */
+  private flush(pinned = false): void {
+    const n = this.pending.length;
+    if (n === 0) return;
+    const key = this.pendingKey, work = this.pendingWork, builds = this.pending.splice(0, n);
+    this.pendingKey = "";
+    this.pendingWork = 0;
     let gr = this.graphs.get(key);
     if (gr) {
       this.graphs.delete(key);
       this.graphs.set(key, gr);
     } else {
-      gr = this.build(work, build);
+      gr = this.build(work, builds);
       this.graphs.set(key, gr);
       if (this.graphs.size > this.maxGraphs) {
         const [oldKey, old] = this.graphs.entries().next().value as [string, Graph];
         this.dropGraph(oldKey, old);
       }
     }
-    if (pool === "pinned" && this.threads > 1) return this.compute(this.pooled, gr);
+    if (pinned) return this.compute(this.pooled, gr);
     if (gr.work < PARALLEL_MIN_WORK || this.threads === 1) return this.compute(this.single, gr);
     // ggml's threads meet at a barrier after every node, spinning: when the machine is busy (other processes, a
     // device beside the base station) a worker that is not scheduled holds the graph up for a time slice, and
-    // the pool is slower than one thread (measured here: 10× at load 7 on 2 cores). So big graphs run where
-    // big graphs have lately been faster per multiply-add, and every EXPLORE_EVERY-th on the other.
-    const explore = this.bigRuns++ % EXPLORE_EVERY === EXPLORE_EVERY - 1;
-    let pooled = !(this.pooledNsPerWork > this.singleNsPerWork);
-    if (Number.isNaN(this.pooledNsPerWork)) pooled = true;
-    else if (Number.isNaN(this.singleNsPerWork)) pooled = false;
-    else if (explore) pooled = !pooled;
+    // the pool is slower than one thread (measured here: 10× at load 7 on 2 cores). So big graphs run on the
+    // pool unless, compared graph by graph (times of different graphs are not comparable), it has lately been
+    // slower than one thread on graphs of the size (see EXPLORE_EVERY).
+    const sizeClass = (this.sizeClasses[Math.floor(Math.log2(gr.work) / 2)] ??= { logPoolOverSingle: 0, runs: 0, exploring: 0 });
+    const onPool = sizeClass.logPoolOverSingle <= Math.log(POOL_SLOWER);
+    if (sizeClass.exploring === 0 && ++sizeClass.runs % EXPLORE_EVERY === 0) sizeClass.exploring = EXPLORE_RUNS;
+    const exploring = sizeClass.exploring > 0, timed = sizeClass.exploring !== EXPLORE_RUNS;
+    if (exploring) sizeClass.exploring--;
+    const pooled = exploring ? !onPool : onPool;
     const t0 = process.hrtime.bigint();
     this.compute(pooled ? this.pooled : this.single, gr);
-    const perWork = Number(process.hrtime.bigint() - t0) / gr.work;
-    if (pooled) this.pooledNsPerWork = Number.isNaN(this.pooledNsPerWork) ? perWork : this.pooledNsPerWork + (perWork - this.pooledNsPerWork) / 8;
-    else this.singleNsPerWork = Number.isNaN(this.singleNsPerWork) ? perWork : this.singleNsPerWork + (perWork - this.singleNsPerWork) / 8;
+    if (!timed) return;
+    const ns = Number(process.hrtime.bigint() - t0);
+    if (pooled) gr.pooledNs = ns;
+    else gr.singleNs = ns;
+    // a fresh time of one kind against the graph's last of the other
+    if (exploring && gr.pooledNs > 0 && gr.singleNs > 0) sizeClass.logPoolOverSingle += (Math.log(gr.pooledNs / gr.singleNs) - sizeClass.logPoolOverSingle) / 4;
   }
 
   private compute(backend: Ptr, gr: Graph): void {
@@ -548,17 +609,17 @@ export class NativeBackend implements Backend {
     if (status !== 0) throw new Error(`ggml_backend_graph_compute: status ${status}`);
   }
 
-  private build(work: number, build: (b: GraphBuilder) => void): Graph {
-    const g = this.g;
-    const ctx = g.init({ mem_size: g.tensorOverhead() * MAX_NODES * 2 + g.graphOverheadCustom(MAX_NODES, false) + 4096, mem_buffer: null, no_alloc: true });
+  private build(work: number, builds: ReadonlyArray<(b: GraphBuilder) => void>): Graph {
+    const g = this.g, nodes = MAX_OP_NODES * builds.length;
+    const ctx = g.init({ mem_size: g.tensorOverhead() * nodes * 2 + g.graphOverheadCustom(nodes, false) + 4096, mem_buffer: null, no_alloc: true });
     try {
       const b = new GraphBuilder(this, ctx);
-      build(b);
-      const graph = g.newGraphCustom(ctx, MAX_NODES, false);
+      for (const build of builds) build(b);
+      const graph = g.newGraphCustom(ctx, nodes, false);
       for (const t of b.outputs) g.buildForward(graph, t);
       // intermediate results get a buffer of their own; null when there are none
       const buffer = g.allocCtxTensorsFromBuft(ctx, this.cpuBuft);
-      return { ctx, graph, buffer, work };
+      return { ctx, graph, buffer, work, pooledNs: NaN, singleNs: NaN };
     } catch (e) {
       g.free(ctx);
       throw e;
@@ -680,7 +741,8 @@ export class NativeBackend implements Backend {
     if (!t) throw new Error("rope: a rotary table from another backend");
     if (t.headDim !== headDim) throw new Error(`rope: a table for head size ${t.headDim} used with ${headDim}`);
     this.region(x, rows * heads * headDim * 4, "rope input");
-    const pos = this.i32(positions, 0, rows);
+    // positions are written by JavaScript, never by an op: read as they are, without running what is recorded
+    const pos = new Int32Array(this.viewAt(positions, 0, rows * 4), positions.ptr, rows);
     for (let i = 0; i < rows; i++) {
       if (pos[i]! < 0 || pos[i]! >= table.positions) throw new Error(`position ${pos[i]} is beyond the rotary table (${table.positions} positions)`);
     }
@@ -715,6 +777,8 @@ export class NativeBackend implements Backend {
       this.mask = this.alloc(Math.max(rows * span * 2, KV_PAD * 2));
     }
     const mask = this.mask;
+    // the mask is written now: what is recorded and may read it runs first
+    this.flush();
     // F16 mask [rows][span]: 0 where row i may look (positions ≤ start + i), -inf elsewhere
     const m = new Uint16Array(this.viewOf(this.regions.get(mask.arena)!), mask.ptr, rows * span);
     for (let i = 0; i < rows; i++) {
@@ -826,7 +890,8 @@ export class NativeBackend implements Backend {
         const t0 = process.hrtime.bigint();
         this.run(NativeBackend.key("probe", y, x, M) + `w${w.arena}|`, Infinity, (b) => {
           b.outputs.push(b.into(this.g.mulMat(b.ctx, this.weightTensor(w), b.bind(x, GgmlType.F32, K, M)), y));
-        }, "pinned");
+        });
+        this.flush(true);
         best = Math.min(best, Number(process.hrtime.bigint() - t0));
       }
       return best;
@@ -839,6 +904,8 @@ export class NativeBackend implements Backend {
 
   close(): void {
     if (this.closed) return;
+    // what was recorded runs: JavaScript may have been told it has run
+    this.flush();
     this.closed = true;
     for (const [key, gr] of [...this.graphs]) this.dropGraph(key, gr);
     for (const r of this.regions.values()) {
