@@ -3,6 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { closeSync, mkdtempSync, openSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
 import os from "node:os";
 import path from "node:path";
 import type { Backend, SourceDType, Tensor, WeightDType } from "../backend.js";
@@ -467,5 +468,18 @@ test("inputs ggml would abort on are refused with an Error and the process goes 
     assert.ok(Math.abs(be.f32(y)[0]! - 32) < 0.1);
   } finally {
     be.close();
+  }
+});
+
+test("a process that ends with a backend open, its pool workers still polling, exits cleanly", { skip }, () => {
+  const module = new URL("./native-backend.js", import.meta.url).href;
+  const script = `import { NativeBackend } from ${JSON.stringify(module)};
+const be = new NativeBackend({ threads: 2, poll: 10 });
+const w = be.allocWeight("f32", 1024, 1024), x = be.alloc(4 * 1024 * 8), y = be.alloc(4 * 1024 * 8);
+be.f32(x).fill(1);
+for (let i = 0; i < 5; i++) { be.matmul(y, x, w, 8); be.f32(y); }`;
+  for (let i = 0; i < 3; i++) {
+    const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8" });
+    assert.equal(r.status, 0, `exit ${r.status} ${r.signal ?? ""}: ${r.stderr}`);
   }
 });

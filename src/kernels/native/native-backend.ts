@@ -111,6 +111,13 @@ class GraphBuilder {
   }
 }
 
+/**
+ * Backends not yet closed. When the process exits they are closed: a pool worker still polling while Node
+ * tears the process down crashes it (measured: every time at poll 10 on a natural exit).
+ */
+const openBackends = new Set<NativeBackend>();
+let closeAtExit = false;
+
 export class NativeBackend implements Backend {
   readonly name: string;
   readonly threads: number;
@@ -179,6 +186,13 @@ export class NativeBackend implements Backend {
       this.threadpool = null;
     }
     this.name = `native-ggml-${this.ggml.variant}`;
+    openBackends.add(this);
+    if (!closeAtExit) {
+      closeAtExit = true;
+      process.once("exit", () => {
+        for (const be of openBackends) be.close();
+      });
+    }
   }
 
   /** How this backend describes itself in the startup log. */
@@ -907,6 +921,7 @@ export class NativeBackend implements Backend {
     // what was recorded runs: JavaScript may have been told it has run
     this.flush();
     this.closed = true;
+    openBackends.delete(this);
     for (const [key, gr] of [...this.graphs]) this.dropGraph(key, gr);
     for (const r of this.regions.values()) {
       this.g.bufferFree(r.buffer);
