@@ -15,6 +15,8 @@ export interface BenchOptions {
   seed?: number;
   /** Bytes read by the bandwidth probe; well above the last-level cache. */
   probeBytes?: number;
+  /** Warm-up time before timing (default WARM_UP_MS; the warm-up runs at least once). */
+  warmUpMs?: number;
 }
 
 export interface BenchResult {
@@ -62,19 +64,26 @@ export function decodeFootprint(engine: Engine): { bytes: number; macs: number; 
   return { bytes, macs, headMacs };
 }
 
+/** How long bench warms up before timing (see benchEngine). */
+export const WARM_UP_MS = 2000;
+
 export async function benchEngine(engine: Engine, o: BenchOptions): Promise<BenchResult> {
   const { model, config } = engine;
   const rng = new Random(o.seed ?? 1);
   const prompt = Array.from({ length: o.promptTokens }, () => 3 + Math.floor(rng.next() * (config.vocabSize - 3)));
   const footprint = decodeFootprint(engine);
 
-  // Warm-up, as llama-bench's (the whole prompt, then a token): page in the weights, let V8 tier up the
-  // kernels' callers, and let a backend that builds its graphs build those of the run's shapes.
+  // Warm-up, as llama-bench's (the whole prompt, then a few tokens), repeated for WARM_UP_MS: page in the
+  // weights, let V8 tier up the kernels' callers (measured on brown-moe: the first two seconds' prefills take
+  // up to 2.5× as long as later ones), and let a backend that builds its graphs build those of the run's shapes.
   const warmSteps = Math.min(4, o.decodeTokens + 1);
-  const warm = model.newSequence(prompt.length + warmSteps);
-  await model.forward([{ cache: warm, tokens: prompt, logits: "last" }]);
-  for (let i = 0; i < warmSteps; i++) await model.forward([{ cache: warm, tokens: [prompt[i % prompt.length]!], logits: "last" }]);
-  warm.free();
+  const warmStart = performance.now();
+  do {
+    const warm = model.newSequence(prompt.length + warmSteps);
+    await model.forward([{ cache: warm, tokens: prompt, logits: "last" }]);
+    for (let i = 0; i < warmSteps; i++) await model.forward([{ cache: warm, tokens: [prompt[i % prompt.length]!], logits: "last" }]);
+    warm.free();
+  } while (performance.now() - warmStart < (o.warmUpMs ?? WARM_UP_MS));
 
   // Each repetition: a prefill from an empty cache, then decodeTokens greedy steps; medians resist
   // the noise of a shared machine better than one run or the best one.

@@ -1,12 +1,15 @@
 // Backend memory for a step's activations, kept between steps so that a decode step allocates nothing.
 // A set holds one tensor per entry of floatsPerRow, sized for a bucket of rows (the next power of two);
-// sets up to keepMaxRows rows are kept per bucket, larger ones (long prefills) are allocated and freed
-// per step, which costs nothing next to their compute. A set is leased for one step: a second step in
-// flight at the same time gets a set of its own.
+// sets up to keepMaxRows rows are kept per bucket, and of larger ones (prefills) the largest so far is kept
+// for any step it holds: the same addresses from prefill to prefill, so a backend that builds its graphs
+// over addresses (the native one) reuses them. A set is leased for one step: a second step in flight at
+// the same time gets a set of its own.
 import type { Backend, Tensor } from "../kernels/backend.js";
 
 export class StepBuffers {
   private readonly idle = new Map<number, Tensor[]>();
+  /** The largest set of more than keepMaxRows rows given back, and its rows, while no step holds it. */
+  private large: { rows: number; set: Tensor[] } | null = null;
 
   constructor(
     private readonly backend: Backend,
@@ -16,6 +19,11 @@ export class StepBuffers {
 
   /** Tensors of at least rows × floatsPerRow[i] f32 each; give them back with the same `rows`. */
   take(rows: number): Tensor[] {
+    if (rows > this.keepMaxRows && this.large && this.large.rows >= rows) {
+      const { set } = this.large;
+      this.large = null;
+      return set;
+    }
     const bucket = this.bucket(rows);
     const set = this.idle.get(bucket);
     if (set) {
@@ -26,9 +34,21 @@ export class StepBuffers {
   }
 
   give(rows: number, set: Tensor[]): void {
+    if (rows > this.keepMaxRows) {
+      // the set may be larger than rows asked for (the kept one): its size is in its tensors
+      const held = Math.min(...this.floatsPerRow.map((n, i) => (n > 0 ? Math.floor(set[i]!.bytes / 4 / n) : Infinity)));
+      if (this.large && this.large.rows >= held) return this.release(set);
+      if (this.large) this.release(this.large.set);
+      this.large = { rows: held, set };
+      return;
+    }
     const bucket = this.bucket(rows);
-    if (bucket > this.keepMaxRows || this.idle.has(bucket)) for (const t of set) this.backend.free(t);
+    if (this.idle.has(bucket)) this.release(set);
     else this.idle.set(bucket, set);
+  }
+
+  private release(set: Tensor[]): void {
+    for (const t of set) this.backend.free(t);
   }
 
   private bucket(rows: number): number {
@@ -36,7 +56,9 @@ export class StepBuffers {
   }
 
   close(): void {
-    for (const set of this.idle.values()) for (const t of set) this.backend.free(t);
+    for (const set of this.idle.values()) this.release(set);
     this.idle.clear();
+    if (this.large) this.release(this.large.set);
+    this.large = null;
   }
 }
