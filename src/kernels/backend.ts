@@ -90,6 +90,11 @@ export interface Backend {
   rmsnorm(y: Tensor, x: Tensor, w: WeightTensor, rows: number, n: number, eps: number): void;
   ropeTable(positions: number, headDim: number, theta: number): RopeTable;
   rope(x: Tensor, rows: number, heads: number, headDim: number, positions: Tensor, table: RopeTable): void;
+  /**
+   * dst[at[i]] = src[i] for rows of `width` f32 (a step's keys and values into their cache): `at` holds `rows`
+   * distinct row indices of dst, written by JavaScript (not by an op), each below dst's row capacity.
+   */
+  setRows(dst: Tensor, src: Tensor, rows: number, width: number, at: Tensor): void;
   /** Causal attention of `rows` new queries at positions start.. against a cache holding start + rows keys. */
   attention(out: Tensor, q: Tensor, k: Tensor, v: Tensor, rows: number, start: number, heads: number, kvHeads: number, headDim: number): void;
   siluMul(h: Tensor, g: Tensor, u: Tensor, n: number): void;

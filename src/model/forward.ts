@@ -132,8 +132,10 @@ export class Transformer {
     let r = 0;
     for (const it of items) {
       const n = it.tokens.length, start = it.cache.length;
-      be.f32(it.cache.k[l]!, start * kvDim, n * kvDim).set(be.f32(k, r * kvDim, n * kvDim));
-      be.f32(it.cache.v[l]!, start * kvDim, n * kvDim).set(be.f32(v, r * kvDim, n * kvDim));
+      // positions r.. are this item's cache rows start..
+      const at = sub(pos, r * 4, n * 4);
+      be.setRows(it.cache.k[l]!, sub(k, r * kvDim * 4, n * kvDim * 4), n, kvDim, at);
+      be.setRows(it.cache.v[l]!, sub(v, r * kvDim * 4, n * kvDim * 4), n, kvDim, at);
       be.attention(sub(att, r * qDim * 4, n * qDim * 4), sub(q, r * qDim * 4, n * qDim * 4), it.cache.k[l]!, it.cache.v[l]!, n, start, c.heads, c.kvHeads, c.headDim);
       r += n;
     }

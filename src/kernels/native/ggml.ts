@@ -82,6 +82,7 @@ function bind(base: ReturnType<KoffiLike["load"]>, cpu: ReturnType<KoffiLike["lo
     permute: b("void* ggml_permute(void* ctx, void* a, int ax0, int ax1, int ax2, int ax3)") as (ctx: Ptr, a: Ptr, a0: number, a1: number, a2: number, a3: number) => Ptr,
     mulMat: b("void* ggml_mul_mat(void* ctx, void* a, void* b)") as (ctx: Ptr, a: Ptr, b: Ptr) => Ptr,
     getRows: b("void* ggml_get_rows(void* ctx, void* a, void* b)") as (ctx: Ptr, a: Ptr, b: Ptr) => Ptr,
+    setRows: b("void* ggml_set_rows(void* ctx, void* a, void* b, void* c)") as (ctx: Ptr, a: Ptr, b: Ptr, c: Ptr) => Ptr,
     rmsNorm: b("void* ggml_rms_norm(void* ctx, void* a, float eps)") as (ctx: Ptr, a: Ptr, eps: number) => Ptr,
     mul: b("void* ggml_mul(void* ctx, void* a, void* b)") as (ctx: Ptr, a: Ptr, b: Ptr) => Ptr,
     add: b("void* ggml_add(void* ctx, void* a, void* b)") as (ctx: Ptr, a: Ptr, b: Ptr) => Ptr,

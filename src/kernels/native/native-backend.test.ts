@@ -104,6 +104,29 @@ test("what is recorded runs before a weight is rewritten, and before an op that 
   }
 });
 
+test("setRows writes rows where the indices say, on both backends, and refuses an index beyond the destination", { skip }, () => {
+  const { both, close } = pair();
+  try {
+    const width = 6, capacity = 5;
+    const out = both.map((be) => {
+      const dst = put(be, new Float32Array(capacity * width).fill(-1)), src = put(be, Float32Array.from({ length: 2 * width }, (_, i) => i));
+      const at = be.alloc(8);
+      be.i32(at).set([3, 1]);
+      be.setRows(dst, src, 2, width, at);
+      const got = be.f32(dst).slice();
+      be.i32(at).set([4, 5]);
+      assert.throws(() => be.setRows(dst, src, 2, width, at), /row 5 of a tensor of 5 rows/);
+      return got;
+    });
+    const want = new Float32Array(capacity * width).fill(-1);
+    want.set([0, 1, 2, 3, 4, 5], 3 * width);
+    want.set([6, 7, 8, 9, 10, 11], 1 * width);
+    for (const got of out) assert.deepEqual(got, want);
+  } finally {
+    close();
+  }
+});
+
 test("matmul and matmulMany agree with the wasm kernels for every dtype, GEMV and GEMM, small and pooled", { skip }, () => {
   const { both, close } = pair();
   const rng = new Random(3);

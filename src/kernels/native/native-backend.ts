@@ -145,6 +145,8 @@ export class NativeBackend implements Backend {
   private readonly ropeThetas = new WeakMap<RopeTable, { theta: number; headDim: number }>();
   private scratchIds: Tensor | null = null;
   private mask: Tensor | null = null;
+  /** The (rows, start, span) the mask was last written for. */
+  private maskHolds = "";
   /** ffn's gate and up activations, reused across calls and grown to the largest seen. */
   private ffnScratch: Tensor | null = null;
   /** Per repackable dtype (q4, q4_k), CPU_REPACK where its layout checked out (see repackBuft), or null; absent until first asked. */
@@ -768,6 +770,21 @@ export class NativeBackend implements Backend {
     });
   }
 
+  setRows(dst: Tensor, src: Tensor, rows: number, width: number, at: Tensor): void {
+    checkCount(rows, "setRows rows");
+    checkCount(width, "setRows width");
+    if (rows === 0 || width === 0) return;
+    const capacity = Math.floor(dst.bytes / (width * 4));
+    this.region(src, rows * width * 4, "setRows source");
+    this.region(dst, capacity * width * 4, "setRows destination");
+    // written by JavaScript, never by an op: read as they are, without running what is recorded (ggml aborts on a row out of range)
+    const idx = new Int32Array(this.viewAt(at, 0, rows * 4), at.ptr, rows);
+    for (let i = 0; i < rows; i++) if (!(idx[i]! >= 0 && idx[i]! < capacity)) throw new Error(`setRows: row ${idx[i]} of a tensor of ${capacity} rows`);
+    this.run(NativeBackend.key("setrows", dst, src, at, rows, width, capacity), rows * width, (b) => {
+      b.outputs.push(b.view(this.g.setRows(b.ctx, b.bind(dst, GgmlType.F32, width, capacity), b.bind(src, GgmlType.F32, width, rows), b.bind(at, GgmlType.I32, rows))));
+    });
+  }
+
   attention(out: Tensor, q: Tensor, k: Tensor, v: Tensor, rows: number, start: number, heads: number, kvHeads: number, headDim: number): void {
     checkCount(rows, "attention rows");
     checkCount(start, "attention start");
@@ -789,15 +806,20 @@ export class NativeBackend implements Backend {
     if (!this.mask || this.mask.bytes < rows * span * 2) {
       if (this.mask) this.free(this.mask);
       this.mask = this.alloc(Math.max(rows * span * 2, KV_PAD * 2));
+      this.maskHolds = "";
     }
     const mask = this.mask;
-    // the mask is written now: what is recorded and may read it runs first
-    this.flush();
-    // F16 mask [rows][span]: 0 where row i may look (positions ≤ start + i), -inf elsewhere
-    const m = new Uint16Array(this.viewOf(this.regions.get(mask.arena)!), mask.ptr, rows * span);
-    for (let i = 0; i < rows; i++) {
-      m.fill(0, i * span, i * span + start + i + 1);
-      m.fill(F16_MINUS_INFINITY, i * span + start + i + 1, (i + 1) * span);
+    // the mask is written when it changes (the layers of a step share it): what is recorded and may read it runs first
+    const holds = `${rows}|${start}|${span}`;
+    if (this.maskHolds !== holds) {
+      this.flush();
+      // F16 mask [rows][span]: 0 where row i may look (positions ≤ start + i), -inf elsewhere
+      const m = new Uint16Array(this.viewOf(this.regions.get(mask.arena)!), mask.ptr, rows * span);
+      for (let i = 0; i < rows; i++) {
+        m.fill(0, i * span, i * span + start + i + 1);
+        m.fill(F16_MINUS_INFINITY, i * span + start + i + 1, (i + 1) * span);
+      }
+      this.maskHolds = holds;
     }
     const g = this.g, scale = 1 / Math.sqrt(headDim);
     this.run(NativeBackend.key("attn", out, q, k, v, mask, rows, span, heads, kvHeads, headDim), rows * heads * len * headDim * 2, (b) => {

@@ -408,6 +408,14 @@ export class WasmBackend implements Backend {
     this.run(x.arena, "rope", rows * heads * headDim, x.ptr, rows, heads, headDim, positions.ptr, table.cos.ptr, table.sin.ptr);
   }
 
+  setRows(dst: Tensor, src: Tensor, rows: number, width: number, at: Tensor): void {
+    const capacity = Math.floor(dst.bytes / (width * 4)), idx = this.i32(at, 0, rows), s = this.f32(src, 0, rows * width), d = this.f32(dst, 0, capacity * width);
+    for (let i = 0; i < rows; i++) {
+      if (!(idx[i]! >= 0 && idx[i]! < capacity)) throw new Error(`setRows: row ${idx[i]} of a tensor of ${capacity} rows`);
+      d.set(s.subarray(i * width, (i + 1) * width), idx[i]! * width);
+    }
+  }
+
   attention(out: Tensor, q: Tensor, k: Tensor, v: Tensor, rows: number, start: number, heads: number, kvHeads: number, headDim: number): void {
     sameArena(out, q, k, v);
     const len = start + rows;
