@@ -104,6 +104,24 @@ test("what is recorded runs before a weight is rewritten, and before an op that 
   }
 });
 
+test("a graph of many wide matmulMany calls: as many products as one call takes, in a row", { skip }, () => {
+  const native = new NativeBackend({ threads: 2 });
+  try {
+    const K = 32, N = 8, P = 15;
+    const ws = Array.from({ length: P }, (_, p) => {
+      const w = native.allocWeight("f32", N, K);
+      native.setWeight(w, new Float32Array(N * K).fill(p));
+      return w;
+    });
+    const x = put(native, new Float32Array(K).fill(1)), ys = ws.map(() => native.alloc(N * 4));
+    for (let i = 0; i < 30; i++) native.matmulMany(x, ws.map((w, p) => [ys[p]!, w] as const), 1);
+    ws.forEach((_, p) => assert.deepEqual([...native.f32(ys[p]!)], new Array(N).fill(p * K)));
+    assert.throws(() => native.matmulMany(x, [...ws, ws[0]!].map((w) => [ys[0]!, w] as const), 1), /16 products, at most 15/);
+  } finally {
+    native.close();
+  }
+});
+
 test("setRows writes rows where the indices say, on both backends, and refuses an index beyond the destination", { skip }, () => {
   const { both, close } = pair();
   try {

@@ -52,11 +52,12 @@ const POOL_SLOWER = 1.15;
 const CHUNK_BYTES = 64 << 20;
 // Weight conversions go through f32 staging of at most this many bytes.
 const STAGING_BYTES = 16 << 20;
-// A graph holds at most this many nodes and twice as many tensors, and ggml aborts when a context runs out of
-// room: an op adds at most MAX_OP_NODES (matmulMany's product count is bounded to keep it so), and a recorded
-// sequence is run once it holds MAX_SEGMENT_OPS ops.
+// A graph holds at most this many nodes, as many leaves and twice as many tensors, and ggml aborts when a
+// context runs out of room: an op adds at most MAX_OP_NODES nodes and as many leaves (matmulMany's product
+// count is bounded to keep it so: its input and weights are leaves), and a recorded sequence is run once it
+// holds MAX_SEGMENT_OPS ops.
 const MAX_OP_NODES = 16;
-const MAX_PRODUCTS = 16;
+const MAX_PRODUCTS = MAX_OP_NODES - 1;
 const MAX_SEGMENT_OPS = 24;
 const MAX_NODES = MAX_OP_NODES * MAX_SEGMENT_OPS;
 // Decode attention covers the cache in steps of this many positions (see attention).
