@@ -41,10 +41,13 @@ const DEFAULT_POLL = 1;
 // Below this many multiply-adds an op runs on a single-thread backend: waking the pool's sleeping workers
 // costs 15–20 µs per graph here (docs/spikes/native-backend.md), more than half of such an op takes.
 const PARALLEL_MIN_WORK = 1 << 20;
-// Big graphs run on the pool unless it has lately been slower than one thread on the same graphs; every this
-// many big graphs of a size, EXPLORE_RUNS run the other way to keep that comparison current, the first of
-// them untimed (on the pool it wakes workers that have slept, which the graphs after it do not pay).
+// Big graphs run on the pool unless it has lately been slower than one thread on the same graphs. To keep
+// that comparison current, EXPLORE_RUNS graphs of a size run the other way after EXPLORE_EVERY of them,
+// the first untimed (on the pool it wakes workers that have slept, which the graphs after it do not pay);
+// each exploration that leaves the choice as it was doubles the wait, up to EXPLORE_EVERY_MAX, so a
+// settled choice costs little (exploring the pool cost brown-moe's decode 15 % at a fixed 64).
 const EXPLORE_EVERY = 64;
+const EXPLORE_EVERY_MAX = 4096;
 const EXPLORE_RUNS = 3;
 // One thread takes over when the pool's time ÷ one thread's, on the same graph, averages above this.
 const POOL_SLOWER = 1.15;
@@ -155,10 +158,10 @@ export class NativeBackend implements Backend {
   private closed = false;
   /**
    * Per size class of big graphs (multiply-adds within a factor of 4): pool time ÷ one-thread time, each pair
-   * on the same graph (a moving average of logs; 0: even), and the graphs of the class run so far. Classes
+   * on the same graph (a moving average of logs; 0: even), and when to explore next (see EXPLORE_EVERY). Classes
    * apart because the pool's cost of waking is a share of small graphs' time and not of large ones'.
    */
-  private readonly sizeClasses: Array<{ logPoolOverSingle: number; runs: number; exploring: number }> = [];
+  private readonly sizeClasses: Array<{ logPoolOverSingle: number; untilExplore: number; every: number; exploring: number; wasOnPool: boolean }> = [];
   private readonly mmap: boolean;
   /**
    * Files mapped, by device and inode (not path: a file replaced at its path, as the device's weight cache
@@ -605,9 +608,14 @@ export class NativeBackend implements Backend {
     // the pool is slower than one thread (measured here: 10× at load 7 on 2 cores). So big graphs run on the
     // pool unless, compared graph by graph (times of different graphs are not comparable), it has lately been
     // slower than one thread on graphs of the size (see EXPLORE_EVERY).
-    const sizeClass = (this.sizeClasses[Math.floor(Math.log2(gr.work) / 2)] ??= { logPoolOverSingle: 0, runs: 0, exploring: 0 });
+    const sizeClass = (this.sizeClasses[Math.floor(Math.log2(gr.work) / 2)] ??= { logPoolOverSingle: 0, untilExplore: EXPLORE_EVERY, every: EXPLORE_EVERY, exploring: 0, wasOnPool: true });
     const onPool = sizeClass.logPoolOverSingle <= Math.log(POOL_SLOWER);
-    if (sizeClass.exploring === 0 && ++sizeClass.runs % EXPLORE_EVERY === 0) sizeClass.exploring = EXPLORE_RUNS;
+    if (sizeClass.exploring === 0 && --sizeClass.untilExplore === 0) {
+      sizeClass.every = onPool === sizeClass.wasOnPool ? Math.min(EXPLORE_EVERY_MAX, sizeClass.every * 2) : EXPLORE_EVERY;
+      sizeClass.untilExplore = sizeClass.every;
+      sizeClass.wasOnPool = onPool;
+      sizeClass.exploring = EXPLORE_RUNS;
+    }
     const exploring = sizeClass.exploring > 0, timed = sizeClass.exploring !== EXPLORE_RUNS;
     if (exploring) sizeClass.exploring--;
     const pooled = exploring ? !onPool : onPool;
