@@ -122,6 +122,7 @@ function bind(base: ReturnType<KoffiLike["load"]>, cpu: ReturnType<KoffiLike["lo
     cpuSetThreadpool: c("void ggml_backend_cpu_set_threadpool(void* backend, void* tp)") as (backend: Ptr, tp: Ptr) => void,
     threadpoolNew: c("void* ggml_threadpool_new(void* params)") as (params: Uint8Array) => Ptr,
     threadpoolFree: c("void ggml_threadpool_free(void* tp)") as (tp: Ptr) => void,
+    threadpoolPause: c("void ggml_threadpool_pause(void* tp)") as (tp: Ptr) => void,
   };
 }
 

@@ -3,7 +3,7 @@
 // of its own holding a ggml tensor of its type (f32 F32, bf16 BF16, f16 F16, q8 Q8_0, q4 Q4_0, q4_k Q4_K, q5_k Q5_K, q6_k Q6_K). A Tensor's arena
 // names the buffer and ptr is an offset in it; f32()/i32() are views over the native memory, no copies.
 // Ops are recorded, not run at once: consecutive ops make one ggml graph over those addresses, run when
-// JavaScript next touches memory (f32, i32, a weight write, free) — one launch of the pool for what llama.cpp
+// JavaScript next touches memory (f32, i32, a weight read or write) — one launch of the pool for what llama.cpp
 // would run as part of its one graph, instead of one per op. A graph is built once per sequence of
 // (op, shape, addresses) and reused: a decode step's sequences repeat from step to step.
 // ggml aborts the process on a failed GGML_ASSERT, so every precondition it asserts is checked here first.
@@ -55,14 +55,13 @@ const POOL_SLOWER = 1.15;
 const CHUNK_BYTES = 64 << 20;
 // Weight conversions go through f32 staging of at most this many bytes.
 const STAGING_BYTES = 16 << 20;
-// A graph holds at most this many nodes, as many leaves and twice as many tensors, and ggml aborts when a
-// context runs out of room: an op adds at most MAX_OP_NODES nodes and as many leaves (matmulMany's product
-// count is bounded to keep it so: its input and weights are leaves), and a recorded sequence is run once it
-// holds MAX_SEGMENT_OPS ops.
+// A graph of n ops holds at most MAX_OP_NODES × n nodes, as many leaves and twice as many tensors, and ggml
+// aborts when a context runs out of room: an op adds at most MAX_OP_NODES nodes and as many leaves
+// (matmulMany's product count is bounded to keep it so: its input and weights are leaves). A recorded
+// sequence is run once it holds MAX_SEGMENT_OPS ops.
 const MAX_OP_NODES = 16;
 const MAX_PRODUCTS = MAX_OP_NODES - 1;
 const MAX_SEGMENT_OPS = 24;
-const MAX_NODES = MAX_OP_NODES * MAX_SEGMENT_OPS;
 // Decode attention covers the cache in steps of this many positions (see attention).
 const KV_PAD = 256;
 const F16_MINUS_INFINITY = 0xfc00;
@@ -134,6 +133,8 @@ export class NativeBackend implements Backend {
   /** `threads` threads on a persistent threadpool. */
   private readonly pooled: Ptr;
   private readonly threadpool: Ptr | null;
+  /** Whether the pool's workers may be polling (a graph ran on it since it was last paused). */
+  private poolAwake = false;
   /** The single-thread backend's pool: no worker threads, but ggml then skips making a throwaway pool per compute. */
   private readonly singlePool: Ptr;
   private readonly regions = new Map<number, Region>();
@@ -630,6 +631,13 @@ export class NativeBackend implements Backend {
   }
 
   private compute(backend: Ptr, gr: Graph): void {
+    if (backend === this.pooled) this.poolAwake = this.threadpool !== null;
+    else if (this.poolAwake) {
+      // workers still polling after a pool graph would take the core this one-thread graph runs on from it
+      // (brown-moe decode at poll 1: 670–730 tok/s polling, 1240–1260 paused); the next pool graph wakes them
+      this.g.threadpoolPause(this.threadpool!);
+      this.poolAwake = false;
+    }
     const status = this.g.graphCompute(backend, gr.graph);
     if (status !== 0) throw new Error(`ggml_backend_graph_compute: status ${status}`);
   }
