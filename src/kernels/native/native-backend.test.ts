@@ -39,43 +39,30 @@ test("ops recorded in one graph see each other's results: reads after writes, wr
   try {
     const N = 256, K = 256, M = 4;
     const W = rng.fillNormal(new Float32Array(N * K), 0.1), X = rng.fillNormal(new Float32Array(M * K), 1), C = rng.fillNormal(new Float32Array(M * N), 1);
-    const out = both.map((be) => {
+    // readEach: JavaScript reads after every op, so the native backend runs each op alone
+    const sequence = (be: Backend, readEach: boolean): Float32Array => {
       const w = be.allocWeight("f32", N, K), norm = be.allocWeight("f32", 1, N);
       be.setWeight(w, W);
       be.setWeight(norm, new Float32Array(N).fill(1.5));
       const x = put(be, X), c = put(be, C), y = be.alloc(M * N * 4), z = be.alloc(M * N * 4);
-      // no JavaScript access between these: the native backend runs them as recorded
+      const read = (t: Tensor) => readEach && be.f32(t);
       be.matmul(y, x, w, M); // y = W·x
+      read(y);
       be.add(z, y, c, M * N); // reads y after it is written
+      read(z);
       be.rmsnorm(y, z, norm, M, N, 1e-5); // writes y after add read it
+      read(y);
       be.matmul(z, y, w, M); // z = W·norm(W·x + c): reads y, overwrites its own earlier input
       // 70 in-place adds in a row: more ops than one graph holds
-      for (let i = 0; i < 70; i++) be.add(z, z, c, M * N);
-      return be.f32(z).slice();
-    });
-    assert.ok(relErr(out[0]!, out[1]!) <= 1e-5, `native vs wasm: ${relErr(out[0]!, out[1]!)}`);
-    // the same on the native backend when every op is read back at once: recording changes no result
-    const { native } = pair();
-    try {
-      const w = native.allocWeight("f32", N, K), norm = native.allocWeight("f32", 1, N);
-      native.setWeight(w, W);
-      native.setWeight(norm, new Float32Array(N).fill(1.5));
-      const x = put(native, X), c = put(native, C), y = native.alloc(M * N * 4), z = native.alloc(M * N * 4);
-      native.matmul(y, x, w, M);
-      native.f32(y);
-      native.add(z, y, c, M * N);
-      native.f32(z);
-      native.rmsnorm(y, z, norm, M, N, 1e-5);
-      native.f32(y);
-      native.matmul(z, y, w, M);
       for (let i = 0; i < 70; i++) {
-        native.f32(z);
-        native.add(z, z, c, M * N);
+        read(z);
+        be.add(z, z, c, M * N);
       }
-      assert.deepEqual(native.f32(z).slice(), out[0], "one op at a time");
-    } finally {
-      native.close();
-    }
+      return be.f32(z).slice();
+    };
+    const [recorded, wasm] = both.map((be) => sequence(be, false));
+    assert.ok(relErr(recorded!, wasm!) <= 1e-5, `native vs wasm: ${relErr(recorded!, wasm!)}`);
+    assert.deepEqual(sequence(both[0]!, true), recorded, "native, one op at a time: recording changes no result");
   } finally {
     close();
   }
