@@ -6,7 +6,7 @@
 //     edge texts, with brown-moe-q8_0.gguf (SentencePiece, written by llama.cpp's converter) and a
 //     byte-level BPE vocabulary with merges (src/testing/byte-bpe-model.ts) converted by distmoe;
 //   - greedy ids (scripts/llama-greedy.cpp, compiled here against llama.cpp's static libraries) from
-//     the shipped brown-moe-bf16.gguf and from small models of all four architectures converted by
+//     the shipped brown-moe-bf16.gguf and brown-moe-q8_0.gguf and from small models of all four architectures converted by
 //     distmoe (src/testing/converted-models.ts).
 // llama.cpp is the source node-llama-cpp 3.21.1 bundles, built by scripts/llama-cpp/build.mjs (the
 // same build the speed comparison uses) when it is not in the cache yet.
@@ -54,7 +54,7 @@ try {
     console.error(`${name}: ${texts.length} texts, ${ids[name].flat().length} ids`);
   }
 
-  const models = { "brown-moe-bf16.gguf": path.join(SHARED_DIR, "models/brown-moe-gguf/brown-moe-bf16.gguf"), ...writeConvertedModels(tmp) };
+  const models = { "brown-moe-bf16.gguf": path.join(SHARED_DIR, "models/brown-moe-gguf/brown-moe-bf16.gguf"), "brown-moe-q8_0.gguf": vocabs["brown-moe-q8_0.gguf"], ...writeConvertedModels(tmp) };
   const greedy = {};
   for (const [name, file] of Object.entries(models)) {
     greedy[name] = run(greedyTool, [file, String(GREEDY_TOKENS), GREEDY_PROMPT]).trim().split(/\s+/).map(Number);
