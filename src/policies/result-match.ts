@@ -18,9 +18,13 @@ export interface ResultTolerance {
  * greedy tokens, 27,168 rows; each call computed from its input as the wire carries it): a device's
  * result (plain SIMD, 1 thread, rounded to the wire dtype) against the base station's (relaxed SIMD,
  * 2 threads, unrounded). The largest row difference with f32 weights was 3.1e-7 (f32 wire), 3.6e-4
- * (f16) and 2.7e-3 (bf16); with q8 weights 1.4e-3, 9.1e-4 and 2.6e-3. Each tolerance below is 6× or
- * more what was seen (f32 300×, for other kernels' summation orders), and a copy scaled by 1.05 (a row
- * 4.8 % off) still fails with every pair of dtypes.
+ * (f16) and 2.7e-3 (bf16); with q8 weights 1.4e-3, 9.1e-4 and 2.6e-3. With the base station on the
+ * native kernels (`--base native`, 10 prompts × 100 tokens, 8,968 rows), which quantize the activations
+ * too (to Q8_0 against q8/q4 weights, to bf16 against bf16 ones), the largest differences with
+ * quantized or bf16 weights were 6.2e-3 (q8), 3.7e-3 (q4), 4.6e-3 (bf16) on the f32 wire, 7.7e-3 on bf16;
+ * with f32 weights as before (3.7e-7, 3.4e-4, 2.7e-3). Each tolerance below is 4× or more what was seen
+ * (f32 270×, for other kernels' summation orders), and a copy scaled by 1.05 (a row 4.8 % off) still
+ * fails with every pair of dtypes.
  */
 export const RESULT_TOLERANCE = {
   wire: { f32: 1e-4, f16: 4e-3, bf16: 1.6e-2 } satisfies Record<WireDType, number>,
@@ -29,7 +33,7 @@ export const RESULT_TOLERANCE = {
    * against bf16 weights, where the wasm kernels keep them f32 (1.5e-3 between the two on one product, measured
    * in src/kernels/native/native-backend.test.ts), and a device and its base station may run either
    */
-  quantizedWeights: 1e-2,
+  quantizedWeights: 2.5e-2,
 };
 
 /** The spacing of each wire dtype's smallest values: two roundings to it differ by at most this per value. */
