@@ -119,8 +119,10 @@ test("setRows writes rows where the indices say, on both backends, and refuses a
       be.i32(at).set([3, 1]);
       be.setRows(dst, src, 2, width, at);
       const got = be.f32(dst).slice();
+      // a refused call writes no row, not even the ones before the bad index
       be.i32(at).set([4, 5]);
       assert.throws(() => be.setRows(dst, src, 2, width, at), /row 5 of a tensor of 5 rows/);
+      assert.deepEqual(be.f32(dst), got, `${be.name}: rows written by a refused setRows`);
       return got;
     });
     const want = new Float32Array(capacity * width).fill(-1);
@@ -455,6 +457,22 @@ test("a file replaced at its path (written whole and renamed, as the device's we
   } finally {
     be.close();
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("index tensors too small for the rows (setRows, rope) are refused by the call itself, not by whatever flushes next", { skip }, () => {
+  const be = new NativeBackend({ threads: 1 });
+  try {
+    const width = 4, dst = be.alloc(8 * width * 4), src = be.alloc(2 * width * 4), at = be.alloc(4);
+    be.i32(at)[0] = 1;
+    const x = put(be, new Float32Array([1, 2, 3, 4])), table = be.ropeTable(8, 2, 10000);
+    // recorded before the bad calls: must still run, and be the only thing that runs
+    be.add(x, x, x, 4);
+    assert.throws(() => be.setRows(dst, src, 2, width, at), /setRows indices: buffer of 4 bytes, 8 needed/);
+    assert.throws(() => be.rope(src, 2, 1, 2, at, table), /rope positions: buffer of 4 bytes, 8 needed/);
+    assert.deepEqual([...be.f32(x)], [2, 4, 6, 8]);
+  } finally {
+    be.close();
   }
 });
 
