@@ -91,6 +91,61 @@ test("what is recorded runs before a weight is rewritten, and before an op that 
   }
 });
 
+test("random programs give the same bits recorded (graphs evicted, mask rewritten mid-graph, a weight freed while recorded) as one op at a time", { skip }, () => {
+  // slots of N floats in one buffer, so that ops alias each other's memory; attention: 2 heads of N / 2 sharing one kv head
+  const N = 64, SLOTS = 10, D = N / 2, CAP = 8;
+  for (let seed = 1; seed <= 30; seed++) {
+    const rng = new Random(seed);
+    const init = rng.fillNormal(new Float32Array(SLOTS * N), 1), cache = rng.fillNormal(new Float32Array(2 * CAP * D), 1);
+    const W = rng.fillNormal(new Float32Array(N * N), 0.1), NORM = rng.fillNormal(new Float32Array(N), 1);
+    const program = Array.from({ length: 60 }, () => [0, 0, 0, 0].map(() => Math.floor(rng.next() * SLOTS)).concat(rng.next()) as [number, number, number, number, number]);
+    program.forEach((p) => (p[0] = p[4] < 0.05 ? -1 : p[0]));
+    const run = (be: NativeBackend, oneAtATime: boolean): Float32Array[] => {
+      const reads: Float32Array[] = [];
+      const buf = put(be, init), kv = put(be, cache), at = be.alloc(8);
+      be.i32(at).set([0, 1]);
+      const s = (i: number): Tensor => ({ arena: buf.arena, ptr: buf.ptr + i * N * 4, bytes: N * 4 });
+      const k = { ...kv, bytes: CAP * D * 4 }, v = { ...kv, ptr: kv.ptr + CAP * D * 4, bytes: CAP * D * 4 };
+      const norm = be.allocWeight("f32", 1, N);
+      be.setWeight(norm, NORM);
+      let w = be.allocWeight("f32", N, N);
+      be.setWeight(w, W);
+      for (const [op, a, b, c, r] of program) {
+        if (op === -1) {
+          // the weight freed with a product that reads it recorded: the product runs first
+          be.matmul(s(a), s((a + 1) % SLOTS), w, 1);
+          be.freeWeight(w);
+          w = be.allocWeight("f32", N, N);
+          be.setWeight(w, W);
+        } else if (op === 0) be.add(s(a), s(b), s(c), N);
+        else if (op === 1) be.clamp(s(a), N, 0.5 + r);
+        else if (op === 2) be.siluMul(s(a), s(b), s(c), N);
+        else if (op === 3 && a !== b) be.matmul(s(a), s(b), w, 1);
+        else if (op === 4) be.rmsnorm(s(a), s(b), norm, 1, N, 1e-5);
+        else if (op === 5) be.f32(s(a)).fill(r);
+        else if (op === 6) reads.push(be.f32(s(a)).slice());
+        else if (op === 7) {
+          be.i32(at).set([b % CAP, (b + 1) % CAP]);
+          be.setRows(r < 0.5 ? k : v, s(c), 2, D, at);
+        } else if (op === 8 && a !== b) be.attention(s(a), s(b), k, v, 1, c % CAP, 2, 1, D);
+        else if (op === 9) be.rope(s(a), 1, 2, D, at, table(be));
+        if (oneAtATime) be.f32(s(0));
+      }
+      reads.push(be.f32(buf).slice(), be.f32(kv).slice());
+      return reads;
+    };
+    const tables = new Map<NativeBackend, ReturnType<NativeBackend["ropeTable"]>>();
+    const table = (be: NativeBackend) => tables.get(be) ?? tables.set(be, be.ropeTable(CAP, D, 10000)).get(be)!;
+    const recorded = new NativeBackend({ threads: 2, maxGraphs: 8 }), alone = new NativeBackend({ threads: 2 });
+    try {
+      assert.deepEqual(run(recorded, false), run(alone, true), `seed ${seed}`);
+    } finally {
+      recorded.close();
+      alone.close();
+    }
+  }
+});
+
 test("a graph of many wide matmulMany calls: as many products as one call takes, in a row", { skip }, () => {
   const native = new NativeBackend({ threads: 2 });
   try {
@@ -119,8 +174,10 @@ test("setRows writes rows where the indices say, on both backends, and refuses a
       be.i32(at).set([3, 1]);
       be.setRows(dst, src, 2, width, at);
       const got = be.f32(dst).slice();
+      // a refused call writes no row, not even the ones before the bad index
       be.i32(at).set([4, 5]);
       assert.throws(() => be.setRows(dst, src, 2, width, at), /row 5 of a tensor of 5 rows/);
+      assert.deepEqual(be.f32(dst), got, `${be.name}: rows written by a refused setRows`);
       return got;
     });
     const want = new Float32Array(capacity * width).fill(-1);
@@ -455,6 +512,22 @@ test("a file replaced at its path (written whole and renamed, as the device's we
   } finally {
     be.close();
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("index tensors too small for the rows (setRows, rope) are refused by the call itself, not by whatever flushes next", { skip }, () => {
+  const be = new NativeBackend({ threads: 1 });
+  try {
+    const width = 4, dst = be.alloc(8 * width * 4), src = be.alloc(2 * width * 4), at = be.alloc(4);
+    be.i32(at)[0] = 1;
+    const x = put(be, new Float32Array([1, 2, 3, 4])), table = be.ropeTable(8, 2, 10000);
+    // recorded before the bad calls: must still run, and be the only thing that runs
+    be.add(x, x, x, 4);
+    assert.throws(() => be.setRows(dst, src, 2, width, at), /setRows indices: buffer of 4 bytes, 8 needed/);
+    assert.throws(() => be.rope(src, 2, 1, 2, at, table), /rope positions: buffer of 4 bytes, 8 needed/);
+    assert.deepEqual([...be.f32(x)], [2, 4, 6, 8]);
+  } finally {
+    be.close();
   }
 });
 

@@ -774,6 +774,8 @@ export class NativeBackend implements Backend {
     if (!t) throw new Error("rope: a rotary table from another backend");
     if (t.headDim !== headDim) throw new Error(`rope: a table for head size ${t.headDim} used with ${headDim}`);
     this.region(x, rows * heads * headDim * 4, "rope input");
+    // checked here, not when the graph is built at a flush: an error there would reach whoever flushes
+    this.region(positions, rows * 4, "rope positions");
     // positions are written by JavaScript, never by an op: read as they are, without running what is recorded
     const pos = new Int32Array(this.viewAt(positions, 0, rows * 4), positions.ptr, rows);
     for (let i = 0; i < rows; i++) {
@@ -794,6 +796,8 @@ export class NativeBackend implements Backend {
     const capacity = Math.floor(dst.bytes / (width * 4));
     this.region(src, rows * width * 4, "setRows source");
     this.region(dst, capacity * width * 4, "setRows destination");
+    // checked here, not when the graph is built at a flush (see rope)
+    this.region(at, rows * 4, "setRows indices");
     // written by JavaScript, never by an op: read as they are, without running what is recorded (ggml aborts on a row out of range)
     const idx = new Int32Array(this.viewAt(at, 0, rows * 4), at.ptr, rows);
     for (let i = 0; i < rows; i++) if (!(idx[i]! >= 0 && idx[i]! < capacity)) throw new Error(`setRows: row ${idx[i]} of a tensor of ${capacity} rows`);

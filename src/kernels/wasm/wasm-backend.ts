@@ -409,11 +409,11 @@ export class WasmBackend implements Backend {
   }
 
   setRows(dst: Tensor, src: Tensor, rows: number, width: number, at: Tensor): void {
+    if (rows === 0 || width === 0) return;
     const capacity = Math.floor(dst.bytes / (width * 4)), idx = this.i32(at, 0, rows), s = this.f32(src, 0, rows * width), d = this.f32(dst, 0, capacity * width);
-    for (let i = 0; i < rows; i++) {
-      if (!(idx[i]! >= 0 && idx[i]! < capacity)) throw new Error(`setRows: row ${idx[i]} of a tensor of ${capacity} rows`);
-      d.set(s.subarray(i * width, (i + 1) * width), idx[i]! * width);
-    }
+    // every index checked before any row is written, as the native backend does: a refused call changes nothing
+    for (let i = 0; i < rows; i++) if (!(idx[i]! >= 0 && idx[i]! < capacity)) throw new Error(`setRows: row ${idx[i]} of a tensor of ${capacity} rows`);
+    for (let i = 0; i < rows; i++) d.set(s.subarray(i * width, (i + 1) * width), idx[i]! * width);
   }
 
   attention(out: Tensor, q: Tensor, k: Tensor, v: Tensor, rows: number, start: number, heads: number, kvHeads: number, headDim: number): void {
