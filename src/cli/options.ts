@@ -4,7 +4,7 @@ import os from "node:os";
 import path from "node:path";
 import { InvalidArgumentError, Option, type Command } from "commander";
 import { WEIGHT_DTYPES, type WeightDType } from "../kernels/backend.js";
-import { BACKEND_CHOICES, BACKEND_ENV, type BackendChoice } from "../kernels/select-backend.js";
+import { BACKEND_CHOICES, BACKEND_ENV, POLL_WHEN_WAITING_ON_PEERS, type BackendChoice } from "../kernels/select-backend.js";
 import { GGML_MAX_THREADS } from "../kernels/native/ggml.js";
 import { Engine, type EngineOptions } from "../runtime/engine.js";
 import { onCluster, startLocalCluster } from "../runtime/local-cluster.js";
@@ -143,7 +143,7 @@ export function addKernelOptions(cmd: Command): Command {
       if (n > GGML_MAX_THREADS) throw new InvalidArgumentError(`expected at most ${GGML_MAX_THREADS} threads (ggml's limit), got ${n}`);
       return n;
     })
-    .option("--poll <level>", "native: how long idle compute threads poll before sleeping, 0 (sleep at once) to 100 (level 1 spins about 0.6 ms, 10 about 23 ms) (default: 1; 0 where experts are on devices, which a spinning thread would take a core from; llama.cpp's default is 50)", (v: string) => {
+    .option("--poll <level>", "native: how long idle compute threads poll before sleeping, 0 (sleep at once) to 100 (level 1 spins about 0.6 ms, 10 about 23 ms) (default: 1; 0 for devices and where experts are on devices, which a spinning thread would take a core from; llama.cpp's default is 50)", (v: string) => {
       const n = Number(v);
       if (!Number.isInteger(n) || n < 0 || n > 100) throw new InvalidArgumentError("expected an integer from 0 to 100");
       return n;
@@ -179,14 +179,8 @@ export async function openEngine(o: ModelCliOptions, extra: Partial<EngineOption
   }
   const link = o.link;
   const cluster = await startLocalCluster({ model: o.model, devices: o.localDevices, weightDType: devicesDType(o), wireDType: o.wireDtype, replicas: o.replicas, link: link && (() => link), deviceArgs: localDeviceArgs(o) });
-  return onCluster(cluster, () => ({ engine: Engine.load(o.model, { ...opts, poll: o.poll ?? EXPERTS_ON_DEVICES_POLL, executor: cluster.hub.executor }) }));
+  return onCluster(cluster, () => ({ engine: Engine.load(o.model, { ...opts, poll: o.poll ?? POLL_WHEN_WAITING_ON_PEERS, executor: cluster.hub.executor }) }));
 }
-
-/**
- * --poll where the experts are on devices: the base station waits on them between its graphs, and a worker
- * spinning through the wait would take a core from a device on the same machine.
- */
-export const EXPERTS_ON_DEVICES_POLL = 0;
 
 /** What local device processes inherit from this command's options: the kernels asked for. */
 export function localDeviceArgs(o: Pick<ModelCliOptions, "backend">): string[] {

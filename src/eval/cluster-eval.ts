@@ -19,6 +19,7 @@ import { startLocalCluster } from "../runtime/local-cluster.js";
 import { logProb, PPL_WINDOW } from "./perplexity.js";
 import type { ExpertExecutor } from "../moe/executor.js";
 import { median } from "../util/stats.js";
+import { POLL_WHEN_WAITING_ON_PEERS } from "../kernels/select-backend.js";
 
 export interface ClusterEvalOptions {
   model: string;
@@ -86,8 +87,7 @@ export async function evaluateOnCluster(o: ClusterEvalOptions, tokens: readonly 
   };
   let engine: Engine | null = null;
   try {
-    // poll 0: the base station's workers sleep while it waits on the devices, which share its cores
-    engine = Engine.load(o.model, { dtype: o.weightDType, threads: o.threads, poll: 0, executor: cluster.hub.executor, policy });
+    engine = Engine.load(o.model, { dtype: o.weightDType, threads: o.threads, poll: POLL_WHEN_WAITING_ON_PEERS, executor: cluster.hub.executor, policy });
     const cfg = engine.config, hub = cluster.hub;
     const hosts = cfg.sparseLayers.map((sparse, l) => (sparse ? Array.from({ length: cfg.experts }, (_, e) => [channel.indexOf(hub.hostOf(l, e)!)]) : []));
     const speeds = scenario.devices.map((d) => hub.capabilitiesOf(d.name) ?? d);

@@ -10,6 +10,12 @@ export type BackendChoice = "auto" | "native" | "wasm";
 export const BACKEND_CHOICES: readonly BackendChoice[] = ["auto", "native", "wasm"];
 /** Sets the default choice (a test run of the whole suite on one backend, a deployment's preference). */
 export const BACKEND_ENV = "DISTMOE_BACKEND";
+/**
+ * The native poll level for a process that waits on its peers between graphs: a device (one graph per call,
+ * then the network), a base station whose experts are on devices. A worker spinning through the wait would
+ * take a core from a device or base station on the same machine.
+ */
+export const POLL_WHEN_WAITING_ON_PEERS = 0;
 
 export interface OpenBackendOptions {
   /** Default: $DISTMOE_BACKEND, else auto (native where it loads, wasm otherwise). */

@@ -12,7 +12,7 @@ import { createHash } from "node:crypto";
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import WebSocket, { type ClientOptions } from "ws";
-import { openBackend, type BackendChoice } from "../kernels/select-backend.js";
+import { openBackend, POLL_WHEN_WAITING_ON_PEERS, type BackendChoice } from "../kernels/select-backend.js";
 import { WEIGHT_DTYPES, type Backend, type WeightDType } from "../kernels/backend.js";
 import type { TensorStore } from "../model/checkpoint.js";
 import { GgufModel, isGgufPath } from "../model/gguf-model.js";
@@ -61,7 +61,7 @@ export interface DeviceOptions {
   /** Which kernels (see openBackend); default $DISTMOE_BACKEND, else native where it loads, wasm otherwise. */
   backend?: BackendChoice;
   threads?: number;
-  /** native: how long idle pool workers poll before sleeping (0–100; default 0). */
+  /** native: how long idle pool workers poll before sleeping (0–100; default POLL_WHEN_WAITING_ON_PEERS). */
   poll?: number;
   spinMs?: number;
   /** Memory offered for expert weights (default: the memory free at start). */
@@ -337,7 +337,7 @@ class ExpertHost {
   private probed: Capabilities | null = null;
 
   constructor(private readonly opts: DeviceOptions, private readonly log: (line: string) => void) {
-    const kernels = openBackend({ backend: opts.backend, threads: opts.threads, poll: opts.poll, spinMs: opts.spinMs });
+    const kernels = openBackend({ backend: opts.backend, threads: opts.threads, poll: opts.poll ?? POLL_WHEN_WAITING_ON_PEERS, spinMs: opts.spinMs });
     this.backend = kernels.backend;
     log(kernels.why);
   }

@@ -17,7 +17,8 @@ import { createApp, DEFAULT_MAX_BODY_BYTES, DEFAULT_REQUEST_TIMEOUT_MS } from ".
 import { ServerMetrics } from "../../server/metrics.js";
 import { certificateNames, loadTls, selfSignedTls, type ServerTls } from "../../server/tls.js";
 import { isLoopback } from "../../util/loopback.js";
-import { addModelOptions, defaultStateDir, devicesDType, engineOptions, EXPERTS_ON_DEVICES_POLL, localDeviceArgs, nonNegativeInt, positiveInt, type ModelCliOptions } from "../options.js";
+import { addModelOptions, defaultStateDir, devicesDType, engineOptions, localDeviceArgs, nonNegativeInt, positiveInt, type ModelCliOptions } from "../options.js";
+import { POLL_WHEN_WAITING_ON_PEERS } from "../../kernels/select-backend.js";
 import { adminKey, adminKeys, apiKey, bodySize, readKeys, requestTimeout, verifyRate } from "../server-options.js";
 
 interface ServeCliOptions extends ModelCliOptions {
@@ -192,7 +193,7 @@ export function serveCommand(): Command {
       // their cache, and so their identities, live in the state directory beside the devices.json that knows them
       const localArgs = ["--cache", path.join(stateDir, "local-devices"), ...(tls ? ["--fingerprint", tls.fingerprint] : []), ...localDeviceArgs(o)];
       const local = o.localDevices ? spawnLocalDevices(`${wsScheme}://${here}`, join!.tokens.ownToken(), o.localDevices, 1, localArgs, { log }) : null;
-      engine = Engine.load(o.model, { ...engineOptions(o), ...(hub && { poll: o.poll ?? EXPERTS_ON_DEVICES_POLL }), executor: hub?.executor, maxBatch: o.maxBatch, maxQueue: o.maxQueue });
+      engine = Engine.load(o.model, { ...engineOptions(o), ...(hub && { poll: o.poll ?? POLL_WHEN_WAITING_ON_PEERS }), executor: hub?.executor, maxBatch: o.maxBatch, maxQueue: o.maxQueue });
       if (!hub) log(`ready: ${modelName}`);
       else {
         // the API answers 503 with the reason until every expert has a holder

@@ -21,10 +21,9 @@ export interface NativeBackendOptions {
   threads?: number;
   /**
    * How long idle pool workers poll before sleeping, 0 to 100 (ggml's levels; measured here, 1 spins about
-   * 0.6 ms, 10 about 23 ms; llama.cpp's default is 50). Default 1: a decode step's graphs follow each other within microseconds,
-   * and a worker that has gone to sleep costs tens of microseconds to wake; 0 sleeps at once (for a base
-   * station whose experts are on devices: it waits on them between graphs, and a spinning worker would take a
-   * core from a device beside it).
+   * 0.6 ms, 10 about 23 ms; llama.cpp's default is 50). Default 1: a decode step's graphs follow each other
+   * within microseconds, and a worker that has gone to sleep costs tens of microseconds to wake. 0 sleeps at
+   * once (see POLL_WHEN_WAITING_ON_PEERS in select-backend.ts).
    */
   poll?: number;
   /** Graphs kept for reuse (least recently used ones are freed beyond this). */
@@ -197,7 +196,13 @@ export class NativeBackend implements Backend {
     if (!closeAtExit) {
       closeAtExit = true;
       process.once("exit", () => {
-        for (const be of openBackends) be.close();
+        for (const be of openBackends) {
+          try {
+            be.close();
+          } catch {
+            // released all the same (close's finally); the process is ending
+          }
+        }
       });
     }
   }
@@ -961,8 +966,16 @@ export class NativeBackend implements Backend {
 
   close(): void {
     if (this.closed) return;
-    // what was recorded runs: JavaScript may have been told it has run
-    this.flush();
+    try {
+      // what was recorded runs: JavaScript may have been told it has run
+      this.flush();
+    } finally {
+      this.release();
+    }
+  }
+
+  /** Gives back every ggml resource, the pool's threads included. */
+  private release(): void {
     this.closed = true;
     openBackends.delete(this);
     for (const [key, gr] of [...this.graphs]) this.dropGraph(key, gr);
