@@ -50,11 +50,11 @@ export interface FfnWeightSet {
   readonly down: WeightTensor;
 }
 
+/** A model's rotary embedding as ropeTable prepared it: positions it covers, head size and base; a backend may hold more (wasm: the angles' cos and sin). */
 export interface RopeTable {
-  readonly cos: Tensor;
-  readonly sin: Tensor;
   readonly positions: number;
-  readonly half: number;
+  readonly headDim: number;
+  readonly theta: number;
 }
 
 export interface Backend {

@@ -584,3 +584,21 @@ for (let i = 0; i < 5; i++) { be.matmul(y, x, w, 8); be.f32(y); }`;
     assert.equal(r.status, 0, `exit ${r.status} ${r.signal ?? ""}: ${r.stderr}`);
   }
 });
+
+test("rotary tables: the native one holds only its parameters; the wasm kernels refuse a table without their angles, both one of another head size", { skip }, () => {
+  const { native, wasm, close } = pair();
+  try {
+    const t = native.ropeTable(16, 8, 10000);
+    assert.deepEqual(t, { positions: 16, headDim: 8, theta: 10000 });
+    const x = put(wasm, new Float32Array(16)), pos = wasm.alloc(4);
+    wasm.i32(pos).set([0]);
+    assert.throws(() => wasm.rope(x, 1, 2, 8, pos, t), /a rotary table from another backend/);
+    assert.throws(() => wasm.rope(x, 1, 4, 4, pos, wasm.ropeTable(16, 8, 10000)), /a table for head size 8 used with 4/);
+    const nx = put(native, new Float32Array(16)), npos = native.alloc(4);
+    native.i32(npos).set([0]);
+    assert.throws(() => native.rope(nx, 1, 4, 4, npos, t), /a table for head size 8 used with 4/);
+    assert.throws(() => native.ropeTable(16, 8, NaN), /base NaN/);
+  } finally {
+    close();
+  }
+});

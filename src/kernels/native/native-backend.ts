@@ -146,7 +146,6 @@ export class NativeBackend implements Backend {
   private pendingKey = "";
   private pendingWork = 0;
   private readonly maxGraphs: number;
-  private readonly ropeThetas = new WeakMap<RopeTable, { theta: number; headDim: number }>();
   private scratchIds: Tensor | null = null;
   private mask: Tensor | null = null;
   /** The (rows, start, span) the mask was last written for. */
@@ -755,29 +754,16 @@ export class NativeBackend implements Backend {
   ropeTable(positions: number, headDim: number, theta: number): RopeTable {
     checkCount(positions, "rotary positions");
     if (!Number.isInteger(headDim) || headDim < 2 || headDim % 2) throw new Error(`rotary table: head size ${headDim} is not even`);
-    const half = headDim / 2;
-    const cos = this.alloc(positions * half * 4);
-    const sin = this.alloc(positions * half * 4);
-    const c = this.f32(cos), s = this.f32(sin);
-    for (let i = 0; i < half; i++) {
-      const invFreq = 1 / Math.pow(theta, (2 * i) / headDim);
-      for (let p = 0; p < positions; p++) {
-        c[p * half + i] = Math.cos(p * invFreq);
-        s[p * half + i] = Math.sin(p * invFreq);
-      }
-    }
-    const table = { cos, sin, positions, half };
-    this.ropeThetas.set(table, { theta, headDim });
-    return table;
+    if (!(theta > 0) || !Number.isFinite(theta)) throw new Error(`rotary table: base ${theta}`);
+    // ggml computes the angles itself (rope): nothing to hold but the parameters
+    return { positions, headDim, theta };
   }
 
   rope(x: Tensor, rows: number, heads: number, headDim: number, positions: Tensor, table: RopeTable): void {
     checkCount(rows, "rope rows");
     checkCount(heads, "rope heads");
     if (rows === 0 || heads === 0) return;
-    const t = this.ropeThetas.get(table);
-    if (!t) throw new Error("rope: a rotary table from another backend");
-    if (t.headDim !== headDim) throw new Error(`rope: a table for head size ${t.headDim} used with ${headDim}`);
+    if (table.headDim !== headDim) throw new Error(`rope: a table for head size ${table.headDim} used with ${headDim}`);
     this.region(x, rows * heads * headDim * 4, "rope input");
     // checked here, not when the graph is built at a flush: an error there would reach whoever flushes
     this.region(positions, rows * 4, "rope positions");
@@ -787,10 +773,10 @@ export class NativeBackend implements Backend {
       if (pos[i]! < 0 || pos[i]! >= table.positions) throw new Error(`position ${pos[i]} is beyond the rotary table (${table.positions} positions)`);
     }
     // ggml's NEOX mode is Hugging Face's rotate-half; it computes the angles itself, as llama.cpp does
-    this.run(NativeBackend.key("rope", x, positions, rows, heads, headDim, t.theta), rows * heads * headDim, (b) => {
+    this.run(NativeBackend.key("rope", x, positions, rows, heads, headDim, table.theta), rows * heads * headDim, (b) => {
       const xt = b.bind(x, GgmlType.F32, headDim, heads, rows);
       const pt = b.bind(positions, GgmlType.I32, rows);
-      b.outputs.push(b.view(this.g.ropeExtInplace(b.ctx, xt, pt, null, headDim, GGML_ROPE_TYPE_NEOX, 0, t.theta, 1, 0, 1, 0, 0)));
+      b.outputs.push(b.view(this.g.ropeExtInplace(b.ctx, xt, pt, null, headDim, GGML_ROPE_TYPE_NEOX, 0, table.theta, 1, 0, 1, 0, 0)));
     });
   }
 

@@ -40,6 +40,12 @@ const OUT_SLOTS = Array.from({ length: MAX_MATMULS }, (_, i) => `y${i}`);
 /** The dtypes these kernels compute, and their codes in the kernels; f16 and the K-quants are converted at load (see weights.ts). */
 const DTYPE_CODE: Partial<Record<WeightDType, number>> = { f32: 0, bf16: 1, q8: 2, q4: 3 };
 
+/** The wasm kernels' rotary table: each position's angles' cos and sin, [positions][headDim / 2]. */
+interface WasmRopeTable extends RopeTable {
+  readonly cos: Tensor;
+  readonly sin: Tensor;
+}
+
 export class WasmBackend implements Backend {
   readonly name: string;
   readonly threads: number;
@@ -384,7 +390,7 @@ export class WasmBackend implements Backend {
     this.run(y.arena, "rmsnorm", rows * n, y.ptr, x.ptr, w.ptr, rows, n, eps);
   }
 
-  ropeTable(positions: number, headDim: number, theta: number): RopeTable {
+  ropeTable(positions: number, headDim: number, theta: number): WasmRopeTable {
     const half = headDim / 2;
     const cos = this.alloc(positions * half * 4);
     const sin = this.alloc(positions * half * 4);
@@ -396,10 +402,13 @@ export class WasmBackend implements Backend {
         s[p * half + i] = Math.sin(p * invFreq);
       }
     }
-    return { cos, sin, positions, half };
+    return { cos, sin, positions, headDim, theta };
   }
 
-  rope(x: Tensor, rows: number, heads: number, headDim: number, positions: Tensor, table: RopeTable): void {
+  rope(x: Tensor, rows: number, heads: number, headDim: number, positions: Tensor, rotary: RopeTable): void {
+    const table = rotary as Partial<WasmRopeTable> & RopeTable;
+    if (!table.cos || !table.sin) throw new Error("rope: a rotary table from another backend");
+    if (table.headDim !== headDim) throw new Error(`rope: a table for head size ${table.headDim} used with ${headDim}`);
     sameArena(x, positions, table.cos);
     const pos = this.i32(positions, 0, rows);
     for (let i = 0; i < rows; i++) {
