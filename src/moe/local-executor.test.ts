@@ -47,3 +47,24 @@ for (const { backend, skip } of testBackends()) {
     }
   });
 }
+
+test("when the layer's job fails, a call refused on its own keeps its own reason and the others get the job's", async () => {
+  const be = openBackend({ backend: "wasm", threads: 1 }).backend;
+  const executor = new LocalExpertExecutor(be, [[expert(be, new Random(2))]], H);
+  const alloc = be.alloc.bind(be);
+  be.alloc = () => {
+    throw new Error("out of memory: test");
+  };
+  try {
+    const settled = await Promise.allSettled(executor.dispatch([
+      { layer: 0, expert: 0, rows: 1, input: new Float32Array(H) },
+      { layer: 0, expert: 5, rows: 1, input: new Float32Array(H) },
+    ]));
+    assert.match(String((settled[0] as PromiseRejectedResult).reason), /out of memory: test/);
+    assert.match(String((settled[1] as PromiseRejectedResult).reason), /expert 5 of layer 0 is not held/);
+  } finally {
+    be.alloc = alloc;
+    executor.close();
+    be.close();
+  }
+});

@@ -26,7 +26,8 @@ export class LocalExpertExecutor implements ExpertExecutor {
     try {
       results = this.computeAll(served, weights.filter((w): w is FfnWeights => !(w instanceof Error)));
     } catch (e) {
-      return calls.map(() => Promise.reject(e as Error));
+      // a call refused on its own keeps its own reason
+      return weights.map((w) => Promise.reject(w instanceof Error ? w : (e as Error)));
     }
     let r = 0;
     return weights.map((w) => (w instanceof Error ? Promise.reject(w) : Promise.resolve(results[r++]!)));

@@ -289,3 +289,25 @@ test("parallel jobs give the single-thread results when there are more threads t
     many.close();
   }
 });
+
+test("setRows on the wasm kernels: rows where the indices say; a bad count, a short index tensor or an index beyond the destination refused, the destination unchanged", () => {
+  const be = new WasmBackend({ threads: 1 });
+  try {
+    const width = 3, capacity = 4;
+    const dst = be.alloc(capacity * width * 4), src = be.alloc(2 * width * 4), at = be.alloc(8), short = be.alloc(4);
+    be.f32(dst).fill(-1);
+    be.f32(src).set([1, 2, 3, 4, 5, 6]);
+    be.i32(at).set([2, 0]);
+    be.setRows(dst, src, 2, width, at);
+    const want = [4, 5, 6, -1, -1, -1, 1, 2, 3, -1, -1, -1];
+    assert.deepEqual([...be.f32(dst)], want);
+    assert.throws(() => be.setRows(dst, src, -1, width, at), /setRows rows: -1 is not a count/);
+    assert.throws(() => be.setRows(dst, src, 2, 1.5, at), /setRows width: 1.5 is not a count/);
+    assert.throws(() => be.setRows(dst, src, 2, width, short), /setRows indices: buffer of 4 bytes, 8 needed/);
+    be.i32(at).set([1, 4]);
+    assert.throws(() => be.setRows(dst, src, 2, width, at), /row 4 of a tensor of 4 rows/);
+    assert.deepEqual([...be.f32(dst)], want);
+  } finally {
+    be.close();
+  }
+});

@@ -418,7 +418,10 @@ export class WasmBackend implements Backend {
   }
 
   setRows(dst: Tensor, src: Tensor, rows: number, width: number, at: Tensor): void {
+    for (const [n, what] of [[rows, "rows"], [width, "width"]] as const) if (!Number.isInteger(n) || n < 0) throw new Error(`setRows ${what}: ${n} is not a count`);
     if (rows === 0 || width === 0) return;
+    checkSize(src, rows * width * 4, "setRows source");
+    checkSize(at, rows * 4, "setRows indices");
     const capacity = Math.floor(dst.bytes / (width * 4)), idx = this.i32(at, 0, rows), s = this.f32(src, 0, rows * width), d = this.f32(dst, 0, capacity * width);
     // every index checked before any row is written, as the native backend does: a refused call changes nothing
     for (let i = 0; i < rows; i++) if (!(idx[i]! >= 0 && idx[i]! < capacity)) throw new Error(`setRows: row ${idx[i]} of a tensor of ${capacity} rows`);
