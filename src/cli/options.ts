@@ -143,7 +143,7 @@ export function addKernelOptions(cmd: Command): Command {
       if (n > GGML_MAX_THREADS) throw new InvalidArgumentError(`expected at most ${GGML_MAX_THREADS} threads (ggml's limit), got ${n}`);
       return n;
     })
-    .option("--poll <level>", "native: how long idle compute threads poll before sleeping, 0 (sleep at once) to 100 (level 1 spins about 0.6 ms, 10 about 23 ms) (default: 1; 0 for devices and where experts are on devices, which a spinning thread would take a core from; llama.cpp's default is 50)", (v: string) => {
+    .option("--poll <level>", "native: how long idle compute threads poll before sleeping, 0 (sleep at once) to 100 (level 1 spins 1–2 ms after a graph, 10 about 25–35 ms) (default: 1; 0 for devices and where experts are on devices, which a spinning thread would take a core from; llama.cpp's default is 50)", (v: string) => {
       const n = Number(v);
       if (!Number.isInteger(n) || n < 0 || n > 100) throw new InvalidArgumentError("expected an integer from 0 to 100");
       return n;

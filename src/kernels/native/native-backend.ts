@@ -20,8 +20,8 @@ export interface NativeBackendOptions {
   /** Threads of the pool that big ops run on; defaults to the cores available. */
   threads?: number;
   /**
-   * How long idle pool workers poll before sleeping, 0 to 100 (ggml's levels; measured here, 1 spins about
-   * 0.6 ms, 10 about 23 ms; llama.cpp's default is 50). Default 1: a decode step's graphs follow each other
+   * How long idle pool workers poll before sleeping, 0 to 100 (ggml's levels; `scripts/native-poll-cost.mjs`
+   * measures a level's CPU time after a graph: here 1 to 2 ms at 1, 23 to 36 ms at 10; llama.cpp's default is 50). Default 1: a decode step's graphs follow each other
    * within microseconds, and a worker that has gone to sleep costs tens of microseconds to wake. 0 sleeps at
    * once (see POLL_WHEN_WAITING_ON_PEERS in select-backend.ts).
    */
@@ -638,7 +638,8 @@ export class NativeBackend implements Backend {
     if (backend === this.pooled) this.poolAwake = this.threadpool !== null;
     else if (this.poolAwake) {
       // workers still polling after a pool graph would take the core this one-thread graph runs on from it
-      // (brown-moe decode at poll 1: 670–730 tok/s polling, 1240–1260 paused); the next pool graph wakes them
+      // (measured on brown-moe's decode, whose small graphs run on one thread: ~1.7× faster paused); the next
+      // pool graph wakes them
       this.g.threadpoolPause(this.threadpool!);
       this.poolAwake = false;
     }
