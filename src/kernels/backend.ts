@@ -113,6 +113,15 @@ export interface Backend {
    * one handoff to the threads, no JavaScript between the three products.
    */
   ffn(out: Tensor, x: Tensor, w: FfnWeightSet, rows: number): void;
+  /**
+   * A sparse MoE block with the model's own routing, as one job as llama.cpp runs it (build_moe_ffn):
+   *   p = softmax(h · routerᵀ) per row; the row's topK experts by p (their ids into `chosen`, i32 [rows][topK]);
+   *   out[rows][hidden] = Σ over them of p_e (÷ their sum when `normalize`) · FFN_e(h).
+   * `experts` are every expert of the layer, by number. Returns false, having done nothing, where this
+   * backend cannot compute these experts together (the wasm kernels; weights not laid out as one stack):
+   * the caller then runs the block's seam (router, policy, executors, combine) step by step. Absent: never.
+   */
+  moeTopK?(out: Tensor, h: Tensor, router: WeightTensor, experts: readonly FfnWeightSet[], rows: number, topK: number, normalize: boolean, chosen: Tensor): boolean;
   add(y: Tensor, a: Tensor, b: Tensor, n: number): void;
   /** y[r] += bias for every row */
   addBias(y: Tensor, bias: WeightTensor, rows: number): void;

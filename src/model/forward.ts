@@ -74,6 +74,7 @@ export class Transformer {
     const bufs = this.stepBufs.take(rows);
     const [x, h, tmp, q, k, v, att, pos] = bufs as [Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor];
     const step = this.step++;
+    let done = false;
     try {
       const ids: number[] = [];
       const positions = be.i32(pos, 0, rows);
@@ -101,8 +102,11 @@ export class Transformer {
         be.add(x, x, tmp, rows * H);
       }
       for (const it of items) it.cache.length += it.tokens.length;
-      return this.logits(items, x, rows);
+      const logits = this.logits(items, x, rows);
+      done = true;
+      return logits;
     } finally {
+      this.moe.endStep(done);
       this.stepBufs.give(rows, bufs);
     }
   }

@@ -17,6 +17,8 @@ import { FIXTURE, GREEDY_PROMPT, GREEDY_TOKENS, type LlamaCppFixture } from "./l
 import { TextTokenizer } from "./tokenizer.js";
 import { Engine } from "../runtime/engine.js";
 import { nativeSkip } from "../testing/backends.js";
+import { selectTopK, type SelectionPolicy } from "../policies/selection.js";
+import type { ExpertCallStats } from "../moe/moe-layer.js";
 
 const NATIVE_SKIP = nativeSkip();
 const fixture = JSON.parse(readFileSync(path.join(REPO_ROOT, FIXTURE), "utf8")) as LlamaCppFixture;
@@ -58,7 +60,7 @@ test("byte-level BPE vocabulary with merges, converted to GGUF: ids identical to
 });
 
 /** distmoe's prompt ids and greedy tokens equal llama.cpp's (which runs past EOS: distmoe stops there, and llama.cpp's next token is that EOS). */
-async function sameGreedyAsLlamaCpp(file: string, name: string, opts: { dtype?: "f32"; backend?: "native" } = {}): Promise<void> {
+async function sameGreedyAsLlamaCpp(file: string, name: string, opts: { dtype?: "f32"; backend?: "native"; policy?: SelectionPolicy } = {}): Promise<ExpertCallStats> {
   const want = fixture.greedy[name]!;
   const e = Engine.load(file, { ...opts, threads: 1 });
   try {
@@ -66,6 +68,7 @@ async function sameGreedyAsLlamaCpp(file: string, name: string, opts: { dtype?: 
     const got = [...prompt, ...(await e.generate(prompt, { maxTokens: GREEDY_TOKENS, temperature: 0 })).tokens];
     assert.deepEqual(got, want.slice(0, got.length), name);
     if (got.length < want.length) assert.ok(e.eosTokenIds.includes(want[got.length]!), `${name}: distmoe stopped early without llama.cpp reaching EOS`);
+    return { ...e.model.expertStats };
   } finally {
     e.close();
   }
@@ -86,4 +89,20 @@ test("greedy tokens: Mixtral, Qwen2-MoE, OLMoE and Qwen3-MoE converted here give
   const files = writeConvertedModels(tmp);
   assert.deepEqual(Object.keys(files).sort(), Object.keys(fixture.greedy).filter((n) => !n.startsWith("brown-moe-")).sort());
   for (const [name, file] of Object.entries(files)) await sameGreedyAsLlamaCpp(file, name, { dtype: "f32" });
+});
+
+// The native backend runs a decode step's MoE layer as one job (ggml_mul_mat_id over the file's merged expert
+// tensors, mapped); the same top-k behind another function runs the seam's steps (router read, policy, experts,
+// combine): both give llama.cpp's tokens, shared expert (Qwen2-MoE) and unnormalised weights (OLMoE) included.
+test("greedy tokens on the native kernels: a MoE layer as one job and as the seam's steps both give llama.cpp's", { skip: NATIVE_SKIP }, async () => {
+  const files = writeConvertedModels(path.join(tmp, "one-job"));
+  const sameTopK: SelectionPolicy = (router, ctx) => selectTopK(router, ctx);
+  for (const [name, file] of Object.entries(files)) {
+    const oneJob = await sameGreedyAsLlamaCpp(file, name, { dtype: "f32", backend: "native" });
+    const seam = await sameGreedyAsLlamaCpp(file, name, { dtype: "f32", backend: "native", policy: sameTopK });
+    assert.ok(oneJob.oneJobLayers > 0, `${name}: no layer ran as one job`);
+    assert.equal(seam.oneJobLayers, 0, `${name}: another policy must run the seam`);
+    // one-job layers count the experts they ran as the calls the seam makes
+    assert.equal(oneJob.calls, seam.calls, `${name}: expert calls`);
+  }
 });

@@ -4,7 +4,7 @@
 import type { Backend, Tensor } from "../kernels/backend.js";
 import type { ModelConfig } from "../model/config.js";
 import { StepBuffers } from "../model/step-buffers.js";
-import type { LayerWeights } from "../model/weights.js";
+import type { ExpertTable, FfnWeights, LayerWeights } from "../model/weights.js";
 import { selectTopK, selectTopKInto, type DecisionBuffers, type SelectionPolicy } from "../policies/selection.js";
 import { combineInto, gatherRows, planDispatch, type ExpertBatch } from "./dispatch.js";
 import { ExpertsUnavailable, type ExpertExecutor, type ExpertResult } from "./executor.js";
@@ -15,6 +15,12 @@ export interface MoeDeps {
   policy: SelectionPolicy;
   executor: ExpertExecutor;
   trace?: RoutingTraceSink;
+  /**
+   * Every layer's experts, when the executor is this process's own and holds them all: with the model's own
+   * routing and no trace, the backend may then run a layer's router, experts and combine as one job
+   * (Backend.moeTopK) instead of the seam's steps, which have JavaScript between them.
+   */
+  localExperts?: ExpertTable;
 }
 
 /** What the executors did, counted since the model was built. */
@@ -27,6 +33,8 @@ export interface ExpertCallStats {
   droppedSlots: number;
   /** routing weight those pairs had, summed */
   droppedWeight: number;
+  /** layer steps the backend ran as one job (router, experts and combine: Backend.moeTopK); their calls are counted in calls */
+  oneJobLayers: number;
 }
 
 /**
@@ -42,7 +50,7 @@ export interface ExpertTiming {
 }
 
 export class MoeBlock {
-  readonly stats: ExpertCallStats = { calls: 0, failedCalls: 0, droppedSlots: 0, droppedWeight: 0 };
+  readonly stats: ExpertCallStats = { calls: 0, failedCalls: 0, droppedSlots: 0, droppedWeight: 0, oneJobLayers: 0 };
   readonly timing: ExpertTiming = { waitMs: 0, deviceComputeMs: 0, transferMs: 0, waitingMs: 0 };
 
   /** per layer call: router logits [rows][experts], shared expert output [rows][hidden] (Qwen2-MoE) */
@@ -51,8 +59,18 @@ export class MoeBlock {
   private probs = new Float32Array(0);
   private readonly decisionBuffers: DecisionBuffers = { offsets: new Int32Array(0), experts: new Int32Array(0), weights: new Float32Array(0) };
 
+  /** Per layer, its experts when the backend may run the layer as one job (see MoeDeps.localExperts), else null; absent until first asked. */
+  private readonly oneJob: Array<readonly FfnWeights[] | null> = [];
+  /** The step's experts chosen in one-job layers, [layer][rows][topK] i32, until endStep counts them. */
+  private chosen: { rows: number; set: Tensor[]; layers: number[] } | null = null;
+  private readonly chosenBufs: StepBuffers;
+  private readonly seen: Int32Array;
+  private stamp = 0;
+
   constructor(private readonly backend: Backend, private readonly cfg: ModelConfig, private readonly deps: MoeDeps) {
     this.bufs = new StepBuffers(backend, [cfg.experts, cfg.arch.sharedExpert ? cfg.hidden : 0]);
+    this.chosenBufs = new StepBuffers(backend, [cfg.layers * cfg.topK]);
+    this.seen = new Int32Array(cfg.experts);
   }
 
   /** out[rows][hidden] = MoE(h) for layer `layer`; h is the post-attention-norm activation. */
@@ -62,6 +80,10 @@ export class MoeBlock {
     const bufs = this.bufs.take(rows);
     const [logitsBuf, sharedOut] = bufs as [Tensor, Tensor];
     try {
+      if (this.asOneJob(layer, w, h, out, rows)) {
+        if (w.shared) this.addSharedExpert(w, h, out, rows, logitsBuf, sharedOut);
+        return;
+      }
       backend.matmul(logitsBuf, h, w.router!, rows);
       // With the model's own routing and no trace, nothing keeps the router output or the decision past
       // the plan: they are read in place and written into buffers reused by the next layer. Any other
@@ -98,6 +120,53 @@ export class MoeBlock {
       if (w.shared) this.addSharedExpert(w, h, out, rows, logitsBuf, sharedOut);
     } finally {
       this.bufs.give(rows, bufs);
+    }
+  }
+
+  /**
+   * The layer as one job of the backend (moeTopK) where it may run so: the model's own routing, no trace
+   * wanting the router's output, every expert here. The experts chosen are counted at endStep.
+   */
+  private asOneJob(layer: number, w: LayerWeights, h: Tensor, out: Tensor, rows: number): boolean {
+    const { backend, cfg } = this;
+    if (!backend.moeTopK || this.deps.trace || this.deps.policy !== selectTopK) return false;
+    if (this.oneJob[layer] === undefined) {
+      const experts = this.deps.localExperts?.[layer];
+      this.oneJob[layer] = experts && experts.length === cfg.experts && experts.every((x) => x !== null) ? (experts as FfnWeights[]) : null;
+    }
+    const experts = this.oneJob[layer];
+    if (!experts) return false;
+    this.chosen ??= { rows, set: this.chosenBufs.take(rows), layers: [] };
+    if (this.chosen.rows !== rows) throw new Error(`MoE layer ${layer}: a step of ${rows} rows inside one of ${this.chosen.rows}`);
+    const k = cfg.topK, ids = this.chosen.set[0]!;
+    const chosen = { arena: ids.arena, ptr: ids.ptr + layer * rows * k * 4, bytes: rows * k * 4 };
+    // not as one job for these weights or this many rows (see Backend.moeTopK): the seam's steps
+    if (!backend.moeTopK(out, h, w.router!, experts, rows, k, cfg.normTopK, chosen)) return false;
+    this.chosen.layers.push(layer);
+    this.stats.oneJobLayers++;
+    return true;
+  }
+
+  /** Ends a step: the experts that one-job layers chose are counted as the calls they stand for (`completed`: the step ran to its end). */
+  endStep(completed: boolean): void {
+    const c = this.chosen;
+    if (!c) return;
+    this.chosen = null;
+    try {
+      if (!completed) return;
+      const k = this.cfg.topK, n = c.rows * k;
+      for (const layer of c.layers) {
+        const ids = this.backend.i32(c.set[0]!, layer * n, n);
+        const stamp = ++this.stamp;
+        for (let i = 0; i < n; i++) {
+          if (this.seen[ids[i]!] !== stamp) {
+            this.seen[ids[i]!] = stamp;
+            this.stats.calls++;
+          }
+        }
+      }
+    } finally {
+      this.chosenBufs.give(c.rows, c.set);
     }
   }
 
@@ -150,5 +219,6 @@ export class MoeBlock {
 
   close(): void {
     this.bufs.close();
+    this.chosenBufs.close();
   }
 }

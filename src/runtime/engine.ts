@@ -93,7 +93,8 @@ export class Engine {
       const local = new LocalExpertExecutor(backend, weights.layers.map((l) => l.experts), config.hidden);
       const ctx = opts.contextLength ?? Math.min(config.maxPositions, 4096);
       const executor = typeof opts.executor === "function" ? opts.executor(backend, config) : (opts.executor ?? local);
-      const model = new Transformer(backend, config, weights, { policy: opts.policy ?? selectTopK, executor, trace: opts.trace }, ctx);
+      const localExperts = executor === local ? weights.layers.map((l) => l.experts) : undefined;
+      const model = new Transformer(backend, config, weights, { policy: opts.policy ?? selectTopK, executor, trace: opts.trace, localExperts }, ctx);
       // the dtype the matrices are held in here (a K-quant asked of kernels that lack it is held as q8)
       return new Engine(config, storageDType(backend, dtype, config.hidden), tokenizer, backend, weights, model, local, executor, opts);
     } catch (e) {

@@ -602,3 +602,83 @@ test("rotary tables: the native one holds only its parameters; the wasm kernels 
     close();
   }
 });
+
+test("moeTopK: a layer's experts mapped as one stack run as one job and agree with the seam's steps on the wasm kernels; anything else is declined or refused", { skip }, () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-native-moe-"));
+  const { native, wasm, close } = pair();
+  const rng = new Random(5);
+  const E = 4, H = 64, F = 96, K = 2;
+  const router = Float32Array.from({ length: E * H }, () => rng.normal() * 0.3);
+  const stacks = { gate: [F, H], up: [F, H], down: [H, F] } as const;
+  const values = Object.fromEntries(Object.entries(stacks).map(([n, [r, c]]) => [n, Float32Array.from({ length: E * r * c }, () => rng.normal() * 0.1)])) as Record<keyof typeof stacks, Float32Array>;
+  // the file: the router, then each stack [E][rows][cols] as a GGUF file's merged expert tensor
+  const parts = [router, values.gate, values.up, values.down];
+  const offsets: number[] = [];
+  let at = 64;
+  for (const p of parts) (offsets.push(at), (at += p.byteLength));
+  const file = path.join(dir, "experts.bin");
+  writeFileSync(file, Buffer.concat([Buffer.alloc(64), ...parts.map((p) => Buffer.from(p.buffer))]));
+  const fd = openSync(file, "r");
+  try {
+    const load = (be: Backend, rows: number, cols: number, offset: number) => {
+      const w = be.allocWeight("f32", rows, cols);
+      be.loadWeight(w, { fd, offset, dtype: "F32", file });
+      return w;
+    };
+    const layer = (be: Backend) => ({
+      router: load(be, E, H, offsets[0]!),
+      experts: Array.from({ length: E }, (_, e) => ({
+        gate: load(be, F, H, offsets[1]! + e * F * H * 4),
+        up: load(be, F, H, offsets[2]! + e * F * H * 4),
+        down: load(be, H, F, offsets[3]! + e * H * F * 4),
+      })),
+    });
+    const n = layer(native), w = layer(wasm);
+    assert.ok(n.experts.every((x) => native.isMapped(x.gate) && native.isMapped(x.down)), "the experts are mapped");
+    for (const rows of [1, 3, 4]) {
+      for (const normalize of [true, false]) {
+        const x = Float32Array.from({ length: rows * H }, () => rng.normal());
+        const h = put(native, x), out = native.alloc(rows * H * 4), chosen = native.alloc(rows * K * 4);
+        assert.equal(native.moeTopK(out, h, n.router, n.experts, rows, K, normalize, chosen), true, `${rows} rows: one job`);
+        const got = native.f32(out, 0, rows * H).slice(), ids = native.i32(chosen, 0, rows * K).slice();
+        // the seam's steps on the wasm kernels: router, softmax, top-k, each expert's FFN, weighted sum
+        const hw = put(wasm, x), lg = wasm.alloc(rows * E * 4), y = wasm.alloc(H * 4);
+        wasm.matmul(lg, hw, w.router, rows);
+        const logits = wasm.f32(lg, 0, rows * E).slice(), want = new Float32Array(rows * H);
+        for (let r = 0; r < rows; r++) {
+          const l = logits.subarray(r * E, (r + 1) * E), max = Math.max(...l);
+          const p = Array.from(l, (v) => Math.exp(v - max)), sum = p.reduce((s, v) => s + v, 0);
+          const top = [...p.keys()].sort((a, b) => p[b]! - p[a]!).slice(0, K);
+          assert.deepEqual([...ids.subarray(r * K, (r + 1) * K)].sort(), [...top].sort(), `${rows} rows, row ${r}: the experts chosen`);
+          const norm = normalize ? top.reduce((s, e) => s + p[e]!, 0) : sum;
+          for (const e of top) {
+            wasm.ffn(y, { ...hw, ptr: hw.ptr + r * H * 4, bytes: H * 4 }, w.experts[e]!, 1);
+            const ye = wasm.f32(y, 0, H);
+            for (let j = 0; j < H; j++) want[r * H + j]! += (p[e]! / norm) * ye[j]!;
+          }
+        }
+        assert.ok(relErr(got, want) < 1e-5, `${rows} rows, normalize ${normalize}: rel. error ${relErr(got, want)}`);
+        for (const t of [h, out, chosen]) native.free(t);
+        for (const t of [hw, lg, y]) wasm.free(t);
+      }
+    }
+    const h = put(native, new Float32Array(8 * H).fill(1)), out = put(native, new Float32Array(8 * H).fill(7)), chosen = native.alloc(8 * K * 4);
+    const untouched = () => native.f32(out, 0, 8 * H).every((v) => v === 7);
+    // declined, nothing done: more rows than one job is faster for; experts out of file order; weights not mapped
+    assert.equal(native.moeTopK(out, h, n.router, n.experts, 8, K, true, chosen), false);
+    assert.equal(native.moeTopK(out, h, n.router, [...n.experts].reverse(), 1, K, true, chosen), false);
+    const own = n.experts.map((x) => ({ gate: native.allocWeight("f32", F, H), up: native.allocWeight("f32", F, H), down: native.allocWeight("f32", H, F) }));
+    assert.equal(native.moeTopK(out, h, n.router, own, 1, K, true, chosen), false);
+    assert.ok(untouched(), "a declined call writes nothing");
+    // refused: shapes that make no layer
+    assert.throws(() => native.moeTopK(out, h, n.router, n.experts, 1, E + 1, true, chosen), /top 5 of 4 experts/);
+    assert.throws(() => native.moeTopK(out, h, n.router, n.experts.slice(1), 1, K, true, chosen), /router for 4 experts with 3/);
+    assert.throws(() => native.moeTopK(out, h, n.router, [...n.experts.slice(1), { ...n.experts[0]!, down: n.experts[0]!.gate }], 1, K, true, chosen), /router for|different shapes/);
+    assert.throws(() => native.moeTopK(out, h, n.router, n.experts, 1, K, true, { ...chosen, bytes: 4 }), /chosen experts/);
+    assert.ok(untouched(), "a refused call writes nothing");
+  } finally {
+    closeSync(fd);
+    close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -54,17 +54,23 @@ const POOL_SLOWER = 1.15;
 const CHUNK_BYTES = 64 << 20;
 // Weight conversions go through f32 staging of at most this many bytes.
 const STAGING_BYTES = 16 << 20;
-// A graph of n ops holds at most MAX_OP_NODES × n nodes, as many leaves and twice as many tensors, and ggml
-// aborts when a context runs out of room: an op adds at most MAX_OP_NODES nodes and as many leaves
+// A graph holds the sum of its ops' node counts (MAX_OP_NODES unless an op says more) in nodes, as many leaves
+// and twice as many tensors, and ggml aborts when a context runs out of room: an op adds at most that many nodes and leaves
 // (matmulMany's product count is bounded to keep it so: its input and weights are leaves). A recorded
 // sequence is run once it holds MAX_SEGMENT_OPS ops.
 const MAX_OP_NODES = 16;
 const MAX_PRODUCTS = MAX_OP_NODES - 1;
 const MAX_SEGMENT_OPS = 24;
+// moeTopK runs a layer as one job for steps of at most this many rows. ggml's mul_mat_id computes each expert's
+// rows with dot products, not the tiled products mul_mat uses for many rows. Measured on a 2-vCPU machine
+// (scripts/bench-moe-one-job.mjs, 734 M q8_0, 2 threads): one job is faster at 1 row (8.6–11 vs 12.5–16 ms a
+// step), even at 8 and slower from 16 (16 rows: 71–92 vs 46–64 ms); a 256-token prefill ran at 0.6× the seam's.
+const MOE_ONE_JOB_MAX_ROWS = 4;
 // Decode attention covers the cache in steps of this many positions (see attention).
 const KV_PAD = 256;
 const F16_MINUS_INFINITY = 0xfc00;
 const GGML_ROPE_TYPE_NEOX = 2;
+const GGML_SORT_ORDER_DESC = 1;
 const GGML_BACKEND_BUFFER_USAGE_WEIGHTS = 1;
 
 const WEIGHT_TYPE: Record<WeightDType, number> = {
@@ -87,6 +93,8 @@ interface Graph {
   readonly ctx: Ptr;
   readonly graph: Ptr;
   readonly buffer: Ptr | null;
+  /** Buffers over weights that the graph sees as one tensor (moeTopK's expert stacks). */
+  readonly stackBuffers: Ptr[];
   readonly work: number;
   /** The graph's last compute time (ns) on the pool and on one thread; NaN before it has one. */
   pooledNs: number;
@@ -106,6 +114,11 @@ class GraphBuilder {
     this.be.bindResult(result, t);
     return result;
   }
+  /** The weights as one 3-D tensor [cols, rows, weights.length] (see NativeBackend.stackAddress). */
+  stack(weights: readonly WeightTensor[]): Ptr {
+    return this.be.stackTensor(this.ctx, weights, this.stackBuffers);
+  }
+  readonly stackBuffers: Ptr[] = [];
   /** A view (of a bound tensor) made usable: ggml gives views no buffer until initialised. */
   view(v: Ptr): Ptr {
     this.be.viewInit(v);
@@ -145,6 +158,7 @@ export class NativeBackend implements Backend {
   private readonly pending: Array<(b: GraphBuilder) => void> = [];
   private pendingKey = "";
   private pendingWork = 0;
+  private pendingNodes = 0;
   private readonly maxGraphs: number;
   private scratchIds: Tensor | null = null;
   private mask: Tensor | null = null;
@@ -152,6 +166,8 @@ export class NativeBackend implements Backend {
   private maskHolds = "";
   /** ffn's gate and up activations, reused across calls and grown to the largest seen. */
   private ffnScratch: Tensor | null = null;
+  /** moeTopK's intermediate activations, likewise. */
+  private moeScratch: Tensor | null = null;
   /** Per repackable dtype (q4, q4_k), CPU_REPACK where its layout checked out (see repackBuft), or null; absent until first asked. */
   private readonly repack = new Map<WeightDType, Ptr | null>();
   private closed = false;
@@ -566,6 +582,34 @@ export class NativeBackend implements Backend {
     if (status !== 0) throw new Error(`ggml_backend_view_init: status ${status}`);
   }
 
+  /**
+   * Where weights of one type and shape lie one after another in a file mapping (a GGUF file's merged expert
+   * tensor, mapped), each at the previous one's end: the address of the first; null where they do not.
+   */
+  private stackAddress(weights: readonly WeightTensor[]): number | null {
+    const first = this.weightRegion(weights[0]!);
+    if (!first.weight.mapped) return null;
+    for (let i = 0; i < weights.length; i++) {
+      const w = weights[i]!, r = this.weightRegion(w);
+      if (!r.weight.mapped || r.weight.mapKey !== first.weight.mapKey || r.weight.type !== first.weight.type || r.size !== first.size) return null;
+      if (w.rows !== weights[0]!.rows || w.cols !== weights[0]!.cols || r.base !== first.base + i * first.size) return null;
+    }
+    return first.base;
+  }
+
+  /** Called by GraphBuilder: weights that stackAddress found stacked, as one tensor over a buffer kept with the graph. */
+  stackTensor(ctx: Ptr, weights: readonly WeightTensor[], buffers: Ptr[]): Ptr {
+    const address = this.stackAddress(weights);
+    if (address === null) throw new Error("stackTensor: the weights are not one stack");
+    const w = weights[0]!, size = this.weightRegion(w).size * weights.length;
+    const buffer = this.g.bufferFromPtr(address, size);
+    buffers.push(buffer);
+    const tensor = this.g.newTensor3d(ctx, this.weightRegion(w).weight.type, w.cols, w.rows, weights.length);
+    const status = this.g.tensorAlloc(buffer, tensor, address);
+    if (status !== 0) throw new Error(`ggml_backend_tensor_alloc: status ${status}`);
+    return tensor;
+  }
+
   private weightTensor(w: WeightTensor): Ptr {
     return this.weightRegion(w).weight.tensor;
   }
@@ -574,11 +618,12 @@ export class NativeBackend implements Backend {
    * Records an op: `key` names it (op, shape, addresses, weights), `work` counts its multiply-adds, `build`
    * adds its nodes to a graph. It runs with the ops recorded after it at the next flush.
    */
-  private run(key: string, work: number, build: (b: GraphBuilder) => void): void {
+  private run(key: string, work: number, build: (b: GraphBuilder) => void, nodes = MAX_OP_NODES): void {
     if (this.closed) throw new Error("the native backend is closed");
     this.pending.push(build);
     this.pendingKey += key;
     this.pendingWork += work;
+    this.pendingNodes += nodes;
     if (this.pending.length >= MAX_SEGMENT_OPS) this.flush();
   }
 
@@ -591,7 +636,8 @@ export class NativeBackend implements Backend {
   private flush(pinned = false): void {
     const n = this.pending.length;
     if (n === 0) return;
-    const key = this.pendingKey, work = this.pendingWork, builds = this.pending.splice(0, n);
+    const key = this.pendingKey, work = this.pendingWork, nodes = this.pendingNodes, builds = this.pending.splice(0, n);
+    this.pendingNodes = 0;
     this.pendingKey = "";
     this.pendingWork = 0;
     let gr = this.graphs.get(key);
@@ -599,7 +645,7 @@ export class NativeBackend implements Backend {
       this.graphs.delete(key);
       this.graphs.set(key, gr);
     } else {
-      gr = this.build(work, builds);
+      gr = this.build(work, nodes, builds);
       this.graphs.set(key, gr);
       if (this.graphs.size > this.maxGraphs) {
         const [oldKey, old] = this.graphs.entries().next().value as [string, Graph];
@@ -647,18 +693,21 @@ export class NativeBackend implements Backend {
     if (status !== 0) throw new Error(`ggml_backend_graph_compute: status ${status}`);
   }
 
-  private build(work: number, builds: ReadonlyArray<(b: GraphBuilder) => void>): Graph {
-    const g = this.g, nodes = MAX_OP_NODES * builds.length;
+  private build(work: number, nodes: number, builds: ReadonlyArray<(b: GraphBuilder) => void>): Graph {
+    const g = this.g;
     const ctx = g.init({ mem_size: g.tensorOverhead() * nodes * 2 + g.graphOverheadCustom(nodes, false) + 4096, mem_buffer: null, no_alloc: true });
+    let stackBuffers: Ptr[] = [];
     try {
       const b = new GraphBuilder(this, ctx);
+      stackBuffers = b.stackBuffers;
       for (const build of builds) build(b);
       const graph = g.newGraphCustom(ctx, nodes, false);
       for (const t of b.outputs) g.buildForward(graph, t);
       // intermediate results get a buffer of their own; null when there are none
       const buffer = g.allocCtxTensorsFromBuft(ctx, this.cpuBuft);
-      return { ctx, graph, buffer, work, pooledNs: NaN, singleNs: NaN };
+      return { ctx, graph, buffer, stackBuffers: b.stackBuffers, work, pooledNs: NaN, singleNs: NaN };
     } catch (e) {
+      for (const buf of stackBuffers) g.bufferFree(buf);
       g.free(ctx);
       throw e;
     }
@@ -667,6 +716,7 @@ export class NativeBackend implements Backend {
   private dropGraph(key: string, gr: Graph): void {
     this.graphs.delete(key);
     if (gr.buffer) this.g.bufferFree(gr.buffer);
+    for (const buf of gr.stackBuffers) this.g.bufferFree(buf);
     this.g.free(gr.ctx);
   }
 
@@ -880,6 +930,67 @@ export class NativeBackend implements Backend {
       const h = b.into(this.g.swigluSplit(b.ctx, g, u), gs);
       b.outputs.push(b.into(this.g.mulMat(b.ctx, dt, h), out));
     });
+  }
+
+  moeTopK(out: Tensor, h: Tensor, router: WeightTensor, experts: readonly FfnWeightSet[], rows: number, topK: number, normalize: boolean, chosen: Tensor): boolean {
+    checkCount(rows, "moe rows");
+    const E = experts.length;
+    if (E === 0 || !Number.isInteger(topK) || topK < 1 || topK > E) throw new Error(`moeTopK: top ${topK} of ${E} experts`);
+    const H = router.cols, F = experts[0]!.gate.rows;
+    if (router.rows !== E) throw new Error(`moeTopK: a router for ${router.rows} experts with ${E} experts`);
+    for (const x of experts) {
+      if (x.gate.rows !== F || x.gate.cols !== H || x.up.rows !== F || x.up.cols !== H || x.down.rows !== H || x.down.cols !== F) throw new Error("moeTopK: experts of different shapes");
+    }
+    if (rows > MOE_ONE_JOB_MAX_ROWS) return false;
+    const gates = experts.map((x) => x.gate), ups = experts.map((x) => x.up), downs = experts.map((x) => x.down);
+    // mul_mat_id takes a layer's experts as one tensor: where they lie as one (a GGUF file's, mapped), the block is one job
+    if (this.stackAddress(gates) === null || this.stackAddress(ups) === null || this.stackAddress(downs) === null) return false;
+    if (rows === 0) return true;
+    const routerT = this.weightTensor(router);
+    this.region(h, rows * H * 4, "moe input");
+    this.region(out, rows * H * 4, "moe output");
+    this.region(chosen, rows * topK * 4, "moe chosen experts");
+    // scratch: logits, probabilities, their order (i32) [rows][E]; weights, normalised weights [rows][k], sums [rows];
+    // gate (then SiLU(gate)·up) and up [rows][k][F]; down [rows][k][H]
+    const at = { logits: 0, probs: rows * E, order: 2 * rows * E, weights: 3 * rows * E, normed: 3 * rows * E + rows * topK, sums: 3 * rows * E + 2 * rows * topK };
+    const big = 3 * rows * E + 2 * rows * topK + rows;
+    const floats = { gate: big, up: big + rows * topK * F, down: big + 2 * rows * topK * F, end: big + 2 * rows * topK * F + rows * topK * H };
+    if (!this.moeScratch || this.moeScratch.bytes < floats.end * 4) {
+      if (this.moeScratch) this.free(this.moeScratch);
+      this.moeScratch = this.alloc(floats.end * 4);
+    }
+    const scratch = this.moeScratch;
+    const part = (offset: number, n: number): Tensor => ({ arena: scratch.arena, ptr: scratch.ptr + offset * 4, bytes: n * 4 });
+    let key = NativeBackend.key("moe", out, h, chosen, scratch, rows, topK, normalize ? 1 : 0) + `w${router.arena}|`;
+    for (const x of experts) key += `w${x.gate.arena}|w${x.up.arena}|w${x.down.arena}|`;
+    const g = this.g, k = topK;
+    this.run(key, rows * H * E + 3 * rows * k * H * F, (b) => {
+      const hT = b.bind(h, GgmlType.F32, H, rows);
+      const logits = b.into(g.mulMat(b.ctx, routerT, hT), part(at.logits, rows * E));
+      const probs = b.into(g.softMax(b.ctx, logits), part(at.probs, rows * E));
+      // llama.cpp's selection: the probabilities sorted, highest first; the first k
+      const order = b.into(g.argsort(b.ctx, probs, GGML_SORT_ORDER_DESC), part(at.order, rows * E));
+      const ids = b.into(g.cont(b.ctx, b.view(g.view2d(b.ctx, order, k, rows, E * 4, 0))), chosen);
+      b.outputs.push(ids);
+      let weights = b.into(g.getRows(b.ctx, b.view(g.reshape3d(b.ctx, probs, 1, E, rows)), ids), part(at.weights, rows * k));
+      if (normalize) {
+        const flat = b.view(g.reshape2d(b.ctx, weights, k, rows));
+        const sums = b.into(g.sumRows(b.ctx, flat), part(at.sums, rows));
+        weights = b.view(g.reshape3d(b.ctx, b.into(g.div(b.ctx, flat, sums), part(at.normed, rows * k)), 1, k, rows));
+      }
+      const x3 = b.view(g.reshape3d(b.ctx, hT, H, 1, rows));
+      const gate = b.into(g.mulMatId(b.ctx, b.stack(gates), x3, ids), part(floats.gate, rows * k * F));
+      const up = b.into(g.mulMatId(b.ctx, b.stack(ups), x3, ids), part(floats.up, rows * k * F));
+      const act = b.into(g.swigluSplit(b.ctx, gate, up), part(floats.gate, rows * k * F));
+      const down = b.into(g.mulMatId(b.ctx, b.stack(downs), act, ids), part(floats.down, rows * k * H));
+      const weighted = b.into(g.mul(b.ctx, down, weights), part(floats.down, rows * k * H));
+      // the k weighted outputs of a row summed, as llama.cpp does: views of each and adds
+      const slot = (i: number) => b.view(g.view2d(b.ctx, weighted, H, rows, k * H * 4, i * H * 4));
+      let sum = b.into(k === 1 ? g.cont(b.ctx, slot(0)) : g.add(b.ctx, slot(0), slot(1)), out);
+      for (let i = 2; i < k; i++) sum = b.into(g.add(b.ctx, sum, slot(i)), out);
+      b.outputs.push(sum);
+    }, 32 + 2 * k);
+    return true;
   }
 
   add(y: Tensor, a: Tensor, c: Tensor, n: number): void {
