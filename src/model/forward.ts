@@ -161,9 +161,15 @@ export class Transformer {
     const bufs = this.logitBufs.take(picks.length);
     const [sel, normed, out] = bufs as [Tensor, Tensor, Tensor];
     try {
-      const xs = be.f32(x, 0, rows * H), ss = be.f32(sel, 0, picks.length * H);
-      picks.forEach((row, i) => ss.set(xs.subarray(row * H, (row + 1) * H), i * H));
-      be.rmsnorm(normed, sel, this.weights.outputNorm, picks.length, H, c.rmsEps);
+      // consecutive rows (a decode step's, a prefill's last) are read where they are: JavaScript touching x would
+      // end the backend's job there (the native backend runs what it recorded when memory is read)
+      const first = picks[0]!, consecutive = picks[picks.length - 1]! - first === picks.length - 1;
+      const input = consecutive ? sub(x, first * H * 4, picks.length * H * 4) : sel;
+      if (!consecutive) {
+        const xs = be.f32(x, 0, rows * H), ss = be.f32(sel, 0, picks.length * H);
+        picks.forEach((row, i) => ss.set(xs.subarray(row * H, (row + 1) * H), i * H));
+      }
+      be.rmsnorm(normed, input, this.weights.outputNorm, picks.length, H, c.rmsEps);
       be.matmul(out, normed, this.weights.lmHead, picks.length);
       const all = be.f32(out, 0, picks.length * V);
       let p = 0;

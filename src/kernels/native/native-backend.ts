@@ -60,7 +60,7 @@ const STAGING_BYTES = 16 << 20;
 // sequence is run once it holds MAX_SEGMENT_OPS ops.
 const MAX_OP_NODES = 16;
 const MAX_PRODUCTS = MAX_OP_NODES - 1;
-const MAX_SEGMENT_OPS = 24;
+const MAX_SEGMENT_OPS = 64;
 // moeTopK runs a layer as one job for steps of at most this many rows. ggml's mul_mat_id computes each expert's
 // rows with dot products, not the tiled products mul_mat uses for many rows. Measured on a 2-vCPU machine
 // (scripts/bench-moe-one-job.mjs, 734 M q8_0, 2 threads): one job is faster at 1 row (8.6–11 vs 12.5–16 ms a
@@ -162,8 +162,9 @@ export class NativeBackend implements Backend {
   private readonly maxGraphs: number;
   private scratchIds: Tensor | null = null;
   private mask: Tensor | null = null;
-  /** The (rows, start, span) the mask was last written for. */
+  /** The (rows, start, span) the mask was last written for, and whether an op recorded and not yet run reads it. */
   private maskHolds = "";
+  private maskRead = false;
   /** ffn's gate and up activations, reused across calls and grown to the largest seen. */
   private ffnScratch: Tensor | null = null;
   /** moeTopK's intermediate activations, likewise. */
@@ -640,6 +641,7 @@ export class NativeBackend implements Backend {
     this.pendingNodes = 0;
     this.pendingKey = "";
     this.pendingWork = 0;
+    this.maskRead = false;
     let gr = this.graphs.get(key);
     if (gr) {
       this.graphs.delete(key);
@@ -867,15 +869,18 @@ export class NativeBackend implements Backend {
     const held = Math.floor(Math.min(k.bytes, v.bytes) / (kvDim * 4));
     const span = rows === 1 ? Math.min(held, Math.ceil(len / KV_PAD) * KV_PAD) : len;
     if (!this.mask || this.mask.bytes < rows * span * 2) {
+      // new memory may be memory freed that recorded ops still use: they run before JavaScript writes it
+      this.flush();
       if (this.mask) this.free(this.mask);
       this.mask = this.alloc(Math.max(rows * span * 2, KV_PAD * 2));
       this.maskHolds = "";
     }
     const mask = this.mask;
-    // the mask is written when it changes (the layers of a step share it): what is recorded and may read it runs first
+    // the mask is written when it changes (the layers of a step share it): a recorded attention op reads it, so
+    // what is recorded runs first if it holds one (a step's ops before its first attention do not)
     const holds = `${rows}|${start}|${span}`;
     if (this.maskHolds !== holds) {
-      this.flush();
+      if (this.maskRead) this.flush();
       // F16 mask [rows][span]: 0 where row i may look (positions ≤ start + i), -inf elsewhere
       const m = new Uint16Array(this.viewOf(this.regions.get(mask.arena)!), mask.ptr, rows * span);
       for (let i = 0; i < rows; i++) {
@@ -885,6 +890,7 @@ export class NativeBackend implements Backend {
       this.maskHolds = holds;
     }
     const g = this.g, scale = 1 / Math.sqrt(headDim);
+    this.maskRead = true;
     this.run(NativeBackend.key("attn", out, q, k, v, mask, rows, span, heads, kvHeads, headDim), rows * heads * len * headDim * 2, (b) => {
       // q [hd, rows, heads]; k, v [hd, span, kvHeads]: head h reads kv head h / (heads / kvHeads)
       const qt = b.view(g.permute(b.ctx, b.bind(q, GgmlType.F32, headDim, heads, rows), 0, 2, 1, 3));
