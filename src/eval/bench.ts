@@ -1,6 +1,7 @@
 // Engine throughput against the machine's floors. Decode at batch 1 must read every active weight
 // once per token, so its floor is (weight bytes per token) / (memory read bandwidth): the effective
 // weight bandwidth is reported beside the measured read bandwidth, as a ratio.
+import type { KVCache } from "../model/kv-cache.js";
 import type { WeightTensor } from "../kernels/backend.js";
 import type { Engine } from "../runtime/engine.js";
 import { argmax } from "../runtime/sampler.js";
@@ -71,57 +72,65 @@ export async function benchEngine(engine: Engine, o: BenchOptions): Promise<Benc
   const { model, config } = engine;
   const rng = new Random(o.seed ?? 1);
   const prompt = Array.from({ length: o.promptTokens }, () => 3 + Math.floor(rng.next() * (config.vocabSize - 3)));
-  const footprint = decodeFootprint(engine);
 
   // Warm-up, as llama-bench's (the whole prompt, then a few tokens), repeated for WARM_UP_MS: page in the
   // weights, let V8 tier up the kernels' callers (measured on brown-moe: the first two seconds' prefills take
   // up to 2.5× as long as later ones), and let a backend that builds its graphs build those of the run's shapes.
+  // It runs in the timed run's own cache, as llama-bench warms up in its own context: the same addresses, so
+  // the graphs a backend builds over them are the timed run's.
   const warmSteps = Math.min(4, o.decodeTokens + 1);
-  const warmStart = performance.now();
-  do {
-    const warm = model.newSequence(prompt.length + warmSteps);
-    await model.forward([{ cache: warm, tokens: prompt, logits: "last" }]);
-    for (let i = 0; i < warmSteps; i++) await model.forward([{ cache: warm, tokens: [prompt[i % prompt.length]!], logits: "last" }]);
-    warm.free();
-  } while (performance.now() - warmStart < (o.warmUpMs ?? WARM_UP_MS));
-
-  // Each repetition: a prefill from an empty cache, then decodeTokens greedy steps; medians resist
-  // the noise of a shared machine better than one run or the best one.
-  // The read bandwidth is probed just before each decode run: on a shared host it drifts over
-  // seconds, and the ratio must compare figures taken under the same conditions.
-  const prefillRates: number[] = [], decodeRates: number[] = [], readRates: number[] = [], ratios: number[] = [];
   const cache = model.newSequence(o.promptTokens + o.decodeTokens + 1);
   try {
-    for (let rep = 0; rep < (o.repeats ?? 3); rep++) {
+    const warmStart = performance.now();
+    do {
       cache.clear();
-      const t0 = performance.now();
-      let [logits] = await model.forward([{ cache, tokens: prompt, logits: "last" }]);
-      prefillRates.push(o.promptTokens / ((performance.now() - t0) / 1000));
-      const read = engine.backend.measureReadBandwidth(o.probeBytes ?? 512 << 20);
-      const t1 = performance.now();
-      for (let i = 0; i < o.decodeTokens; i++) [logits] = await model.forward([{ cache, tokens: [argmax(logits!)], logits: "last" }]);
-      const rate = o.decodeTokens / ((performance.now() - t1) / 1000);
-      decodeRates.push(rate);
-      readRates.push(read);
-      ratios.push((footprint.bytes * rate) / 1e9 / read);
-    }
-    const prefillTps = median(prefillRates), decodeTps = median(decodeRates);
-    return {
-      prefill_tokens_per_s: prefillTps,
-      decode_tokens_per_s: decodeTps,
-      decode_weight_gbps: (footprint.bytes * decodeTps) / 1e9,
-      memory_read_gbps: median(readRates),
-      bandwidth_ratio: median(ratios),
-      compute_gflops: engine.backend.measureComputeRate(),
-      // prefill runs the experts its tokens pick (topK of E per token, as decode does) and the LM head once
-      prefill_gflops: (2 * ((footprint.macs - footprint.headMacs) * o.promptTokens + footprint.headMacs) * (prefillTps / o.promptTokens)) / 1e9,
-      decode_gflops: (2 * footprint.macs * decodeTps) / 1e9,
-      decode_weight_bytes_per_token: footprint.bytes,
-      threads: engine.backend.threads,
-      kernels: engine.backend.name,
-    };
+      await model.forward([{ cache, tokens: prompt, logits: "last" }]);
+      for (let i = 0; i < warmSteps; i++) await model.forward([{ cache, tokens: [prompt[i % prompt.length]!], logits: "last" }]);
+    } while (performance.now() - warmStart < (o.warmUpMs ?? WARM_UP_MS));
+    return await timed(engine, o, prompt, cache);
   } finally {
     cache.free();
   }
+}
+
+/** The timed repetitions of benchEngine, in the cache it warmed up. */
+async function timed(engine: Engine, o: BenchOptions, prompt: readonly number[], cache: KVCache): Promise<BenchResult> {
+  const { model } = engine;
+  const footprint = decodeFootprint(engine);
+
+  // Each repetition: a prefill from an empty cache, then decodeTokens greedy steps; medians resist
+  // the noise of a shared machine better than one run or the best one.
+  // The read bandwidth is probed right after each decode run: on a shared host it drifts over seconds, and
+  // the ratio must compare figures taken under the same conditions. Not before: streaming the probe's
+  // buffer would evict the weights a small model keeps in cache, which llama-bench's decode has there.
+  const prefillRates: number[] = [], decodeRates: number[] = [], readRates: number[] = [], ratios: number[] = [];
+  for (let rep = 0; rep < (o.repeats ?? 3); rep++) {
+    cache.clear();
+    const t0 = performance.now();
+    let [logits] = await model.forward([{ cache, tokens: prompt, logits: "last" }]);
+    prefillRates.push(o.promptTokens / ((performance.now() - t0) / 1000));
+    const t1 = performance.now();
+    for (let i = 0; i < o.decodeTokens; i++) [logits] = await model.forward([{ cache, tokens: [argmax(logits!)], logits: "last" }]);
+    const rate = o.decodeTokens / ((performance.now() - t1) / 1000);
+    const read = engine.backend.measureReadBandwidth(o.probeBytes ?? 512 << 20);
+    decodeRates.push(rate);
+    readRates.push(read);
+    ratios.push((footprint.bytes * rate) / 1e9 / read);
+  }
+  const prefillTps = median(prefillRates), decodeTps = median(decodeRates);
+  return {
+    prefill_tokens_per_s: prefillTps,
+    decode_tokens_per_s: decodeTps,
+    decode_weight_gbps: (footprint.bytes * decodeTps) / 1e9,
+    memory_read_gbps: median(readRates),
+    bandwidth_ratio: median(ratios),
+    compute_gflops: engine.backend.measureComputeRate(),
+    // prefill runs the experts its tokens pick (topK of E per token, as decode does) and the LM head once
+    prefill_gflops: (2 * ((footprint.macs - footprint.headMacs) * o.promptTokens + footprint.headMacs) * (prefillTps / o.promptTokens)) / 1e9,
+    decode_gflops: (2 * footprint.macs * decodeTps) / 1e9,
+    decode_weight_bytes_per_token: footprint.bytes,
+    threads: engine.backend.threads,
+    kernels: engine.backend.name,
+  };
 }
 
