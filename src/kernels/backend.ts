@@ -65,6 +65,11 @@ export interface Backend {
   supportsWeight(dtype: WeightDType, cols: number): boolean;
   /** Room for a weight; vectors (norms, biases) always land in the arena that holds activations. */
   allocWeight(dtype: WeightDType, rows: number, cols: number): WeightTensor;
+  /**
+   * `count` weights of one dtype and shape, laid out as one (a layer's experts, as a GGUF file's merged expert
+   * tensor holds them): a backend may then compute them as one stack (moeTopK). Absent: allocWeight each.
+   */
+  allocWeights?(dtype: WeightDType, count: number, rows: number, cols: number): WeightTensor[];
   /** Fill a weight from a file region, converting its dtype. */
   loadWeight(w: WeightTensor, src: WeightSource): void;
   /** Fill a weight from f32 values held by the caller (generated or test weights). */

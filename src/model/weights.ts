@@ -62,6 +62,8 @@ export interface TensorSpec {
   readonly shape: readonly number[];
   readonly role: TensorRole;
   readonly expert: boolean;
+  /** A layer's experts' matrices of one kind, when the process holds them all: their key and this one's place. */
+  readonly stack?: { readonly key: string; readonly index: number };
   /** Puts the loaded tensor in its place in the ModelWeights that `planTensors` builds. */
   readonly assign: (w: WeightTensor) => void;
 }
@@ -81,19 +83,20 @@ export function planTensors(cfg: ModelConfig, tiedHead: boolean, holds: (layer: 
   const names: TensorNames = cfg.arch.tensors;
   const H = cfg.hidden, qDim = cfg.heads * cfg.headDim, kvDim = cfg.kvHeads * cfg.headDim;
   const top: Partial<ModelWeights> = {};
-  const add = (name: string, shape: number[], role: TensorRole, assign: (w: WeightTensor) => void, expert = false) =>
-    specs.push({ name, shape, role, assign, expert });
+  const add = (name: string, shape: number[], role: TensorRole, assign: (w: WeightTensor) => void, expert = false, stack?: TensorSpec["stack"]) =>
+    specs.push({ name, shape, role, assign, expert, ...(stack ? { stack } : {}) });
 
   add(names.embed, [cfg.vocabSize, H], "matrix", (w) => (top.embed = w));
   add(names.outputNorm, [H], "vector", (w) => (top.outputNorm = w));
   if (!tiedHead) add(names.lmHead, [cfg.vocabSize, H], "matrix", (w) => (top.lmHead = w));
 
   const layers: LayerWeights[] = [];
-  const ffn = (l: number, gate: string, up: string, down: string, size: number, set: (f: FfnWeights) => void, e = 0, expert = false) => {
+  const ffn = (l: number, gate: string, up: string, down: string, size: number, set: (f: FfnWeights) => void, e = 0, expert = false, stacked = false) => {
     const f = {} as FfnWeights;
-    add(tensorName(gate, l, e), [size, H], "matrix", (w) => (f.gate = w), expert);
-    add(tensorName(up, l, e), [size, H], "matrix", (w) => (f.up = w), expert);
-    add(tensorName(down, l, e), [H, size], "matrix", (w) => (f.down = w), expert);
+    const stack = (kind: string) => (stacked ? { key: `${l}.${kind}`, index: e } : undefined);
+    add(tensorName(gate, l, e), [size, H], "matrix", (w) => (f.gate = w), expert, stack("gate"));
+    add(tensorName(up, l, e), [size, H], "matrix", (w) => (f.up = w), expert, stack("up"));
+    add(tensorName(down, l, e), [H, size], "matrix", (w) => (f.down = w), expert, stack("down"));
     set(f);
   };
   for (let l = 0; l < cfg.layers; l++) {
@@ -120,9 +123,10 @@ export function planTensors(cfg: ModelConfig, tiedHead: boolean, holds: (layer: 
     add(t(names.ffnNorm), [H], "vector", (w) => (L.ffnNorm = w));
     if (cfg.sparseLayers[l]) {
       add(t(names.router), [cfg.experts, H], "router", (w) => (L.router = w));
+      const all = Array.from({ length: cfg.experts }, (_, e) => holds(l, e)).every(Boolean);
       for (let e = 0; e < cfg.experts; e++) {
         L.experts.push(null);
-        if (holds(l, e)) ffn(l, names.expertGate, names.expertUp, names.expertDown, cfg.expertFfn, (f) => (L.experts[e] = f), e, true);
+        if (holds(l, e)) ffn(l, names.expertGate, names.expertUp, names.expertDown, cfg.expertFfn, (f) => (L.experts[e] = f), e, true, all);
       }
       if (cfg.sharedExpertFfn > 0) {
         ffn(l, names.sharedGate!, names.sharedUp!, names.sharedDown!, cfg.sharedExpertFfn, (f) => (L.shared = f));
@@ -185,13 +189,22 @@ function loadSpecs(backend: Backend, ck: TensorStore, cfg: ModelConfig, specs: r
   const total = sources.reduce((s, x) => s + x.bytes, 0);
   let done = 0;
   const kept = new Map<string, number>();
+  const dtypes = specs.map((p, i) => {
+    const cols = p.shape[p.shape.length - 1]!;
+    const own = opts.keepFileTypes ? ownDType(sources[i]!.dtype as SourceDType) : null;
+    return p.role !== "matrix" ? "f32" : own && backend.supportsWeight(own, cols) ? own : storageDType(backend, opts.dtype, cols);
+  });
+  // a layer's experts' matrices of one kind and dtype are allocated together, where the backend can (allocWeights)
+  const stacks = new Map<string, number[]>();
+  specs.forEach((p, i) => p.stack && stacks.set(p.stack.key, [...(stacks.get(p.stack.key) ?? []), i]));
+  const stacked = new Map<string, WeightTensor[]>();
   for (const i of order) {
-    const p = specs[i]!, src = sources[i]!;
+    const p = specs[i]!, src = sources[i]!, dtype = dtypes[i]!;
     const rows = p.shape.length === 1 ? 1 : p.shape[0]!;
     const cols = p.shape[p.shape.length - 1]!;
-    const own = opts.keepFileTypes ? ownDType(src.dtype as SourceDType) : null;
-    const dtype = p.role !== "matrix" ? "f32" : own && backend.supportsWeight(own, cols) ? own : storageDType(backend, opts.dtype, cols);
-    const w = backend.allocWeight(dtype, rows, cols);
+    const members = p.stack && backend.allocWeights ? stacks.get(p.stack.key)! : null;
+    if (members && !stacked.has(p.stack!.key) && members.every((m) => dtypes[m] === dtype)) stacked.set(p.stack!.key, backend.allocWeights!(dtype, members.length, rows, cols));
+    const w = (members && stacked.get(p.stack!.key)?.[p.stack!.index]) || backend.allocWeight(dtype, rows, cols);
     backend.loadWeight(w, { fd: src.file.fd, offset: src.offset, dtype: src.dtype as SourceDType, file: src.file.path, rowOrder: src.rowOrder });
     p.assign(w);
     const how = keptAs(src.dtype as SourceDType, dtype);

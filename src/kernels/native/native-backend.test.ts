@@ -682,3 +682,54 @@ test("moeTopK: a layer's experts mapped as one stack run as one job and agree wi
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("allocWeights: weights allocated as a group hold their values (repacked ones too), run as one moeTopK stack equal to the seam's steps, and are freed one by one", { skip }, () => {
+  const be = new NativeBackend({ threads: 2 });
+  const rng = new Random(9);
+  const E = 4, H = 256, F = 256, K = 2, rows = 2;
+  try {
+    for (const dtype of ["f32", "q8", "q4", "q4_k"] as const) {
+      const before = be.memoryUsage().weights;
+      const router = be.allocWeight("f32", E, H);
+      be.setWeight(router, Float32Array.from({ length: E * H }, () => rng.normal() * 0.3));
+      const [gates, ups, downs] = [[F, H], [F, H], [H, F]].map(([r, c]) => be.allocWeights(dtype, E, r!, c!));
+      const experts = gates!.map((gate, e) => ({ gate, up: ups![e]!, down: downs![e]! }));
+      for (const w of [...gates!, ...ups!, ...downs!]) {
+        const values = Float32Array.from({ length: w.rows * w.cols }, () => rng.normal() * 0.1);
+        be.setWeight(w, values);
+        // what is held is what went in, as the dtype keeps it: a second weight set from the first's bytes is equal
+        const copy = be.allocWeight(dtype, w.rows, w.cols);
+        be.setWeightData(copy, be.weightData(w));
+        assert.deepEqual(be.weightData(copy), be.weightData(w), `${dtype}: a grouped weight's bytes`);
+        be.freeWeight(copy);
+      }
+      if (dtype === "q4" || dtype === "q4_k") assert.ok(be.isRepacked(gates![0]!), `${dtype}: repacked in its group`);
+      const x = put(be, Float32Array.from({ length: rows * H }, () => rng.normal()));
+      const out = be.alloc(rows * H * 4), chosen = be.alloc(rows * K * 4), lg = be.alloc(rows * E * 4), y = be.alloc(H * 4);
+      assert.equal(be.moeTopK(out, x, router, experts, rows, K, true, chosen), true, `${dtype}: a group is a stack`);
+      const got = be.f32(out, 0, rows * H).slice(), ids = be.i32(chosen, 0, rows * K).slice();
+      be.matmul(lg, x, router, rows);
+      const logits = be.f32(lg, 0, rows * E).slice(), want = new Float32Array(rows * H);
+      for (let r = 0; r < rows; r++) {
+        const p = Array.from(logits.subarray(r * E, (r + 1) * E), Math.exp);
+        const top = [...ids.subarray(r * K, (r + 1) * K)], norm = top.reduce((s, e) => s + p[e]!, 0);
+        for (const e of top) {
+          be.ffn(y, { ...x, ptr: x.ptr + r * H * 4, bytes: H * 4 }, experts[e]!, 1);
+          const ye = be.f32(y, 0, H);
+          for (let j = 0; j < H; j++) want[r * H + j]! += (p[e]! / norm) * ye[j]!;
+        }
+      }
+      assert.ok(relErr(got, want) < 1e-4, `${dtype}: one job against the seam's products, rel. error ${relErr(got, want)}`);
+      // a member freed: an Error to use it, the others keep their values; all freed, the memory is back
+      const kept = be.weightData(gates![2]!).slice();
+      be.freeWeight(gates![1]!);
+      assert.throws(() => be.moeTopK(out, x, router, experts, rows, K, true, chosen), /does not hold/);
+      assert.deepEqual(be.weightData(gates![2]!), kept, `${dtype}: a member's bytes after another's free`);
+      for (const w of [...gates!.filter((_, e) => e !== 1), ...ups!, ...downs!, router]) be.freeWeight(w);
+      assert.equal(be.memoryUsage().weights, before, `${dtype}: weight memory given back`);
+      for (const t of [x, out, chosen, lg, y]) be.free(t);
+    }
+  } finally {
+    be.close();
+  }
+});

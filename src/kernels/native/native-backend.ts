@@ -81,12 +81,20 @@ interface Region {
   readonly buffer: Ptr;
   readonly base: number;
   readonly size: number;
+  /** Where the region starts in its buffer: 0 but for weights allocated as a group (allocWeights), which share one. */
+  readonly offset: number;
   /** Activation chunks: their allocator. */
   readonly space: FirstFit | null;
   /** Weights: the ggml tensor and the context that owns it. */
   /** mapped: the key of the file mapping it lies in (see NativeBackend.mapped). */
-  readonly weight: { ctx: Ptr; tensor: Ptr; type: number; repacked: boolean; mapped: boolean; mapKey?: string } | null;
+  /** group: the buffer allocWeights made for the weights of a group, given back when none of them holds it. */
+  readonly weight: { ctx: Ptr; tensor: Ptr; type: number; repacked: boolean; mapped: boolean; mapKey?: string; group?: WeightGroup } | null;
   view: ArrayBuffer | null;
+}
+
+interface WeightGroup {
+  readonly buffer: Ptr;
+  users: number;
 }
 
 interface Graph {
@@ -240,7 +248,7 @@ export class NativeBackend implements Backend {
 
   private newRegion(buffer: Ptr, size: number, space: FirstFit | null, weight: Region["weight"]): number {
     const id = this.nextRegion++;
-    this.regions.set(id, { buffer, base: this.ggml.address(this.g.bufferGetBase(buffer)), size, space, weight, view: null });
+    this.regions.set(id, { buffer, base: this.ggml.address(this.g.bufferGetBase(buffer)), size, offset: 0, space, weight, view: null });
     return id;
   }
 
@@ -268,9 +276,22 @@ export class NativeBackend implements Backend {
     r.space.free(t.ptr, t.bytes);
   }
 
+  /** The region's buffer from its start to the region's end (a grouped weight's starts at its offset). */
   private viewOf(r: Region): ArrayBuffer {
-    r.view ??= this.ggml.koffi.view(this.g.bufferGetBase(r.buffer), r.size);
+    r.view ??= this.ggml.koffi.view(this.g.bufferGetBase(r.buffer), r.offset + r.size);
     return r.view;
+  }
+
+  /** A weight's bytes as held. */
+  private heldBytes(r: Region): Uint8Array {
+    return new Uint8Array(this.viewOf(r), r.offset, r.size);
+  }
+
+  /** Gives a weight region's buffer back, or its share of its group's. */
+  private releaseBuffer(r: Region): void {
+    const group = r.weight?.group;
+    if (!group) return this.g.bufferFree(r.buffer);
+    if (--group.users === 0) this.g.bufferFree(group.buffer);
   }
 
   f32(t: Tensor, offset = 0, length?: number): Float32Array {
@@ -303,7 +324,7 @@ export class NativeBackend implements Backend {
   private plain(w: WeightTensor): Uint8Array {
     this.flush();
     const r = this.weightRegion(w);
-    const bytes = new Uint8Array(this.viewOf(r), 0, r.size);
+    const bytes = this.heldBytes(r);
     return r.weight.repacked ? unpackX8(REPACKED[w.dtype]!, bytes, w.rows, w.cols) : bytes;
   }
 
@@ -312,7 +333,7 @@ export class NativeBackend implements Backend {
     this.flush();
     let r = this.weightRegion(w);
     if (r.weight.mapped) r = this.detach(w, r);
-    if (!r.weight.repacked) return fill(new Uint8Array(this.viewOf(r), 0, r.size));
+    if (!r.weight.repacked) return fill(this.heldBytes(r));
     const dst = new Uint8Array(r.size);
     fill(dst);
     // CPU_REPACK takes a tensor's data in one whole write only
@@ -344,6 +365,39 @@ export class NativeBackend implements Backend {
     const arena = this.newRegion(where.buffer, size, null, { ctx: where.ctx, tensor: where.tensor, type, repacked: where === placed && repack !== null, mapped: false });
     this.weightBytes += size;
     return { arena, ptr: 0, bytes, dtype, rows, cols, scales: 0 };
+  }
+
+  /**
+   * `count` weights laid one after another in one buffer (repacked where allocWeight would repack them): a
+   * layer's experts, which moeTopK then takes as one stack whatever file they came from. Each is freed on its
+   * own; the buffer goes with the last. Weights later mapped from a file leave it for their mapping.
+   */
+  allocWeights(dtype: WeightDType, count: number, rows: number, cols: number): WeightTensor[] {
+    if (!Number.isInteger(count) || count < 1) throw new Error(`allocWeights: ${count} weights`);
+    const first = this.allocWeight(dtype, rows, cols);
+    const r = this.weightRegion(first);
+    const size = r.size;
+    // one at a time where one buffer cannot hold them back to back (ggml wants tensors at aligned addresses)
+    if (count === 1 || size % 64 !== 0) return [first, ...Array.from({ length: count - 1 }, () => this.allocWeight(dtype, rows, cols))];
+    const buft = r.weight.repacked ? this.repackBuft(dtype)! : this.cpuBuft;
+    this.freeWeight(first);
+    const buffer = this.g.buftAllocBuffer(buft, size * count);
+    if (!buffer) throw new Error(`out of memory: cannot allocate ${count} ${rows}×${cols} ${dtype} weights`);
+    this.g.bufferSetUsage(buffer, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+    const group: WeightGroup = { buffer, users: 0 };
+    const base = this.ggml.address(this.g.bufferGetBase(buffer));
+    const type = WEIGHT_TYPE[dtype], bytes = layoutBytes(dtype, rows, cols)!;
+    return Array.from({ length: count }, (_, i) => {
+      const ctx = this.g.init({ mem_size: this.g.tensorOverhead() + 256, mem_buffer: null, no_alloc: true });
+      const tensor = this.g.newTensor2d(ctx, type, cols, rows);
+      const status = this.g.tensorAlloc(buffer, tensor, base + i * size);
+      if (status !== 0) throw new Error(`ggml_backend_tensor_alloc: status ${status}`);
+      group.users++;
+      const arena = this.nextRegion++;
+      this.regions.set(arena, { buffer, base: base + i * size, size, offset: i * size, space: null, weight: { ctx, tensor, type, repacked: r.weight.repacked, mapped: false, group }, view: null });
+      this.weightBytes += size;
+      return { arena, ptr: 0, bytes, dtype, rows, cols, scales: 0 };
+    });
   }
 
   /** A weight tensor in its own buffer of buft (the plain CPU one when null); null when it cannot be allocated. */
@@ -434,7 +488,7 @@ export class NativeBackend implements Backend {
     this.regions.delete(w.arena);
     this.dropWeightGraphs(w);
     this.weightBytes -= r.size;
-    this.g.bufferFree(r.buffer);
+    this.releaseBuffer(r);
     this.g.free(r.weight.ctx);
     this.unmapUser(r);
   }
@@ -534,11 +588,11 @@ export class NativeBackend implements Backend {
     }
     // a weight loaded again: graphs over its old tensor would compute with it
     this.dropWeightGraphs(w);
-    this.g.bufferFree(r.buffer);
+    this.releaseBuffer(r);
     this.g.free(r.weight.ctx);
     file.users++;
     this.unmapUser(r);
-    this.regions.set(w.arena, { buffer, base: address, size: r.size, space: null, weight: { ctx, tensor, type: r.weight.type, repacked: false, mapped: true, mapKey }, view: null });
+    this.regions.set(w.arena, { buffer, base: address, size: r.size, offset: 0, space: null, weight: { ctx, tensor, type: r.weight.type, repacked: false, mapped: true, mapKey }, view: null });
     return true;
   }
 
@@ -548,10 +602,10 @@ export class NativeBackend implements Backend {
     if (!own) throw new Error(`out of memory: cannot allocate a ${w.rows}×${w.cols} ${w.dtype} weight`);
     this.g.bufferSetUsage(own.buffer, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
     this.dropWeightGraphs(w);
-    this.g.bufferFree(r.buffer);
+    this.releaseBuffer(r);
     this.g.free(r.weight.ctx);
     this.unmapUser(r);
-    const region = { buffer: own.buffer, base: this.ggml.address(this.g.bufferGetBase(own.buffer)), size: r.size, space: null, weight: { ctx: own.ctx, tensor: own.tensor, type: r.weight.type, repacked: false, mapped: false }, view: null };
+    const region = { buffer: own.buffer, base: this.ggml.address(this.g.bufferGetBase(own.buffer)), size: r.size, offset: 0, space: null, weight: { ctx: own.ctx, tensor: own.tensor, type: r.weight.type, repacked: false, mapped: false }, view: null };
     this.regions.set(w.arena, region);
     return region;
   }
@@ -584,29 +638,37 @@ export class NativeBackend implements Backend {
   }
 
   /**
-   * Where weights of one type and shape lie one after another in a file mapping (a GGUF file's merged expert
-   * tensor, mapped), each at the previous one's end: the address of the first; null where they do not.
+   * Where weights of one type and shape lie one after another, each at the previous one's end, in one file
+   * mapping (a GGUF file's merged expert tensor, mapped) or in one group's buffer (allocWeights): the first's
+   * address and the group (null: mapped); null where they do not.
    */
-  private stackAddress(weights: readonly WeightTensor[]): number | null {
+  private stackOf(weights: readonly WeightTensor[]): { address: number; group: WeightGroup | null } | null {
     const first = this.weightRegion(weights[0]!);
-    if (!first.weight.mapped) return null;
+    if (!first.weight.mapped && !first.weight.group) return null;
     for (let i = 0; i < weights.length; i++) {
       const w = weights[i]!, r = this.weightRegion(w);
-      if (!r.weight.mapped || r.weight.mapKey !== first.weight.mapKey || r.weight.type !== first.weight.type || r.size !== first.size) return null;
-      if (w.rows !== weights[0]!.rows || w.cols !== weights[0]!.cols || r.base !== first.base + i * first.size) return null;
+      if (r.weight.mapped !== first.weight.mapped || r.weight.mapKey !== first.weight.mapKey || r.weight.group !== first.weight.group) return null;
+      if (r.weight.type !== first.weight.type || r.size !== first.size || w.rows !== weights[0]!.rows || w.cols !== weights[0]!.cols) return null;
+      if (r.base !== first.base + i * first.size) return null;
     }
-    return first.base;
+    return { address: first.base, group: first.weight.group ?? null };
   }
 
-  /** Called by GraphBuilder: weights that stackAddress found stacked, as one tensor over a buffer kept with the graph. */
+  /**
+   * Called by GraphBuilder: weights that stackOf found stacked, as one 3-D tensor: in their group's buffer (a
+   * repacked one is then computed repacked), or for a mapping over a buffer of its own kept with the graph.
+   */
   stackTensor(ctx: Ptr, weights: readonly WeightTensor[], buffers: Ptr[]): Ptr {
-    const address = this.stackAddress(weights);
-    if (address === null) throw new Error("stackTensor: the weights are not one stack");
-    const w = weights[0]!, size = this.weightRegion(w).size * weights.length;
-    const buffer = this.g.bufferFromPtr(address, size);
-    buffers.push(buffer);
-    const tensor = this.g.newTensor3d(ctx, this.weightRegion(w).weight.type, w.cols, w.rows, weights.length);
-    const status = this.g.tensorAlloc(buffer, tensor, address);
+    const stack = this.stackOf(weights);
+    if (!stack) throw new Error("stackTensor: the weights are not one stack");
+    const w = weights[0]!, r = this.weightRegion(w);
+    let buffer = stack.group?.buffer;
+    if (!buffer) {
+      buffer = this.g.bufferFromPtr(stack.address, r.size * weights.length);
+      buffers.push(buffer);
+    }
+    const tensor = this.g.newTensor3d(ctx, r.weight.type, w.cols, w.rows, weights.length);
+    const status = this.g.tensorAlloc(buffer, tensor, stack.address);
     if (status !== 0) throw new Error(`ggml_backend_tensor_alloc: status ${status}`);
     return tensor;
   }
@@ -766,7 +828,7 @@ export class NativeBackend implements Backend {
     }
     if (tr.weight.repacked) {
       // ggml has no row lookup in the repacked layout: the rows' blocks unpacked and dequantized here
-      const held = new Uint8Array(this.viewOf(tr), 0, tr.size), y = this.f32(out, 0, n * K);
+      const held = this.heldBytes(tr), y = this.f32(out, 0, n * K);
       const layout = REPACKED[table.dtype]!;
       for (let i = 0; i < n; i++) dequantizeBlocks(layout.blocks, layout.unpackRow(held, ids[i]!, K), y.subarray(i * K, (i + 1) * K));
       return;
@@ -949,8 +1011,8 @@ export class NativeBackend implements Backend {
     }
     if (rows > MOE_ONE_JOB_MAX_ROWS) return false;
     const gates = experts.map((x) => x.gate), ups = experts.map((x) => x.up), downs = experts.map((x) => x.down);
-    // mul_mat_id takes a layer's experts as one tensor: where they lie as one (a GGUF file's, mapped), the block is one job
-    if (this.stackAddress(gates) === null || this.stackAddress(ups) === null || this.stackAddress(downs) === null) return false;
+    // mul_mat_id takes a layer's experts as one tensor: where they lie as one (allocWeights, or a GGUF file's mapped), the block is one job
+    if (!this.stackOf(gates) || !this.stackOf(ups) || !this.stackOf(downs)) return false;
     if (rows === 0) return true;
     const routerT = this.weightTensor(router);
     this.region(h, rows * H * 4, "moe input");
@@ -1084,7 +1146,7 @@ export class NativeBackend implements Backend {
     openBackends.delete(this);
     for (const [key, gr] of [...this.graphs]) this.dropGraph(key, gr);
     for (const r of this.regions.values()) {
-      this.g.bufferFree(r.buffer);
+      this.releaseBuffer(r);
       if (r.weight) this.g.free(r.weight.ctx);
     }
     this.regions.clear();
