@@ -106,7 +106,7 @@ export class Transformer {
       done = true;
       return logits;
     } finally {
-      this.moe.endStep(done);
+      this.moe.endStep(step, done);
       this.stepBufs.give(rows, bufs);
     }
   }

@@ -61,8 +61,8 @@ export class MoeBlock {
 
   /** Per layer, its experts when the backend may run the layer as one job (see MoeDeps.localExperts), else null; absent until first asked. */
   private readonly oneJob: Array<readonly FfnWeights[] | null> = [];
-  /** The step's experts chosen in one-job layers, [layer][rows][topK] i32, until endStep counts them. */
-  private chosen: { rows: number; set: Tensor[]; layers: number[] } | null = null;
+  /** Per step in flight, the experts its one-job layers chose, [layer][rows][topK] i32, until endStep counts them. */
+  private readonly chosen = new Map<number, { rows: number; set: Tensor[]; layers: number[] }>();
   private readonly chosenBufs: StepBuffers;
   private readonly seen: Int32Array;
   private stamp = 0;
@@ -80,7 +80,7 @@ export class MoeBlock {
     const bufs = this.bufs.take(rows);
     const [logitsBuf, sharedOut] = bufs as [Tensor, Tensor];
     try {
-      if (this.asOneJob(layer, w, h, out, rows)) {
+      if (this.asOneJob(layer, w, h, out, rows, step)) {
         if (w.shared) this.addSharedExpert(w, h, out, rows, logitsBuf, sharedOut);
         return;
       }
@@ -127,7 +127,7 @@ export class MoeBlock {
    * The layer as one job of the backend (moeTopK) where it may run so: the model's own routing, no trace
    * wanting the router's output, every expert here. The experts chosen are counted at endStep.
    */
-  private asOneJob(layer: number, w: LayerWeights, h: Tensor, out: Tensor, rows: number): boolean {
+  private asOneJob(layer: number, w: LayerWeights, h: Tensor, out: Tensor, rows: number, step: number): boolean {
     const { backend, cfg } = this;
     if (!backend.moeTopK || this.deps.trace || this.deps.policy !== selectTopK) return false;
     if (this.oneJob[layer] === undefined) {
@@ -136,22 +136,23 @@ export class MoeBlock {
     }
     const experts = this.oneJob[layer];
     if (!experts) return false;
-    this.chosen ??= { rows, set: this.chosenBufs.take(rows), layers: [] };
-    if (this.chosen.rows !== rows) throw new Error(`MoE layer ${layer}: a step of ${rows} rows inside one of ${this.chosen.rows}`);
-    const k = cfg.topK, ids = this.chosen.set[0]!;
+    let held = this.chosen.get(step);
+    if (!held) this.chosen.set(step, (held = { rows, set: this.chosenBufs.take(rows), layers: [] }));
+    if (held.rows !== rows) throw new Error(`MoE layer ${layer}: ${rows} rows in a step of ${held.rows}`);
+    const k = cfg.topK, ids = held.set[0]!;
     const chosen = { arena: ids.arena, ptr: ids.ptr + layer * rows * k * 4, bytes: rows * k * 4 };
     // not as one job for these weights or this many rows (see Backend.moeTopK): the seam's steps
     if (!backend.moeTopK(out, h, w.router!, experts, rows, k, cfg.normTopK, chosen)) return false;
-    this.chosen.layers.push(layer);
+    held.layers.push(layer);
     this.stats.oneJobLayers++;
     return true;
   }
 
-  /** Ends a step: the experts that one-job layers chose are counted as the calls they stand for (`completed`: the step ran to its end). */
-  endStep(completed: boolean): void {
-    const c = this.chosen;
+  /** Ends a step: the experts that its one-job layers chose are counted as the calls they stand for (`completed`: the step ran to its end). */
+  endStep(step: number, completed: boolean): void {
+    const c = this.chosen.get(step);
     if (!c) return;
-    this.chosen = null;
+    this.chosen.delete(step);
     try {
       if (!completed) return;
       const k = this.cfg.topK, n = c.rows * k;
