@@ -733,3 +733,33 @@ test("allocWeights: weights allocated as a group hold their values (repacked one
     be.close();
   }
 });
+
+test("allocWeights: memoryUsage counts a group's buffer until its last member goes, and a member mapped out of it beside it", { skip }, () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-native-group-"));
+  const be = new NativeBackend({ threads: 1 });
+  const R = 64, C = 64, size = R * C * 4;
+  const file = path.join(dir, "w.bin");
+  writeFileSync(file, Buffer.concat([Buffer.alloc(64), Buffer.from(new Float32Array(R * C).fill(0.5).buffer)]));
+  const fd = openSync(file, "r");
+  try {
+    const before = be.memoryUsage().weights;
+    const ws = be.allocWeights("f32", 4, R, C);
+    assert.equal(be.memoryUsage().weights, before + 4 * size);
+    // mapped from the file: its own bytes, and the group's buffer still held for the other three
+    be.loadWeight(ws[0]!, { fd, offset: 64, dtype: "F32", file });
+    assert.ok(be.isMapped(ws[0]!));
+    assert.equal(be.memoryUsage().weights, before + 5 * size);
+    // two of the three freed: their bytes stay in the buffer the third holds
+    be.freeWeight(ws[1]!);
+    be.freeWeight(ws[2]!);
+    assert.equal(be.memoryUsage().weights, before + 5 * size);
+    be.freeWeight(ws[3]!);
+    assert.equal(be.memoryUsage().weights, before + size);
+    be.freeWeight(ws[0]!);
+    assert.equal(be.memoryUsage().weights, before);
+  } finally {
+    closeSync(fd);
+    be.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

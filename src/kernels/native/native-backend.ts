@@ -94,6 +94,8 @@ interface Region {
 
 interface WeightGroup {
   readonly buffer: Ptr;
+  /** its size: counted in memoryUsage's weights until the buffer goes with its last member */
+  readonly bytes: number;
   users: number;
 }
 
@@ -287,11 +289,19 @@ export class NativeBackend implements Backend {
     return new Uint8Array(this.viewOf(r), r.offset, r.size);
   }
 
-  /** Gives a weight region's buffer back, or its share of its group's. */
+  /**
+   * Gives a region's buffer back, or a grouped weight's share of its group's, and the weight bytes that go with
+   * it out of memoryUsage's count: a group's when its last member goes (until then the buffer holds them all).
+   */
   private releaseBuffer(r: Region): void {
     const group = r.weight?.group;
-    if (!group) return this.g.bufferFree(r.buffer);
-    if (--group.users === 0) this.g.bufferFree(group.buffer);
+    if (!group) {
+      if (r.weight) this.weightBytes -= r.size;
+      return this.g.bufferFree(r.buffer);
+    }
+    if (--group.users > 0) return;
+    this.weightBytes -= group.bytes;
+    this.g.bufferFree(group.buffer);
   }
 
   f32(t: Tensor, offset = 0, length?: number): Float32Array {
@@ -384,7 +394,8 @@ export class NativeBackend implements Backend {
     const buffer = this.g.buftAllocBuffer(buft, size * count);
     if (!buffer) throw new Error(`out of memory: cannot allocate ${count} ${rows}×${cols} ${dtype} weights`);
     this.g.bufferSetUsage(buffer, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
-    const group: WeightGroup = { buffer, users: 0 };
+    const group: WeightGroup = { buffer, bytes: size * count, users: 0 };
+    this.weightBytes += group.bytes;
     const base = this.ggml.address(this.g.bufferGetBase(buffer));
     const type = WEIGHT_TYPE[dtype], bytes = layoutBytes(dtype, rows, cols)!;
     return Array.from({ length: count }, (_, i) => {
@@ -395,7 +406,6 @@ export class NativeBackend implements Backend {
       group.users++;
       const arena = this.nextRegion++;
       this.regions.set(arena, { buffer, base: base + i * size, size, offset: i * size, space: null, weight: { ctx, tensor, type, repacked: r.weight.repacked, mapped: false, group }, view: null });
-      this.weightBytes += size;
       return { arena, ptr: 0, bytes, dtype, rows, cols, scales: 0 };
     });
   }
@@ -487,7 +497,6 @@ export class NativeBackend implements Backend {
     const r = this.weightRegion(w);
     this.regions.delete(w.arena);
     this.dropWeightGraphs(w);
-    this.weightBytes -= r.size;
     this.releaseBuffer(r);
     this.g.free(r.weight.ctx);
     this.unmapUser(r);
@@ -593,6 +602,7 @@ export class NativeBackend implements Backend {
     file.users++;
     this.unmapUser(r);
     this.regions.set(w.arena, { buffer, base: address, size: r.size, offset: 0, space: null, weight: { ctx, tensor, type: r.weight.type, repacked: false, mapped: true, mapKey }, view: null });
+    this.weightBytes += r.size;
     return true;
   }
 
@@ -607,6 +617,7 @@ export class NativeBackend implements Backend {
     this.unmapUser(r);
     const region = { buffer: own.buffer, base: this.ggml.address(this.g.bufferGetBase(own.buffer)), size: r.size, offset: 0, space: null, weight: { ctx: own.ctx, tensor: own.tensor, type: r.weight.type, repacked: false, mapped: false }, view: null };
     this.regions.set(w.arena, region);
+    this.weightBytes += r.size;
     return region;
   }
 
