@@ -154,7 +154,10 @@ export type ExpertTable = ReadonlyArray<ReadonlyArray<FfnWeights | null>>;
 
 export function loadExperts(backend: Backend, ck: TensorStore, cfg: ModelConfig, opts: LoadOptions): ExpertTable {
   const plan = planTensors(cfg, true, opts.holdsExpert);
-  loadSpecs(backend, ck, cfg, plan.specs.filter((s) => s.expert), opts);
+  // each expert in memory of its own: a device frees experts one by one (released, reassigned), and a layer's
+  // stack (allocWeights) would hold a freed one's memory until the last of them went; only moeTopK needs stacks
+  const own = ({ stack: _, ...spec }: TensorSpec): TensorSpec => spec;
+  loadSpecs(backend, ck, cfg, plan.specs.filter((s) => s.expert).map(own), opts);
   return plan.weights().layers.map((l) => l.experts);
 }
 
