@@ -77,7 +77,8 @@ export async function benchEngine(engine: Engine, o: BenchOptions): Promise<Benc
   // weights, let V8 tier up the kernels' callers (measured on brown-moe: the first two seconds' prefills take
   // up to 2.5× as long as later ones), and let a backend that builds its graphs build those of the run's shapes.
   // It runs in the timed run's own cache, as llama-bench warms up in its own context: the same addresses, so
-  // the graphs a backend builds over them are the timed run's.
+  // the graphs a backend builds over them are the timed run's (those of decode steps within the first
+  // 256-position attention span: all of them for a prompt of 256 and 64 decoded).
   const warmSteps = Math.min(4, o.decodeTokens + 1);
   const cache = model.newSequence(o.promptTokens + o.decodeTokens + 1);
   try {

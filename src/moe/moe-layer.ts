@@ -141,8 +141,15 @@ export class MoeBlock {
     if (held.rows !== rows) throw new Error(`MoE layer ${layer}: ${rows} rows in a step of ${held.rows}`);
     const k = cfg.topK, ids = held.set[0]!;
     const chosen = { arena: ids.arena, ptr: ids.ptr + layer * rows * k * 4, bytes: rows * k * 4 };
-    // not as one job for these weights or this many rows (see Backend.moeTopK): the seam's steps
-    if (!backend.moeTopK(out, h, w.router!, experts, rows, k, cfg.normTopK, chosen)) return false;
+    if (!backend.moeTopK(out, h, w.router!, experts, rows, k, cfg.normTopK, chosen)) {
+      // not as one job for these weights or this many rows (see Backend.moeTopK): the seam's steps, and the
+      // buffers back if no layer of the step used them (a prefill's would otherwise be kept for good)
+      if (held.layers.length === 0) {
+        this.chosen.delete(step);
+        this.chosenBufs.give(rows, held.set);
+      }
+      return false;
+    }
     held.layers.push(layer);
     this.stats.oneJobLayers++;
     return true;

@@ -179,6 +179,13 @@ export class NativeBackend implements Backend {
   private ffnScratch: Tensor | null = null;
   /** moeTopK's intermediate activations, likewise. */
   private moeScratch: Tensor | null = null;
+  /**
+   * Per experts array moeTopK was given (a layer's, which the engine never changes), what it found: the three
+   * stacks (null: not stacked) and the weights' part of the graph key; redone once any weight has changed since.
+   */
+  private readonly moeLayers = new WeakMap<readonly FfnWeightSet[], { changes: number; stacks: WeightTensor[][] | null; key: string }>();
+  /** Counts the changes of weight memory (freed, mapped, detached): see moeLayers. */
+  private weightChanges = 0;
   /** Per repackable dtype (q4, q4_k), CPU_REPACK where its layout checked out (see repackBuft), or null; absent until first asked. */
   private readonly repack = new Map<WeightDType, Ptr | null>();
   private closed = false;
@@ -399,15 +406,23 @@ export class NativeBackend implements Backend {
     const base = this.ggml.address(this.g.bufferGetBase(buffer));
     const type = WEIGHT_TYPE[dtype], bytes = layoutBytes(dtype, rows, cols)!;
     return Array.from({ length: count }, (_, i) => {
-      const ctx = this.g.init({ mem_size: this.g.tensorOverhead() + 256, mem_buffer: null, no_alloc: true });
-      const tensor = this.g.newTensor2d(ctx, type, cols, rows);
-      const status = this.g.tensorAlloc(buffer, tensor, base + i * size);
-      if (status !== 0) throw new Error(`ggml_backend_tensor_alloc: status ${status}`);
+      const placed = this.weightAt(buffer, type, cols, rows, base + i * size);
+      if (!placed) throw new Error(`ggml_backend_tensor_alloc refused a ${rows}×${cols} ${dtype} weight in its group`);
+      const { ctx, tensor } = placed;
       group.users++;
       const arena = this.nextRegion++;
       this.regions.set(arena, { buffer, base: base + i * size, size, offset: i * size, space: null, weight: { ctx, tensor, type, repacked: r.weight.repacked, mapped: false, group }, view: null });
       return { arena, ptr: 0, bytes, dtype, rows, cols, scales: 0 };
     });
+  }
+
+  /** A [cols, rows] weight tensor of `type` in a context of its own, placed at `address` in `buffer`; null where ggml refuses. */
+  private weightAt(buffer: Ptr, type: number, cols: number, rows: number, address: number): { ctx: Ptr; tensor: Ptr } | null {
+    const ctx = this.g.init({ mem_size: this.g.tensorOverhead() + 256, mem_buffer: null, no_alloc: true });
+    const tensor = this.g.newTensor2d(ctx, type, cols, rows);
+    if (this.g.tensorAlloc(buffer, tensor, address) === 0) return { ctx, tensor };
+    this.g.free(ctx);
+    return null;
   }
 
   /** A weight tensor in its own buffer of buft (the plain CPU one when null); null when it cannot be allocated. */
@@ -470,6 +485,7 @@ export class NativeBackend implements Backend {
 
   /** Frees the graphs over w, whose ggml tensor is about to go: a cached graph would compute with a freed tensor. */
   private dropWeightGraphs(w: WeightTensor): void {
+    this.weightChanges++;
     for (const [key, gr] of this.graphs) if (key.includes(`|w${w.arena}|`)) this.dropGraph(key, gr);
   }
 
@@ -583,11 +599,8 @@ export class NativeBackend implements Backend {
     }
     const address = file.address + src.offset;
     const buffer = this.g.bufferFromPtr(address, r.size);
-    const ctx = this.g.init({ mem_size: this.g.tensorOverhead() + 256, mem_buffer: null, no_alloc: true });
-    const tensor = this.g.newTensor2d(ctx, r.weight.type, w.cols, w.rows);
-    const status = this.g.tensorAlloc(buffer, tensor, address);
-    if (status !== 0) {
-      this.g.free(ctx);
+    const placed = this.weightAt(buffer, r.weight.type, w.cols, w.rows, address);
+    if (!placed) {
       this.g.bufferFree(buffer);
       if (file.users === 0) {
         this.mapped.delete(mapKey);
@@ -601,7 +614,7 @@ export class NativeBackend implements Backend {
     this.g.free(r.weight.ctx);
     file.users++;
     this.unmapUser(r);
-    this.regions.set(w.arena, { buffer, base: address, size: r.size, offset: 0, space: null, weight: { ctx, tensor, type: r.weight.type, repacked: false, mapped: true, mapKey }, view: null });
+    this.regions.set(w.arena, { buffer, base: address, size: r.size, offset: 0, space: null, weight: { ctx: placed.ctx, tensor: placed.tensor, type: r.weight.type, repacked: false, mapped: true, mapKey }, view: null });
     this.weightBytes += r.size;
     return true;
   }
@@ -1017,13 +1030,19 @@ export class NativeBackend implements Backend {
     if (E === 0 || !Number.isInteger(topK) || topK < 1 || topK > E) throw new Error(`moeTopK: top ${topK} of ${E} experts`);
     const H = router.cols, F = experts[0]!.gate.rows;
     if (router.rows !== E) throw new Error(`moeTopK: a router for ${router.rows} experts with ${E} experts`);
-    for (const x of experts) {
-      if (x.gate.rows !== F || x.gate.cols !== H || x.up.rows !== F || x.up.cols !== H || x.down.rows !== H || x.down.cols !== F) throw new Error("moeTopK: experts of different shapes");
-    }
     if (rows > MOE_ONE_JOB_MAX_ROWS) return false;
-    const gates = experts.map((x) => x.gate), ups = experts.map((x) => x.up), downs = experts.map((x) => x.down);
-    // mul_mat_id takes a layer's experts as one tensor: where they lie as one (allocWeights, or a GGUF file's mapped), the block is one job
-    if (!this.stackOf(gates) || !this.stackOf(ups) || !this.stackOf(downs)) return false;
+    let layer = this.moeLayers.get(experts);
+    if (!layer || layer.changes !== this.weightChanges) {
+      for (const x of experts) {
+        if (x.gate.rows !== F || x.gate.cols !== H || x.up.rows !== F || x.up.cols !== H || x.down.rows !== H || x.down.cols !== F) throw new Error("moeTopK: experts of different shapes");
+      }
+      const stacks = [experts.map((x) => x.gate), experts.map((x) => x.up), experts.map((x) => x.down)];
+      // mul_mat_id takes a layer's experts as one tensor: where they lie as one (allocWeights, or a GGUF file's mapped), the block is one job
+      layer = { changes: this.weightChanges, stacks: stacks.every((ws) => this.stackOf(ws)) ? stacks : null, key: experts.map((x) => `w${x.gate.arena}|w${x.up.arena}|w${x.down.arena}|`).join("") };
+      this.moeLayers.set(experts, layer);
+    }
+    if (!layer.stacks) return false;
+    const [gates, ups, downs] = layer.stacks as [WeightTensor[], WeightTensor[], WeightTensor[]];
     if (rows === 0) return true;
     const routerT = this.weightTensor(router);
     this.region(h, rows * H * 4, "moe input");
@@ -1040,8 +1059,7 @@ export class NativeBackend implements Backend {
     }
     const scratch = this.moeScratch;
     const part = (offset: number, n: number): Tensor => ({ arena: scratch.arena, ptr: scratch.ptr + offset * 4, bytes: n * 4 });
-    let key = NativeBackend.key("moe", out, h, chosen, scratch, rows, topK, normalize ? 1 : 0) + `w${router.arena}|`;
-    for (const x of experts) key += `w${x.gate.arena}|w${x.up.arena}|w${x.down.arena}|`;
+    const key = NativeBackend.key("moe", out, h, chosen, scratch, rows, topK, normalize ? 1 : 0) + `w${router.arena}|` + layer.key;
     const g = this.g, k = topK;
     this.run(key, rows * H * E + 3 * rows * k * H * F, (b) => {
       const hT = b.bind(h, GgmlType.F32, H, rows);
