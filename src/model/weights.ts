@@ -192,7 +192,7 @@ function loadSpecs(backend: Backend, ck: TensorStore, cfg: ModelConfig, specs: r
     const own = opts.keepFileTypes ? ownDType(src.dtype as SourceDType) : null;
     const dtype = p.role !== "matrix" ? "f32" : own && backend.supportsWeight(own, cols) ? own : storageDType(backend, opts.dtype, cols);
     const w = backend.allocWeight(dtype, rows, cols);
-    backend.loadWeight(w, { fd: src.file.fd, offset: src.offset, dtype: src.dtype as SourceDType, file: src.file.path, rowOrder: src.rowOrder });
+    backend.loadWeight(w, { fd: src.file.fd, data: src.file.data, offset: src.offset, dtype: src.dtype as SourceDType, file: src.file.path, rowOrder: src.rowOrder });
     p.assign(w);
     const how = keptAs(src.dtype as SourceDType, dtype);
     kept.set(how, (kept.get(how) ?? 0) + 1);
