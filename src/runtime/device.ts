@@ -1,8 +1,8 @@
 // An expert device as a Node process: connects to a base station, reports what it can do, loads the experts it is
 // assigned (from its own copy of the model, a directory or GGUF file, or streamed from the base station into a local
-// cache) and computes expert calls. The protocol and the experts are runtime/device-core.ts's, which the
-// browser device shares; this is the shell around them: the ws client, files, reconnection. Stateless per token. When the connection fails or closes it
-// connects again, with backoff, keeping the experts it holds: a base station that restarts finds them
+// cache) and computes expert calls. The protocol and the experts are runtime/device-core.ts's, which the browser
+// device shares; this is the shell around them: the ws client, files, reconnection. Stateless per token. When the
+// connection fails or closes it connects again, with backoff, keeping the experts it holds: a base station that restarts finds them
 // in the device's hello and resends nothing. It proves its identity (runtime/device-identity.ts) and,
 // with a join token, that it holds it (and has the base station prove the same) before taking anything
 // from it; a refusal either way ends it. Over wss:// the base station's certificate is pinned by its

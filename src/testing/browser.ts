@@ -13,11 +13,14 @@ export const browserSkip: string | false = existsSync(CHROMIUM) ? false : `${CHR
 
 const ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 
-/** A headless chromium with a new user-data directory; closing it removes the directory. */
-export async function launchBrowser(): Promise<{ context: BrowserContext; close(): Promise<void> }> {
+/**
+ * A headless chromium with a new user-data directory; closing it removes the directory. `trustAnyCertificate`:
+ * for a base station's self-signed certificate, as a user who chose to trust it (pages and their WebSockets).
+ */
+export async function launchBrowser(o: { trustAnyCertificate?: boolean } = {}): Promise<{ context: BrowserContext; close(): Promise<void> }> {
   const profile = mkdtempSync(path.join(os.tmpdir(), "distmoe-chromium-"));
   try {
-    const context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: ARGS });
+    const context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: ARGS, ignoreHTTPSErrors: o.trustAnyCertificate ?? false });
     return {
       context,
       close: async () => {
