@@ -266,16 +266,17 @@ export class DeviceSession {
     const { log } = this.opts;
     switch (m.type) {
       case "assign":
-        this.assignments = this.assignments
-          .then(() => (this.isClosed ? undefined : this.host.assign(m, { send: (f) => this.send(f), fetch: (store, experts, tensors) => this.fetch(store, experts, tensors) })))
-          .then(
-            () => void (this.readied = true),
-            (e: Error) => {
-              const message = `cannot load the assigned experts: ${e.message}`;
-              log(printable(message));
-              this.send({ type: "error", message });
-            },
-          );
+        this.assignments = this.assignments.then(async () => {
+          if (this.isClosed) return;
+          try {
+            await this.host.assign(m, { send: (f) => this.send(f), fetch: (store, experts, tensors) => this.fetch(store, experts, tensors) });
+            this.readied = true;
+          } catch (e) {
+            const message = `cannot load the assigned experts: ${(e as Error).message}`;
+            log(printable(message));
+            this.send({ type: "error", message });
+          }
+        });
         return;
       case "release":
         this.host.release(m.experts);
