@@ -109,7 +109,7 @@ export class Admission {
         this.devices.push(d);
         this.events.joined(d);
         for (const f of early!.splice(0)) if (conn.open) this.events.message(d, f);
-      });
+      }).catch((e: Error) => conn.close(CLOSE.policy, "failed admissions", `the admission failed: ${e.message}`));
     });
     this.sockets.add(ws);
     const helloTimer = setTimeout(() => conn.close(CLOSE.policy, "no hello", `no hello within ${this.limits.helloTimeoutMs} ms`), this.limits.helloTimeoutMs);

@@ -83,7 +83,7 @@ function connect(session: (ws: WebSocket) => DeviceSession): Promise<Ending> {
 
 async function main(): Promise<void> {
   const params = new URLSearchParams(location.hash.slice(1));
-  const token = params.get("token") ?? undefined;
+  const token = params.get("token") || undefined;
   if (!globalThis.crossOriginIsolated) throw new Error("this page is not cross-origin isolated, and the kernels need shared memory: open it from the base station's own address (it sends the COOP/COEP headers), over https:// or on localhost");
   const kernels = await loadKernels();
   const backend = new WasmBackend({ threads: 1, kernels, arenaPages: ARENA_PAGES });
