@@ -186,7 +186,10 @@ export function serveCommand(): Command {
       if (join) log(`devices join with: ${joinCommand(join.shown ?? "<the join token given>")}`);
       if (o.browserDevices) {
         // the fragment (#token=…) is never sent to a server: the page reads it
-        log(`browser devices: allowed (their handshake is not bound to the TLS session; the browser's own check of this certificate protects it); a browser joins by opening ${httpScheme}://${reachable}:${address.port}/device#token=${join!.shown ?? "<the join token given>"}`);
+        const how = tls ? "over TLS (a browser cannot bind its handshake to the TLS session: its own check of this certificate protects it)" : "from this machine only (without TLS)";
+        // without TLS only a loopback address makes the page a secure context (WebCrypto) and its link one the BS admits
+        const pageHost = tls || !["0.0.0.0", "::"].includes(address.address) ? reachable : "127.0.0.1";
+        log(`browser devices: allowed ${how}; a browser joins by opening ${httpScheme}://${pageHost}:${address.port}/device#token=${join!.shown ?? "<the join token given>"}`);
         if (!tls && !isLoopback(o.host)) log("warning: browser devices are admitted over TLS only, except on this machine: serve with --tls self-signed or --tls-cert/--tls-key for browsers elsewhere");
       }
       if (!isLoopback(o.host) && !tls) {
