@@ -47,6 +47,7 @@ test("serve: a port in use or a bad model ends the BS with one clear line and a 
       [["--model", dir, "--port", "0", "--devices", "1", "--join-token", "short"], /--join-token.*a join token is 16 to 256 characters of/],
       [["--model", dir, "--port", "0", "--devices", "1", "--verify-rate", "1.5"], /--verify-rate.*expected a share of the expert calls from 0 to 1/],
       [["--model", dir, "--port", "0", "--verify-rate", "0.1"], /--verify-rate checks the devices' results: give --devices N or --local-devices N/],
+      [["--model", dir, "--port", "0", "--local-devices", "1", "--browser-devices"], /--browser-devices admits browser tabs among the devices the BS waits for: give --devices N/],
     ] as const) {
       const r = spawnSync(process.execPath, [BIN, "serve", ...args], { encoding: "utf8", timeout: 60_000 });
       assert.equal(r.status, 1, r.stderr);

@@ -32,7 +32,10 @@ export interface WeightTensor extends Tensor {
 
 /** Where a tensor's bytes lie in a file: the backend reads them straight into its memory. */
 export interface WeightSource {
+  /** The file's descriptor; -1 where `data` holds the file. */
   readonly fd: number;
+  /** The whole file in memory instead of an open file (a browser device's streamed weights). */
+  readonly data?: Uint8Array;
   readonly offset: number;
   readonly dtype: SourceDType;
   readonly file: string;

@@ -16,6 +16,11 @@ export function readRows(src: WeightSource, rowBytes: number, r0: number, count:
 }
 
 function readExact(src: WeightSource, dst: Uint8Array, position: number): void {
+  if (src.data) {
+    if (position + dst.length > src.data.length) throw new Error(`${src.file}: unexpected end of data at byte ${src.data.length} (tensor data truncated)`);
+    dst.set(src.data.subarray(position, position + dst.length));
+    return;
+  }
   let done = 0;
   while (done < dst.length) {
     const len = Math.min(dst.length - done, 1 << 30);

@@ -14,7 +14,8 @@ export interface StoredTensor {
   /** Absolute byte offset in the file. */
   readonly offset: number;
   readonly bytes: number;
-  readonly file: { readonly path: string; readonly fd: number };
+  /** Where its bytes are: an open file, or (fd -1) `data` in memory, as WeightSource has them. */
+  readonly file: { readonly path: string; readonly fd: number; readonly data?: Uint8Array };
   /** Row r of the tensor is row rowOrder[r] in the file (GGUF's permuted q/k); absent: in order. */
   readonly rowOrder?: Int32Array;
 }

@@ -208,7 +208,7 @@ function loadSpecs(backend: Backend, ck: TensorStore, cfg: ModelConfig, specs: r
     const members = p.stack && backend.allocWeights ? stacks.get(p.stack.key)! : null;
     if (members && !stacked.has(p.stack!.key) && members.every((m) => dtypes[m] === dtype)) stacked.set(p.stack!.key, backend.allocWeights!(dtype, members.length, rows, cols));
     const w = (members && stacked.get(p.stack!.key)?.[p.stack!.index]) || backend.allocWeight(dtype, rows, cols);
-    backend.loadWeight(w, { fd: src.file.fd, offset: src.offset, dtype: src.dtype as SourceDType, file: src.file.path, rowOrder: src.rowOrder });
+    backend.loadWeight(w, { fd: src.file.fd, data: src.file.data, offset: src.offset, dtype: src.dtype as SourceDType, file: src.file.path, rowOrder: src.rowOrder });
     p.assign(w);
     const how = keptAs(src.dtype as SourceDType, dtype);
     kept.set(how, (kept.get(how) ?? 0) + 1);

@@ -24,6 +24,7 @@ test("every message survives encode → decode", () => {
     { type: "leave", reason: "bye" },
     { type: "challenge", nonce: "ab".repeat(32) },
     { type: "hello", name: "d", capabilities: { memoryBytes: 1, gflops: 1, readGbps: 1, weightDTypes: [], wireDTypes: ["f32"] }, nonce: "01".repeat(32), proof: "ef".repeat(32) },
+    { type: "hello", name: "tab", capabilities: { memoryBytes: 1, gflops: 1, readGbps: 1, weightDTypes: [], wireDTypes: ["f32"] }, nonce: "01".repeat(32), proof: "ef".repeat(32), unbound: true },
     { type: "welcome", proof: "cd".repeat(32) },
     { type: "welcome" },
   ];
@@ -115,6 +116,10 @@ test("headers that pass a shallow check but break a consumer are refused", () =>
     [enc({ type: "fetch", experts: [], have: ["00ff"] }), /fetch needs/],
     [enc({ ...hello, capabilities: { ...hello.capabilities, weightDTypes: [1] } }), /weightDTypes \(names\)/],
     [enc({ ...hello, capabilities: { ...hello.capabilities, wireDTypes: ["f32", "f32", "f32", "f32"] } }), /wireDTypes/],
+    // a browser device's hello says it is unbound, or says nothing: no other value, and never without the nonce its proofs are over
+    [enc({ ...hello, nonce: "01".repeat(32), unbound: false }), /unbound is true or absent/],
+    [enc({ ...hello, nonce: "01".repeat(32), unbound: "yes" }), /unbound is true or absent/],
+    [enc({ ...hello, unbound: true }), /unbound is true or absent, and comes with a nonce/],
   ];
   for (const [frame, msg] of cases) assert.throws(() => decodeFrame(frame), (e: Error) => e instanceof ProtocolError && msg.test(e.message), String(msg));
 });

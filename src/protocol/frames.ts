@@ -41,9 +41,10 @@ export type Message =
    * device → BS, answering the challenge: who it is, what it can do, the experts it still holds from an
    * earlier connection (kept where placement allows), its nonce, its proof of the join token (none for
    * a base station that admits anyone) and its identity: an Ed25519 public key and its signature of the
-   * handshake (protocol/handshake.ts)
+   * handshake (protocol/handshake.ts). `unbound`: the device cannot bind the handshake to the TLS session
+   * (a browser has no TLS exporter), so its proofs are over an empty binding (see hub/admission.ts).
    */
-  | { type: "hello"; name: string; capabilities: Capabilities; holds?: Array<[layer: number, expert: number]>; nonce?: string; proof?: string; key?: string; signature?: string }
+  | { type: "hello"; name: string; capabilities: Capabilities; holds?: Array<[layer: number, expert: number]>; nonce?: string; proof?: string; key?: string; signature?: string; unbound?: true }
   /** BS → device: admitted; with the base station's proof of the join token when the device's hello had a nonce */
   | { type: "welcome"; proof?: string }
   | {
@@ -175,6 +176,7 @@ export function decodeFrame(data: Uint8Array): Message {
       if (h.proof !== undefined && h.nonce === undefined) fail("hello: a proof needs the nonce it was made with");
       if ((h.key !== undefined && !isHex(h.key, KEY_HEX)) || (h.signature !== undefined && !isHex(h.signature, SIGNATURE_HEX))) fail(`hello: key and signature must be ${KEY_HEX} and ${SIGNATURE_HEX} hex digits`);
       if ((h.key === undefined) !== (h.signature === undefined) || (h.key !== undefined && h.nonce === undefined)) fail("hello: a key comes with its signature of the handshake, and the nonce it was made with");
+      if (h.unbound !== undefined && (h.unbound !== true || h.nonce === undefined)) fail("hello: unbound is true or absent, and comes with a nonce");
       const capabilities = { memoryBytes, gflops, readGbps, weightDTypes: weightDTypes as string[], wireDTypes: wireDTypes as WireDType[] };
       return {
         type,
@@ -184,6 +186,7 @@ export function decodeFrame(data: Uint8Array): Message {
         ...(h.nonce === undefined ? {} : { nonce: h.nonce as string }),
         ...(h.proof === undefined ? {} : { proof: h.proof as string }),
         ...(h.key === undefined ? {} : { key: h.key as string, signature: h.signature as string }),
+        ...(h.unbound === undefined ? {} : { unbound: true as const }),
       };
     }
     case "challenge":

@@ -5,7 +5,8 @@
 // round. So each side proves it holds the join token without sending it, the device proves it holds its
 // identity's private key, and a captured handshake is worth nothing on a new connection (its nonces are
 // new) or relayed through another TLS session (its binding differs).
-import { createHash, createHmac, createPublicKey, randomBytes, sign, timingSafeEqual, verify, type KeyObject } from "node:crypto";
+// All of it runs on WebCrypto (globalThis.crypto), which Node 20 and browsers both have: the Node device,
+// the browser device and the base station share this one implementation.
 
 /** Bytes of a nonce; on the wire as lowercase hex. */
 export const NONCE_BYTES = 32;
@@ -20,7 +21,14 @@ const DEVICE_CONTEXT = "distmoe-join v2";
 const BS_CONTEXT = "distmoe-bs v2";
 const IDENTITY_CONTEXT = "distmoe-identity v1";
 
-/** What both sides' proofs are over. `key` and `binding` are "" when the device has no identity or the link no TLS. */
+const subtle = (): SubtleCrypto => {
+  const s = globalThis.crypto?.subtle;
+  // browsers offer it only in a secure context (https://, or http://localhost)
+  if (!s) throw new Error("WebCrypto (crypto.subtle) is not available here: a browser offers it only to pages served over https:// or from localhost");
+  return s;
+};
+
+/** What both sides' proofs are over. `key` and `binding` are "" when the device has no identity or the link no TLS binding. */
 export interface Transcript {
   bsNonce: string;
   deviceNonce: string;
@@ -29,57 +37,79 @@ export interface Transcript {
   binding: string;
 }
 
+export const toHex = (b: Uint8Array): string => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+
+/** The bytes of hex; empty for a string that is not whole pairs of hex digits (so it matches nothing). */
+export function fromHex(hex: string): Uint8Array {
+  if (!/^(?:[0-9a-fA-F]{2})*$/.test(hex)) return new Uint8Array(0);
+  return Uint8Array.from({ length: hex.length / 2 }, (_, i) => Number.parseInt(hex.slice(2 * i, 2 * i + 2), 16));
+}
+
+const base64 = (b: Uint8Array): string => btoa(String.fromCharCode(...b));
+
+function randomBytes(n: number): Uint8Array {
+  return globalThis.crypto.getRandomValues(new Uint8Array(n));
+}
+
 /** A fresh nonce, as hex. */
 export function newNonce(): string {
-  return randomBytes(NONCE_BYTES).toString("hex");
+  return toHex(randomBytes(NONCE_BYTES));
 }
 
 /** A new join token: 24 random bytes, base64url (32 characters). */
 export function newJoinToken(): string {
-  return randomBytes(24).toString("base64url");
+  return base64(randomBytes(24)).replace(/\+/g, "-").replace(/\//g, "_");
+}
+
+/** SHA-256 of `data`, in hex (a streamed tensor's checksum). */
+export async function sha256Hex(data: Uint8Array): Promise<string> {
+  return toHex(new Uint8Array(await subtle().digest("SHA-256", data as Uint8Array<ArrayBuffer>)));
 }
 
 /** The parts of a transcript under a context, each ended by a NUL (no part holds one). */
-function transcriptBytes(context: string, t: Transcript, nonces: "bs-first" | "device-first"): Buffer {
+function transcriptBytes(context: string, t: Transcript, nonces: "bs-first" | "device-first"): Uint8Array<ArrayBuffer> {
   const [a, b] = nonces === "bs-first" ? [t.bsNonce, t.deviceNonce] : [t.deviceNonce, t.bsNonce];
-  return Buffer.from([context, a, b, t.name, t.key, t.binding].map((p) => `${p}\0`).join(""));
+  return new TextEncoder().encode([context, a, b, t.name, t.key, t.binding].map((p) => `${p}\0`).join(""));
 }
 
-const hmac = (token: string, data: Buffer): string => createHmac("sha256", token).update(data).digest("hex");
+async function hmac(token: string, data: Uint8Array<ArrayBuffer>): Promise<string> {
+  const key = await subtle().importKey("raw", new TextEncoder().encode(token), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  return toHex(new Uint8Array(await subtle().sign("HMAC", key, data)));
+}
 
 /** The device's proof of the join token. */
-export function deviceProof(token: string, t: Transcript): string {
+export function deviceProof(token: string, t: Transcript): Promise<string> {
   return hmac(token, transcriptBytes(DEVICE_CONTEXT, t, "bs-first"));
 }
 
 /** The base station's proof, answering the device's nonce (another context: a device proof is never a valid one). */
-export function bsProof(token: string, t: Transcript): string {
+export function bsProof(token: string, t: Transcript): Promise<string> {
   return hmac(token, transcriptBytes(BS_CONTEXT, t, "device-first"));
 }
 
 /** Whether two hex proofs are equal, in time independent of where they differ. */
 export function sameProof(expected: string, given: string): boolean {
-  const a = Buffer.from(expected, "hex"), b = Buffer.from(given, "hex");
-  return a.length === b.length && a.length > 0 && timingSafeEqual(a, b);
+  const a = fromHex(expected), b = fromHex(given);
+  if (a.length !== b.length || a.length === 0) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a[i]! ^ b[i]!;
+  return diff === 0;
 }
 
 /** Which of `tokens` the device's `proof` was made with; null when none. */
-export function provenToken(tokens: readonly string[], t: Transcript, proof: string): string | null {
-  let found: string | null = null;
+export async function provenToken(tokens: readonly string[], t: Transcript, proof: string): Promise<string | null> {
   // every token is tried, so the time taken says nothing about which one matched
-  for (const token of tokens) if (sameProof(deviceProof(token, t), proof)) found ??= token;
+  const proofs = await Promise.all(tokens.map((token) => deviceProof(token, t)));
+  let found: string | null = null;
+  proofs.forEach((p, i) => {
+    if (sameProof(p, proof)) found ??= tokens[i]!;
+  });
   return found;
 }
 
-/** An Ed25519 public key as it travels: its 32 raw bytes in hex. */
-export function publicKeyHex(key: KeyObject): string {
-  const jwk = key.export({ format: "jwk" });
-  return Buffer.from(jwk.x!, "base64url").toString("hex");
-}
-
-/** The device's signature of the transcript with its identity's private key. */
-export function signTranscript(privateKey: KeyObject, t: Transcript): string {
-  return sign(null, transcriptBytes(IDENTITY_CONTEXT, t, "bs-first"), privateKey).toString("hex");
+/** The device's signature of the transcript with its identity's private key (an Ed25519 CryptoKey). */
+export async function signTranscript(privateKey: CryptoKey, t: Transcript): Promise<string> {
+  return toHex(new Uint8Array(await subtle().sign("Ed25519", privateKey, transcriptBytes(IDENTITY_CONTEXT, t, "bs-first"))));
 }
 
 /**
@@ -100,24 +130,47 @@ const SMALL_ORDER_KEYS = new Set([
 
 /** Whether a public key (hex) is a point of small order, whose signatures anyone can make. */
 function smallOrder(keyHex: string): boolean {
-  const k = Buffer.from(keyHex, "hex");
+  const k = fromHex(keyHex);
   if (k.length !== 32) return false;
   k[31] = k[31]! & 0x7f;
-  return SMALL_ORDER_KEYS.has(k.toString("hex"));
+  return SMALL_ORDER_KEYS.has(toHex(k));
 }
 
 /** Whether `signature` is the transcript's, by the private key of `t.key` (never for a key of small order: no one holds one). */
-export function validSignature(t: Transcript, signature: string): boolean {
-  if (smallOrder(t.key)) return false;
+export async function validSignature(t: Transcript, signature: string): Promise<boolean> {
+  const raw = fromHex(t.key), sig = fromHex(signature);
+  if (raw.length !== 32 || sig.length !== 64 || smallOrder(t.key)) return false;
   try {
-    const key = createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x: Buffer.from(t.key, "hex").toString("base64url") }, format: "jwk" });
-    return verify(null, transcriptBytes(IDENTITY_CONTEXT, t, "bs-first"), key, Buffer.from(signature, "hex"));
+    const key = await subtle().importKey("raw", raw as Uint8Array<ArrayBuffer>, "Ed25519", false, ["verify"]);
+    return await subtle().verify("Ed25519", key, sig as Uint8Array<ArrayBuffer>, transcriptBytes(IDENTITY_CONTEXT, t, "bs-first"));
   } catch {
     return false; // not a point on the curve
   }
 }
 
 /** A device's identity as the base station knows it: the SHA-256 of its public key, "SHA256:" and base64 (as ssh shows keys). */
-export function identityFingerprint(keyHex: string): string {
-  return `SHA256:${createHash("sha256").update(Buffer.from(keyHex, "hex")).digest("base64").replace(/=+$/, "")}`;
+export async function identityFingerprint(keyHex: string): Promise<string> {
+  const digest = new Uint8Array(await subtle().digest("SHA-256", fromHex(keyHex) as Uint8Array<ArrayBuffer>));
+  return `SHA256:${base64(digest).replace(/=+$/, "")}`;
+}
+
+/** A device's identity: its Ed25519 key pair's private half (as WebCrypto holds it) and its public key as the hello carries it. */
+export interface DeviceIdentity {
+  privateKey: CryptoKey;
+  /** the public key as the hello carries it (hex) */
+  key: string;
+  /** as the base station shows it: "SHA256:…" */
+  fingerprint: string;
+}
+
+/** An identity from a key pair. */
+export async function identityOf(privateKey: CryptoKey, publicKey: CryptoKey): Promise<DeviceIdentity> {
+  const key = toHex(new Uint8Array(await subtle().exportKey("raw", publicKey)));
+  return { privateKey, key, fingerprint: await identityFingerprint(key) };
+}
+
+/** A new identity (its private key exportable only where `extractable`, for a device that keeps it in a file). */
+export async function newIdentity(extractable = false): Promise<DeviceIdentity> {
+  const pair = (await subtle().generateKey("Ed25519", extractable, ["sign", "verify"])) as CryptoKeyPair;
+  return identityOf(pair.privateKey, pair.publicKey);
 }

@@ -1,4 +1,4 @@
-// Frames over a `ws` WebSocket (Node); a browser device will have its own twin of these functions.
+// Frames over a `ws` WebSocket (Node); the browser device has its twin of these functions (web/device/socket.ts).
 import type WebSocket from "ws";
 import { decodeFrame, encodeFrame, type Message } from "./frames.js";
 

@@ -22,6 +22,7 @@ import { until } from "../testing/until.js";
 import { startWss } from "../testing/wss.js";
 import { makeSelfSigned } from "../server/tls.js";
 import https from "node:https";
+import { channelBinding } from "../protocol/channel-binding.js";
 
 const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-admission-"));
 initModel({ arch: "MixtralForCausalLM", layers: 2, hidden: 64, experts: 4, topK: 2, seed: 3, out: dir });
@@ -36,53 +37,54 @@ const keyFile = (who: string) => path.join(keys, `${who}.key`);
 const TOKEN = newJoinToken();
 const CAPS: Capabilities = { memoryBytes: 1e9, gflops: 10, readGbps: 10, weightDTypes: ["f32"], wireDTypes: ["f32"] };
 
-test("proofs and signatures: bound to the token, both nonces, the name, the key and the TLS binding; the base station's never passes as a device's", () => {
-  const id = ephemeralIdentity();
+test("proofs and signatures: bound to the token, both nonces, the name, the key and the TLS binding; the base station's never passes as a device's", async () => {
+  const id = await ephemeralIdentity();
   const t: Transcript = { bsNonce: newNonce(), deviceNonce: newNonce(), name: "d", key: id.key, binding: "" };
-  const p = deviceProof(TOKEN, t);
-  assert.ok(sameProof(p, deviceProof(TOKEN, { ...t })));
+  const p = await deviceProof(TOKEN, t);
+  assert.ok(sameProof(p, await deviceProof(TOKEN, { ...t })));
   const others: Transcript[] = [
-    { ...t, bsNonce: newNonce() }, { ...t, deviceNonce: newNonce() }, { ...t, name: "e" }, { ...t, key: ephemeralIdentity().key }, { ...t, binding: "ab".repeat(32) },
+    { ...t, bsNonce: newNonce() }, { ...t, deviceNonce: newNonce() }, { ...t, name: "e" }, { ...t, key: (await ephemeralIdentity()).key }, { ...t, binding: "ab".repeat(32) },
     { ...t, bsNonce: t.deviceNonce, deviceNonce: t.bsNonce },
   ];
-  for (const o of others) assert.ok(!sameProof(p, deviceProof(TOKEN, o)));
-  assert.ok(!sameProof(p, deviceProof(newJoinToken(), t)) && !sameProof(p, bsProof(TOKEN, t)));
-  assert.ok(!sameProof(p, p.slice(0, 62)) && !sameProof(p, ""), "a proof of another length is no match");
-  assert.equal(provenToken(["x".repeat(20), TOKEN], t, p), TOKEN);
-  assert.equal(provenToken(["x".repeat(20)], t, p), null);
+  for (const o of others) assert.ok(!sameProof(p, await deviceProof(TOKEN, o)));
+  assert.ok(!sameProof(p, await deviceProof(newJoinToken(), t)) && !sameProof(p, await bsProof(TOKEN, t)));
+  assert.ok(!sameProof(p, p.slice(0, 62)) && !sameProof(p, "") && !sameProof(p, `${p.slice(0, 63)}g`), "a proof of another length, or not hex, is no match");
+  assert.equal(await provenToken(["x".repeat(20), TOKEN], t, p), TOKEN);
+  assert.equal(await provenToken(["x".repeat(20)], t, p), null);
 
-  const sig = signTranscript(id.privateKey, t);
-  assert.ok(validSignature(t, sig));
-  for (const o of others) assert.ok(!validSignature(o, sig), "a signature is of one transcript only");
-  assert.ok(!validSignature(t, signTranscript(ephemeralIdentity().privateKey, t)), "by the presented key only");
-  assert.ok(!validSignature({ ...t, key: "00".repeat(32) }, sig), "a key that is no curve point verifies nothing");
-  assert.match(identityFingerprint(id.key), /^SHA256:[A-Za-z0-9+/]{43}$/);
+  const sig = await signTranscript(id.privateKey, t);
+  assert.ok(await validSignature(t, sig));
+  for (const o of others) assert.ok(!(await validSignature(o, sig)), "a signature is of one transcript only");
+  assert.ok(!(await validSignature(t, await signTranscript((await ephemeralIdentity()).privateKey, t))), "by the presented key only");
+  assert.ok(!(await validSignature({ ...t, key: "00".repeat(32) }, sig)), "a key that is no curve point verifies nothing");
+  assert.match(await identityFingerprint(id.key), /^SHA256:[A-Za-z0-9+/]{43}$/);
 });
 
-test("a key of small order proves nothing: the signature anyone can make with one (R the identity, s = 0) is refused", () => {
+test("a key of small order proves nothing: the signature anyone can make with one (R the identity, s = 0) is refused", async () => {
   const keys = ["00".repeat(32), "01" + "00".repeat(31), "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05", "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a", "ec" + "ff".repeat(30) + "7f"];
   const forged = "01" + "00".repeat(63);
   for (const small of keys) {
     for (const key of [small, small.slice(0, 62) + (parseInt(small.slice(62), 16) | 0x80).toString(16)]) {
       // the device picks its nonce: with 64 of them, a forgery by an order-8 key would verify for some (1 in 8 each)
-      const passed = Array.from({ length: 64 }, (_, i) => ({ bsNonce: "ab".repeat(32), deviceNonce: i.toString(16).padStart(64, "0"), name: "d", key, binding: "" })).filter((t) => validSignature(t, forged));
+      const transcripts = Array.from({ length: 64 }, (_, i) => ({ bsNonce: "ab".repeat(32), deviceNonce: i.toString(16).padStart(64, "0"), name: "d", key, binding: "" }));
+      const passed = (await Promise.all(transcripts.map((t) => validSignature(t, forged)))).filter(Boolean);
       assert.equal(passed.length, 0, `key ${key}`);
     }
   }
 });
 
-test("a device identity is made once, kept owner-only, and read back the same; a damaged file is a clear error", () => {
+test("a device identity is made once, kept owner-only, and read back the same; a damaged file is a clear error", async () => {
   const keys = mkdtempSync(path.join(os.tmpdir(), "distmoe-identity-"));
   try {
     const file = path.join(keys, "identity", "d.key");
-    const made = loadIdentity(file);
+    const made = await loadIdentity(file);
     assert.ok(made.created);
     assert.equal(statSync(file).mode & 0o777, 0o600);
-    const again = loadIdentity(file);
+    const again = await loadIdentity(file);
     assert.ok(!again.created);
     assert.equal(again.fingerprint, made.fingerprint);
     writeFileSync(file, "not a key");
-    assert.throws(() => loadIdentity(file), /is not a private key .*remove it to make a new identity/);
+    await assert.rejects(loadIdentity(file), /is not a private key .*remove it to make a new identity/);
   } finally {
     rmSync(keys, { recursive: true, force: true });
   }
@@ -121,7 +123,10 @@ test("a device with the token is placed; one with no token or a wrong one is ref
 
 /** A raw connection: the frames the hub sent it, its challenge, and how it closed. */
 async function raw(url: string) {
-  const ws = new WebSocket(url);
+  // over TLS: any certificate (these tests are about the handshake), and the session's channel binding
+  const ws = new WebSocket(url, { rejectUnauthorized: false });
+  let binding = "";
+  ws.on("upgrade", (res) => (binding = channelBinding(res.socket)));
   const got: Message[] = [];
   let challenged!: (nonce: string) => void;
   const challenge = new Promise<string>((r) => (challenged = r));
@@ -131,7 +136,7 @@ async function raw(url: string) {
     if (m.type === "challenge") challenged(m.nonce);
   });
   const closed = new Promise<{ code: number; reason: string }>((r) => ws.once("close", (code, reason) => r({ code, reason: reason.toString() })));
-  return { ws, got, challenge, closed };
+  return { ws, got, challenge, closed, binding: () => binding };
 }
 
 /** A relay between devices and `upstream` that keeps a copy of every frame a device sends, per connection. */
@@ -199,11 +204,11 @@ test("a base station that cannot prove the token is refused by the device before
   server.on("connection", (ws) => {
     const bsNonce = newNonce();
     ws.send(encodeFrame({ type: "challenge", nonce: bsNonce }));
-    ws.on("message", (d: Buffer) => {
+    ws.on("message", async (d: Buffer) => {
       const m = decodeFrame(new Uint8Array(d));
       received.push(m.type);
       if (m.type !== "hello") return;
-      ws.send(encodeFrame({ type: "welcome", proof: bsProof(newJoinToken(), { bsNonce, deviceNonce: m.nonce!, name: m.name, key: m.key ?? "", binding: "" }) }));
+      ws.send(encodeFrame({ type: "welcome", proof: await bsProof(newJoinToken(), { bsNonce, deviceNonce: m.nonce!, name: m.name, key: m.key ?? "", binding: "" }) }));
       ws.send(encodeFrame({ type: "assign", model: dir, modelId: "m", config: {}, weightDType: "f32", wireDType: "f32", experts: [[0, 0]] }));
     });
   });
@@ -249,7 +254,7 @@ test("a device is known by its key: an impostor using a known device's name is r
     await hub.start(1);
     const [known] = hub.knownDevices();
     assert.equal(known!.name, "alpha");
-    assert.equal(known!.fingerprint, loadIdentity(keyFile("alpha")).fingerprint);
+    assert.equal(known!.fingerprint, (await loadIdentity(keyFile("alpha"))).fingerprint);
     assert.ok(known!.connected && known!.experts.length > 0, "remembers the experts it holds");
     first.abort();
     await real;
@@ -288,19 +293,19 @@ test("a hello whose signature is not by the key it presents, or that presents no
     const forged = await raw(hub.url);
     const nonce = await forged.challenge;
     // the proof is right, the signature is by another key than the one presented
-    const honest = ephemeralIdentity(), other = ephemeralIdentity();
+    const honest = await ephemeralIdentity(), other = await ephemeralIdentity();
     const t: Transcript = { bsNonce: nonce, deviceNonce: newNonce(), name: "f", key: honest.key, binding: "" };
-    forged.ws.send(encodeFrame({ type: "hello", name: "f", capabilities: caps, nonce: t.deviceNonce, proof: deviceProof(TOKEN, t), key: honest.key, signature: signTranscript(other.privateKey, t) }));
+    forged.ws.send(encodeFrame({ type: "hello", name: "f", capabilities: caps, nonce: t.deviceNonce, proof: await deviceProof(TOKEN, t), key: honest.key, signature: await signTranscript(other.privateKey, t) }));
     assert.match((await forged.closed).reason, /not admitted: the device's signature of the handshake does not verify/);
 
     const keyless = await raw(hub.url);
     const n2 = await keyless.challenge;
     const t2: Transcript = { bsNonce: n2, deviceNonce: newNonce(), name: "k", key: "", binding: "" };
-    keyless.ws.send(encodeFrame({ type: "hello", name: "k", capabilities: caps, nonce: t2.deviceNonce, proof: deviceProof(TOKEN, t2) }));
+    keyless.ws.send(encodeFrame({ type: "hello", name: "k", capabilities: caps, nonce: t2.deviceNonce, proof: await deviceProof(TOKEN, t2) }));
     assert.match((await keyless.closed).reason, /not admitted: no device identity presented/);
 
     const fine = await raw(hub.url);
-    fine.ws.send(provenHello(TOKEN, await fine.challenge, "fine", caps));
+    fine.ws.send(await provenHello(TOKEN, await fine.challenge, "fine", caps));
     await until(() => fine.got.some((m) => m.type === "welcome"), "the proven hello is welcomed");
     fine.ws.terminate();
     assert.equal(lines.filter((l) => /not admitted/.test(l)).length, 2, lines.join("\n"));
@@ -341,5 +346,89 @@ test("over TLS the handshake is bound to the TLS session: a relay with a TLS ses
     await hub.close();
     server.closeAllConnections();
     await new Promise((r) => server.close(r));
+  }
+});
+
+test("a hello without a channel binding (a browser device's) is admitted only where the operator allows browser devices, over TLS or loopback; a bound device cannot pass as unbound", async () => {
+  /** A hub over TLS on loopback (browser devices allowed or not), its log lines and its URL. */
+  const tlsHub = async (browserDevices: boolean) => {
+    const bsTls = await makeSelfSigned(["127.0.0.1"]);
+    const server = https.createServer({ cert: bsTls.cert, key: bsTls.key });
+    const lines: string[] = [];
+    const hub = DeviceHub.attach(server, { model: dir, weightDType: "f32", wireDType: "f32", joinTokens: [TOKEN], browserDevices, log: (l) => lines.push(l) });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    return {
+      hub, lines, url: `wss://127.0.0.1:${(server.address() as AddressInfo).port}`,
+      close: async () => {
+        await hub.close();
+        server.closeAllConnections();
+        await new Promise((r) => server.close(r));
+      },
+    };
+  };
+  const unbound = { unbound: true } as const;
+  const welcomed = async (c: Awaited<ReturnType<typeof raw>>) => {
+    await until(() => c.got.some((m) => m.type === "welcome"), "a welcome");
+    c.ws.terminate();
+  };
+  /** How the connection closed; a welcome instead ends the wait too (and fails the caller's match). */
+  const ending = async (c: Awaited<ReturnType<typeof raw>>) => {
+    let decided = false;
+    const welcome = until(() => decided || c.got.some((m) => m.type === "welcome"), "a welcome").then(() => ({ code: 0, reason: "welcomed" }));
+    const r = await Promise.race([c.closed, welcome]);
+    decided = true;
+    c.ws.terminate();
+    return r;
+  };
+
+  const off = await tlsHub(false);
+  try {
+    const c = await raw(off.url);
+    c.ws.send(await provenHello(TOKEN, await c.challenge, "tab", CAPS, undefined, unbound));
+    const closed = await ending(c);
+    assert.equal(closed.code, CLOSE.notAdmitted, closed.reason);
+    const error = c.got.find((m) => m.type === "error");
+    assert.match(error?.type === "error" ? error.message : "", /not admitted: this base station does not admit browser devices .*serve --browser-devices$/);
+  } finally {
+    await off.close();
+  }
+
+  const on = await tlsHub(true);
+  try {
+    const tab = await raw(on.url);
+    const nonce = await tab.challenge;
+    tab.ws.send(await provenHello(TOKEN, nonce, "tab", CAPS, undefined, unbound));
+    await until(() => tab.got.some((m) => m.type === "welcome"), "the unbound hello over TLS is welcomed");
+    const welcome = tab.got.find((m) => m.type === "welcome")!;
+    assert.ok(welcome.type === "welcome" && welcome.proof !== undefined, "with the base station's proof of the token");
+    tab.ws.terminate();
+    // a hello bound to its TLS session, then marked unbound: the base station checks it against no binding, and it fails
+    const downgraded = await raw(on.url);
+    downgraded.ws.send(await provenHello(TOKEN, await downgraded.challenge, "bound", CAPS, undefined, { binding: downgraded.binding(), unbound: true }));
+    assert.match((await ending(downgraded)).reason, /not admitted: wrong join token/);
+    const bound = await raw(on.url);
+    const boundNonce = await bound.challenge;
+    assert.notEqual(bound.binding(), "", "over TLS a Node device binds its handshake");
+    bound.ws.send(await provenHello(TOKEN, boundNonce, "bound", CAPS, undefined, { binding: bound.binding() }));
+    await welcomed(bound);
+  } finally {
+    await on.close();
+  }
+
+  // without TLS: from loopback, yes; from another address, no
+  const plain = await DeviceHub.listen({ model: dir, weightDType: "f32", wireDType: "f32", joinTokens: [TOKEN], browserDevices: true, host: "0.0.0.0", log: () => undefined });
+  try {
+    const port = new URL(plain.url).port;
+    const local = await raw(`ws://127.0.0.1:${port}`);
+    local.ws.send(await provenHello(TOKEN, await local.challenge, "tab", CAPS, undefined, unbound));
+    await welcomed(local);
+    const other = Object.values(os.networkInterfaces()).flat().find((i) => i && !i.internal && i.family === "IPv4");
+    if (other) {
+      const remote = await raw(`ws://${other.address}:${port}`);
+      remote.ws.send(await provenHello(TOKEN, await remote.challenge, "remote-tab", CAPS, undefined, unbound));
+      assert.match((await ending(remote)).reason, /not admitted: a browser device is admitted over TLS only/);
+    }
+  } finally {
+    await plain.close();
   }
 });

@@ -90,12 +90,12 @@ test("a malformed frame, a text frame, a wrong protocol version or no hello clos
       const plainHello = encodeFrame({ type: "hello", name: "rogue", capabilities });
       /** a hello that is admitted, answering the connection's challenge */
       // one identity for every rogue connection: the name is its after the first
-      const rogueIdentity = ephemeralIdentity();
+      const rogueIdentity = await ephemeralIdentity();
       const hello = (bsNonce: string) => provenHello(cluster.joinToken, bsNonce, "rogue", capabilities, rogueIdentity);
       const wrongVersion = plainHello.slice();
       wrongVersion[2] = PROTOCOL_VERSION + 1;
       /** Opens a connection, sends `frames`, and gives how it was closed and the error frames it got. */
-      type Frame = Uint8Array | string | ((bsNonce: string) => Uint8Array);
+      type Frame = Uint8Array | string | ((bsNonce: string) => Promise<Uint8Array>);
       const rogue = async (...frames: Frame[]) => {
         const ws = new WebSocket(cluster.hub.url);
         const errors: string[] = [];
@@ -108,7 +108,7 @@ test("a malformed frame, a text frame, a wrong protocol version or no hello clos
         });
         const closed = new Promise<{ code: number; reason: string }>((r) => ws.once("close", (code, reason) => r({ code, reason: reason.toString() })));
         const bsNonce = await challenge;
-        for (const f of frames) ws.send(typeof f === "function" ? f(bsNonce) : f);
+        for (const f of frames) ws.send(typeof f === "function" ? await f(bsNonce) : f);
         return { ws, errors, closed };
       };
       const closedWith = async (frames: Frame[], code: number, reason: RegExp | string) => {
@@ -228,9 +228,9 @@ test("devices that lie about their experts are refused or failed over; with 2 re
       const rogue = (name: string, behaviour: "partial" | "garbled") => {
         const ws = new WebSocket(cluster.hub.url);
         rogues.push(ws);
-        ws.on("message", (d: Buffer) => {
+        ws.on("message", async (d: Buffer) => {
           const m = decodeFrame(new Uint8Array(d));
-          if (m.type === "challenge") ws.send(provenHello(cluster.joinToken, m.nonce, name, { memoryBytes: 1e9, gflops: 50, readGbps: 50, weightDTypes: ["f32"], wireDTypes: ["f32"] }));
+          if (m.type === "challenge") ws.send(await provenHello(cluster.joinToken, m.nonce, name, { memoryBytes: 1e9, gflops: 50, readGbps: 50, weightDTypes: ["f32"], wireDTypes: ["f32"] }));
           if (m.type === "error") errors.push(`${name}: ${m.message}`);
           if (m.type === "assign") ws.send(encodeFrame({ type: "ready", experts: behaviour === "partial" ? m.experts.slice(1) : m.experts }));
           if (m.type !== "call") return;

@@ -79,6 +79,11 @@ export interface HubOptions {
    * hub runs (addJoinToken, revokeJoinToken). Unset, any device that says hello is admitted.
    */
   joinTokens?: readonly string[] | JoinTokens;
+  /**
+   * Whether browser devices (the page at /device) are admitted: their handshake cannot be bound to the
+   * TLS session, so it is accepted only where this is on, and over TLS or loopback (hub/admission.ts).
+   */
+  browserDevices?: boolean;
   /** The device identities known, and which experts each held (default: a fresh set, in memory). */
   identities?: Identities;
   /** Limits on the device port (defaults: DEFAULT_LIMITS). */
@@ -174,7 +179,7 @@ export class DeviceHub {
       joined: () => this.placer.joined(),
       message: (d, m) => this.received(d, m),
       left: (d) => this.left(d),
-    });
+    }, opts.browserDevices ?? false);
   }
 
   /** A hub that shares an HTTP(S) server's port: devices connect with a WebSocket upgrade (wss:// on HTTPS). */

@@ -1,18 +1,13 @@
-// A device's identity: an Ed25519 key pair, kept in a file beside its weight cache (owner-only), made on
+// A Node device's identity: an Ed25519 key pair, kept in a file beside its weight cache (owner-only), made on
 // first start. The base station knows the device by the fingerprint of its public key: a device that
-// keeps its key is recognised when it rejoins, and no other device can take its name.
-import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
+// keeps its key is recognised when it rejoins, and no other device can take its name. (A browser device's
+// identity lives in its page: protocol/handshake.ts newIdentity.)
+import { createPrivateKey, type KeyObject } from "node:crypto";
 import { linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { identityFingerprint, publicKeyHex } from "../protocol/handshake.js";
+import { identityOf, newIdentity, type DeviceIdentity } from "../protocol/handshake.js";
 
-export interface DeviceIdentity {
-  privateKey: KeyObject;
-  /** the public key as the hello carries it (hex) */
-  key: string;
-  /** as the base station shows it: "SHA256:…" */
-  fingerprint: string;
-}
+export type { DeviceIdentity } from "../protocol/handshake.js";
 
 /**
  * Where a device keeps its identity by default: in its cache directory, one file per device name, under
@@ -20,15 +15,16 @@ export interface DeviceIdentity {
  */
 export const identityFile = (cacheDir: string, name: string): string => path.join(cacheDir, ".identity", `${name}.key`);
 
-/** An identity from a private key. */
-function identityOf(privateKey: KeyObject): DeviceIdentity {
-  const key = publicKeyHex(createPublicKey(privateKey));
-  return { privateKey, key, fingerprint: identityFingerprint(key) };
-}
-
 /** A new identity, held in memory only. */
-export function ephemeralIdentity(): DeviceIdentity {
-  return identityOf(generateKeyPairSync("ed25519").privateKey);
+export const ephemeralIdentity = (): Promise<DeviceIdentity> => newIdentity();
+
+/** The identity of an Ed25519 private key, as WebCrypto keys (the handshake signs with those). */
+async function identityOfKey(key: KeyObject): Promise<DeviceIdentity> {
+  const { crv, x, d } = key.export({ format: "jwk" });
+  const subtle = globalThis.crypto.subtle;
+  const privateKey = await subtle.importKey("jwk", { kty: "OKP", crv, x, d }, "Ed25519", false, ["sign"]);
+  const publicKey = await subtle.importKey("jwk", { kty: "OKP", crv, x }, "Ed25519", true, ["verify"]);
+  return identityOf(privateKey, publicKey);
 }
 
 /**
@@ -36,25 +32,26 @@ export function ephemeralIdentity(): DeviceIdentity {
  * once agree on one: the file is written aside and linked into place, and whoever loses reads the
  * winner's. `created` says whether this call made it.
  */
-export function loadIdentity(file: string): DeviceIdentity & { created: boolean } {
+export async function loadIdentity(file: string): Promise<DeviceIdentity & { created: boolean }> {
   const existing = readIdentity(file);
-  if (existing) return { ...existing, created: false };
+  if (existing) return { ...(await identityOfKey(existing)), created: false };
   mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-  const fresh = ephemeralIdentity();
+  const fresh = await newIdentity(true);
+  const der = Buffer.from(await globalThis.crypto.subtle.exportKey("pkcs8", fresh.privateKey));
   const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, fresh.privateKey.export({ format: "pem", type: "pkcs8" }), { mode: 0o600 });
+  writeFileSync(tmp, createPrivateKey({ key: der, format: "der", type: "pkcs8" }).export({ format: "pem", type: "pkcs8" }), { mode: 0o600 });
   try {
     linkSync(tmp, file);
     return { ...fresh, created: true };
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-    return { ...readIdentity(file)!, created: false };
+    return { ...(await identityOfKey(readIdentity(file)!)), created: false };
   } finally {
     rmSync(tmp, { force: true });
   }
 }
 
-function readIdentity(file: string): DeviceIdentity | null {
+function readIdentity(file: string): KeyObject | null {
   let pem: string;
   try {
     pem = readFileSync(file, "utf8");
@@ -69,5 +66,5 @@ function readIdentity(file: string): DeviceIdentity | null {
     throw new Error(`${file} is not a private key (${(e as Error).message}); remove it to make a new identity (the base station then sees a new device)`);
   }
   if (key.asymmetricKeyType !== "ed25519") throw new Error(`${file} holds a ${key.asymmetricKeyType} key, not Ed25519; remove it to make a new identity`);
-  return identityOf(key);
+  return key;
 }

@@ -55,12 +55,12 @@ const spoil: Record<Spoil, (v: Float32Array) => Float32Array> = {
 };
 
 /** A device (with `identity`) that claims to be fast, takes every expert assigned, and answers every call spoiled. */
-function rogue(url: string, how: Spoil, identity: DeviceIdentity = ephemeralIdentity()): WebSocket {
+function rogue(url: string, how: Spoil, identity?: DeviceIdentity): WebSocket {
   const ws = new WebSocket(url);
-  ws.on("message", (d: Buffer) => {
+  ws.on("message", async (d: Buffer) => {
     const m = decodeFrame(new Uint8Array(d));
     // the hub asks for no join token: the proof's token is any
-    if (m.type === "challenge") ws.send(provenHello("any-token-0123456789", m.nonce, "rogue", { memoryBytes: 1e9, gflops: 500, readGbps: 500, weightDTypes: ["f32"], wireDTypes: ["f32"] }, identity));
+    if (m.type === "challenge") ws.send(await provenHello("any-token-0123456789", m.nonce, "rogue", { memoryBytes: 1e9, gflops: 500, readGbps: 500, weightDTypes: ["f32"], wireDTypes: ["f32"] }, identity));
     if (m.type === "assign") ws.send(encodeFrame({ type: "ready", experts: m.experts }));
     if (m.type !== "call") return;
     const inputs = splitRows(decodeActivations(m.payload, m.dtype), m.hidden, m.experts.map(([, r]) => r));
@@ -145,7 +145,7 @@ test("spot checks find out a rogue within the bounds at once; with 2 replicas th
 });
 
 test("a device found returning wrong results is refused when it comes back, until the operator forgets it", async () => {
-  const identity = ephemeralIdentity();
+  const identity = await ephemeralIdentity();
   await withRogue("slightly scaled", 2, 2, async (engine, hub) => {
     await engine.generate(engine.tokenizer.encode(PROMPT), { temperature: 0, maxTokens: TOKENS });
     const known = hub.knownDevices().find((k) => k.name === "rogue")!;

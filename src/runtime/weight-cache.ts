@@ -13,6 +13,7 @@ import { isGgmlBlockType } from "../kernels/ggml-blocks.js";
 import { Checkpoint, type StoredTensor, type TensorStore } from "../model/checkpoint.js";
 import { safetensorsHeader, SafetensorsFile } from "../model/safetensors.js";
 import { sourceBytes } from "../model/weights.js";
+import type { WeightStore } from "./device-core.js";
 
 /** safetensors metadata keys of a cached tensor of ggml blocks */
 const BLOCK_TYPE = "ggml_type", BLOCK_SHAPE = "ggml_shape";
@@ -24,7 +25,7 @@ function entry(parent: string, name: string): string {
   return p;
 }
 
-export class WeightCache {
+export class WeightCache implements WeightStore {
   readonly dir: string;
 
   /** The cache of model `modelId` under `root` (one folder per model). */
@@ -35,6 +36,10 @@ export class WeightCache {
 
   file(name: string): string {
     return entry(this.dir, `${name}.safetensors`);
+  }
+
+  has(name: string): boolean {
+    return existsSync(this.file(name));
   }
 
   /** SHA-256 of each of these tensors that the cache holds intact (ggml blocks: of the type and shape they claim). */

@@ -1,5 +1,6 @@
 // The base station's HTTP API on Hono: OpenAI-compatible completions and chat completions (JSON or
-// server-sent events), /v1/models, /health, Prometheus /metrics and the operator's /admin (admin.ts).
+// server-sent events), /v1/models, /health, Prometheus /metrics, the operator's /admin (admin.ts) and the
+// browser device's page at /device (device-page.ts) where browser devices are allowed.
 // Cross-cutting concerns are middleware: request ids, API keys, CORS, body limits, JSON-only bodies, and one error handler that
 // answers every failure in OpenAI's error shape — an unexpected one as 500 with the request id,
 // logged once with its stack, never taking the process or another request with it.
@@ -13,6 +14,7 @@ import type { Engine } from "../runtime/engine.js";
 import { generate, generationError, promptTokens, refuseOverlongPrompt } from "./completions.js";
 import { ApiError, errorBody } from "./errors.js";
 import { mountAdmin, type AdminOptions } from "./admin.js";
+import { mountDevicePage } from "./device-page.js";
 import { Health, type PartStatus } from "./health.js";
 import type { ServerMetrics } from "./metrics.js";
 import { parseChat, parseCompletion } from "./schemas.js";
@@ -28,6 +30,8 @@ export interface AppOptions {
   apiKeys?: readonly string[];
   /** The operator's /admin endpoints (join tokens, device identities); default: off (403). */
   admin?: AdminOptions;
+  /** Whether to serve the browser device's page at /device (with the kernels it loads); default false. */
+  devicePage?: boolean;
   /** Origins allowed cross-origin requests; none: CORS off. */
   corsOrigins?: readonly string[];
   maxBodyBytes?: number;
@@ -98,6 +102,7 @@ export function createApp(opts: AppOptions): Hono<Env> {
     },
   });
   mountAdmin(app, opts.admin ?? { keys: [] });
+  if (opts.devicePage) mountDevicePage(app);
   const readJson = async (c: Context<Env>): Promise<unknown> => {
     const text = await c.req.text();
     try {

@@ -39,6 +39,7 @@ interface ServeCliOptions extends ModelCliOptions {
   tlsKey?: string;
   stateDir?: string;
   verifyRate: number;
+  browserDevices?: boolean;
 }
 
 const NO_USAGE = { calls: 0, failed_calls: 0, dropped_slots: 0, dropped_weight: 0, retries: 0 };
@@ -103,6 +104,7 @@ export function serveCommand(): Command {
     .option("--tls-cert <file>", "serve HTTPS, and WSS to devices, with this certificate (PEM, the chain after it); with --tls-key")
     .option("--tls-key <file>", "the private key of --tls-cert (PEM, unencrypted)")
     .option("--state-dir <dir>", "where the BS keeps what it finds again on later starts: its join tokens, the device identities it knows, the --tls self-signed certificate (default: $XDG_STATE_HOME/distmoe, else ~/.local/state/distmoe)")
+    .option("--browser-devices", "admit browser tabs as devices: serve the device page at /device and print the link that joins one (they count among --devices); a browser cannot bind its handshake to the TLS session, so they are admitted over TLS only (or on loopback)")
     .option("--join-token <token>", "devices must prove they hold this token to join (default: $DISTMOE_JOIN_TOKEN, else those kept in --state-dir, a new one made there on first start and printed with the command to join)", joinToken)
     .option("--admin-key <key>", "enable /admin (add and revoke join tokens, list and forget device identities) with `Authorization: Bearer KEY` (repeatable; default: $DISTMOE_ADMIN_KEY, else /admin is off)", adminKey, [])
     .addOption(new Option("--verify-rate <share>", "share of expert calls (0 to 1) also computed by a second holder (another replica, else this base station) and compared; a device that disagrees with the base station is taken out of service").argParser(verifyRate).default(0))
@@ -120,6 +122,7 @@ export function serveCommand(): Command {
       const modelName = path.basename(path.resolve(o.model));
       const remote = (o.localDevices ?? 0) + o.devices;
       if (o.verifyRate > 0 && remote === 0) throw new Error("--verify-rate checks the devices' results: give --devices N or --local-devices N");
+      if (o.browserDevices && o.devices === 0) throw new Error("--browser-devices admits browser tabs among the devices the BS waits for: give --devices N");
       const weightDType = remote > 0 ? devicesDType(o) : undefined;
       const stateDir = path.resolve(o.stateDir ?? defaultStateDir());
       if (remote > 0) mkdirSync(stateDir, { recursive: true, mode: 0o700 });
@@ -146,6 +149,7 @@ export function serveCommand(): Command {
             joinTokens: join!.tokens,
             identities: new Identities(path.join(stateDir, "devices.json")),
             verifyRate: o.verifyRate,
+            browserDevices: o.browserDevices,
           })
         : null;
       app = createApp({
@@ -158,6 +162,7 @@ export function serveCommand(): Command {
           keys: admins,
           devices: hub ? hubAdmin(hub, (token) => joinCommand(token)) : undefined,
         },
+        devicePage: o.browserDevices,
         corsOrigins: o.cors,
         maxBodyBytes: o.maxBody,
         requestTimeoutMs: o.requestTimeout,
@@ -179,6 +184,14 @@ export function serveCommand(): Command {
       const pin = tls ? ` --fingerprint ${tls.fingerprint}` : "";
       joinCommand = (token) => `distmoe device --bs ${wsScheme}://${reachable}:${address.port}${pin} --token ${token}`;
       if (join) log(`devices join with: ${joinCommand(join.shown ?? "<the join token given>")}`);
+      if (o.browserDevices) {
+        // the fragment (#token=…) is never sent to a server: the page reads it
+        const how = tls ? "over TLS (a browser cannot bind its handshake to the TLS session: its own check of this certificate protects it)" : "from this machine only (without TLS)";
+        // without TLS only a loopback address makes the page a secure context (WebCrypto) and its link one the BS admits
+        const pageHost = tls || !["0.0.0.0", "::"].includes(address.address) ? reachable : "127.0.0.1";
+        log(`browser devices: allowed ${how}; a browser joins by opening ${httpScheme}://${pageHost}:${address.port}/device#token=${join!.shown ?? "<the join token given>"}`);
+        if (!tls && !isLoopback(o.host)) log("warning: browser devices are admitted over TLS only, except on this machine: serve with --tls self-signed or --tls-cert/--tls-key for browsers elsewhere");
+      }
       if (!isLoopback(o.host) && !tls) {
         log(
           `warning: ${o.host} is not a loopback address and TLS is off: anyone on the network between can read and alter all that crosses this port: ` +

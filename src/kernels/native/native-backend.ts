@@ -586,7 +586,7 @@ export class NativeBackend implements Backend {
    */
   private mapWeight(w: WeightTensor, src: WeightSource): boolean {
     const r = this.weightRegion(w);
-    if (!this.mmap || src.rowOrder || r.weight.repacked || src.offset % 32 !== 0) return false;
+    if (!this.mmap || src.data || src.rowOrder || r.weight.repacked || src.offset % 32 !== 0) return false;
     const st = fstatSync(src.fd), mapKey = `${st.dev}:${st.ino}`;
     let file = this.mapped.get(mapKey);
     const fileBytes = file?.bytes ?? st.size;

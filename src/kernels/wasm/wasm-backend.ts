@@ -7,13 +7,15 @@ import { Arena, MAX_PAGES } from "./arena.js";
 import { readRows } from "../read-rows.js";
 import { align64, isBlockDType, layoutBytes, quantBytes } from "../weight-layout.js";
 import { ThreadPool } from "./pool.js";
-import { loadKernelModule, type SimdVariant } from "./module.js";
+import { loadKernelModule, type KernelModule, type SimdVariant } from "./module.js";
 import { FFN_TABLE, MATMUL_TABLE, MAX_MATMULS, type KernelName } from "./abi.js";
 
 export interface WasmBackendOptions {
   /** Threads including the caller; defaults to the cores available. */
   threads?: number;
   simd?: SimdVariant | "auto";
+  /** The compiled kernels (a browser device compiles the file its base station serves); default: dist/kernels' build, per `simd`. */
+  kernels?: KernelModule;
   /** Pages per arena (64 KiB each); at most 65536 (4 GiB). Smaller values exist for tests. */
   arenaPages?: number;
   /** Bytes kept free for activations and KV caches in arena 0 when placing weights. */
@@ -66,7 +68,7 @@ export class WasmBackend implements Backend {
   private readonly ffnTables: Uint32Array[] = [];
 
   constructor(opts: WasmBackendOptions = {}) {
-    const { module, variant } = loadKernelModule(opts.simd ?? "auto");
+    const { module, variant } = opts.kernels ?? loadKernelModule(opts.simd ?? "auto");
     this.variant = variant;
     this.threads = Math.max(1, Math.floor(opts.threads ?? os.availableParallelism()));
     this.arenaPages = Math.min(MAX_PAGES, opts.arenaPages ?? MAX_PAGES);
@@ -467,9 +469,9 @@ export class WasmBackend implements Backend {
       for (let i = 0; i < words.length; i++) words[i] = Math.imul(i, 2654435761);
       let best = Infinity;
       for (let rep = 0; rep < 5; rep++) {
-        const t0 = process.hrtime.bigint();
+        const t0 = performance.now();
         this.pool.parallel(0, "read_probe", buf.ptr, bytes, out.ptr);
-        best = Math.min(best, Number(process.hrtime.bigint() - t0));
+        best = Math.min(best, (performance.now() - t0) * 1e6);
       }
       return bytes / best;
     } finally {
@@ -484,9 +486,9 @@ export class WasmBackend implements Backend {
     try {
       let best = Infinity;
       for (let rep = 0; rep < 5; rep++) {
-        const t0 = process.hrtime.bigint();
+        const t0 = performance.now();
         this.pool.parallel(0, "compute_probe", iters, out.ptr);
-        best = Math.min(best, Number(process.hrtime.bigint() - t0));
+        best = Math.min(best, (performance.now() - t0) * 1e6);
       }
       return (iters * 96 * this.threads) / best;
     } finally {

@@ -1,0 +1,42 @@
+// Bundles the browser device (src/web/device) into dist/web/device: the page and one ES module, which
+// the base station serves at /device beside the kernels' .wasm (nothing comes from a CDN).
+// The page shares its modules with the Node device; the few Node built-ins those import for Node-only
+// paths (reading model files, worker threads, the kernel file) become modules whose every export throws
+// if called, so a Node-only path reached in the browser fails with a clear error instead of the bundle
+// failing to load.
+import { build } from "esbuild";
+import { copyFileSync, mkdirSync } from "node:fs";
+
+const out = "dist/web/device";
+mkdirSync(out, { recursive: true });
+
+const nodeBuiltins = {
+  name: "node-builtins-unavailable",
+  setup(b) {
+    b.onResolve({ filter: /^node:/ }, (args) => ({ path: args.path, namespace: "node-unavailable" }));
+    b.onLoad({ filter: /.*/, namespace: "node-unavailable" }, async (args) => {
+      const names = Object.keys(await import(args.path)).filter((n) => n !== "default" && /^[A-Za-z_$][\w$]*$/.test(n));
+      // named exports are pure, so only those the bundle uses stay in it; the default export answers any name
+      const contents = [
+        `const unavailable = (name) => () => { throw new Error(\`\${name} is not available in a browser\`); };`,
+        ...names.map((n) => `export const ${n} = /* @__PURE__ */ unavailable(${JSON.stringify(`${args.path} ${n}`)});`),
+        `export default /* @__PURE__ */ new Proxy({}, { get: (_, name) => unavailable(\`${args.path} \${String(name)}\`) });`,
+      ].join("\n");
+      return { contents, loader: "js" };
+    });
+  },
+};
+
+await build({
+  entryPoints: ["src/web/device/main.ts"],
+  outfile: `${out}/device.js`,
+  bundle: true,
+  format: "esm",
+  platform: "browser",
+  target: "es2022",
+  sourcemap: true,
+  minify: true,
+  logLevel: "warning",
+  plugins: [nodeBuiltins],
+});
+copyFileSync("src/web/device/index.html", `${out}/index.html`);

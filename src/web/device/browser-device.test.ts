@@ -1,0 +1,86 @@
+// Browser tabs as expert devices, in a real headless chromium: the base station serves the device page over
+// TLS (self-signed, as `serve --tls self-signed` does), tabs that open it with the join token join beside
+// device processes and serve expert calls with the same kernels, and the greedy output is the
+// single-process engine's; a tab without the token is refused.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import https from "node:https";
+import type { AddressInfo } from "node:net";
+import { createAdaptorServer } from "@hono/node-server";
+import { DeviceHub } from "../../runtime/device-hub.js";
+import { Engine } from "../../runtime/engine.js";
+import { spawnLocalDevices } from "../../runtime/local-cluster.js";
+import { newJoinToken } from "../../protocol/handshake.js";
+import { createApp } from "../../server/app.js";
+import { makeSelfSigned } from "../../server/tls.js";
+import { ServerMetrics } from "../../server/metrics.js";
+import { browserSkip, launchBrowser } from "../../testing/browser.js";
+import { sharedPath } from "../../testing/shared.js";
+import { until } from "../../testing/until.js";
+
+const brown = sharedPath("models/brown-moe");
+const PROMPT = "The jury said it did find that many of Georgia's registration and election laws";
+const TOKENS = 24;
+const NO_USAGE = { calls: 0, failed_calls: 0, dropped_slots: 0, dropped_weight: 0, retries: 0 };
+
+async function greedy(engine: Engine): Promise<number[]> {
+  return (await engine.generate(engine.tokenizer.encode(PROMPT), { temperature: 0, maxTokens: TOKENS })).tokens;
+}
+
+test("brown-moe on 2 device processes and 2 browser tabs, over TLS: the single-process greedy output (f32 activations); a tab without the join token is refused", { skip: browserSkip || brown.skip }, async () => {
+  const single = Engine.load(brown.path, { dtype: "f32" });
+  const want = await greedy(single);
+  single.close();
+
+  const token = newJoinToken();
+  const lines: string[] = [];
+  const metrics = new ServerMetrics(() => ({ waiting: 0, active: 0 }), () => NO_USAGE);
+  const app = createApp({ engine: () => undefined, modelName: "brown-moe", metrics, devicePage: true });
+  const tls = await makeSelfSigned(["127.0.0.1"]);
+  const server = createAdaptorServer({ fetch: app.fetch, createServer: https.createServer, serverOptions: { cert: tls.cert, key: tls.key, minVersion: "TLSv1.3" } }) as https.Server;
+  const hub = DeviceHub.attach(server, { model: brown.path, weightDType: "f32", wireDType: "f32", joinTokens: [token], browserDevices: true, log: (l) => lines.push(l) });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const port = (server.address() as AddressInfo).port;
+  const devices = spawnLocalDevices(`wss://127.0.0.1:${port}`, token, 2, 1, ["--fingerprint", tls.fingerprint]);
+  const browser = await launchBrowser({ trustAnyCertificate: true });
+  let engine: Engine | undefined;
+  try {
+    const page = await browser.context.newPage();
+    const response = await page.goto(`https://127.0.0.1:${port}/device`);
+    assert.equal(response?.headers()["cross-origin-opener-policy"], "same-origin");
+    assert.equal(response?.headers()["cross-origin-embedder-policy"], "require-corp");
+    await until(async () => (await page.textContent("#state")) === "error", "the tab without the token gives up");
+    assert.match((await page.textContent("#detail")) ?? "", /^the base station refused this device: not admitted: no join token presented/);
+    assert.equal(await page.evaluate(() => crossOriginIsolated), true, "the page is cross-origin isolated (its kernels' shared memory needs it)");
+
+    const tabs = await Promise.all([0, 1].map(async () => {
+      const tab = await browser.context.newPage();
+      tab.on("console", (m) => lines.push(`[tab] ${m.text()}`));
+      await tab.goto(`https://127.0.0.1:${port}/device#token=${token}`);
+      return tab;
+    }));
+    await Promise.race([hub.start(4), devices.failed]);
+    devices.settled();
+    const names = hub.status().devices.map((d) => d.name).sort();
+    assert.equal(names.filter((n) => n.startsWith("browser-")).length, 2, names.join(", "));
+    assert.equal(names.filter((n) => n.startsWith("local-")).length, 2, names.join(", "));
+    for (const tab of tabs) await until(async () => (await tab.textContent("#state")) === "serving", "each tab serves");
+
+    engine = Engine.load(brown.path, { dtype: "f32", executor: hub.executor });
+    assert.deepEqual(await greedy(engine), want);
+    for (const tab of tabs) {
+      assert.ok(Number(await tab.textContent("#experts")) > 0, "each tab holds experts");
+      assert.ok(Number(await tab.textContent("#calls")) > 0, "and served calls");
+    }
+  } catch (e) {
+    process.stderr.write(`${lines.join("\n")}\n`);
+    throw e;
+  } finally {
+    engine?.close();
+    await browser.close();
+    await hub.close();
+    await devices.exited();
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+  }
+});

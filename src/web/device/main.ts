@@ -1,0 +1,135 @@
+// The device page: a browser tab that joins the base station which served it as an expert device. It
+// speaks the device protocol through the same core as the Node device (runtime/device-core.ts) and
+// computes with the same AssemblyScript kernels, compiled from the .wasm the base station serves. The
+// join token comes in the URL's fragment (/device#token=…), which the browser never sends to a server.
+// This first step computes on one thread (the page thread) and keeps streamed weights in memory.
+import { Backoff } from "../../runtime/backoff.js";
+import { DeviceSession, ExpertHost, mib, printable } from "../../runtime/device-core.js";
+import { WasmBackend } from "../../kernels/wasm/wasm-backend.js";
+import type { KernelModule, SimdVariant } from "../../kernels/wasm/module.js";
+import { newIdentity } from "../../protocol/handshake.js";
+import { CLOSE } from "../../protocol/socket.js";
+import { safeName } from "../../protocol/names.js";
+import { MemoryWeights } from "./memory-weights.js";
+import { closeWith, receiveFrames, sendFrame } from "./socket.js";
+
+/** Pages (64 KiB) per kernel arena: 1 GiB, of address space a phone's browser can reserve; more arenas are made as weights need them. */
+const ARENA_PAGES = 16384;
+/** Memory offered for expert weights where the browser does not say how much it has (navigator.deviceMemory). */
+const DEFAULT_OFFER = 1 << 30;
+/** Lines of the log kept on the page. */
+const LOG_LINES = 200;
+
+type State = "starting" | "joining" | "serving" | "error";
+
+const $ = (id: string): HTMLElement => document.getElementById(id)!;
+
+const view = { state: "starting" as State, detail: "", experts: 0, calls: 0, weightBytes: 0 };
+
+function render(): void {
+  $("state").textContent = view.state;
+  $("state").dataset.state = view.state;
+  $("detail").textContent = view.detail;
+  $("experts").textContent = String(view.experts);
+  $("calls").textContent = String(view.calls);
+  $("weights").textContent = mib(view.weightBytes);
+}
+
+function show(state: State, detail: string): void {
+  view.state = state;
+  view.detail = detail;
+  render();
+}
+
+function log(line: string): void {
+  const pre = $("log");
+  pre.textContent = `${(pre.textContent ?? "").split("\n").slice(-LOG_LINES).join("\n")}${new Date().toISOString().slice(11, 19)} ${line}\n`;
+}
+
+/** The kernels: the relaxed-SIMD build where this browser validates it, the plain SIMD128 one otherwise. */
+async function loadKernels(): Promise<KernelModule> {
+  for (const variant of ["relaxed", "simd"] as SimdVariant[]) {
+    const res = await fetch(`/device/kernels-${variant}.wasm`);
+    if (!res.ok) throw new Error(`the base station did not serve the ${variant} kernels (HTTP ${res.status})`);
+    const bytes = new Uint8Array(await res.arrayBuffer());
+    if (WebAssembly.validate(bytes)) return { module: await WebAssembly.compile(bytes), variant };
+  }
+  throw new Error("this browser runs neither kernel build (it needs WebAssembly SIMD)");
+}
+
+/** How one connection ended: refused (trying again would not help), or lost. */
+type Ending = { refused: string } | { lost: string; readied: boolean };
+
+function connect(session: (ws: WebSocket) => DeviceSession): Promise<Ending> {
+  const ws = new WebSocket(`${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/`);
+  const s = session(ws);
+  receiveFrames(ws, (m) => s.receive(m), (reason) => log(printable(reason)));
+  const leave = () => {
+    sendFrame(ws, { type: "leave", reason: "page closed" });
+    closeWith(ws, CLOSE.normal, "page closed");
+  };
+  addEventListener("pagehide", leave);
+  return new Promise((resolve) => {
+    ws.addEventListener("close", (e: CloseEvent) => {
+      s.closed();
+      removeEventListener("pagehide", leave);
+      if (s.refused !== null) return resolve({ refused: s.refused });
+      if (e.code === CLOSE.notAdmitted) return resolve({ refused: `the base station refused this device: ${printable(!s.welcomed && s.handshakeError !== null ? s.handshakeError : e.reason)}` });
+      if (e.code === CLOSE.replaced) return resolve({ refused: "another connection with this page's identity took this one's place" });
+      resolve({ lost: s.left !== null ? `the base station left (${printable(s.left)})` : `the connection closed (code ${e.code}${e.reason ? `, ${printable(e.reason)}` : ""})`, readied: s.readied });
+    });
+  });
+}
+
+async function main(): Promise<void> {
+  const params = new URLSearchParams(location.hash.slice(1));
+  const token = params.get("token") || undefined;
+  if (!globalThis.crossOriginIsolated) throw new Error("this page is not cross-origin isolated, and the kernels need shared memory: open it from the base station's own address (it sends the COOP/COEP headers), over https:// or on localhost");
+  const kernels = await loadKernels();
+  const backend = new WasmBackend({ threads: 1, kernels, arenaPages: ARENA_PAGES });
+  log(`kernels: wasm (${backend.variant} SIMD, 1 thread)`);
+  const identity = await newIdentity();
+  const name = safeName(params.get("name") ?? `browser-${identity.key.slice(0, 8)}`);
+  log(`device ${name}, identity ${identity.fingerprint} (new for this page)`);
+  const deviceMemory = (navigator as Navigator & { deviceMemory?: number }).deviceMemory;
+  const offered = deviceMemory ? Math.min(DEFAULT_OFFER * 4, (deviceMemory * 2 ** 30) / 4) : DEFAULT_OFFER;
+  const stores = new Map<string, MemoryWeights>();
+  const host = new ExpertHost(backend, { atHand: () => null, store: (id) => stores.get(id) ?? stores.set(id, new MemoryWeights(id)).get(id)! }, () => offered, log);
+  let current: DeviceSession | null = null;
+  setInterval(() => {
+    view.experts = host.holds().length;
+    view.weightBytes = [...stores.values()].reduce((n, s) => n + s.bytes, 0);
+    if (current?.readied && view.state === "joining") show("serving", `serving ${location.host} as ${name}`);
+    render();
+  }, 100);
+  const backoff = new Backoff();
+  for (;;) {
+    show("joining", `joining ${location.host} as ${name}`);
+    const end = await connect((ws) => {
+      current = new DeviceSession(
+        host,
+        {
+          send: (m) => {
+            sendFrame(ws, m);
+            if (m.type === "result") view.calls++;
+          },
+          close: (code, reason) => closeWith(ws, code, reason),
+        },
+        // a page cannot read the TLS session's exporter: its hello says it is unbound (hub/admission.ts)
+        { bs: location.host, name, token, identity, binding: () => null, log },
+      );
+      return current;
+    });
+    if ("refused" in end) throw new Error(end.refused);
+    if (end.readied) backoff.reset();
+    const wait = backoff.next();
+    log(`${end.lost}; reconnecting in ${(wait / 1000).toFixed(1)} s`);
+    show("joining", `${end.lost}; reconnecting`);
+    await new Promise((r) => setTimeout(r, wait));
+  }
+}
+
+main().catch((e: Error) => {
+  log(e.message);
+  show("error", e.message);
+});
