@@ -82,29 +82,31 @@ export async function benchEngine(engine: Engine, o: BenchOptions): Promise<Benc
   const warmSteps = Math.min(4, o.decodeTokens + 1);
   const cache = model.newSequence(o.promptTokens + o.decodeTokens + 1);
   try {
+    // The read bandwidth is probed before the warm-up and after the timed runs, never between them: streaming
+    // the probe's buffer evicts the weights a small model keeps in cache (llama-bench's runs find them there),
+    // and allocating it moves memory around (measured: brown-moe prefill ~10 k tok/s after a 512 MiB probe,
+    // 13–15 k without).
+    const readBefore = engine.backend.measureReadBandwidth(o.probeBytes ?? 512 << 20);
     const warmStart = performance.now();
     do {
       cache.clear();
       await model.forward([{ cache, tokens: prompt, logits: "last" }]);
       for (let i = 0; i < warmSteps; i++) await model.forward([{ cache, tokens: [prompt[i % prompt.length]!], logits: "last" }]);
     } while (performance.now() - warmStart < (o.warmUpMs ?? WARM_UP_MS));
-    return await timed(engine, o, prompt, cache);
+    return await timed(engine, o, prompt, cache, readBefore);
   } finally {
     cache.free();
   }
 }
 
 /** The timed repetitions of benchEngine, in the cache it warmed up. */
-async function timed(engine: Engine, o: BenchOptions, prompt: readonly number[], cache: KVCache): Promise<BenchResult> {
+async function timed(engine: Engine, o: BenchOptions, prompt: readonly number[], cache: KVCache, readBefore: number): Promise<BenchResult> {
   const { model } = engine;
   const footprint = decodeFootprint(engine);
 
   // Each repetition: a prefill from an empty cache, then decodeTokens greedy steps; medians resist
   // the noise of a shared machine better than one run or the best one.
-  // The read bandwidth is probed right after each decode run: on a shared host it drifts over seconds, and
-  // the ratio must compare figures taken under the same conditions. Not before: streaming the probe's
-  // buffer would evict the weights a small model keeps in cache, which llama-bench's decode has there.
-  const prefillRates: number[] = [], decodeRates: number[] = [], readRates: number[] = [], ratios: number[] = [];
+  const prefillRates: number[] = [], decodeRates: number[] = [];
   for (let rep = 0; rep < (o.repeats ?? 3); rep++) {
     cache.clear();
     const t0 = performance.now();
@@ -112,19 +114,17 @@ async function timed(engine: Engine, o: BenchOptions, prompt: readonly number[],
     prefillRates.push(o.promptTokens / ((performance.now() - t0) / 1000));
     const t1 = performance.now();
     for (let i = 0; i < o.decodeTokens; i++) [logits] = await model.forward([{ cache, tokens: [argmax(logits!)], logits: "last" }]);
-    const rate = o.decodeTokens / ((performance.now() - t1) / 1000);
-    const read = engine.backend.measureReadBandwidth(o.probeBytes ?? 512 << 20);
-    decodeRates.push(rate);
-    readRates.push(read);
-    ratios.push((footprint.bytes * rate) / 1e9 / read);
+    decodeRates.push(o.decodeTokens / ((performance.now() - t1) / 1000));
   }
   const prefillTps = median(prefillRates), decodeTps = median(decodeRates);
+  // on a shared host the bandwidth drifts over seconds: the mean of the probes on either side of the runs
+  const read = (readBefore + engine.backend.measureReadBandwidth(o.probeBytes ?? 512 << 20)) / 2;
   return {
     prefill_tokens_per_s: prefillTps,
     decode_tokens_per_s: decodeTps,
     decode_weight_gbps: (footprint.bytes * decodeTps) / 1e9,
-    memory_read_gbps: median(readRates),
-    bandwidth_ratio: median(ratios),
+    memory_read_gbps: read,
+    bandwidth_ratio: (footprint.bytes * decodeTps) / 1e9 / read,
     compute_gflops: engine.backend.measureComputeRate(),
     // prefill runs the experts its tokens pick (topK of E per token, as decode does) and the LM head once
     prefill_gflops: (2 * ((footprint.macs - footprint.headMacs) * o.promptTokens + footprint.headMacs) * (prefillTps / o.promptTokens)) / 1e9,
