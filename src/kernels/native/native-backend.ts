@@ -15,6 +15,7 @@ import { FirstFit } from "../first-fit.js";
 import { readRows } from "../read-rows.js";
 import { blocksFromLayout, dtypeOfBlocks, isBlockDType, kQuantBlocks, layoutBytes, layoutFromBlocks } from "../weight-layout.js";
 import { GGML_MAX_THREADS, GgmlType, loadGgml, type Ggml, type Ptr } from "./ggml.js";
+import { median } from "../../util/stats.js";
 
 export interface NativeBackendOptions {
   /** Threads of the pool that big ops run on; defaults to the cores available. */
@@ -48,8 +49,13 @@ const PARALLEL_MIN_WORK = 1 << 20;
 const EXPLORE_EVERY = 64;
 const EXPLORE_EVERY_MAX = 4096;
 const EXPLORE_RUNS = 3;
-// One thread takes over when the pool's time ÷ one thread's, on the same graph, averages above this.
+// One thread takes over when the pool's time ÷ one thread's, on the same graph, is above this in the median
+// of the last POOL_SAMPLES comparisons, once there are that many: a class's first exploration (two samples)
+// cannot flip it alone. Measured on the 734 M model's decode graphs: the first exploration found the pool
+// 1.3–2× slower, every later one 0.65–0.77× (the average this replaced, moved a quarter of the way per sample,
+// sent them to one thread for the first ~100 tokens: 95–110 instead of ~125 tok/s).
 const POOL_SLOWER = 1.15;
+const POOL_SAMPLES = 3;
 // Activation memory grows in chunks of at least this size (untouched pages cost nothing on the usual OSes).
 const CHUNK_BYTES = 64 << 20;
 // Weight conversions go through f32 staging of at most this many bytes.
@@ -190,11 +196,11 @@ export class NativeBackend implements Backend {
   private readonly repack = new Map<WeightDType, Ptr | null>();
   private closed = false;
   /**
-   * Per size class of big graphs (multiply-adds within a factor of 4): pool time ÷ one-thread time, each pair
-   * on the same graph (a moving average of logs; 0: even), and when to explore next (see EXPLORE_EVERY). Classes
-   * apart because the pool's cost of waking is a share of small graphs' time and not of large ones'.
+   * Per size class of big graphs (multiply-adds within a factor of 4): the last POOL_SAMPLES logs of pool time ÷
+   * one-thread time, each pair on the same graph, and when to explore next (see EXPLORE_EVERY). Classes apart
+   * because the pool's cost of waking is a share of small graphs' time and not of large ones'.
    */
-  private readonly sizeClasses: Array<{ logPoolOverSingle: number; untilExplore: number; every: number; exploring: number; wasOnPool: boolean }> = [];
+  private readonly sizeClasses: Array<{ logPoolOverSingle: number[]; untilExplore: number; every: number; exploring: number; wasOnPool: boolean }> = [];
   private readonly mmap: boolean;
   /**
    * Files mapped, by device and inode (not path: a file replaced at its path, as the device's weight cache
@@ -747,8 +753,8 @@ export class NativeBackend implements Backend {
     // the pool is slower than one thread (measured here: 10× at load 7 on 2 cores). So big graphs run on the
     // pool unless, compared graph by graph (times of different graphs are not comparable), it has lately been
     // slower than one thread on graphs of the size (see EXPLORE_EVERY).
-    const sizeClass = (this.sizeClasses[Math.floor(Math.log2(gr.work) / 2)] ??= { logPoolOverSingle: 0, untilExplore: EXPLORE_EVERY, every: EXPLORE_EVERY, exploring: 0, wasOnPool: true });
-    const onPool = sizeClass.logPoolOverSingle <= Math.log(POOL_SLOWER);
+    const sizeClass = (this.sizeClasses[Math.floor(Math.log2(gr.work) / 2)] ??= { logPoolOverSingle: [], untilExplore: EXPLORE_EVERY, every: EXPLORE_EVERY, exploring: 0, wasOnPool: true });
+    const onPool = sizeClass.logPoolOverSingle.length < POOL_SAMPLES || median(sizeClass.logPoolOverSingle) <= Math.log(POOL_SLOWER);
     if (sizeClass.exploring === 0 && --sizeClass.untilExplore === 0) {
       sizeClass.every = onPool === sizeClass.wasOnPool ? Math.min(EXPLORE_EVERY_MAX, sizeClass.every * 2) : EXPLORE_EVERY;
       sizeClass.untilExplore = sizeClass.every;
@@ -765,7 +771,11 @@ export class NativeBackend implements Backend {
     if (pooled) gr.pooledNs = ns;
     else gr.singleNs = ns;
     // a fresh time of one kind against the graph's last of the other
-    if (exploring && gr.pooledNs > 0 && gr.singleNs > 0) sizeClass.logPoolOverSingle += (Math.log(gr.pooledNs / gr.singleNs) - sizeClass.logPoolOverSingle) / 4;
+    if (exploring && gr.pooledNs > 0 && gr.singleNs > 0) {
+      const samples = sizeClass.logPoolOverSingle;
+      samples.push(Math.log(gr.pooledNs / gr.singleNs));
+      if (samples.length > POOL_SAMPLES) samples.shift();
+    }
   }
 
   private compute(backend: Ptr, gr: Graph): void {
