@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { decodeFrame, encodeFrame, LIMITS, ProtocolError, type Message } from "./frames.js";
+import { decodeFrame, DEVICE_KINDS, encodeFrame, LIMITS, ProtocolError, USER_AGENT_CHARS, type Message } from "./frames.js";
 import { decodeActivations, encodeActivations, WIRE_DTYPES, wireBytes, type WireDType } from "./activations.js";
 import { GGML_BLOCK_TYPES, isGgmlBlockType } from "../kernels/ggml-blocks.js";
 import { sourceBytes, SOURCE_DTYPES } from "../model/weights.js";
@@ -30,6 +30,13 @@ const activations = fc
     return fc.uint8Array({ minLength: n, maxLength: n }).map((payload) => ({ ...a, payload }));
   });
 
+/** What a device says it is: nothing (a Node device before kinds), a Node process, or a browser with its user agent (printable ASCII). */
+const kind = fc.oneof(
+  fc.constant({}),
+  record({ kind: fc.constant("node" as const) }),
+  record({ kind: fc.constant("browser" as const), userAgent: fc.string({ unit: fc.integer({ min: 0x20, max: 0x7e }).map((c) => String.fromCharCode(c)), maxLength: USER_AGENT_CHARS }) }, { requiredKeys: ["kind"] }),
+);
+
 /** Every message type, with the full range of values the protocol allows. */
 const message: fc.Arbitrary<Message> = fc.oneof(
   fc
@@ -38,7 +45,9 @@ const message: fc.Arbitrary<Message> = fc.oneof(
         {
           type: fc.constant("hello" as const),
           name: text(128),
-          capabilities: record({ memoryBytes: amount, gflops: amount, readGbps: amount, weightDTypes: fc.array(text(16), { maxLength: 4 }), wireDTypes: fc.subarray([...WIRE_DTYPES]) }),
+          capabilities: fc
+            .tuple(record({ memoryBytes: amount, gflops: amount, readGbps: amount, weightDTypes: fc.array(text(16), { maxLength: 4 }), wireDTypes: fc.subarray([...WIRE_DTYPES]) }), kind)
+            .map(([c, k]) => ({ ...c, ...k })),
           holds: pairs,
           nonce: hex(64),
           proof: hex(64),
@@ -83,6 +92,7 @@ const message: fc.Arbitrary<Message> = fc.oneof(
   }),
   record({ type: fc.constant("error" as const), id, message: text(4096) }, { requiredKeys: ["type", "message"] }),
   record({ type: fc.constant("leave" as const), reason: text(4096) }),
+  record({ type: fc.constant("heartbeat" as const), battery: record({ level: fc.double({ min: 0, max: 1, noNaN: true }).map((v) => v + 0), charging: fc.boolean() }) }, { requiredKeys: ["type"] }),
 );
 
 /** Raw JSON tokens that JSON.stringify never writes but a peer may. */
@@ -188,7 +198,10 @@ function assertInvariants(m: Message): void {
       const c = m.capabilities;
       assert.ok(typeof m.name === "string" && m.name.length <= 256);
       assert.ok(isPlain(c) && isAmount(c.memoryBytes) && isAmount(c.gflops) && isAmount(c.readGbps));
-      assert.deepEqual(Object.keys(c).sort(), ["gflops", "memoryBytes", "readGbps", "weightDTypes", "wireDTypes"]);
+      const optional = Object.keys(c).filter((k) => !["gflops", "memoryBytes", "readGbps", "weightDTypes", "wireDTypes"].includes(k));
+      assert.ok(optional.every((k) => k === "kind" || k === "userAgent") && Object.keys(c).length - optional.length === 5, `capabilities carry only their fields (${Object.keys(c).join(", ")})`);
+      if (c.kind !== undefined) assert.ok(DEVICE_KINDS.includes(c.kind), "kind is node or browser");
+      if (c.userAgent !== undefined) assert.ok(c.kind === "browser" && c.userAgent.length <= USER_AGENT_CHARS && /^[\x20-\x7e]*$/.test(c.userAgent), "a user agent is a browser's, short and printable");
       assert.ok(Array.isArray(c.weightDTypes) && c.weightDTypes.every((d) => typeof d === "string" && d.length <= 16), "weightDTypes are short strings");
       assert.ok(Array.isArray(c.wireDTypes) && c.wireDTypes.every((d) => WIRE_DTYPES.includes(d)));
       if (m.holds !== undefined) assert.ok(pairsOk(m.holds));
@@ -230,6 +243,9 @@ function assertInvariants(m: Message): void {
       return;
     case "error":
       assert.ok(typeof m.message === "string" && (m.id === undefined || Number.isSafeInteger(m.id)));
+      return;
+    case "heartbeat":
+      if (m.battery !== undefined) assert.ok(isPlain(m.battery) && Object.keys(m.battery).length === 2 && m.battery.level >= 0 && m.battery.level <= 1 && typeof m.battery.charging === "boolean", "a battery is {level in 0..1, charging}");
       return;
     default:
       return;

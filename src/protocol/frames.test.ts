@@ -25,6 +25,10 @@ test("every message survives encode → decode", () => {
     { type: "challenge", nonce: "ab".repeat(32) },
     { type: "hello", name: "d", capabilities: { memoryBytes: 1, gflops: 1, readGbps: 1, weightDTypes: [], wireDTypes: ["f32"] }, nonce: "01".repeat(32), proof: "ef".repeat(32) },
     { type: "hello", name: "tab", capabilities: { memoryBytes: 1, gflops: 1, readGbps: 1, weightDTypes: [], wireDTypes: ["f32"] }, nonce: "01".repeat(32), proof: "ef".repeat(32), unbound: true },
+    { type: "hello", name: "tab", capabilities: { memoryBytes: 1, gflops: 1, readGbps: 1, weightDTypes: [], wireDTypes: ["f32"], kind: "browser", userAgent: "Mozilla/5.0 (Linux; Android 14)" } },
+    { type: "hello", name: "box", capabilities: { memoryBytes: 1, gflops: 1, readGbps: 1, weightDTypes: [], wireDTypes: ["f32"], kind: "node" } },
+    { type: "heartbeat" },
+    { type: "heartbeat", battery: { level: 0.15, charging: false } },
     { type: "welcome", proof: "cd".repeat(32) },
     { type: "welcome" },
   ];
@@ -120,6 +124,14 @@ test("headers that pass a shallow check but break a consumer are refused", () =>
     [enc({ ...hello, nonce: "01".repeat(32), unbound: false }), /unbound is true or absent/],
     [enc({ ...hello, nonce: "01".repeat(32), unbound: "yes" }), /unbound is true or absent/],
     [enc({ ...hello, unbound: true }), /unbound is true or absent, and comes with a nonce/],
+    // a kind is one of the two; a user agent is a browser's, bounded and printable (it reaches /health and /metrics)
+    [enc({ ...hello, capabilities: { ...hello.capabilities, kind: "phone" } }), /kind must be one of node, browser/],
+    [enc({ ...hello, capabilities: { ...hello.capabilities, kind: "node", userAgent: "x" } }), /userAgent is a browser's/],
+    [enc({ ...hello, capabilities: { ...hello.capabilities, kind: "browser", userAgent: "x".repeat(257) } }), /at most 256 characters/],
+    [enc({ ...hello, capabilities: { ...hello.capabilities, kind: "browser", userAgent: "evil\u001b[31m" } }), /printable ASCII/],
+    [enc({ type: "heartbeat", battery: { level: 1.5, charging: false } }), /battery is \{level in 0..1/],
+    [enc({ type: "heartbeat", battery: { level: 0.5, charging: "no" } }), /battery is/],
+    [enc({ type: "heartbeat", battery: 1 }), /battery is/],
   ];
   for (const [frame, msg] of cases) assert.throws(() => decodeFrame(frame), (e: Error) => e instanceof ProtocolError && msg.test(e.message), String(msg));
 });

@@ -7,7 +7,7 @@ import { KEY_HEX, NONCE_HEX, PROOF_HEX, SIGNATURE_HEX } from "./handshake.js";
 import type { SourceDType } from "../kernels/backend.js";
 import { isSourceDType, sourceBytes, SOURCE_DTYPES } from "../model/weights.js";
 
-export const PROTOCOL_VERSION = 6;
+export const PROTOCOL_VERSION = 7;
 const MAGIC0 = 0x44, MAGIC1 = 0x4d; // "DM"
 const PREFIX = 8;
 
@@ -32,6 +32,20 @@ export interface Capabilities {
   readGbps: number;
   weightDTypes: string[];
   wireDTypes: WireDType[];
+  /** what the device is: a Node process (the default where a hello does not say) or a browser tab */
+  kind?: DeviceKind;
+  /** a browser's user agent, as it says (printable ASCII, at most USER_AGENT_CHARS): shown, never trusted */
+  userAgent?: string;
+}
+
+export type DeviceKind = "node" | "browser";
+export const DEVICE_KINDS: readonly DeviceKind[] = ["node", "browser"];
+export const USER_AGENT_CHARS = 256;
+
+/** What a device's power source says: battery level in 0..1 and whether it is charging. */
+export interface Battery {
+  level: number;
+  charging: boolean;
 }
 
 export type Message =
@@ -80,9 +94,15 @@ export type Message =
   /** device → BS: a pulled expert's gate, up and down matrices as held in `dtype`, their bytes one after another */
   | { type: "expert"; id: number; layer: number; expert: number; /** one dtype, or gate/up/down joined by "/" (ffnDTypeName) */ dtype: string; shapes: Array<[rows: number, cols: number]>; payload: Uint8Array }
   | { type: "error"; id?: number; message: string }
-  | { type: "leave"; reason: string };
+  /**
+   * device → BS: leaving. The base station routes it no new calls, and closes the connection once the
+   * calls in flight are answered (a page being hidden drains this way, and rejoins when shown again).
+   */
+  | { type: "leave"; reason: string }
+  /** device → BS, now and then: how it is doing; its battery where it reports one (replica choice spares a device on low battery) */
+  | { type: "heartbeat"; battery?: Battery };
 
-const TYPES = ["hello", "assign", "ready", "call", "result", "error", "leave", "fetch", "weights", "fetched", "release", "pull", "expert", "challenge", "welcome"] as const;
+const TYPES = ["hello", "assign", "ready", "call", "result", "error", "leave", "fetch", "weights", "fetched", "release", "pull", "expert", "challenge", "welcome", "heartbeat"] as const;
 type MessageType = (typeof TYPES)[number];
 
 export function encodeFrame(m: Message): Uint8Array {
@@ -177,7 +197,18 @@ export function decodeFrame(data: Uint8Array): Message {
       if ((h.key !== undefined && !isHex(h.key, KEY_HEX)) || (h.signature !== undefined && !isHex(h.signature, SIGNATURE_HEX))) fail(`hello: key and signature must be ${KEY_HEX} and ${SIGNATURE_HEX} hex digits`);
       if ((h.key === undefined) !== (h.signature === undefined) || (h.key !== undefined && h.nonce === undefined)) fail("hello: a key comes with its signature of the handshake, and the nonce it was made with");
       if (h.unbound !== undefined && (h.unbound !== true || h.nonce === undefined)) fail("hello: unbound is true or absent, and comes with a nonce");
-      const capabilities = { memoryBytes, gflops, readGbps, weightDTypes: weightDTypes as string[], wireDTypes: wireDTypes as WireDType[] };
+      const { kind, userAgent } = c;
+      if (kind !== undefined && !DEVICE_KINDS.includes(kind as DeviceKind)) fail(`hello: capabilities.kind must be one of ${DEVICE_KINDS.join(", ")}`);
+      if (userAgent !== undefined && (kind !== "browser" || !isStr(userAgent, USER_AGENT_CHARS) || !/^[\x20-\x7e]*$/.test(userAgent))) fail(`hello: capabilities.userAgent is a browser's, printable ASCII of at most ${USER_AGENT_CHARS} characters`);
+      const capabilities: Capabilities = {
+        memoryBytes,
+        gflops,
+        readGbps,
+        weightDTypes: weightDTypes as string[],
+        wireDTypes: wireDTypes as WireDType[],
+        ...(kind === undefined ? {} : { kind: kind as DeviceKind }),
+        ...(userAgent === undefined ? {} : { userAgent: userAgent as string }),
+      };
       return {
         type,
         name: h.name as string,
@@ -265,5 +296,12 @@ export function decodeFrame(data: Uint8Array): Message {
     case "leave":
       noPayload();
       return { type, reason: isStr(h.reason) ? (h.reason as string) : "" };
+    case "heartbeat": {
+      noPayload();
+      const b = h.battery;
+      if (b === undefined) return { type };
+      if (!isObject(b) || typeof b.level !== "number" || b.level < 0 || b.level > 1 || typeof b.charging !== "boolean") fail("heartbeat: battery is {level in 0..1, charging: true or false}");
+      return { type, battery: { level: b.level, charging: b.charging } };
+    }
   }
 }

@@ -12,7 +12,7 @@ import { expertWork } from "../model/work-shape.js";
 import { assignmentKeepsFileTypes, ffnDTypeName, loadExperts, planTensors, storageDType, type FfnWeights, type TensorSpec } from "../model/weights.js";
 import { LocalExpertExecutor } from "../moe/local-executor.js";
 import { concatRows, decodeActivations, encodeActivations, splitRows, WIRE_DTYPES } from "../protocol/activations.js";
-import type { Capabilities, Message } from "../protocol/frames.js";
+import { USER_AGENT_CHARS, type Capabilities, type DeviceKind, type Message } from "../protocol/frames.js";
 import { CLOSE } from "../protocol/socket.js";
 import { bsProof, deviceProof, newNonce, sameProof, sha256Hex, signTranscript, type DeviceIdentity, type Transcript } from "../protocol/handshake.js";
 
@@ -66,8 +66,11 @@ export class ExpertHost {
   /** measured once: the probe takes a while, and the memory free now counts the experts held */
   private probed: Capabilities | null = null;
 
-  /** `offered`: the memory given to expert weights (asked once, with the first capabilities; 0: no limit). */
-  constructor(private readonly backend: Backend, private readonly supply: WeightSupply, private readonly offered: () => number, private readonly log: (line: string) => void) {}
+  /**
+   * `offered`: the memory given to expert weights (asked once, with the first capabilities; 0: no limit);
+   * `kind`: what this device is, for the base station's /health and /metrics (a browser with its user agent).
+   */
+  constructor(private readonly backend: Backend, private readonly supply: WeightSupply, private readonly offered: () => number, private readonly log: (line: string) => void, private readonly kind: { kind: DeviceKind; userAgent?: string }) {}
 
   capabilities(): Capabilities {
     this.probed ??= {
@@ -77,6 +80,9 @@ export class ExpertHost {
       // the dtypes these kernels compute (wasm converts the K-quants it is assigned to q8 at load)
       weightDTypes: WEIGHT_DTYPES.filter((d) => this.backend.supportsWeight(d, 256)),
       wireDTypes: [...WIRE_DTYPES],
+      kind: this.kind.kind,
+      // as the base station takes it: printable ASCII, cut to length
+      ...(this.kind.userAgent === undefined ? {} : { userAgent: this.kind.userAgent.replace(/[^\x20-\x7e]/g, "?").slice(0, USER_AGENT_CHARS) }),
     };
     return this.probed;
   }

@@ -64,7 +64,10 @@ const hello = fc.record(
   {
     type: fc.constant("hello" as const),
     name: fc.string({ unit: "binary", maxLength: 80 }),
-    capabilities: fc.record({ memoryBytes: amount, gflops: amount, readGbps: amount, weightDTypes: fc.constantFrom<string[]>(["f32"], [], ["bf16"]), wireDTypes: fc.constantFrom<WireDType[]>(["f32"], ["f16"], []) }),
+    capabilities: fc.record(
+      { memoryBytes: amount, gflops: amount, readGbps: amount, weightDTypes: fc.constantFrom<string[]>(["f32"], [], ["bf16"]), wireDTypes: fc.constantFrom<WireDType[]>(["f32"], ["f16"], []), kind: fc.constantFrom("node" as const, "browser" as const), userAgent: fc.string({ maxLength: 300 }) },
+      { requiredKeys: ["memoryBytes", "gflops", "readGbps", "weightDTypes", "wireDTypes"] },
+    ),
     holds: fc.oneof(pairs, fc.constant(ALL)),
   },
   { requiredKeys: ["type", "name", "capabilities"] },
@@ -81,6 +84,7 @@ const message: fc.Arbitrary<Message> = fc.oneof(
   fc.record({ type: fc.constant("fetch" as const), experts: fc.oneof(pairs, fc.constant(ALL)), have: fc.dictionary(fc.string({ maxLength: 8 }), fc.string({ maxLength: 8 }), { maxKeys: 2, noNullPrototype: true }) }),
   fc.record({ type: fc.constant("error" as const), id: fc.nat(100), message: fc.string({ unit: "binary", maxLength: 40 }) }, { requiredKeys: ["type", "message"] }),
   fc.record({ type: fc.constant("leave" as const), reason: fc.string({ maxLength: 20 }) }),
+  fc.record({ type: fc.constant("heartbeat" as const), battery: fc.record({ level: fc.double({ min: -1, max: 2 }), charging: fc.boolean() }) }, { requiredKeys: ["type"] }),
   fc.record({ type: fc.constantFrom("release" as const), experts: pairs }),
   fc.record({ type: fc.constant("fetched" as const), sent: fc.nat(), bytes: fc.nat() }),
   fc.record({ type: fc.constant("pull" as const), id: fc.nat(), layer: fc.nat(LAYERS), expert: fc.nat(EXPERTS) }),

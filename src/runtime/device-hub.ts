@@ -14,6 +14,7 @@ import type { Capabilities, Message } from "../protocol/frames.js";
 import { CLOSE, closeWith } from "../protocol/socket.js";
 import { DEFAULT_RESULT_BOUNDS, ResultBounds, type ResultBoundsOptions } from "../policies/result-bounds.js";
 import { resultTolerance } from "../policies/result-match.js";
+import { sparingLowBattery } from "../policies/replica.js";
 import { Admission, type Admitted, type Hello } from "./hub/admission.js";
 import { Calls, type HeldExpert } from "./hub/calls.js";
 import { Complaints, printable } from "./hub/complaints.js";
@@ -39,6 +40,10 @@ const JOINS_LOGGED = 32;
 
 /** Bytes a frame carries besides its payload (prefix and JSON header), for link timing. */
 const FRAME_OVERHEAD = 96;
+/** How often a leaving device is looked at, to stop routing to it and close its connection once its calls in flight are answered. */
+const DRAIN_POLL_MS = 20;
+/** How long a leaving device is routed to at most, while its experts are placed on the others. */
+const DRAIN_ROUTED_MS = 30_000;
 
 export interface HubOptions {
   /** The model directory, as devices will open it (their own copy at the same path). */
@@ -155,7 +160,12 @@ export class DeviceHub {
     const checks = this.referee
       ? new SpotChecks({ rate: opts.verifyRate!, tolerance: resultTolerance(opts.wireDType, opts.weightDType), wireDType: opts.wireDType, hidden: model.cfg.hidden }, this.referee, (d, why, wrong) => this.quarantine(d, why, wrong))
       : null;
-    this.failover = new Failover((l, e) => this.placer.hostsOf(l, e), this.calls, (d, why, wrong) => this.quarantine(d, why, wrong), bounds, checks, model.cfg.hidden);
+    // each expert's hosts in the placement's order, those on low battery last (policies/replica.ts)
+    const hostsOf = (l: number, e: number) => {
+      const hosts = this.placer.hostsOf(l, e);
+      return hosts && sparingLowBattery(hosts, (d) => d.battery);
+    };
+    this.failover = new Failover(hostsOf, this.calls, (d, why, wrong) => this.quarantine(d, why, wrong), bounds, checks, model.cfg.hidden);
     const failover = this.failover;
     this.executor = {
       dispatch: (calls) => failover.dispatch(calls),
@@ -331,7 +341,7 @@ export class DeviceHub {
     this.complaints.report(`peer ${conn.address}`, "joins and leaves", `${name} joined (${c.readGbps.toFixed(1)} GB/s, ${c.gflops.toFixed(1)} GFLOP/s${holds.length > 0 ? `, holding ${holds.length} experts` : ""}${whom})`, JOINS_LOGGED);
     return {
       name, fingerprint, tokenId, conn, capabilities: c, ready: false, connected: true, holds, assigned: [], assignedGen: 0, loadedGen: 0, laggard: false,
-      calls: 0, weightBytes: 0, failures: 0, wrongInStreak: false, quarantined: false, link,
+      calls: 0, weightBytes: 0, failures: 0, wrongInStreak: false, quarantined: false, leaving: false, battery: null, link,
     };
   }
 
@@ -364,7 +374,7 @@ export class DeviceHub {
         d.holds = have;
         if (d.fingerprint) this.identities.holds(d.fingerprint, have);
         d.loadedGen = d.assignedGen;
-        d.ready = !d.quarantined;
+        d.ready = !d.quarantined && !d.leaving;
         return this.placer.loaded(d);
       }
       case "result":
@@ -376,10 +386,35 @@ export class DeviceHub {
       case "fetch":
         return this.model.fetch(d, m.experts, m.have, this.limits.fetchesQueued);
       case "leave":
-        return closeWith(d.conn.ws, CLOSE.normal, "goodbye");
+        return this.drain(d);
+      case "heartbeat":
+        d.battery = m.battery ?? null;
+        return;
       default:
         d.conn.refuse("messages the base station does not take", `the base station does not accept ${m.type} messages`);
     }
+  }
+
+  /**
+   * A device that said it is leaving (a page being hidden, a device stopping) is placed on no more: the
+   * hub re-places its experts on the others while it still serves them, stops routing to it once that
+   * placement is in use (or after DRAIN_ROUTED_MS, or at once when no other device could take them),
+   * and closes its connection once the calls in flight on it are answered (or have missed their
+   * deadlines). So leaving costs no call, even of an expert it alone held.
+   */
+  private drain(d: Device): void {
+    if (d.leaving) return;
+    d.leaving = true;
+    this.placer.left(d);
+    const since = performance.now();
+    const step = () => {
+      if (d.ready && (!this.placer.members.includes(d) || this.placer.eligible().length === 0 || performance.now() - since > DRAIN_ROUTED_MS)) d.ready = false;
+      if (d.connected && (d.ready || this.calls.busy(d))) return;
+      clearInterval(poll);
+      closeWith(d.conn.ws, CLOSE.normal, "goodbye");
+    };
+    const poll = setInterval(step, DRAIN_POLL_MS);
+    step();
   }
 
   /**

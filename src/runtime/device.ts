@@ -92,7 +92,7 @@ export async function runDevice(opts: DeviceOptions): Promise<void> {
   log(`identity ${identity.fingerprint}${identity.created ? ` (new, kept in ${keyFile})` : ""}`);
   const kernels = openBackend({ backend: opts.backend, threads: opts.threads, poll: opts.poll ?? POLL_WHEN_WAITING_ON_PEERS, spinMs: opts.spinMs });
   log(kernels.why);
-  const host = new ExpertHost(kernels.backend, fileSupply(opts, log), () => opts.memoryBytes ?? os.freemem(), log);
+  const host = new ExpertHost(kernels.backend, fileSupply(opts, log), () => opts.memoryBytes ?? os.freemem(), log, { kind: "node" });
   const backoff = new Backoff(opts.backoff);
   const limit = opts.retryForMs ?? Infinity;
   // since when the base station has been out of reach: from the start, then from each lost connection

@@ -2,6 +2,7 @@
 // and their faults, and per-device call latency and traffic.
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { ExpertUsage, GenerationResult } from "../runtime/engine.js";
+import type { DeviceStatus } from "../runtime/hub/status.js";
 
 export class ServerMetrics {
   readonly registry = new Registry();
@@ -53,6 +54,30 @@ export class ServerMetrics {
         const d = queue();
         this.set({ state: "waiting" }, d.waiting);
         this.set({ state: "active" }, d.active);
+      },
+    });
+  }
+
+  /** Adds what each connected device is (node or browser, a browser's user agent) and its battery where it reports one. */
+  describeDevices(devices: () => readonly DeviceStatus[]): void {
+    new Gauge({
+      name: "distmoe_device_info",
+      help: "A connected device: what it is (kind node or browser) and, for a browser, the user agent it reports; always 1",
+      labelNames: ["device", "kind", "user_agent"],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const d of devices()) this.set({ device: d.name, kind: d.kind, user_agent: d.userAgent ?? "" }, 1);
+      },
+    });
+    new Gauge({
+      name: "distmoe_device_battery_level",
+      help: "Battery level (0..1) of a device that reports one, and whether it is charging",
+      labelNames: ["device", "charging"],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const d of devices()) if (d.battery) this.set({ device: d.name, charging: String(d.battery.charging) }, d.battery.level);
       },
     });
   }

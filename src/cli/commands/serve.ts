@@ -152,6 +152,7 @@ export function serveCommand(): Command {
             browserDevices: o.browserDevices,
           })
         : null;
+      if (hub) metrics.describeDevices(() => hub.status().devices);
       app = createApp({
         engine: () => engine,
         modelName,

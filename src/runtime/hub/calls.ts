@@ -117,6 +117,11 @@ export class Calls {
     this.claim<Pending<never>>(waiting, d, m.id, "request")?.reject(new Error(`device ${d.name}: ${m.message}`));
   }
 
+  /** Whether a call or pull is pending on `d`. */
+  busy(d: Device): boolean {
+    return [...this.calls.values(), ...this.pulls.values()].some((p) => p.device === d);
+  }
+
   /** Fails every request pending on `d`. */
   drop(d: Device, why: string): void {
     for (const waiting of [this.calls, this.pulls] as Array<Map<number, Pending<never>>>) {

@@ -1,7 +1,7 @@
 // A device as the base station keeps it: its connection, what it can do, what it holds and is assigned,
 // and how it has served.
 import type { ShapedLink } from "../../channel/link.js";
-import type { Capabilities } from "../../protocol/frames.js";
+import type { Battery, Capabilities } from "../../protocol/frames.js";
 import type { Connection } from "./connection.js";
 
 export interface Device {
@@ -35,6 +35,10 @@ export interface Device {
   /** whether one of those failed calls returned implausible results (not only errors or lateness) */
   wrongInStreak: boolean;
   quarantined: boolean;
+  /** said it is leaving: routed no new calls, placed on no more, closed once its calls in flight are answered */
+  leaving: boolean;
+  /** its battery as its last heartbeat said (null: it reports none) */
+  battery: Battery | null;
 }
 
 /** "layer:expert", to compare [layer, expert] pairs in sets. */

@@ -39,7 +39,7 @@ export class Failover {
    * `checks` has some calls computed twice (null: none).
    */
   constructor(
-    private readonly hostsOf: (layer: number, expert: number) => Device[] | null,
+    private readonly hostsOf: (layer: number, expert: number) => readonly Device[] | null,
     private readonly calls: Calls,
     private readonly quarantine: (d: Device, why: string, wrongResults: boolean) => void,
     private readonly bounds: ResultBounds | null,

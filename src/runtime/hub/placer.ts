@@ -64,9 +64,9 @@ export class Placer {
 
   constructor(private readonly cfg: ModelConfig, private readonly opts: PlacerOptions, private readonly links: PlacerLinks) {}
 
-  /** Devices that may be placed on: connected, in service, and not left out for missing a deadline. */
+  /** Devices that may be placed on: connected, in service, not leaving, and not left out for missing a deadline. */
   eligible(): Device[] {
-    return this.links.devices().filter((d) => d.connected && !d.quarantined && !d.laggard);
+    return this.links.devices().filter((d) => d.connected && !d.quarantined && !d.leaving && !d.laggard);
   }
 
   /**

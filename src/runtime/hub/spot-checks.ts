@@ -49,7 +49,7 @@ export class SpotChecks {
    * expert's ready host after its first, one frame per device (`frame` sends it and judges its results
    * plausible); a call no other replica holds is answered by the base station when it is settled.
    */
-  ask(checks: readonly Check[], hostsOf: (layer: number, expert: number) => Device[] | null, frame: (d: Device, calls: ExpertCall[]) => Promise<ExpertResult[]>): void {
+  ask(checks: readonly Check[], hostsOf: (layer: number, expert: number) => readonly Device[] | null, frame: (d: Device, calls: ExpertCall[]) => Promise<ExpertResult[]>): void {
     const groups = new Map<Device, Check[]>();
     for (const c of checks) {
       const second = (hostsOf(c.call.layer, c.call.expert) ?? []).filter((d) => d.ready)[1];

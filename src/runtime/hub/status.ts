@@ -1,5 +1,6 @@
 // The hub's health in words: whether every expert can be served, and by enough devices.
 import type { Placement } from "../../policies/placement.js";
+import type { Battery, DeviceKind } from "../../protocol/frames.js";
 import type { Device } from "./device.js";
 
 export interface DeviceStatus {
@@ -12,6 +13,14 @@ export interface DeviceStatus {
   experts: number;
   /** weight bytes streamed to it */
   weightBytes: number;
+  /** a Node process or a browser tab, as its hello said */
+  kind: DeviceKind;
+  /** a browser's user agent, as it said (checked printable and short, not trusted) */
+  userAgent?: string;
+  /** its battery as its last heartbeat said; absent: it reports none */
+  battery?: Battery;
+  /** it said it is leaving, and finishes its calls in flight */
+  leaving: boolean;
 }
 
 export interface HubStatus {
@@ -35,7 +44,11 @@ export interface HubView {
 }
 
 export function deviceStatus(d: Device): DeviceStatus {
-  return { name: d.name, ready: d.ready, quarantined: d.quarantined, calls: d.calls, experts: d.holds.length, weightBytes: d.weightBytes };
+  const { kind = "node", userAgent } = d.capabilities;
+  return {
+    name: d.name, ready: d.ready, quarantined: d.quarantined, calls: d.calls, experts: d.holds.length, weightBytes: d.weightBytes, kind,
+    ...(userAgent === undefined ? {} : { userAgent }), ...(d.battery ? { battery: d.battery } : {}), leaving: d.leaving,
+  };
 }
 
 /** "layers 0, 3 and 5" (the first few, then how many more). */

@@ -2,7 +2,9 @@
 // speaks the device protocol through the same core as the Node device (runtime/device-core.ts) and
 // computes with the same AssemblyScript kernels, compiled from the .wasm the base station serves. The
 // join token comes in the URL's fragment (/device#token=…), which the browser never sends to a server.
-// This first step computes on one thread (the page thread) and keeps streamed weights in memory.
+// This first step computes on one thread (the page thread) and keeps streamed weights in memory. Hidden
+// or frozen, the page leaves the base station and rejoins when shown (lifecycle.ts); its heartbeat
+// carries its battery where the browser reports one (battery.ts).
 import { Backoff } from "../../runtime/backoff.js";
 import { DeviceSession, ExpertHost, mib, printable } from "../../runtime/device-core.js";
 import { WasmBackend } from "../../kernels/wasm/wasm-backend.js";
@@ -10,6 +12,9 @@ import type { KernelModule, SimdVariant } from "../../kernels/wasm/module.js";
 import { newIdentity } from "../../protocol/handshake.js";
 import { CLOSE } from "../../protocol/socket.js";
 import { safeName } from "../../protocol/names.js";
+import type { Battery, Message } from "../../protocol/frames.js";
+import { openBattery } from "./battery.js";
+import { PageLife, ScreenWakeLock } from "./lifecycle.js";
 import { MemoryWeights } from "./memory-weights.js";
 import { closeWith, receiveFrames, sendFrame } from "./socket.js";
 
@@ -19,12 +24,23 @@ const ARENA_PAGES = 16384;
 const DEFAULT_OFFER = 1 << 30;
 /** Lines of the log kept on the page. */
 const LOG_LINES = 200;
+/** How often the page sends its heartbeat (with its battery) and measures its link's round trip. */
+const HEARTBEAT_MS = 5000;
 
-type State = "starting" | "joining" | "serving" | "error";
+type State = "starting" | "joining" | "serving" | "away" | "error";
 
 const $ = (id: string): HTMLElement => document.getElementById(id)!;
 
-const view = { state: "starting" as State, detail: "", experts: 0, calls: 0, weightBytes: 0 };
+const view = {
+  state: "starting" as State, detail: "", experts: 0, calls: 0, inFlight: 0, callsPerSecond: 0, roundTripMs: null as number | null,
+  bytesIn: 0, bytesOut: 0, weightBytes: 0, offered: 0, wakeLock: "", battery: "not reported",
+};
+
+/** Bytes in KiB, MiB or GiB, whichever reads best. */
+function bytes(n: number): string {
+  if (n < 2 ** 20) return `${(n / 2 ** 10).toFixed(1)} KiB`;
+  return n < 2 ** 30 ? mib(n) : `${(n / 2 ** 30).toFixed(2)} GiB`;
+}
 
 function render(): void {
   $("state").textContent = view.state;
@@ -32,7 +48,15 @@ function render(): void {
   $("detail").textContent = view.detail;
   $("experts").textContent = String(view.experts);
   $("calls").textContent = String(view.calls);
+  $("in-flight").textContent = String(view.inFlight);
+  $("rate").textContent = view.callsPerSecond.toFixed(1);
+  $("rtt").textContent = view.roundTripMs === null ? "–" : `${view.roundTripMs.toFixed(0)} ms`;
+  $("bytes-in").textContent = bytes(view.bytesIn);
+  $("bytes-out").textContent = bytes(view.bytesOut);
   $("weights").textContent = mib(view.weightBytes);
+  $("memory").textContent = `${bytes(view.weightBytes)} / ${bytes(view.offered)}`;
+  $("wake-lock").textContent = view.wakeLock;
+  $("battery").textContent = view.battery;
 }
 
 function show(state: State, detail: string): void {
@@ -63,7 +87,9 @@ type Ending = { refused: string } | { lost: string; readied: boolean };
 function connect(session: (ws: WebSocket) => DeviceSession): Promise<Ending> {
   const ws = new WebSocket(`${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/`);
   const s = session(ws);
-  receiveFrames(ws, (m) => s.receive(m), (reason) => log(printable(reason)));
+  ws.addEventListener("message", (e: MessageEvent) => (view.bytesIn += e.data instanceof ArrayBuffer ? e.data.byteLength : 0));
+  view.inFlight = 0;
+  receiveFrames(ws, (m) => (m.type === "call" && view.inFlight++, s.receive(m)), (reason) => log(printable(reason)));
   const leave = () => {
     sendFrame(ws, { type: "leave", reason: "page closed" });
     closeWith(ws, CLOSE.normal, "page closed");
@@ -93,25 +119,69 @@ async function main(): Promise<void> {
   log(`device ${name}, identity ${identity.fingerprint} (new for this page)`);
   const deviceMemory = (navigator as Navigator & { deviceMemory?: number }).deviceMemory;
   const offered = deviceMemory ? Math.min(DEFAULT_OFFER * 4, (deviceMemory * 2 ** 30) / 4) : DEFAULT_OFFER;
+  view.offered = offered;
   const stores = new Map<string, MemoryWeights>();
-  const host = new ExpertHost(backend, { atHand: () => null, store: (id) => stores.get(id) ?? stores.set(id, new MemoryWeights(id)).get(id)! }, () => offered, log);
+  const host = new ExpertHost(backend, { atHand: () => null, store: (id) => stores.get(id) ?? stores.set(id, new MemoryWeights(id)).get(id)! }, () => offered, log, { kind: "browser", userAgent: navigator.userAgent });
   let current: DeviceSession | null = null;
+  let socket: WebSocket | null = null;
+  const send = (m: Message) => {
+    if (socket) view.bytesOut += sendFrame(socket, m);
+  };
+  const wakeLock = new ScreenWakeLock();
+  // hidden or frozen: tell the base station this device is leaving; it closes the connection once the calls in flight are answered
+  const life = new PageLife((why) => {
+    log(`${why}: leaving the base station after the calls in flight`);
+    show("away", `${why}: left ${location.host}; rejoins when shown again`);
+    wakeLock.release();
+    if (current?.welcomed) send({ type: "leave", reason: why });
+    else if (socket) closeWith(socket, CLOSE.normal, why);
+  });
+  let battery: (() => Battery) | null = null;
+  const heartbeat = () => {
+    const b = battery?.();
+    if (b) view.battery = `${Math.round(b.level * 100)} %${b.charging ? ", charging" : ""}`;
+    if (current?.welcomed) send({ type: "heartbeat", ...(b ? { battery: b } : {}) });
+  };
+  battery = await openBattery(heartbeat);
+  setInterval(() => {
+    heartbeat();
+    // the link's round trip, as a request to the base station takes it
+    const t0 = performance.now();
+    fetch(location.pathname, { method: "HEAD", cache: "no-store" }).then(() => (view.roundTripMs = performance.now() - t0), () => (view.roundTripMs = null));
+  }, HEARTBEAT_MS);
+  let lastCalls = 0;
+  setInterval(() => {
+    view.callsPerSecond = view.calls - lastCalls;
+    lastCalls = view.calls;
+  }, 1000);
   setInterval(() => {
     view.experts = host.holds().length;
     view.weightBytes = [...stores.values()].reduce((n, s) => n + s.bytes, 0);
-    if (current?.readied && view.state === "joining") show("serving", `serving ${location.host} as ${name}`);
+    if (current?.readied && view.state === "joining") {
+      show("serving", `serving ${location.host} as ${name}`);
+      heartbeat();
+      void wakeLock.hold();
+    }
+    view.wakeLock = wakeLock.state;
     render();
   }, 100);
   const backoff = new Backoff();
   for (;;) {
+    await life.shown();
     show("joining", `joining ${location.host} as ${name}`);
     const end = await connect((ws) => {
+      socket = ws;
       current = new DeviceSession(
         host,
         {
           send: (m) => {
-            sendFrame(ws, m);
-            if (m.type === "result") view.calls++;
+            const sent = sendFrame(ws, m);
+            view.bytesOut += sent;
+            // a call is answered by its result, or an error naming it
+            if (sent > 0 && (m.type === "result" || (m.type === "error" && m.id !== undefined))) {
+              view.inFlight--;
+              if (m.type === "result") view.calls++;
+            }
           },
           close: (code, reason) => closeWith(ws, code, reason),
         },
@@ -121,6 +191,11 @@ async function main(): Promise<void> {
       return current;
     });
     if ("refused" in end) throw new Error(end.refused);
+    if (life.isAway) {
+      log(`left the base station (${end.lost}); rejoining when shown again`);
+      backoff.reset();
+      continue;
+    }
     if (end.readied) backoff.reset();
     const wait = backoff.next();
     log(`${end.lost}; reconnecting in ${(wait / 1000).toFixed(1)} s`);

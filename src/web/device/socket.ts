@@ -4,8 +4,12 @@
 import { decodeFrame, encodeFrame, type Message } from "../../protocol/frames.js";
 import { CLOSE } from "../../protocol/socket.js";
 
-export function sendFrame(ws: WebSocket, m: Message): void {
-  if (ws.readyState === WebSocket.OPEN) ws.send(encodeFrame(m) as Uint8Array<ArrayBuffer>);
+/** Sends `m` where the connection is open; the bytes sent (0: not sent). */
+export function sendFrame(ws: WebSocket, m: Message): number {
+  if (ws.readyState !== WebSocket.OPEN) return 0;
+  const frame = encodeFrame(m) as Uint8Array<ArrayBuffer>;
+  ws.send(frame);
+  return frame.length;
 }
 
 /** Closes with `code` (1000 where a browser may not use it) and `reason` made printable ASCII and cut to the 123 bytes a close frame holds. */
