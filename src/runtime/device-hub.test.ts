@@ -371,6 +371,33 @@ test("hello.holds: placement keeps the experts a device still holds (pairs not o
   });
 });
 
+test("replica choice spares a device on low battery: with replicas 2, a phone running down is no expert's first host and gets no call; charging, it serves again", async () => {
+  await withBench(1, { replicas: 2 }, async ({ hub, serves }) => {
+    const phone = await peer(hub.url);
+    let battery = { level: 0.1, charging: false };
+    phone.ws.on("message", (d: Buffer) => {
+      const m = decodeFrame(new Uint8Array(d));
+      if (m.type !== "assign") return;
+      phone.ws.send(encodeFrame({ type: "heartbeat", battery }));
+      phone.ws.send(encodeFrame({ type: "ready", experts: m.experts }));
+    });
+    phone.ws.send(hello("phone", { capabilities: { ...CAPS, memoryBytes: 1e9, kind: "browser", userAgent: "Mozilla/5.0 (Linux; Android 14)" } }));
+    await until(() => hub.placed.length === 2 && hub.status().state === "ok", "the phone placed beside d0");
+    const experts = [0, 1].flatMap((l) => [0, 1, 2, 3].map((e) => [l, e] as const));
+    const firstHosts = () => experts.map(([l, e]) => hub.hostOf(l, e));
+    assert.deepEqual(firstHosts(), experts.map(() => "d0"), "on low battery, d0 is every expert's first host");
+    await serves();
+    assert.deepEqual(phone.got.filter((m) => m.type === "call"), [], "and the phone is sent no call");
+    const status = hub.status().devices.find((d) => d.name === "phone")!;
+    assert.deepEqual([status.kind, status.userAgent, status.battery], ["browser", "Mozilla/5.0 (Linux; Android 14)", battery], "status says what it is and its battery");
+
+    battery = { level: 0.1, charging: true };
+    phone.ws.send(encodeFrame({ type: "heartbeat", battery }));
+    await until(() => firstHosts().includes("phone"), "charging, the phone is some experts' first host again");
+    phone.ws.close();
+  });
+});
+
 test("a peer that reconnects in a loop costs a bounded log and few placements; the placed device is not sent its share again", async () => {
   await withBench(0, {}, async (b) => {
     const assigns: number[] = [];

@@ -160,12 +160,7 @@ export class DeviceHub {
     const checks = this.referee
       ? new SpotChecks({ rate: opts.verifyRate!, tolerance: resultTolerance(opts.wireDType, opts.weightDType), wireDType: opts.wireDType, hidden: model.cfg.hidden }, this.referee, (d, why, wrong) => this.quarantine(d, why, wrong))
       : null;
-    // each expert's hosts in the placement's order, those on low battery last (policies/replica.ts)
-    const hostsOf = (l: number, e: number) => {
-      const hosts = this.placer.hostsOf(l, e);
-      return hosts && sparingLowBattery(hosts, (d) => d.battery);
-    };
-    this.failover = new Failover(hostsOf, this.calls, (d, why, wrong) => this.quarantine(d, why, wrong), bounds, checks, model.cfg.hidden);
+    this.failover = new Failover((l, e) => this.hostsOf(l, e), this.calls, (d, why, wrong) => this.quarantine(d, why, wrong), bounds, checks, model.cfg.hidden);
     const failover = this.failover;
     this.executor = {
       dispatch: (calls) => failover.dispatch(calls),
@@ -248,9 +243,15 @@ export class DeviceHub {
     });
   }
 
+  /** An expert's hosts in the order calls try them: the placement's, those on low battery last (policies/replica.ts); null: no placement yet. */
+  private hostsOf(layer: number, expert: number): readonly Device[] | null {
+    const hosts = this.placer.hostsOf(layer, expert);
+    return hosts && sparingLowBattery(hosts, (d) => d.battery);
+  }
+
   /** The device that serves (layer, expert) now: its first ready host. */
   hostOf(layer: number, expert: number): string | undefined {
-    return this.placer.hostsOf(layer, expert)?.find((d) => d.ready)?.name;
+    return this.hostsOf(layer, expert)?.find((d) => d.ready)?.name;
   }
 
   /** Names of the devices the placement in use refers to. */
@@ -274,7 +275,7 @@ export class DeviceHub {
    * link, shaped like its calls.
    */
   pullExpert(layer: number, expert: number): Promise<HeldExpert> {
-    const device = this.placer.hostsOf(layer, expert)?.find((d) => d.ready);
+    const device = this.hostsOf(layer, expert)?.find((d) => d.ready);
     if (!device) return Promise.reject(new Error(`no live device holds expert ${expert} of layer ${layer}`));
     return this.calls.pull(device, layer, expert);
   }
