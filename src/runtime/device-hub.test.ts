@@ -398,6 +398,31 @@ test("replica choice spares a device on low battery: with replicas 2, a phone ru
   });
 });
 
+test("a device that says it is leaving keeps its share until the others hold it, then is routed nothing, and is closed once its call in flight is answered (replicas 1: no call lost)", async () => {
+  await withBench(1, {}, async ({ hub, serves }) => {
+    const phone = await fakeDevice(hub.url, "phone", { capabilities: { ...CAPS, memoryBytes: 1e9 } });
+    await until(() => hub.placed.length === 2 && hub.status().state === "ok", "the phone placed beside d0");
+    const [layer, expert] = [0, 1].flatMap((l) => [0, 1, 2, 3].map((e) => [l, e] as const)).find(([l, e]) => hub.hostOf(l, e) === "phone")!;
+    const [call] = hub.executor.dispatch([{ layer, expert, rows: 1, input: new Float32Array(64).fill(0.5) }]);
+    await until(() => phone.got.find((m) => m.type === "call"), "a call in flight on the phone");
+    phone.ws.send(encodeFrame({ type: "leave", reason: "the page was hidden" }));
+    await until(() => hub.placed.length === 1, "its experts placed on d0 alone");
+    assert.equal(hub.hostOf(layer, expert), "d0", "and routed there");
+    await until(() => hub.status().devices.find((d) => d.name === "phone")?.ready === false, "the phone routed nothing more");
+    await sleep(200); // ten looks at the leaving device: it must stay connected while its call is in flight
+    assert.equal(phone.ws.readyState, WebSocket.OPEN, "still connected: its call is in flight");
+    assert.ok(hub.status().devices.find((d) => d.name === "phone")?.leaving, "and leaving");
+    const asked = phone.got.find((m) => m.type === "call")!;
+    assert.ok(asked.type === "call");
+    const output = Float32Array.from({ length: 64 }, (_, i) => 0.01 * (i + 1));
+    phone.ws.send(encodeFrame({ type: "result", id: asked.id, experts: asked.experts, hidden: 64, dtype: "f32", computeMs: 1, payload: new Uint8Array(output.buffer) }));
+    assert.deepEqual([...(await call!).output], [...output], "its answer is taken");
+    assert.deepEqual(await phone.closed, { code: 1000, reason: "goodbye" }, "then it is let go");
+    assert.equal(phone.got.filter((m) => m.type === "call").length, 1, "and was sent no other call");
+    await serves();
+  });
+});
+
 test("a peer that reconnects in a loop costs a bounded log and few placements; the placed device is not sent its share again", async () => {
   await withBench(0, {}, async (b) => {
     const assigns: number[] = [];
