@@ -16,6 +16,7 @@ import { newJoinToken } from "../protocol/handshake.js";
 import { initModel } from "../model/init-model.js";
 import { ExpertsUnavailable } from "../moe/executor.js";
 import { decodeFrame, encodeFrame, type Capabilities, type Message } from "../protocol/frames.js";
+import { ServerMetrics } from "../server/metrics.js";
 import { until } from "../testing/until.js";
 
 const PROMPT = "hostile peers";
@@ -390,6 +391,13 @@ test("replica choice spares a device on low battery: with replicas 2, a phone ru
     assert.deepEqual(phone.got.filter((m) => m.type === "call"), [], "and the phone is sent no call");
     const status = hub.status().devices.find((d) => d.name === "phone")!;
     assert.deepEqual([status.kind, status.userAgent, status.battery], ["browser", "Mozilla/5.0 (Linux; Android 14)", battery], "status says what it is and its battery");
+    const metrics = new ServerMetrics(() => ({ waiting: 0, active: 0 }), () => ({ calls: 0, failed_calls: 0, dropped_slots: 0, dropped_weight: 0, retries: 0 }));
+    metrics.describeDevices(() => hub.status().devices);
+    const text = await metrics.text();
+    assert.match(text, /^distmoe_device_info\{device="d0",kind="node",user_agent=""\} 1$/m);
+    assert.match(text, /^distmoe_device_info\{device="phone",kind="browser",user_agent="Mozilla\/5.0 \(Linux; Android 14\)"\} 1$/m);
+    assert.match(text, /^distmoe_device_battery_level\{device="phone",charging="false"\} 0.1$/m);
+    assert.doesNotMatch(text, /distmoe_device_battery_level\{device="d0"/, "a device without a battery has no battery series");
 
     battery = { level: 0.1, charging: true };
     phone.ws.send(encodeFrame({ type: "heartbeat", battery }));
