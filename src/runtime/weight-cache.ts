@@ -38,12 +38,12 @@ export class WeightCache implements WeightStore {
     return entry(this.dir, `${name}.safetensors`);
   }
 
-  has(name: string): boolean {
+  async has(name: string): Promise<boolean> {
     return existsSync(this.file(name));
   }
 
   /** SHA-256 of each of these tensors that the cache holds intact (ggml blocks: of the type and shape they claim). */
-  checksums(names: readonly string[]): Record<string, string> {
+  async checksums(names: readonly string[]): Promise<Record<string, string>> {
     const out: Record<string, string> = {};
     for (const name of names) {
       if (!existsSync(this.file(name))) continue;
@@ -64,7 +64,7 @@ export class WeightCache implements WeightStore {
   }
 
   /** Keeps a [rows, cols] tensor whose `data` the caller has checked against `dtype` and `shape`. */
-  put(name: string, dtype: SourceDType, shape: readonly [number, number], data: Uint8Array): void {
+  async put(name: string, dtype: SourceDType, shape: readonly [number, number], data: Uint8Array): Promise<void> {
     const tmp = `${this.file(name)}.${process.pid}.tmp`;
     const head = isGgmlBlockType(dtype)
       ? safetensorsHeader([{ name, dtype: "U8", shape: [data.length] }], { [BLOCK_TYPE]: dtype, [BLOCK_SHAPE]: shape.join(",") })
@@ -74,7 +74,7 @@ export class WeightCache implements WeightStore {
   }
 
   /** The cached tensors `names`, ggml blocks with their own type and shape again; each checked as the loader needs it. */
-  open(names: readonly string[]): TensorStore {
+  async open(names: readonly string[]): Promise<TensorStore> {
     const ck = Checkpoint.fromFiles(this.dir, names.map((n) => this.file(n)));
     const index = new Map<string, StoredTensor>();
     try {

@@ -53,10 +53,11 @@ test("brown-moe on 2 device processes and 2 browser tabs, over TLS: the single-p
     assert.match((await page.textContent("#detail")) ?? "", /^the base station refused this device: not admitted: no join token presented/);
     assert.equal(await page.evaluate(() => crossOriginIsolated), true, "the page is cross-origin isolated (its kernels' shared memory needs it)");
 
-    const tabs = await Promise.all([0, 1].map(async () => {
+    // one browser profile: each tab is its own device by its name (a page keeps an identity per name)
+    const tabs = await Promise.all([0, 1].map(async (i) => {
       const tab = await browser.context.newPage();
       tab.on("console", (m) => lines.push(`[tab] ${m.text()}`));
-      await tab.goto(`https://127.0.0.1:${port}/device#token=${token}`);
+      await tab.goto(`https://127.0.0.1:${port}/device#token=${token}&name=browser-tab${i}`);
       return tab;
     }));
     await Promise.race([hub.start(4), devices.failed]);
