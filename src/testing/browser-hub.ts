@@ -29,6 +29,7 @@ export async function startBrowserHub(hubOptions: Omit<HubOptions, "browserDevic
     hub,
     port: (server.address() as AddressInfo).port,
     fingerprint: tls.fingerprint,
+    /** closes the hub (its devices are told the base station leaves) and the server */
     close: async () => {
       await hub.close();
       server.closeAllConnections();

@@ -65,6 +65,11 @@ test("a tab closed mid-generation leaves the output whole (replicas 2); reopened
     assert.deepEqual(await greedy(), want);
     assert.ok(device("browser-a")!.calls > 0, "the reopened tab serves");
 
+    // the memory it offers, set on the page, is kept for its next visit
+    await again.fill("#memory", "2048");
+    await again.dispatchEvent("#memory", "change");
+    await until(async () => /will offer 2048 MiB from the next time this page joins/.test(await log(again)), "the setting to be kept");
+
     // one cached tensor damaged while the tab is closed (through the other tab: the same origin's storage)
     await again.close({ runBeforeUnload: false });
     await until(() => !device("browser-a"), "the base station to see browser-a leave again");
@@ -88,6 +93,8 @@ test("a tab closed mid-generation leaves the output whole (replicas 2); reopened
     await serving(third);
     assert.equal(device("browser-a")!.weightBytes, damaged.bytes, `only ${damaged.name} was streamed again`);
     assert.equal(await third.getAttribute("#weights", "data-bytes"), String(damaged.bytes));
+    assert.match(await log(third), /offers 2048\.0 MiB for experts: this page's setting/);
+    assert.equal(await third.inputValue("#memory"), "2048");
     assert.match(await log(third), new RegExp(`the cached ${damaged.name.replace(/\./g, "\\.")} is damaged \\(checksum`));
     assert.deepEqual(await greedy(), want);
   } catch (e) {
