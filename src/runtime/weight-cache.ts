@@ -6,7 +6,7 @@
 // ggml blocks from a GGUF file (Q8_0 …), which safetensors has no dtype for, are kept as bytes (U8) with
 // their type and shape in the file's metadata, and read back as that type.
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, renameSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import type { SourceDType } from "../kernels/backend.js";
 import { isGgmlBlockType } from "../kernels/ggml-blocks.js";
@@ -69,7 +69,14 @@ export class WeightCache implements WeightStore {
     const head = isGgmlBlockType(dtype)
       ? safetensorsHeader([{ name, dtype: "U8", shape: [data.length] }], { [BLOCK_TYPE]: dtype, [BLOCK_SHAPE]: shape.join(",") })
       : safetensorsHeader([{ name, dtype, shape }]);
-    writeFileSync(tmp, Buffer.concat([head, data]));
+    // header and bytes written one after the other: no copy of the tensor is made to join them
+    const fd = openSync(tmp, "w");
+    try {
+      writeFileSync(fd, head);
+      writeFileSync(fd, data);
+    } finally {
+      closeSync(fd);
+    }
     renameSync(tmp, this.file(name));
   }
 

@@ -89,6 +89,8 @@ function opfsEntries(root: FileSystemDirectoryHandle, modelId: string): Entries 
 
 /** Where a model's streamed weights are kept: OPFS, or IndexedDB where this browser has no OPFS. */
 export async function weightEntries(): Promise<{ kind: string; of(modelId: string): Entries }> {
+  // asks the browser not to evict the origin's storage under pressure (it may decline: the cache is then best effort)
+  await navigator.storage?.persist?.().catch(() => false);
   try {
     const root = await navigator.storage.getDirectory();
     return { kind: "the Origin Private File System", of: (id) => opfsEntries(root, id) };
