@@ -2,7 +2,8 @@
 // hold every expert (replicas 2). Closing one in the middle of a generation leaves the output the
 // single-process engine's; reopening it is the same device (its identity is kept), which rejoins from the
 // weights it keeps in the Origin Private File System without the base station streaming them again and
-// serves again; a cached tensor damaged while it was closed is the one streamed again.
+// serves again; a cached tensor damaged while it was closed is the one streamed again. A browser without
+// OPFS keeps its weights in IndexedDB, and rejoins from them as well.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { Page } from "playwright-core";
@@ -30,8 +31,10 @@ test("a tab closed mid-generation leaves the output whole (replicas 2); reopened
   const engine = Engine.load(brown.path, { dtype: "f32", executor: hub.executor });
   const greedy = async () => (await engine.generate(engine.tokenizer.encode(PROMPT), { temperature: 0, maxTokens: TOKENS })).tokens;
   const device = (name: string) => hub.status().devices.find((d) => d.name === name);
+  // browser-b is a browser without OPFS: it keeps its weights in IndexedDB
   const open = async (name: string): Promise<Page> => {
     const tab = await browser.context.newPage();
+    if (name === "browser-b") await tab.addInitScript(() => delete (StorageManager.prototype as Partial<StorageManager>).getDirectory);
     tab.on("console", (m) => lines.push(`[${name}] ${m.text()}`));
     await tab.goto(`https://127.0.0.1:${bs.port}/device#token=${token}&name=${name}`);
     return tab;
@@ -70,10 +73,8 @@ test("a tab closed mid-generation leaves the output whole (replicas 2); reopened
     await again.dispatchEvent("#memory", "change");
     await until(async () => /will offer 2048 MiB from the next time this page joins/.test(await log(again)), "the setting to be kept");
 
-    // one cached tensor damaged while the tab is closed (through the other tab: the same origin's storage)
-    await again.close({ runBeforeUnload: false });
-    await until(() => !device("browser-a"), "the base station to see browser-a leave again");
-    const damaged = await tab1!.evaluate(async () => {
+    // one cached tensor damaged (the tab has loaded it: it reads the cache again only when reopened)
+    const damaged = await again.evaluate(async () => {
       const models = await (await navigator.storage.getDirectory()).getDirectoryHandle("weights");
       for await (const [, model] of models as unknown as AsyncIterable<[string, FileSystemDirectoryHandle]>) {
         for await (const [name, entry] of model as unknown as AsyncIterable<[string, FileSystemFileHandle]>) {
@@ -88,6 +89,8 @@ test("a tab closed mid-generation leaves the output whole (replicas 2); reopened
       }
       throw new Error("no cached tensor");
     });
+    await again.close({ runBeforeUnload: false });
+    await until(() => !device("browser-a"), "the base station to see browser-a leave again");
     const third = await open("browser-a");
     await until(() => device("browser-a")?.ready && device("browser-a")!.experts === first.experts, "browser-a to load every expert once more");
     await serving(third);
@@ -97,6 +100,16 @@ test("a tab closed mid-generation leaves the output whole (replicas 2); reopened
     assert.equal(await third.inputValue("#memory"), "2048");
     assert.match(await log(third), new RegExp(`the cached ${damaged.name.replace(/\./g, "\\.")} is damaged \\(checksum`));
     assert.deepEqual(await greedy(), want);
+
+    // the tab that keeps its weights in IndexedDB rejoins from them too
+    assert.match(await log(tab1!), /weights are kept in IndexedDB/);
+    await tab1!.close({ runBeforeUnload: false });
+    await until(() => !device("browser-b"), "the base station to see browser-b leave");
+    const b = await open("browser-b");
+    await until(() => device("browser-b")?.ready && device("browser-b")!.experts === first.experts, "browser-b to load every expert again");
+    await serving(b);
+    assert.equal(device("browser-b")!.weightBytes, 0, "nothing was streamed to the reopened browser-b");
+    assert.match(await log(b), /weights are kept in IndexedDB/);
   } catch (e) {
     process.stderr.write(`${lines.join("\n")}\n`);
     throw e;
