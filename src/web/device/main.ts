@@ -2,21 +2,21 @@
 // speaks the device protocol through the same core as the Node device (runtime/device-core.ts) and
 // computes with the same AssemblyScript kernels, compiled from the .wasm the base station serves. The
 // join token comes in the URL's fragment (/device#token=…), which the browser never sends to a server.
-// This first step computes on one thread (the page thread) and keeps streamed weights in memory.
+// It computes on one thread (the page thread); streamed weights and its identity are kept in the origin's
+// storage (storage.ts), so a reopened page is the same device and downloads only what it lacks.
 import { Backoff } from "../../runtime/backoff.js";
 import { DeviceSession, ExpertHost, mib, printable } from "../../runtime/device-core.js";
 import { WasmBackend } from "../../kernels/wasm/wasm-backend.js";
 import type { KernelModule, SimdVariant } from "../../kernels/wasm/module.js";
-import { newIdentity } from "../../protocol/handshake.js";
 import { CLOSE } from "../../protocol/socket.js";
 import { safeName } from "../../protocol/names.js";
-import { MemoryWeights } from "./memory-weights.js";
+import { BrowserWeights } from "./browser-weights.js";
+import { offeredMemory, parseSetting, SETTING_KEY } from "./memory-offer.js";
 import { closeWith, receiveFrames, sendFrame } from "./socket.js";
+import { keptIdentity, weightEntries } from "./storage.js";
 
 /** Pages (64 KiB) per kernel arena: 1 GiB, of address space a phone's browser can reserve; more arenas are made as weights need them. */
 const ARENA_PAGES = 16384;
-/** Memory offered for expert weights where the browser does not say how much it has (navigator.deviceMemory). */
-const DEFAULT_OFFER = 1 << 30;
 /** Lines of the log kept on the page. */
 const LOG_LINES = 200;
 
@@ -33,6 +33,7 @@ function render(): void {
   $("experts").textContent = String(view.experts);
   $("calls").textContent = String(view.calls);
   $("weights").textContent = mib(view.weightBytes);
+  $("weights").dataset.bytes = String(view.weightBytes);
 }
 
 function show(state: State, detail: string): void {
@@ -81,6 +82,20 @@ function connect(session: (ws: WebSocket) => DeviceSession): Promise<Ending> {
   });
 }
 
+/** The memory offered to expert weights (memory-offer.ts); the page's field shows it and keeps a change for the next join. */
+function memorySetting(): number {
+  const input = $("memory") as HTMLInputElement;
+  const offer = offeredMemory(localStorage.getItem(SETTING_KEY), (navigator as Navigator & { deviceMemory?: number }).deviceMemory);
+  log(`offers ${mib(offer.bytes)} for experts: ${offer.from}`);
+  input.value = String(Math.round(offer.bytes / 2 ** 20));
+  input.addEventListener("change", () => {
+    if (parseSetting(input.value) === null) return log(`${printable(input.value)} MiB is not a memory this page can offer (${input.min}–${input.max} MiB)`);
+    localStorage.setItem(SETTING_KEY, input.value.trim());
+    log(`will offer ${input.value.trim()} MiB from the next time this page joins (reload it to apply)`);
+  });
+  return offer.bytes;
+}
+
 async function main(): Promise<void> {
   const params = new URLSearchParams(location.hash.slice(1));
   const token = params.get("token") || undefined;
@@ -88,17 +103,18 @@ async function main(): Promise<void> {
   const kernels = await loadKernels();
   const backend = new WasmBackend({ threads: 1, kernels, arenaPages: ARENA_PAGES });
   log(`kernels: wasm (${backend.variant} SIMD, 1 thread)`);
-  const identity = await newIdentity();
+  const { identity, made } = await keptIdentity(params.get("name") ?? "");
   const name = safeName(params.get("name") ?? `browser-${identity.key.slice(0, 8)}`);
-  log(`device ${name}, identity ${identity.fingerprint} (new for this page)`);
-  const deviceMemory = (navigator as Navigator & { deviceMemory?: number }).deviceMemory;
-  const offered = deviceMemory ? Math.min(DEFAULT_OFFER * 4, (deviceMemory * 2 ** 30) / 4) : DEFAULT_OFFER;
-  const stores = new Map<string, MemoryWeights>();
-  const host = new ExpertHost(backend, { atHand: () => null, store: (id) => stores.get(id) ?? stores.set(id, new MemoryWeights(id)).get(id)! }, () => offered, log);
+  log(`device ${name}, identity ${identity.fingerprint} (${made ? "new, kept for this page's next visits" : "kept from an earlier visit"})`);
+  const offered = memorySetting();
+  const entries = await weightEntries();
+  log(`weights are kept in ${entries.kind}`);
+  const stores = new Map<string, BrowserWeights>();
+  const host = new ExpertHost(backend, { atHand: () => null, store: (id) => stores.get(id) ?? stores.set(id, new BrowserWeights(entries.of(id), log)).get(id)! }, () => offered, log);
   let current: DeviceSession | null = null;
   setInterval(() => {
     view.experts = host.holds().length;
-    view.weightBytes = [...stores.values()].reduce((n, s) => n + s.bytes, 0);
+    view.weightBytes = [...stores.values()].reduce((n, s) => n + s.received, 0);
     if (current?.readied && view.state === "joining") show("serving", `serving ${location.host} as ${name}`);
     render();
   }, 100);
