@@ -23,15 +23,18 @@ export const mib = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(1)} M
 /** Text from the base station, made safe for one log line. */
 export const printable = (s: string): string => s.replace(/[\u0000-\u001f\u007f-\u009f]/g, "?").slice(0, 200);
 
-/** Where a device keeps the weights streamed to it, per model: files (runtime/weight-cache.ts) or memory (a page). */
+/**
+ * Where a device keeps the weights streamed to it, per model: files (runtime/weight-cache.ts) or a page's
+ * storage (web/device/browser-weights.ts). Asynchronous: a browser's storage is.
+ */
 export interface WeightStore {
   /** SHA-256 of each of these tensors that the store holds intact: what the base station need not resend. */
-  checksums(names: readonly string[]): Record<string, string>;
+  checksums(names: readonly string[]): Promise<Record<string, string>>;
   /** Keeps a [rows, cols] tensor whose `data` the caller has checked against `dtype`, `shape` and `sha256`. */
-  put(name: string, dtype: SourceDType, shape: readonly [number, number], data: Uint8Array, sha256: string): void;
-  has(name: string): boolean;
+  put(name: string, dtype: SourceDType, shape: readonly [number, number], data: Uint8Array, sha256: string): Promise<void>;
+  has(name: string): Promise<boolean>;
   /** The tensors `names`, for the weight loader. */
-  open(names: readonly string[]): TensorStore;
+  open(names: readonly string[]): Promise<TensorStore>;
 }
 
 /** Where a device's weights come from. */
@@ -145,7 +148,8 @@ export class ExpertHost {
     const store = this.supply.store(m.modelId);
     const tensors = planTensors(cfg, true, holdsExpert).specs.filter((s) => s.expert);
     await session.fetch(store, wanted, tensors);
-    const missing = tensors.filter((t) => !store.has(t.name));
+    const held = await Promise.all(tensors.map((t) => store.has(t.name)));
+    const missing = tensors.filter((_, i) => !held[i]);
     if (missing.length > 0) throw new Error(`the base station said the weights were sent, but ${missing.length} tensors never came (${missing[0]!.name}, …)`);
     return store.open(tensors.map((t) => t.name));
   }
@@ -334,11 +338,11 @@ export class DeviceSession {
 
   /** Asks for the tensors `store` lacks; resolves when the base station says all are sent. */
   private fetch(store: WeightStore, experts: ReadonlyArray<[number, number]>, tensors: readonly Wanted[]): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
+    return store.checksums(tensors.map((t) => t.name)).then((have) => new Promise<void>((resolve, reject) => {
       if (this.isClosed) return reject(new Error("the base station went away"));
       this.fetching = { store, shapes: new Map(tensors.map((t) => [t.name, t.shape])), resolve, reject };
-      this.send({ type: "fetch", experts: [...experts], have: store.checksums(tensors.map((t) => t.name)) });
-    }).finally(() => (this.fetching = null));
+      this.send({ type: "fetch", experts: [...experts], have });
+    }).finally(() => (this.fetching = null)));
   }
 
   /** A streamed tensor: one asked for, in the shape asked, intact; kept in the store. */
@@ -352,7 +356,7 @@ export class DeviceSession {
     const sum = await sha256Hex(m.payload);
     if (sum !== m.sha256) return fetching.reject(new Error(`weights ${m.name} arrived damaged (checksum ${sum}, expected ${m.sha256})`));
     try {
-      fetching.store.put(m.name, m.dtype, m.shape, m.payload, sum);
+      await fetching.store.put(m.name, m.dtype, m.shape, m.payload, sum);
     } catch (e) {
       fetching.reject(new Error(`cannot cache ${m.name}: ${(e as Error).message}`));
     }

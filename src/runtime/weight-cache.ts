@@ -6,7 +6,7 @@
 // ggml blocks from a GGUF file (Q8_0 …), which safetensors has no dtype for, are kept as bytes (U8) with
 // their type and shape in the file's metadata, and read back as that type.
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, renameSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import type { SourceDType } from "../kernels/backend.js";
 import { isGgmlBlockType } from "../kernels/ggml-blocks.js";
@@ -38,12 +38,12 @@ export class WeightCache implements WeightStore {
     return entry(this.dir, `${name}.safetensors`);
   }
 
-  has(name: string): boolean {
+  async has(name: string): Promise<boolean> {
     return existsSync(this.file(name));
   }
 
   /** SHA-256 of each of these tensors that the cache holds intact (ggml blocks: of the type and shape they claim). */
-  checksums(names: readonly string[]): Record<string, string> {
+  async checksums(names: readonly string[]): Promise<Record<string, string>> {
     const out: Record<string, string> = {};
     for (const name of names) {
       if (!existsSync(this.file(name))) continue;
@@ -64,17 +64,24 @@ export class WeightCache implements WeightStore {
   }
 
   /** Keeps a [rows, cols] tensor whose `data` the caller has checked against `dtype` and `shape`. */
-  put(name: string, dtype: SourceDType, shape: readonly [number, number], data: Uint8Array): void {
+  async put(name: string, dtype: SourceDType, shape: readonly [number, number], data: Uint8Array): Promise<void> {
     const tmp = `${this.file(name)}.${process.pid}.tmp`;
     const head = isGgmlBlockType(dtype)
       ? safetensorsHeader([{ name, dtype: "U8", shape: [data.length] }], { [BLOCK_TYPE]: dtype, [BLOCK_SHAPE]: shape.join(",") })
       : safetensorsHeader([{ name, dtype, shape }]);
-    writeFileSync(tmp, Buffer.concat([head, data]));
+    // header and bytes written one after the other: no copy of the tensor is made to join them
+    const fd = openSync(tmp, "w");
+    try {
+      writeFileSync(fd, head);
+      writeFileSync(fd, data);
+    } finally {
+      closeSync(fd);
+    }
     renameSync(tmp, this.file(name));
   }
 
   /** The cached tensors `names`, ggml blocks with their own type and shape again; each checked as the loader needs it. */
-  open(names: readonly string[]): TensorStore {
+  async open(names: readonly string[]): Promise<TensorStore> {
     const ck = Checkpoint.fromFiles(this.dir, names.map((n) => this.file(n)));
     const index = new Map<string, StoredTensor>();
     try {

@@ -130,11 +130,12 @@ class GraphBuilder {
     this.be.bindResult(result, t);
     return result;
   }
-  /** The weights as one 3-D tensor [cols, rows, weights.length] (see NativeBackend.stackAddress). */
+  /** Buffers the graph's weight stacks need, freed with the graph. */
+  readonly stackBuffers: Ptr[] = [];
+  /** The weights as one 3-D tensor [cols, rows, weights.length] (see NativeBackend.stackOf). */
   stack(weights: readonly WeightTensor[]): Ptr {
     return this.be.stackTensor(this.ctx, weights, this.stackBuffers);
   }
-  readonly stackBuffers: Ptr[] = [];
   /** A view (of a bound tensor) made usable: ggml gives views no buffer until initialised. */
   view(v: Ptr): Ptr {
     this.be.viewInit(v);
@@ -794,10 +795,8 @@ export class NativeBackend implements Backend {
   private build(work: number, nodes: number, builds: ReadonlyArray<(b: GraphBuilder) => void>): Graph {
     const g = this.g;
     const ctx = g.init({ mem_size: g.tensorOverhead() * nodes * 2 + g.graphOverheadCustom(nodes, false) + 4096, mem_buffer: null, no_alloc: true });
-    let stackBuffers: Ptr[] = [];
+    const b = new GraphBuilder(this, ctx);
     try {
-      const b = new GraphBuilder(this, ctx);
-      stackBuffers = b.stackBuffers;
       for (const build of builds) build(b);
       const graph = g.newGraphCustom(ctx, nodes, false);
       for (const t of b.outputs) g.buildForward(graph, t);
@@ -805,7 +804,7 @@ export class NativeBackend implements Backend {
       const buffer = g.allocCtxTensorsFromBuft(ctx, this.cpuBuft);
       return { ctx, graph, buffer, stackBuffers: b.stackBuffers, work, pooledNs: NaN, singleNs: NaN };
     } catch (e) {
-      for (const buf of stackBuffers) g.bufferFree(buf);
+      for (const buf of b.stackBuffers) g.bufferFree(buf);
       g.free(ctx);
       throw e;
     }
@@ -1096,6 +1095,7 @@ export class NativeBackend implements Backend {
       let sum = b.into(k === 1 ? g.cont(b.ctx, slot(0)) : g.add(b.ctx, slot(0), slot(1)), out);
       for (let i = 2; i < k; i++) sum = b.into(g.add(b.ctx, sum, slot(i)), out);
       b.outputs.push(sum);
+      // about 25 + 2k tensors: room for them all as nodes
     }, 32 + 2 * k);
     return true;
   }

@@ -4,24 +4,17 @@
 // single-process engine's; a tab without the token is refused.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import https from "node:https";
-import type { AddressInfo } from "node:net";
-import { createAdaptorServer } from "@hono/node-server";
-import { DeviceHub } from "../../runtime/device-hub.js";
 import { Engine } from "../../runtime/engine.js";
 import { spawnLocalDevices } from "../../runtime/local-cluster.js";
 import { newJoinToken } from "../../protocol/handshake.js";
-import { createApp } from "../../server/app.js";
-import { makeSelfSigned } from "../../server/tls.js";
-import { ServerMetrics } from "../../server/metrics.js";
 import { browserSkip, launchBrowser } from "../../testing/browser.js";
+import { startBrowserHub } from "../../testing/browser-hub.js";
 import { sharedPath } from "../../testing/shared.js";
 import { until } from "../../testing/until.js";
 
 const brown = sharedPath("models/brown-moe");
 const PROMPT = "The jury said it did find that many of Georgia's registration and election laws";
 const TOKENS = 24;
-const NO_USAGE = { calls: 0, failed_calls: 0, dropped_slots: 0, dropped_weight: 0, retries: 0 };
 
 async function greedy(engine: Engine): Promise<number[]> {
   return (await engine.generate(engine.tokenizer.encode(PROMPT), { temperature: 0, maxTokens: TOKENS })).tokens;
@@ -34,14 +27,9 @@ test("brown-moe on 2 device processes and 2 browser tabs, over TLS: the single-p
 
   const token = newJoinToken();
   const lines: string[] = [];
-  const metrics = new ServerMetrics(() => ({ waiting: 0, active: 0 }), () => NO_USAGE);
-  const app = createApp({ engine: () => undefined, modelName: "brown-moe", metrics, devicePage: true });
-  const tls = await makeSelfSigned(["127.0.0.1"]);
-  const server = createAdaptorServer({ fetch: app.fetch, createServer: https.createServer, serverOptions: { cert: tls.cert, key: tls.key, minVersion: "TLSv1.3" } }) as https.Server;
-  const hub = DeviceHub.attach(server, { model: brown.path, weightDType: "f32", wireDType: "f32", joinTokens: [token], browserDevices: true, log: (l) => lines.push(l) });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  const port = (server.address() as AddressInfo).port;
-  const devices = spawnLocalDevices(`wss://127.0.0.1:${port}`, token, 2, 1, ["--fingerprint", tls.fingerprint]);
+  const bs = await startBrowserHub({ model: brown.path, weightDType: "f32", wireDType: "f32", joinTokens: [token], log: (l) => lines.push(l) });
+  const { hub, port } = bs;
+  const devices = spawnLocalDevices(`wss://127.0.0.1:${port}`, token, 2, 1, ["--fingerprint", bs.fingerprint]);
   const browser = await launchBrowser({ trustAnyCertificate: true });
   let engine: Engine | undefined;
   try {
@@ -53,10 +41,11 @@ test("brown-moe on 2 device processes and 2 browser tabs, over TLS: the single-p
     assert.match((await page.textContent("#detail")) ?? "", /^the base station refused this device: not admitted: no join token presented/);
     assert.equal(await page.evaluate(() => crossOriginIsolated), true, "the page is cross-origin isolated (its kernels' shared memory needs it)");
 
-    const tabs = await Promise.all([0, 1].map(async () => {
+    // one browser profile: each tab is its own device by its name (a page keeps an identity per name)
+    const tabs = await Promise.all([0, 1].map(async (i) => {
       const tab = await browser.context.newPage();
       tab.on("console", (m) => lines.push(`[tab] ${m.text()}`));
-      await tab.goto(`https://127.0.0.1:${port}/device#token=${token}`);
+      await tab.goto(`https://127.0.0.1:${port}/device#token=${token}&name=browser-tab${i}`);
       return tab;
     }));
     await Promise.race([hub.start(4), devices.failed]);
@@ -78,9 +67,7 @@ test("brown-moe on 2 device processes and 2 browser tabs, over TLS: the single-p
   } finally {
     engine?.close();
     await browser.close();
-    await hub.close();
+    await bs.close();
     await devices.exited();
-    server.closeAllConnections();
-    await new Promise((r) => server.close(r));
   }
 });

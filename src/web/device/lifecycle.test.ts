@@ -5,19 +5,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
-import https from "node:https";
-import type { AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
-import { createAdaptorServer } from "@hono/node-server";
 import type { Page } from "playwright-core";
-import { DeviceHub } from "../../runtime/device-hub.js";
 import { Engine } from "../../runtime/engine.js";
 import { spawnLocalDevices } from "../../runtime/local-cluster.js";
 import { newJoinToken } from "../../protocol/handshake.js";
-import { createApp } from "../../server/app.js";
-import { makeSelfSigned } from "../../server/tls.js";
-import { ServerMetrics } from "../../server/metrics.js";
 import { browserSkip, launchBrowser } from "../../testing/browser.js";
+import { startBrowserHub } from "../../testing/browser-hub.js";
 import { sharedPath } from "../../testing/shared.js";
 import { until } from "../../testing/until.js";
 
@@ -52,15 +46,8 @@ test("a browser tab reports its kind, user agent and battery; hidden mid-generat
   const token = newJoinToken();
   const lines: string[] = [];
   let engine: Engine | undefined;
-  const metrics = new ServerMetrics(() => ({ waiting: 0, active: 0 }), () => engine?.expertUsage() ?? { calls: 0, failed_calls: 0, dropped_slots: 0, dropped_weight: 0, retries: 0 });
-  const tls = await makeSelfSigned(["127.0.0.1"]);
-  const app = createApp({ engine: () => engine, modelName: "brown-moe", metrics, devicePage: true, devices: () => ({ ...hub.status() }) });
-  const server = createAdaptorServer({ fetch: app.fetch, createServer: https.createServer, serverOptions: { cert: tls.cert, key: tls.key, minVersion: "TLSv1.3" } }) as https.Server;
-  const hub = DeviceHub.attach(server, { model: brown.path, weightDType: "f32", wireDType: "f32", joinTokens: [token], browserDevices: true, log: (l) => lines.push(l) });
-  metrics.describeDevices(() => hub.status().devices);
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  const port = (server.address() as AddressInfo).port;
-  const devices = spawnLocalDevices(`wss://127.0.0.1:${port}`, token, 1, 1, ["--fingerprint", tls.fingerprint]);
+  const { hub, app, metrics, port, fingerprint, close } = await startBrowserHub({ model: brown.path, weightDType: "f32", wireDType: "f32", joinTokens: [token], log: (l) => lines.push(l) }, () => engine);
+  const devices = spawnLocalDevices(`wss://127.0.0.1:${port}`, token, 1, 1, ["--fingerprint", fingerprint]);
   const browser = await launchBrowser({ trustAnyCertificate: true });
   const browserDevice = () => hub.status().devices.find((d) => d.kind === "browser");
   try {
@@ -89,7 +76,7 @@ test("a browser tab reports its kind, user agent and battery; hidden mid-generat
 
     engine = Engine.load(brown.path, { dtype: "f32", executor: hub.executor });
     assert.deepEqual(await greedy(engine), want);
-    await until(async () => Number(await tab.textContent("#rate")) > 0 || Number(await tab.textContent("#calls")) > 0, "the page counts its calls");
+    await until(async () => Number(await tab.textContent("#calls")) > 0 && (await tab.textContent("#rtt")) !== "–", "the page counts its calls and has measured its link");
     mkdirSync(SCREENSHOTS, { recursive: true });
     await tab.screenshot({ path: `${SCREENSHOTS}device-desktop.png` });
     await tab.setViewportSize({ width: 390, height: 844 });
@@ -125,9 +112,7 @@ test("a browser tab reports its kind, user agent and battery; hidden mid-generat
   } finally {
     engine?.close();
     await browser.close();
-    await hub.close();
+    await close();
     await devices.exited();
-    server.closeAllConnections();
-    await new Promise((r) => server.close(r));
   }
 });

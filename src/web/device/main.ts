@@ -2,26 +2,26 @@
 // speaks the device protocol through the same core as the Node device (runtime/device-core.ts) and
 // computes with the same AssemblyScript kernels, compiled from the .wasm the base station serves. The
 // join token comes in the URL's fragment (/device#token=…), which the browser never sends to a server.
-// This first step computes on one thread (the page thread) and keeps streamed weights in memory. Hidden
+// It computes on one thread (the page thread); streamed weights and its identity are kept in the origin's
+// storage (storage.ts), so a reopened page is the same device and downloads only what it lacks. Hidden
 // or frozen, the page leaves the base station and rejoins when shown (lifecycle.ts); its heartbeat
 // carries its battery where the browser reports one (battery.ts).
 import { Backoff } from "../../runtime/backoff.js";
 import { DeviceSession, ExpertHost, mib, printable } from "../../runtime/device-core.js";
 import { WasmBackend } from "../../kernels/wasm/wasm-backend.js";
 import type { KernelModule, SimdVariant } from "../../kernels/wasm/module.js";
-import { newIdentity } from "../../protocol/handshake.js";
 import { CLOSE } from "../../protocol/socket.js";
 import { safeName } from "../../protocol/names.js";
 import type { Battery, Message } from "../../protocol/frames.js";
 import { openBattery } from "./battery.js";
+import { BrowserWeights } from "./browser-weights.js";
 import { PageLife, ScreenWakeLock } from "./lifecycle.js";
-import { MemoryWeights } from "./memory-weights.js";
+import { offeredMemory, parseSetting, SETTING_KEY } from "./memory-offer.js";
 import { closeWith, receiveFrames, sendFrame } from "./socket.js";
+import { keptIdentity, weightEntries } from "./storage.js";
 
 /** Pages (64 KiB) per kernel arena: 1 GiB, of address space a phone's browser can reserve; more arenas are made as weights need them. */
 const ARENA_PAGES = 16384;
-/** Memory offered for expert weights where the browser does not say how much it has (navigator.deviceMemory). */
-const DEFAULT_OFFER = 1 << 30;
 /** Lines of the log kept on the page. */
 const LOG_LINES = 200;
 /** How often the page sends its heartbeat (with its battery) and measures its link's round trip. */
@@ -54,7 +54,8 @@ function render(): void {
   $("bytes-in").textContent = bytes(view.bytesIn);
   $("bytes-out").textContent = bytes(view.bytesOut);
   $("weights").textContent = mib(view.weightBytes);
-  $("memory").textContent = `${bytes(view.weightBytes)} / ${bytes(view.offered)}`;
+  $("weights").dataset.bytes = String(view.weightBytes);
+  $("memory-used").textContent = `${bytes(view.weightBytes)} / ${bytes(view.offered)}`;
   $("wake-lock").textContent = view.wakeLock;
   $("battery").textContent = view.battery;
 }
@@ -107,6 +108,20 @@ function connect(session: (ws: WebSocket) => DeviceSession): Promise<Ending> {
   });
 }
 
+/** The memory offered to expert weights (memory-offer.ts); the page's field shows it and keeps a change for the next join. */
+function memorySetting(): number {
+  const input = $("memory") as HTMLInputElement;
+  const offer = offeredMemory(localStorage.getItem(SETTING_KEY), (navigator as Navigator & { deviceMemory?: number }).deviceMemory);
+  log(`offers ${mib(offer.bytes)} for experts: ${offer.from}`);
+  input.value = String(Math.round(offer.bytes / 2 ** 20));
+  input.addEventListener("change", () => {
+    if (parseSetting(input.value) === null) return log(`${printable(input.value)} MiB is not a memory this page can offer (${input.min}–${input.max} MiB)`);
+    localStorage.setItem(SETTING_KEY, input.value.trim());
+    log(`will offer ${input.value.trim()} MiB from the next time this page joins (reload it to apply)`);
+  });
+  return offer.bytes;
+}
+
 async function main(): Promise<void> {
   const params = new URLSearchParams(location.hash.slice(1));
   const token = params.get("token") || undefined;
@@ -114,14 +129,15 @@ async function main(): Promise<void> {
   const kernels = await loadKernels();
   const backend = new WasmBackend({ threads: 1, kernels, arenaPages: ARENA_PAGES });
   log(`kernels: wasm (${backend.variant} SIMD, 1 thread)`);
-  const identity = await newIdentity();
+  const { identity, made } = await keptIdentity(params.get("name") ?? "");
   const name = safeName(params.get("name") ?? `browser-${identity.key.slice(0, 8)}`);
-  log(`device ${name}, identity ${identity.fingerprint} (new for this page)`);
-  const deviceMemory = (navigator as Navigator & { deviceMemory?: number }).deviceMemory;
-  const offered = deviceMemory ? Math.min(DEFAULT_OFFER * 4, (deviceMemory * 2 ** 30) / 4) : DEFAULT_OFFER;
+  log(`device ${name}, identity ${identity.fingerprint} (${made ? "new, kept for this page's next visits" : "kept from an earlier visit"})`);
+  const offered = memorySetting();
   view.offered = offered;
-  const stores = new Map<string, MemoryWeights>();
-  const host = new ExpertHost(backend, { atHand: () => null, store: (id) => stores.get(id) ?? stores.set(id, new MemoryWeights(id)).get(id)! }, () => offered, log, { kind: "browser", userAgent: navigator.userAgent });
+  const entries = await weightEntries();
+  log(`weights are kept in ${entries.kind}`);
+  const stores = new Map<string, BrowserWeights>();
+  const host = new ExpertHost(backend, { atHand: () => null, store: (id) => stores.get(id) ?? stores.set(id, new BrowserWeights(entries.of(id), log)).get(id)! }, () => offered, log, { kind: "browser", userAgent: navigator.userAgent });
   let current: DeviceSession | null = null;
   let socket: WebSocket | null = null;
   const send = (m: Message) => {
@@ -143,11 +159,14 @@ async function main(): Promise<void> {
     if (current?.welcomed) send({ type: "heartbeat", ...(b ? { battery: b } : {}) });
   };
   battery = await openBattery(heartbeat);
-  setInterval(() => {
-    heartbeat();
-    // the link's round trip, as a request to the base station takes it
+  // the link's round trip, as a request to the base station takes it
+  const measureRoundTrip = () => {
     const t0 = performance.now();
     fetch(location.pathname, { method: "HEAD", cache: "no-store" }).then(() => (view.roundTripMs = performance.now() - t0), () => (view.roundTripMs = null));
+  };
+  setInterval(() => {
+    heartbeat();
+    measureRoundTrip();
   }, HEARTBEAT_MS);
   let lastCalls = 0;
   setInterval(() => {
@@ -156,10 +175,11 @@ async function main(): Promise<void> {
   }, 1000);
   setInterval(() => {
     view.experts = host.holds().length;
-    view.weightBytes = [...stores.values()].reduce((n, s) => n + s.bytes, 0);
+    view.weightBytes = [...stores.values()].reduce((n, s) => n + s.received, 0);
     if (current?.readied && view.state === "joining") {
       show("serving", `serving ${location.host} as ${name}`);
       heartbeat();
+      measureRoundTrip();
       void wakeLock.hold();
     }
     view.wakeLock = wakeLock.state;

@@ -1,0 +1,48 @@
+// A base station for browser-device tests: the app serving the device page over TLS (self-signed, as
+// `serve --tls self-signed` does) with a device hub on the same server that admits browser devices; its
+// /health and /metrics say what the hub's devices are, as `serve` wires them.
+import https from "node:https";
+import type { AddressInfo } from "node:net";
+import { createAdaptorServer } from "@hono/node-server";
+import { DeviceHub, type HubOptions } from "../runtime/device-hub.js";
+import type { Engine } from "../runtime/engine.js";
+import { createApp } from "../server/app.js";
+import { ServerMetrics } from "../server/metrics.js";
+import { makeSelfSigned } from "../server/tls.js";
+
+const NO_USAGE = { calls: 0, failed_calls: 0, dropped_slots: 0, dropped_weight: 0, retries: 0 };
+
+export interface BrowserHub {
+  hub: DeviceHub;
+  /** the app on the server (its /health, /metrics) */
+  app: ReturnType<typeof createApp>;
+  metrics: ServerMetrics;
+  port: number;
+  /** the certificate's fingerprint, for Node devices (--fingerprint) */
+  fingerprint: string;
+  close(): Promise<void>;
+}
+
+/** `engine`: the engine serving through the hub, once there is one (for /health and the expert counters). */
+export async function startBrowserHub(hubOptions: Omit<HubOptions, "browserDevices">, engine: () => Engine | undefined = () => undefined): Promise<BrowserHub> {
+  const metrics = new ServerMetrics(() => ({ waiting: 0, active: 0 }), () => engine()?.expertUsage() ?? NO_USAGE);
+  const app = createApp({ engine, modelName: "test", metrics, devicePage: true, devices: () => ({ ...hub.status() }) });
+  const tls = await makeSelfSigned(["127.0.0.1"]);
+  const server = createAdaptorServer({ fetch: app.fetch, createServer: https.createServer, serverOptions: { cert: tls.cert, key: tls.key, minVersion: "TLSv1.3" } }) as https.Server;
+  const hub = DeviceHub.attach(server, { ...hubOptions, browserDevices: true });
+  metrics.describeDevices(() => hub.status().devices);
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return {
+    hub,
+    app,
+    metrics,
+    port: (server.address() as AddressInfo).port,
+    fingerprint: tls.fingerprint,
+    /** closes the hub (its devices are told the base station leaves) and the server */
+    close: async () => {
+      await hub.close();
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    },
+  };
+}

@@ -1,0 +1,112 @@
+// What a device page keeps across reloads, in its origin's storage: streamed weights per model (the Origin
+// Private File System where the browser has it, IndexedDB otherwise) and its identity (IndexedDB, which
+// keeps a non-extractable CryptoKey as it is: the private key never leaves WebCrypto). Names come from the
+// base station; the protocol admits only plain file names, and OPFS refuses any other.
+import { identityOf, type DeviceIdentity } from "../../protocol/handshake.js";
+import type { Entries } from "./browser-weights.js";
+
+const DB = "distmoe-device", WEIGHTS = "weights", IDENTITY = "identity";
+
+function done<T>(r: IDBRequest<T>): Promise<T> {
+  return new Promise((resolve, reject) => {
+    r.onsuccess = () => resolve(r.result);
+    r.onerror = () => reject(r.error ?? new Error("IndexedDB request failed"));
+  });
+}
+
+let db: Promise<IDBDatabase> | null = null;
+function openDb(): Promise<IDBDatabase> {
+  db ??= new Promise((resolve, reject) => {
+    const r = indexedDB.open(DB, 1);
+    r.onupgradeneeded = () => {
+      r.result.createObjectStore(WEIGHTS);
+      r.result.createObjectStore(IDENTITY);
+    };
+    r.onsuccess = () => resolve(r.result);
+    r.onerror = () => reject(r.error ?? new Error("cannot open IndexedDB"));
+  });
+  return db;
+}
+
+async function inStore<T>(store: string, mode: IDBTransactionMode, f: (s: IDBObjectStore) => IDBRequest<T>): Promise<T> {
+  return done(f((await openDb()).transaction(store, mode).objectStore(store)));
+}
+
+/** One model's weights in IndexedDB, keyed "model/tensor". */
+function idbEntries(modelId: string): Entries {
+  const key = (name: string) => `${modelId}/${name}`;
+  return {
+    read: async (name) => {
+      const v = (await inStore(WEIGHTS, "readonly", (s) => s.get(key(name)))) as { header?: unknown; data?: unknown } | undefined;
+      if (v === undefined) return null;
+      if (typeof v.header !== "string" || !(v.data instanceof Uint8Array)) throw new Error("not an entry of this store");
+      return { header: v.header, data: v.data };
+    },
+    write: async (name, header, data) => void (await inStore(WEIGHTS, "readwrite", (s) => s.put({ header, data }, key(name)))),
+    remove: async (name) => void (await inStore(WEIGHTS, "readwrite", (s) => s.delete(key(name)))),
+    has: async (name) => (await inStore(WEIGHTS, "readonly", (s) => s.count(key(name)))) > 0,
+  };
+}
+
+/** One model's weights as OPFS files weights/<model>/<tensor>: a 4-byte little-endian header length, the header, the bytes. */
+function opfsEntries(root: FileSystemDirectoryHandle, modelId: string): Entries {
+  const dir = root.getDirectoryHandle(WEIGHTS, { create: true }).then((w) => w.getDirectoryHandle(modelId, { create: true }));
+  const file = async (name: string, create = false): Promise<FileSystemFileHandle | null> => {
+    try {
+      return await (await dir).getFileHandle(name, { create });
+    } catch (e) {
+      if ((e as DOMException).name === "NotFoundError") return null;
+      throw e;
+    }
+  };
+  return {
+    read: async (name) => {
+      const f = await file(name);
+      if (!f) return null;
+      const buf = await (await f.getFile()).arrayBuffer();
+      const length = buf.byteLength >= 4 ? new DataView(buf).getUint32(0, true) : -1;
+      if (length < 0 || 4 + length > buf.byteLength) throw new Error("truncated");
+      return { header: new TextDecoder().decode(new Uint8Array(buf, 4, length)), data: new Uint8Array(buf, 4 + length) };
+    },
+    write: async (name, header, data) => {
+      const head = new TextEncoder().encode(header);
+      const length = new Uint8Array(4);
+      new DataView(length.buffer).setUint32(0, head.length, true);
+      // the file takes its new content whole when the stream closes (the browser writes a swap file until then)
+      const w = await (await file(name, true))!.createWritable();
+      try {
+        for (const part of [length, head, data]) await w.write(part as Uint8Array<ArrayBuffer>);
+        await w.close();
+      } catch (e) {
+        await w.abort().catch(() => undefined);
+        throw e;
+      }
+    },
+    remove: async (name) => (await dir).removeEntry(name).catch(() => undefined),
+    has: async (name) => (await file(name)) !== null,
+  };
+}
+
+/** Where a model's streamed weights are kept: OPFS, or IndexedDB where this browser has no OPFS. */
+export async function weightEntries(): Promise<{ kind: string; of(modelId: string): Entries }> {
+  // asks the browser not to evict the origin's storage under pressure (it may decline: the cache is then best effort)
+  await navigator.storage?.persist?.().catch(() => false);
+  try {
+    const root = await navigator.storage.getDirectory();
+    return { kind: "the Origin Private File System", of: (id) => opfsEntries(root, id) };
+  } catch {
+    return { kind: "IndexedDB", of: idbEntries };
+  }
+}
+
+/**
+ * The identity kept in IndexedDB under `slot`, made (and kept) on its first use; `made`: it is new. One
+ * browser is one device per slot: a page opened with another name (/device#name=…) is another device.
+ */
+export async function keptIdentity(slot: string): Promise<{ identity: DeviceIdentity; made: boolean }> {
+  const kept = (await inStore(IDENTITY, "readonly", (s) => s.get(slot))) as { privateKey?: unknown; publicKey?: unknown } | undefined;
+  if (kept?.privateKey instanceof CryptoKey && kept.publicKey instanceof CryptoKey) return { identity: await identityOf(kept.privateKey, kept.publicKey), made: false };
+  const pair = (await crypto.subtle.generateKey("Ed25519", false, ["sign", "verify"])) as CryptoKeyPair;
+  await inStore(IDENTITY, "readwrite", (s) => s.put({ privateKey: pair.privateKey, publicKey: pair.publicKey }, slot));
+  return { identity: await identityOf(pair.privateKey, pair.publicKey), made: true };
+}
