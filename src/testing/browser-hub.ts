@@ -5,7 +5,7 @@ import https from "node:https";
 import type { AddressInfo } from "node:net";
 import { createAdaptorServer } from "@hono/node-server";
 import { DeviceHub, type HubOptions } from "../runtime/device-hub.js";
-import type { Engine } from "../runtime/engine.js";
+import { Engine } from "../runtime/engine.js";
 import { createApp } from "../server/app.js";
 import { ServerMetrics } from "../server/metrics.js";
 import { makeSelfSigned } from "../server/tls.js";
@@ -45,4 +45,22 @@ export async function startBrowserHub(hubOptions: Omit<HubOptions, "browserDevic
       await new Promise((r) => server.close(r));
     },
   };
+}
+
+/** The browser tests' prompt on brown-moe. */
+export const BROWSER_TEST_PROMPT = "The jury said it did find that many of Georgia's registration and election laws";
+
+/** The engine's greedy tokens for BROWSER_TEST_PROMPT: what the single-process engine and a cell of devices must agree on. */
+export async function greedyTokens(engine: Engine, maxTokens = 24): Promise<number[]> {
+  return (await engine.generate(engine.tokenizer.encode(BROWSER_TEST_PROMPT), { temperature: 0, maxTokens })).tokens;
+}
+
+/** The single-process engine's greedy tokens on `model` (f32 activations): what a cell of devices must give. */
+export async function singleProcessTokens(model: string, maxTokens = 24): Promise<number[]> {
+  const single = Engine.load(model, { dtype: "f32" });
+  try {
+    return await greedyTokens(single, maxTokens);
+  } finally {
+    single.close();
+  }
 }

@@ -10,18 +10,15 @@ import type { Page } from "playwright-core";
 import { Engine } from "../../runtime/engine.js";
 import { newJoinToken } from "../../protocol/handshake.js";
 import { browserSkip, launchBrowser } from "../../testing/browser.js";
-import { startBrowserHub } from "../../testing/browser-hub.js";
+import { greedyTokens, singleProcessTokens, startBrowserHub } from "../../testing/browser-hub.js";
 import { sharedPath } from "../../testing/shared.js";
 import { until } from "../../testing/until.js";
 
 const brown = sharedPath("models/brown-moe");
-const PROMPT = "The jury said it did find that many of Georgia's registration and election laws";
 const TOKENS = 32;
 
 test("a tab closed mid-generation leaves the output whole (replicas 2); reopened, it rejoins from its cache (no bytes streamed) and serves; a damaged cached tensor alone is streamed again", { skip: browserSkip || brown.skip }, async () => {
-  const single = Engine.load(brown.path, { dtype: "f32" });
-  const want = (await single.generate(single.tokenizer.encode(PROMPT), { temperature: 0, maxTokens: TOKENS })).tokens;
-  single.close();
+  const want = await singleProcessTokens(brown.path, TOKENS);
 
   const token = newJoinToken();
   const lines: string[] = [];
@@ -29,7 +26,7 @@ test("a tab closed mid-generation leaves the output whole (replicas 2); reopened
   const { hub } = bs;
   const browser = await launchBrowser({ trustAnyCertificate: true });
   const engine = Engine.load(brown.path, { dtype: "f32", executor: hub.executor });
-  const greedy = async () => (await engine.generate(engine.tokenizer.encode(PROMPT), { temperature: 0, maxTokens: TOKENS })).tokens;
+  const greedy = () => greedyTokens(engine, TOKENS);
   const device = (name: string) => hub.status().devices.find((d) => d.name === name);
   // browser-b is a browser without OPFS: it keeps its weights in IndexedDB
   const open = async (name: string): Promise<Page> => {

@@ -8,22 +8,15 @@ import { Engine } from "../../runtime/engine.js";
 import { spawnLocalDevices } from "../../runtime/local-cluster.js";
 import { newJoinToken } from "../../protocol/handshake.js";
 import { browserSkip, launchBrowser } from "../../testing/browser.js";
-import { startBrowserHub } from "../../testing/browser-hub.js";
+import { greedyTokens, singleProcessTokens, startBrowserHub } from "../../testing/browser-hub.js";
 import { sharedPath } from "../../testing/shared.js";
 import { until } from "../../testing/until.js";
 
 const brown = sharedPath("models/brown-moe");
-const PROMPT = "The jury said it did find that many of Georgia's registration and election laws";
-const TOKENS = 24;
 
-async function greedy(engine: Engine): Promise<number[]> {
-  return (await engine.generate(engine.tokenizer.encode(PROMPT), { temperature: 0, maxTokens: TOKENS })).tokens;
-}
 
 test("brown-moe on 2 device processes and 2 browser tabs, over TLS: the single-process greedy output (f32 activations); a tab without the join token is refused", { skip: browserSkip || brown.skip }, async () => {
-  const single = Engine.load(brown.path, { dtype: "f32" });
-  const want = await greedy(single);
-  single.close();
+  const want = await singleProcessTokens(brown.path);
 
   const token = newJoinToken();
   const lines: string[] = [];
@@ -56,7 +49,7 @@ test("brown-moe on 2 device processes and 2 browser tabs, over TLS: the single-p
     for (const tab of tabs) await until(async () => (await tab.textContent("#state")) === "serving", "each tab serves");
 
     engine = Engine.load(brown.path, { dtype: "f32", executor: hub.executor });
-    assert.deepEqual(await greedy(engine), want);
+    assert.deepEqual(await greedyTokens(engine), want);
     for (const tab of tabs) {
       assert.ok(Number(await tab.textContent("#experts")) > 0, "each tab holds experts");
       assert.ok(Number(await tab.textContent("#calls")) > 0, "and served calls");

@@ -11,19 +11,14 @@ import { Engine } from "../../runtime/engine.js";
 import { spawnLocalDevices } from "../../runtime/local-cluster.js";
 import { newJoinToken } from "../../protocol/handshake.js";
 import { browserSkip, launchBrowser } from "../../testing/browser.js";
-import { startBrowserHub } from "../../testing/browser-hub.js";
+import { greedyTokens, singleProcessTokens, startBrowserHub } from "../../testing/browser-hub.js";
 import { sharedPath } from "../../testing/shared.js";
 import { until } from "../../testing/until.js";
 
 const brown = sharedPath("models/brown-moe");
-const PROMPT = "The jury said it did find that many of Georgia's registration and election laws";
-const TOKENS = 24;
 /** docs/web of the repository (this file runs as dist/web/device/lifecycle.test.js) */
 const SCREENSHOTS = fileURLToPath(new URL("../../../docs/web/", import.meta.url));
 
-async function greedy(engine: Engine): Promise<number[]> {
-  return (await engine.generate(engine.tokenizer.encode(PROMPT), { temperature: 0, maxTokens: TOKENS })).tokens;
-}
 
 /**
  * Makes the page hidden or shown again, as a phone's browser does (its visibility state, then the event);
@@ -39,9 +34,7 @@ function setVisibility(page: Page, state: "hidden" | "visible", busyMs = 0): Pro
 }
 
 test("a browser tab reports its kind, user agent and battery; hidden mid-generation it drains (no call lost, none retried, replicas 1) and leaves; shown again it rejoins", { skip: browserSkip || brown.skip }, async () => {
-  const single = Engine.load(brown.path, { dtype: "f32" });
-  const want = await greedy(single);
-  single.close();
+  const want = await singleProcessTokens(brown.path);
 
   const token = newJoinToken();
   const lines: string[] = [];
@@ -75,7 +68,7 @@ test("a browser tab reports its kind, user agent and battery; hidden mid-generat
     assert.match(text, /distmoe_device_info\{device="local-0",kind="node",user_agent=""\} 1/);
 
     engine = Engine.load(brown.path, { dtype: "f32", executor: hub.executor });
-    assert.deepEqual(await greedy(engine), want);
+    assert.deepEqual(await greedyTokens(engine), want);
     await until(async () => Number(await tab.textContent("#calls")) > 0 && (await tab.textContent("#rtt")) !== "–", "the page counts its calls and has measured its link");
     mkdirSync(SCREENSHOTS, { recursive: true });
     await tab.screenshot({ path: `${SCREENSHOTS}device-desktop.png` });
@@ -87,7 +80,7 @@ test("a browser tab reports its kind, user agent and battery; hidden mid-generat
     const served = () => hub.deviceCalls().find((d) => d.name === name)?.calls ?? 0;
     const before = served();
     assert.ok(before > 0, "the tab is the first host of some experts");
-    const generation = greedy(engine);
+    const generation = greedyTokens(engine);
     await until(() => served() > before, "the tab serves the request");
     await setVisibility(tab, "hidden", 300);
     await until(() => browserDevice() === undefined, "the base station sees the tab leave");
@@ -104,7 +97,7 @@ test("a browser tab reports its kind, user agent and battery; hidden mid-generat
     await until(() => browserDevice()?.ready === true, "the tab rejoins");
     await until(async () => (await tab.textContent("#state")) === "serving", "the page says it serves again");
     assert.equal(browserDevice()!.name, name, "the same device, by its identity");
-    assert.deepEqual(await greedy(engine), want);
+    assert.deepEqual(await greedyTokens(engine), want);
     assert.equal(engine.expertUsage().failed_calls, 0);
   } catch (e) {
     process.stderr.write(`${lines.join("\n")}\n`);
