@@ -200,6 +200,8 @@ export function decodeFrame(data: Uint8Array): Message {
       const { kind, userAgent } = c;
       if (kind !== undefined && !DEVICE_KINDS.includes(kind as DeviceKind)) fail(`hello: capabilities.kind must be one of ${DEVICE_KINDS.join(", ")}`);
       if (userAgent !== undefined && (kind !== "browser" || !isStr(userAgent, USER_AGENT_CHARS) || !/^[\x20-\x7e]*$/.test(userAgent))) fail(`hello: capabilities.userAgent is a browser's, printable ASCII of at most ${USER_AGENT_CHARS} characters`);
+      // the kind shown in /health and /metrics is the one the handshake bears out: a page cannot bind its hello to the TLS session, a Node device always can
+      if ((h.unbound === true) !== (kind === "browser")) fail("hello: a browser's hello (capabilities.kind browser) is unbound, and only a browser's is");
       const capabilities: Capabilities = {
         memoryBytes,
         gflops,

@@ -367,6 +367,8 @@ test("a hello without a channel binding (a browser device's) is admitted only wh
     };
   };
   const unbound = { unbound: true } as const;
+  /** a browser tab's capabilities: its hello is unbound (frames.ts) */
+  const TAB: Capabilities = { ...CAPS, kind: "browser" };
   const welcomed = async (c: Awaited<ReturnType<typeof raw>>) => {
     await until(() => c.got.some((m) => m.type === "welcome"), "a welcome");
     c.ws.terminate();
@@ -384,7 +386,7 @@ test("a hello without a channel binding (a browser device's) is admitted only wh
   const off = await tlsHub(false);
   try {
     const c = await raw(off.url);
-    c.ws.send(await provenHello(TOKEN, await c.challenge, "tab", CAPS, undefined, unbound));
+    c.ws.send(await provenHello(TOKEN, await c.challenge, "tab", TAB, undefined, unbound));
     const closed = await ending(c);
     assert.equal(closed.code, CLOSE.notAdmitted, closed.reason);
     const error = c.got.find((m) => m.type === "error");
@@ -397,14 +399,14 @@ test("a hello without a channel binding (a browser device's) is admitted only wh
   try {
     const tab = await raw(on.url);
     const nonce = await tab.challenge;
-    tab.ws.send(await provenHello(TOKEN, nonce, "tab", CAPS, undefined, unbound));
+    tab.ws.send(await provenHello(TOKEN, nonce, "tab", TAB, undefined, unbound));
     await until(() => tab.got.some((m) => m.type === "welcome"), "the unbound hello over TLS is welcomed");
     const welcome = tab.got.find((m) => m.type === "welcome")!;
     assert.ok(welcome.type === "welcome" && welcome.proof !== undefined, "with the base station's proof of the token");
     tab.ws.terminate();
     // a hello bound to its TLS session, then marked unbound: the base station checks it against no binding, and it fails
     const downgraded = await raw(on.url);
-    downgraded.ws.send(await provenHello(TOKEN, await downgraded.challenge, "bound", CAPS, undefined, { binding: downgraded.binding(), unbound: true }));
+    downgraded.ws.send(await provenHello(TOKEN, await downgraded.challenge, "bound", TAB, undefined, { binding: downgraded.binding(), unbound: true }));
     assert.match((await ending(downgraded)).reason, /not admitted: wrong join token/);
     const bound = await raw(on.url);
     const boundNonce = await bound.challenge;
@@ -420,12 +422,12 @@ test("a hello without a channel binding (a browser device's) is admitted only wh
   try {
     const port = new URL(plain.url).port;
     const local = await raw(`ws://127.0.0.1:${port}`);
-    local.ws.send(await provenHello(TOKEN, await local.challenge, "tab", CAPS, undefined, unbound));
+    local.ws.send(await provenHello(TOKEN, await local.challenge, "tab", TAB, undefined, unbound));
     await welcomed(local);
     const other = Object.values(os.networkInterfaces()).flat().find((i) => i && !i.internal && i.family === "IPv4");
     if (other) {
       const remote = await raw(`ws://${other.address}:${port}`);
-      remote.ws.send(await provenHello(TOKEN, await remote.challenge, "remote-tab", CAPS, undefined, unbound));
+      remote.ws.send(await provenHello(TOKEN, await remote.challenge, "remote-tab", TAB, undefined, unbound));
       assert.match((await ending(remote)).reason, /not admitted: a browser device is admitted over TLS only/);
     }
   } finally {

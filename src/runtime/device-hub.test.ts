@@ -373,7 +373,7 @@ test("hello.holds: placement keeps the experts a device still holds (pairs not o
 });
 
 test("replica choice spares a device on low battery: with replicas 2, a phone running down is no expert's first host and gets no call; charging, it serves again", async () => {
-  await withBench(1, { replicas: 2 }, async ({ hub, serves }) => {
+  await withBench(1, { replicas: 2, browserDevices: true }, async ({ hub, serves }) => {
     const phone = await peer(hub.url);
     let battery = { level: 0.1, charging: false };
     phone.ws.on("message", (d: Buffer) => {
@@ -382,7 +382,7 @@ test("replica choice spares a device on low battery: with replicas 2, a phone ru
       phone.ws.send(encodeFrame({ type: "heartbeat", battery }));
       phone.ws.send(encodeFrame({ type: "ready", experts: m.experts }));
     });
-    phone.ws.send(hello("phone", { capabilities: { ...CAPS, memoryBytes: 1e9, kind: "browser", userAgent: "Mozilla/5.0 (Linux; Android 14)" } }));
+    phone.ws.send(hello("phone", { capabilities: { ...CAPS, memoryBytes: 1e9, kind: "browser", userAgent: "Mozilla/5.0 (Linux; Android 14)" }, nonce: "01".repeat(32), unbound: true }));
     await until(() => hub.placed.length === 2 && hub.status().state === "ok", "the phone placed beside d0");
     const experts = [0, 1].flatMap((l) => [0, 1, 2, 3].map((e) => [l, e] as const));
     const firstHosts = () => experts.map(([l, e]) => hub.hostOf(l, e));
@@ -427,6 +427,28 @@ test("a device that says it is leaving keeps its share until the others hold it,
     assert.deepEqual([...(await call!).output], [...output], "its answer is taken");
     assert.deepEqual(await phone.closed, { code: 1000, reason: "goodbye" }, "then it is let go");
     assert.equal(phone.got.filter((m) => m.type === "call").length, 1, "and was sent no other call");
+    await serves();
+  });
+});
+
+test("a leaving device that says leave twice, hello again and floods heartbeats with a battery flipping each frame, and never answers its call: one re-placement, its call settles at its deadline, then it is let go; the hub serves on", async () => {
+  await withBench(1, { deadlineMs: 300, browserDevices: true }, async ({ hub, lines, serves }) => {
+    const tab = await fakeDevice(hub.url, "tab", { capabilities: { ...CAPS, memoryBytes: 1e9, kind: "browser", userAgent: "Mozilla/5.0" }, nonce: "01".repeat(32), unbound: true });
+    await until(() => hub.placed.length === 2 && hub.status().state === "ok", "the tab placed beside d0");
+    const [layer, expert] = [0, 1].flatMap((l) => [0, 1, 2, 3].map((e) => [l, e] as const)).find(([l, e]) => hub.hostOf(l, e) === "tab")!;
+    const [call] = hub.executor.dispatch([{ layer, expert, rows: 1, input: new Float32Array(64).fill(0.5) }]);
+    await until(() => tab.got.find((m) => m.type === "call"), "a call in flight on the tab");
+    const placements = () => lines.filter((l) => /^placement \d+:/.test(l)).length;
+    const before = placements();
+    tab.ws.send(encodeFrame({ type: "leave", reason: "hidden" }));
+    tab.ws.send(encodeFrame({ type: "leave", reason: "hidden again" }));
+    tab.ws.send(hello("tab"));
+    for (let i = 0; i < 200; i++) tab.ws.send(encodeFrame({ type: "heartbeat", battery: { level: i % 2 ? 0.05 : 0.95, charging: false } }));
+    await until(() => tab.got.some((m) => m.type === "error" && /does not accept hello messages/.test(m.message)), "the second hello refused");
+    await until(() => hub.placed.length === 1, "its experts placed on d0 alone");
+    assert.equal(await call!.then(() => "answered", () => "failed"), "failed", "the call it never answers fails at its deadline, not never");
+    assert.deepEqual(await tab.closed, { code: 1000, reason: "goodbye" }, "then it is let go, not before");
+    assert.equal(placements() - before, 1, "one re-placement for the two leaves, none for the battery");
     await serves();
   });
 });
