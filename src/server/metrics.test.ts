@@ -1,6 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { ServerMetrics } from "./metrics.js";
+import type { DeviceStatus } from "../runtime/hub/status.js";
 
 test("a departed device's metric series are removed; the others stay", async () => {
   const zero = { calls: 0, failed_calls: 0, dropped_slots: 0, dropped_weight: 0, retries: 0 };
@@ -12,4 +13,17 @@ test("a departed device's metric series are removed; the others stay", async () 
   assert.doesNotMatch(text, /device="d0"/);
   assert.match(text, /distmoe_device_call_seconds_count\{device="d1"\} 1/);
   assert.match(text, /distmoe_device_bytes_total\{device="d1",direction="received"\} 200/);
+});
+
+test("a user agent is a peer's text: quotes, backslashes and braces in it stay inside its label (one series, one line); the longest one a hello may carry fits", async () => {
+  const zero = { calls: 0, failed_calls: 0, dropped_slots: 0, dropped_weight: 0, retries: 0 };
+  const m = new ServerMetrics(() => ({ waiting: 0, active: 0 }), () => zero);
+  const hostile = 'x" } distmoe_fake{a="1"} 1 \\';
+  const longest = "M".repeat(256);
+  const tab = (name: string, userAgent: string): DeviceStatus => ({ name, ready: true, quarantined: false, calls: 0, experts: 0, weightBytes: 0, kind: "browser", userAgent, leaving: false });
+  m.describeDevices(() => [tab("t1", hostile), tab("t2", longest)]);
+  const text = await m.text();
+  assert.ok(text.split("\n").includes('distmoe_device_info{device="t1",kind="browser",user_agent="x\\" } distmoe_fake{a=\\"1\\"} 1 \\\\"} 1'), "escaped, on its own line");
+  assert.ok(text.split("\n").includes(`distmoe_device_info{device="t2",kind="browser",user_agent="${longest}"} 1`));
+  assert.doesNotMatch(text, /^distmoe_fake/m, "no series of the peer's making");
 });
