@@ -406,6 +406,25 @@ test("replica choice spares a device on low battery: with replicas 2, a phone ru
   });
 });
 
+test("a call that fails on a replica whose battery fell meanwhile (the hosts' order changed) goes on to the replica not yet tried, not to the same one again", async () => {
+  await withBench(1, { replicas: 2, deadlineMs: 2000, browserDevices: true }, async ({ hub }) => {
+    const tab = await fakeDevice(hub.url, "tab", { capabilities: { ...CAPS, memoryBytes: 1e9, kind: "browser" }, nonce: "01".repeat(32), unbound: true });
+    await until(() => hub.placed.length === 2 && hub.status().state === "ok", "the tab placed beside d0");
+    const [layer, expert] = [0, 1].flatMap((l) => [0, 1, 2, 3].map((e) => [l, e] as const)).find(([l, e]) => hub.hostOf(l, e) === "tab")!;
+    const [call] = hub.executor.dispatch([{ layer, expert, rows: 1, input: new Float32Array(64).fill(0.5) }]);
+    await until(() => tab.got.find((m) => m.type === "call"), "the call sent to the tab, its first host");
+    const asked = tab.got.find((m) => m.type === "call")!;
+    assert.ok(asked.type === "call");
+    tab.ws.send(encodeFrame({ type: "heartbeat", battery: { level: 0.05, charging: false } }));
+    await until(() => hub.hostOf(layer, expert) === "d0", "on low battery the tab is its expert's last host");
+    tab.ws.send(encodeFrame({ type: "error", id: asked.id, message: "cannot" }));
+    const result = await call!.then((r) => r.output.length, (e: Error) => e.message);
+    assert.equal(result, 64, "d0 answers it");
+    assert.equal(tab.got.filter((m) => m.type === "call").length, 1, "the tab is not asked again");
+    assert.equal(hub.executor.retries, 1, "one retry");
+  });
+});
+
 test("a device that says it is leaving keeps its share until the others hold it, then is routed nothing, and is closed once its call in flight is answered (replicas 1: no call lost)", async () => {
   await withBench(1, {}, async ({ hub, serves }) => {
     const phone = await fakeDevice(hub.url, "phone", { capabilities: { ...CAPS, memoryBytes: 1e9 } });
@@ -431,7 +450,7 @@ test("a device that says it is leaving keeps its share until the others hold it,
   });
 });
 
-test("a leaving device that says leave twice, hello again and floods heartbeats with a battery flipping each frame, and never answers its call: one re-placement, its call settles at its deadline, then it is let go; the hub serves on", async () => {
+test("a leaving device that says leave twice, hello again and floods heartbeats with a battery flipping each frame, and never answers its call: one re-placement, its call goes to d0 at its deadline, then it is let go; the hub serves on", async () => {
   await withBench(1, { deadlineMs: 300, browserDevices: true }, async ({ hub, lines, serves }) => {
     const tab = await fakeDevice(hub.url, "tab", { capabilities: { ...CAPS, memoryBytes: 1e9, kind: "browser", userAgent: "Mozilla/5.0" }, nonce: "01".repeat(32), unbound: true });
     await until(() => hub.placed.length === 2 && hub.status().state === "ok", "the tab placed beside d0");
@@ -446,7 +465,7 @@ test("a leaving device that says leave twice, hello again and floods heartbeats 
     for (let i = 0; i < 200; i++) tab.ws.send(encodeFrame({ type: "heartbeat", battery: { level: i % 2 ? 0.05 : 0.95, charging: false } }));
     await until(() => tab.got.some((m) => m.type === "error" && /does not accept hello messages/.test(m.message)), "the second hello refused");
     await until(() => hub.placed.length === 1, "its experts placed on d0 alone");
-    assert.equal(await call!.then(() => "answered", () => "failed"), "failed", "the call it never answers fails at its deadline, not never");
+    assert.equal(await call!.then((r) => r.output.length, (e: Error) => e.message), 64, "the call it never answers goes on to d0, which holds its expert by then");
     assert.deepEqual(await tab.closed, { code: 1000, reason: "goodbye" }, "then it is let go, not before");
     assert.equal(placements() - before, 1, "one re-placement for the two leaves, none for the battery");
     await serves();

@@ -16,8 +16,8 @@ const QUARANTINE_AFTER = 3;
 /** One expert call of a dispatch, on its way through the expert's hosts. */
 interface Job {
   call: ExpertCall;
-  /** index into the expert's hosts of the next one to try */
-  next: number;
+  /** the hosts tried so far: the hosts' order can change between tries (a battery report, a re-placement), so an index into it would skip or repeat one */
+  tried: Set<Device>;
   /** why the last host tried failed (null: none was tried) */
   failure: Error | null;
   /** its spot check, when it was chosen for one */
@@ -49,7 +49,7 @@ export class Failover {
 
   dispatch(calls: readonly ExpertCall[]): Array<Promise<ExpertResult>> {
     const jobs: Job[] = [];
-    const results = calls.map((call) => new Promise<ExpertResult>((resolve, reject) => jobs.push({ call, next: 0, failure: null, check: this.checks?.choose(call) ?? null, resolve, reject })));
+    const results = calls.map((call) => new Promise<ExpertResult>((resolve, reject) => jobs.push({ call, tried: new Set(), failure: null, check: this.checks?.choose(call) ?? null, resolve, reject })));
     this.route(jobs);
     const checked = jobs.flatMap((j) => j.check ?? []);
     if (checked.length > 0) this.checks!.ask(checked, this.hostsOf, (d, c) => this.frame(d, c));
@@ -58,8 +58,8 @@ export class Failover {
 
   /**
    * Sends each job to the next ready host of its expert, one frame per device. When a frame fails, its
-   * jobs go on to their experts' next hosts; a job served by any host but its expert's first counts as a
-   * retry, and one with no host left fails with the last host's error.
+   * jobs go on to hosts of their experts not tried yet; a job served after another host was tried, or by
+   * any host but its expert's first, counts as a retry, and one with no host left fails with the last host's error.
    */
   private route(jobs: readonly Job[]): void {
     const groups = new Map<Device, Job[]>();
@@ -145,14 +145,11 @@ export class Failover {
 
   private nextHost(job: Job): Device | null {
     const hosts = this.hostsOf(job.call.layer, job.call.expert) ?? [];
-    while (job.next < hosts.length) {
-      const n = job.next++;
-      const device = hosts[n]!;
-      if (!device.ready) continue;
-      if (n > 0) this.retries++;
-      return device;
-    }
-    return null;
+    const device = hosts.find((d) => d.ready && !job.tried.has(d));
+    if (!device) return null;
+    if (job.tried.size > 0 || device !== hosts[0]) this.retries++;
+    job.tried.add(device);
+    return device;
   }
 
   private unavailable({ layer, expert }: ExpertCall): ExpertsUnavailable {
