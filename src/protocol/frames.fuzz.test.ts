@@ -56,7 +56,8 @@ const message: fc.Arbitrary<Message> = fc.oneof(
       ),
       fc.option(fc.tuple(hex(64), hex(128)), { nil: undefined }),
     )
-    .map(([hello, identity]) => (identity ? { ...hello, key: identity[0], signature: identity[1] } : hello)),
+    // a browser's hello is unbound, and only a browser's (frames.ts)
+    .map(([hello, identity]) => ({ ...hello, ...(identity ? { key: identity[0], signature: identity[1] } : {}), ...("kind" in hello.capabilities && hello.capabilities.kind === "browser" ? { unbound: true as const } : {}) })),
   record({ type: fc.constant("challenge" as const), nonce: hex(64) }),
   record({ type: fc.constant("welcome" as const), proof: hex(64) }, { requiredKeys: ["type"] }),
   record({
