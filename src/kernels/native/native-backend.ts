@@ -51,9 +51,9 @@ const EXPLORE_EVERY_MAX = 4096;
 const EXPLORE_RUNS = 3;
 // One thread takes over when the pool's time ÷ one thread's, on the same graph, is above this in the median
 // of the last POOL_SAMPLES comparisons, once there are that many: a class's first exploration (two samples)
-// cannot flip it alone. Measured on the 734 M model's decode graphs: the first exploration found the pool
-// 1.3–2× slower, every later one 0.65–0.77× (the average this replaced, moved a quarter of the way per sample,
-// sent them to one thread for the first ~100 tokens: 95–110 instead of ~125 tok/s).
+// cannot flip it alone. Seen on the 734 M model's decode graphs (an ad-hoc loop over benchEngine printing the
+// samples, not a script here): the first exploration found the pool 1.3–2× slower, every later one
+// 0.65–0.77×; the moving average this replaced sent them to one thread for the first ~100 tokens.
 const POOL_SLOWER = 1.15;
 const POOL_SAMPLES = 3;
 // Activation memory grows in chunks of at least this size (untouched pages cost nothing on the usual OSes).
