@@ -85,7 +85,7 @@ export async function benchEngine(engine: Engine, o: BenchOptions): Promise<Benc
     // The read bandwidth is probed before the warm-up and after the timed runs, never between them: streaming
     // the probe's buffer evicts the weights a small model keeps in cache (llama-bench's runs find them there),
     // and allocating it moves memory around (measured with `distmoe bench --model brown-moe-q8_0.gguf
-    // --threads 2`, three runs each: prefill 8.9–9.1 k tok/s with the probe between runs, 12.1–15.3 k without).
+    // --threads 2`: prefill 8.9–9.1 k tok/s in two runs with the probe between runs, 12.1–15.3 k in three without).
     const readBefore = engine.backend.measureReadBandwidth(o.probeBytes ?? 512 << 20);
     const warmStart = performance.now();
     do {
