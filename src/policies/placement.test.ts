@@ -43,3 +43,13 @@ test("a re-plan keeps experts where they are: a joining device takes only its sh
   assert.deepEqual(counts(after), [16, 16]);
   assert.equal(moved(three, after, [0, 2]), three.experts[1]!.length, "only the leaver's experts move");
 });
+
+test("a device that comes back to the experts it held gets them all back (replicas 2), though it joins last and the others hold more than their shares", () => {
+  const four = placeExperts(sparse4, 8, [{ readGbps: 10 }, { readGbps: 10 }, { readGbps: 10 }, { readGbps: 10 }], { replicas: 2 });
+  const three = placeExperts(sparse4, 8, four.experts.slice(0, 3).map((e) => ({ readGbps: 10, holds: e })), { replicas: 2 });
+  const back = placeExperts(sparse4, 8, [...three.experts.map((e) => ({ readGbps: 10, holds: e })), { readGbps: 10, holds: four.experts[3] }], { replicas: 2 });
+  assert.deepEqual(counts(back), [16, 16, 16, 16]);
+  const sorted = (e: Array<[number, number]>) => e.map(([l, x]) => `${l}:${x}`).sort();
+  assert.deepEqual(sorted(back.experts[3]!), sorted(four.experts[3]!), "the returning device keeps exactly what it held");
+  back.experts.slice(0, 3).forEach((e, d) => assert.ok(e.every(([l, x]) => three.experts[d]!.some(([l2, x2]) => l2 === l && x2 === x)), `device ${d} loads nothing new`));
+});

@@ -50,17 +50,36 @@ export function placeExperts(sparseLayers: readonly boolean[], experts: number, 
   const load = devices.map(() => 0);
   const chosen = slots.map(() => [] as number[]);
 
-  // keep what devices hold, within their share
+  // keep what devices hold, within their share, as many copies as can be kept: a slot that finds its
+  // holders full moves one of their kept slots to another of that slot's holders (an augmenting path),
+  // so a device that comes back to the weights it kept (a reopened tab) gets them all back, whatever
+  // its place in the list, where the others can keep their shares of what they hold meanwhile
   const key = (l: number, e: number) => `${l}:${e}`;
   const holds = devices.map((d) => new Set((d.holds ?? []).map(([l, e]) => key(l, e))));
-  slots.forEach(([l, e], s) => {
-    for (let d = 0; d < devices.length && chosen[s]!.length < copies; d++) {
-      if (holds[d]!.has(key(l, e)) && load[d]! < share[d]!) {
+  const holders = slots.map(([l, e]) => devices.flatMap((_, d) => (holds[d]!.has(key(l, e)) ? [d] : [])));
+  const kept = devices.map(() => [] as number[]);
+  const keep = (s: number, seen: Set<number>): boolean => {
+    for (const d of holders[s]!) {
+      if (seen.has(d) || chosen[s]!.includes(d)) continue;
+      seen.add(d);
+      if (load[d]! < share[d]!) {
         chosen[s]!.push(d);
+        kept[d]!.push(s);
         load[d]!++;
+        return true;
+      }
+      for (const other of kept[d]!) {
+        if (other === s || !keep(other, seen)) continue;
+        // `other` found another holder: it gives its place on d to s
+        chosen[other]!.splice(chosen[other]!.indexOf(d), 1);
+        kept[d]!.splice(kept[d]!.indexOf(other), 1, s);
+        chosen[s]!.push(d);
+        return true;
       }
     }
-  });
+    return false;
+  };
+  for (let s = 0; s < slots.length; s++) while (chosen[s]!.length < copies && keep(s, new Set()));
   // the rest to the least loaded devices relative to speed that have room; on a tie, one that holds
   // the expert already, then the lower index
   slots.forEach(([l, e], s) => {

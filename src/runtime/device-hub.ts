@@ -341,7 +341,7 @@ export class DeviceHub {
     const whom = fingerprint === null ? "" : known ? `, known as ${fingerprint}` : `, new identity ${fingerprint}`;
     this.complaints.report(`peer ${conn.address}`, "joins and leaves", `${name} joined (${c.readGbps.toFixed(1)} GB/s, ${c.gflops.toFixed(1)} GFLOP/s${holds.length > 0 ? `, holding ${holds.length} experts` : ""}${whom})`, JOINS_LOGGED);
     return {
-      name, fingerprint, tokenId, conn, capabilities: c, ready: false, connected: true, holds, assigned: [], assignedGen: 0, loadedGen: 0, laggard: false,
+      name, fingerprint, tokenId, conn, capabilities: c, ready: false, connected: true, holds, heldBefore: known ? this.model.experts(known.experts) : [], assigned: [], assignedGen: 0, loadedGen: 0, laggard: false,
       calls: 0, weightBytes: 0, failures: 0, wrongInStreak: false, quarantined: false, leaving: false, battery: null, link,
     };
   }
@@ -373,6 +373,7 @@ export class DeviceHub {
           return d.conn.refuse("readies without the assigned experts", `ready without assigned experts ${missing.slice(0, 8).map(pairKey).join(", ")}${missing.length > 8 ? ` and ${missing.length - 8} more` : ""}`);
         }
         d.holds = have;
+        d.heldBefore = [];
         if (d.fingerprint) this.identities.holds(d.fingerprint, have);
         d.loadedGen = d.assignedGen;
         d.ready = !d.quarantined && !d.leaving;

@@ -18,6 +18,11 @@ export interface Device {
   connected: boolean;
   /** the experts it holds, as its hello or last ready said, less those released since */
   holds: Array<[number, number]>;
+  /**
+   * the experts its identity held when last ready here, before this connection: placement prefers them
+   * until it is ready (a device that kept their weights, a reopened tab, loads them without a download)
+   */
+  heldBefore: Array<[number, number]>;
   /** the latest assignment sent to it, its generation, and the generation it has loaded */
   assigned: Array<[number, number]>;
   assignedGen: number;

@@ -145,7 +145,7 @@ export class Placer {
       next = placeExperts(
         this.cfg.sparseLayers,
         this.cfg.experts,
-        live.map((d) => ({ readGbps: d.capabilities.readGbps, memoryBytes: d.capabilities.memoryBytes, holds: d.holds })),
+        live.map((d) => ({ readGbps: d.capabilities.readGbps, memoryBytes: d.capabilities.memoryBytes, holds: [...d.holds, ...d.heldBefore] })),
         { replicas: this.opts.replicas, expertBytes: this.opts.expertBytes },
       );
       this.planError = null;
