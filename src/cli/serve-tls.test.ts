@@ -13,6 +13,8 @@ import { initModel } from "../model/init-model.js";
 import { Engine } from "../runtime/engine.js";
 import { makeSelfSigned } from "../server/tls.js";
 import { until } from "../testing/until.js";
+import { encode } from "uqr";
+import { QR_BORDER } from "./join-qr.js";
 
 const BIN = path.join(REPO_ROOT, "bin/distmoe.js");
 const FINGERPRINT = "[0-9A-F]{2}(?::[0-9A-F]{2}){31}";
@@ -163,6 +165,38 @@ test("serve --tls-cert/--tls-key: bad files end the BS before it listens, with o
     assert.match(secure.err(), new RegExp(`^TLS: certificate ${cert}, SHA-256 fingerprint ${a.fingerprint}$`, "m"));
     assert.match(secure.err(), /^listening on https:\/\/0\.0\.0\.0:\d+ \(devices: wss:/m);
     assert.doesNotMatch(secure.err(), /TLS is off/);
+  } finally {
+    for (const c of children) c.kill("SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("serve --browser-devices --tls self-signed --qr: the join link, a QR code of exactly that link, and how to trust the certificate; --no-qr leaves the code out", { timeout: 120_000 }, async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-serve-qr-"));
+  const children: ChildProcess[] = [];
+  try {
+    const model = path.join(dir, "model");
+    tinyModel(model);
+    const serve = (more: string[]) => {
+      const bs = start(["serve", "--model", model, "--port", "0", "--threads", "1", "--tls", "self-signed", "--state-dir", path.join(dir, "state"), "--devices", "1", "--browser-devices", ...more]);
+      children.push(bs.child);
+      return bs;
+    };
+    const bs = serve(["--qr"]);
+    const fingerprint = await until(() => new RegExp(`SHA-256 fingerprint (${FINGERPRINT})$`, "m").exec(bs.err())?.[1], "the fingerprint");
+    const link = await until(() => /a browser joins by opening (https:\/\/127\.0\.0\.1:\d+\/device#token=\S+)\n/.exec(bs.err())?.[1], "the join link");
+    const trust = await until(() => /^a browser warns about this self-signed certificate: .*$/m.exec(bs.err())?.[0], "how to trust the certificate");
+    assert.ok(trust.includes(`check that its SHA-256 fingerprint is ${fingerprint}, and continue`), trust);
+    assert.match(trust, /\(http:\/\/127\.0\.0\.1:\d+\/device explains each browser's steps in plain words\)$/);
+    // the code as printed, read back module by module (a light module drawn, two rows per line), is the link's
+    const drawn = /the same link for a phone's camera:\n((?:[█▀▄ ]+\n)+)/.exec(bs.err())![1]!.trimEnd().split("\n");
+    const want = encode(link, { border: QR_BORDER, ecc: "L" }).data;
+    const read = drawn.flatMap((line) => [[...line].map((c) => c === " " || c === "▄"), [...line].map((c) => c === " " || c === "▀")]);
+    assert.deepEqual(read.slice(0, want.length), want);
+
+    const quiet = serve(["--no-qr", "--state-dir", path.join(dir, "state2")]);
+    await until(() => /a browser joins by opening/.test(quiet.err()), "the join link");
+    assert.doesNotMatch(quiet.err(), /for a phone's camera/);
   } finally {
     for (const c of children) c.kill("SIGKILL");
     rmSync(dir, { recursive: true, force: true });

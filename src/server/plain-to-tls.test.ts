@@ -1,5 +1,6 @@
 // One port for TLS: a TLS client is served; a plain request is answered 426 and its socket is gone once
-// the client closes (a leak of one descriptor per plain request would let anyone exhaust the process).
+// the client closes (a leak of one descriptor per plain request would let anyone exhaust the process);
+// a browser is shown a page saying so in plain words.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import https from "node:https";
@@ -7,6 +8,7 @@ import net, { type AddressInfo } from "node:net";
 import { makeSelfSigned } from "./tls.js";
 import { plainToTls } from "./plain-to-tls.js";
 import { until } from "../testing/until.js";
+import { browserSkip, launchBrowser } from "../testing/browser.js";
 
 test("a TLS port serves TLS, answers plain requests 426, and keeps no socket of a plain client that closed", async () => {
   const t = await makeSelfSigned(["127.0.0.1"]);
@@ -39,6 +41,31 @@ test("a TLS port serves TLS, answers plain requests 426, and keeps no socket of 
     );
     assert.equal(body, "over tls");
   } finally {
+    front.close();
+    server.closeAllConnections();
+  }
+});
+
+test("a browser that asks a TLS port for a page over http:// is shown why, how to check the certificate, and a link to https:// that keeps the join token", { skip: browserSkip }, async () => {
+  const t = await makeSelfSigned(["127.0.0.1"]);
+  const server = https.createServer({ cert: t.cert, key: t.key }, (_req, res) => res.end("over tls"));
+  const front = plainToTls(server);
+  await new Promise<void>((r) => front.listen(0, "127.0.0.1", r));
+  const port = (front.address() as AddressInfo).port;
+  const browser = await launchBrowser();
+  try {
+    const page = await browser.context.newPage();
+    const errors: string[] = [];
+    page.on("console", (m) => m.type() === "error" && errors.push(m.text()));
+    const response = await page.goto(`http://127.0.0.1:${port}/device#token=abc&name=phone`);
+    assert.equal(response?.status(), 426);
+    assert.match((await page.textContent("h1")) ?? "", /speaks only https:\/\//);
+    assert.match((await page.textContent("body")) ?? "", /SHA-256 fingerprint[\s\S]*If the two are the same, continue/);
+    // its one script ran under the page's policy: the link carries the path and the fragment
+    assert.equal(await page.getAttribute("#go", "href"), `https://127.0.0.1:${port}/device#token=abc&name=phone`);
+    assert.deepEqual(errors.filter((e) => /Content Security Policy/i.test(e)), [], "the policy refused nothing");
+  } finally {
+    await browser.close();
     front.close();
     server.closeAllConnections();
   }

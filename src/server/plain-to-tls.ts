@@ -1,9 +1,11 @@
 // One port for a TLS base station that still answers a plain request: the first byte of a connection
 // tells a TLS handshake (0x16) from plain HTTP. A handshake goes on to the HTTPS server (which also
 // carries the devices' WSS); anything else is answered 426 with what to use instead, so a `curl
-// http://…` or a device with ws:// gets a reason rather than a reset connection.
+// http://…` or a device with ws:// gets a reason rather than a reset connection, and a browser a page
+// that explains it in plain words (tls-help.ts).
 import net from "node:net";
 import type { Server as HttpsServer } from "node:https";
+import { TLS_HELP_ANSWER, wantsPage } from "./tls-help.js";
 
 /** The first byte of a TLS record carrying a handshake. */
 const TLS_HANDSHAKE = 0x16;
@@ -30,7 +32,7 @@ export function plainToTls(https: HttpsServer): net.Server {
       // the rest of the request is read and dropped, so the socket ends once the client closes (a paused
       // one never would); one that does not close goes at the deadline
       socket.resume();
-      socket.end(ANSWER);
+      socket.end(wantsPage(first) ? TLS_HELP_ANSWER : ANSWER);
     });
   });
 }

@@ -13,6 +13,7 @@ import { DeviceHub } from "../../runtime/device-hub.js";
 import { spawnLocalDevices } from "../../runtime/local-cluster.js";
 import { hubAdmin } from "../../server/admin.js";
 import { plainToTls } from "../../server/plain-to-tls.js";
+import { joinQr } from "../join-qr.js";
 import { createApp, DEFAULT_MAX_BODY_BYTES, DEFAULT_REQUEST_TIMEOUT_MS } from "../../server/app.js";
 import { ServerMetrics } from "../../server/metrics.js";
 import { certificateNames, loadTls, selfSignedTls, type ServerTls } from "../../server/tls.js";
@@ -40,6 +41,7 @@ interface ServeCliOptions extends ModelCliOptions {
   stateDir?: string;
   verifyRate: number;
   browserDevices?: boolean;
+  qr?: boolean;
 }
 
 const NO_USAGE = { calls: 0, failed_calls: 0, dropped_slots: 0, dropped_weight: 0, retries: 0 };
@@ -104,6 +106,8 @@ export function serveCommand(): Command {
     .option("--tls-cert <file>", "serve HTTPS, and WSS to devices, with this certificate (PEM, the chain after it); with --tls-key")
     .option("--tls-key <file>", "the private key of --tls-cert (PEM, unencrypted)")
     .option("--state-dir <dir>", "where the BS keeps what it finds again on later starts: its join tokens, the device identities it knows, the --tls self-signed certificate (default: $XDG_STATE_HOME/distmoe, else ~/.local/state/distmoe)")
+    .option("--qr", "print the browser join link as a QR code too (the default where the log goes to a terminal)")
+    .option("--no-qr", "do not print the browser join link as a QR code")
     .option("--browser-devices", "admit browser tabs as devices: serve the device page at /device and print the link that joins one (they count among --devices); a browser cannot bind its handshake to the TLS session, so they are admitted over TLS only (or on loopback)")
     .option("--join-token <token>", "devices must prove they hold this token to join (default: $DISTMOE_JOIN_TOKEN, else those kept in --state-dir, a new one made there on first start and printed with the command to join)", joinToken)
     .option("--admin-key <key>", "enable /admin (add and revoke join tokens, list and forget device identities) with `Authorization: Bearer KEY` (repeatable; default: $DISTMOE_ADMIN_KEY, else /admin is off)", adminKey, [])
@@ -190,7 +194,15 @@ export function serveCommand(): Command {
         const how = tls ? "over TLS (a browser cannot bind its handshake to the TLS session: its own check of this certificate protects it)" : "from this machine only (without TLS)";
         // without TLS only a loopback address makes the page a secure context (WebCrypto) and its link one the BS admits
         const pageHost = tls || !["0.0.0.0", "::"].includes(address.address) ? reachable : "127.0.0.1";
-        log(`browser devices: allowed ${how}; a browser joins by opening ${httpScheme}://${pageHost}:${address.port}/device#token=${join!.shown ?? "<the join token given>"}`);
+        const link = `${httpScheme}://${pageHost}:${address.port}/device#token=${join!.shown ?? "<the join token given>"}`;
+        log(`browser devices: allowed ${how}; a browser joins by opening ${link}`);
+        if (o.qr ?? process.stderr.isTTY === true) log(`the same link for a phone's camera:\n${joinQr(link)}`);
+        if (tls && o.tls === "self-signed") {
+          log(
+            `a browser warns about this self-signed certificate: from the warning, open the certificate's details, check that its SHA-256 fingerprint is ${tls.fingerprint}, and continue ` +
+              `(http://${pageHost}:${address.port}/device explains each browser's steps in plain words)`,
+          );
+        }
         if (!tls && !isLoopback(o.host)) log("warning: browser devices are admitted over TLS only, except on this machine: serve with --tls self-signed or --tls-cert/--tls-key for browsers elsewhere");
       }
       if (!isLoopback(o.host) && !tls) {
