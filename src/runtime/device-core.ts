@@ -43,6 +43,8 @@ export interface WeightSupply {
   atHand(m: Assign): TensorStore | null;
   /** The store that streamed weights of model `modelId` are kept in. */
   store(modelId: string): WeightStore;
+  /** Keeps the stores within their budget, never dropping `keep` (the tensors of the experts held now) of model `modelId`. */
+  trim(modelId: string, keep: readonly string[]): Promise<void>;
 }
 
 /** A tensor a device asks for, with the shape its config implies: weights of any other name or shape are refused. */
@@ -123,10 +125,13 @@ export class ExpertHost {
       this.log(`dropping the ${unassigned.length} experts held beyond the new assignment: with it they would exceed the ${mib(offered)} offered`);
       this.free(unassigned);
     }
+    let streamed = false;
     if (wanted.length > 0) {
       const want = new Set(wanted.map(([l, e]) => `${l}:${e}`));
       const holdsExpert = (l: number, e: number) => want.has(`${l}:${e}`);
-      const ck = await this.source(m, cfg, wanted, holdsExpert, session);
+      const source = await this.source(m, cfg, wanted, holdsExpert, session);
+      const ck = source.store;
+      streamed = source.streamed;
       try {
         // the load log says how each stored type is kept: a GGUF file's blocks as they are where the kernels hold them, else converted
         const loaded = loadExperts(this.backend, ck, cfg, { dtype, keepFileTypes: assignmentKeepsFileTypes(dtype), holdsExpert, onKept: (how) => this.log(`loaded ${wanted.length} experts: ${how}`) });
@@ -138,20 +143,25 @@ export class ExpertHost {
     this.config = cfg;
     this.serveHeld();
     this.log(`holds ${this.held.size} experts (${wanted.length} newly loaded)`);
+    // streamed weights are kept for a rejoin, within the cache's budget: what is held now stays
+    if (streamed) {
+      const keep = planTensors(cfg, true, (l, e) => this.held.has(`${l}:${e}`)).specs.filter((t) => t.expert).map((t) => t.name);
+      await this.supply.trim(m.modelId, keep).catch((e: Error) => this.log(`could not trim the weight cache: ${e.message}`));
+    }
     session.send({ type: "ready", experts: this.holds() });
   }
 
   /** Where to read the wanted experts (those `holdsExpert` names): at hand, or the store after fetching what it lacks. */
-  private async source(m: Assign, cfg: ModelConfig, wanted: ReadonlyArray<[number, number]>, holdsExpert: (layer: number, expert: number) => boolean, session: Session): Promise<TensorStore> {
+  private async source(m: Assign, cfg: ModelConfig, wanted: ReadonlyArray<[number, number]>, holdsExpert: (layer: number, expert: number) => boolean, session: Session): Promise<{ store: TensorStore; streamed: boolean }> {
     const own = this.supply.atHand(m);
-    if (own) return own;
+    if (own) return { store: own, streamed: false };
     const store = this.supply.store(m.modelId);
     const tensors = planTensors(cfg, true, holdsExpert).specs.filter((s) => s.expert);
     await session.fetch(store, wanted, tensors);
     const held = await Promise.all(tensors.map((t) => store.has(t.name)));
     const missing = tensors.filter((_, i) => !held[i]);
     if (missing.length > 0) throw new Error(`the base station said the weights were sent, but ${missing.length} tensors never came (${missing[0]!.name}, …)`);
-    return store.open(tensors.map((t) => t.name));
+    return { store: await store.open(tensors.map((t) => t.name)), streamed: true };
   }
 
   /** Serves calls from the experts held now. */

@@ -15,9 +15,9 @@ import WebSocket, { type ClientOptions } from "ws";
 import { openBackend, POLL_WHEN_WAITING_ON_PEERS, type BackendChoice } from "../kernels/select-backend.js";
 import { GgufModel, isGgufPath } from "../model/gguf-model.js";
 import { openModel } from "../model/open-model.js";
-import { WeightCache } from "./weight-cache.js";
+import { trimWeightCache, WeightCache } from "./weight-cache.js";
 import { Backoff, type BackoffOptions } from "./backoff.js";
-import { DeviceSession, ExpertHost, printable, type WeightSupply } from "./device-core.js";
+import { DeviceSession, ExpertHost, mib, printable, type WeightSupply } from "./device-core.js";
 import { LIMITS, type Message } from "../protocol/frames.js";
 import { channelBinding } from "../protocol/channel-binding.js";
 import { safeName } from "../protocol/names.js";
@@ -59,6 +59,8 @@ export interface DeviceOptions {
   spinMs?: number;
   /** Memory offered for expert weights (default: the memory free at start). */
   memoryBytes?: number;
+  /** Bytes the cache of streamed weights may keep, across models (default: twice the memory offered). */
+  cacheBytes?: number;
   /**
    * How long the base station may stay unreachable, ms, before the device gives up (default: forever).
    * 0: never reconnect; a base station that leaves then ends the device normally.
@@ -202,6 +204,7 @@ function connect(host: ExpertHost, identity: DeviceIdentity, opts: DeviceOptions
  * station's if it holds the same model here, else streamed into the cache directory.
  */
 function fileSupply(opts: DeviceOptions, log: (line: string) => void): WeightSupply {
+  let budget: number | undefined;
   return {
     atHand: (m) => {
       if (opts.fetchWeights) return null;
@@ -211,6 +214,11 @@ function fileSupply(opts: DeviceOptions, log: (line: string) => void): WeightSup
       return null;
     },
     store: (modelId) => new WeightCache(cacheDirOf(opts), modelId),
+    trim: async (modelId, keep) => {
+      budget ??= opts.cacheBytes ?? 2 * (opts.memoryBytes ?? os.freemem());
+      const gone = trimWeightCache(cacheDirOf(opts), modelId, keep, budget);
+      if (gone.length > 0) log(`removed ${gone.length} cached tensors (${mib(gone.reduce((n, e) => n + e.bytes, 0))}, the oldest not held) to keep the cache within ${mib(budget)}`);
+    },
   };
 }
 

@@ -6,13 +6,14 @@
 // ggml blocks from a GGUF file (Q8_0 …), which safetensors has no dtype for, are kept as bytes (U8) with
 // their type and shape in the file's metadata, and read back as that type.
 import { createHash } from "node:crypto";
-import { closeSync, existsSync, mkdirSync, openSync, renameSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, renameSync, rmdirSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import type { SourceDType } from "../kernels/backend.js";
 import { isGgmlBlockType } from "../kernels/ggml-blocks.js";
 import { Checkpoint, type StoredTensor, type TensorStore } from "../model/checkpoint.js";
 import { safetensorsHeader, SafetensorsFile } from "../model/safetensors.js";
 import { sourceBytes } from "../model/weights.js";
+import { cacheEvictions, type CachedTensor } from "../policies/cache-eviction.js";
 import type { WeightStore } from "./device-core.js";
 
 /** safetensors metadata keys of a cached tensor of ggml blocks */
@@ -35,7 +36,7 @@ export class WeightCache implements WeightStore {
   }
 
   file(name: string): string {
-    return entry(this.dir, `${name}.safetensors`);
+    return entry(this.dir, `${name}${TENSOR_FILE}`);
   }
 
   async has(name: string): Promise<boolean> {
@@ -96,6 +97,39 @@ export class WeightCache implements WeightStore {
     }
     return { dir: this.dir, get: (name) => index.get(name), names: () => index.keys(), tensorTypes: () => ck.tensorTypes(), close: () => ck.close() };
   }
+}
+
+const TENSOR_FILE = ".safetensors";
+
+/**
+ * Keeps the cache under `root` within `budget` bytes (policies/cache-eviction.ts): removes the oldest
+ * tensor files of any model but `keep`'s tensors of model `modelId`, and model folders left empty. Other
+ * device processes sharing the cache may lose a tensor they hold in memory: it is streamed again only if
+ * they rejoin. Returns what it removed.
+ */
+export function trimWeightCache(root: string, modelId: string, keep: readonly string[], budget: number): CachedTensor[] {
+  const kept = new Set(keep);
+  const listing: CachedTensor[] = [];
+  for (const model of readdirSync(root, { withFileTypes: true })) {
+    if (!model.isDirectory()) continue;
+    const dir = entry(root, model.name);
+    for (const f of readdirSync(dir, { withFileTypes: true })) {
+      if (!f.isFile() || !f.name.endsWith(TENSOR_FILE)) continue;
+      const st = statSync(entry(dir, f.name), { throwIfNoEntry: false });
+      if (st) listing.push({ model: model.name, name: f.name.slice(0, -TENSOR_FILE.length), bytes: st.size, writtenAt: st.mtimeMs });
+    }
+  }
+  const gone = cacheEvictions(listing, (e) => e.model === modelId && kept.has(e.name), budget);
+  for (const e of gone) unlinkSync(entry(entry(root, e.model), `${e.name}${TENSOR_FILE}`));
+  for (const model of new Set(gone.map((e) => e.model))) {
+    // a folder another process writes into again meanwhile is not empty: it stays
+    if (model !== modelId) {
+      try {
+        rmdirSync(entry(root, model));
+      } catch {}
+    }
+  }
+  return gone;
 }
 
 /** A cached tensor of ggml blocks as its type and shape, refused unless its bytes are what they imply. */

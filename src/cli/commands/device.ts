@@ -20,6 +20,7 @@ export function deviceCommand(): Command {
     .option("--model <dir>", "this device's copy of the model: a directory or a .gguf file (default: the base station's path, if it holds the same model here; otherwise the weights are streamed)")
     .option("--fetch-weights", "always stream the assigned experts' weights from the base station")
     .option("--cache <dir>", "where streamed weights are kept between runs (default ~/.cache/distmoe)")
+    .option("--cache-max <size>", "the most the cache of streamed weights keeps, across models, e.g. 8GiB; the oldest tensors not held go first (default: twice --memory)", byteSize)
     .option("--identity <file>", "this device's key (Ed25519, PEM), made when missing; the base station knows the device by it (default: .identity/NAME.key in the cache directory)")
     .option(
       "--retry-for <duration>",
@@ -27,14 +28,14 @@ export function deviceCommand(): Command {
         "0: never reconnect: a base station that shuts down (says leave) ends the device with exit code 0, one that drops or cannot be reached with 1",
       duration,
     )
-    .action(async (o: { bs: string; fingerprint?: string; name: string; token?: string; backend?: BackendChoice; threads?: number; poll?: number; spinMs?: number; memory?: number; model?: string; fetchWeights?: boolean; cache?: string; identity?: string; retryFor?: number }) => {
+    .action(async (o: { bs: string; fingerprint?: string; name: string; token?: string; backend?: BackendChoice; threads?: number; poll?: number; spinMs?: number; memory?: number; model?: string; fetchWeights?: boolean; cache?: string; cacheMax?: number; identity?: string; retryFor?: number }) => {
       // SIGINT/SIGTERM: say leave and end normally; a second signal ends the process at once
       const stop = new AbortController();
       const onSignal = () => stop.abort();
       process.once("SIGINT", onSignal).once("SIGTERM", onSignal);
       try {
         await runDevice({
-          bs: o.bs, fingerprint: o.fingerprint, name: o.name, token: o.token ?? (process.env.DISTMOE_JOIN_TOKEN || undefined), backend: o.backend, threads: o.threads, poll: o.poll, spinMs: o.spinMs, memoryBytes: o.memory, model: o.model, fetchWeights: o.fetchWeights, cacheDir: o.cache, identityFile: o.identity,
+          bs: o.bs, fingerprint: o.fingerprint, name: o.name, token: o.token ?? (process.env.DISTMOE_JOIN_TOKEN || undefined), backend: o.backend, threads: o.threads, poll: o.poll, spinMs: o.spinMs, memoryBytes: o.memory, model: o.model, fetchWeights: o.fetchWeights, cacheDir: o.cache, cacheBytes: o.cacheMax, identityFile: o.identity,
           retryForMs: o.retryFor, signal: stop.signal,
         });
       } finally {

@@ -137,7 +137,16 @@ async function main(): Promise<void> {
   const entries = await weightEntries();
   log(`weights are kept in ${entries.kind}`);
   const stores = new Map<string, BrowserWeights>();
-  const host = new ExpertHost(backend, { atHand: () => null, store: (id) => stores.get(id) ?? stores.set(id, new BrowserWeights(entries.of(id), log)).get(id)! }, () => offered, log, { kind: "browser", userAgent: navigator.userAgent });
+  // the weights kept for a rejoin: at most twice the memory offered, across the models served
+  const supply = {
+    atHand: () => null,
+    store: (id: string) => stores.get(id) ?? stores.set(id, new BrowserWeights(entries.of(id), log)).get(id)!,
+    trim: async (id: string, keep: readonly string[]) => {
+      const gone = await entries.trim(id, keep, 2 * offered);
+      if (gone.length > 0) log(`removed ${gone.length} kept tensors (${mib(gone.reduce((n, e) => n + e.bytes, 0))}, the oldest not held) to keep the weights within ${mib(2 * offered)}`);
+    },
+  };
+  const host = new ExpertHost(backend, supply, () => offered, log, { kind: "browser", userAgent: navigator.userAgent });
   let current: DeviceSession | null = null;
   let socket: WebSocket | null = null;
   const send = (m: Message) => {

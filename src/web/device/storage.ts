@@ -3,6 +3,7 @@
 // keeps a non-extractable CryptoKey as it is: the private key never leaves WebCrypto). Names come from the
 // base station; the protocol admits only plain file names, and OPFS refuses any other.
 import { identityOf, type DeviceIdentity } from "../../protocol/handshake.js";
+import { cacheEvictions, type CachedTensor } from "../../policies/cache-eviction.js";
 import type { Entries } from "./browser-weights.js";
 
 const DB = "distmoe-device", WEIGHTS = "weights", IDENTITY = "identity";
@@ -42,7 +43,7 @@ function idbEntries(modelId: string): Entries {
       if (typeof v.header !== "string" || !(v.data instanceof Uint8Array)) throw new Error("not an entry of this store");
       return { header: v.header, data: v.data };
     },
-    write: async (name, header, data) => void (await inStore(WEIGHTS, "readwrite", (s) => s.put({ header, data }, key(name)))),
+    write: async (name, header, data) => void (await inStore(WEIGHTS, "readwrite", (s) => s.put({ header, data, writtenAt: Date.now() }, key(name)))),
     remove: async (name) => void (await inStore(WEIGHTS, "readwrite", (s) => s.delete(key(name)))),
     has: async (name) => (await inStore(WEIGHTS, "readonly", (s) => s.count(key(name)))) > 0,
   };
@@ -87,16 +88,92 @@ function opfsEntries(root: FileSystemDirectoryHandle, modelId: string): Entries 
   };
 }
 
-/** Where a model's streamed weights are kept: OPFS, or IndexedDB where this browser has no OPFS. */
-export async function weightEntries(): Promise<{ kind: string; of(modelId: string): Entries }> {
+/** Every model's entries as the cache's listing, and how to remove one. */
+interface Listing {
+  list(): Promise<CachedTensor[]>;
+  remove(e: CachedTensor): Promise<void>;
+}
+
+/** Entries as the directory async iterator yields them (not in every TypeScript DOM library yet). */
+const children = (dir: FileSystemDirectoryHandle) => (dir as unknown as { entries(): AsyncIterable<[string, FileSystemHandle]> }).entries();
+
+function opfsListing(root: FileSystemDirectoryHandle): Listing {
+  const weights = () => root.getDirectoryHandle(WEIGHTS, { create: true });
+  return {
+    list: async () => {
+      const out: CachedTensor[] = [];
+      for await (const [model, dir] of children(await weights())) {
+        if (dir.kind !== "directory") continue;
+        for await (const [name, f] of children(dir as FileSystemDirectoryHandle)) {
+          if (f.kind !== "file") continue;
+          const file = await (f as FileSystemFileHandle).getFile();
+          out.push({ model, name, bytes: file.size, writtenAt: file.lastModified });
+        }
+      }
+      return out;
+    },
+    remove: async (e) => {
+      const w = await weights();
+      await (await w.getDirectoryHandle(e.model)).removeEntry(e.name);
+      // the model's folder goes with its last entry (removing a folder that is not empty fails)
+      await w.removeEntry(e.model).catch(() => undefined);
+    },
+  };
+}
+
+const idbListing: Listing = {
+  list: async () => {
+    const out: CachedTensor[] = [];
+    const store = (await openDb()).transaction(WEIGHTS, "readonly").objectStore(WEIGHTS);
+    // one value at a time (an entry's bytes are read to size it; entries written before the time was kept count as oldest)
+    await new Promise<void>((resolve, reject) => {
+      const r = store.openCursor();
+      r.onerror = () => reject(r.error ?? new Error("IndexedDB cursor failed"));
+      r.onsuccess = () => {
+        const c = r.result;
+        if (!c) return resolve();
+        const key = String(c.key), slash = key.indexOf("/");
+        const v = c.value as { data?: unknown; writtenAt?: unknown };
+        if (slash > 0 && v.data instanceof Uint8Array) out.push({ model: key.slice(0, slash), name: key.slice(slash + 1), bytes: v.data.length, writtenAt: typeof v.writtenAt === "number" ? v.writtenAt : 0 });
+        c.continue();
+      };
+    });
+    return out;
+  },
+  remove: async (e) => void (await inStore(WEIGHTS, "readwrite", (s) => s.delete(`${e.model}/${e.name}`))),
+};
+
+/** Where streamed weights are kept: OPFS, or IndexedDB where this browser has no OPFS. */
+export interface WeightEntries {
+  kind: string;
+  of(modelId: string): Entries;
+  /**
+   * Keeps every model's weights within `budget` bytes (policies/cache-eviction.ts), never removing
+   * `keep` (the tensors of the experts held now) of `modelId`; returns what it removed.
+   */
+  trim(modelId: string, keep: readonly string[], budget: number): Promise<CachedTensor[]>;
+}
+
+export async function weightEntries(): Promise<WeightEntries> {
   // asks the browser not to evict the origin's storage under pressure (it may decline: the cache is then best effort)
   await navigator.storage?.persist?.().catch(() => false);
+  let kind: string, of: (modelId: string) => Entries, listing: Listing;
   try {
     const root = await navigator.storage.getDirectory();
-    return { kind: "the Origin Private File System", of: (id) => opfsEntries(root, id) };
+    [kind, of, listing] = ["the Origin Private File System", (id) => opfsEntries(root, id), opfsListing(root)];
   } catch {
-    return { kind: "IndexedDB", of: idbEntries };
+    [kind, of, listing] = ["IndexedDB", idbEntries, idbListing];
   }
+  const trim = async (modelId: string, keep: readonly string[], budget: number): Promise<CachedTensor[]> => {
+    // the origin's usage, which the browser knows without reading anything, says whether to list at all
+    const usage = (await navigator.storage?.estimate?.().catch(() => undefined))?.usage;
+    if (usage !== undefined && usage <= budget) return [];
+    const kept = new Set(keep);
+    const gone = cacheEvictions(await listing.list(), (e) => e.model === modelId && kept.has(e.name), budget);
+    for (const e of gone) await listing.remove(e);
+    return gone;
+  };
+  return { kind, of, trim };
 }
 
 /**
