@@ -58,7 +58,8 @@ export class WebGpuFfn {
     device.onuncapturederror = (e) => log(`WebGPU: ${e.error.message}`);
     void device.lost.then((info) => {
       this.lost = info.message || info.reason || "no reason given";
-      log(`WebGPU device lost: ${this.lost}`);
+      // closed (destroyed) on purpose: nothing to tell
+      if (info.reason !== "destroyed") log(`WebGPU device lost: ${this.lost}`);
       // a lost device may leave a readback pending for ever
       this.abort?.(new Error(`the WebGPU device was lost (${this.lost})`));
     });
@@ -95,9 +96,9 @@ export class WebGpuFfn {
   refuses(gate: GpuWeightShape, up: GpuWeightShape, down: GpuWeightShape): string | null {
     if (!isGpuDType(gate.dtype) || !isGpuDType(down.dtype) || gate.dtype !== up.dtype) return `the WebGPU kernels compute f32, f16 and bf16 weights (gate and up of one), not ${gate.dtype}/${up.dtype}/${down.dtype}`;
     if (up.rows !== gate.rows || up.cols !== gate.cols || down.rows !== gate.cols || down.cols !== gate.rows) return "gate, up and down do not make an FFN";
-    // 16-bit values two to a word: a matrix of whole words
-    const odd = [gate, up, down].find((w) => w.bytes !== w.rows * w.cols * (w.dtype === "f32" ? 4 : 2) || w.bytes % 4 !== 0 || w.bytes === 0);
-    if (odd) return `a ${odd.rows}×${odd.cols} ${odd.dtype} matrix of ${odd.bytes} bytes cannot be held in words`;
+    // the shaders read rows four values at a time
+    const odd = [gate, up, down].find((w) => w.bytes !== w.rows * w.cols * (w.dtype === "f32" ? 4 : 2) || w.cols % 4 !== 0 || w.bytes === 0);
+    if (odd) return `a ${odd.rows}×${odd.cols} ${odd.dtype} matrix of ${odd.bytes} bytes (the WebGPU kernels read rows of a multiple of 4 values)`;
     const limit = Math.min(this.device.limits.maxStorageBufferBindingSize, this.device.limits.maxBufferSize);
     const big = [gate, up, down].find((w) => w.bytes > limit);
     return big ? `a ${big.rows}×${big.cols} ${big.dtype} matrix exceeds the adapter's largest buffer (${limit} bytes)` : null;

@@ -6,8 +6,8 @@
 // storage (storage.ts), so a reopened page is the same device and downloads only what it lacks. Hidden
 // or frozen, the page leaves the base station and rejoins when shown (lifecycle.ts); its heartbeat
 // carries its battery where the browser reports one (battery.ts). Where the browser offers a WebGPU
-// adapter, experts held as f32, f16 or bf16 compute on it (gpu-experts.ts); `#compute=wasm` in the address
-// keeps them on the kernels, `#compute=webgpu` insists on WebGPU.
+// adapter that measures faster than the kernels, experts held as f32, f16 or bf16 compute on it
+// (gpu-experts.ts); `#compute=wasm` in the address keeps them on the kernels, `#compute=webgpu` insists on WebGPU.
 import { Backoff } from "../../runtime/backoff.js";
 import { DeviceSession, ExpertHost, mib, printable } from "../../runtime/device-core.js";
 import { WasmBackend } from "../../kernels/wasm/wasm-backend.js";
@@ -38,7 +38,7 @@ const $ = (id: string): HTMLElement => document.getElementById(id)!;
 
 const view = {
   state: "starting" as State, detail: "", experts: 0, calls: 0, inFlight: 0, callsPerSecond: 0, roundTripMs: null as number | null,
-  bytesIn: 0, bytesOut: 0, weightBytes: 0, offered: 0, wakeLock: "", battery: "not reported", compute: "wasm" as "wasm" | "webgpu", computeDetail: "",
+  bytesIn: 0, bytesOut: 0, weightBytes: 0, offered: 0, wakeLock: "", battery: "not reported", compute: "wasm" as "wasm" | "webgpu", computeDetail: "–",
 };
 
 /** Bytes in KiB, MiB or GiB, whichever reads best. */
@@ -91,7 +91,7 @@ async function loadKernels(): Promise<KernelModule> {
 
 /**
  * WebGPU for the experts, as the page's address asks (`compute`: "wasm", "webgpu", or unset: where the browser
- * offers an adapter), measured; null: the kernels compute them.
+ * offers an adapter that computes faster than the kernels), measured; null: the kernels compute them.
  */
 async function openGpuExperts(want: string | null, backend: WasmBackend): Promise<GpuExperts | null> {
   if (want !== null && want !== "wasm" && want !== "webgpu") throw new Error(`compute=${printable(want)} in the address is neither wasm nor webgpu`);
@@ -107,6 +107,13 @@ async function openGpuExperts(want: string | null, backend: WasmBackend): Promis
     const ffn = await WebGpuFfn.open(gpu, log);
     if (!ffn) return fail("this browser's WebGPU offers no adapter");
     const gflops = await ffn.measureGflops();
+    // an adapter slower than the kernels (a software one, as SwiftShader is) is used only when asked for
+    const kernels = want === "webgpu" ? 0 : backend.measureComputeRate();
+    if (gflops < kernels) {
+      ffn.close();
+      log(`compute: wasm (WebGPU on ${ffn.adapter} measured ${gflops.toFixed(2)} GFLOP/s, the wasm kernels ${kernels.toFixed(1)}; #compute=webgpu in the address uses WebGPU anyway)`);
+      return null;
+    }
     log(`compute: WebGPU on ${ffn.adapter}, ${gflops.toFixed(2)} GFLOP/s measured`);
     return new GpuExperts(ffn, backend, gflops, log);
   } catch (e) {
