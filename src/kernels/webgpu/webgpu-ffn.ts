@@ -180,6 +180,8 @@ export class WebGpuFfn {
     device.queue.submit([encoder.finish()]);
     const errors = Promise.all([device.popErrorScope(), device.popErrorScope()]);
     const stopped = new Promise<never>((_, reject) => (this.abort = reject));
+    // lost while the batch was encoded (its pipelines awaited): no readback to wait for
+    if (this.lost !== null) this.abort!(new Error(`the WebGPU device was lost (${this.lost})`));
     let readable = false;
     try {
       await Promise.race([io.read.mapAsync(MAP_READ, 0, bytes).then(() => (readable = true)), stopped]);
