@@ -4,7 +4,7 @@
 // A thread computes one output n for TR rows: it walks its weight row along k four values at a time and
 // uses each read for all TR rows. No workgroup memory and no barriers: SwiftShader (the adapter headless
 // chromium has without a GPU) runs a barrier as a switch between every invocation of the workgroup, and a
-// tiled version with them was measured 4–10 times slower there on one row (and 20 times slower to build).
+// tiled version with them was measured 4–10 times slower there on one row (and 6–20 times slower to build).
 // Weights are held as they arrive: f32 values, or 16-bit values two to a u32 (the first in the low half)
 // unpacked here, f16 with unpack2x16float and bf16 as the high half of an f32; neither needs the optional
 // shader-f16 feature, which many adapters (SwiftShader among them) lack. Rows of k values are read as vec4:

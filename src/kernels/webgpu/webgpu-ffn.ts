@@ -51,7 +51,7 @@ export class WebGpuFfn {
   private tail: Promise<unknown> = Promise.resolve();
   /** fails the batch waiting for its readback (the device was lost) */
   private abort: ((e: Error) => void) | null = null;
-  /** the shaders' pipelines, built when weights of their dtype are first held (a software adapter takes seconds for each) */
+  /** the shaders' pipelines, built when weights of their dtype are first held (only those a device's experts need) */
   private readonly pipelines = new Map<string, Promise<GpuComputePipeline>>();
 
   private constructor(private readonly device: GpuDevice, readonly adapter: string, private readonly log: (line: string) => void) {
@@ -214,8 +214,8 @@ export class WebGpuFfn {
   }
 
   /**
-   * Measured multiply-add rate in GFLOP/s: `rows` rows through a size × size f32 matrix (the down shader),
-   * repeated until the timing spans at least `minMs`.
+   * Measured rate in GFLOP/s of FFN calls of `rows` rows on size × size f32 matrices, batched until one
+   * batch takes at least `minMs` (or holds 64 calls): what the GPU gives a device's calls, overheads included.
    */
   async measureGflops(size = 1024, rows = 32, minMs = 60): Promise<number> {
     const data = new Uint8Array(size * size * 4);
