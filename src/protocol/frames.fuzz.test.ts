@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { decodeFrame, DEVICE_KINDS, encodeFrame, LIMITS, ProtocolError, USER_AGENT_CHARS, type Message } from "./frames.js";
+import { ADAPTER_CHARS, COMPUTE_KINDS, decodeFrame, DEVICE_KINDS, encodeFrame, LIMITS, ProtocolError, USER_AGENT_CHARS, type Message } from "./frames.js";
 import { decodeActivations, encodeActivations, WIRE_DTYPES, wireBytes, type WireDType } from "./activations.js";
 import { GGML_BLOCK_TYPES, isGgmlBlockType } from "../kernels/ggml-blocks.js";
 import { sourceBytes, SOURCE_DTYPES } from "../model/weights.js";
@@ -37,6 +37,13 @@ const kind = fc.oneof(
   record({ kind: fc.constant("browser" as const), userAgent: fc.string({ unit: fc.integer({ min: 0x20, max: 0x7e }).map((c) => String.fromCharCode(c)), maxLength: USER_AGENT_CHARS }) }, { requiredKeys: ["kind"] }),
 );
 
+/** What computes its experts: nothing said, the kernels, or WebGPU with its adapter's name (printable ASCII). */
+const compute = fc.oneof(
+  fc.constant({}),
+  record({ compute: fc.constantFrom("wasm" as const, "native" as const) }),
+  record({ compute: fc.constant("webgpu" as const), adapter: fc.string({ unit: fc.integer({ min: 0x20, max: 0x7e }).map((c) => String.fromCharCode(c)), maxLength: ADAPTER_CHARS }) }, { requiredKeys: ["compute"] }),
+);
+
 /** Every message type, with the full range of values the protocol allows. */
 const message: fc.Arbitrary<Message> = fc.oneof(
   fc
@@ -46,8 +53,8 @@ const message: fc.Arbitrary<Message> = fc.oneof(
           type: fc.constant("hello" as const),
           name: text(128),
           capabilities: fc
-            .tuple(record({ memoryBytes: amount, gflops: amount, readGbps: amount, weightDTypes: fc.array(text(16), { maxLength: 4 }), wireDTypes: fc.subarray([...WIRE_DTYPES]) }), kind)
-            .map(([c, k]) => ({ ...c, ...k })),
+            .tuple(record({ memoryBytes: amount, gflops: amount, readGbps: amount, weightDTypes: fc.array(text(16), { maxLength: 4 }), wireDTypes: fc.subarray([...WIRE_DTYPES]) }), kind, compute)
+            .map(([c, k, g]) => ({ ...c, ...k, ...g })),
           holds: pairs,
           nonce: hex(64),
           proof: hex(64),
@@ -200,9 +207,11 @@ function assertInvariants(m: Message): void {
       assert.ok(typeof m.name === "string" && m.name.length <= 256);
       assert.ok(isPlain(c) && isAmount(c.memoryBytes) && isAmount(c.gflops) && isAmount(c.readGbps));
       const optional = Object.keys(c).filter((k) => !["gflops", "memoryBytes", "readGbps", "weightDTypes", "wireDTypes"].includes(k));
-      assert.ok(optional.every((k) => k === "kind" || k === "userAgent") && Object.keys(c).length - optional.length === 5, `capabilities carry only their fields (${Object.keys(c).join(", ")})`);
+      assert.ok(optional.every((k) => ["kind", "userAgent", "compute", "adapter"].includes(k)) && Object.keys(c).length - optional.length === 5, `capabilities carry only their fields (${Object.keys(c).join(", ")})`);
       if (c.kind !== undefined) assert.ok(DEVICE_KINDS.includes(c.kind), "kind is node or browser");
       if (c.userAgent !== undefined) assert.ok(c.kind === "browser" && c.userAgent.length <= USER_AGENT_CHARS && /^[\x20-\x7e]*$/.test(c.userAgent), "a user agent is a browser's, short and printable");
+      if (c.compute !== undefined) assert.ok(COMPUTE_KINDS.includes(c.compute), "compute is wasm, native or webgpu");
+      if (c.adapter !== undefined) assert.ok(c.compute === "webgpu" && c.adapter.length <= ADAPTER_CHARS && /^[\x20-\x7e]*$/.test(c.adapter), "an adapter is WebGPU's, short and printable");
       assert.ok(Array.isArray(c.weightDTypes) && c.weightDTypes.every((d) => typeof d === "string" && d.length <= 16), "weightDTypes are short strings");
       assert.ok(Array.isArray(c.wireDTypes) && c.wireDTypes.every((d) => WIRE_DTYPES.includes(d)));
       if (m.holds !== undefined) assert.ok(pairsOk(m.holds));

@@ -7,7 +7,7 @@ import { KEY_HEX, NONCE_HEX, PROOF_HEX, SIGNATURE_HEX } from "./handshake.js";
 import type { SourceDType } from "../kernels/backend.js";
 import { isSourceDType, sourceBytes, SOURCE_DTYPES } from "../model/weights.js";
 
-export const PROTOCOL_VERSION = 7;
+export const PROTOCOL_VERSION = 8;
 const MAGIC0 = 0x44, MAGIC1 = 0x4d; // "DM"
 const PREFIX = 8;
 
@@ -36,11 +36,18 @@ export interface Capabilities {
   kind?: DeviceKind;
   /** a browser's user agent, as it says (printable ASCII, at most USER_AGENT_CHARS): shown, never trusted */
   userAgent?: string;
+  /** what computes its experts (gflops is that compute's measured rate): the wasm or native kernels, or a browser's WebGPU */
+  compute?: ComputeKind;
+  /** the WebGPU adapter, as the browser names it (printable ASCII, at most ADAPTER_CHARS): shown, never trusted */
+  adapter?: string;
 }
 
 export type DeviceKind = "node" | "browser";
 export const DEVICE_KINDS: readonly DeviceKind[] = ["node", "browser"];
 export const USER_AGENT_CHARS = 256;
+export type ComputeKind = "wasm" | "native" | "webgpu";
+export const COMPUTE_KINDS: readonly ComputeKind[] = ["wasm", "native", "webgpu"];
+export const ADAPTER_CHARS = 128;
 
 /** What a device's power source says: battery level in 0..1 and whether it is charging. */
 export interface Battery {
@@ -202,6 +209,9 @@ export function decodeFrame(data: Uint8Array): Message {
       if (userAgent !== undefined && (kind !== "browser" || !isStr(userAgent, USER_AGENT_CHARS) || !/^[\x20-\x7e]*$/.test(userAgent))) fail(`hello: capabilities.userAgent is a browser's, printable ASCII of at most ${USER_AGENT_CHARS} characters`);
       // the kind shown in /health and /metrics is the one the handshake bears out: a page cannot bind its hello to the TLS session, a Node device always can
       if ((h.unbound === true) !== (kind === "browser")) fail("hello: a browser's hello (capabilities.kind browser) is unbound, and only a browser's is");
+      const { compute, adapter } = c;
+      if (compute !== undefined && !COMPUTE_KINDS.includes(compute as ComputeKind)) fail(`hello: capabilities.compute must be one of ${COMPUTE_KINDS.join(", ")}`);
+      if (adapter !== undefined && (compute !== "webgpu" || !isStr(adapter, ADAPTER_CHARS) || !/^[\x20-\x7e]*$/.test(adapter))) fail(`hello: capabilities.adapter is a WebGPU adapter's name (compute webgpu), printable ASCII of at most ${ADAPTER_CHARS} characters`);
       const capabilities: Capabilities = {
         memoryBytes,
         gflops,
@@ -210,6 +220,8 @@ export function decodeFrame(data: Uint8Array): Message {
         wireDTypes: wireDTypes as WireDType[],
         ...(kind === undefined ? {} : { kind: kind as DeviceKind }),
         ...(userAgent === undefined ? {} : { userAgent: userAgent as string }),
+        ...(compute === undefined ? {} : { compute: compute as ComputeKind }),
+        ...(adapter === undefined ? {} : { adapter: adapter as string }),
       };
       return {
         type,

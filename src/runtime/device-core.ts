@@ -9,10 +9,11 @@ import { WEIGHT_DTYPES, type Backend, type SourceDType, type WeightDType } from 
 import type { TensorStore } from "../model/checkpoint.js";
 import { parseModelConfig, type ModelConfig } from "../model/config.js";
 import { expertWork } from "../model/work-shape.js";
-import { assignmentKeepsFileTypes, ffnDTypeName, loadExperts, planTensors, storageDType, type FfnWeights, type TensorSpec } from "../model/weights.js";
+import { assignmentKeepsFileTypes, ffnDTypeName, loadExperts, planTensors, storageDType, type ExpertTable, type FfnWeights, type TensorSpec } from "../model/weights.js";
+import type { ExpertExecutor } from "../moe/executor.js";
 import { LocalExpertExecutor } from "../moe/local-executor.js";
 import { concatRows, decodeActivations, encodeActivations, splitRows, WIRE_DTYPES } from "../protocol/activations.js";
-import { USER_AGENT_CHARS, type Capabilities, type DeviceKind, type Message } from "../protocol/frames.js";
+import { ADAPTER_CHARS, USER_AGENT_CHARS, type Capabilities, type ComputeKind, type DeviceKind, type Message } from "../protocol/frames.js";
 import { CLOSE } from "../protocol/socket.js";
 import { bsProof, deviceProof, newNonce, sameProof, sha256Hex, signTranscript, type DeviceIdentity, type Transcript } from "../protocol/handshake.js";
 
@@ -50,6 +51,24 @@ export interface WeightSupply {
 /** A tensor a device asks for, with the shape its config implies: weights of any other name or shape are refused. */
 type Wanted = Pick<TensorSpec, "name" | "shape">;
 
+/**
+ * What computes a device's experts beside its kernels (a page's WebGPU), as measured before the device
+ * joins. It may leave experts it cannot compute, and calls it fails, to the kernels.
+ */
+export interface ExpertCompute {
+  readonly kind: ComputeKind;
+  /** the adapter it computes on, as the platform names it */
+  readonly adapter?: string;
+  /** its measured rate, GFLOP/s */
+  readonly gflops: number;
+  /** The executor for the experts held now (asked again after every assignment and release); `kernels` computes them on the device's kernels. */
+  serve(experts: ExpertTable, kernels: LocalExpertExecutor): ExpertExecutor;
+  close(): void;
+}
+
+/** Printable ASCII cut to `max` characters, as the base station takes a device's self-description. */
+const asciiLine = (s: string, max: number): string => s.replace(/[^\x20-\x7e]/g, "?").slice(0, max);
+
 /** One connection to the base station, as the expert host uses it. */
 interface Session {
   send(m: Message): void;
@@ -61,7 +80,7 @@ interface Session {
  * What a device holds and computes with, across connections: its kernels, its experts, its capabilities.
  */
 export class ExpertHost {
-  private executor: LocalExpertExecutor | null = null;
+  private executor: ExpertExecutor | null = null;
   private config: ModelConfig | null = null;
   // experts loaded so far, kept across assignments (and connections) until the base station releases
   // them: routes it still uses stay valid while it moves to a new placement
@@ -73,21 +92,26 @@ export class ExpertHost {
 
   /**
    * `offered`: the memory given to expert weights (asked once, with the first capabilities; 0: no limit);
-   * `kind`: what this device is, for the base station's /health and /metrics (a browser with its user agent).
+   * `kind`: what this device is, for the base station's /health and /metrics (a browser with its user agent);
+   * `compute`: what computes its experts beside the kernels (absent: the kernels alone).
    */
-  constructor(private readonly backend: Backend, private readonly supply: WeightSupply, private readonly offered: () => number, private readonly log: (line: string) => void, private readonly kind: { kind: DeviceKind; userAgent?: string }) {}
+  constructor(private readonly backend: Backend, private readonly supply: WeightSupply, private readonly offered: () => number, private readonly log: (line: string) => void, private readonly kind: { kind: DeviceKind; userAgent?: string }, private readonly compute?: ExpertCompute) {}
 
   capabilities(): Capabilities {
+    const { compute } = this;
     this.probed ??= {
       memoryBytes: this.offered(),
-      gflops: this.backend.measureComputeRate(),
+      gflops: compute?.gflops ?? this.backend.measureComputeRate(),
       readGbps: this.backend.measureReadBandwidth(64 << 20),
       // the dtypes these kernels compute (wasm converts the K-quants it is assigned to q8 at load)
       weightDTypes: WEIGHT_DTYPES.filter((d) => this.backend.supportsWeight(d, 256)),
       wireDTypes: [...WIRE_DTYPES],
       kind: this.kind.kind,
       // as the base station takes it: printable ASCII, cut to length
-      ...(this.kind.userAgent === undefined ? {} : { userAgent: this.kind.userAgent.replace(/[^\x20-\x7e]/g, "?").slice(0, USER_AGENT_CHARS) }),
+      ...(this.kind.userAgent === undefined ? {} : { userAgent: asciiLine(this.kind.userAgent, USER_AGENT_CHARS) }),
+      // the backends are named for their kernels: wasm-…, native-ggml-…
+      compute: compute?.kind ?? (this.backend.name.startsWith("wasm") ? "wasm" : "native"),
+      ...(compute?.adapter === undefined ? {} : { adapter: asciiLine(compute.adapter, ADAPTER_CHARS) }),
     };
     return this.probed;
   }
@@ -168,8 +192,9 @@ export class ExpertHost {
   private serveHeld(): void {
     const table = Array.from({ length: this.config!.layers }, () => new Array<FfnWeights | null>(this.config!.experts).fill(null));
     for (const { layer, expert, w } of this.held.values()) table[layer]![expert] = w;
-    this.executor?.close();
-    this.executor = new LocalExpertExecutor(this.backend, table, this.config!.hidden);
+    this.executor?.close?.();
+    const kernels = new LocalExpertExecutor(this.backend, table, this.config!.hidden);
+    this.executor = this.compute ? this.compute.serve(table, kernels) : kernels;
   }
 
   release(experts: ReadonlyArray<[number, number]>): void {
@@ -208,7 +233,8 @@ export class ExpertHost {
   }
 
   close(): void {
-    this.executor?.close();
+    this.executor?.close?.();
+    this.compute?.close();
     this.backend.close();
   }
 }

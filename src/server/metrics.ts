@@ -58,7 +58,7 @@ export class ServerMetrics {
     });
   }
 
-  /** Adds what each connected device is (node or browser, a browser's user agent) and its battery where it reports one. */
+  /** Adds what each connected device is (node or browser, a browser's user agent), what computes its experts and how fast, and its battery where it reports one. */
   describeDevices(devices: () => readonly DeviceStatus[]): void {
     new Gauge({
       name: "distmoe_device_info",
@@ -68,6 +68,16 @@ export class ServerMetrics {
       collect() {
         this.reset();
         for (const d of devices()) this.set({ device: d.name, kind: d.kind, user_agent: d.userAgent ?? "" }, 1);
+      },
+    });
+    new Gauge({
+      name: "distmoe_device_compute_gflops",
+      help: "A connected device's measured compute rate in GFLOP/s, with what computes its experts (wasm, native, webgpu; empty: not said) and, for WebGPU, the adapter it reports",
+      labelNames: ["device", "compute", "adapter"],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const d of devices()) this.set({ device: d.name, compute: d.compute ?? "", adapter: d.adapter ?? "" }, d.gflops);
       },
     });
     new Gauge({

@@ -16,11 +16,13 @@ const ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "
 /**
  * A headless chromium with a new user-data directory; closing it removes the directory. `trustAnyCertificate`:
  * for a base station's self-signed certificate, as a user who chose to trust it (pages and their WebSockets).
+ * `webgpu`: pages on http://localhost or https get navigator.gpu, which headless chromium offers only
+ * behind this flag (without a GPU, or with --disable-gpu, its adapter is SwiftShader's, on the CPU).
  */
-export async function launchBrowser(o: { trustAnyCertificate?: boolean } = {}): Promise<{ context: BrowserContext; close(): Promise<void> }> {
+export async function launchBrowser(o: { trustAnyCertificate?: boolean; webgpu?: boolean } = {}): Promise<{ context: BrowserContext; close(): Promise<void> }> {
   const profile = mkdtempSync(path.join(os.tmpdir(), "distmoe-chromium-"));
   try {
-    const context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: ARGS, ignoreHTTPSErrors: o.trustAnyCertificate ?? false });
+    const context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: o.webgpu ? [...ARGS, "--enable-unsafe-webgpu"] : ARGS, ignoreHTTPSErrors: o.trustAnyCertificate ?? false });
     return {
       context,
       close: async () => {

@@ -1,6 +1,6 @@
 // The hub's health in words: whether every expert can be served, and by enough devices.
 import type { Placement } from "../../policies/placement.js";
-import type { Battery, DeviceKind } from "../../protocol/frames.js";
+import type { Battery, ComputeKind, DeviceKind } from "../../protocol/frames.js";
 import type { Device } from "./device.js";
 
 export interface DeviceStatus {
@@ -17,6 +17,12 @@ export interface DeviceStatus {
   kind: DeviceKind;
   /** a browser's user agent, as it said (checked printable and short, not trusted) */
   userAgent?: string;
+  /** what computes its experts, as its hello said (absent: it did not say) */
+  compute?: ComputeKind;
+  /** the WebGPU adapter it computes on, as it said (checked printable and short, not trusted) */
+  adapter?: string;
+  /** the compute rate it measured, GFLOP/s */
+  gflops: number;
   /** its battery as its last heartbeat said; absent: it reports none */
   battery?: Battery;
   /** it said it is leaving, and finishes its calls in flight */
@@ -44,10 +50,11 @@ export interface HubView {
 }
 
 export function deviceStatus(d: Device): DeviceStatus {
-  const { kind = "node", userAgent } = d.capabilities;
+  const { kind = "node", userAgent, compute, adapter, gflops } = d.capabilities;
   return {
     name: d.name, ready: d.ready, quarantined: d.quarantined, calls: d.calls, experts: d.holds.length, weightBytes: d.weightBytes, kind,
-    ...(userAgent === undefined ? {} : { userAgent }), ...(d.battery ? { battery: d.battery } : {}), leaving: d.leaving,
+    ...(userAgent === undefined ? {} : { userAgent }), ...(compute === undefined ? {} : { compute }), ...(adapter === undefined ? {} : { adapter }), gflops,
+    ...(d.battery ? { battery: d.battery } : {}), leaving: d.leaving,
   };
 }
 

@@ -5,16 +5,21 @@
 // It computes on one thread (the page thread); streamed weights and its identity are kept in the origin's
 // storage (storage.ts), so a reopened page is the same device and downloads only what it lacks. Hidden
 // or frozen, the page leaves the base station and rejoins when shown (lifecycle.ts); its heartbeat
-// carries its battery where the browser reports one (battery.ts).
+// carries its battery where the browser reports one (battery.ts). Where the browser offers a WebGPU
+// adapter that measures faster than the kernels, experts held as f32, f16 or bf16 compute on it
+// (gpu-experts.ts); `#compute=wasm` in the address keeps them on the kernels, `#compute=webgpu` insists on WebGPU.
 import { Backoff } from "../../runtime/backoff.js";
 import { DeviceSession, ExpertHost, mib, printable } from "../../runtime/device-core.js";
 import { WasmBackend } from "../../kernels/wasm/wasm-backend.js";
 import type { KernelModule, SimdVariant } from "../../kernels/wasm/module.js";
+import { navigatorGpu } from "../../kernels/webgpu/gpu-api.js";
+import { WebGpuFfn } from "../../kernels/webgpu/webgpu-ffn.js";
 import { CLOSE } from "../../protocol/socket.js";
 import { safeName } from "../../protocol/names.js";
 import type { Battery, Message } from "../../protocol/frames.js";
 import { openBattery } from "./battery.js";
 import { BrowserWeights } from "./browser-weights.js";
+import { GpuExperts } from "./gpu-experts.js";
 import { PageLife, ScreenWakeLock } from "./lifecycle.js";
 import { offeredMemory, parseSetting, SETTING_KEY } from "./memory-offer.js";
 import { closeWith, receiveFrames, sendFrame } from "./socket.js";
@@ -33,7 +38,7 @@ const $ = (id: string): HTMLElement => document.getElementById(id)!;
 
 const view = {
   state: "starting" as State, detail: "", experts: 0, calls: 0, inFlight: 0, callsPerSecond: 0, roundTripMs: null as number | null,
-  bytesIn: 0, bytesOut: 0, weightBytes: 0, offered: 0, wakeLock: "", battery: "not reported",
+  bytesIn: 0, bytesOut: 0, weightBytes: 0, offered: 0, wakeLock: "", battery: "not reported", compute: "wasm" as "wasm" | "webgpu", computeDetail: "–",
 };
 
 /** Bytes in KiB, MiB or GiB, whichever reads best. */
@@ -58,6 +63,8 @@ function render(): void {
   $("memory-used").textContent = `${bytes(view.weightBytes)} / ${bytes(view.offered)}`;
   $("wake-lock").textContent = view.wakeLock;
   $("battery").textContent = view.battery;
+  $("compute").textContent = view.computeDetail;
+  $("compute").dataset.compute = view.compute;
 }
 
 function show(state: State, detail: string): void {
@@ -80,6 +87,38 @@ async function loadKernels(): Promise<KernelModule> {
     if (WebAssembly.validate(bytes)) return { module: await WebAssembly.compile(bytes), variant };
   }
   throw new Error("this browser runs neither kernel build (it needs WebAssembly SIMD)");
+}
+
+/**
+ * WebGPU for the experts, as the page's address asks (`compute`: "wasm", "webgpu", or unset: where the browser
+ * offers an adapter that computes faster than the kernels), measured; null: the kernels compute them.
+ */
+async function openGpuExperts(want: string | null, backend: WasmBackend): Promise<GpuExperts | null> {
+  if (want !== null && want !== "wasm" && want !== "webgpu") throw new Error(`compute=${printable(want)} in the address is neither wasm nor webgpu`);
+  if (want === "wasm") return null;
+  const fail = (why: string) => {
+    if (want === "webgpu") throw new Error(`the address asks for compute=webgpu, but ${why}`);
+    log(`compute: wasm (${why})`);
+    return null;
+  };
+  const gpu = navigatorGpu();
+  if (!gpu) return fail("this browser has no WebGPU");
+  try {
+    const ffn = await WebGpuFfn.open(gpu, log);
+    if (!ffn) return fail("this browser's WebGPU offers no adapter");
+    const gflops = await ffn.measureGflops();
+    // an adapter slower than the kernels (a software one, as SwiftShader is) is used only when asked for
+    const kernels = want === "webgpu" ? 0 : backend.measureComputeRate();
+    if (gflops < kernels) {
+      ffn.close();
+      log(`compute: wasm (WebGPU on ${ffn.adapter} measured ${gflops.toFixed(2)} GFLOP/s, the wasm kernels ${kernels.toFixed(1)}; #compute=webgpu in the address uses WebGPU anyway)`);
+      return null;
+    }
+    log(`compute: WebGPU on ${ffn.adapter}, ${gflops.toFixed(2)} GFLOP/s measured`);
+    return new GpuExperts(ffn, backend, gflops, log);
+  } catch (e) {
+    return fail(`WebGPU failed: ${(e as Error).message}`);
+  }
 }
 
 /** How one connection ended: refused (trying again would not help), or lost. */
@@ -129,6 +168,9 @@ async function main(): Promise<void> {
   const kernels = await loadKernels();
   const backend = new WasmBackend({ threads: 1, kernels, arenaPages: ARENA_PAGES });
   log(`kernels: wasm (${backend.variant} SIMD, 1 thread)`);
+  const gpu = await openGpuExperts(params.get("compute"), backend);
+  view.compute = gpu ? "webgpu" : "wasm";
+  view.computeDetail = gpu ? `WebGPU (${gpu.adapter})` : `wasm (${backend.variant} SIMD, 1 thread)`;
   const { identity, made } = await keptIdentity(params.get("name") ?? "");
   const name = safeName(params.get("name") ?? `browser-${identity.key.slice(0, 8)}`);
   log(`device ${name}, identity ${identity.fingerprint} (${made ? "new, kept for this page's next visits" : "kept from an earlier visit"})`);
@@ -146,7 +188,7 @@ async function main(): Promise<void> {
       if (gone.length > 0) log(`removed ${gone.length} kept tensors (${mib(gone.reduce((n, e) => n + e.bytes, 0))}, the oldest not held) to keep the weights within ${mib(2 * offered)}`);
     },
   };
-  const host = new ExpertHost(backend, supply, () => offered, log, { kind: "browser", userAgent: navigator.userAgent });
+  const host = new ExpertHost(backend, supply, () => offered, log, { kind: "browser", userAgent: navigator.userAgent }, gpu ?? undefined);
   let current: DeviceSession | null = null;
   let socket: WebSocket | null = null;
   const send = (m: Message) => {
