@@ -188,7 +188,7 @@ export class ThreadPool {
   }
 }
 
-/** Whether Atomics.wait may block this thread: on a browser page's own thread it throws (once the value matches). `ctrl` is shared and its EXIT slot 0. */
+/** Whether Atomics.wait may block this thread: on a browser page's own thread it throws. `ctrl` is shared and its EXIT slot 0 (a zero-timeout wait returns at once). */
 function mayBlock(ctrl: Int32Array): boolean {
   try {
     Atomics.wait(ctrl, CTRL.EXIT, 0, 0);
