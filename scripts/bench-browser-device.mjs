@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // One browser-tab device against one Node device process, on this machine: per-call latency (p50/p95)
-// and throughput (calls/s, rows/s) of the same expert calls, at 1 thread and more. Each configuration
+// and throughput (calls/s, rows/s) of the same expert calls, at 1 thread and more. The Node device
+// computes with the same WebAssembly kernels as the page (--backend wasm), and, for reference, with
+// ggml's native kernels (what it picks by default where they load: --node native). Each configuration
 // gets its own base station (the TLS one the browser tests use, testing/browser-hub.ts) with that one
 // device holding every expert; the calls go through the hub's executor as the engine's do (call frame,
 // result frame, result checks), so the round trip is what the base station waits for, and the
@@ -9,7 +11,7 @@
 // The tab computes with the page's kernels: `--compute` is passed as the page's #compute= fragment
 // parameter; a kind the page does not report using (its #kernels tile's data-compute) gets a row saying
 // it is not available in this page instead of figures.
-// Usage: node scripts/bench-browser-device.mjs [--model DIR] [--dtypes f32,q8] [--threads 1,2]
+// Usage: node scripts/bench-browser-device.mjs [--model DIR] [--dtypes f32,q8] [--threads 1,2] [--node wasm,native]
 //   [--compute wasm,webgpu] [--rows 1,16] [--calls 200] [--concurrency 4] [--out docs/bench/browser-device.json]
 import { parseArgs } from "node:util";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -29,6 +31,7 @@ const { values: a } = parseArgs({
     dtypes: { type: "string", default: "f32,q8" },
     threads: { type: "string", default: "1,2" },
     compute: { type: "string", default: "wasm,webgpu" },
+    node: { type: "string", default: "wasm,native" },
     rows: { type: "string", default: "1,16" },
     calls: { type: "string", default: "200" },
     concurrency: { type: "string", default: "4" },
@@ -104,10 +107,10 @@ async function bench(dtype, join) {
   }
 }
 
-/** A Node device process (`distmoe device`), its idle threads spinning as long as the page's (the pool's default). */
-const nodeDevice = (threads) => async (bs, token) => {
-  const devices = spawnLocalDevices(`wss://127.0.0.1:${bs.port}`, token, 1, threads, ["--fingerprint", bs.fingerprint, "--spin-ms", "0.5"]);
-  return { failed: devices.failed, kernels: `wasm, ${threads} thread${threads > 1 ? "s" : ""}`, close: async () => (devices.settled(), await devices.exited()) };
+/** A Node device process (`distmoe device`) computing with `backend`, its idle wasm threads spinning as long as the page's (the pool's default). */
+const nodeDevice = (threads, backend) => async (bs, token) => {
+  const devices = spawnLocalDevices(`wss://127.0.0.1:${bs.port}`, token, 1, threads, ["--fingerprint", bs.fingerprint, "--spin-ms", "0.5", "--backend", backend]);
+  return { failed: devices.failed, kernels: `${backend}, ${threads} thread${threads > 1 ? "s" : ""}`, close: async () => (devices.settled(), await devices.exited()) };
 };
 
 /** A tab of `browser` opening the device page with the thread setting `threads` and #compute=`compute`. */
@@ -128,7 +131,16 @@ const browser = browserSkip ? null : await launchBrowser({ trustAnyCertificate: 
 try {
   for (const dtype of list(a.dtypes)) {
     for (const threads of list(a.threads).map(Number)) {
-      rows.push({ device: "node", compute: "wasm", dtype, threads, ...(await bench(dtype, nodeDevice(threads))) });
+      for (const backend of list(a.node)) {
+        let figures;
+        try {
+          figures = await bench(dtype, nodeDevice(threads, backend));
+        } catch (e) {
+          if (backend === "wasm") throw e;
+          figures = { unavailable: `${backend}: ${e.message}` }; // native kernels that do not load here
+        }
+        rows.push({ device: "node", compute: backend, dtype, threads, ...figures });
+      }
       if (!browser) continue;
       for (const compute of list(a.compute)) rows.push({ device: "browser", compute, dtype, threads, ...(await bench(dtype, browserDevice(browser, threads, compute))) });
     }
