@@ -1,5 +1,6 @@
-// Bundles the browser device (src/web/device) into dist/web/device: the page and one ES module, which
-// the base station serves at /device beside the kernels' .wasm (nothing comes from a CDN).
+// Bundles the browser device (src/web/device) into dist/web/device: the page, its ES module and its compute
+// threads' (a Web Worker's) module, which the base station serves at /device beside the kernels' .wasm
+// (nothing comes from a CDN).
 // The page shares its modules with the Node device; the few Node built-ins those import for Node-only
 // paths (reading model files, worker threads, the kernel file) become modules whose every export throws
 // if called, so a Node-only path reached in the browser fails with a clear error instead of the bundle
@@ -28,8 +29,8 @@ const nodeBuiltins = {
 };
 
 await build({
-  entryPoints: ["src/web/device/main.ts"],
-  outfile: `${out}/device.js`,
+  entryPoints: { device: "src/web/device/main.ts", "kernel-worker": "src/web/device/kernel-thread.ts" },
+  outdir: out,
   bundle: true,
   format: "esm",
   platform: "browser",

@@ -30,8 +30,11 @@ export interface AppOptions {
   apiKeys?: readonly string[];
   /** The operator's /admin endpoints (join tokens, device identities); default: off (403). */
   admin?: AdminOptions;
-  /** Whether to serve the browser device's page at /device (with the kernels it loads); default false. */
-  devicePage?: boolean;
+  /**
+   * Whether to serve the browser device's page at /device (with the kernels it loads); default false.
+   * "not-isolated": without the headers that make it cross-origin isolated, as a proxy that drops them would (tests of the page's one-thread fallback).
+   */
+  devicePage?: boolean | "not-isolated";
   /** Origins allowed cross-origin requests; none: CORS off. */
   corsOrigins?: readonly string[];
   maxBodyBytes?: number;
@@ -102,7 +105,7 @@ export function createApp(opts: AppOptions): Hono<Env> {
     },
   });
   mountAdmin(app, opts.admin ?? { keys: [] });
-  if (opts.devicePage) mountDevicePage(app);
+  if (opts.devicePage) mountDevicePage(app, opts.devicePage !== "not-isolated");
   const readJson = async (c: Context<Env>): Promise<unknown> => {
     const text = await c.req.text();
     try {

@@ -1,7 +1,8 @@
 // The browser device's page (web/device, bundled by scripts/build-web.mjs) and the kernels it computes
 // with, served by the base station at /device. Every answer carries the headers that make the page
-// cross-origin isolated (COOP same-origin, COEP require-corp), which shared WebAssembly memory needs, and a
-// content security policy that lets it load nothing from anywhere but this base station.
+// cross-origin isolated (COOP same-origin, COEP require-corp), which its compute threads' shared memory
+// needs, and a content security policy that lets it load nothing (scripts, its workers) from anywhere but
+// this base station.
 import { readFileSync } from "node:fs";
 import type { Hono } from "hono";
 import type { RequestIdVariables } from "hono/request-id";
@@ -10,7 +11,7 @@ const PAGE_HEADERS = {
   "cross-origin-opener-policy": "same-origin",
   "cross-origin-embedder-policy": "require-corp",
   "cross-origin-resource-policy": "same-origin",
-  "content-security-policy": "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+  "content-security-policy": "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
   "x-content-type-options": "nosniff",
   "referrer-policy": "no-referrer",
   "cache-control": "no-cache",
@@ -21,11 +22,18 @@ const FILES: Record<string, { file: string; type: string }> = {
   "/device": { file: "../web/device/index.html", type: "text/html; charset=utf-8" },
   "/device/device.js": { file: "../web/device/device.js", type: "text/javascript; charset=utf-8" },
   "/device/device.js.map": { file: "../web/device/device.js.map", type: "application/json" },
+  "/device/kernel-worker.js": { file: "../web/device/kernel-worker.js", type: "text/javascript; charset=utf-8" },
+  "/device/kernel-worker.js.map": { file: "../web/device/kernel-worker.js.map", type: "application/json" },
   "/device/kernels-simd.wasm": { file: "../kernels/kernels-simd.wasm", type: "application/wasm" },
   "/device/kernels-relaxed.wasm": { file: "../kernels/kernels-relaxed.wasm", type: "application/wasm" },
 };
 
-export function mountDevicePage(app: Hono<{ Variables: RequestIdVariables }>): void {
+/** The headers that make the page cross-origin isolated. */
+const ISOLATION = ["cross-origin-opener-policy", "cross-origin-embedder-policy"];
+
+/** `isolated` false: without COOP/COEP, as a proxy that drops them would serve the page (it then computes on one thread). */
+export function mountDevicePage(app: Hono<{ Variables: RequestIdVariables }>, isolated = true): void {
+  const headers = isolated ? PAGE_HEADERS : Object.fromEntries(Object.entries(PAGE_HEADERS).filter(([h]) => !ISOLATION.includes(h)));
   const cache = new Map<string, Uint8Array<ArrayBuffer>>();
   for (const [route, { file, type }] of Object.entries(FILES)) {
     app.get(route, (c) => {
@@ -34,11 +42,11 @@ export function mountDevicePage(app: Hono<{ Variables: RequestIdVariables }>): v
         try {
           body = new Uint8Array(readFileSync(new URL(file, import.meta.url)));
         } catch {
-          return c.text(`the device page is not built here (${file.replace("../", "dist/")} is missing): run npm run build`, 503, PAGE_HEADERS);
+          return c.text(`the device page is not built here (${file.replace("../", "dist/")} is missing): run npm run build`, 503, headers);
         }
         cache.set(route, body);
       }
-      return c.body(body, 200, { ...PAGE_HEADERS, "content-type": type });
+      return c.body(body, 200, { ...headers, "content-type": type });
     });
   }
 }

@@ -23,10 +23,13 @@ export interface BrowserHub {
   close(): Promise<void>;
 }
 
-/** `engine`: the engine serving through the hub, once there is one (for /health and the expert counters). */
-export async function startBrowserHub(hubOptions: Omit<HubOptions, "browserDevices">, engine: () => Engine | undefined = () => undefined): Promise<BrowserHub> {
+/**
+ * `engine`: the engine serving through the hub, once there is one (for /health and the expert counters).
+ * `page.isolated` false: the device page comes without the headers that make it cross-origin isolated.
+ */
+export async function startBrowserHub(hubOptions: Omit<HubOptions, "browserDevices">, engine: () => Engine | undefined = () => undefined, page: { isolated?: boolean } = {}): Promise<BrowserHub> {
   const metrics = new ServerMetrics(() => ({ waiting: 0, active: 0 }), () => engine()?.expertUsage() ?? NO_USAGE);
-  const app = createApp({ engine, modelName: "test", metrics, devicePage: true, devices: () => ({ ...hub.status() }) });
+  const app = createApp({ engine, modelName: "test", metrics, devicePage: page.isolated === false ? "not-isolated" : true, devices: () => ({ ...hub.status() }) });
   const tls = await makeSelfSigned(["127.0.0.1"]);
   const server = createAdaptorServer({ fetch: app.fetch, createServer: https.createServer, serverOptions: { cert: tls.cert, key: tls.key, minVersion: "TLSv1.3" } }) as https.Server;
   const hub = DeviceHub.attach(server, { ...hubOptions, browserDevices: true });

@@ -18,6 +18,14 @@ const FFN_TABLE: usize = 256;
 
 const F32 = 0, BF16 = 1;
 
+/** Whether this instance's thread may block in atomic.wait; a browser page's own thread may not, and only spins. */
+let blocking = true;
+
+/** Set once per instance by the host (see ../wasm/abi.ts instantiate). */
+export function set_blocking(allowed: i32): void {
+  blocking = allowed != 0;
+}
+
 /**
  * y[M][K] = FFN(x[M][K]) with weights gate, up [F][K] and down [K][F] of one dtype; x is prepared for
  * that dtype as matmul's (xa, xb). Table: gate, gate scales, up, up scales, down, down scales, g and u
@@ -65,6 +73,6 @@ export function ffn(dtype: i32, xa: usize, xb: usize, M: i32, K: i32, F: i32, ti
 function waitUntil(p: usize, n: i32): void {
   let spins = 0;
   for (let v = atomic.load<i32>(p); v < n; v = atomic.load<i32>(p)) {
-    if (++spins > 2000) atomic.wait<i32>(p, v, 50_000);
+    if (++spins > 2000 && blocking) atomic.wait<i32>(p, v, 50_000);
   }
 }

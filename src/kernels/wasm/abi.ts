@@ -42,7 +42,8 @@ export const ARGS_OFFSET = 64;
 export const MAX_ARGS = 16;
 export const CTRL_BYTES = ARGS_OFFSET + 8 * MAX_ARGS;
 
-export function instantiate(module: WebAssembly.Module, memory: WebAssembly.Memory): KernelFn[] {
+/** The kernels of `module` over `memory`; `mayBlock` false for a thread that may not block in atomic.wait (a browser page's own), whose kernels then spin. */
+export function instantiate(module: WebAssembly.Module, memory: WebAssembly.Memory, mayBlock = true): KernelFn[] {
   const instance = new WebAssembly.Instance(module, {
     env: {
       memory,
@@ -51,6 +52,7 @@ export function instantiate(module: WebAssembly.Module, memory: WebAssembly.Memo
       },
     },
   });
+  if (!mayBlock) (instance.exports.set_blocking as (allowed: number) => void)(0);
   return KERNELS.map((name) => {
     const fn = instance.exports[name];
     if (typeof fn !== "function") throw new Error(`kernel module lacks export ${name}`);

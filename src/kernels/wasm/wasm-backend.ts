@@ -22,6 +22,8 @@ export interface WasmBackendOptions {
   activationReserve?: number;
   /** How long idle workers spin before sleeping, in ms (see ThreadPool). */
   spinMs?: number;
+  /** A started pool of `kernels`' module to compute with instead of one made here (a browser page starts its Web Workers first); `threads` and `spinMs` are then its own. */
+  pool?: ThreadPool;
 }
 
 // Kernels of at least PARALLEL_MIN_WORK multiply-adds (~4 MiB of f32 weights, ~150 µs on one thread) are
@@ -70,14 +72,19 @@ export class WasmBackend implements Backend {
   constructor(opts: WasmBackendOptions = {}) {
     const { module, variant } = opts.kernels ?? loadKernelModule(opts.simd ?? "auto");
     this.variant = variant;
-    this.threads = Math.max(1, Math.floor(opts.threads ?? os.availableParallelism()));
+    this.pool = opts.pool ?? new ThreadPool(module, { threads: opts.threads ?? os.availableParallelism(), spinMs: opts.spinMs });
+    this.threads = this.pool.threads;
     this.arenaPages = Math.min(MAX_PAGES, opts.arenaPages ?? MAX_PAGES);
     this.reserve = opts.activationReserve ?? Math.min(1 << 30, (this.arenaPages * 65536) / 4);
-    this.pool = new ThreadPool(module, { threads: this.threads, spinMs: opts.spinMs });
     this.name = `wasm-${variant}`;
     // q8 activations: int8 for the relaxed build's i8×i7 dot, int16 for the plain build (Q8_ACT_BYTES).
     this.q8ActBytes = variant === "relaxed" ? 1 : 2;
     this.newArena();
+  }
+
+  /** Shares of split kernels that the worker threads computed so far (see ThreadPool). */
+  get workerShares(): number {
+    return this.pool.workerShares;
   }
 
   private newArena(): Arena {

@@ -2,7 +2,8 @@
 // speaks the device protocol through the same core as the Node device (runtime/device-core.ts) and
 // computes with the same AssemblyScript kernels, compiled from the .wasm the base station serves. The
 // join token comes in the URL's fragment (/device#token=…), which the browser never sends to a server.
-// It computes on one thread (the page thread); streamed weights and its identity are kept in the origin's
+// Cross-origin isolated, it computes on its own thread and Web Workers over shared memory (threads.ts; the
+// count is a setting), else on its own thread alone; streamed weights and its identity are kept in the origin's
 // storage (storage.ts), so a reopened page is the same device and downloads only what it lacks. Hidden
 // or frozen, the page leaves the base station and rejoins when shown (lifecycle.ts); its heartbeat
 // carries its battery where the browser reports one (battery.ts). Where the browser offers a WebGPU
@@ -14,6 +15,7 @@ import { WasmBackend } from "../../kernels/wasm/wasm-backend.js";
 import type { KernelModule, SimdVariant } from "../../kernels/wasm/module.js";
 import { navigatorGpu } from "../../kernels/webgpu/gpu-api.js";
 import { WebGpuFfn } from "../../kernels/webgpu/webgpu-ffn.js";
+import { ThreadPool } from "../../kernels/wasm/pool.js";
 import { CLOSE } from "../../protocol/socket.js";
 import { safeName } from "../../protocol/names.js";
 import type { Battery, Message } from "../../protocol/frames.js";
@@ -23,6 +25,7 @@ import { GpuExperts } from "./gpu-experts.js";
 import { PageLife, ScreenWakeLock } from "./lifecycle.js";
 import { offeredMemory, parseSetting, SETTING_KEY } from "./memory-offer.js";
 import { closeWith, receiveFrames, sendFrame } from "./socket.js";
+import { parseThreads, startWebWorker, threadCount, THREADS_KEY } from "./threads.js";
 import { keptIdentity, weightEntries } from "./storage.js";
 
 /** Pages (64 KiB) per kernel arena: 1 GiB, of address space a phone's browser can reserve; more arenas are made as weights need them. */
@@ -38,7 +41,7 @@ const $ = (id: string): HTMLElement => document.getElementById(id)!;
 
 const view = {
   state: "starting" as State, detail: "", experts: 0, calls: 0, inFlight: 0, callsPerSecond: 0, roundTripMs: null as number | null,
-  bytesIn: 0, bytesOut: 0, weightBytes: 0, offered: 0, wakeLock: "", battery: "not reported", compute: "wasm" as "wasm" | "webgpu", computeDetail: "–",
+  bytesIn: 0, bytesOut: 0, weightBytes: 0, offered: 0, wakeLock: "", battery: "not reported", compute: "wasm" as "wasm" | "webgpu", computeDetail: "–", kernels: "–",
 };
 
 /** Bytes in KiB, MiB or GiB, whichever reads best. */
@@ -65,6 +68,7 @@ function render(): void {
   $("battery").textContent = view.battery;
   $("compute").textContent = view.computeDetail;
   $("compute").dataset.compute = view.compute;
+  $("kernels").textContent = view.kernels;
 }
 
 function show(state: State, detail: string): void {
@@ -161,16 +165,43 @@ function memorySetting(): number {
   return offer.bytes;
 }
 
+/** The threads to compute on (threads.ts); the page's field shows the setting and keeps a change for the next visit. */
+function threadSetting(): { threads: number; from: string } {
+  const input = $("threads-setting") as HTMLInputElement;
+  const count = threadCount(localStorage.getItem(THREADS_KEY), navigator.hardwareConcurrency, globalThis.crossOriginIsolated);
+  input.value = String(parseThreads(localStorage.getItem(THREADS_KEY)) ?? count.threads);
+  input.disabled = !globalThis.crossOriginIsolated;
+  input.addEventListener("change", () => {
+    if (parseThreads(input.value) === null) return log(`${printable(input.value)} is not a thread count this page can use (${input.min}–${input.max})`);
+    localStorage.setItem(THREADS_KEY, input.value.trim());
+    log(`will compute on ${input.value.trim()} threads from the next time this page opens (reload it to apply)`);
+  });
+  return count;
+}
+
+/** The kernels on the threads chosen: Web Workers run only once this thread yields, so they are awaited before the first arena. */
+async function openBackend(kernels: KernelModule): Promise<WasmBackend> {
+  const { threads, from } = threadSetting();
+  const pool = new ThreadPool(kernels.module, { threads, start: startWebWorker });
+  await pool.started;
+  const backend = new WasmBackend({ kernels, pool, arenaPages: ARENA_PAGES });
+  const what = `wasm (${backend.variant} SIMD) on ${threads === 1 ? "1 thread" : `${threads} threads`}`;
+  view.kernels = globalThis.crossOriginIsolated ? what : `${what}: ${from}`;
+  $("kernels").dataset.compute = "wasm";
+  $("kernels").dataset.threads = String(threads);
+  log(`kernels: ${what}: ${from}`);
+  setInterval(() => ($("kernels").dataset.workerShares = String(backend.workerShares)), 1000);
+  return backend;
+}
+
 async function main(): Promise<void> {
   const params = new URLSearchParams(location.hash.slice(1));
   const token = params.get("token") || undefined;
-  if (!globalThis.crossOriginIsolated) throw new Error("this page is not cross-origin isolated, and the kernels need shared memory: open it from the base station's own address (it sends the COOP/COEP headers), over https:// or on localhost");
   const kernels = await loadKernels();
-  const backend = new WasmBackend({ threads: 1, kernels, arenaPages: ARENA_PAGES });
-  log(`kernels: wasm (${backend.variant} SIMD, 1 thread)`);
+  const backend = await openBackend(kernels);
   const gpu = await openGpuExperts(params.get("compute"), backend);
   view.compute = gpu ? "webgpu" : "wasm";
-  view.computeDetail = gpu ? `WebGPU (${gpu.adapter})` : `wasm (${backend.variant} SIMD, 1 thread)`;
+  view.computeDetail = gpu ? `WebGPU (${gpu.adapter})` : view.kernels;
   const { identity, made } = await keptIdentity(params.get("name") ?? "");
   const name = safeName(params.get("name") ?? `browser-${identity.key.slice(0, 8)}`);
   log(`device ${name}, identity ${identity.fingerprint} (${made ? "new, kept for this page's next visits" : "kept from an earlier visit"})`);
