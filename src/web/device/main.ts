@@ -201,7 +201,7 @@ async function main(): Promise<void> {
   const backend = await openBackend(kernels);
   const gpu = await openGpuExperts(params.get("compute"), backend);
   view.compute = gpu ? "webgpu" : "wasm";
-  view.computeDetail = gpu ? `WebGPU (${gpu.adapter})` : view.kernels;
+  view.computeDetail = gpu ? `WebGPU (${gpu.adapter})` : "the wasm kernels";
   const { identity, made } = await keptIdentity(params.get("name") ?? "");
   const name = safeName(params.get("name") ?? `browser-${identity.key.slice(0, 8)}`);
   log(`device ${name}, identity ${identity.fingerprint} (${made ? "new, kept for this page's next visits" : "kept from an earlier visit"})`);
