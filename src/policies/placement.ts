@@ -54,20 +54,24 @@ export function placeExperts(sparseLayers: readonly boolean[], experts: number, 
   // holders full moves one of their kept slots to another of that slot's holders (an augmenting path),
   // so a device that comes back to the weights it kept (a reopened tab) gets them all back, whatever
   // its place in the list, where the others can keep their shares of what they hold meanwhile
-  const key = (l: number, e: number) => `${l}:${e}`;
+  // a number per (layer, expert) of this model; a pair outside it (held for another model) matches no slot
+  const key = (l: number, e: number) => (e >= 0 && e < experts ? l * experts + e : -1);
   const holds = devices.map((d) => new Set((d.holds ?? []).map(([l, e]) => key(l, e))));
   const holders = slots.map(([l, e]) => devices.flatMap((_, d) => (holds[d]!.has(key(l, e)) ? [d] : [])));
   const kept = devices.map(() => [] as number[]);
   const keep = (s: number, seen: Set<number>): boolean => {
+    // a holder with room ends the path here; only when none has room does it go through full ones (so
+    // where many hold the same experts, a search is one step, not a walk through every full device)
+    const free = holders[s]!.find((d) => !seen.has(d) && !chosen[s]!.includes(d) && load[d]! < share[d]!);
+    if (free !== undefined) {
+      chosen[s]!.push(free);
+      kept[free]!.push(s);
+      load[free]!++;
+      return true;
+    }
     for (const d of holders[s]!) {
       if (seen.has(d) || chosen[s]!.includes(d)) continue;
       seen.add(d);
-      if (load[d]! < share[d]!) {
-        chosen[s]!.push(d);
-        kept[d]!.push(s);
-        load[d]!++;
-        return true;
-      }
       for (const other of kept[d]!) {
         if (other === s || !keep(other, seen)) continue;
         // `other` found another holder: it gives its place on d to s
@@ -79,7 +83,19 @@ export function placeExperts(sparseLayers: readonly boolean[], experts: number, 
     }
     return false;
   };
-  for (let s = 0; s < slots.length; s++) while (chosen[s]!.length < copies && keep(s, new Set()));
+  // the full devices a failed search went through lead to no room, and go on not to until a search
+  // succeeds and moves something: the next searches skip them (else each failure walks them all again)
+  let dead = new Set<number>();
+  for (let s = 0; s < slots.length; s++) {
+    while (chosen[s]!.length < copies) {
+      const seen = new Set(dead);
+      if (keep(s, seen)) dead.clear();
+      else {
+        dead = seen;
+        break;
+      }
+    }
+  }
   // the rest to the least loaded devices relative to speed that have room; on a tie, one that holds
   // the expert already, then the lower index
   slots.forEach(([l, e], s) => {
