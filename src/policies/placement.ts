@@ -45,8 +45,12 @@ export function placeExperts(sparseLayers: readonly boolean[], experts: number, 
     const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
     throw new Error(`the devices' memory holds ${offered} expert copies; the model needs ${needed} (${slots.length} experts × ${copies} of ${gib(expertBytes)} each, ${gib(needed * expertBytes)} in all)`);
   }
-  const totalSpeed = speed.reduce((s, v) => s + v, 0);
-  const share = devices.map((_, d) => Math.min(capacity[d]!, Math.floor((needed * speed[d]!) / totalSpeed)));
+  // the shares from speeds scaled by a power of two (exact: the same shares) to at most 1, so that speeds a
+  // device claims near the largest number do not sum to Infinity and make every share NaN (nothing kept)
+  const scale = 2 ** -Math.max(0, Math.ceil(Math.log2(Math.max(...speed))));
+  const scaled = speed.map((v) => v * scale);
+  const totalSpeed = scaled.reduce((s, v) => s + v, 0);
+  const share = devices.map((_, d) => Math.min(capacity[d]!, Math.floor((needed * scaled[d]!) / totalSpeed)));
   const load = devices.map(() => 0);
   const chosen = slots.map(() => [] as number[]);
 
