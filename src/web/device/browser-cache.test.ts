@@ -5,7 +5,8 @@
 // the Origin Private File System without the base station streaming them again, and serves again; a
 // cached tensor damaged while it was closed is streamed again, and only that. A browser without
 // OPFS keeps its weights in IndexedDB, and rejoins from them as well. A page keeps its storage within
-// twice the memory it offers: what an earlier model left there goes, what it holds stays.
+// twice the memory it offers: what an earlier model left there goes, what it holds stays; a model's folder
+// removed while a tab serves is made again for what it is assigned next.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { Page } from "playwright-core";
@@ -236,6 +237,16 @@ test("a tab's weight cache stays within twice its offer: another model's old ten
       assert.ok(experts.length > 0 && experts.every((p) => held.has(p)), `${store}: the tensors of the experts ${tab} holds stay`);
       assert.equal(names.length, 3 * experts.length, `${store}: its experts' three tensors each, nothing else`);
     }
+
+    // its model's folder removed while it serves (by another tab's trim, or the user clearing the site's data): what it is assigned next is stored anew
+    await opfs!.evaluate(async () => {
+      const weights = await (await navigator.storage.getDirectory()).getDirectoryHandle("weights");
+      for await (const [model] of weights as unknown as AsyncIterable<[string, FileSystemHandle]>) await weights.removeEntry(model, { recursive: true });
+    });
+    await idb!.close({ runBeforeUnload: false });
+    const all = 4 * 8;
+    await until(() => hub.status().devices.length === 1 && hub.status().devices[0]!.ready && hub.status().devices[0]!.experts === all, "the opfs tab to take every expert");
+    assert.equal(expertsOf("opfs").length, all);
   } catch (e) {
     process.stderr.write(`${lines.join("\n")}\n`);
     throw e;
