@@ -58,10 +58,21 @@ export function placeExperts(sparseLayers: readonly boolean[], experts: number, 
   // holders full moves one of their kept slots to another of that slot's holders (an augmenting path),
   // so a device that comes back to the weights it kept (a reopened tab) gets them all back, whatever
   // its place in the list, where the others can keep their shares of what they hold meanwhile
-  // a number per (layer, expert) of this model; a pair outside it (held for another model) matches no slot
-  const key = (l: number, e: number) => (e >= 0 && e < experts ? l * experts + e : -1);
-  const holds = devices.map((d) => new Set((d.holds ?? []).map(([l, e]) => key(l, e))));
-  const holders = slots.map(([l, e]) => devices.flatMap((_, d) => (holds[d]!.has(key(l, e)) ? [d] : [])));
+  // holding[d * slots + s]: device d holds slot s; a pair outside the model (held for another model) is none
+  const slotOf = new Map(slots.map(([l, e], s) => [l * experts + e, s]));
+  const holding = new Uint8Array(devices.length * slots.length);
+  devices.forEach((d, i) => {
+    for (const [l, e] of d.holds ?? []) {
+      const s = e >= 0 && e < experts ? slotOf.get(l * experts + e) : undefined;
+      if (s !== undefined) holding[i * slots.length + s] = 1;
+    }
+  });
+  const holds = (d: number, s: number) => holding[d * slots.length + s] === 1;
+  const holders = slots.map((_, s) => {
+    const out: number[] = [];
+    for (let d = 0; d < devices.length; d++) if (holds(d, s)) out.push(d);
+    return out;
+  });
   const kept = devices.map(() => [] as number[]);
   const keep = (s: number, seen: Set<number>): boolean => {
     // a holder with room ends the path here; only when none has room does it go through full ones (so
@@ -108,7 +119,7 @@ export function placeExperts(sparseLayers: readonly boolean[], experts: number, 
       const score = (d: number) => (load[d]! + 1) / speed[d]!;
       for (let d = 0; d < devices.length; d++) {
         if (chosen[s]!.includes(d) || load[d]! >= capacity[d]!) continue;
-        if (best < 0 || score(d) < score(best) || (score(d) === score(best) && holds[d]!.has(key(l, e)) && !holds[best]!.has(key(l, e)))) best = d;
+        if (best < 0 || score(d) < score(best) || (score(d) === score(best) && holds(d, s) && !holds(best, s))) best = d;
       }
       if (best < 0) throw new Error(`no device has room for another copy of expert ${e} of layer ${l}`);
       chosen[s]!.push(best);
