@@ -47,7 +47,7 @@ export function placeExperts(sparseLayers: readonly boolean[], experts: number, 
   }
   // the shares from speeds scaled by a power of two (exact: the same shares) to at most 1, so that speeds a
   // device claims near the largest number do not sum to Infinity and make every share NaN (nothing kept)
-  const scale = 2 ** -Math.max(0, Math.ceil(Math.log2(Math.max(...speed))));
+  const scale = 2 ** -Math.max(0, Math.ceil(Math.log2(speed.reduce((m, v) => Math.max(m, v), 0))));
   const scaled = speed.map((v) => v * scale);
   const totalSpeed = scaled.reduce((s, v) => s + v, 0);
   const share = devices.map((_, d) => Math.min(capacity[d]!, Math.floor((needed * scaled[d]!) / totalSpeed)));
