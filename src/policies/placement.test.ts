@@ -53,3 +53,15 @@ test("a device that comes back to the experts it held gets them all back (replic
   assert.deepEqual(sorted(back.experts[3]!), sorted(four.experts[3]!), "the returning device keeps exactly what it held");
   back.experts.slice(0, 3).forEach((e, d) => assert.ok(e.every(([l, x]) => three.experts[d]!.some(([l2, x2]) => l2 === l && x2 === x)), `device ${d} loads nothing new`));
 });
+
+test("speeds a device claims near the largest number still leave each device what it holds (they do not sum to Infinity)", () => {
+  const halves = (l0: number) => Array.from({ length: 16 }, (_, i): [number, number] => [l0 + (i >> 3), i & 7]);
+  const p = placeExperts(sparse4, 8, [{ readGbps: 1e308, holds: halves(0) }, { readGbps: 1e308, holds: halves(2) }]);
+  assert.deepEqual(p.experts, [halves(0), halves(2)]);
+});
+
+test("a held pair outside the model (kept for another model) is no expert of it", () => {
+  const p = placeExperts([true, true], 4, [{ readGbps: 10, holds: [[0, 4], [0, 5], [0, 6], [0, 7]] }, { readGbps: 10, holds: [[1, 0], [1, 1], [1, 2], [1, 3]] }]);
+  assert.deepEqual(counts(p), [4, 4]);
+  assert.deepEqual(p.experts[1], [[1, 0], [1, 1], [1, 2], [1, 3]]);
+});

@@ -45,8 +45,12 @@ export function placeExperts(sparseLayers: readonly boolean[], experts: number, 
     const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
     throw new Error(`the devices' memory holds ${offered} expert copies; the model needs ${needed} (${slots.length} experts × ${copies} of ${gib(expertBytes)} each, ${gib(needed * expertBytes)} in all)`);
   }
-  const totalSpeed = speed.reduce((s, v) => s + v, 0);
-  const share = devices.map((_, d) => Math.min(capacity[d]!, Math.floor((needed * speed[d]!) / totalSpeed)));
+  // the shares from speeds scaled by a power of two (exact: the same shares) to at most 1, so that speeds a
+  // device claims near the largest number do not sum to Infinity and make every share NaN (nothing kept)
+  const scale = 2 ** -Math.max(0, Math.ceil(Math.log2(speed.reduce((m, v) => Math.max(m, v), 0))));
+  const scaled = speed.map((v) => v * scale);
+  const totalSpeed = scaled.reduce((s, v) => s + v, 0);
+  const share = devices.map((_, d) => Math.min(capacity[d]!, Math.floor((needed * scaled[d]!) / totalSpeed)));
   const load = devices.map(() => 0);
   const chosen = slots.map(() => [] as number[]);
 
@@ -54,20 +58,35 @@ export function placeExperts(sparseLayers: readonly boolean[], experts: number, 
   // holders full moves one of their kept slots to another of that slot's holders (an augmenting path),
   // so a device that comes back to the weights it kept (a reopened tab) gets them all back, whatever
   // its place in the list, where the others can keep their shares of what they hold meanwhile
-  const key = (l: number, e: number) => `${l}:${e}`;
-  const holds = devices.map((d) => new Set((d.holds ?? []).map(([l, e]) => key(l, e))));
-  const holders = slots.map(([l, e]) => devices.flatMap((_, d) => (holds[d]!.has(key(l, e)) ? [d] : [])));
+  // holding[d * slots + s]: device d holds slot s; a pair outside the model (held for another model) is none
+  const slotOf = new Map(slots.map(([l, e], s) => [l * experts + e, s]));
+  const holding = new Uint8Array(devices.length * slots.length);
+  devices.forEach((d, i) => {
+    for (const [l, e] of d.holds ?? []) {
+      const s = e >= 0 && e < experts ? slotOf.get(l * experts + e) : undefined;
+      if (s !== undefined) holding[i * slots.length + s] = 1;
+    }
+  });
+  const holds = (d: number, s: number) => holding[d * slots.length + s] === 1;
+  const holders = slots.map((_, s) => {
+    const out: number[] = [];
+    for (let d = 0; d < devices.length; d++) if (holds(d, s)) out.push(d);
+    return out;
+  });
   const kept = devices.map(() => [] as number[]);
   const keep = (s: number, seen: Set<number>): boolean => {
+    // a holder with room ends the path here; only when none has room does it go through full ones (so
+    // where many hold the same experts, a search is one step, not a walk through every full device)
+    const free = holders[s]!.find((d) => !seen.has(d) && !chosen[s]!.includes(d) && load[d]! < share[d]!);
+    if (free !== undefined) {
+      chosen[s]!.push(free);
+      kept[free]!.push(s);
+      load[free]!++;
+      return true;
+    }
     for (const d of holders[s]!) {
       if (seen.has(d) || chosen[s]!.includes(d)) continue;
       seen.add(d);
-      if (load[d]! < share[d]!) {
-        chosen[s]!.push(d);
-        kept[d]!.push(s);
-        load[d]!++;
-        return true;
-      }
       for (const other of kept[d]!) {
         if (other === s || !keep(other, seen)) continue;
         // `other` found another holder: it gives its place on d to s
@@ -79,7 +98,19 @@ export function placeExperts(sparseLayers: readonly boolean[], experts: number, 
     }
     return false;
   };
-  for (let s = 0; s < slots.length; s++) while (chosen[s]!.length < copies && keep(s, new Set()));
+  // the full devices a failed search went through lead to no room, and go on not to until a search
+  // succeeds and moves something: the next searches skip them (else each failure walks them all again)
+  let dead = new Set<number>();
+  for (let s = 0; s < slots.length; s++) {
+    while (chosen[s]!.length < copies) {
+      const seen = new Set(dead);
+      if (keep(s, seen)) dead.clear();
+      else {
+        dead = seen;
+        break;
+      }
+    }
+  }
   // the rest to the least loaded devices relative to speed that have room; on a tie, one that holds
   // the expert already, then the lower index
   slots.forEach(([l, e], s) => {
@@ -88,7 +119,7 @@ export function placeExperts(sparseLayers: readonly boolean[], experts: number, 
       const score = (d: number) => (load[d]! + 1) / speed[d]!;
       for (let d = 0; d < devices.length; d++) {
         if (chosen[s]!.includes(d) || load[d]! >= capacity[d]!) continue;
-        if (best < 0 || score(d) < score(best) || (score(d) === score(best) && holds[d]!.has(key(l, e)) && !holds[best]!.has(key(l, e)))) best = d;
+        if (best < 0 || score(d) < score(best) || (score(d) === score(best) && holds(d, s) && !holds(best, s))) best = d;
       }
       if (best < 0) throw new Error(`no device has room for another copy of expert ${e} of layer ${l}`);
       chosen[s]!.push(best);

@@ -149,43 +149,45 @@ export class ExpertHost {
       this.log(`dropping the ${unassigned.length} experts held beyond the new assignment: with it they would exceed the ${mib(offered)} offered`);
       this.free(unassigned);
     }
-    let streamed = false;
-    if (wanted.length > 0) {
-      const want = new Set(wanted.map(([l, e]) => `${l}:${e}`));
-      const holdsExpert = (l: number, e: number) => want.has(`${l}:${e}`);
-      const source = await this.source(m, cfg, wanted, holdsExpert, session);
-      const ck = source.store;
-      streamed = source.streamed;
-      try {
-        // the load log says how each stored type is kept: a GGUF file's blocks as they are where the kernels hold them, else converted
-        const loaded = loadExperts(this.backend, ck, cfg, { dtype, keepFileTypes: assignmentKeepsFileTypes(dtype), holdsExpert, onKept: (how) => this.log(`loaded ${wanted.length} experts: ${how}`) });
-        loaded.forEach((row, layer) => row.forEach((w, expert) => w && this.held.set(`${layer}:${expert}`, { layer, expert, w })));
-      } finally {
-        ck.close();
+    // streamed weights are kept for a rejoin, within the cache's budget (what is held now stays): trimmed
+    // after an assignment that fails too, else a base station that streams weights for made-up model ids
+    // and never lets one complete would fill the disk
+    const own = wanted.length > 0 ? this.supply.atHand(m) : null;
+    const streaming = wanted.length > 0 && own === null;
+    try {
+      if (wanted.length > 0) {
+        const want = new Set(wanted.map(([l, e]) => `${l}:${e}`));
+        const holdsExpert = (l: number, e: number) => want.has(`${l}:${e}`);
+        const ck = own ?? (await this.streamed(m, cfg, wanted, holdsExpert, session));
+        try {
+          // the load log says how each stored type is kept: a GGUF file's blocks as they are where the kernels hold them, else converted
+          const loaded = loadExperts(this.backend, ck, cfg, { dtype, keepFileTypes: assignmentKeepsFileTypes(dtype), holdsExpert, onKept: (how) => this.log(`loaded ${wanted.length} experts: ${how}`) });
+          loaded.forEach((row, layer) => row.forEach((w, expert) => w && this.held.set(`${layer}:${expert}`, { layer, expert, w })));
+        } finally {
+          ck.close();
+        }
       }
-    }
-    this.config = cfg;
-    this.serveHeld();
-    this.log(`holds ${this.held.size} experts (${wanted.length} newly loaded)`);
-    // streamed weights are kept for a rejoin, within the cache's budget: what is held now stays
-    if (streamed) {
-      const keep = planTensors(cfg, true, (l, e) => this.held.has(`${l}:${e}`)).specs.filter((t) => t.expert).map((t) => t.name);
-      await this.supply.trim(m.modelId, keep).catch((e: Error) => this.log(`could not trim the weight cache: ${e.message}`));
+      this.config = cfg;
+      this.serveHeld();
+      this.log(`holds ${this.held.size} experts (${wanted.length} newly loaded)`);
+    } finally {
+      if (streaming) {
+        const keep = planTensors(cfg, true, (l, e) => this.held.has(`${l}:${e}`)).specs.filter((t) => t.expert).map((t) => t.name);
+        await this.supply.trim(m.modelId, keep).catch((e: Error) => this.log(`could not trim the weight cache: ${e.message}`));
+      }
     }
     session.send({ type: "ready", experts: this.holds() });
   }
 
-  /** Where to read the wanted experts (those `holdsExpert` names): at hand, or the store after fetching what it lacks. */
-  private async source(m: Assign, cfg: ModelConfig, wanted: ReadonlyArray<[number, number]>, holdsExpert: (layer: number, expert: number) => boolean, session: Session): Promise<{ store: TensorStore; streamed: boolean }> {
-    const own = this.supply.atHand(m);
-    if (own) return { store: own, streamed: false };
+  /** The store of model `m`'s streamed weights, once it holds the wanted experts (those `holdsExpert` names): what it lacks is fetched. */
+  private async streamed(m: Assign, cfg: ModelConfig, wanted: ReadonlyArray<[number, number]>, holdsExpert: (layer: number, expert: number) => boolean, session: Session): Promise<TensorStore> {
     const store = this.supply.store(m.modelId);
     const tensors = planTensors(cfg, true, holdsExpert).specs.filter((s) => s.expert);
     await session.fetch(store, wanted, tensors);
     const held = await Promise.all(tensors.map((t) => store.has(t.name)));
     const missing = tensors.filter((_, i) => !held[i]);
     if (missing.length > 0) throw new Error(`the base station said the weights were sent, but ${missing.length} tensors never came (${missing[0]!.name}, …)`);
-    return { store: await store.open(tensors.map((t) => t.name)), streamed: true };
+    return store.open(tensors.map((t) => t.name));
   }
 
   /** Serves calls from the experts held now. */

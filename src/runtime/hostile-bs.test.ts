@@ -6,7 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { tensorName } from "../model/arch.js";
@@ -156,6 +156,45 @@ test("a device refuses what a hostile base station sends, writes nothing outside
     assert.deepEqual(readdirSync(path.join(cache, ".identity")), ["victim.key"]);
     const cached = readdirSync(path.join(cache, "m1"));
     assert.deepEqual(cached.sort(), tensors([[0, 0], [0, 1], [1, 0], [1, 1], [1, 3]]).map((n) => `${n}.safetensors`).sort());
+  } finally {
+    device.child.kill("SIGKILL");
+    ck.close();
+    await bs.close();
+    rmSync(tmp, { recursive: true, force: true });
+  }
+});
+
+test("a base station that streams weights for made-up model ids and never lets an assignment complete does not fill the device's disk: the cache stays within its budget", { timeout: 120_000 }, async () => {
+  const tmp = mkdtempSync(path.join(os.tmpdir(), "distmoe-hostile-bs-cache-"));
+  const model = path.join(tmp, "model"), cache = path.join(tmp, "cache");
+  initModel({ arch: "MixtralForCausalLM", layers: 2, hidden: 64, experts: 4, topK: 2, seed: 32, out: model });
+  const config = JSON.parse(readFileSync(path.join(model, "config.json"), "utf8")) as Record<string, unknown>;
+  const t = readModelConfig(model).arch.tensors;
+  const ck = Checkpoint.open(model);
+  const bs = await scriptedBs();
+  // each model id below gets 11 tensors of 16 KiB (bf16 as the file has them): 176 KiB, more than the budget in two
+  const device = deviceProcess(["--bs", bs.url, "--name", "victim", "--cache", cache, "--memory", "512KiB", "--cache-max", "300KiB"]);
+  const cachedBytes = () => readdirSync(cache, { recursive: true, withFileTypes: true }).filter((f) => f.isFile() && f.name.endsWith(".safetensors")).reduce((n, f) => n + statSync(path.join(f.parentPath, f.name)).size, 0);
+  try {
+    const c = await bs.next();
+    assert.equal((await c.frames()).type, "hello");
+    const experts: Pair[] = [[0, 0], [0, 1], [0, 2], [0, 3]];
+    const names = experts.flatMap(([l, e]) => [t.expertGate, t.expertUp, t.expertDown].map((tmpl) => tensorName(tmpl, l, e)));
+    for (const modelId of ["made-up-1", "made-up-2", "made-up-3", "made-up-4"]) {
+      c.ws.send(encodeFrame({ type: "assign", model: "/nowhere/model", modelId, config, weightDType: "f32", wireDType: "f32", experts }));
+      assert.equal((await c.frames()).type, "fetch");
+      // every tensor but the last: the assignment never completes
+      for (const name of names.slice(0, -1)) {
+        const info = ck.get(name)!;
+        const payload = info.file.read(name);
+        c.ws.send(encodeFrame({ type: "weights", name, dtype: info.dtype as "BF16", shape: [info.shape[0]!, info.shape[1]!], sha256: createHash("sha256").update(payload).digest("hex"), payload }));
+      }
+      c.ws.send(encodeFrame({ type: "fetched", sent: names.length - 1, bytes: 0 }));
+      const m = await c.frames();
+      assert.ok(m.type === "error" && /tensors never came/.test(m.message), JSON.stringify(m).slice(0, 300));
+    }
+    await until(() => cachedBytes() <= 300 * 1024, "the cache to be trimmed to its budget", 15_000);
+    assert.equal(device.child.exitCode, null, "the device is still running");
   } finally {
     device.child.kill("SIGKILL");
     ck.close();

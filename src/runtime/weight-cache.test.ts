@@ -94,6 +94,22 @@ test("the cache is kept within its budget across models: the oldest tensors go f
   }
 });
 
+test("a cache shared by two device processes: one's trim that empties the other's model folder leaves the other able to store there", async () => {
+  const tmp = mkdtempSync(path.join(os.tmpdir(), "distmoe-cache-"));
+  try {
+    // the first process streams model m; the second, serving another model, trims everything of m away, and m's folder with it
+    const first = new WeightCache(tmp, "m");
+    await first.put("a", "F32", [64, 4], new Uint8Array(1024));
+    assert.deepEqual(trimWeightCache(tmp, "other", [], 0).map((e) => `${e.model}/${e.name}`), ["m/a"]);
+    assert.equal(existsSync(first.dir), false);
+    // the first goes on streaming into it
+    await first.put("b", "F32", [64, 4], new Uint8Array(1024));
+    assert.deepEqual(Object.keys(await first.checksums(["a", "b"])), ["b"]);
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+});
+
 test("a device process trims its cache after loading what it is assigned: another model's old tensors go to make room, its own stay", async () => {
   const tmp = mkdtempSync(path.join(os.tmpdir(), "distmoe-cache-"));
   const token = newJoinToken();

@@ -70,6 +70,8 @@ export class WeightCache implements WeightStore {
     const head = isGgmlBlockType(dtype)
       ? safetensorsHeader([{ name, dtype: "U8", shape: [data.length] }], { [BLOCK_TYPE]: dtype, [BLOCK_SHAPE]: shape.join(",") })
       : safetensorsHeader([{ name, dtype, shape }]);
+    // the folder again: another device process sharing the cache may have trimmed it away, emptied
+    mkdirSync(this.dir, { recursive: true });
     // header and bytes written one after the other: no copy of the tensor is made to join them
     const fd = openSync(tmp, "w");
     try {

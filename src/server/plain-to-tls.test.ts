@@ -46,6 +46,33 @@ test("a TLS port serves TLS, answers plain requests 426, and keeps no socket of 
   }
 });
 
+test("a plain client that goes on sending after its answer is cut off at the deadline, not kept by each byte (slowloris)", async () => {
+  const t = await makeSelfSigned(["127.0.0.1"]);
+  const server = https.createServer({ cert: t.cert, key: t.key }, (_req, res) => res.end("over tls"));
+  const front = plainToTls(server, 300);
+  await new Promise<void>((r) => front.listen(0, "127.0.0.1", r));
+  const port = (front.address() as AddressInfo).port;
+  const c = net.connect({ port, host: "127.0.0.1", allowHalfOpen: true });
+  let got = "";
+  let closed = false;
+  c.on("data", (d: Buffer) => (got += d.toString()));
+  c.on("error", () => {});
+  c.on("close", () => (closed = true));
+  // a header line now and then, far more often than the deadline, and never the end of the request
+  const trickle = setInterval(() => c.writable && c.write("x-slow: 1\r\n"), 20);
+  try {
+    c.write("GET / HTTP/1.1\r\nhost: x\r\n");
+    await until(() => closed, "the server closing the trickling socket", 15_000);
+    assert.match(got, /^HTTP\/1\.1 426 Upgrade Required\r\n/);
+    assert.equal(await new Promise<number>((r) => front.getConnections((_e, n) => r(n))), 0);
+  } finally {
+    clearInterval(trickle);
+    c.destroy();
+    front.close();
+    server.closeAllConnections();
+  }
+});
+
 test("a browser that asks a TLS port for a page over http:// is shown why, how to check the certificate, and a link to https:// that keeps the join token", { skip: browserSkip }, async () => {
   const t = await makeSelfSigned(["127.0.0.1"]);
   const server = https.createServer({ cert: t.cert, key: t.key }, (_req, res) => res.end("over tls"));

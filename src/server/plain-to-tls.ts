@@ -9,21 +9,24 @@ import { TLS_HELP_ANSWER, wantsPage } from "./tls-help.js";
 
 /** The first byte of a TLS record carrying a handshake. */
 const TLS_HANDSHAKE = 0x16;
-/** How long a connection may stay silent before its first byte. */
-const FIRST_BYTE_MS = 10_000;
+/** How long a connection may wait for its first byte, and a plain one may last in all (its answer sent, a client that goes on sending is cut off). */
+export const PLAIN_DEADLINE_MS = 10_000;
 
 const ANSWER =
   "HTTP/1.1 426 Upgrade Required\r\nUpgrade: TLS/1.3, HTTP/1.1\r\nConnection: close\r\nContent-Type: text/plain\r\n\r\n" +
   "this port serves HTTPS, and WSS to devices: use https:// (devices: wss:// with --fingerprint)\n";
 
 /** A server to listen with in place of `https`: it hands TLS connections to it and answers plain ones 426. */
-export function plainToTls(https: HttpsServer): net.Server {
+export function plainToTls(https: HttpsServer, deadlineMs = PLAIN_DEADLINE_MS): net.Server {
   return net.createServer((socket) => {
     socket.on("error", () => socket.destroy());
-    socket.setTimeout(FIRST_BYTE_MS, () => socket.destroy());
+    // a deadline from the start, not an idle timeout: a client trickling a byte now and then would
+    // reset an idle one for ever and hold its socket (slowloris)
+    const deadline = setTimeout(() => socket.destroy(), deadlineMs);
+    socket.once("close", () => clearTimeout(deadline));
     socket.once("data", (first: Buffer) => {
       if (first[0] === TLS_HANDSHAKE) {
-        socket.setTimeout(0);
+        clearTimeout(deadline);
         socket.pause();
         socket.unshift(first);
         https.emit("connection", socket);

@@ -4,7 +4,9 @@
 // which the base station places on the experts it held before, so it rejoins from the weights it keeps in
 // the Origin Private File System without the base station streaming them again, and serves again; a
 // cached tensor damaged while it was closed is streamed again, and only that. A browser without
-// OPFS keeps its weights in IndexedDB, and rejoins from them as well.
+// OPFS keeps its weights in IndexedDB, and rejoins from them as well. A page keeps its storage within
+// twice the memory it offers: what an earlier model left there goes, what it holds stays; a model's folder
+// removed while a tab serves is made again for what it is assigned next.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { Page } from "playwright-core";
@@ -15,6 +17,7 @@ import { browserSkip, launchBrowser } from "../../testing/browser.js";
 import { greedyTokens, singleProcessTokens, startBrowserHub } from "../../testing/browser-hub.js";
 import { sharedPath } from "../../testing/shared.js";
 import { until } from "../../testing/until.js";
+import { SETTING_KEY } from "./memory-offer.js";
 
 const brown = sharedPath("models/brown-moe");
 const TOKENS = 32;
@@ -152,5 +155,103 @@ test("2 device processes and 2 tabs: a tab closed mid-generation leaves the outp
     await browser.close();
     await bs.close();
     await processes.exited();
+  }
+});
+
+test("a tab's weight cache stays within twice its offer: another model's old tensors, in OPFS or IndexedDB, are removed once it has streamed its experts, and the tensors of the experts it holds stay", { skip: browserSkip || brown.skip }, async () => {
+  const token = newJoinToken();
+  const lines: string[] = [];
+  const bs = await startBrowserHub({ model: brown.path, weightDType: "f32", wireDType: "f32", replicas: 1, joinTokens: [token], log: (l) => lines.push(l) });
+  const { hub } = bs;
+  const browser = await launchBrowser({ trustAnyCertificate: true });
+  // each store gets one old tensor larger than the budget (2 × the least offer, 64 MiB): only its removal brings the store within it
+  const OLD = "an-older-model", JUNK_MIB = 136;
+  try {
+    // the origin's storage, filled from a page of the base station's origin before any tab joins, and the least offer set
+    const filler = await browser.context.newPage();
+    await filler.goto(`https://127.0.0.1:${bs.port}/health`);
+    await filler.evaluate(
+      async ([old, mib, settingKey]) => {
+        localStorage.setItem(settingKey, "64");
+        const chunk = new Uint8Array(1 << 20).fill(7);
+        const w = await (await (await (await navigator.storage.getDirectory()).getDirectoryHandle("weights", { create: true })).getDirectoryHandle(old, { create: true })).getFileHandle("model.layers.0.mlp.experts.0.gate_proj.weight", { create: true });
+        const out = await w.createWritable();
+        for (let i = 0; i < mib; i++) await out.write(chunk);
+        await out.close();
+        // IndexedDB as the page lays it out (storage.ts): database distmoe-device, stores weights and identity, keys "model/tensor"
+        const db = await new Promise<IDBDatabase>((resolve, reject) => {
+          const r = indexedDB.open("distmoe-device", 1);
+          r.onupgradeneeded = () => (r.result.createObjectStore("weights"), r.result.createObjectStore("identity"));
+          r.onsuccess = () => resolve(r.result);
+          r.onerror = () => reject(r.error);
+        });
+        await new Promise((resolve, reject) => {
+          const t = db.transaction("weights", "readwrite");
+          t.objectStore("weights").put({ header: "{}", data: new Uint8Array(mib << 20).fill(7), writtenAt: Date.now() - 60_000 }, `${old}/model.layers.0.mlp.experts.0.gate_proj.weight`);
+          t.oncomplete = resolve;
+          t.onerror = () => reject(t.error);
+        });
+        db.close();
+      },
+      [OLD, JUNK_MIB, SETTING_KEY] as const,
+    );
+    await filler.close();
+
+    const open = async (name: string): Promise<Page> => {
+      const tab = await browser.context.newPage();
+      if (name === "idb") await tab.addInitScript(() => delete (StorageManager.prototype as Partial<StorageManager>).getDirectory);
+      tab.on("console", (m) => lines.push(`[${name}] ${m.text()}`));
+      await tab.goto(`https://127.0.0.1:${bs.port}/device#token=${token}&name=${name}`);
+      return tab;
+    };
+    const [opfs, idb] = await Promise.all(["opfs", "idb"].map(open));
+    await hub.start(2);
+    const log = (tab: Page) => tab.textContent("#log").then((t) => t ?? "");
+    for (const tab of [opfs!, idb!]) {
+      await until(async () => (await tab.textContent("#state")) === "serving", "the tab to serve");
+      await until(async () => /removed 1 kept tensors \(136\.0 MiB, the oldest not held\) to keep the weights within 128\.0 MiB/.test(await log(tab)), "the tab to trim its cache");
+      assert.match(await log(tab), /offers 64\.0 MiB for experts: this page's setting/);
+    }
+    assert.match(await log(idb!), /weights are kept in IndexedDB/);
+
+    // what is left in each store: no tensor of the old model, and every tensor of the experts each tab holds
+    const expertsOf = (name: string) => hub.knownDevices().find((k) => k.name === name)!.experts.map(([l, e]) => `${l}:${e}`);
+    const left = await opfs!.evaluate(async () => {
+      const files: string[] = [], keys: string[] = [];
+      for await (const [model, dir] of (await (await navigator.storage.getDirectory()).getDirectoryHandle("weights")) as unknown as AsyncIterable<[string, FileSystemDirectoryHandle]>) {
+        for await (const [name] of dir as unknown as AsyncIterable<[string, FileSystemHandle]>) files.push(`${model}/${name}`);
+      }
+      const db = await new Promise<IDBDatabase>((resolve, reject) => {
+        const r = indexedDB.open("distmoe-device", 1);
+        r.onsuccess = () => resolve(r.result);
+        r.onerror = () => reject(r.error);
+      });
+      keys.push(...(await new Promise<IDBValidKey[]>((resolve) => (db.transaction("weights").objectStore("weights").getAllKeys().onsuccess = (e) => resolve((e.target as IDBRequest<IDBValidKey[]>).result)))).map(String));
+      db.close();
+      return { files, keys };
+    });
+    for (const [store, names, tab] of [["OPFS", left.files, "opfs"], ["IndexedDB", left.keys, "idb"]] as const) {
+      assert.deepEqual(names.filter((n) => n.startsWith(`${OLD}/`)), [], `${store}: the old model's tensor is gone`);
+      const held = new Set(names.map((n) => /layers\.(\d+)\..*experts\.(\d+)\./.exec(n)).filter((m) => m !== null).map((m) => `${m[1]}:${m[2]}`));
+      const experts = expertsOf(tab);
+      assert.ok(experts.length > 0 && experts.every((p) => held.has(p)), `${store}: the tensors of the experts ${tab} holds stay`);
+      assert.equal(names.length, 3 * experts.length, `${store}: its experts' three tensors each, nothing else`);
+    }
+
+    // its model's folder removed while it serves (by another tab's trim, or the user clearing the site's data): what it is assigned next is stored anew
+    await opfs!.evaluate(async () => {
+      const weights = await (await navigator.storage.getDirectory()).getDirectoryHandle("weights");
+      for await (const [model] of weights as unknown as AsyncIterable<[string, FileSystemHandle]>) await weights.removeEntry(model, { recursive: true });
+    });
+    await idb!.close({ runBeforeUnload: false });
+    const all = 4 * 8;
+    await until(() => hub.status().devices.length === 1 && hub.status().devices[0]!.ready && hub.status().devices[0]!.experts === all, "the opfs tab to take every expert");
+    assert.equal(expertsOf("opfs").length, all);
+  } catch (e) {
+    process.stderr.write(`${lines.join("\n")}\n`);
+    throw e;
+  } finally {
+    await browser.close();
+    await bs.close();
   }
 });

@@ -1,7 +1,8 @@
 // A page's experts on WebGPU, with the GPU replaced by a stand-in (the real one is tested in a browser,
 // kernels/webgpu/webgpu-ffn.test.ts): experts of the dtypes it takes go to it and their calls are its
 // batch, the others stay on the wasm kernels; a failed batch and a lost device compute on the kernels;
-// released experts leave the GPU.
+// released experts leave the GPU; a batch that fails after its experts were released is refused, not
+// computed on the kernels from freed weights.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { WasmBackend } from "../../kernels/wasm/wasm-backend.js";
@@ -34,8 +35,11 @@ class StandInGpu {
   free(w: GpuFfnWeights): void {
     this.held = this.held.filter((h) => h !== w);
   }
+  /** set: the next batch waits for it (a readback in flight) */
+  pending: Promise<void> | null = null;
   async run(calls: readonly GpuFfnCall[]): Promise<Float32Array[]> {
     this.batches.push([...calls]);
+    await this.pending;
     if (this.fail) throw new Error("readback failed");
     return calls.map((c) => new Float32Array(c.rows * c.w.hidden).fill(7));
   }
@@ -91,6 +95,34 @@ test("experts the GPU takes compute there as one batch, the others on the kernel
     await assert.rejects(Promise.all(executor.dispatch([{ layer: 0, expert: 0, rows: 2, input: new Float32Array(H) }])), /2 rows of 32/, "a call of the wrong size is refused as the kernels refuse it");
     experts.serve([[table[0]![0]!, null, null]], new LocalExpertExecutor(be, [[table[0]![0]!, null, null]], H));
     assert.equal(gpu.held.length, 1, "released experts leave the GPU");
+  } finally {
+    be.close();
+  }
+});
+
+test("a batch that fails after its experts were released is refused, not computed on the kernels from the freed weights", async () => {
+  const be = new WasmBackend({ threads: 1 });
+  const rng = new Random(4);
+  const gpu = new StandInGpu();
+  const experts = new GpuExperts(gpu as unknown as WebGpuFfn, be, 1, () => {});
+  try {
+    const held = expert(be, rng, "f32");
+    const table = [[held]];
+    const executor = experts.serve(table, new LocalExpertExecutor(be, table, H));
+    let readback!: () => void;
+    gpu.pending = new Promise((r) => (readback = r));
+    gpu.fail = true;
+    const call: ExpertCall = { layer: 0, expert: 0, rows: 1, input: rng.fillNormal(new Float32Array(H), 1) };
+    const [inFlight] = executor.dispatch([call]);
+    // released while its batch is on the GPU, as the device host releases: weights freed, then the executor of what is left
+    for (const w of [held.gate, held.up, held.down]) be.freeWeight(w);
+    experts.serve([[null]], new LocalExpertExecutor(be, [[null]], H));
+    executor.close?.();
+    // the freed memory holds another expert now
+    const other = expert(be, rng, "f32");
+    readback();
+    await assert.rejects(inFlight!, /WebGPU failed \(readback failed\) after the experts held changed \(an assignment or a release\): not computed on the kernels/);
+    for (const w of [other.gate, other.up, other.down]) be.freeWeight(w);
   } finally {
     be.close();
   }

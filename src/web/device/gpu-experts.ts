@@ -55,6 +55,9 @@ export class GpuExperts implements ExpertCompute {
 
 /** A layer's calls: those whose experts are on the GPU as one batch there, the rest on the kernels. */
 class GpuExecutor implements ExpertExecutor {
+  /** a newer executor serves the experts held now: this one's may have been released, their kernel weights freed */
+  private closed = false;
+
   constructor(private readonly ffn: WebGpuFfn, private readonly onGpu: (c: ExpertCall) => GpuFfnWeights | undefined, private readonly kernels: LocalExpertExecutor, private readonly log: (line: string) => void) {}
 
   dispatch(calls: readonly ExpertCall[]): Array<Promise<ExpertResult>> {
@@ -77,6 +80,8 @@ class GpuExecutor implements ExpertExecutor {
               return outputs.map((output) => ({ output, computeMs: ms, roundTripMs: ms }));
             },
             (e: Error) => {
+              // a release meanwhile may have freed the kernels' weights of these experts: the calls fail, and the base station asks another replica
+              if (this.closed) throw new Error(`WebGPU failed (${e.message}) after the experts held changed (an assignment or a release): not computed on the kernels, whose weights of them may be freed`);
               this.log(`computing on the wasm kernels after WebGPU failed: ${e.message}`);
               return Promise.all(this.kernels.dispatch(gpu));
             },
@@ -90,6 +95,7 @@ class GpuExecutor implements ExpertExecutor {
   }
 
   close(): void {
+    this.closed = true;
     this.kernels.close();
   }
 }

@@ -51,10 +51,12 @@ function idbEntries(modelId: string): Entries {
 
 /** One model's weights as OPFS files weights/<model>/<tensor>: a 4-byte little-endian header length, the header, the bytes. */
 function opfsEntries(root: FileSystemDirectoryHandle, modelId: string): Entries {
-  const dir = root.getDirectoryHandle(WEIGHTS, { create: true }).then((w) => w.getDirectoryHandle(modelId, { create: true }));
+  // looked up at each use, not kept: a handle to a folder removed meanwhile (a trim that left it empty,
+  // another tab's, the user clearing the site's data) fails every later write
+  const dir = () => root.getDirectoryHandle(WEIGHTS, { create: true }).then((w) => w.getDirectoryHandle(modelId, { create: true }));
   const file = async (name: string, create = false): Promise<FileSystemFileHandle | null> => {
     try {
-      return await (await dir).getFileHandle(name, { create });
+      return await (await dir()).getFileHandle(name, { create });
     } catch (e) {
       if ((e as DOMException).name === "NotFoundError") return null;
       throw e;
@@ -83,7 +85,7 @@ function opfsEntries(root: FileSystemDirectoryHandle, modelId: string): Entries 
         throw e;
       }
     },
-    remove: async (name) => (await dir).removeEntry(name).catch(() => undefined),
+    remove: async (name) => (await dir()).removeEntry(name).catch(() => undefined),
     has: async (name) => (await file(name)) !== null,
   };
 }
