@@ -209,7 +209,7 @@ test("a tab's weight cache stays within twice its offer: another model's old ten
     const log = (tab: Page) => tab.textContent("#log").then((t) => t ?? "");
     for (const tab of [opfs!, idb!]) {
       await until(async () => (await tab.textContent("#state")) === "serving", "the tab to serve");
-      await until(async () => /removed 1 kept tensors \(136\.0 MiB, the oldest not held\) to keep the weights within 128\.0 MiB/.test(await log(tab)), "the tab to trim its cache");
+      await until(async () => /removed 1 kept tensors \(136\.0 MiB, the oldest not held\) to keep the weights within 128\.0 MiB/.test(await log(tab)), `${tab === opfs ? "the OPFS" : "the IndexedDB"} tab to trim its cache`);
       assert.match(await log(tab), /offers 64\.0 MiB for experts: this page's setting/);
     }
     assert.match(await log(idb!), /weights are kept in IndexedDB/);

@@ -78,6 +78,8 @@ function show(state: State, detail: string): void {
 }
 
 function log(line: string): void {
+  // the console too: a developer's tools (and the browser tests, which print a failed test's console) see the same lines
+  console.info(line);
   const pre = $("log");
   pre.textContent = `${(pre.textContent ?? "").split("\n").slice(-LOG_LINES).join("\n")}${new Date().toISOString().slice(11, 19)} ${line}\n`;
 }
