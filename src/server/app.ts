@@ -14,6 +14,7 @@ import type { Engine } from "../runtime/engine.js";
 import { generate, generationError, promptTokens, refuseOverlongPrompt } from "./completions.js";
 import { ApiError, errorBody } from "./errors.js";
 import { mountAdmin, type AdminOptions } from "./admin.js";
+import { mountDashboardStream, type DashboardFeed } from "./dashboard/stream.js";
 import { mountDevicePage } from "./device-page.js";
 import { Health, type PartStatus } from "./health.js";
 import type { ServerMetrics } from "./metrics.js";
@@ -35,6 +36,11 @@ export interface AppOptions {
    * "not-isolated": without the headers that make it cross-origin isolated, as a proxy that drops them would (tests of the page's one-thread fallback).
    */
   devicePage?: boolean | "not-isolated";
+  /**
+   * The dashboard's live data at /dashboard/events. Viewers need an API key, a view key or an admin key;
+   * with neither API nor view keys it is open, as /v1 is.
+   */
+  dashboard?: { feed: DashboardFeed; viewKeys?: readonly string[] };
   /** Origins allowed cross-origin requests; none: CORS off. */
   corsOrigins?: readonly string[];
   maxBodyBytes?: number;
@@ -105,6 +111,10 @@ export function createApp(opts: AppOptions): Hono<Env> {
     },
   });
   mountAdmin(app, opts.admin ?? { keys: [] });
+  if (opts.dashboard) {
+    const viewers = [...(opts.apiKeys ?? []), ...(opts.dashboard.viewKeys ?? [])];
+    mountDashboardStream(app, opts.dashboard.feed, { keys: viewers.length > 0 ? [...viewers, ...(opts.admin?.keys ?? [])] : [] });
+  }
   if (opts.devicePage) mountDevicePage(app, opts.devicePage !== "not-isolated");
   const readJson = async (c: Context<Env>): Promise<unknown> => {
     const text = await c.req.text();

@@ -68,6 +68,7 @@ test("what the engine's steps did is exported: expert use per (layer, expert), g
     assert.equal(await value("distmoe_gate_mass_total", { fate: "dropped" }), 0);
     assert.equal(await value("distmoe_expert_use_total", { layer: "0" }), kept, "layer 0's pairs: its rows × k");
     assert.equal(await value("distmoe_decode_steps_total"), 5);
+    assert.equal(await value("distmoe_decoded_tokens_total"), 5);
     assert.ok((await value("distmoe_decode_seconds_total", { part: "bs_compute" })) > 0);
     assert.match(await m.text(), /distmoe_expert_use_total\{layer="1",expert="\d"\} \d+/);
 

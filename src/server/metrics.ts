@@ -140,6 +140,7 @@ export class ServerMetrics {
       [{ fate: "dropped" }, w.droppedGateMass],
     ]);
     follow("distmoe_decode_steps_total", "Decode steps: steps in which some request decoded a token (one token per request in the batch)", [], (w) => [[{}, w.decode.steps]]);
+    follow("distmoe_decoded_tokens_total", "Tokens decoded after each request's first, counted as they are (distmoe_generated_tokens_total counts a request's when it ends)", [], (w) => [[{}, w.decode.tokens]]);
     const parts: Array<keyof TokenLatency> = ["bs_compute_ms", "transfer_ms", "device_compute_ms", "waiting_ms"];
     follow(
       "distmoe_decode_seconds_total",
