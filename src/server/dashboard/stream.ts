@@ -93,7 +93,9 @@ export class DashboardFeed {
       this.timer = setInterval(() => void this.tick(), this.intervalMs);
       this.timer.unref();
     }
-    void this.tick();
+    // the latest snapshot, if the feed is running, else a first one now
+    if (this.latest && this.readings.length > 0) this.deliver(client, this.latest.json, performance.now());
+    else void this.tick();
     return () => this.remove(client);
   }
 
@@ -140,23 +142,26 @@ export class DashboardFeed {
       this.ticking = false;
     }
     const json = this.latest!.json, now = performance.now();
-    for (const c of [...this.clients]) {
-      if (c.busySince !== null) {
-        if (now - c.busySince >= this.stallMs) {
-          this.remove(c);
-          c.drop("stalled");
-        }
-        continue;
+    for (const c of [...this.clients]) this.deliver(c, json, now);
+  }
+
+  /** Hands a client the snapshot, unless its last one is still unwritten: then it skips it, or is dropped once that has lasted stallMs. */
+  private deliver(c: Client, json: string, now: number): void {
+    if (c.busySince !== null) {
+      if (now - c.busySince >= this.stallMs) {
+        this.remove(c);
+        c.drop("stalled");
       }
-      c.busySince = now;
-      c.send(json).then(
-        () => void (c.busySince = null),
-        () => {
-          this.remove(c);
-          c.drop("stalled");
-        },
-      );
+      return;
     }
+    c.busySince = now;
+    c.send(json).then(
+      () => void (c.busySince = null),
+      () => {
+        this.remove(c);
+        c.drop("stalled");
+      },
+    );
   }
 }
 

@@ -1,0 +1,131 @@
+// The dashboard's stream against a real HTTP server: who may view it, what the snapshots say as the
+// engine works, one snapshot per tick whatever the number of clients, slow clients dropped, a clean end.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import type { Server } from "node:http";
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import type { AddressInfo } from "node:net";
+import { createAdaptorServer } from "@hono/node-server";
+import { initModel } from "../../model/init-model.js";
+import { Engine } from "../../runtime/engine.js";
+import { until } from "../../testing/until.js";
+import { createApp } from "../app.js";
+import { ServerMetrics } from "../metrics.js";
+import type { Snapshot } from "./snapshot.js";
+import { dashboardSources } from "./sources.js";
+import { DashboardFeed } from "./stream.js";
+
+const API_KEY = "api-key-0123456789", VIEW_KEY = "view-key-0123456789", ADMIN_KEY = "admin-key-0123456789";
+
+/** A server-sent events reader: the snapshots so far, and the end of the stream. */
+function readEvents(r: Response): { snapshots: Snapshot[]; raw: string[]; ended: Promise<void> } {
+  const out = { snapshots: [] as Snapshot[], raw: [] as string[], ended: Promise.resolve() };
+  const reader = r.body!.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  out.ended = (async () => {
+    for (;;) {
+      const { done, value } = await reader.read().catch(() => ({ done: true, value: undefined }));
+      if (done) return;
+      buffer += value;
+      let end: number;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const event = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        out.raw.push(event);
+        assert.match(event, /^event: snapshot\n/);
+        out.snapshots.push(JSON.parse(event.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n")));
+      }
+    }
+  })();
+  return out;
+}
+
+async function station(t: { after(fn: () => unknown): void }) {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-dash-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  initModel({ arch: "Qwen3MoeForCausalLM", out: dir, layers: 2, hidden: 64, experts: 4, topK: 2, seed: 5 });
+  const engine = Engine.load(dir, { dtype: "f32", threads: 1 });
+  const metrics = new ServerMetrics(() => engine.scheduler.depth, () => engine.expertUsage());
+  metrics.countEngineWork(() => engine.work());
+  const sources = dashboardSources({ modelName: "tiny", metrics, engine: () => engine, hub: null, policy: () => "topk" });
+  let builds = 0;
+  const counted = { ...sources, policy: () => (builds++, sources.policy()) };
+  const feed = new DashboardFeed(counted, { intervalMs: 40, windowMs: 400 });
+  const app = createApp({ engine: () => engine, modelName: "tiny", metrics, apiKeys: [API_KEY], admin: { keys: [ADMIN_KEY] }, dashboard: { feed, viewKeys: [VIEW_KEY] } });
+  const server = createAdaptorServer({ fetch: app.fetch }) as Server;
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  t.after(async () => {
+    feed.close();
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+    engine.close();
+  });
+  const view = (key?: string, signal?: AbortSignal) => fetch(`${base}/dashboard/events`, { headers: key ? { authorization: `Bearer ${key}` } : {}, signal });
+  return { engine, feed, base, view, builds: () => builds };
+}
+
+test("the dashboard stream: the API, view or admin key may view it, nothing else; snapshots follow the engine's work and carry no secret", async (t) => {
+  const s = await station(t);
+  for (const key of [undefined, "wrong"]) {
+    const r = await s.view(key);
+    assert.equal(r.status, 401);
+    assert.equal((await r.json()).error.type, "authentication_error");
+  }
+  const streams = await Promise.all([API_KEY, VIEW_KEY, ADMIN_KEY].map((k) => s.view(k)));
+  for (const r of streams) {
+    assert.equal(r.status, 200);
+    assert.match(r.headers.get("content-type") ?? "", /text\/event-stream/);
+  }
+  const [api, viewer, admin] = streams.map(readEvents) as [ReturnType<typeof readEvents>, ReturnType<typeof readEvents>, ReturnType<typeof readEvents>];
+  await until(() => api.snapshots.length >= 2 && viewer.snapshots.length >= 2 && admin.snapshots.length >= 2, "snapshots on every stream");
+  const first = viewer.snapshots[0]!;
+  assert.equal(first.model, "tiny");
+  assert.equal(first.policy, "topk");
+  assert.deepEqual(first.grid, { layers: 2, experts: 4, layers_per_row: 1, experts_per_col: 1 });
+  assert.deepEqual(first.devices, [], "every expert runs at the base station");
+
+  await s.engine.generate(s.engine.tokenizer.encode("hello"), { temperature: 0, maxTokens: 8 });
+  const busy = await until(() => viewer.snapshots.find((x) => x.tokens_per_s !== null && x.tokens_per_s > 0 && x.latency_ms !== null), "a snapshot of the generation");
+  assert.equal(busy.routing.experts_per_token, 2, "top-k: k experts per token and layer");
+  assert.equal(busy.routing.dropped_gate_mass, 0);
+  assert.ok(busy.routing.heat!.every((row) => Math.abs(row.reduce((a, b) => a + b, 0) - 1) < 0.01), "each layer's use shares sum to one");
+  assert.ok(busy.latency_ms!.bs_compute > 0);
+
+  for (const e of [...api.raw, ...viewer.raw, ...admin.raw]) for (const secret of [API_KEY, VIEW_KEY, ADMIN_KEY]) assert.ok(!e.includes(secret), "no key in a snapshot");
+  // shutting down ends every stream
+  s.feed.close();
+  await Promise.all([api.ended, viewer.ended, admin.ended]);
+});
+
+test("one snapshot per tick, whatever the number of clients", async (t) => {
+  const s = await station(t);
+  const aborts = Array.from({ length: 4 }, () => new AbortController());
+  const clients = await Promise.all(aborts.map((a) => s.view(API_KEY, a.signal)));
+  const events = clients.map(readEvents);
+  await until(() => events.every((e) => e.snapshots.length >= 6), "six snapshots on each stream");
+  const received = events.reduce((n, e) => n + e.snapshots.length, 0);
+  assert.ok(s.builds() < received / 2, `${s.builds()} snapshots built for ${received} sent`);
+  assert.equal(s.feed.listeners, 4);
+  for (const a of aborts) a.abort();
+  await until(() => s.feed.listeners === 0, "clients that went away are let go");
+});
+
+test("a client that reads nothing is dropped once it has held a snapshot for the stall bound; the others go on", async () => {
+  const registry = new ServerMetrics(() => ({ waiting: 0, active: 0 }), () => ({ calls: 0, failed_calls: 0, dropped_slots: 0, dropped_weight: 0, retries: 0 })).registry;
+  const feed = new DashboardFeed({ registry, model: () => null, health: () => ({ state: "ok", reasons: [] }), devices: () => [], placement: () => null, policy: () => "topk" }, { intervalMs: 10, stallMs: 100 });
+  const dropped: string[] = [];
+  let stuckSends = 0, readerSends = 0;
+  feed.subscribe(() => (stuckSends++, new Promise<void>(() => undefined)), (why) => dropped.push(`stuck ${why}`));
+  feed.subscribe(async () => void readerSends++, (why) => dropped.push(`reader ${why}`));
+  await until(() => dropped.length > 0, "the stuck client dropped", 10_000);
+  assert.deepEqual(dropped, ["stuck stalled"]);
+  assert.equal(stuckSends, 1, "one snapshot in flight at most: the ones after are skipped, not queued");
+  const before = readerSends;
+  await until(() => readerSends > before + 2, "the reading client still gets snapshots");
+  assert.equal(feed.listeners, 1);
+  feed.close();
+  assert.deepEqual(dropped, ["stuck stalled", "reader closing"]);
+});
