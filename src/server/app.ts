@@ -14,6 +14,7 @@ import type { Engine } from "../runtime/engine.js";
 import { generate, generationError, promptTokens, refuseOverlongPrompt } from "./completions.js";
 import { ApiError, errorBody } from "./errors.js";
 import { mountAdmin, type AdminOptions } from "./admin.js";
+import { mountControls, type Controls } from "./dashboard/controls.js";
 import { mountDashboardStream, type DashboardFeed } from "./dashboard/stream.js";
 import { mountDevicePage } from "./device-page.js";
 import { Health, type PartStatus } from "./health.js";
@@ -38,9 +39,9 @@ export interface AppOptions {
   devicePage?: boolean | "not-isolated";
   /**
    * The dashboard's live data at /dashboard/events. Viewers need an API key, a view key or an admin key;
-   * with neither API nor view keys it is open, as /v1 is.
+   * with neither API nor view keys it is open, as /v1 is. Its controls are under /admin, for the admin key only.
    */
-  dashboard?: { feed: DashboardFeed; viewKeys?: readonly string[] };
+  dashboard?: { feed: DashboardFeed; viewKeys?: readonly string[]; controls?: Controls };
   /** Origins allowed cross-origin requests; none: CORS off. */
   corsOrigins?: readonly string[];
   maxBodyBytes?: number;
@@ -114,6 +115,8 @@ export function createApp(opts: AppOptions): Hono<Env> {
   if (opts.dashboard) {
     const viewers = [...(opts.apiKeys ?? []), ...(opts.dashboard.viewKeys ?? [])];
     mountDashboardStream(app, opts.dashboard.feed, { keys: viewers.length > 0 ? [...viewers, ...(opts.admin?.keys ?? [])] : [] });
+    // without admin keys, /admin/* answers 403 before these routes
+    if (opts.dashboard.controls) mountControls(app, opts.dashboard.controls);
   }
   if (opts.devicePage) mountDevicePage(app, opts.devicePage !== "not-isolated");
   const readJson = async (c: Context<Env>): Promise<unknown> => {

@@ -2,73 +2,13 @@
 // engine works, one snapshot per tick whatever the number of clients, slow clients dropped, a clean end.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import type { Server } from "node:http";
-import { mkdtempSync, rmSync } from "node:fs";
-import os from "node:os";
-import path from "node:path";
-import type { AddressInfo } from "node:net";
-import { createAdaptorServer } from "@hono/node-server";
-import { initModel } from "../../model/init-model.js";
-import { Engine } from "../../runtime/engine.js";
+import { ADMIN_KEY, API_KEY, dashboardStation, readEvents, VIEW_KEY, type Events } from "../../testing/dashboard.js";
 import { until } from "../../testing/until.js";
-import { createApp } from "../app.js";
 import { ServerMetrics } from "../metrics.js";
-import type { Snapshot } from "./snapshot.js";
-import { dashboardSources } from "./sources.js";
 import { DashboardFeed } from "./stream.js";
 
-const API_KEY = "api-key-0123456789", VIEW_KEY = "view-key-0123456789", ADMIN_KEY = "admin-key-0123456789";
-
-/** A server-sent events reader: the snapshots so far, and the end of the stream. */
-function readEvents(r: Response): { snapshots: Snapshot[]; raw: string[]; ended: Promise<void> } {
-  const out = { snapshots: [] as Snapshot[], raw: [] as string[], ended: Promise.resolve() };
-  const reader = r.body!.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
-  out.ended = (async () => {
-    for (;;) {
-      const { done, value } = await reader.read().catch(() => ({ done: true, value: undefined }));
-      if (done) return;
-      buffer += value;
-      let end: number;
-      while ((end = buffer.indexOf("\n\n")) >= 0) {
-        const event = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        out.raw.push(event);
-        assert.match(event, /^event: snapshot\n/);
-        out.snapshots.push(JSON.parse(event.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n")));
-      }
-    }
-  })();
-  return out;
-}
-
-async function station(t: { after(fn: () => unknown): void }) {
-  const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-dash-"));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  initModel({ arch: "Qwen3MoeForCausalLM", out: dir, layers: 2, hidden: 64, experts: 4, topK: 2, seed: 5 });
-  const engine = Engine.load(dir, { dtype: "f32", threads: 1 });
-  const metrics = new ServerMetrics(() => engine.scheduler.depth, () => engine.expertUsage());
-  metrics.countEngineWork(() => engine.work());
-  const sources = dashboardSources({ modelName: "tiny", metrics, engine: () => engine, hub: null, policy: () => "topk" });
-  let builds = 0;
-  const counted = { ...sources, policy: () => (builds++, sources.policy()) };
-  const feed = new DashboardFeed(counted, { intervalMs: 40, windowMs: 400 });
-  const app = createApp({ engine: () => engine, modelName: "tiny", metrics, apiKeys: [API_KEY], admin: { keys: [ADMIN_KEY] }, dashboard: { feed, viewKeys: [VIEW_KEY] } });
-  const server = createAdaptorServer({ fetch: app.fetch }) as Server;
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  t.after(async () => {
-    feed.close();
-    server.closeAllConnections();
-    await new Promise((r) => server.close(r));
-    engine.close();
-  });
-  const view = (key?: string, signal?: AbortSignal) => fetch(`${base}/dashboard/events`, { headers: key ? { authorization: `Bearer ${key}` } : {}, signal });
-  return { engine, feed, base, view, builds: () => builds };
-}
-
 test("the dashboard stream: the API, view or admin key may view it, nothing else; snapshots follow the engine's work and carry no secret", async (t) => {
-  const s = await station(t);
+  const s = await dashboardStation(t);
   for (const key of [undefined, "wrong"]) {
     const r = await s.view(key);
     assert.equal(r.status, 401);
@@ -79,7 +19,7 @@ test("the dashboard stream: the API, view or admin key may view it, nothing else
     assert.equal(r.status, 200);
     assert.match(r.headers.get("content-type") ?? "", /text\/event-stream/);
   }
-  const [api, viewer, admin] = streams.map(readEvents) as [ReturnType<typeof readEvents>, ReturnType<typeof readEvents>, ReturnType<typeof readEvents>];
+  const [api, viewer, admin] = streams.map(readEvents) as [Events, Events, Events];
   await until(() => api.snapshots.length >= 2 && viewer.snapshots.length >= 2 && admin.snapshots.length >= 2, "snapshots on every stream");
   const first = viewer.snapshots[0]!;
   assert.equal(first.model, "tiny");
@@ -101,7 +41,7 @@ test("the dashboard stream: the API, view or admin key may view it, nothing else
 });
 
 test("one snapshot per tick, whatever the number of clients", async (t) => {
-  const s = await station(t);
+  const s = await dashboardStation(t);
   const aborts = Array.from({ length: 4 }, () => new AbortController());
   const clients = await Promise.all(aborts.map((a) => s.view(API_KEY, a.signal)));
   const events = clients.map(readEvents);
