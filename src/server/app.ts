@@ -17,7 +17,7 @@ import { mountAdmin, type AdminOptions } from "./admin.js";
 import { mountControls, type Controls } from "./dashboard/controls.js";
 import { mountDashboardStream, type DashboardFeed } from "./dashboard/stream.js";
 import { mountDevicePage } from "./device-page.js";
-import { Health, type PartStatus } from "./health.js";
+import { Health, stationParts, type PartStatus } from "./health.js";
 import type { ServerMetrics } from "./metrics.js";
 import { parseChat, parseCompletion } from "./schemas.js";
 
@@ -26,6 +26,8 @@ export interface AppOptions {
   engine: () => Engine | undefined;
   modelName: string;
   metrics: ServerMetrics;
+  /** What /health reports recent failures from (default: its own); the dashboard shares it. */
+  health?: Health;
   /** The device hub's status, when the experts run on devices. */
   devices?: () => PartStatus;
   /** Bearer keys that /v1/* requires; none: open. */
@@ -58,7 +60,7 @@ export function createApp(opts: AppOptions): Hono<Env> {
   const log = opts.log ?? (() => undefined);
   const maxBodyBytes = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   const requestTimeoutMs = opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
-  const health = new Health();
+  const health = opts.health ?? new Health();
   const app = new Hono<Env>();
 
   const fail = (c: Context<Env>, e: ApiError) => {
@@ -74,9 +76,7 @@ export function createApp(opts: AppOptions): Hono<Env> {
     return new ApiError(500, `internal error (request id ${c.get("requestId")})`, "server_error");
   };
   const status = () => {
-    const engine = opts.engine();
-    const parts: PartStatus[] = engine ? [] : [{ state: "unavailable", reasons: ["loading the model"] }];
-    if (opts.devices) parts.push(opts.devices());
+    const parts = stationParts(opts.engine() !== undefined, opts.devices);
     return { ...health.status(parts), parts };
   };
   /** The engine, if it can serve now; 503 with the reasons otherwise. */

@@ -14,6 +14,7 @@ import { LivePolicy, type Controls } from "../server/dashboard/controls.js";
 import type { Snapshot } from "../server/dashboard/snapshot.js";
 import { dashboardSources } from "../server/dashboard/sources.js";
 import { DashboardFeed } from "../server/dashboard/stream.js";
+import { Health } from "../server/health.js";
 import { ServerMetrics } from "../server/metrics.js";
 
 export const API_KEY = "api-key-0123456789", VIEW_KEY = "view-key-0123456789", ADMIN_KEY = "admin-key-0123456789";
@@ -68,10 +69,11 @@ export async function dashboardStation(t: { after(fn: () => unknown): void }, co
   const metrics = new ServerMetrics(() => engine.scheduler.depth, () => engine.expertUsage());
   metrics.countEngineWork(() => engine.work());
   const policy = new LivePolicy(() => engine, null);
-  const sources = dashboardSources({ modelName: "tiny", metrics, engine: () => engine, hub: null, policy: () => policy.describe() });
+  const health = new Health();
+  const sources = dashboardSources({ modelName: "tiny", metrics, engine: () => engine, hub: null, health, policy: () => policy.describe() });
   let builds = 0;
   const feed = new DashboardFeed({ ...sources, policy: () => (builds++, sources.policy()) }, { intervalMs: 40, windowMs: 400 });
-  const app = createApp({ engine: () => engine, modelName: "tiny", metrics, apiKeys: [API_KEY], admin: { keys: [ADMIN_KEY] }, dashboard: { feed, viewKeys: [VIEW_KEY], controls: { ...controls, policy } } });
+  const app = createApp({ engine: () => engine, modelName: "tiny", metrics, health, apiKeys: [API_KEY], admin: { keys: [ADMIN_KEY] }, dashboard: { feed, viewKeys: [VIEW_KEY], controls: { ...controls, policy } } });
   const server = createAdaptorServer({ fetch: app.fetch }) as Server;
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;

@@ -16,6 +16,7 @@ import { plainToTls } from "../../server/plain-to-tls.js";
 import { joinQr } from "../join-qr.js";
 import { createApp, DEFAULT_MAX_BODY_BYTES, DEFAULT_REQUEST_TIMEOUT_MS } from "../../server/app.js";
 import { ServerMetrics } from "../../server/metrics.js";
+import { Health } from "../../server/health.js";
 import { certificateNames, loadTls, selfSignedTls, type ServerTls } from "../../server/tls.js";
 import { isLoopback } from "../../util/loopback.js";
 import { addModelOptions, defaultStateDir, devicesDType, engineOptions, localDeviceArgs, nonNegativeInt, positiveInt, type ModelCliOptions } from "../options.js";
@@ -168,13 +169,15 @@ export function serveCommand(): Command {
       if (hub) metrics.describeDevices(() => hub.status().devices);
       metrics.countEngineWork(() => engine?.work());
       const policy = new LivePolicy(() => engine, hub && ((layer) => hub.expertLatencyMs(layer)));
-      const feed = new DashboardFeed(dashboardSources({ modelName, metrics, engine: () => engine, hub, policy: () => policy.describe() }), { log });
+      const health = new Health();
+      const feed = new DashboardFeed(dashboardSources({ modelName, metrics, engine: () => engine, hub, health, policy: () => policy.describe() }), { log });
       /** the link a browser joins with, once the port is known (browser devices only) */
       let browserLink: string | null = null;
       app = createApp({
         engine: () => engine,
         modelName,
         metrics,
+        health,
         devices: hub ? () => ({ ...hub.status() }) : undefined,
         apiKeys,
         admin: {

@@ -2,6 +2,7 @@
 // its device hub (devices, what they said of themselves, their emulated links, the placement in use).
 import type { DeviceHub } from "../../runtime/device-hub.js";
 import type { Engine } from "../../runtime/engine.js";
+import { stationParts, type Health } from "../health.js";
 import type { ServerMetrics } from "../metrics.js";
 import type { DashboardSources } from "./stream.js";
 
@@ -11,6 +12,8 @@ export interface BaseStation {
   engine: () => Engine | undefined;
   /** the device hub, when the experts run on devices */
   hub: DeviceHub | null;
+  /** what /health says (the app's, so that both say the same) */
+  health: Health;
   /** the selection policy in use, described */
   policy: () => string;
 }
@@ -23,10 +26,7 @@ export function dashboardSources(bs: BaseStation): DashboardSources {
       const e = bs.engine();
       return e ? { name: bs.modelName, layers: e.config.layers, experts: e.config.experts, topK: e.config.topK } : null;
     },
-    health: () => {
-      if (!bs.engine()) return { state: "unavailable", reasons: ["loading the model"] };
-      return hub ? hub.status() : { state: "ok", reasons: [] };
-    },
+    health: () => bs.health.status(stationParts(bs.engine() !== undefined, hub ? () => ({ ...hub.status() }) : undefined)),
     devices: () =>
       hub
         ? hub.status().devices.map((d) => {

@@ -24,6 +24,7 @@ test("the dashboard stream: the API, view or admin key may view it, nothing else
   const first = viewer.snapshots[0]!;
   assert.equal(first.model, "tiny");
   assert.equal(first.policy, "topk");
+  assert.deepEqual(first.health, { state: "ok", reasons: [] });
   assert.deepEqual(first.grid, { layers: 2, experts: 4, layers_per_row: 1, experts_per_col: 1 });
   assert.deepEqual(first.devices, [], "every expert runs at the base station");
 
