@@ -103,7 +103,7 @@ test("the snapshot is bounded whatever the model and the cell: grids of at most 
   assert.equal(s.routing.heat!.length, Math.ceil(layers / Math.ceil(layers / MAX_ROWS)));
   assert.ok(s.routing.heat!.length <= MAX_ROWS && s.routing.heat!.every((r) => r.length <= MAX_COLS));
   assert.ok(s.placement!.length <= MAX_ROWS && s.placement!.every((r) => r.length <= MAX_COLS && r.every((c) => c.length <= 4 && c.every((k) => k < MAX_DEVICES))));
-  assert.deepEqual(s.grid, { layers, experts, layers_per_row: 16, experts_per_col: 5 });
+  assert.deepEqual(s.grid, { layers, experts, top_k: 8, layers_per_row: 16, experts_per_col: 5 });
   assert.equal(s.devices.length, MAX_DEVICES);
   assert.equal(s.devices_omitted, count - MAX_DEVICES);
   const bytes = JSON.stringify(s).length;

@@ -157,8 +157,8 @@ export interface Snapshot {
   devices: DeviceView[];
   /** devices beyond MAX_DEVICES, not listed */
   devices_omitted: number;
-  /** the grids' shape: model layers and experts, and how many of each one cell covers */
-  grid: { layers: number; experts: number; layers_per_row: number; experts_per_col: number } | null;
+  /** the grids' shape: model layers and experts (and the model's experts per token), and how many of each one cell covers */
+  grid: { layers: number; experts: number; top_k: number; layers_per_row: number; experts_per_col: number } | null;
   /** per cell, indices into devices of the devices holding its experts (first: the one serving) */
   placement: number[][][] | null;
   routing: {
@@ -252,7 +252,7 @@ export function buildSnapshot(i: SnapshotInput): Snapshot {
   const index = new Map(devices.map((d, k) => [d.name, k]));
 
   const m = i.model;
-  const grid = m && m.layers > 0 && m.experts > 0 ? { layers: m.layers, experts: m.experts, layers_per_row: Math.ceil(m.layers / MAX_ROWS), experts_per_col: Math.ceil(m.experts / MAX_COLS) } : null;
+  const grid = m && m.layers > 0 && m.experts > 0 ? { layers: m.layers, experts: m.experts, top_k: m.topK, layers_per_row: Math.ceil(m.layers / MAX_ROWS), experts_per_col: Math.ceil(m.experts / MAX_COLS) } : null;
   const rows = grid ? Math.ceil(grid.layers / grid.layers_per_row) : 0, cols = grid ? Math.ceil(grid.experts / grid.experts_per_col) : 0;
   const cell = (layer: number, expert: number): [number, number] => [Math.floor(layer / grid!.layers_per_row), Math.floor(expert / grid!.experts_per_col)];
 

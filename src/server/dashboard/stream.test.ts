@@ -25,7 +25,7 @@ test("the dashboard stream: the API, view or admin key may view it, nothing else
   assert.equal(first.model, "tiny");
   assert.equal(first.policy, "topk");
   assert.deepEqual(first.health, { state: "ok", reasons: [] });
-  assert.deepEqual(first.grid, { layers: 2, experts: 4, layers_per_row: 1, experts_per_col: 1 });
+  assert.deepEqual(first.grid, { layers: 2, experts: 4, top_k: 2, layers_per_row: 1, experts_per_col: 1 });
   assert.deepEqual(first.devices, [], "every expert runs at the base station");
 
   await s.engine.generate(s.engine.tokenizer.encode("hello"), { temperature: 0, maxTokens: 8 });

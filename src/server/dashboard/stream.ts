@@ -1,8 +1,10 @@
 // The dashboard's live data: GET /dashboard/events, server-sent events each carrying one snapshot
 // (snapshot.ts). One feed builds a snapshot per tick, only while someone listens, and sends the same
 // text to every client: N clients cost one snapshot per tick. A client holds at most one snapshot in
-// flight: while its last one is unwritten (it reads slower than the feed sends) it skips ticks, and one
-// that has read nothing for stallMs is dropped, its connection closed. Read-only: a viewer needs the
+// flight: while its last one is unwritten (it reads slower than the feed sends, and its socket's buffers
+// are full) it skips ticks, and one whose snapshot stays unwritten for stallMs is dropped, its
+// connection closed. So what a client that stops reading costs is bounded: its socket's buffers and one
+// snapshot. Read-only: a viewer needs the
 // API key, the view key or the admin key (none configured: open, as /v1 is), and a snapshot holds no
 // secret (no join token, no key).
 import type { Context, Hono } from "hono";
