@@ -147,7 +147,8 @@ export function serveCommand(): Command {
       const metrics = new ServerMetrics(() => engine?.scheduler.depth ?? { waiting: 0, active: 0 }, () => engine?.expertUsage() ?? NO_USAGE);
       // the app is made once the hub exists, and the hub needs the server: the server asks the app late
       let app: ReturnType<typeof createApp> | undefined;
-      const handle = (req: Request) => app!.fetch(req);
+      // the Node request and response ride along (env): the dashboard closes the socket of a client that stopped reading
+      const handle = (req: Request, env: unknown) => app!.fetch(req, env);
       const server = (tls ? createAdaptorServer({ fetch: handle, createServer: https.createServer, serverOptions: { cert: tls.cert, key: tls.key, minVersion: "TLSv1.3" } }) : createAdaptorServer({ fetch: handle })) as HttpServer | HttpsServer;
       // the link emulation's settings, changed live through /admin/link
       let link: LinkParams | undefined = o.link;

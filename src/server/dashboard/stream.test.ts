@@ -2,8 +2,12 @@
 // engine works, one snapshot per tick whatever the number of clients, slow clients dropped, a clean end.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import type { Server } from "node:http";
+import net, { type AddressInfo } from "node:net";
+import { createAdaptorServer } from "@hono/node-server";
 import { ADMIN_KEY, API_KEY, dashboardStation, readEvents, VIEW_KEY, type Events } from "../../testing/dashboard.js";
 import { until } from "../../testing/until.js";
+import { createApp } from "../app.js";
 import { ServerMetrics } from "../metrics.js";
 import { DashboardFeed } from "./stream.js";
 
@@ -69,4 +73,40 @@ test("a client that reads nothing is dropped once it has held a snapshot for the
   assert.equal(feed.listeners, 1);
   feed.close();
   assert.deepEqual(dropped, ["stuck stalled", "reader closing"]);
+});
+
+test("over HTTP, a client that stops reading is dropped once its socket's buffers are full, its connection closed; a reading client goes on", async (t) => {
+  const metrics = new ServerMetrics(() => ({ waiting: 0, active: 0 }), () => ({ calls: 0, failed_calls: 0, dropped_slots: 0, dropped_weight: 0, retries: 0 }));
+  // snapshots of some 40 KB, many a second: a client that reads none fills its buffers within a second or two
+  const devices = Array.from({ length: 64 }, (_, i) => ({
+    name: `device-${i}`, ready: false, quarantined: true, outOfService: "x".repeat(200), calls: 0, experts: 0, weightBytes: 0, kind: "node" as const, gflops: 1, leaving: false, link: null,
+  }));
+  const feed = new DashboardFeed({ registry: metrics.registry, model: () => null, health: () => ({ state: "ok", reasons: [] }), devices: () => devices, placement: () => null, policy: () => "topk" }, { intervalMs: 2, stallMs: 200 });
+  const app = createApp({ engine: () => undefined, modelName: "m", metrics, dashboard: { feed } });
+  const server = createAdaptorServer({ fetch: app.fetch }) as Server;
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  t.after(async () => {
+    feed.close();
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+  });
+  const port = (server.address() as AddressInfo).port;
+
+  const reader = new AbortController();
+  const reading = readEvents(await fetch(`http://127.0.0.1:${port}/dashboard/events`, { signal: reader.signal }));
+  const stuck = net.connect(port, "127.0.0.1");
+  let closed = false;
+  stuck.on("error", () => undefined).on("close", () => (closed = true));
+  stuck.write(`GET /dashboard/events HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n`);
+  stuck.pause();
+  await until(() => feed.listeners === 2, "both clients listening");
+  await until(() => feed.listeners === 1, "the client that reads nothing dropped");
+  const connections = () => new Promise<number>((resolve, reject) => server.getConnections((e, n) => (e ? reject(e) : resolve(n))));
+  await until(async () => (await connections()) === 1, "its connection closed at the base station, what it held freed");
+  // reading again, it gets what its buffers held, then the end
+  stuck.resume();
+  await until(() => closed, "its connection closed");
+  const before = reading.snapshots.length;
+  await until(() => reading.snapshots.length > before + 2, "the reading client still gets snapshots");
+  reader.abort();
 });
