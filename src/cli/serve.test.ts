@@ -254,6 +254,7 @@ test("serve --local-devices 2 --link … --view-key: the dashboard stream shows 
     await complete();
     await until(() => events.snapshots.some((s) => s.policy === "topk" && s.routing.experts_per_token === 2), "top-k routing in a snapshot");
     assert.equal((await fetch(`${base}/admin/policy`, { method: "PUT", headers: admin, body: JSON.stringify({ name: "wlr", theta: 0.99 }) })).status, 200);
+    assert.match(bs.err(), /^selection policy: wlr θ=0\.99 \(set through \/admin\/policy\)$/m, "the change is logged");
     await complete();
     await until(() => events.snapshots.some((s) => s.policy === "wlr θ=0.99" && s.routing.experts_per_token !== null && s.routing.experts_per_token < 2), "fewer experts per token under wlr θ=0.99");
 

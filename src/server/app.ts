@@ -116,7 +116,7 @@ export function createApp(opts: AppOptions): Hono<Env> {
     const viewers = [...(opts.apiKeys ?? []), ...(opts.dashboard.viewKeys ?? [])];
     mountDashboardStream(app, opts.dashboard.feed, { keys: viewers.length > 0 ? [...viewers, ...(opts.admin?.keys ?? [])] : [] });
     // without admin keys, /admin/* answers 403 before these routes
-    if (opts.dashboard.controls) mountControls(app, opts.dashboard.controls);
+    if (opts.dashboard.controls) mountControls(app, opts.dashboard.controls, log);
   }
   if (opts.devicePage) mountDevicePage(app, opts.devicePage !== "not-isolated");
   const readJson = async (c: Context<Env>): Promise<unknown> => {

@@ -90,12 +90,13 @@ const parse = <T>(schema: z.ZodType<T>, json: unknown, shape: string): T => {
 
 type Env = { Variables: RequestIdVariables };
 
-/** Adds the controls to `app` under /admin, behind the admin key that mountAdmin requires there. */
-export function mountControls(app: Hono<Env>, controls: Controls): void {
+/** Adds the controls to `app` under /admin, behind the admin key that mountAdmin requires there; each change is logged. */
+export function mountControls(app: Hono<Env>, controls: Controls, log: (line: string) => void): void {
   const policy = () => ({ policy: controls.policy.current, description: controls.policy.describe() });
   app.get("/admin/policy", (c) => c.json(policy()));
   app.put("/admin/policy", adminBodyLimit, async (c) => {
     controls.policy.set(parse(policyBody, await readAdminJson(c), `{"name": "topk"} | {"name": "wlr", "theta": 0..1} | {"name": "deadline", "budgetMs": ms up to ${MAX_BUDGET_MS}}`));
+    log(`selection policy: ${controls.policy.describe()} (set through /admin/policy)`);
     return c.json(policy());
   });
 
@@ -109,6 +110,7 @@ export function mountControls(app: Hono<Env>, controls: Controls): void {
     const change = parse(linkBody, await readAdminJson(c), '{"downBps"?, "upBps"? (bit/s, 0: unlimited), "delayMs"?, "jitterMs"?, "loss"? (0 to 1)}');
     const l = link();
     l.set({ ...l.get(), ...change });
+    log(`link emulation: ${JSON.stringify(l.get())} (set through /admin/link)`);
     return c.json({ link: l.get() });
   });
 
