@@ -13,6 +13,7 @@ import { REPO_ROOT } from "../testing/shared.js";
 import { initModel } from "../model/init-model.js";
 import { Engine } from "../runtime/engine.js";
 import { until } from "../testing/until.js";
+import { readEvents } from "../testing/dashboard.js";
 
 const BIN = path.join(REPO_ROOT, "bin/distmoe.js");
 
@@ -212,6 +213,61 @@ test("serve --local-devices 2 --replicas 2: a killed device is restarted under i
   } finally {
     for (const c of children) c.kill("SIGKILL");
     for (const pid of pids.filter(alive)) process.kill(pid, "SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("serve --local-devices 2 --link … --view-key: the dashboard stream shows the devices, their emulated links and the placement; a killed device turns failed; the admin's controls change the link and the policy live", async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-serve-"));
+  const children: ChildProcess[] = [];
+  try {
+    initModel({ arch: "MixtralForCausalLM", out: dir, layers: 2, hidden: 64, experts: 4, topK: 2, seed: 5 });
+    const bs = start([
+      "serve", "--model", dir, "--port", "0", "--local-devices", "2", "--threads", "1", "--state-dir", path.join(dir, "state"), "--link", "rate=100mbit,delay=1ms",
+      "--api-key", "api-key-0123", "--view-key", "view-key-0123", "--admin-key", "admin-key-0123",
+    ]);
+    children.push(bs.child);
+    const port = await until(() => /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(bs.err())?.[1], "the BS to listen");
+    const base = `http://127.0.0.1:${port}`;
+    await until(async () => ((await (await fetch(`${base}/health`)).json()).status === "ok"), "/health ok");
+    const admin = { authorization: "Bearer admin-key-0123", "content-type": "application/json" };
+    const complete = async () => {
+      const r = await fetch(`${base}/v1/completions`, { method: "POST", headers: { authorization: "Bearer api-key-0123", "content-type": "application/json" }, body: JSON.stringify({ prompt: "hello there", max_tokens: 8, temperature: 0 }) });
+      assert.equal(r.status, 200);
+    };
+
+    assert.equal((await fetch(`${base}/dashboard/events`)).status, 401, "no key, no view");
+    const stream = await fetch(`${base}/dashboard/events`, { headers: { authorization: "Bearer view-key-0123" } });
+    assert.equal(stream.status, 200);
+    const events = readEvents(stream);
+    const cell = await until(() => events.snapshots.find((s) => s.devices.filter((d) => d.state === "ready").length === 2 && s.placement !== null), "both devices ready and placed");
+    assert.deepEqual(cell.devices.map((d) => [d.name, d.kind, d.link]).sort(), [
+      ["local-0", "node", { emulated: true, down_bps: 100e6, up_bps: 100e6, rtt_ms: 2, loss: 0 }],
+      ["local-1", "node", { emulated: true, down_bps: 100e6, up_bps: 100e6, rtt_ms: 2, loss: 0 }],
+    ]);
+    assert.ok(cell.placement!.every((row) => row.every((hosts) => hosts.length === 1)), "every expert has its device");
+
+    // the controls: the admin key only
+    assert.equal((await fetch(`${base}/admin/link`, { method: "PUT", headers: { authorization: "Bearer view-key-0123", "content-type": "application/json" }, body: JSON.stringify({ delayMs: 3 }) })).status, 401);
+    assert.equal((await fetch(`${base}/admin/link`, { method: "PUT", headers: admin, body: JSON.stringify({ delayMs: 3 }) })).status, 200);
+    await until(() => events.snapshots.some((s) => s.devices.some((d) => d.link.rtt_ms === 6)), "the new delay in a snapshot");
+    await complete();
+    await until(() => events.snapshots.some((s) => s.policy === "topk" && s.routing.experts_per_token === 2), "top-k routing in a snapshot");
+    assert.equal((await fetch(`${base}/admin/policy`, { method: "PUT", headers: admin, body: JSON.stringify({ name: "wlr", theta: 0.99 }) })).status, 200);
+    assert.match(bs.err(), /^selection policy: wlr θ=0\.99 \(set through \/admin\/policy\)$/m, "the change is logged");
+    await complete();
+    await until(() => events.snapshots.some((s) => s.policy === "wlr θ=0.99" && s.routing.experts_per_token !== null && s.routing.experts_per_token < 2), "fewer experts per token under wlr θ=0.99");
+
+    process.kill(deviceChildren(bs.child.pid!).get("local-1")!, "SIGKILL");
+    const failed = await until(() => events.snapshots.find((s) => s.devices.some((d) => d.name === "local-1" && d.state === "failed")), "the killed device shown failed");
+    assert.equal(failed.devices.find((d) => d.name === "local-1")!.reason, "disconnected");
+    assert.ok(events.raw.every((e) => !/key-0123/.test(e)), "no key in a snapshot");
+
+    bs.child.kill("SIGTERM");
+    await events.ended;
+    assert.equal(await bs.exited, 0);
+  } finally {
+    for (const c of children) c.kill("SIGKILL");
     rmSync(dir, { recursive: true, force: true });
   }
 });

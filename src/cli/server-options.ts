@@ -1,4 +1,4 @@
-// The base station's option parsers: API and admin keys (from the command line, a file or the
+// The base station's option parsers: API, admin and dashboard view keys (from the command line, a file or the
 // environment), the body limit, the request timeout and the spot checks' rate, each refused at start
 // with the rule when a value could never work.
 import { readFileSync } from "node:fs";
@@ -32,6 +32,11 @@ export function apiKey(v: string, all: string[]): string[] {
 
 export function adminKey(v: string, all: string[]): string[] {
   if (!API_KEY.test(v)) throw new InvalidArgumentError(keyRule("an admin key"));
+  return [...all, v];
+}
+
+export function viewKey(v: string, all: string[]): string[] {
+  if (!API_KEY.test(v)) throw new InvalidArgumentError(keyRule("a view key"));
   return [...all, v];
 }
 

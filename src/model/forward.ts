@@ -3,7 +3,8 @@
 // A step takes the new tokens of any number of sequences as one batch of rows: linear layers and the
 // MoE block see all rows at once, attention runs per sequence against its own KV cache.
 import type { Backend, RopeTable, Tensor } from "../kernels/backend.js";
-import { MoeBlock, type ExpertCallStats, type ExpertTiming, type MoeDeps } from "../moe/moe-layer.js";
+import { MoeBlock, type ExpertCallStats, type ExpertTiming, type MoeDeps, type RoutingStats } from "../moe/moe-layer.js";
+import type { SelectionPolicy } from "../policies/selection.js";
 import type { ModelConfig } from "./config.js";
 import { KVCache } from "./kv-cache.js";
 import { StepBuffers } from "./step-buffers.js";
@@ -56,6 +57,16 @@ export class Transformer {
     return this.moe.timing;
   }
 
+  /** What the selection policy chose, counted since this model was built. */
+  get routingStats(): Readonly<RoutingStats> {
+    return this.moe.routing;
+  }
+
+  /** Routes with `policy` from the next step on. */
+  setPolicy(policy: SelectionPolicy): void {
+    this.moe.setPolicy(policy);
+  }
+
   newSequence(capacity = this.contextLength): KVCache {
     return new KVCache(this.backend, this.config, Math.min(capacity, this.contextLength));
   }
@@ -74,6 +85,7 @@ export class Transformer {
     const bufs = this.stepBufs.take(rows);
     const [x, h, tmp, q, k, v, att, pos] = bufs as [Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor];
     const step = this.step++;
+    this.moe.beginStep();
     let done = false;
     try {
       const ids: number[] = [];

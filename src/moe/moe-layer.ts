@@ -5,7 +5,7 @@ import type { Backend, Tensor } from "../kernels/backend.js";
 import type { ModelConfig } from "../model/config.js";
 import { StepBuffers } from "../model/step-buffers.js";
 import type { ExpertTable, FfnWeights, LayerWeights } from "../model/weights.js";
-import { selectTopK, selectTopKInto, type DecisionBuffers, type SelectionPolicy } from "../policies/selection.js";
+import { selectTopK, selectTopKInto, topKMass, type DecisionBuffers, type RoutingDecision, type SelectionPolicy } from "../policies/selection.js";
 import { combineInto, gatherRows, planDispatch, type ExpertBatch } from "./dispatch.js";
 import { ExpertsUnavailable, type ExpertExecutor, type ExpertResult } from "./executor.js";
 import { routerProbabilities } from "./router.js";
@@ -49,9 +49,23 @@ export interface ExpertTiming {
   waitingMs: number;
 }
 
+/** What the selection policy chose, counted since the model was built. */
+export interface RoutingStats {
+  /** (token, expert) pairs chosen, at [layer × experts + expert] */
+  readonly use: Float64Array;
+  /** (token, MoE layer) pairs routed */
+  rows: number;
+  /** the share of each such pair's top-k gate mass that the policy did not keep, summed (0 under top-k) */
+  droppedGateMass: number;
+}
+
 export class MoeBlock {
   readonly stats: ExpertCallStats = { calls: 0, failedCalls: 0, droppedSlots: 0, droppedWeight: 0, oneJobLayers: 0 };
   readonly timing: ExpertTiming = { waitMs: 0, deviceComputeMs: 0, transferMs: 0, waitingMs: 0 };
+  readonly routing: RoutingStats;
+  /** the selection policy of the step running, and one set to take over from the next step */
+  private policy: SelectionPolicy;
+  private nextPolicy: SelectionPolicy | null = null;
 
   /** per layer call: router logits [rows][experts], shared expert output [rows][hidden] (Qwen2-MoE) */
   private readonly bufs: StepBuffers;
@@ -71,6 +85,18 @@ export class MoeBlock {
     this.bufs = new StepBuffers(backend, [cfg.experts, cfg.arch.sharedExpert ? cfg.hidden : 0]);
     this.chosenBufs = new StepBuffers(backend, [cfg.layers * cfg.topK]);
     this.seen = new Int32Array(cfg.experts);
+    this.routing = { use: new Float64Array(cfg.layers * cfg.experts), rows: 0, droppedGateMass: 0 };
+    this.policy = deps.policy;
+  }
+
+  /** Routes with `policy` from the next step on (a step in flight keeps its own: every layer of a step decides alike). */
+  setPolicy(policy: SelectionPolicy): void {
+    this.nextPolicy = policy;
+  }
+
+  /** Starts a step: a policy set since the last one takes over. */
+  beginStep(): void {
+    if (this.nextPolicy) [this.policy, this.nextPolicy] = [this.nextPolicy, null];
   }
 
   /** out[rows][hidden] = MoE(h) for layer `layer`; h is the post-attention-norm activation. */
@@ -89,15 +115,16 @@ export class MoeBlock {
       // the plan: they are read in place and written into buffers reused by the next layer. Any other
       // policy (an evaluation harness, say) may keep them and gets its own.
       const trace = this.deps.trace;
-      const reuse = !trace && this.deps.policy === selectTopK;
+      const reuse = !trace && this.policy === selectTopK;
       const view = backend.f32(logitsBuf, 0, rows * E);
       const logits = reuse ? view : view.slice();
       if (reuse && this.probs.length < rows * E) this.probs = new Float32Array(rows * E);
       const router = { layer, rows, experts: E, logits, probs: routerProbabilities(logits, rows, E, reuse ? this.probs : undefined) };
       const ctx = { topK: cfg.topK, normalize: cfg.normTopK };
-      const decision = reuse ? selectTopKInto(router, ctx, this.decisionBuffers) : this.deps.policy(router, ctx);
+      const decision = reuse ? selectTopKInto(router, ctx, this.decisionBuffers) : this.policy(router, ctx);
       trace?.record({ step, layer, positions, router, decision });
       const plan = planDispatch(decision, E);
+      this.countRouting(layer, rows, plan, this.policy === selectTopK ? null : { decision, probs: router.probs });
 
       const x = backend.f32(h, 0, rows * H);
       const t0 = performance.now();
@@ -129,7 +156,7 @@ export class MoeBlock {
    */
   private asOneJob(layer: number, w: LayerWeights, h: Tensor, out: Tensor, rows: number, step: number): boolean {
     const { backend, cfg } = this;
-    if (!backend.moeTopK || this.deps.trace || this.deps.policy !== selectTopK) return false;
+    if (!backend.moeTopK || this.deps.trace || this.policy !== selectTopK) return false;
     if (this.oneJob[layer] === undefined) {
       const experts = this.deps.localExperts?.[layer];
       this.oneJob[layer] = experts && experts.length === cfg.experts && experts.every((x) => x !== null) ? (experts as FfnWeights[]) : null;
@@ -162,11 +189,13 @@ export class MoeBlock {
     this.chosen.delete(step);
     try {
       if (!completed) return;
-      const k = this.cfg.topK, n = c.rows * k;
+      const k = this.cfg.topK, n = c.rows * k, E = this.cfg.experts, use = this.routing.use;
       for (const layer of c.layers) {
         const ids = this.backend.i32(c.set[0]!, layer * n, n);
         const stamp = ++this.stamp;
+        this.routing.rows += c.rows;
         for (let i = 0; i < n; i++) {
+          use[layer * E + ids[i]!]!++;
           if (this.seen[ids[i]!] !== stamp) {
             this.seen[ids[i]!] = stamp;
             this.stats.calls++;
@@ -175,6 +204,25 @@ export class MoeBlock {
       }
     } finally {
       this.chosenBufs.give(c.rows, c.set);
+    }
+  }
+
+  /**
+   * Counts a layer's routing: the rows each expert was chosen for and, for a policy other than the
+   * model's top-k (`chosen`), the share of each row's top-k gate mass it dropped.
+   */
+  private countRouting(layer: number, rows: number, plan: readonly ExpertBatch[], chosen: { decision: RoutingDecision; probs: Float32Array } | null): void {
+    const r = this.routing, E = this.cfg.experts;
+    r.rows += rows;
+    for (const b of plan) r.use[layer * E + b.expert]! += b.rows.length;
+    if (!chosen) return;
+    const { decision: d, probs } = chosen;
+    for (let row = 0; row < rows; row++) {
+      const p = probs.subarray(row * E, (row + 1) * E);
+      const top = topKMass(p, Math.min(this.cfg.topK, E));
+      let kept = 0;
+      for (let i = d.offsets[row]!; i < d.offsets[row + 1]!; i++) kept += p[d.experts[i]!]!;
+      if (top > 0) r.droppedGateMass += Math.max(0, 1 - kept / top);
     }
   }
 

@@ -7,7 +7,7 @@ import type { AddressInfo } from "node:net";
 import type { Server as HttpServer } from "node:http";
 import type { Server as HttpsServer } from "node:https";
 import type { WeightDType } from "../kernels/backend.js";
-import { afterPrecisely, ShapedLink, type LinkModel } from "../channel/link.js";
+import { afterPrecisely, ShapedLink, type LinkModel, type LinkParams } from "../channel/link.js";
 import type { ExpertExecutor } from "../moe/executor.js";
 import type { WireDType } from "../protocol/activations.js";
 import type { Capabilities, Message } from "../protocol/frames.js";
@@ -34,6 +34,8 @@ export type { HeldExpert } from "./hub/calls.js";
 export type { HubLimits } from "./hub/limits.js";
 export type { LoadDeadline } from "./hub/placer.js";
 export type { HubStatus, DeviceStatus } from "./hub/status.js";
+
+const ONE_ROW = [{ rows: 1 }];
 
 /** Joins and leaves logged per address and period: a peer reconnecting in a loop is then only counted. */
 const JOINS_LOGGED = 32;
@@ -254,6 +256,31 @@ export class DeviceHub {
     return this.hostsOf(layer, expert)?.find((d) => d.ready)?.name;
   }
 
+  /** The placement in use: its devices' names and, per [layer][expert], their indices among them (preference order); null before the first. */
+  placement(): { devices: string[]; hosts: number[][][] } | null {
+    const p = this.placer.placement;
+    return p && { devices: this.placer.members.map((d) => d.name), hosts: p.hosts };
+  }
+
+  /**
+   * Per expert of `layer`, what the latency model expects of a one-token call to the device serving it
+   * now (its probed speed and its link), ms; Infinity where no ready device serves it. The latency-aware
+   * selection policies read these.
+   */
+  expertLatencyMs(layer: number): Float64Array {
+    const out = new Float64Array(this.model.cfg.experts).fill(Infinity);
+    for (let e = 0; e < out.length; e++) {
+      const d = this.hostsOf(layer, e)?.find((h) => h.ready);
+      if (d) out[e] = this.calls.expectedMs(d, ONE_ROW);
+    }
+    return out;
+  }
+
+  /** A device's emulated link now; null where links are not shaped. */
+  linkOf(name: string): LinkParams | null {
+    return this.opts.link?.(name, performance.now()) ?? null;
+  }
+
   /** Names of the devices the placement in use refers to. */
   get placed(): string[] {
     return this.placer.members.map((d) => d.name);
@@ -342,7 +369,7 @@ export class DeviceHub {
     this.complaints.report(`peer ${conn.address}`, "joins and leaves", `${name} joined (${c.readGbps.toFixed(1)} GB/s, ${c.gflops.toFixed(1)} GFLOP/s${holds.length > 0 ? `, holding ${holds.length} experts` : ""}${whom})`, JOINS_LOGGED);
     return {
       name, fingerprint, tokenId, conn, capabilities: c, ready: false, connected: true, holds, heldBefore: known ? this.model.experts(known.experts) : [], assigned: [], assignedGen: 0, loadedGen: 0, laggard: false,
-      calls: 0, weightBytes: 0, failures: 0, wrongInStreak: false, quarantined: false, leaving: false, battery: null, link,
+      calls: 0, weightBytes: 0, failures: 0, wrongInStreak: false, quarantined: false, outOfService: null, leaving: false, battery: null, link,
     };
   }
 
@@ -428,6 +455,7 @@ export class DeviceHub {
   private quarantine(d: Device, why: string, wrongResults: boolean): void {
     if (d.quarantined) return;
     d.quarantined = true;
+    d.outOfService = printable(why);
     d.ready = false;
     if (wrongResults && d.fingerprint) this.identities.outOfService(d.fingerprint, why);
     const token = d.tokenId ? ` (it joined with join token ${d.tokenId})` : "";

@@ -13,7 +13,7 @@ import type { ExpertExecutor } from "../moe/executor.js";
 import { LocalExpertExecutor } from "../moe/local-executor.js";
 import type { RoutingTraceSink } from "../moe/trace.js";
 import { selectTopK, type SelectionPolicy } from "../policies/selection.js";
-import { Scheduler, type ExpertUsage, type GenerateOptions, type GenerationResult } from "./scheduler.js";
+import { Scheduler, type DecodeTime, type ExpertUsage, type GenerateOptions, type GenerationResult } from "./scheduler.js";
 
 export interface EngineOptions {
   /** The weights' dtype in memory; default the model's own (see OpenedModel.dtype). */
@@ -43,7 +43,19 @@ export interface EngineOptions {
   onLoaded?: (line: string) => void;
 }
 
-export type { ExpertUsage, GenerateOptions, GenerationResult, TokenLatency } from "./scheduler.js";
+export type { DecodeTime, ExpertUsage, GenerateOptions, GenerationResult, TokenLatency } from "./scheduler.js";
+
+/** What the engine's steps did, counted since it loaded: the counters /metrics exports beside the expert calls. */
+export interface EngineWork {
+  layers: number;
+  experts: number;
+  /** (token, expert) pairs the selection policy chose, at [layer × experts + expert] */
+  expertUse: Float64Array;
+  /** (token, MoE layer) pairs routed, and the share of their top-k gate mass the policy dropped, summed */
+  routedRows: number;
+  droppedGateMass: number;
+  decode: DecodeTime;
+}
 
 export class Engine {
   private constructor(
@@ -72,6 +84,17 @@ export class Engine {
       calls: s.calls, failed_calls: s.failedCalls, dropped_slots: s.droppedSlots, dropped_weight: s.droppedWeight,
       retries: x.retries ?? 0, rejected_results: x.rejectedResults ?? 0, verified_calls: x.verifiedCalls ?? 0, mismatched_results: x.mismatchedResults ?? 0,
     };
+  }
+
+  /** What the steps did since load (live views: read, not kept). */
+  work(): EngineWork {
+    const r = this.model.routingStats;
+    return { layers: this.config.layers, experts: this.config.experts, expertUse: r.use, routedRows: r.rows, droppedGateMass: r.droppedGateMass, decode: this.scheduler.decodeTime };
+  }
+
+  /** Selects experts with `policy` from the next step on (a step in flight finishes with the one it started with). */
+  setPolicy(policy: SelectionPolicy): void {
+    this.model.setPolicy(policy);
   }
 
   static load(dir: string, opts: EngineOptions = {}): Engine {

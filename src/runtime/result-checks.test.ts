@@ -138,6 +138,7 @@ test("spot checks find out a rogue within the bounds at once; with 2 replicas th
     const found = lines.filter((l) => l.startsWith("rogue is out of service"));
     assert.equal(found.length, 1, lines.join("\n"));
     assert.match(found[0]!, /^rogue is out of service for a wrong result: expert \d+ of layer \d+, row \d+ 4\.76 % off the base station's \(tolerance 0\.0100 %\)$/);
+    assert.equal(`rogue is out of service ${hub.status().devices.find((d) => d.name === "rogue")!.outOfService}`, found[0], "its status says why, as the log did");
     const text = await metrics.text();
     assert.match(text, new RegExp(`distmoe_expert_results_mismatched_total ${engine.expertUsage().mismatched_results}\\b`));
     assert.match(text, new RegExp(`distmoe_expert_calls_verified_total ${engine.expertUsage().verified_calls}\\b`));

@@ -36,6 +36,12 @@ export interface TokenLatency {
   waiting_ms: number;
 }
 
+/** Decode steps (steps in which some request decoded a token), the tokens they decoded and their time split, in ms, summed since the scheduler started. */
+export interface DecodeTime extends TokenLatency {
+  steps: number;
+  tokens: number;
+}
+
 export interface GenerateOptions extends SamplingOptions {
   maxTokens: number;
   /** Generation ends before the first of these appears; it is not part of the text. */
@@ -118,6 +124,8 @@ export class Scheduler {
   private readonly active: Sequence[] = [];
   private running = false;
   private readonly eos: Set<number>;
+  /** Every decode step's time split (as each request's own latency adds it up), summed. */
+  readonly decodeTime: DecodeTime = { steps: 0, tokens: 0, bs_compute_ms: 0, transfer_ms: 0, device_compute_ms: 0, waiting_ms: 0 };
 
   /** maxBatch: sequences in one step at most; maxWaiting: requests queued for a place at most. */
   constructor(private readonly host: SchedulerHost, private readonly maxBatch = 16, private readonly maxWaiting = Infinity) {
@@ -206,6 +214,12 @@ export class Scheduler {
       device_compute_ms: t.deviceComputeMs - before.deviceComputeMs,
       waiting_ms: t.waitingMs - before.waitingMs,
     };
+    const decoding = batch.filter((s) => s.decodeStart !== 0).length;
+    if (decoding > 0) {
+      this.decodeTime.steps++;
+      this.decodeTime.tokens += decoding;
+      for (const k of Object.keys(step) as Array<keyof TokenLatency>) this.decodeTime[k] += step[k];
+    }
     batch.forEach((s, i) => {
       if (s.decodeStart === 0) {
         s.prefillMs = now - s.submitted;

@@ -45,6 +45,22 @@ type Env = { Variables: RequestIdVariables };
 
 const addTokenBody = z.strictObject({ token: z.string().optional() });
 
+/** Admin request bodies are small. */
+export const adminBodyLimit = bodyLimit({ maxSize: 4096, onError: () => { throw new ApiError(413, "an admin request body is 4 KiB at most"); } });
+
+/** An admin request's JSON body; an empty one is `empty` where given (else refused like any body that is not JSON). */
+export async function readAdminJson(c: Context, empty?: unknown): Promise<unknown> {
+  const text = await c.req.text();
+  if (text.trim() === "" && empty !== undefined) return empty;
+  const type = c.req.header("content-type") ?? "";
+  if (!/^application\/json\s*(;|$)/i.test(type)) throw new ApiError(415, `the request body must be JSON (content-type: application/json), not '${type.slice(0, 64) || "none"}'`);
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new ApiError(400, `the request body is not valid JSON (${(e as Error).message})`);
+  }
+}
+
 /** Adds the /admin routes to `app`, whose error handler answers the ApiErrors they throw. */
 export function mountAdmin(app: Hono<Env>, opts: AdminOptions): void {
   if (opts.keys.length === 0) {
@@ -63,18 +79,8 @@ export function mountAdmin(app: Hono<Env>, opts: AdminOptions): void {
 
   app.get("/admin/tokens", (c) => c.json({ tokens: devices().listTokens() }));
   // no body at all (`curl -X POST`) asks for a new token; a body must be JSON
-  app.post("/admin/tokens", bodyLimit({ maxSize: 4096, onError: () => { throw new ApiError(413, "an admin request body is 4 KiB at most"); } }), async (c) => {
-    const text = await c.req.text();
-    let json: unknown = {};
-    if (text.trim() !== "") {
-      const type = c.req.header("content-type") ?? "";
-      if (!/^application\/json\s*(;|$)/i.test(type)) throw new ApiError(415, `the request body must be JSON (content-type: application/json), not '${type.slice(0, 64) || "none"}'`);
-      try {
-        json = JSON.parse(text);
-      } catch (e) {
-        throw new ApiError(400, `the request body is not valid JSON (${(e as Error).message})`);
-      }
-    }
+  app.post("/admin/tokens", adminBodyLimit, async (c) => {
+    const json = await readAdminJson(c, {});
     const body = addTokenBody.safeParse(json);
     if (!body.success) throw new ApiError(400, `the body is {"token"?: string}: ${body.error.issues[0]?.message}`);
     let added: ReturnType<DeviceAdmin["addToken"]>;

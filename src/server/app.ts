@@ -14,8 +14,10 @@ import type { Engine } from "../runtime/engine.js";
 import { generate, generationError, promptTokens, refuseOverlongPrompt } from "./completions.js";
 import { ApiError, errorBody } from "./errors.js";
 import { mountAdmin, type AdminOptions } from "./admin.js";
+import { mountControls, type Controls } from "./dashboard/controls.js";
+import { mountDashboardStream, type DashboardFeed } from "./dashboard/stream.js";
 import { mountDevicePage } from "./device-page.js";
-import { Health, type PartStatus } from "./health.js";
+import { Health, stationParts, type PartStatus } from "./health.js";
 import type { ServerMetrics } from "./metrics.js";
 import { parseChat, parseCompletion } from "./schemas.js";
 
@@ -24,6 +26,8 @@ export interface AppOptions {
   engine: () => Engine | undefined;
   modelName: string;
   metrics: ServerMetrics;
+  /** What /health reports recent failures from (default: its own); the dashboard shares it. */
+  health?: Health;
   /** The device hub's status, when the experts run on devices. */
   devices?: () => PartStatus;
   /** Bearer keys that /v1/* requires; none: open. */
@@ -35,6 +39,11 @@ export interface AppOptions {
    * "not-isolated": without the headers that make it cross-origin isolated, as a proxy that drops them would (tests of the page's one-thread fallback).
    */
   devicePage?: boolean | "not-isolated";
+  /**
+   * The dashboard's live data at /dashboard/events. Viewers need an API key, a view key or an admin key;
+   * with neither API nor view keys it is open, as /v1 is. Its controls are under /admin, for the admin key only.
+   */
+  dashboard?: { feed: DashboardFeed; viewKeys?: readonly string[]; controls?: Controls };
   /** Origins allowed cross-origin requests; none: CORS off. */
   corsOrigins?: readonly string[];
   maxBodyBytes?: number;
@@ -51,7 +60,7 @@ export function createApp(opts: AppOptions): Hono<Env> {
   const log = opts.log ?? (() => undefined);
   const maxBodyBytes = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   const requestTimeoutMs = opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
-  const health = new Health();
+  const health = opts.health ?? new Health();
   const app = new Hono<Env>();
 
   const fail = (c: Context<Env>, e: ApiError) => {
@@ -67,9 +76,7 @@ export function createApp(opts: AppOptions): Hono<Env> {
     return new ApiError(500, `internal error (request id ${c.get("requestId")})`, "server_error");
   };
   const status = () => {
-    const engine = opts.engine();
-    const parts: PartStatus[] = engine ? [] : [{ state: "unavailable", reasons: ["loading the model"] }];
-    if (opts.devices) parts.push(opts.devices());
+    const parts = stationParts(opts.engine() !== undefined, opts.devices);
     return { ...health.status(parts), parts };
   };
   /** The engine, if it can serve now; 503 with the reasons otherwise. */
@@ -105,6 +112,12 @@ export function createApp(opts: AppOptions): Hono<Env> {
     },
   });
   mountAdmin(app, opts.admin ?? { keys: [] });
+  if (opts.dashboard) {
+    const viewers = [...(opts.apiKeys ?? []), ...(opts.dashboard.viewKeys ?? [])];
+    mountDashboardStream(app, opts.dashboard.feed, { keys: viewers.length > 0 ? [...viewers, ...(opts.admin?.keys ?? [])] : [] });
+    // without admin keys, /admin/* answers 403 before these routes
+    if (opts.dashboard.controls) mountControls(app, opts.dashboard.controls, log);
+  }
   if (opts.devicePage) mountDevicePage(app, opts.devicePage !== "not-isolated");
   const readJson = async (c: Context<Env>): Promise<unknown> => {
     const text = await c.req.text();

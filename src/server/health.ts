@@ -17,6 +17,13 @@ export interface PartStatus {
 const RECENT_MS = 60_000;
 const RANK: Record<ServiceState, number> = { ok: 0, degraded: 1, unavailable: 2 };
 
+/** The base station's parts: the model (until it is loaded) and the device hub, where there is one. */
+export function stationParts(loaded: boolean, devices?: () => PartStatus): PartStatus[] {
+  const parts: PartStatus[] = loaded ? [] : [{ state: "unavailable", reasons: ["loading the model"] }];
+  if (devices) parts.push(devices());
+  return parts;
+}
+
 export class Health {
   /** failed expert calls in requests that ended within RECENT_MS, with the times they ended */
   private readonly recentFailures: Array<{ at: number; calls: number }> = [];

@@ -1,7 +1,8 @@
 // Prometheus metrics of the base station (prom-client): requests, tokens, queue depth, expert calls
-// and their faults, and per-device call latency and traffic.
+// and their faults, per-device call latency and traffic, and what the steps did (expert use per layer,
+// gate mass dropped by the selection policy, decode time split). The dashboard reads these same series.
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
-import type { ExpertUsage, GenerationResult } from "../runtime/engine.js";
+import type { EngineWork, ExpertUsage, GenerationResult, TokenLatency } from "../runtime/engine.js";
 import type { DeviceStatus } from "../runtime/hub/status.js";
 
 export class ServerMetrics {
@@ -90,6 +91,63 @@ export class ServerMetrics {
         for (const d of devices()) if (d.battery) this.set({ device: d.name, charging: String(d.battery.charging) }, d.battery.level);
       },
     });
+  }
+
+  /**
+   * Adds what the engine's steps did: expert use per (layer, expert) — at most the model's layers ×
+   * experts series, only those used so far —, the top-k gate mass kept and dropped by the selection
+   * policy, and the decode steps with their time split. Each follows the engine's own totals.
+   */
+  countEngineWork(work: () => EngineWork | undefined): void {
+    let seenUse = new Float64Array(0);
+    new Counter({
+      name: "distmoe_expert_use_total",
+      help: "(token, expert) pairs the selection policy chose, per MoE layer and expert",
+      labelNames: ["layer", "expert"],
+      registers: [this.registry],
+      collect() {
+        const w = work();
+        if (!w) return;
+        if (seenUse.length !== w.expertUse.length) seenUse = new Float64Array(w.expertUse.length);
+        for (let i = 0; i < w.expertUse.length; i++) {
+          const now = w.expertUse[i]!;
+          if (now === seenUse[i]) continue;
+          this.inc({ layer: String(Math.floor(i / w.experts)), expert: String(i % w.experts) }, Math.max(0, now - seenUse[i]!));
+          seenUse[i] = now;
+        }
+      },
+    });
+    const follow = (name: string, help: string, labelNames: string[], values: (w: EngineWork) => Array<[Record<string, string>, number]>) => {
+      const seen = new Map<string, number>();
+      new Counter({
+        name,
+        help,
+        labelNames,
+        registers: [this.registry],
+        collect() {
+          const w = work();
+          if (!w) return;
+          for (const [labels, now] of values(w)) {
+            const key = JSON.stringify(labels);
+            this.inc(labels, Math.max(0, now - (seen.get(key) ?? 0)));
+            seen.set(key, now);
+          }
+        },
+      });
+    };
+    follow("distmoe_gate_mass_total", "Top-k gate mass of (token, MoE layer) pairs, in shares of each pair's own (one per pair): kept, or dropped by the selection policy", ["fate"], (w) => [
+      [{ fate: "kept" }, w.routedRows - w.droppedGateMass],
+      [{ fate: "dropped" }, w.droppedGateMass],
+    ]);
+    follow("distmoe_decode_steps_total", "Decode steps: steps in which some request decoded a token (one token per request in the batch)", [], (w) => [[{}, w.decode.steps]]);
+    follow("distmoe_decoded_tokens_total", "Tokens decoded after each request's first, counted as they are (distmoe_generated_tokens_total counts a request's when it ends)", [], (w) => [[{}, w.decode.tokens]]);
+    const parts: Array<keyof TokenLatency> = ["bs_compute_ms", "transfer_ms", "device_compute_ms", "waiting_ms"];
+    follow(
+      "distmoe_decode_seconds_total",
+      "Decode steps' time by part: the base station's compute, and the MoE layers' waits on their experts split by each layer's slowest call into transfer, device compute and the rest (waiting)",
+      ["part"],
+      (w) => parts.map((p) => [{ part: p.replace(/_ms$/, "") }, w.decode[p] / 1000]),
+    );
   }
 
   get contentType(): string {

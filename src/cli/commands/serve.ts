@@ -16,11 +16,16 @@ import { plainToTls } from "../../server/plain-to-tls.js";
 import { joinQr } from "../join-qr.js";
 import { createApp, DEFAULT_MAX_BODY_BYTES, DEFAULT_REQUEST_TIMEOUT_MS } from "../../server/app.js";
 import { ServerMetrics } from "../../server/metrics.js";
+import { Health } from "../../server/health.js";
 import { certificateNames, loadTls, selfSignedTls, type ServerTls } from "../../server/tls.js";
 import { isLoopback } from "../../util/loopback.js";
 import { addModelOptions, defaultStateDir, devicesDType, engineOptions, localDeviceArgs, nonNegativeInt, positiveInt, type ModelCliOptions } from "../options.js";
 import { POLL_WHEN_WAITING_ON_PEERS } from "../../kernels/select-backend.js";
-import { adminKey, adminKeys, apiKey, bodySize, readKeys, requestTimeout, verifyRate } from "../server-options.js";
+import { adminKey, adminKeys, apiKey, bodySize, readKeys, requestTimeout, verifyRate, viewKey } from "../server-options.js";
+import { LivePolicy } from "../../server/dashboard/controls.js";
+import { dashboardSources } from "../../server/dashboard/sources.js";
+import { DashboardFeed } from "../../server/dashboard/stream.js";
+import type { LinkParams } from "../../channel/link.js";
 
 interface ServeCliOptions extends ModelCliOptions {
   port: number;
@@ -35,6 +40,7 @@ interface ServeCliOptions extends ModelCliOptions {
   requestTimeout: number;
   joinToken?: string;
   adminKey: string[];
+  viewKey: string[];
   tls?: "self-signed";
   tlsCert?: string;
   tlsKey?: string;
@@ -113,6 +119,7 @@ export function serveCommand(): Command {
     .option("--admin-key <key>", "enable /admin (add and revoke join tokens, list and forget device identities) with `Authorization: Bearer KEY` (repeatable; default: $DISTMOE_ADMIN_KEY, else /admin is off)", adminKey, [])
     .addOption(new Option("--verify-rate <share>", "share of expert calls (0 to 1) also computed by a second holder (another replica, else this base station) and compared; a device that disagrees with the base station is taken out of service").argParser(verifyRate).default(0))
     .option("--api-key <key>", "require `Authorization: Bearer KEY` on /v1/* (repeatable)", apiKey, [])
+    .option("--view-key <key>", "a key that may view the dashboard's live data (/dashboard/events) and nothing else (repeatable; API keys may view it too; with neither, it is open)", viewKey, [])
     .option("--api-key-file <file>", "API keys, one a line (# comments)")
     .option("--cors <origin>", "allow cross-origin requests from ORIGIN (repeatable; default: none)", collect, [])
     .addOption(new Option("--max-body <size>", "largest request body; beyond it 413").argParser(bodySize).default(DEFAULT_MAX_BODY_BYTES, "4MiB"))
@@ -123,6 +130,7 @@ export function serveCommand(): Command {
       process.on("unhandledRejection", (e) => log(`internal error (unhandled): ${(e as Error)?.stack ?? String(e)}`));
       const apiKeys = [...o.apiKey, ...(o.apiKeyFile ? readKeys(o.apiKeyFile) : [])];
       const admins = adminKeys(o.adminKey, apiKeys);
+      if (o.viewKey.some((k) => admins.includes(k))) throw new Error("a view key must not also be an admin key: every viewer could then change the policy and the links");
       const modelName = path.basename(path.resolve(o.model));
       const remote = (o.localDevices ?? 0) + o.devices;
       if (o.verifyRate > 0 && remote === 0) throw new Error("--verify-rate checks the devices' results: give --devices N or --local-devices N");
@@ -139,15 +147,18 @@ export function serveCommand(): Command {
       const metrics = new ServerMetrics(() => engine?.scheduler.depth ?? { waiting: 0, active: 0 }, () => engine?.expertUsage() ?? NO_USAGE);
       // the app is made once the hub exists, and the hub needs the server: the server asks the app late
       let app: ReturnType<typeof createApp> | undefined;
-      const handle = (req: Request) => app!.fetch(req);
+      // the Node request and response ride along (env): the dashboard closes the socket of a client that stopped reading
+      const handle = (req: Request, env: unknown) => app!.fetch(req, env);
       const server = (tls ? createAdaptorServer({ fetch: handle, createServer: https.createServer, serverOptions: { cert: tls.cert, key: tls.key, minVersion: "TLSv1.3" } }) : createAdaptorServer({ fetch: handle })) as HttpServer | HttpsServer;
+      // the link emulation's settings, changed live through /admin/link
+      let link: LinkParams | undefined = o.link;
       const hub = remote > 0
         ? DeviceHub.attach(server, {
             model: path.resolve(o.model),
             weightDType: weightDType!,
             wireDType: o.wireDtype,
             replicas: o.replicas,
-            link: o.link && (() => o.link!),
+            link: link && (() => link!),
             onCall: (device, ms, out, inn) => metrics.deviceCall(device, ms, out, inn),
             onDeviceGone: (device) => metrics.removeDevice(device),
             joinTokens: join!.tokens,
@@ -157,10 +168,17 @@ export function serveCommand(): Command {
           })
         : null;
       if (hub) metrics.describeDevices(() => hub.status().devices);
+      metrics.countEngineWork(() => engine?.work());
+      const policy = new LivePolicy(() => engine, hub && ((layer) => hub.expertLatencyMs(layer)));
+      const health = new Health();
+      const feed = new DashboardFeed(dashboardSources({ modelName, metrics, engine: () => engine, hub, health, policy: () => policy.describe() }), { log });
+      /** the link a browser joins with, once the port is known (browser devices only) */
+      let browserLink: string | null = null;
       app = createApp({
         engine: () => engine,
         modelName,
         metrics,
+        health,
         devices: hub ? () => ({ ...hub.status() }) : undefined,
         apiKeys,
         admin: {
@@ -168,6 +186,11 @@ export function serveCommand(): Command {
           devices: hub ? hubAdmin(hub, (token) => joinCommand(token)) : undefined,
         },
         devicePage: o.browserDevices,
+        dashboard: {
+          feed,
+          viewKeys: o.viewKey,
+          controls: { policy, link: link && { get: () => link!, set: (p) => void (link = p) }, joinLink: () => browserLink },
+        },
         corsOrigins: o.cors,
         maxBodyBytes: o.maxBody,
         requestTimeoutMs: o.requestTimeout,
@@ -194,9 +217,11 @@ export function serveCommand(): Command {
         const how = tls ? "over TLS (a browser cannot bind its handshake to the TLS session: its own check of this certificate protects it)" : "from this machine only (without TLS)";
         // without TLS only a loopback address makes the page a secure context (WebCrypto) and its link one the BS admits
         const pageHost = tls || !["0.0.0.0", "::"].includes(address.address) ? reachable : "127.0.0.1";
-        const link = `${httpScheme}://${pageHost}:${address.port}/device#token=${join!.shown ?? "<the join token given>"}`;
-        log(`browser devices: allowed ${how}; a browser joins by opening ${link}`);
-        if (o.qr ?? process.stderr.isTTY === true) log(`the same link for a phone's camera:\n${joinQr(link)}`);
+        const joinLink = `${httpScheme}://${pageHost}:${address.port}/device#token=${join!.shown ?? "<the join token given>"}`;
+        // the admin's page gets the link with the token in it, the given one too (it is not logged)
+        browserLink = `${httpScheme}://${pageHost}:${address.port}/device#token=${join!.shown ?? join!.tokens.all[0]}`;
+        log(`browser devices: allowed ${how}; a browser joins by opening ${joinLink}`);
+        if (o.qr ?? process.stderr.isTTY === true) log(`the same link for a phone's camera:\n${joinQr(joinLink)}`);
         if (tls && o.tls === "self-signed") {
           log(
             `a browser warns about this self-signed certificate: from the warning, open the certificate's details, check that its SHA-256 fingerprint is ${tls.fingerprint}, and continue ` +
@@ -231,6 +256,7 @@ export function serveCommand(): Command {
       const stop = async () => {
         // restarts end before the hub tells the devices to leave
         const devicesEnded = local?.exited();
+        feed.close();
         listener.close();
         server.close();
         await hub?.close();

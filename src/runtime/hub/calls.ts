@@ -161,8 +161,12 @@ export class Calls {
 
   /** DEADLINE_FACTOR × the latency model's expectation for these calls on this device, between the floor and the cap. */
   private deadlineFor(device: Device, calls: readonly ExpertCall[]): number {
+    return Math.min(DEADLINE_CAP_MS, Math.max(DEADLINE_FLOOR_MS, DEADLINE_FACTOR * this.expectedMs(device, calls)));
+  }
+
+  /** What the latency model expects of `calls` (their rows) on `device`: its probed speed and its link now, ms. */
+  expectedMs(device: Device, calls: ReadonlyArray<{ rows: number }>): number {
     const cost = deviceCost(this.opts.expertShape, device.capabilities, this.opts.link?.(device.name, performance.now()) ?? null);
-    const expected = deviceLayerTime(cost, calls, this.opts.hidden * wireBytes(this.opts.wireDType)).ms;
-    return Math.min(DEADLINE_CAP_MS, Math.max(DEADLINE_FLOOR_MS, DEADLINE_FACTOR * expected));
+    return deviceLayerTime(cost, calls, this.opts.hidden * wireBytes(this.opts.wireDType)).ms;
   }
 }

@@ -40,6 +40,8 @@ export interface Device {
   /** whether one of those failed calls returned implausible results (not only errors or lateness) */
   wrongInStreak: boolean;
   quarantined: boolean;
+  /** why it was taken out of service, as the log said it */
+  outOfService: string | null;
   /** said it is leaving: routed no new calls, placed on no more, closed once its calls in flight are answered */
   leaving: boolean;
   /** its battery as its last heartbeat said (null: it reports none) */

@@ -7,6 +7,8 @@ export interface DeviceStatus {
   name: string;
   ready: boolean;
   quarantined: boolean;
+  /** why it is out of service (quarantined), in the base station's words */
+  outOfService?: string;
   /** expert calls it has answered */
   calls: number;
   /** experts it holds */
@@ -52,7 +54,7 @@ export interface HubView {
 export function deviceStatus(d: Device): DeviceStatus {
   const { kind = "node", userAgent, compute, adapter, gflops } = d.capabilities;
   return {
-    name: d.name, ready: d.ready, quarantined: d.quarantined, calls: d.calls, experts: d.holds.length, weightBytes: d.weightBytes, kind,
+    name: d.name, ready: d.ready, quarantined: d.quarantined, ...(d.outOfService === null ? {} : { outOfService: d.outOfService }), calls: d.calls, experts: d.holds.length, weightBytes: d.weightBytes, kind,
     ...(userAgent === undefined ? {} : { userAgent }), ...(compute === undefined ? {} : { compute }), ...(adapter === undefined ? {} : { adapter }), gflops,
     ...(d.battery ? { battery: d.battery } : {}), leaving: d.leaving,
   };
