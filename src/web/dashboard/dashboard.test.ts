@@ -44,6 +44,8 @@ test("dashboard page against serve --local-devices 4: topology, playground, poli
   const children: ChildProcess[] = [];
   const browser = await launchBrowser();
   const logs: string[] = [];
+  /** what the page and the base station said, shown when the test fails */
+  let said = async () => logs.join("\n");
   browser.context.on("page", (tab) => {
     tab.on("console", (m) => logs.push(`[tab] ${m.text()}`));
     tab.on("pageerror", (e) => logs.push(`[tab error] ${e.message}`));
@@ -57,6 +59,7 @@ test("dashboard page against serve --local-devices 4: topology, playground, poli
     children.push(bs.child);
     const port = await until(() => /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(bs.err())?.[1], "the BS to listen");
     const base = `http://127.0.0.1:${port}`;
+    said = async () => [...logs, `[bs] ${bs.err()}`, ...(await Promise.all(browser.context.pages().map(async (p) => `[page] ${await p.textContent("header").catch(() => "")} ${await p.textContent("#devices").catch(() => "")}`)))].join("\n");
     const page = await browser.context.newPage();
     await page.setViewportSize({ width: 1440, height: 1100 });
     const admin = await openWith(async () => page, base, ADMIN_KEY);
@@ -103,7 +106,7 @@ test("dashboard page against serve --local-devices 4: topology, playground, poli
     assert.equal(await admin.getAttribute('.device[data-device="local-3"]', "title"), "disconnected");
     assert.ok(logs.every((l) => !l.includes("[tab error]")), logs.join("\n"));
   } catch (e) {
-    console.error(logs.join("\n"));
+    console.error(await said());
     throw e;
   } finally {
     await browser.close();

@@ -21,10 +21,10 @@ export function latencyView(): (s: Snapshot) => void {
     chart.setOption({
       animation: false,
       grid: { left: 44, right: 12, top: 30, bottom: 24 },
-      legend: { top: 0 },
+      legend: { top: 0, type: "scroll" },
       tooltip: { trigger: "axis" },
-      xAxis: { type: "time" },
-      yAxis: { type: "value", name: "ms" },
+      xAxis: { type: "time", axisLabel: { hideOverlap: true } },
+      yAxis: { type: "value" },
       series: LATENCY_PARTS.map((p) => ({ name: NAMES[p], type: "line", stack: "step", areaStyle: {}, showSymbol: false, data: series[p] })),
     });
     $("tokens-per-s").textContent = num(s.tokens_per_s);

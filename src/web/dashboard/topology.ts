@@ -28,7 +28,8 @@ export function showTopology(s: Snapshot): void {
   const bs = el("div", "", { class: "device bs", "data-state": s.health.state === "ok" ? "ready" : "loading" });
   bs.append(el("span", s.health.state, { class: "state" }), el("b", "base station"), el("div", `${s.model ?? "no model yet"} · ${s.policy}`));
   for (const r of s.health.reasons) bs.append(el("div", r));
-  const cards = s.devices.map(deviceCard);
+  // listed by name; each keeps its index in the snapshot, which its colour in the placement follows
+  const cards = s.devices.map((d, k) => [d, k] as const).sort(([a], [b]) => a.name.localeCompare(b.name)).map(([d, k]) => deviceCard(d, k));
   if (s.devices_omitted > 0) cards.push(el("div", `+ ${s.devices_omitted} more devices`, { class: "device" }));
   $("devices").replaceChildren(bs, ...cards);
   if (s.devices.length === 0) $("devices").append(el("p", "No devices: the base station runs every expert itself.", { class: "note" }));
