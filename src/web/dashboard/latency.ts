@@ -30,7 +30,7 @@ export function latencyView(): (s: Snapshot) => void {
     $("tokens-per-s").textContent = num(s.tokens_per_s);
     $("queue-waiting").textContent = String(s.queue.waiting);
     $("queue-active").textContent = String(s.queue.active);
-    $("calls").replaceChildren(...s.devices.map((d) => {
+    $("calls").replaceChildren(...[...s.devices].sort((a, b) => a.name.localeCompare(b.name)).map((d) => {
       const row = el("tr");
       row.append(el("td", d.name), el("td", String(d.calls)), el("td", num(d.call_ms?.p50 ?? null)), el("td", num(d.call_ms?.p95 ?? null)));
       return row;
