@@ -1,6 +1,6 @@
 // Bundles the browser device (src/web/device) into dist/web/device: the page, its ES module and its compute
 // threads' (a Web Worker's) module, which the base station serves at /device beside the kernels' .wasm
-// (nothing comes from a CDN).
+// (nothing comes from a CDN); and the dashboard (src/web/dashboard) into dist/web/dashboard.
 // The page shares its modules with the Node device; the few Node built-ins those import for Node-only
 // paths (reading model files, worker threads, the kernel file) become modules whose every export throws
 // if called, so a Node-only path reached in the browser fails with a clear error instead of the bundle
@@ -41,3 +41,19 @@ await build({
   plugins: [nodeBuiltins],
 });
 copyFileSync("src/web/device/index.html", `${out}/index.html`);
+
+// The dashboard (src/web/dashboard), served at / : its page and one ES module, ECharts bundled in (tree-shaken).
+const dashboard = "dist/web/dashboard";
+mkdirSync(dashboard, { recursive: true });
+await build({
+  entryPoints: { dashboard: "src/web/dashboard/main.ts" },
+  outdir: dashboard,
+  bundle: true,
+  format: "esm",
+  platform: "browser",
+  target: "es2022",
+  sourcemap: true,
+  minify: true,
+  logLevel: "warning",
+});
+copyFileSync("src/web/dashboard/index.html", `${dashboard}/index.html`);

@@ -4,27 +4,16 @@
 // holder, and answers 503 (never noise) when the devices are gone.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawnSync, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { REPO_ROOT } from "../testing/shared.js";
 import { initModel } from "../model/init-model.js";
 import { Engine } from "../runtime/engine.js";
 import { until } from "../testing/until.js";
 import { readEvents } from "../testing/dashboard.js";
-
-const BIN = path.join(REPO_ROOT, "bin/distmoe.js");
-
-/** A process of ours with its stderr gathered, killed at the end of the test. */
-function start(args: string[], env: NodeJS.ProcessEnv = {}): { child: ChildProcess; err: () => string; exited: Promise<number | null> } {
-  const child = spawn(process.execPath, [BIN, ...args], { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, ...env } });
-  let err = "";
-  child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
-  return { child, err: () => err, exited: new Promise((r) => child.once("exit", (code) => r(code))) };
-}
-
+import { BIN, deviceChildren, start } from "../testing/cli-process.js";
 
 test("serve: a port in use or a bad model ends the BS with one clear line and a non-zero code", async () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-serve-"));
@@ -138,17 +127,6 @@ test("serve --devices 2: waits for its devices, places one that comes 30 s late 
     rmSync(dir, { recursive: true, force: true });
   }
 });
-
-/** The `distmoe device` processes whose parent is `ppid`, by the name each was given. */
-function deviceChildren(ppid: number): Map<string, number> {
-  const ps = spawnSync("ps", ["-A", "-o", "pid=", "-o", "ppid=", "-o", "args="], { encoding: "utf8" });
-  const found = new Map<string, number>();
-  for (const line of ps.stdout.split("\n")) {
-    const m = /^\s*(\d+)\s+(\d+)\s+.* device .*--name (\S+)/.exec(line);
-    if (m && Number(m[2]) === ppid) found.set(m[3]!, Number(m[1]));
-  }
-  return found;
-}
 
 const alive = (pid: number) => {
   try {

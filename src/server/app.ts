@@ -16,6 +16,7 @@ import { ApiError, errorBody } from "./errors.js";
 import { mountAdmin, type AdminOptions } from "./admin.js";
 import { mountControls, type Controls } from "./dashboard/controls.js";
 import { mountDashboardStream, type DashboardFeed } from "./dashboard/stream.js";
+import { mountDashboardPage } from "./dashboard/page.js";
 import { mountDevicePage } from "./device-page.js";
 import { Health, stationParts, type PartStatus } from "./health.js";
 import type { ServerMetrics } from "./metrics.js";
@@ -117,6 +118,7 @@ export function createApp(opts: AppOptions): Hono<Env> {
     mountDashboardStream(app, opts.dashboard.feed, { keys: viewers.length > 0 ? [...viewers, ...(opts.admin?.keys ?? [])] : [] });
     // without admin keys, /admin/* answers 403 before these routes
     if (opts.dashboard.controls) mountControls(app, opts.dashboard.controls, log);
+    mountDashboardPage(app);
   }
   if (opts.devicePage) mountDevicePage(app, opts.devicePage !== "not-isolated");
   const readJson = async (c: Context<Env>): Promise<unknown> => {

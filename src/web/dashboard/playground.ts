@@ -1,0 +1,34 @@
+// The playground: a completion streamed from this base station's own API with the viewer's key.
+import { $, call, readEvents } from "./api.js";
+
+export function playground(key: string): void {
+  const out = $("completion");
+  $("prompt-form").onsubmit = async (e) => {
+    e.preventDefault();
+    const button = (e.target as HTMLFormElement).querySelector("button")!;
+    button.disabled = true;
+    out.textContent = "";
+    out.className = "";
+    out.dataset.done = "false";
+    try {
+      const r = await call("/v1/completions", key, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ prompt: $<HTMLTextAreaElement>("prompt").value, max_tokens: Number($<HTMLInputElement>("max-tokens").value) || 24, stream: true }),
+      });
+      if (!r.ok) throw new Error(((await r.json().catch(() => null)) as { error?: { message?: string } } | null)?.error?.message ?? `${r.status} ${r.statusText}`);
+      await readEvents(r, (data) => {
+        if (data === "[DONE]") return;
+        const chunk = JSON.parse(data) as { choices?: Array<{ text?: string }>; error?: { message?: string } };
+        if (chunk.error) throw new Error(chunk.error.message);
+        out.textContent += chunk.choices?.[0]?.text ?? "";
+      });
+      out.dataset.done = "true";
+    } catch (err) {
+      out.className = "error";
+      out.textContent += `\n${(err as Error).message}`;
+    } finally {
+      button.disabled = false;
+    }
+  };
+}
