@@ -28,32 +28,14 @@ const nodeBuiltins = {
   },
 };
 
-await build({
-  entryPoints: { device: "src/web/device/main.ts", "kernel-worker": "src/web/device/kernel-thread.ts" },
-  outdir: out,
-  bundle: true,
-  format: "esm",
-  platform: "browser",
-  target: "es2022",
-  sourcemap: true,
-  minify: true,
-  logLevel: "warning",
-  plugins: [nodeBuiltins],
-});
+/** How every page's modules are bundled: ES modules for current browsers, minified, with source maps. */
+const bundle = { bundle: true, format: "esm", platform: "browser", target: "es2022", sourcemap: true, minify: true, logLevel: "warning" };
+
+await build({ ...bundle, entryPoints: { device: "src/web/device/main.ts", "kernel-worker": "src/web/device/kernel-thread.ts" }, outdir: out, plugins: [nodeBuiltins] });
 copyFileSync("src/web/device/index.html", `${out}/index.html`);
 
 // The dashboard (src/web/dashboard), served at / : its page and one ES module, ECharts bundled in (tree-shaken).
 const dashboard = "dist/web/dashboard";
 mkdirSync(dashboard, { recursive: true });
-await build({
-  entryPoints: { dashboard: "src/web/dashboard/main.ts" },
-  outdir: dashboard,
-  bundle: true,
-  format: "esm",
-  platform: "browser",
-  target: "es2022",
-  sourcemap: true,
-  minify: true,
-  logLevel: "warning",
-});
+await build({ ...bundle, entryPoints: { dashboard: "src/web/dashboard/main.ts" }, outdir: dashboard });
 copyFileSync("src/web/dashboard/index.html", `${dashboard}/index.html`);

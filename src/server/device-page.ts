@@ -3,9 +3,9 @@
 // cross-origin isolated (COOP same-origin, COEP require-corp), which its compute threads' shared memory
 // needs, and a content security policy that lets it load nothing (scripts, its workers) from anywhere but
 // this base station.
-import { readFileSync } from "node:fs";
 import type { Hono } from "hono";
 import type { RequestIdVariables } from "hono/request-id";
+import { serveBuiltFiles, type BuiltFiles } from "./built-files.js";
 
 const PAGE_HEADERS = {
   "cross-origin-opener-policy": "same-origin",
@@ -17,15 +17,17 @@ const PAGE_HEADERS = {
   "cache-control": "no-cache",
 } as const;
 
+const built = (file: string) => new URL(file, import.meta.url);
+
 /** Path → the built file it serves (relative to this module in dist/server) and its type. */
-const FILES: Record<string, { file: string; type: string }> = {
-  "/device": { file: "../web/device/index.html", type: "text/html; charset=utf-8" },
-  "/device/device.js": { file: "../web/device/device.js", type: "text/javascript; charset=utf-8" },
-  "/device/device.js.map": { file: "../web/device/device.js.map", type: "application/json" },
-  "/device/kernel-worker.js": { file: "../web/device/kernel-worker.js", type: "text/javascript; charset=utf-8" },
-  "/device/kernel-worker.js.map": { file: "../web/device/kernel-worker.js.map", type: "application/json" },
-  "/device/kernels-simd.wasm": { file: "../kernels/kernels-simd.wasm", type: "application/wasm" },
-  "/device/kernels-relaxed.wasm": { file: "../kernels/kernels-relaxed.wasm", type: "application/wasm" },
+const FILES: BuiltFiles = {
+  "/device": { file: built("../web/device/index.html"), type: "text/html; charset=utf-8" },
+  "/device/device.js": { file: built("../web/device/device.js"), type: "text/javascript; charset=utf-8" },
+  "/device/device.js.map": { file: built("../web/device/device.js.map"), type: "application/json" },
+  "/device/kernel-worker.js": { file: built("../web/device/kernel-worker.js"), type: "text/javascript; charset=utf-8" },
+  "/device/kernel-worker.js.map": { file: built("../web/device/kernel-worker.js.map"), type: "application/json" },
+  "/device/kernels-simd.wasm": { file: built("../kernels/kernels-simd.wasm"), type: "application/wasm" },
+  "/device/kernels-relaxed.wasm": { file: built("../kernels/kernels-relaxed.wasm"), type: "application/wasm" },
 };
 
 /** The headers that make the page cross-origin isolated. */
@@ -34,19 +36,5 @@ const ISOLATION = ["cross-origin-opener-policy", "cross-origin-embedder-policy"]
 /** `isolated` false: without COOP/COEP, as a proxy that drops them would serve the page (it then computes on one thread). */
 export function mountDevicePage(app: Hono<{ Variables: RequestIdVariables }>, isolated = true): void {
   const headers = isolated ? PAGE_HEADERS : Object.fromEntries(Object.entries(PAGE_HEADERS).filter(([h]) => !ISOLATION.includes(h)));
-  const cache = new Map<string, Uint8Array<ArrayBuffer>>();
-  for (const [route, { file, type }] of Object.entries(FILES)) {
-    app.get(route, (c) => {
-      let body = cache.get(route);
-      if (!body) {
-        try {
-          body = new Uint8Array(readFileSync(new URL(file, import.meta.url)));
-        } catch {
-          return c.text(`the device page is not built here (${file.replace("../", "dist/")} is missing): run npm run build`, 503, headers);
-        }
-        cache.set(route, body);
-      }
-      return c.body(body, 200, { ...headers, "content-type": type });
-    });
-  }
+  serveBuiltFiles(app, FILES, headers, "the device page");
 }

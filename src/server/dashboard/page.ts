@@ -2,9 +2,9 @@
 // with its script under /dashboard/. The page holds no data or secret: it asks its viewer for a key and
 // reads /dashboard/events and the /admin controls with it. Its content security policy lets it load and
 // reach nothing but this base station (no CDN: the page works offline from the BS alone).
-import { readFileSync } from "node:fs";
 import type { Hono } from "hono";
 import type { RequestIdVariables } from "hono/request-id";
+import { serveBuiltFiles, type BuiltFiles } from "../built-files.js";
 
 const HEADERS = {
   "content-security-policy": "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
@@ -13,28 +13,16 @@ const HEADERS = {
   "cache-control": "no-cache",
 } as const;
 
+const built = (file: string) => new URL(file, import.meta.url);
+
 /** Path → the built file it serves (relative to this module in dist/server/dashboard) and its type. */
-const FILES: Record<string, { file: string; type: string }> = {
-  "/": { file: "../../web/dashboard/index.html", type: "text/html; charset=utf-8" },
-  "/dashboard/": { file: "../../web/dashboard/index.html", type: "text/html; charset=utf-8" },
-  "/dashboard/dashboard.js": { file: "../../web/dashboard/dashboard.js", type: "text/javascript; charset=utf-8" },
-  "/dashboard/dashboard.js.map": { file: "../../web/dashboard/dashboard.js.map", type: "application/json" },
+const FILES: BuiltFiles = {
+  "/": { file: built("../../web/dashboard/index.html"), type: "text/html; charset=utf-8" },
+  "/dashboard/": { file: built("../../web/dashboard/index.html"), type: "text/html; charset=utf-8" },
+  "/dashboard/dashboard.js": { file: built("../../web/dashboard/dashboard.js"), type: "text/javascript; charset=utf-8" },
+  "/dashboard/dashboard.js.map": { file: built("../../web/dashboard/dashboard.js.map"), type: "application/json" },
 };
 
 export function mountDashboardPage(app: Hono<{ Variables: RequestIdVariables }>): void {
-  const cache = new Map<string, Uint8Array<ArrayBuffer>>();
-  for (const [route, { file, type }] of Object.entries(FILES)) {
-    app.get(route, (c) => {
-      let body = cache.get(route);
-      if (!body) {
-        try {
-          body = new Uint8Array(readFileSync(new URL(file, import.meta.url)));
-        } catch {
-          return c.text(`the dashboard page is not built here (${file.replace("../../", "dist/")} is missing): run npm run build`, 503, HEADERS);
-        }
-        cache.set(route, body);
-      }
-      return c.body(body, 200, { ...HEADERS, "content-type": type });
-    });
-  }
+  serveBuiltFiles(app, FILES, HEADERS, "the dashboard page");
 }
