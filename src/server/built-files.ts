@@ -4,6 +4,9 @@ import { readFileSync } from "node:fs";
 import type { Hono } from "hono";
 import type { RequestIdVariables } from "hono/request-id";
 
+/** Headers every built file is served with, beside its page's own policy. */
+export const BUILT_FILE_HEADERS = { "x-content-type-options": "nosniff", "referrer-policy": "no-referrer", "cache-control": "no-cache" } as const;
+
 /** A route's file (a URL its module resolved) and its content type. */
 export type BuiltFiles = Record<string, { file: URL; type: string }>;
 

@@ -5,16 +5,14 @@
 // this base station.
 import type { Hono } from "hono";
 import type { RequestIdVariables } from "hono/request-id";
-import { serveBuiltFiles, type BuiltFiles } from "./built-files.js";
+import { BUILT_FILE_HEADERS, serveBuiltFiles, type BuiltFiles } from "./built-files.js";
 
 const PAGE_HEADERS = {
   "cross-origin-opener-policy": "same-origin",
   "cross-origin-embedder-policy": "require-corp",
   "cross-origin-resource-policy": "same-origin",
   "content-security-policy": "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-  "x-content-type-options": "nosniff",
-  "referrer-policy": "no-referrer",
-  "cache-control": "no-cache",
+  ...BUILT_FILE_HEADERS,
 } as const;
 
 const built = (file: string) => new URL(file, import.meta.url);

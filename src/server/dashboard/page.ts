@@ -4,13 +4,11 @@
 // reach nothing but this base station (no CDN: the page works offline from the BS alone).
 import type { Hono } from "hono";
 import type { RequestIdVariables } from "hono/request-id";
-import { serveBuiltFiles, type BuiltFiles } from "../built-files.js";
+import { BUILT_FILE_HEADERS, serveBuiltFiles, type BuiltFiles } from "../built-files.js";
 
 const HEADERS = {
   "content-security-policy": "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-  "x-content-type-options": "nosniff",
-  "referrer-policy": "no-referrer",
-  "cache-control": "no-cache",
+  ...BUILT_FILE_HEADERS,
 } as const;
 
 const built = (file: string) => new URL(file, import.meta.url);
