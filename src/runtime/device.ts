@@ -59,7 +59,7 @@ export interface DeviceOptions {
   spinMs?: number;
   /** Memory offered for expert weights (default: the memory free at start). */
   memoryBytes?: number;
-  /** Bytes the cache of streamed weights may keep, across models (default: twice the memory offered). */
+  /** Bytes the cache of streamed weights may keep, across models (default: defaultCacheBytes). */
   cacheBytes?: number;
   /**
    * How long the base station may stay unreachable, ms, before the device gives up (default: forever).
@@ -200,6 +200,14 @@ function connect(host: ExpertHost, identity: DeviceIdentity, opts: DeviceOptions
 }
 
 /**
+ * The cache budget where none is given: twice the memory offered, or twice the memory free where the
+ * offer is unlimited (`--memory 0`, or none given), never 0, which would keep nothing but what is held.
+ */
+export function defaultCacheBytes(memoryBytes: number | undefined, freeBytes: number): number {
+  return 2 * (memoryBytes || freeBytes);
+}
+
+/**
  * Where a Node device's weights come from: its own copy of the model (a directory or GGUF file), the base
  * station's if it holds the same model here, else streamed into the cache directory.
  */
@@ -215,7 +223,7 @@ function fileSupply(opts: DeviceOptions, log: (line: string) => void): WeightSup
     },
     store: (modelId) => new WeightCache(cacheDirOf(opts), modelId),
     trim: async (modelId, keep) => {
-      budget ??= opts.cacheBytes ?? 2 * (opts.memoryBytes ?? os.freemem());
+      budget ??= opts.cacheBytes ?? defaultCacheBytes(opts.memoryBytes, os.freemem());
       const gone = trimWeightCache(cacheDirOf(opts), modelId, keep, budget);
       if (gone.length > 0) log(`removed ${gone.length} cached tensors (${mib(gone.reduce((n, e) => n + e.bytes, 0))}, the oldest not held) to keep the cache within ${mib(budget)}`);
     },

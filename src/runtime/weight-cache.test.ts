@@ -8,6 +8,7 @@ import path from "node:path";
 import { readStoredTensor } from "../model/checkpoint.js";
 import { trimWeightCache, WeightCache } from "./weight-cache.js";
 import { DeviceHub } from "./device-hub.js";
+import { defaultCacheBytes } from "./device.js";
 import { initModel } from "../model/init-model.js";
 import { newJoinToken } from "../protocol/handshake.js";
 import { deviceProcess } from "../testing/device-peers.js";
@@ -137,4 +138,10 @@ test("a device process trims its cache after loading what it is assigned: anothe
     await device.exit;
     rmSync(tmp, { recursive: true, force: true });
   }
+});
+
+test("the default cache budget is twice the memory offered, or twice the memory free where the offer is unlimited (--memory 0), never 0", () => {
+  assert.equal(defaultCacheBytes(4 << 20, 2 ** 30), 8 << 20);
+  assert.equal(defaultCacheBytes(undefined, 2 ** 30), 2 ** 31);
+  assert.equal(defaultCacheBytes(0, 2 ** 30), 2 ** 31);
 });

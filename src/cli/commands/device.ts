@@ -20,7 +20,7 @@ export function deviceCommand(): Command {
     .option("--model <dir>", "this device's copy of the model: a directory or a .gguf file (default: the base station's path, if it holds the same model here; otherwise the weights are streamed)")
     .option("--fetch-weights", "always stream the assigned experts' weights from the base station")
     .option("--cache <dir>", "where streamed weights are kept between runs (default ~/.cache/distmoe)")
-    .option("--cache-max <size>", "the most the cache of streamed weights keeps, across models, e.g. 8GiB; the oldest tensors not held go first (default: twice --memory)", byteSize)
+    .option("--cache-max <size>", "the most the cache of streamed weights keeps, across models, e.g. 8GiB; the oldest tensors not held go first (default: twice --memory, or twice the memory free where --memory is 0 or not given)", byteSize)
     .option("--identity <file>", "this device's key (Ed25519, PEM), made when missing; the base station knows the device by it (default: .identity/NAME.key in the cache directory)")
     .option(
       "--retry-for <duration>",
