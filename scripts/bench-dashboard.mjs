@@ -74,7 +74,7 @@ try {
     const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
     // server-sent events: one "data:" line per snapshot
     const count = (chunk) => (snapshots += chunk.split("\n").filter((l) => l.startsWith("data:")).length);
-    // the first snapshot read: the base station is building them
+    // the first snapshot read before the generation starts: the base station is building them
     const first = await reader.read();
     count(first.value ?? "");
     const reading = (async () => {
@@ -84,7 +84,7 @@ try {
         count(value);
       }
     })();
-    return { stop: async () => (abort.abort(), await reading), first };
+    return { stop: async () => (abort.abort(), await reading) };
   };
   for (let i = 0; i < WARMUP; i++) await generate();
   for (let rep = 0; rep < REPS; rep++) {
