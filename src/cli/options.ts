@@ -12,6 +12,7 @@ import { openModel } from "../model/open-model.js";
 import { WIRE_DTYPES, type WireDType } from "../protocol/activations.js";
 import { parseLink, type LinkParams } from "../channel/link.js";
 import { TIER_POLICIES, type TierPolicyName } from "../policies/tiers.js";
+import type { PolicyName, PolicySpec } from "../policies/registry.js";
 import type { BsTierSpec } from "../tiers/cell-tiers.js";
 import { ProgressBar } from "./progress.js";
 
@@ -74,6 +75,28 @@ export function expertShare(v: string): number {
   const n = v.trim().endsWith("%") ? Number(v.trim().slice(0, -1)) / 100 : Number(v);
   if (!(n >= 0 && n <= 1)) throw new InvalidArgumentError(`expected a share of the experts such as 25% or 0.25, got "${v}"`);
   return n;
+}
+
+export interface PolicyCliOptions {
+  policy: PolicyName;
+  theta?: number;
+  budget?: number;
+}
+
+/** --policy (one of `names`), --theta, --budget: the expert selection policy and its knob. */
+export function addPolicyOptions(cmd: Command, names: readonly PolicyName[], about: string): Command {
+  const theta = names.includes("joint")
+    ? "wlr: the WLR threshold; joint: the price of dropped gate mass against latency (0: top-k; default 0.3 for both)"
+    : "wlr: the WLR threshold (0: top-k; default 0.3)";
+  return cmd
+    .addOption(new Option("--policy <name>", about).choices(names as string[]).default("topk"))
+    .option("--theta <x>", theta, unitTheta)
+    .option("--budget <ms>", "deadline: each token's latency budget for its expert round trips, ms", nonNegativeNumber);
+}
+
+/** The policy the options name; wlr and joint without --theta take θ = 0.3. */
+export function policySpec(o: PolicyCliOptions): PolicySpec {
+  return { name: o.policy, theta: o.theta ?? (o.policy === "wlr" || o.policy === "joint" ? 0.3 : undefined), budgetMs: o.budget };
 }
 
 export interface TierCliOptions {

@@ -38,6 +38,9 @@ test("serve: a port in use or a bad model ends the BS with one clear line and a 
       [["--model", dir, "--port", "0", "--devices", "1", "--verify-rate", "1.5"], /--verify-rate.*expected a share of the expert calls from 0 to 1/],
       [["--model", dir, "--port", "0", "--verify-rate", "0.1"], /--verify-rate checks the devices' results: give --devices N or --local-devices N/],
       [["--model", dir, "--port", "0", "--local-devices", "1", "--browser-devices"], /--browser-devices admits browser tabs among the devices the BS waits for: give --devices N/],
+      [["--model", dir, "--port", "0", "--policy", "deadline"], /the deadline policy needs --budget/],
+      // joint splits a cell's band, which a serving BS does not model
+      [["--model", dir, "--port", "0", "--policy", "joint"], /--policy.*Allowed choices are topk, wlr, deadline/],
     ] as const) {
       const r = spawnSync(process.execPath, [BIN, "serve", ...args], { encoding: "utf8", timeout: 60_000 });
       assert.equal(r.status, 1, r.stderr);
@@ -195,19 +198,20 @@ test("serve --local-devices 2 --replicas 2: a killed device is restarted under i
   }
 });
 
-test("serve --local-devices 2 --link … --view-key: the dashboard stream shows the devices, their emulated links and the placement; a killed device turns failed; the admin's controls change the link and the policy live", async () => {
+test("serve --local-devices 2 --link … --view-key --policy: the dashboard stream shows the devices, their emulated links and the placement; a killed device turns failed; the admin's controls change the link and the policy live", async () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-serve-"));
   const children: ChildProcess[] = [];
   try {
     initModel({ arch: "MixtralForCausalLM", out: dir, layers: 2, hidden: 64, experts: 4, topK: 2, seed: 5 });
     const bs = start([
       "serve", "--model", dir, "--port", "0", "--local-devices", "2", "--threads", "1", "--state-dir", path.join(dir, "state"), "--link", "rate=100mbit,delay=1ms",
-      "--api-key", "api-key-0123", "--view-key", "view-key-0123", "--admin-key", "admin-key-0123",
+      "--api-key", "api-key-0123", "--view-key", "view-key-0123", "--admin-key", "admin-key-0123", "--policy", "wlr", "--theta", "0",
     ]);
     children.push(bs.child);
     const port = await until(() => /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(bs.err())?.[1], "the BS to listen");
     const base = `http://127.0.0.1:${port}`;
     await until(async () => ((await (await fetch(`${base}/health`)).json()).status === "ok"), "/health ok");
+    assert.match(bs.err(), /^selection policy: wlr θ=0$/m, "the policy it starts with is logged");
     const admin = { authorization: "Bearer admin-key-0123", "content-type": "application/json" };
     const complete = async () => {
       const r = await fetch(`${base}/v1/completions`, { method: "POST", headers: { authorization: "Bearer api-key-0123", "content-type": "application/json" }, body: JSON.stringify({ prompt: "hello there", max_tokens: 8, temperature: 0 }) });
@@ -230,7 +234,8 @@ test("serve --local-devices 2 --link … --view-key: the dashboard stream shows 
     assert.equal((await fetch(`${base}/admin/link`, { method: "PUT", headers: admin, body: JSON.stringify({ delayMs: 3 }) })).status, 200);
     await until(() => events.snapshots.some((s) => s.devices.some((d) => d.link.rtt_ms === 6)), "the new delay in a snapshot");
     await complete();
-    await until(() => events.snapshots.some((s) => s.policy === "topk" && s.routing.experts_per_token === 2), "top-k routing in a snapshot");
+    // wlr at θ = 0 (from --policy) keeps every top-k expert
+    await until(() => events.snapshots.some((s) => s.policy === "wlr θ=0" && s.routing.experts_per_token === 2), "top-k routing in a snapshot");
     assert.equal((await fetch(`${base}/admin/policy`, { method: "PUT", headers: admin, body: JSON.stringify({ name: "wlr", theta: 0.99 }) })).status, 200);
     assert.match(bs.err(), /^selection policy: wlr θ=0\.99 \(set through \/admin\/policy\)$/m, "the change is logged");
     await complete();

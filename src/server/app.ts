@@ -31,7 +31,7 @@ export interface AppOptions {
   health?: Health;
   /** The device hub's status, when the experts run on devices. */
   devices?: () => PartStatus;
-  /** Bearer keys that /v1/* requires; none: open. */
+  /** Bearer keys that /v1/* requires (the admin keys are taken there too); none: open. */
   apiKeys?: readonly string[];
   /** The operator's /admin endpoints (join tokens, device identities); default: off (403). */
   admin?: AdminOptions;
@@ -95,9 +95,16 @@ export function createApp(opts: AppOptions): Hono<Env> {
   if (opts.corsOrigins?.length) app.use(cors({ origin: [...opts.corsOrigins], allowHeaders: ["authorization", "content-type"], exposeHeaders: ["x-request-id", "retry-after"] }));
   if (opts.apiKeys?.length) {
     // every refusal is 401 with the request id (bearerAuth's own answer to a header in another scheme is 400 without it)
-    const refuse = (message: string) => (c: Context<Env>) => c.json(errorBody(message, "authentication_error", undefined, c.get("requestId")), 401);
+    const refuse = (message: string | ((c: Context<Env>) => string)) => (c: Context<Env>) =>
+      c.json(errorBody(typeof message === "string" ? message : message(c), "authentication_error", undefined, c.get("requestId")), 401);
     const required = refuse("a valid API key is required: Authorization: Bearer KEY");
-    app.use("/v1/*", bearerAuth({ token: [...opts.apiKeys], noAuthenticationHeader: { message: required }, invalidAuthenticationHeader: { message: required }, invalidToken: { message: refuse("the API key is not valid") } }));
+    const viewKeys = new Set(opts.dashboard?.viewKeys ?? []);
+    const invalid = refuse((c) =>
+      viewKeys.has(c.req.header("authorization")?.replace(/^Bearer\s+/i, "") ?? "") ? "a view key only views the dashboard: the API needs an API key" : "the API key is not valid",
+    );
+    // the operator's admin keys may use the API too (the dashboard's playground under the admin key)
+    const keys = [...opts.apiKeys, ...(opts.admin?.keys ?? [])];
+    app.use("/v1/*", bearerAuth({ token: keys, noAuthenticationHeader: { message: required }, invalidAuthenticationHeader: { message: required }, invalidToken: { message: invalid } }));
   }
 
   const jsonBody: MiddlewareHandler<Env> = async (c, next) => {

@@ -12,20 +12,17 @@ import { headlines, runSweep, sweepCsv, tradeoffPicture, type SweepPoint } from 
 import { BS_BUDGETS, runTierSweep, tierSweepCsv, tierSweepPicture, tierSweepTable } from "../../eval/tier-sweep.js";
 import { WirelessEval, type EvalReport } from "../../eval/wireless-eval.js";
 import { RoutingTraceFile } from "../../moe/trace.js";
-import { describePolicy, POLICY_NAMES, type PolicyName, type PolicySpec } from "../../policies/registry.js";
+import { describePolicy, POLICY_NAMES, type PolicySpec } from "../../policies/registry.js";
 import { Engine } from "../../runtime/engine.js";
 import { ProgressBar } from "../progress.js";
-import { addModelOptions, addTierOptions, devicesDType, engineOptions, nonNegativeNumber, positiveInt, tierSpec, unitTheta, readTextFile, type ModelCliOptions, type TierCliOptions } from "../options.js";
+import { addModelOptions, addPolicyOptions, addTierOptions, devicesDType, engineOptions, nonNegativeNumber, policySpec, positiveInt, tierSpec, readTextFile, type ModelCliOptions, type PolicyCliOptions, type TierCliOptions } from "../options.js";
 
 /** scenarios/cell-8.json of this package */
 export const DEFAULT_SCENARIO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../scenarios/cell-8.json");
 
-interface EvalCliOptions extends ModelCliOptions, TierCliOptions {
+interface EvalCliOptions extends ModelCliOptions, TierCliOptions, PolicyCliOptions {
   text: string;
   tokens: number;
-  policy: PolicyName;
-  theta?: number;
-  budget?: number;
   scenario: string;
   bandwidth: BandwidthMode;
   jointQuality: JointQuality;
@@ -37,16 +34,13 @@ interface EvalCliOptions extends ModelCliOptions, TierCliOptions {
 }
 
 export function evalCommand(): Command {
-  return addTierOptions(addModelOptions(
+  return addPolicyOptions(addTierOptions(addModelOptions(
     new Command("eval").description(
       "WDMoE evaluation: the model over a text with an expert selection policy in the loop, each token priced on a wireless cell (perplexity, accuracy, experts per token, modelled latency)",
     ),
-  ))
+  )), POLICY_NAMES, "expert selection policy")
     .requiredOption("--text <file>", "UTF-8 text, one paragraph per line")
     .option("--tokens <n>", "number of predicted tokens", positiveInt, 4096)
-    .addOption(new Option("--policy <name>", "expert selection policy").choices(POLICY_NAMES as unknown as string[]).default("topk"))
-    .option("--theta <x>", "wlr: the WLR threshold; joint: the price of dropped gate mass against latency (0: top-k; default 0.3 for both)", unitTheta)
-    .option("--budget <ms>", "deadline: each token's latency budget for its expert round trips, ms", nonNegativeNumber)
     .option("--scenario <file>", "the cell (devices, distances, powers, bandwidth, fading)", DEFAULT_SCENARIO)
     .addOption(new Option("--bandwidth <mode>", "the band's split for policies that do not split it: equal (static 1/K each) or optimal (the called devices finish together)").choices(BANDWIDTH_MODES as string[]).default("equal"))
     .addOption(new Option("--joint-quality <mode>", "joint: price (dropped gate mass priced against latency, a budget per step) or token-mass (each token keeps ≥ 1 − θ of its top-k mass)").choices(["price", "token-mass"]).default("price"))
@@ -62,7 +56,7 @@ export function evalCommand(): Command {
       if ((o.bsBudget !== undefined || o.tierSweep) && (o.sweep || o.localDevices)) throw new Error("the BS's tiers are priced in the modelled evaluation, one policy at a time; leave out --sweep and --local-devices");
       if (o.tierSweep && o.bsBudget !== undefined) throw new Error("--tier-sweep runs its own BS budgets and tier policies; leave out --bs-budget");
       const tiers = o.tierSweep ? undefined : tierSpec(o);
-      const spec: PolicySpec = { name: o.policy, theta: o.theta ?? (o.policy === "wlr" || o.policy === "joint" ? 0.3 : undefined), budgetMs: o.budget, quality: o.jointQuality };
+      const spec: PolicySpec = { ...policySpec(o), quality: o.jointQuality };
       const text = readTextFile(o.text);
       const scenario = loadScenario(o.scenario);
       if (o.localDevices) return evalOnCluster(o, spec, text, scenario);

@@ -19,15 +19,16 @@ import { ServerMetrics } from "../../server/metrics.js";
 import { Health } from "../../server/health.js";
 import { certificateNames, loadTls, selfSignedTls, type ServerTls } from "../../server/tls.js";
 import { isLoopback } from "../../util/loopback.js";
-import { addModelOptions, defaultStateDir, devicesDType, engineOptions, localDeviceArgs, nonNegativeInt, positiveInt, type ModelCliOptions } from "../options.js";
+import { addModelOptions, addPolicyOptions, defaultStateDir, devicesDType, engineOptions, localDeviceArgs, nonNegativeInt, policySpec, positiveInt, type ModelCliOptions, type PolicyCliOptions } from "../options.js";
 import { POLL_WHEN_WAITING_ON_PEERS } from "../../kernels/select-backend.js";
 import { adminKey, adminKeys, apiKey, bodySize, readKeys, requestTimeout, verifyRate, viewKey } from "../server-options.js";
-import { LivePolicy } from "../../server/dashboard/controls.js";
+import { LIVE_POLICIES, LivePolicy } from "../../server/dashboard/controls.js";
+import { describePolicy, makePolicy } from "../../policies/registry.js";
 import { dashboardSources } from "../../server/dashboard/sources.js";
 import { DashboardFeed } from "../../server/dashboard/stream.js";
 import type { LinkParams } from "../../channel/link.js";
 
-interface ServeCliOptions extends ModelCliOptions {
+interface ServeCliOptions extends ModelCliOptions, PolicyCliOptions {
   port: number;
   host: string;
   devices: number;
@@ -102,7 +103,8 @@ async function serverTls(o: ServeCliOptions, stateDir: string, log: (line: strin
 }
 
 export function serveCommand(): Command {
-  return addModelOptions(new Command("serve").description("the base station: an OpenAI-compatible HTTP API; expert devices attach to the same port over WebSocket"))
+  const command = new Command("serve").description("the base station: an OpenAI-compatible HTTP API; expert devices attach to the same port over WebSocket");
+  return addPolicyOptions(addModelOptions(command), LIVE_POLICIES, "expert selection policy to start with (the admin changes it live through /admin/policy); wlr and deadline weigh each expert by its devices' measured call times")
     .option("-p, --port <n>", "port for HTTP and device connections", nonNegativeInt, 8080)
     .option("--host <address>", "address to listen on", "127.0.0.1")
     .option("--devices <n>", "wait for N devices (`distmoe device --bs ws://HOST:PORT`) and run the experts on them", nonNegativeInt, 0)
@@ -132,6 +134,8 @@ export function serveCommand(): Command {
       const admins = adminKeys(o.adminKey, apiKeys);
       if (o.viewKey.some((k) => admins.includes(k))) throw new Error("a view key must not also be an admin key: every viewer could then change the policy and the links");
       const modelName = path.basename(path.resolve(o.model));
+      const startPolicy = policySpec(o);
+      makePolicy(startPolicy, 1); // a policy without its knob is refused before anything starts
       const remote = (o.localDevices ?? 0) + o.devices;
       if (o.verifyRate > 0 && remote === 0) throw new Error("--verify-rate checks the devices' results: give --devices N or --local-devices N");
       if (o.browserDevices && o.devices === 0) throw new Error("--browser-devices admits browser tabs among the devices the BS waits for: give --devices N");
@@ -245,6 +249,10 @@ export function serveCommand(): Command {
       const localArgs = ["--cache", path.join(stateDir, "local-devices"), ...(tls ? ["--fingerprint", tls.fingerprint] : []), ...localDeviceArgs(o)];
       const local = o.localDevices ? spawnLocalDevices(`${wsScheme}://${here}`, join!.tokens.ownToken(), o.localDevices, 1, localArgs, { log }) : null;
       engine = Engine.load(o.model, { ...engineOptions(o), ...(hub && { poll: o.poll ?? POLL_WHEN_WAITING_ON_PEERS }), executor: hub?.executor, maxBatch: o.maxBatch, maxQueue: o.maxQueue });
+      if (startPolicy.name !== "topk") {
+        policy.set(startPolicy);
+        log(`selection policy: ${describePolicy(startPolicy)}`);
+      }
       if (!hub) log(`ready: ${modelName}`);
       else {
         // the API answers 503 with the reason until every expert has a holder

@@ -6,26 +6,23 @@ import { loadScenario } from "../../channel/scenario.js";
 import { WEIGHT_DTYPES, type WeightDType } from "../../kernels/backend.js";
 import { parseModelConfig } from "../../model/config.js";
 import { WIRE_DTYPES, type WireDType } from "../../protocol/activations.js";
-import { describePolicy, POLICY_NAMES, type PolicyName, type PolicySpec } from "../../policies/registry.js";
+import { describePolicy, POLICY_NAMES, type PolicySpec } from "../../policies/registry.js";
 import { availableParallelism } from "node:os";
 import { simulateAll } from "../../sim/parallel.js";
 import { scaleScenario, type SimOptions } from "../../sim/simulator.js";
 import { SWEEP_THETAS } from "../../eval/sweep.js";
 import { DEFAULT_SCENARIO } from "./eval.js";
-import { addTierOptions, nonNegativeNumber, positiveInt, tierSpec, unitTheta, type TierCliOptions } from "../options.js";
+import { addPolicyOptions, addTierOptions, nonNegativeNumber, policySpec, positiveInt, tierSpec, type PolicyCliOptions, type TierCliOptions } from "../options.js";
 
 const SIM_POLICIES = POLICY_NAMES.filter((p) => p !== "joint");
 const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 
-interface SimulateCliOptions extends TierCliOptions {
+interface SimulateCliOptions extends TierCliOptions, PolicyCliOptions {
   config: string;
   scenario: string;
   devices?: number;
   users: number;
   tokens: number;
-  policy: PolicyName;
-  theta?: number;
-  budget?: number;
   trace?: string;
   skew: number;
   seed: number;
@@ -39,16 +36,13 @@ interface SimulateCliOptions extends TierCliOptions {
 }
 
 export function simulateCommand(): Command {
-  return addTierOptions(new Command("simulate"))
+  return addPolicyOptions(addTierOptions(new Command("simulate")), SIM_POLICIES, "expert selection policy (joint splits the band per layer for one step in the air, which the shared cell of many users does not do)")
     .description("discrete-event simulation of the cell at scale: many users, queues at the devices, the same selection policies; latency distribution and throughput")
     .option("--config <file>", "a model's config.json, or its directory (the model's sizes; no weights needed)", path.join(PACKAGE_ROOT, "configs/mixtral-8x7b.json"))
     .option("--scenario <file>", "the cell", DEFAULT_SCENARIO)
     .option("--devices <n>", "scale the scenario to n devices (kinds in turn, distances over its range)", positiveInt)
     .option("--users <n>", "concurrent users, each decoding tokens back to back", positiveInt, 16)
     .option("--tokens <n>", "tokens per user", positiveInt, 256)
-    .addOption(new Option("--policy <name>", "expert selection policy (joint splits the band per layer for one step in the air, which the shared cell of many users does not do)").choices(SIM_POLICIES).default("topk"))
-    .option("--theta <x>", "wlr: the WLR threshold (default 0.3)", unitTheta)
-    .option("--budget <ms>", "deadline: each token's budget for its expert round trips, ms", nonNegativeNumber)
     .option("--trace <file>", "router outputs from a routing trace (distmoe eval --policy topk --trace FILE) instead of a synthetic router")
     .option("--skew <s>", "synthetic router: expert popularity skew (0: uniform)", nonNegativeNumber, 0.5)
     .option("--seed <n>", "synthetic router's seed", positiveInt, 1)
@@ -77,7 +71,7 @@ export function simulateCommand(): Command {
       });
       const specs: PolicySpec[] = o.sweep
         ? [{ name: "topk" }, ...SWEEP_THETAS.filter((t) => t > 0).map((theta) => ({ name: "wlr" as const, theta }))]
-        : [{ name: o.policy, theta: o.theta ?? (o.policy === "wlr" ? 0.3 : undefined), budgetMs: o.budget }];
+        : [policySpec(o)];
       const wall0 = performance.now();
       const reports = await simulateAll(specs.map(run), o.jobs);
       const wallS = (performance.now() - wall0) / 1000, calls = reports.reduce((a, r) => a + r.expert_calls, 0);

@@ -6,12 +6,15 @@ import type { RequestIdVariables } from "hono/request-id";
 import { renderSVG } from "uqr";
 import { z } from "zod";
 import type { LinkParams } from "../../channel/link.js";
-import { describePolicy, makePolicy, type PolicySpec } from "../../policies/registry.js";
+import { describePolicy, makePolicy, type PolicyName, type PolicySpec } from "../../policies/registry.js";
 import type { SelectionPolicy } from "../../policies/selection.js";
 import type { Engine } from "../../runtime/engine.js";
 import { QR_BORDER } from "../../cli/join-qr.js";
 import { adminBodyLimit, readAdminJson } from "../admin.js";
 import { ApiError } from "../errors.js";
+
+/** The policies a serving base station runs (joint needs a cell's radio state, which it does not model). */
+export const LIVE_POLICIES = ["topk", "wlr", "deadline"] as const satisfies readonly PolicyName[];
 
 /** The longest deadline budget the policy control takes, ms. */
 const MAX_BUDGET_MS = 60_000;
@@ -66,6 +69,7 @@ export interface Controls {
 }
 
 const policyBody = z.discriminatedUnion("name", [
+  // LIVE_POLICIES, each with its knob
   z.strictObject({ name: z.literal("topk") }),
   z.strictObject({ name: z.literal("wlr"), theta: z.number().min(0).max(1) }),
   z.strictObject({ name: z.literal("deadline"), budgetMs: z.number().positive().max(MAX_BUDGET_MS) }),

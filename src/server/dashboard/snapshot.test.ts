@@ -74,6 +74,15 @@ test("without a window yet there are no rates; the emulated link is shown as set
   assert.equal(s.devices[2]!.state, "leaving");
 });
 
+test("a device the placement in use gives no expert is idle, with why; one not yet ready that holds a share is loading", () => {
+  const placement = { devices: ["a", "b", "c"], hosts: [[[0], [0], [1], [1]], [[0], [1], [0], [1]]] };
+  const s = buildSnapshot(input({ devices: [status("a"), status("b", { ready: false }), status("c", { ready: false, experts: 0 })], placement }));
+  assert.deepEqual(s.devices.map((d) => d.state), ["ready", "loading", "idle"]);
+  assert.match(s.devices[2]!.reason ?? "", /no expert/);
+  // not in the placement yet: loading, whatever it holds
+  assert.equal(buildSnapshot(input({ devices: [status("d", { ready: false, experts: 0 })], placement })).devices[0]!.state, "loading");
+});
+
 test("a device that disconnects is shown failed (kept from the snapshot before, and while the placement names it), then forgotten", () => {
   const first = buildSnapshot(input({ devices: [status("a"), status("b")], placement: { devices: ["a", "b"], hosts: [[[0], [1], [0], [1]], []] } }));
   const gone = buildSnapshot(input({ wallMs: 1_000_500, devices: [status("a")], placement: { devices: ["a", "b"], hosts: [[[0], [1], [0], [1]], []] }, previous: first }));

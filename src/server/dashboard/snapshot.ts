@@ -124,7 +124,7 @@ export interface SnapshotInput {
   previous: Snapshot | null;
 }
 
-export type DeviceState = "ready" | "loading" | "leaving" | "quarantined" | "failed";
+export type DeviceState = "ready" | "idle" | "loading" | "leaving" | "quarantined" | "failed";
 
 export interface DeviceView {
   name: string;
@@ -197,10 +197,19 @@ export function histogramQuantile(q: number, now: CallHistogram, base: CallHisto
   return lower;
 }
 
-function deviceState(d: DeviceStatus): { state: DeviceState; reason: string | null } {
+/** `unplaced`: a member of the placement in use that it gave no expert (it is sent none, so it never readies). */
+function deviceState(d: DeviceStatus, unplaced: boolean): { state: DeviceState; reason: string | null } {
   if (d.quarantined) return { state: "quarantined", reason: text(d.outOfService ?? "out of service") };
   if (d.leaving) return { state: "leaving", reason: "said it is leaving" };
-  return { state: d.ready ? "ready" : "loading", reason: null };
+  if (d.ready) return { state: "ready", reason: null };
+  return unplaced ? { state: "idle", reason: "the placement gives it no expert: the others hold every copy" } : { state: "loading", reason: null };
+}
+
+/** The placement's devices that hold no expert in it. */
+function unplacedDevices(p: SnapshotInput["placement"]): Set<string> {
+  if (!p) return new Set();
+  const hosting = new Set(p.hosts.flatMap((layer) => layer.flat()));
+  return new Set(p.devices.filter((_, k) => !hosting.has(k)));
 }
 
 export function buildSnapshot(i: SnapshotInput): Snapshot {
@@ -212,6 +221,7 @@ export function buildSnapshot(i: SnapshotInput): Snapshot {
     return r === null ? null : round(r, 0);
   };
 
+  const unplaced = unplacedDevices(i.placement);
   const shown: DeviceView[] = i.devices.map((d) => {
     const calls = now.deviceCalls.get(d.name), callsBase = base?.deviceCalls.get(d.name);
     const bytes = now.deviceBytes.get(d.name), bytesBase = base?.deviceBytes.get(d.name);
@@ -228,7 +238,7 @@ export function buildSnapshot(i: SnapshotInput): Snapshot {
         };
     return {
       name: d.name, kind: d.kind, compute: d.compute ?? null, gflops: round(d.gflops, 2), read_gbps: d.readGbps === undefined ? null : round(d.readGbps, 2), memory_bytes: d.memoryBytes ?? null,
-      experts: d.experts, calls: d.calls, ...deviceState(d), since: null, link,
+      experts: d.experts, calls: d.calls, ...deviceState(d, unplaced.has(d.name)), since: null, link,
       call_ms: p50 === null || p95 === null ? null : { p50: round(p50 * 1000), p95: round(p95 * 1000) },
       battery: d.battery ? { level: d.battery.level, charging: d.battery.charging } : null,
     };

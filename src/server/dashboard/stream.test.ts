@@ -45,6 +45,17 @@ test("the dashboard stream: the API, view or admin key may view it, nothing else
   await Promise.all([api.ended, viewer.ended, admin.ended]);
 });
 
+test("the API (the playground's) takes the API and admin keys; a view key is refused there, with why", async (t) => {
+  const s = await dashboardStation(t);
+  const models = (key: string) => fetch(`${s.base}/v1/models`, { headers: { authorization: `Bearer ${key}` } });
+  assert.equal((await models(API_KEY)).status, 200);
+  assert.equal((await models(ADMIN_KEY)).status, 200);
+  const viewer = await models(VIEW_KEY);
+  assert.equal(viewer.status, 401);
+  assert.match((await viewer.json()).error.message, /a view key only views the dashboard/);
+  assert.match((await (await models("wrong-key-000")).json()).error.message, /the API key is not valid/);
+});
+
 test("one snapshot per tick, whatever the number of clients", async (t) => {
   const s = await dashboardStation(t);
   const aborts = Array.from({ length: 4 }, () => new AbortController());

@@ -1,5 +1,5 @@
 // The topology: the base station and each device with what it is, what it offers and how its link is
-// doing; the state sets its colour, and hovering shows why a device failed or was quarantined.
+// doing; the state sets its colour, and hovering shows why a device failed, was quarantined or is idle.
 import type { DeviceView, Snapshot } from "../../server/dashboard/snapshot.js";
 import { $, el } from "./api.js";
 import { bits, bytes, deviceColour, DASH, num } from "./format.js";
