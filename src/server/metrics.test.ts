@@ -49,6 +49,20 @@ test("each device's compute rate is a series labelled with what computes (and a 
   assert.ok(lines.includes('distmoe_device_compute_gflops{device="old",compute="",adapter=""} 3'), "a device that did not say what computes");
 });
 
+test("the experts the BS holds under MoNDE's tiers: a gauge per layer, read at each scrape (an evicted one leaves)", async () => {
+  const zero = { calls: 0, failed_calls: 0, dropped_slots: 0, dropped_weight: 0, retries: 0 };
+  const m = new ServerMetrics(() => ({ waiting: 0, active: 0 }), () => zero);
+  let held: Array<[number, number]> | null = null;
+  m.countBsExperts(() => held);
+  assert.doesNotMatch(await m.text(), /^distmoe_bs_experts\{/m, "no tiers yet: no series");
+  held = [[1, 0], [1, 3], [3, 2]];
+  let lines = (await m.text()).split("\n");
+  assert.ok(lines.includes('distmoe_bs_experts{layer="1"} 2') && lines.includes('distmoe_bs_experts{layer="3"} 1'));
+  held = [[1, 3]];
+  lines = (await m.text()).split("\n");
+  assert.ok(lines.includes('distmoe_bs_experts{layer="1"} 1') && !lines.some((l) => l.startsWith('distmoe_bs_experts{layer="3"}')));
+});
+
 test("what the engine's steps did is exported: expert use per (layer, expert), gate mass kept and dropped, decode steps and their time split; a live policy change shows in them", async () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-metrics-"));
   initModel({ arch: "Qwen3MoeForCausalLM", out: dir, layers: 2, hidden: 64, experts: 4, topK: 2, seed: 3 });

@@ -93,6 +93,22 @@ export class ServerMetrics {
     });
   }
 
+  /** Adds how many experts of each MoE layer the BS holds itself under MoNDE's tiers (`held`: their [layer, expert], read at each scrape). */
+  countBsExperts(held: () => ReadonlyArray<readonly [number, number]> | null): void {
+    new Gauge({
+      name: "distmoe_bs_experts",
+      help: "Experts of each layer the base station holds itself (MoNDE's hot experts, --bs-budget)",
+      labelNames: ["layer"],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        const perLayer = new Map<number, number>();
+        for (const [l] of held() ?? []) perLayer.set(l, (perLayer.get(l) ?? 0) + 1);
+        for (const [l, n] of perLayer) this.set({ layer: String(l) }, n);
+      },
+    });
+  }
+
   /**
    * Adds what the engine's steps did: expert use per (layer, expert) — at most the model's layers ×
    * experts series, only those used so far —, the top-k gate mass kept and dropped by the selection

@@ -70,7 +70,7 @@ export async function dashboardStation(t: { after(fn: () => unknown): void }, co
   metrics.countEngineWork(() => engine.work());
   const policy = new LivePolicy(() => engine, null);
   const health = new Health();
-  const sources = dashboardSources({ modelName: "tiny", metrics, engine: () => engine, hub: null, health, policy: () => policy.describe() });
+  const sources = dashboardSources({ modelName: "tiny", metrics, engine: () => engine, hub: null, health, policy: () => policy.describe(), bsExperts: () => null });
   let builds = 0;
   const feed = new DashboardFeed({ ...sources, policy: () => (builds++, sources.policy()) }, { intervalMs: 40, windowMs: 400 });
   const app = createApp({ engine: () => engine, modelName: "tiny", metrics, health, apiKeys: [API_KEY], admin: { keys: [ADMIN_KEY] }, dashboard: { feed, viewKeys: [VIEW_KEY], controls: { ...controls, policy } } });

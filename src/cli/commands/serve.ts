@@ -8,7 +8,7 @@ import { createAdaptorServer } from "@hono/node-server";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { Identities } from "../../runtime/hub/identities.js";
 import { JOIN_TOKEN, JOIN_TOKEN_RULE, JoinTokens } from "../../runtime/hub/join-tokens.js";
-import { Engine } from "../../runtime/engine.js";
+import { Engine, type EngineOptions } from "../../runtime/engine.js";
 import { DeviceHub } from "../../runtime/device-hub.js";
 import { spawnLocalDevices } from "../../runtime/local-cluster.js";
 import { hubAdmin } from "../../server/admin.js";
@@ -19,7 +19,7 @@ import { ServerMetrics } from "../../server/metrics.js";
 import { Health } from "../../server/health.js";
 import { certificateNames, loadTls, selfSignedTls, type ServerTls } from "../../server/tls.js";
 import { isLoopback } from "../../util/loopback.js";
-import { addModelOptions, addPolicyOptions, defaultStateDir, devicesDType, engineOptions, localDeviceArgs, nonNegativeInt, policySpec, positiveInt, type ModelCliOptions, type PolicyCliOptions } from "../options.js";
+import { addModelOptions, addPolicyOptions, addTierOptions, defaultStateDir, devicesDType, engineOptions, localDeviceArgs, nonNegativeInt, policySpec, positiveInt, tierSpec, type ModelCliOptions, type PolicyCliOptions, type TierCliOptions } from "../options.js";
 import { POLL_WHEN_WAITING_ON_PEERS } from "../../kernels/select-backend.js";
 import { adminKey, adminKeys, apiKey, bodySize, readKeys, requestTimeout, verifyRate, viewKey } from "../server-options.js";
 import { LIVE_POLICIES, LivePolicy } from "../../server/dashboard/controls.js";
@@ -27,8 +27,14 @@ import { describePolicy, makePolicy } from "../../policies/registry.js";
 import { dashboardSources } from "../../server/dashboard/sources.js";
 import { DashboardFeed } from "../../server/dashboard/stream.js";
 import type { LinkParams } from "../../channel/link.js";
+import type { WeightDType } from "../../kernels/backend.js";
+import type { ModelConfig } from "../../model/config.js";
+import { openModel } from "../../model/open-model.js";
+import { ExpertStore } from "../../tiers/expert-store.js";
+import { hubTiers } from "../../tiers/hub-tiers.js";
+import type { TieredExecutor } from "../../tiers/tiered-executor.js";
 
-interface ServeCliOptions extends ModelCliOptions, PolicyCliOptions {
+interface ServeCliOptions extends ModelCliOptions, PolicyCliOptions, TierCliOptions {
   port: number;
   host: string;
   devices: number;
@@ -102,9 +108,23 @@ async function serverTls(o: ServeCliOptions, stateDir: string, log: (line: strin
   return tls;
 }
 
+/**
+ * The BS's store for MoNDE's copies: its own checkpoint, which it has since it streams experts to the
+ * devices; null where copies must come from the devices instead (a GGUF file, or experts stored in
+ * another dtype than the engine holds), with why logged.
+ */
+function bsStore(model: string, cfg: ModelConfig, dtype: WeightDType, log: (line: string) => void): ExpertStore | null {
+  try {
+    return ExpertStore.open(model, cfg, dtype);
+  } catch (e) {
+    log(`MoNDE tiers: copies come from the devices: ${(e as Error).message}`);
+    return null;
+  }
+}
+
 export function serveCommand(): Command {
   const command = new Command("serve").description("the base station: an OpenAI-compatible HTTP API; expert devices attach to the same port over WebSocket");
-  return addPolicyOptions(addModelOptions(command), LIVE_POLICIES, "expert selection policy to start with (the admin changes it live through /admin/policy); wlr and deadline weigh each expert by its devices' measured call times")
+  return addTierOptions(addPolicyOptions(addModelOptions(command), LIVE_POLICIES, "expert selection policy to start with (the admin changes it live through /admin/policy); wlr and deadline weigh each expert by its devices' measured call times"))
     .option("-p, --port <n>", "port for HTTP and device connections", nonNegativeInt, 8080)
     .option("--host <address>", "address to listen on", "127.0.0.1")
     .option("--devices <n>", "wait for N devices (`distmoe device --bs ws://HOST:PORT`) and run the experts on them", nonNegativeInt, 0)
@@ -138,6 +158,8 @@ export function serveCommand(): Command {
       makePolicy(startPolicy, 1); // a policy without its knob is refused before anything starts
       const remote = (o.localDevices ?? 0) + o.devices;
       if (o.verifyRate > 0 && remote === 0) throw new Error("--verify-rate checks the devices' results: give --devices N or --local-devices N");
+      const tierAsk = tierSpec(o);
+      if (tierAsk && remote === 0) throw new Error("--bs-budget keeps hot experts at the BS beside devices that hold them all: give --devices N or --local-devices N");
       if (o.browserDevices && o.devices === 0) throw new Error("--browser-devices admits browser tabs among the devices the BS waits for: give --devices N");
       const weightDType = remote > 0 ? devicesDType(o) : undefined;
       const stateDir = path.resolve(o.stateDir ?? defaultStateDir());
@@ -146,6 +168,9 @@ export function serveCommand(): Command {
       const tls = await serverTls(o, stateDir, log);
       const [httpScheme, wsScheme] = tls ? ["https", "wss"] : ["http", "ws"];
       let engine: Engine | undefined;
+      /** MoNDE's tiers, once set up (--bs-budget) */
+      let tiers: TieredExecutor | null = null;
+      let store: ExpertStore | null = null;
       /** the command that joins a device with a token, once the port is known */
       let joinCommand = (token: string) => `distmoe device --token ${token}`;
       const metrics = new ServerMetrics(() => engine?.scheduler.depth ?? { waiting: 0, active: 0 }, () => engine?.expertUsage() ?? NO_USAGE);
@@ -173,9 +198,10 @@ export function serveCommand(): Command {
         : null;
       if (hub) metrics.describeDevices(() => hub.status().devices);
       metrics.countEngineWork(() => engine?.work());
+      if (tierAsk) metrics.countBsExperts(() => tiers?.resident() ?? null);
       const policy = new LivePolicy(() => engine, hub && ((layer) => hub.expertLatencyMs(layer)));
       const health = new Health();
-      const feed = new DashboardFeed(dashboardSources({ modelName, metrics, engine: () => engine, hub, health, policy: () => policy.describe() }), { log });
+      const feed = new DashboardFeed(dashboardSources({ modelName, metrics, engine: () => engine, hub, health, policy: () => policy.describe(), bsExperts: () => tiers?.resident() ?? null }), { log });
       /** the link a browser joins with, once the port is known (browser devices only) */
       let browserLink: string | null = null;
       app = createApp({
@@ -248,17 +274,30 @@ export function serveCommand(): Command {
       // their cache, and so their identities, live in the state directory beside the devices.json that knows them
       const localArgs = ["--cache", path.join(stateDir, "local-devices"), ...(tls ? ["--fingerprint", tls.fingerprint] : []), ...localDeviceArgs(o)];
       const local = o.localDevices ? spawnLocalDevices(`${wsScheme}://${here}`, join!.tokens.ownToken(), o.localDevices, 1, localArgs, { log }) : null;
-      engine = Engine.load(o.model, { ...engineOptions(o), ...(hub && { poll: o.poll ?? POLL_WHEN_WAITING_ON_PEERS }), executor: hub?.executor, maxBatch: o.maxBatch, maxQueue: o.maxQueue });
-      if (startPolicy.name !== "topk") {
-        policy.set(startPolicy);
-        log(`selection policy: ${describePolicy(startPolicy)}`);
-      }
+      /** the engine, with the selection policy asked for at start */
+      const loadEngine = (executor: EngineOptions["executor"]) => {
+        engine = Engine.load(o.model, { ...engineOptions(o), ...(hub && { poll: o.poll ?? POLL_WHEN_WAITING_ON_PEERS }), executor, maxBatch: o.maxBatch, maxQueue: o.maxQueue });
+        if (startPolicy.name !== "topk") {
+          policy.set(startPolicy);
+          log(`selection policy: ${describePolicy(startPolicy)}`);
+        }
+      };
+      // with MoNDE's tiers the engine is loaded once the devices are placed: its cost model needs their speeds and links
+      if (!tierAsk) loadEngine(hub?.executor);
       if (!hub) log(`ready: ${modelName}`);
       else {
         // the API answers 503 with the reason until every expert has a holder
         log(`waiting for ${remote} devices`);
         await Promise.race([hub.start(remote), ...(local ? [local.failed] : [])]);
         local?.settled();
+        if (tierAsk) {
+          const opened = openModel(o.model);
+          opened.store.close();
+          store = bsStore(o.model, opened.config, weightDType!, log);
+          // the link the cost model assumes: the emulation's at startup (with a rate), else measured over the devices' links
+          const bs = await hubTiers(hub, opened.config, { policy: tierAsk.policy, budgetFraction: tierAsk.budget, window: tierAsk.window, weightDType: weightDType!, wireDType: o.wireDtype, link: link ?? null, store, storeGbps: tierAsk.storeGbps, log });
+          loadEngine((backend, config) => (tiers = bs.executor(backend, config)));
+        }
         log(`ready: ${modelName} on ${hub.placed.length} devices`);
       }
       const stop = async () => {
@@ -270,6 +309,7 @@ export function serveCommand(): Command {
         await hub?.close();
         await devicesEnded;
         engine?.close();
+        store?.close();
         process.exit(0);
       };
       process.once("SIGINT", () => void stop());

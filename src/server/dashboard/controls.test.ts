@@ -85,7 +85,7 @@ test("controls that are not there: no link emulation or browser devices is 404; 
   assert.equal((await request(s.base, "GET", "/admin/join", ADMIN_KEY)).status, 404);
 
   const metrics = new ServerMetrics(() => ({ waiting: 0, active: 0 }), () => ({ calls: 0, failed_calls: 0, dropped_slots: 0, dropped_weight: 0, retries: 0 }));
-  const feed = new DashboardFeed({ registry: metrics.registry, model: () => null, health: () => ({ state: "ok", reasons: [] }), devices: () => [], placement: () => null, policy: () => "topk" });
+  const feed = new DashboardFeed({ registry: metrics.registry, model: () => null, health: () => ({ state: "ok", reasons: [] }), devices: () => [], placement: () => null, bsExperts: () => null, policy: () => "topk" });
   const app = createApp({ engine: () => undefined, modelName: "m", metrics, apiKeys: [API_KEY], dashboard: { feed, controls: { policy: new LivePolicy(() => undefined, null) } } });
   const server = createAdaptorServer({ fetch: app.fetch }) as Server;
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));

@@ -20,7 +20,7 @@ const status = (name: string, extra: Partial<DeviceInput> = {}): DeviceInput => 
 
 const input = (over: Partial<SnapshotInput>): SnapshotInput => ({
   now: readingFrom({}, 0), base: null, wallMs: 1_000_000, model: { name: "m", layers: 2, experts: 4, topK: 2 }, health: { state: "ok", reasons: [] },
-  devices: [], placement: null, policy: "topk", previous: null, ...over,
+  devices: [], placement: null, bsExperts: null, policy: "topk", previous: null, ...over,
 });
 
 test("a snapshot from the counters /metrics exports: rates, routing heat, experts per token, dropped gate mass, the time split per decode step, call percentiles, measured traffic", async () => {
@@ -97,7 +97,7 @@ test("a device that disconnects is shown failed (kept from the snapshot before, 
   assert.deepEqual(back.devices.map((d) => [d.name, d.state]), [["a", "ready"], ["b", "loading"]], "back under its name: no longer failed");
 });
 
-test("the snapshot is bounded whatever the model and the cell: grids of at most MAX_ROWS × MAX_COLS cells, MAX_DEVICES devices, a few hosts per cell", async () => {
+test("the snapshot is bounded whatever the model and the cell: grids (the BS's experts too) of at most MAX_ROWS × MAX_COLS cells, MAX_DEVICES devices, a few hosts per cell", async () => {
   const layers = 1000, experts = 300, count = 200;
   const w = work(layers, experts);
   const m = new ServerMetrics(() => ({ waiting: 0, active: 0 }), () => ZERO_USAGE);
@@ -108,15 +108,29 @@ test("the snapshot is bounded whatever the model and the cell: grids of at most 
   const now = readingFrom(await readValues(m.registry), 1000);
   const names = Array.from({ length: count }, (_, i) => `device-${i}`);
   const hosts = Array.from({ length: layers }, (_, l) => Array.from({ length: experts }, (_, e) => [(l + e) % count, (l + e + 1) % count]));
-  const s = buildSnapshot(input({ now, base, model: { name: "big", layers, experts, topK: 8 }, devices: names.map((n) => status(n, { outOfService: "x".repeat(10_000) })), placement: { devices: names, hosts } }));
+  // the BS holds every expert: each cell counts the 16 × 5 it covers
+  const bsExperts = hosts.flatMap((row, l) => row.map((_, e) => [l, e] as const));
+  const s = buildSnapshot(input({ now, base, model: { name: "big", layers, experts, topK: 8 }, devices: names.map((n) => status(n, { outOfService: "x".repeat(10_000) })), placement: { devices: names, hosts }, bsExperts }));
   assert.equal(s.routing.heat!.length, Math.ceil(layers / Math.ceil(layers / MAX_ROWS)));
   assert.ok(s.routing.heat!.length <= MAX_ROWS && s.routing.heat!.every((r) => r.length <= MAX_COLS));
   assert.ok(s.placement!.length <= MAX_ROWS && s.placement!.every((r) => r.length <= MAX_COLS && r.every((c) => c.length <= 4 && c.every((k) => k < MAX_DEVICES))));
   assert.deepEqual(s.grid, { layers, experts, top_k: 8, layers_per_row: 16, experts_per_col: 5 });
+  assert.ok(s.bs_experts!.length === s.placement!.length && s.bs_experts!.every((r) => r.length <= MAX_COLS));
+  assert.equal(s.bs_experts![0]![0], 16 * 5);
+  assert.equal(s.bs_experts!.flat().reduce((a, b) => a + b, 0), layers * experts, "every expert counted once");
   assert.equal(s.devices.length, MAX_DEVICES);
   assert.equal(s.devices_omitted, count - MAX_DEVICES);
   const bytes = JSON.stringify(s).length;
   assert.ok(bytes < 200_000, `${bytes} bytes`);
+});
+
+test("the experts the BS holds under MoNDE's tiers: counted per cell of the grid, out-of-range ones ignored; none without tiers", () => {
+  const placement = { devices: ["a"], hosts: [[[0], [0], [0], [0]], [[0], [0], [0], [0]]] };
+  assert.equal(buildSnapshot(input({ devices: [status("a")], placement })).bs_experts, null, "no tiers");
+  const s = buildSnapshot(input({ devices: [status("a")], placement, bsExperts: [[0, 1], [1, 3], [1, 0], [2, 0], [0, 9], [-1, 0]] }));
+  assert.deepEqual(s.bs_experts, [[0, 1, 0, 0], [1, 0, 0, 1]]);
+  assert.deepEqual(s.placement![0]![1], [0], "the devices holding it are still shown");
+  assert.deepEqual(buildSnapshot(input({ bsExperts: [] })).bs_experts, [[0, 0, 0, 0], [0, 0, 0, 0]], "tiers holding nothing yet");
 });
 
 test("a histogram's quantile between two readings, interpolated within its bucket", () => {

@@ -1,6 +1,6 @@
 // The dashboard's snapshot: a pure function from what the base station exports (its metrics registry's
-// values, read into a Reading), the hub's status and placement, and the policy in use, to one compact
-// JSON object. Rates, the routing heat map and call percentiles are differences between the reading now
+// values, read into a Reading), the hub's status and placement, the experts the BS holds under MoNDE's
+// tiers, and the policy in use, to one compact JSON object. Rates, the routing heat map and call percentiles are differences between the reading now
 // and one at the start of a window, so there is no bookkeeping besides the counters /metrics exports.
 // Its size is bounded whatever the model or the cell: at most MAX_DEVICES devices, and the layers ×
 // experts grids at most MAX_ROWS × MAX_COLS cells (neighbouring layers or experts share a cell beyond).
@@ -118,6 +118,8 @@ export interface SnapshotInput {
   devices: readonly DeviceInput[];
   /** the placement in use: its devices by name and hosts[layer][expert] as indices among them */
   placement: { devices: readonly string[]; hosts: ReadonlyArray<ReadonlyArray<readonly number[]>> } | null;
+  /** the experts the BS holds itself under MoNDE's tiers, as [layer, expert] (null: no tiers) */
+  bsExperts: ReadonlyArray<readonly [number, number]> | null;
   /** the selection policy, described ("wlr θ=0.3") */
   policy: string;
   /** the snapshot before, for devices that have gone since */
@@ -161,6 +163,8 @@ export interface Snapshot {
   grid: { layers: number; experts: number; top_k: number; layers_per_row: number; experts_per_col: number } | null;
   /** per cell, indices into devices of the devices holding its experts (first: the one serving) */
   placement: number[][][] | null;
+  /** per cell, how many of its experts the BS holds itself (MoNDE's hot experts); null without tiers */
+  bs_experts: number[][] | null;
   routing: {
     window_s: number;
     /** per cell, its share of its row's expert use over the window */
@@ -283,6 +287,16 @@ export function buildSnapshot(i: SnapshotInput): Snapshot {
     );
   }
 
+  let bsExperts: number[][] | null = null;
+  if (grid && i.bsExperts) {
+    bsExperts = Array.from({ length: rows }, () => new Array<number>(cols).fill(0));
+    for (const [l, e] of i.bsExperts) {
+      if (!(l >= 0 && l < grid.layers && e >= 0 && e < grid.experts)) continue;
+      const [r, c] = cell(l, e);
+      bsExperts[r]![c]!++;
+    }
+  }
+
   let heat: number[][] | null = null, pairs = 0;
   if (grid) {
     const use = Array.from({ length: rows }, () => new Float64Array(cols));
@@ -313,6 +327,7 @@ export function buildSnapshot(i: SnapshotInput): Snapshot {
     devices_omitted: all.length - devices.length,
     grid,
     placement,
+    bs_experts: bsExperts,
     routing: {
       window_s: round(seconds, 2),
       heat,

@@ -1,5 +1,6 @@
 // Where a base station's dashboard reads from: its metrics registry, its engine (the model's shape) and
-// its device hub (devices, what they said of themselves, their emulated links, the placement in use).
+// its device hub (devices, what they said of themselves, their emulated links, the placement in use) and
+// its MoNDE tiers (the experts it holds itself).
 import type { DeviceHub } from "../../runtime/device-hub.js";
 import type { Engine } from "../../runtime/engine.js";
 import { stationParts, type Health } from "../health.js";
@@ -16,6 +17,8 @@ export interface BaseStation {
   health: Health;
   /** the selection policy in use, described */
   policy: () => string;
+  /** the experts the BS holds itself under MoNDE's tiers, read as the snapshot is made (null: no tiers) */
+  bsExperts: () => ReadonlyArray<readonly [number, number]> | null;
 }
 
 export function dashboardSources(bs: BaseStation): DashboardSources {
@@ -35,6 +38,7 @@ export function dashboardSources(bs: BaseStation): DashboardSources {
           })
         : [],
     placement: () => hub?.placement() ?? null,
+    bsExperts: bs.bsExperts,
     policy: bs.policy,
   };
 }

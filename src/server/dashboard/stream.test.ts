@@ -71,7 +71,7 @@ test("one snapshot per tick, whatever the number of clients", async (t) => {
 
 test("a client that reads nothing is dropped once it has held a snapshot for the stall bound; the others go on", async () => {
   const registry = new ServerMetrics(() => ({ waiting: 0, active: 0 }), () => ({ calls: 0, failed_calls: 0, dropped_slots: 0, dropped_weight: 0, retries: 0 })).registry;
-  const feed = new DashboardFeed({ registry, model: () => null, health: () => ({ state: "ok", reasons: [] }), devices: () => [], placement: () => null, policy: () => "topk" }, { intervalMs: 10, stallMs: 100 });
+  const feed = new DashboardFeed({ registry, model: () => null, health: () => ({ state: "ok", reasons: [] }), devices: () => [], placement: () => null, bsExperts: () => null, policy: () => "topk" }, { intervalMs: 10, stallMs: 100 });
   const dropped: string[] = [];
   let stuckSends = 0, readerSends = 0;
   feed.subscribe(() => (stuckSends++, new Promise<void>(() => undefined)), (why) => dropped.push(`stuck ${why}`));
@@ -92,7 +92,7 @@ test("over HTTP, a client that stops reading is dropped once its socket's buffer
   const devices = Array.from({ length: 64 }, (_, i) => ({
     name: `device-${i}`, ready: false, quarantined: true, outOfService: "x".repeat(200), calls: 0, experts: 0, weightBytes: 0, kind: "node" as const, gflops: 1, leaving: false, link: null,
   }));
-  const feed = new DashboardFeed({ registry: metrics.registry, model: () => null, health: () => ({ state: "ok", reasons: [] }), devices: () => devices, placement: () => null, policy: () => "topk" }, { intervalMs: 2, stallMs: 200 });
+  const feed = new DashboardFeed({ registry: metrics.registry, model: () => null, health: () => ({ state: "ok", reasons: [] }), devices: () => devices, placement: () => null, bsExperts: () => null, policy: () => "topk" }, { intervalMs: 2, stallMs: 200 });
   const app = createApp({ engine: () => undefined, modelName: "m", metrics, dashboard: { feed } });
   const server = createAdaptorServer({ fetch: app.fetch }) as Server;
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));

@@ -27,6 +27,7 @@ export interface DashboardSources {
   health: () => SnapshotInput["health"];
   devices: () => readonly DeviceInput[];
   placement: () => SnapshotInput["placement"];
+  bsExperts: () => SnapshotInput["bsExperts"];
   policy: () => string;
 }
 
@@ -108,7 +109,7 @@ export class DashboardFeed {
     while (this.readings.length > 1 && now.at - this.readings[1]!.at >= this.windowMs) this.readings.shift();
     const base = this.readings[0] ?? null;
     this.readings.push(now);
-    const snapshot = buildSnapshot({ now, base, wallMs: Date.now(), model: s.model(), health: s.health(), devices: s.devices(), placement: s.placement(), policy: s.policy(), previous: this.latest?.snapshot ?? null });
+    const snapshot = buildSnapshot({ now, base, wallMs: Date.now(), model: s.model(), health: s.health(), devices: s.devices(), placement: s.placement(), bsExperts: s.bsExperts(), policy: s.policy(), previous: this.latest?.snapshot ?? null });
     this.latest = { snapshot, json: JSON.stringify(snapshot) };
     return snapshot;
   }
