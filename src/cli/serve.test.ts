@@ -41,6 +41,8 @@ test("serve: a port in use or a bad model ends the BS with one clear line and a 
       [["--model", dir, "--port", "0", "--policy", "deadline"], /the deadline policy needs --budget/],
       // joint splits a cell's band, which a serving BS does not model
       [["--model", dir, "--port", "0", "--policy", "joint"], /--policy.*Allowed choices are topk, wlr, deadline/],
+      [["--model", dir, "--port", "0", "--local-devices", "1", "--bs-budget", "1.5"], /--bs-budget.*expected a share of the experts such as 25% or 0\.25, got "1\.5"/],
+      [["--model", dir, "--port", "0", "--bs-budget", "25%"], /--bs-budget keeps hot experts at the BS beside devices that hold them all: give --devices N or --local-devices N/],
     ] as const) {
       const r = spawnSync(process.execPath, [BIN, "serve", ...args], { encoding: "utf8", timeout: 60_000 });
       assert.equal(r.status, 1, r.stderr);
@@ -245,6 +247,48 @@ test("serve --local-devices 2 --link … --view-key --policy: the dashboard stre
     const failed = await until(() => events.snapshots.find((s) => s.devices.some((d) => d.name === "local-1" && d.state === "failed")), "the killed device shown failed");
     assert.equal(failed.devices.find((d) => d.name === "local-1")!.reason, "disconnected");
     assert.ok(events.raw.every((e) => !/key-0123/.test(e)), "no key in a snapshot");
+
+    bs.child.kill("SIGTERM");
+    await events.ended;
+    assert.equal(await bs.exited, 0);
+  } finally {
+    for (const c of children) c.kill("SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("serve --local-devices 2 --bs-budget 0.25: MoNDE's hot experts at the BS, copied from its own checkpoint; the same greedy completion as without tiers; the dashboard and /metrics show the BS's experts", async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-serve-"));
+  const children: ChildProcess[] = [];
+  try {
+    initModel({ arch: "MixtralForCausalLM", out: dir, layers: 2, hidden: 64, experts: 4, topK: 2, seed: 5 });
+    // bf16, as the checkpoint holds its experts: the BS's store serves copies as they are
+    const single = Engine.load(dir, { dtype: "bf16", threads: 1 });
+    const want = (await single.generate(single.tokenizer.encode("hello there"), { temperature: 0, maxTokens: 10 })).text;
+    single.close();
+    // an emulated delay and a fast store: a copy pays after one call, so monde keeps the experts used (the cost model decides, not the machine's load)
+    const bs = start([
+      "serve", "--model", dir, "--port", "0", "--local-devices", "2", "--threads", "1", "--state-dir", path.join(dir, "state"), "--dtype", "bf16",
+      "--link", "rate=1gbit,delay=2ms", "--bs-budget", "0.25", "--bs-store-gbps", "10",
+    ]);
+    children.push(bs.child);
+    const port = await until(() => /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(bs.err())?.[1], "the BS to listen");
+    const base = `http://127.0.0.1:${port}`;
+    await until(async () => ((await (await fetch(`${base}/health`)).json()).status === "ok"), "/health ok");
+    assert.match(bs.err(), /^MoNDE tiers: monde, the BS keeps up to 2 of 8 experts \(25\.0 %\), copied from its store \(10\.0 GB\/s\); .* link 0\.125 GB\/s, 2\.00 ms \(emulated\)$/m, "the choice logged");
+    const events = readEvents(await fetch(`${base}/dashboard/events`));
+    await until(() => events.snapshots.some((s) => s.bs_experts !== null), "a snapshot with the BS's experts");
+    for (let i = 0; i < 3; i++) {
+      const r = await fetch(`${base}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ prompt: "hello there", max_tokens: 10, temperature: 0 }) });
+      assert.equal(r.status, 200);
+      assert.equal((await r.json()).choices[0].text, want, "the model's own greedy tokens, whichever tier ran each expert");
+    }
+    const held = await until(() => events.snapshots.find((s) => s.bs_experts?.flat().some((n) => n > 0)), "the BS's experts in a snapshot");
+    const count = held.bs_experts!.flat().reduce((a, b) => a + b, 0);
+    assert.ok(count >= 1 && count <= 2, `within the budget of 2 experts: ${count}`);
+    assert.ok(held.placement!.every((row) => row.every((hosts) => hosts.length === 1)), "the devices still hold every expert");
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    assert.match(metrics, /^distmoe_bs_experts\{layer="[01]"\} [12]$/m);
 
     bs.child.kill("SIGTERM");
     await events.ended;
