@@ -1,6 +1,6 @@
 // The dashboard page in headless chromium against a real `serve --local-devices 4` (every device its own
-// process, links emulated): the topology shows the four devices; the playground streams a completion
-// with an API key; the admin's policy control lowers the experts per token the page shows; a killed device turns failed
+// process, links emulated, MoNDE's hot experts at the BS): the topology shows the four devices; the
+// playground streams a completion with an API key; the placement marks the experts the BS holds; the admin's policy control lowers the experts per token the page shows; a killed device turns failed
 // on the page; a view key gets the views without the controls (the server refuses it there too), and no
 // key gets nothing. The run writes the page's screenshots (desktop and narrow) into docs/web/.
 import { test } from "node:test";
@@ -55,6 +55,8 @@ test("dashboard page against serve --local-devices 4: topology, playground, poli
     initModel({ arch: "MixtralForCausalLM", out: dir, layers: 2, hidden: 64, experts: 4, topK: 2, seed: 5 });
     const bs = start([
       "serve", "--model", dir, "--port", "0", "--local-devices", "4", "--threads", "1", "--state-dir", path.join(dir, "state"), "--link", "rate=100mbit,delay=1ms",
+      // MoNDE: a fast store (the checkpoint, bf16 as it holds its experts) beside the 1 ms links, so monde keeps the experts used at the BS
+      "--bs-budget", "0.25", "--bs-store-gbps", "10", "--dtype", "bf16",
       "--api-key", API_KEY, "--view-key", VIEW_KEY, "--admin-key", ADMIN_KEY,
     ]);
     children.push(bs.child);
@@ -75,6 +77,7 @@ test("dashboard page against serve --local-devices 4: topology, playground, poli
     await until(() => showsCell(user), "the user's topology");
     assert.ok((await complete(user)).length > 0, "the completion has text");
     await until(async () => (await expertsPerToken(admin)) === 2, "top-k: 2 experts per token on the page");
+    await until(async () => Number(await admin.getAttribute("#bs-experts", "data-value")) > 0 && (await admin.isVisible("#bs-legend")), "the BS's own experts marked on the placement");
     assert.equal(await user.isVisible("#controls"), false, "no controls for an API key");
 
     // θ through the controls: fewer experts per token in the next snapshots

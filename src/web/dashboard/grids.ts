@@ -1,5 +1,5 @@
 // The layers × experts grids: the placement (each cell coloured by the device serving it; replicas
-// counted and named on hover) and the routing heat map (each cell's share of its layer's expert use).
+// counted and named on hover; the experts the BS holds itself under MoNDE's tiers outlined) and the routing heat map (each cell's share of its layer's expert use).
 import type { Snapshot } from "../../server/dashboard/snapshot.js";
 import { $ } from "./api.js";
 import { chartIn } from "./charts.js";
@@ -22,17 +22,25 @@ export function gridViews(): (s: Snapshot) => void {
     const yAxis = { type: "category" as const, name: "layer", nameLocation: "middle" as const, nameGap: 32, data: labels(rows, g.layers_per_row, g.layers) };
     const names = s.devices.map((d) => d.name);
 
-    const cells = (s.placement ?? []).flatMap((row, r) => row.map((hosts, c) => ({ value: [c, r, hosts[0] ?? -1], hosts })));
+    // bs: how many of the cell's experts the BS holds itself (MoNDE's tiers), marked by a dark outline and "BS"
+    const cells = (s.placement ?? []).flatMap((row, r) => row.map((hosts, c) => ({ value: [c, r, hosts[0] ?? -1], hosts, bs: s.bs_experts?.[r]?.[c] ?? 0 })));
+    type Cell = (typeof cells)[number];
+    const perCell = g.layers_per_row * g.experts_per_col;
+    const held = (bs: number) => (bs === 0 ? "" : perCell === 1 ? "; the BS holds it too" : `; the BS holds ${bs} of them too`);
     placement.setOption({
       ...base,
-      tooltip: { formatter: (p: { data: { value: number[]; hosts: number[] } }) => `layer ${yAxis.data[p.data.value[1]!]}, expert ${xAxis.data[p.data.value[0]!]}: ${p.data.hosts.map((h) => names[h]).join(", ") || "the base station"}` },
+      tooltip: { formatter: (p: { data: Cell }) => `layer ${yAxis.data[p.data.value[1]!]}, expert ${xAxis.data[p.data.value[0]!]}: ${p.data.hosts.map((h) => names[h]).join(", ") || "the base station"}${held(p.data.bs)}` },
       xAxis, yAxis,
       series: [{
         type: "heatmap",
-        data: cells.map((cell) => ({ ...cell, itemStyle: { color: cell.hosts.length ? deviceColour(cell.hosts[0]!) : "#d0d7de" } })),
-        label: { show: cols <= 16, formatter: (p: { data: { hosts: number[] } }) => (p.data.hosts.length > 1 ? `+${p.data.hosts.length - 1}` : "") },
+        data: cells.map((cell) => ({ ...cell, itemStyle: { color: cell.hosts.length ? deviceColour(cell.hosts[0]!) : "#d0d7de", ...(cell.bs > 0 && { borderColor: "#1f2328", borderWidth: 3 }) } })),
+        label: { show: cols <= 16, color: "#1f2328", fontWeight: "bold", formatter: (p: { data: Cell }) => [p.data.bs > 0 ? "BS" : "", p.data.hosts.length > 1 ? `+${p.data.hosts.length - 1}` : ""].filter(Boolean).join(" ") },
       }],
     }, true);
+    const bsHeld = s.bs_experts?.flat().reduce((a, b) => a + b, 0) ?? null;
+    $("bs-legend").hidden = bsHeld === null;
+    $("bs-experts").textContent = bsHeld === null ? DASH : `${bsHeld} expert${bsHeld === 1 ? "" : "s"}`;
+    $("bs-experts").dataset.value = String(bsHeld ?? "");
 
     routing.setOption({
       ...base,
