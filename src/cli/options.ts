@@ -106,13 +106,13 @@ export interface TierCliOptions {
   bsStoreGbps?: number[];
 }
 
-/** --bs-budget, --tiers, --tier-window, --bs-store-gbps: MoNDE in the cell (tiers/cell-tiers.ts), for eval and simulate */
+/** --bs-budget, --tiers, --tier-window, --bs-store-gbps: MoNDE at the BS, modelled in the cell (tiers/cell-tiers.ts) for eval and simulate, and run by serve (tiers/hub-tiers.ts) */
 export function addTierOptions(cmd: Command): Command {
   return cmd
-    .option("--bs-budget <share>", "MoNDE in the cell: the BS keeps hot experts itself within this share of each layer's experts (25% or 0.25), read from its store; cold experts' rows go to the devices", expertShare)
+    .option("--bs-budget <share>", "MoNDE: the BS keeps hot experts itself within this share of the experts (25% or 0.25; eval and simulate: of each layer's), read from its store; cold experts' rows go to the devices", expertShare)
     .addOption(new Option("--tiers <policy>", "with --bs-budget: monde (hot experts at the BS by cost and statistics), offload (every called expert read into the BS, LRU) or near (all on the devices)").choices(TIER_POLICIES as unknown as string[]).default("monde"))
     .option("--tier-window <tokens>", "tokens of routing statistics monde keeps the BS's hot set by", positiveInt, 64)
-    .option("--bs-store-gbps <rate>", "the BS store's read rate, GB/s, instead of the scenario's (repeatable with eval --tier-sweep)", (v: string, prev: number[] | undefined) => [...(prev ?? []), positiveNumber(v)]);
+    .option("--bs-store-gbps <rate>", "the BS store's read rate, GB/s, instead of the scenario's (serve: instead of measuring it; repeatable with eval --tier-sweep)", (v: string, prev: number[] | undefined) => [...(prev ?? []), positiveNumber(v)]);
 }
 
 /** The BS's tiers the options ask for, or undefined without --bs-budget. */
