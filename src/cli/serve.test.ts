@@ -42,6 +42,7 @@ test("serve: a port in use or a bad model ends the BS with one clear line and a 
       // joint splits a cell's band, which a serving BS does not model
       [["--model", dir, "--port", "0", "--policy", "joint"], /--policy.*Allowed choices are topk, wlr, deadline/],
       [["--model", dir, "--port", "0", "--local-devices", "1", "--bs-budget", "1.5"], /--bs-budget.*expected a share of the experts such as 25% or 0\.25, got "1\.5"/],
+      [["--model", dir, "--port", "0", "--local-devices", "1", "--bs-budget", "0.1"], /--bs-budget: a budget of 10\.0 % of the 8 experts holds none: the fast tier needs room for one at least \(12\.5 %\)/],
       [["--model", dir, "--port", "0", "--bs-budget", "25%"], /--bs-budget keeps hot experts at the BS beside devices that hold them all: give --devices N or --local-devices N/],
     ] as const) {
       const r = spawnSync(process.execPath, [BIN, "serve", ...args], { encoding: "utf8", timeout: 60_000 });

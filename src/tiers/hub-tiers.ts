@@ -49,9 +49,18 @@ export interface HubTiers {
   executor: (backend: Backend, cfg: ModelConfig) => TieredExecutor;
 }
 
+/** How many experts a budget of `fraction` of all the experts holds; throws unless a fraction in [0, 1] that holds one at least. */
+export function budgetExperts(cfg: ModelConfig, fraction: number): { experts: number; of: number } {
+  if (!(fraction >= 0 && fraction <= 1)) throw new Error(`the fast budget must be a fraction of the experts in [0, 1], got ${fraction}`);
+  const of = cfg.sparseLayers.filter(Boolean).length * cfg.experts;
+  const experts = Math.floor(fraction * of);
+  if (experts < 1) throw new Error(`a budget of ${(100 * fraction).toFixed(1)} % of the ${of} experts holds none: the fast tier needs room for one at least (${(100 / of).toFixed(1)} %)`);
+  return { experts, of };
+}
+
 /** The tiers over `hub`, whose devices must be placed (hub.start resolved). */
 export async function hubTiers(hub: DeviceHub, cfg: ModelConfig, o: HubTierOptions): Promise<HubTiers> {
-  if (!(o.budgetFraction >= 0 && o.budgetFraction <= 1)) throw new Error(`the fast budget must be a fraction of the experts in [0, 1], got ${o.budgetFraction}`);
+  const budget = budgetExperts(cfg, o.budgetFraction);
   const layer = cfg.sparseLayers.indexOf(true);
   const speeds = hub.placed.map((name) => hub.capabilitiesOf(name)).filter((c) => c !== undefined);
   if (speeds.length === 0) throw new Error("MoNDE's near tier needs placed devices: set the tiers up once the hub has started");
@@ -59,8 +68,6 @@ export async function hubTiers(hub: DeviceHub, cfg: ModelConfig, o: HubTierOptio
   const link = o.link && o.link.downBps > 0 ? { gbps: o.link.downBps / 8e9, delayMs: o.link.delayMs, emulated: true } : { ...(await measureLink(hub, layer, cfg.hidden)), emulated: false };
   const store = o.store ? (o.storeGbps !== undefined ? { gbps: o.storeGbps, delayMs: 0 } : await measureStore(o.store, layer)) : null;
   const expert = expertWork(cfg, o.weightDType);
-  const allExperts = cfg.sparseLayers.filter(Boolean).length * cfg.experts;
-  const budgetExperts = Math.floor(o.budgetFraction * allExperts);
   const from = o.store;
   return {
     link,
@@ -70,13 +77,13 @@ export async function hubTiers(hub: DeviceHub, cfg: ModelConfig, o: HubTierOptio
       const fast = { gflops: backend.measureComputeRate(), readGbps: backend.measureReadBandwidth(64 << 20) };
       const costs = tierCosts(expert, cfg.hidden * wireBytes(o.wireDType), link, fast, near, store ?? undefined);
       o.log?.(
-        `MoNDE tiers: ${o.policy}, the BS keeps up to ${budgetExperts} of ${allExperts} experts (${(100 * o.budgetFraction).toFixed(1)} %), ` +
+        `MoNDE tiers: ${o.policy}, the BS keeps up to ${budget.experts} of ${budget.of} experts (${(100 * o.budgetFraction).toFixed(1)} %), ` +
           `copied from ${store ? `its store (${store.gbps.toPrecision(3)} GB/s${o.storeGbps === undefined ? ", measured" : ""})` : "the devices"}; ` +
           `BS ${fast.gflops.toPrecision(3)} GFLOP/s, ${fast.readGbps.toPrecision(3)} GB/s; devices (slowest) ${near.gflops.toPrecision(3)} GFLOP/s, ${near.readGbps.toPrecision(3)} GB/s; ` +
           `link ${link.gbps.toPrecision(3)} GB/s, ${link.delayMs.toPrecision(3)} ms (${link.emulated ? "emulated" : "measured"})`,
       );
       return new TieredExecutor(backend, cfg, {
-        policy: o.policy, costs, budgetBytes: budgetExperts * expert.weightBytes, window: o.window,
+        policy: o.policy, costs, budgetBytes: budget.experts * expert.weightBytes, window: o.window,
         near: hub.executor, pull: from ? (l, e) => from.read(l, e) : (l, e) => hub.pullExpert(l, e), wireDType: o.wireDType, onLayer: o.onLayer,
       });
     },

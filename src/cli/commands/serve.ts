@@ -31,7 +31,7 @@ import type { WeightDType } from "../../kernels/backend.js";
 import type { ModelConfig } from "../../model/config.js";
 import { openModel } from "../../model/open-model.js";
 import { ExpertStore } from "../../tiers/expert-store.js";
-import { hubTiers } from "../../tiers/hub-tiers.js";
+import { budgetExperts, hubTiers } from "../../tiers/hub-tiers.js";
 import type { TieredExecutor } from "../../tiers/tiered-executor.js";
 
 interface ServeCliOptions extends ModelCliOptions, PolicyCliOptions, TierCliOptions {
@@ -160,6 +160,18 @@ export function serveCommand(): Command {
       if (o.verifyRate > 0 && remote === 0) throw new Error("--verify-rate checks the devices' results: give --devices N or --local-devices N");
       const tierAsk = tierSpec(o);
       if (tierAsk && remote === 0) throw new Error("--bs-budget keeps hot experts at the BS beside devices that hold them all: give --devices N or --local-devices N");
+      // the model's shape for MoNDE's tiers: a budget that holds no expert is refused before anything starts
+      let tierCfg: ModelConfig | null = null;
+      if (tierAsk) {
+        const opened = openModel(o.model);
+        opened.store.close();
+        tierCfg = opened.config;
+        try {
+          budgetExperts(tierCfg, tierAsk.budget);
+        } catch (e) {
+          throw new Error(`--bs-budget: ${(e as Error).message}`);
+        }
+      }
       if (o.browserDevices && o.devices === 0) throw new Error("--browser-devices admits browser tabs among the devices the BS waits for: give --devices N");
       const weightDType = remote > 0 ? devicesDType(o) : undefined;
       const stateDir = path.resolve(o.stateDir ?? defaultStateDir());
@@ -291,11 +303,9 @@ export function serveCommand(): Command {
         await Promise.race([hub.start(remote), ...(local ? [local.failed] : [])]);
         local?.settled();
         if (tierAsk) {
-          const opened = openModel(o.model);
-          opened.store.close();
-          store = bsStore(o.model, opened.config, weightDType!, log);
+          store = bsStore(o.model, tierCfg!, weightDType!, log);
           // the link the cost model assumes: the emulation's at startup (with a rate), else measured over the devices' links
-          const bs = await hubTiers(hub, opened.config, { policy: tierAsk.policy, budgetFraction: tierAsk.budget, window: tierAsk.window, weightDType: weightDType!, wireDType: o.wireDtype, link: link ?? null, store, storeGbps: tierAsk.storeGbps, log });
+          const bs = await hubTiers(hub, tierCfg!, { policy: tierAsk.policy, budgetFraction: tierAsk.budget, window: tierAsk.window, weightDType: weightDType!, wireDType: o.wireDtype, link: link ?? null, store, storeGbps: tierAsk.storeGbps, log });
           loadEngine((backend, config) => (tiers = bs.executor(backend, config)));
         }
         log(`ready: ${modelName} on ${hub.placed.length} devices`);
