@@ -11,7 +11,7 @@ import path from "node:path";
 import type { AddressInfo } from "node:net";
 import { createAdaptorServer } from "@hono/node-server";
 import { initModel } from "../model/init-model.js";
-import type { TokenRouting } from "../moe/token-routing.js";
+import { BASE_STATION, type TokenRouting } from "../moe/token-routing.js";
 import type { RoutingRecord } from "../moe/trace.js";
 import { Engine } from "../runtime/engine.js";
 import { startLocalCluster } from "../runtime/local-cluster.js";
@@ -120,6 +120,32 @@ test("distmoe.routing: per token, the top-k experts of each layer and the device
       await new Promise((r) => server.close(r));
       engine.close();
       await cluster.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("routing on one process: each expert named the base station; only the steps of a request that asks leave the one-job MoE layers", async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-routing-"));
+  try {
+    initModel({ arch: "MixtralForCausalLM", out: dir, layers: 2, hidden: 64, experts: 4, topK: 2, seed: 5 });
+    const engine = Engine.load(dir, { threads: 1 });
+    try {
+      const prompt = engine.tokenizer.encode("hello there", true);
+      const oneJob = () => engine.model.expertStats.oneJobLayers;
+      const before = oneJob();
+      const routed = await engine.generate(prompt, { temperature: 0, maxTokens: 4, routing: true });
+      assert.equal(oneJob(), before, "no one-job layer in a step with a tap");
+      assert.deepEqual(routed.routing!.map((t) => t.token), routed.tokens);
+      for (const t of routed.routing!) assert.deepEqual(t.layers.map((l) => l.layer), [0, 1]);
+      for (const t of routed.routing!) for (const l of t.layers) assert.deepEqual(l.experts.map((x) => [x.device, typeof x.expert]), [[BASE_STATION, "number"], [BASE_STATION, "number"]]);
+      const plain = await engine.generate(prompt, { temperature: 0, maxTokens: 4 });
+      assert.equal(plain.routing, undefined);
+      assert.deepEqual(plain.tokens, routed.tokens, "the same tokens either way");
+      if (engine.backend.moeTopK) assert.ok(oneJob() > before, "a request without routing keeps the one-job layers");
+    } finally {
+      engine.close();
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
