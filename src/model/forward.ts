@@ -4,6 +4,7 @@
 // MoE block see all rows at once, attention runs per sequence against its own KV cache.
 import type { Backend, RopeTable, Tensor } from "../kernels/backend.js";
 import { MoeBlock, type ExpertCallStats, type ExpertTiming, type MoeDeps, type RoutingStats } from "../moe/moe-layer.js";
+import type { RoutingTap, StepTap } from "../moe/token-routing.js";
 import type { SelectionPolicy } from "../policies/selection.js";
 import type { ModelConfig } from "./config.js";
 import { KVCache } from "./kv-cache.js";
@@ -16,10 +17,23 @@ export interface BatchItem {
   readonly cache: KVCache;
   readonly tokens: ArrayLike<number>;
   readonly logits: LogitsWanted;
+  /** Records the routing of the item's last row (the one whose logits give its next token) in this step. */
+  readonly routing?: RoutingTap;
 }
 
 function sub(t: Tensor, byteOffset: number, bytes: number): Tensor {
   return { arena: t.arena, ptr: t.ptr + byteOffset, bytes };
+}
+
+/** The taps of a step's items, each on its item's last row. */
+function stepTaps(items: readonly BatchItem[]): StepTap[] {
+  const taps: StepTap[] = [];
+  let end = 0;
+  for (const it of items) {
+    end += it.tokens.length;
+    if (it.routing && it.tokens.length > 0) taps.push({ row: end - 1, tap: it.routing });
+  }
+  return taps;
 }
 
 export class Transformer {
@@ -98,6 +112,7 @@ export class Transformer {
         }
       }
       const posList = positions.slice();
+      const taps = items.some((it) => it.routing) ? stepTaps(items) : null;
       be.embed(x, this.weights.embed, ids);
 
       for (let l = 0; l < c.layers; l++) {
@@ -110,7 +125,7 @@ export class Transformer {
 
         be.rmsnorm(h, x, w.ffnNorm, rows, H, c.rmsEps);
         if (w.dense) be.ffn(tmp, h, w.dense, rows);
-        else await this.moe.forward(l, w, h, tmp, rows, step, posList);
+        else await this.moe.forward(l, w, h, tmp, rows, step, posList, taps);
         be.add(x, x, tmp, rows * H);
       }
       for (const it of items) it.cache.length += it.tokens.length;

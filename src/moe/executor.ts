@@ -22,6 +22,8 @@ export interface ExpertResult {
   readonly computeMs: number;
   /** time from sending the call to having the result (equal to computeMs in-process) */
   readonly roundTripMs: number;
+  /** the device that computed it (absent: this process) */
+  readonly device?: string;
 }
 
 /**

@@ -9,6 +9,7 @@ import { selectTopK, selectTopKInto, topKMass, type DecisionBuffers, type Routin
 import { combineInto, gatherRows, planDispatch, type ExpertBatch } from "./dispatch.js";
 import { ExpertsUnavailable, type ExpertExecutor, type ExpertResult } from "./executor.js";
 import { routerProbabilities } from "./router.js";
+import { BASE_STATION, layerRouting, type StepTap } from "./token-routing.js";
 import type { RoutingTraceSink } from "./trace.js";
 
 export interface MoeDeps {
@@ -99,14 +100,17 @@ export class MoeBlock {
     if (this.nextPolicy) [this.policy, this.nextPolicy] = [this.nextPolicy, null];
   }
 
-  /** out[rows][hidden] = MoE(h) for layer `layer`; h is the post-attention-norm activation. */
-  async forward(layer: number, w: LayerWeights, h: Tensor, out: Tensor, rows: number, step: number, positions: ArrayLike<number>): Promise<void> {
+  /**
+   * out[rows][hidden] = MoE(h) for layer `layer`; h is the post-attention-norm activation. `taps`: rows
+   * whose routing a sequence asked for (null: none, and the layer may run as one job).
+   */
+  async forward(layer: number, w: LayerWeights, h: Tensor, out: Tensor, rows: number, step: number, positions: ArrayLike<number>, taps: readonly StepTap[] | null = null): Promise<void> {
     const { backend, cfg } = this;
     const H = cfg.hidden, E = cfg.experts;
     const bufs = this.bufs.take(rows);
     const [logitsBuf, sharedOut] = bufs as [Tensor, Tensor];
     try {
-      if (this.asOneJob(layer, w, h, out, rows, step)) {
+      if (!taps && this.asOneJob(layer, w, h, out, rows, step)) {
         if (w.shared) this.addSharedExpert(w, h, out, rows, logitsBuf, sharedOut);
         return;
       }
@@ -136,6 +140,14 @@ export class MoeBlock {
       // an expert no live host can serve fails the step: dropping it for every row routed to it would be noise
       const unavailable = results.find((r) => r.status === "rejected" && r.reason instanceof ExpertsUnavailable);
       if (unavailable) throw (unavailable as PromiseRejectedResult).reason;
+      if (taps) {
+        // the decision is read before the next layer reuses its buffers; each expert is named by who answered its call
+        const deviceOf = (expert: number) => {
+          const r = results[plan.findIndex((b) => b.expert === expert)];
+          return r?.status === "fulfilled" ? (r.value.device ?? BASE_STATION) : null;
+        };
+        for (const { row, tap } of taps) tap.record(layerRouting(layer, decision, row, deviceOf));
+      }
       const scale = this.keptWeightScale(plan, results.map((r) => r.status === "fulfilled"), rows);
       const y = backend.f32(out, 0, rows * H);
       y.fill(0);

@@ -11,6 +11,7 @@ import type { TextTokenizer } from "../model/tokenizer.js";
 import { loadWeights, storageDType, type ModelWeights } from "../model/weights.js";
 import type { ExpertExecutor } from "../moe/executor.js";
 import { LocalExpertExecutor } from "../moe/local-executor.js";
+import type { TokenRouting } from "../moe/token-routing.js";
 import type { RoutingTraceSink } from "../moe/trace.js";
 import { selectTopK, type SelectionPolicy } from "../policies/selection.js";
 import { Scheduler, type DecodeTime, type ExpertUsage, type GenerateOptions, type GenerationResult } from "./scheduler.js";
@@ -134,7 +135,7 @@ export class Engine {
   }
 
   /** Generates up to maxTokens after the prompt; `onText` receives each piece of text as it is decoded. */
-  generate(prompt: readonly number[], opts: GenerateOptions, onText?: (piece: string, token: number) => void): Promise<GenerationResult> {
+  generate(prompt: readonly number[], opts: GenerateOptions, onText?: (piece: string, token: number, routing?: readonly TokenRouting[]) => void): Promise<GenerationResult> {
     return this.scheduler.submit({ ...opts, prompt, onText });
   }
 

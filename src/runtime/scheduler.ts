@@ -4,6 +4,7 @@
 import type { Transformer } from "../model/forward.js";
 import type { KVCache } from "../model/kv-cache.js";
 import type { TextTokenizer } from "../model/tokenizer.js";
+import { RoutingTap, type TokenRouting } from "../moe/token-routing.js";
 import { Sampler, type SamplingOptions } from "./sampler.js";
 import { TextStream } from "./text-stream.js";
 import { findStop, heldBack } from "./stop-strings.js";
@@ -46,6 +47,8 @@ export interface GenerateOptions extends SamplingOptions {
   maxTokens: number;
   /** Generation ends before the first of these appears; it is not part of the text. */
   stop?: readonly string[];
+  /** Record which experts ran where for each generated token (GenerationResult.routing, and beside each piece of text). */
+  routing?: boolean;
 }
 
 export interface GenerationResult {
@@ -59,6 +62,8 @@ export interface GenerationResult {
   decodeSteps: number;
   experts: ExpertUsage;
   latency: TokenLatency;
+  /** per token of `tokens`, the experts that ran to produce it (only when the request asked for routing) */
+  routing?: TokenRouting[];
 }
 
 /** What the scheduler needs of an engine. */
@@ -71,7 +76,8 @@ export interface SchedulerHost {
 
 export interface Request extends GenerateOptions {
   prompt: readonly number[];
-  onText?: (piece: string, token: number) => void;
+  /** `routing` (when asked): the tokens generated since the last piece, with what ran for each. */
+  onText?: (piece: string, token: number, routing?: readonly TokenRouting[]) => void;
   /** Aborting it ends the request at the next step (its result says "cancelled"). */
   signal?: AbortSignal;
 }
@@ -97,6 +103,10 @@ class Sequence {
   text = "";
   emitted = 0;
   stopReason: GenerationResult["stopReason"] | null = null;
+  /** when the request asked for its routing: the tap its rows are watched by, each token's routing, and how many were given with a piece */
+  readonly tap: RoutingTap | null;
+  readonly routing: TokenRouting[] = [];
+  routingGiven = 0;
 
   constructor(
     readonly req: Request,
@@ -109,6 +119,7 @@ class Sequence {
     this.stream = new TextStream(tokenizer, req.prompt);
     this.pending = req.prompt;
     this.usageBefore = usage;
+    this.tap = req.routing ? new RoutingTap() : null;
   }
 }
 
@@ -200,7 +211,7 @@ export class Scheduler {
     const t0 = performance.now();
     let logits: Float32Array[];
     try {
-      logits = await model.forward(batch.map((s) => ({ cache: s.cache!, tokens: s.pending, logits: "last" as const })));
+      logits = await model.forward(batch.map((s) => ({ cache: s.cache!, tokens: s.pending, logits: "last" as const, routing: s.tap ?? undefined })));
     } catch (e) {
       // a step that throws fails the requests in it; the scheduler goes on with the others
       for (const s of batch) this.finish(s, e as Error);
@@ -237,11 +248,13 @@ export class Scheduler {
   }
 
   private advance(s: Sequence, logits: Float32Array): void {
+    const layers = s.tap?.take();
     if (s.req.signal?.aborted) return this.finish(s, "cancelled");
     if (s.tokens.length >= s.req.maxTokens) return this.finish(s, "length");
     const next = s.sampler.sample(logits);
     if (this.eos.has(next)) return this.finish(s, "eos");
     s.tokens.push(next);
+    if (layers) s.routing.push({ token: next, layers });
     s.text += s.stream.push(next);
     const stops = s.req.stop ?? [];
     const longest = stops.reduce((m, x) => Math.max(m, x.length), 0);
@@ -257,11 +270,16 @@ export class Scheduler {
     s.pending = [next];
   }
 
-  /** Gives the caller the text up to `upTo` that it has not had yet. */
-  private emit(s: Sequence, upTo: number, token: number): void {
-    if (upTo <= s.emitted) return;
-    s.req.onText?.(s.text.slice(s.emitted, upTo), token);
-    s.emitted = upTo;
+  /**
+   * Gives the caller the text up to `upTo` that it has not had yet, with the routing of the tokens since
+   * the last piece; the `last` piece goes out with no text too when some tokens' routing is not given yet.
+   */
+  private emit(s: Sequence, upTo: number, token: number, last = false): void {
+    if (upTo <= s.emitted && !(last && s.routingGiven < s.routing.length)) return;
+    const routing = s.tap ? s.routing.slice(s.routingGiven) : undefined;
+    s.routingGiven = s.routing.length;
+    s.req.onText?.(s.text.slice(s.emitted, upTo), token, routing);
+    s.emitted = Math.max(s.emitted, upTo);
   }
 
   /** Ends a sequence (once): frees its place and cache, and settles its promise. Never throws. */
@@ -275,7 +293,7 @@ export class Scheduler {
     if (outcome instanceof Error) return s.reject(outcome);
     try {
       if (outcome !== "stop") s.text += s.stream.flush();
-      this.emit(s, s.text.length, s.tokens.at(-1) ?? -1);
+      this.emit(s, s.text.length, s.tokens.at(-1) ?? -1, true);
     } catch (e) {
       return s.reject(e as Error);
     }
@@ -289,6 +307,7 @@ export class Scheduler {
       prefillMs: s.prefillMs,
       decodeMs: s.decodeStart > 0 ? performance.now() - s.decodeStart : 0,
       decodeSteps: s.decodeSteps,
+      ...(s.tap && { routing: s.routing }),
       latency: Object.fromEntries(Object.entries(s.latency).map(([k, v]) => [k, s.decodeSteps > 0 ? v / s.decodeSteps : 0])) as unknown as TokenLatency,
       experts: {
         calls: now.calls - b.calls,

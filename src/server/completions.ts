@@ -9,6 +9,7 @@ import { streamSSE } from "hono/streaming";
 import type { Engine, GenerationResult } from "../runtime/engine.js";
 import { RequestRejected } from "../runtime/scheduler.js";
 import { ExpertsUnavailable } from "../moe/executor.js";
+import type { TokenRouting } from "../moe/token-routing.js";
 import { ApiError, errorBody } from "./errors.js";
 import type { SamplingParams } from "./schemas.js";
 
@@ -86,8 +87,12 @@ export function generate(c: Context, g: GenerationContext, kind: "text" | "chat"
     ...(p.includeUsage ? { usage: null } : {}),
     ...extra,
   });
-  const piece = (text: string | null, finish: string | null) =>
-    chunk(kind === "chat" ? { delta: text === null ? {} : { content: text }, finish_reason: finish } : { text: text ?? "", finish_reason: finish });
+  // with distmoe.routing, a piece carries the routing of the tokens whose text it brings
+  const piece = (text: string | null, finish: string | null, routing?: readonly TokenRouting[]) =>
+    chunk(
+      kind === "chat" ? { delta: text === null ? {} : { content: text }, finish_reason: finish } : { text: text ?? "", finish_reason: finish },
+      routing ? { distmoe: { routing } } : {},
+    );
   // the deadline's timer ends with the request, so a finished request holds none for the rest of it
   const deadline = new AbortController();
   const timer = setTimeout(() => deadline.abort(new DOMException("the request timed out", "TimeoutError")), g.requestTimeoutMs);
@@ -98,7 +103,7 @@ export function generate(c: Context, g: GenerationContext, kind: "text" | "chat"
   let send: (data: unknown) => void = () => undefined;
   let submitted: Promise<GenerationResult>;
   try {
-    submitted = g.engine.scheduler.submit({ maxTokens, temperature: p.temperature, topP: p.topP, topK: p.topK, seed: p.seed, stop: p.stop, prompt, signal, onText: p.stream ? (text) => send(piece(text, null)) : undefined });
+    submitted = g.engine.scheduler.submit({ maxTokens, temperature: p.temperature, topP: p.topP, topK: p.topK, seed: p.seed, stop: p.stop, routing: p.routing, prompt, signal, onText: p.stream ? (text, _token, routing) => send(piece(text, null, routing)) : undefined });
   } catch (e) {
     clearTimeout(timer);
     throw e;
@@ -113,7 +118,7 @@ export function generate(c: Context, g: GenerationContext, kind: "text" | "chat"
   if (!p.stream) {
     return result.then((r) => {
       const choice = kind === "chat" ? { index: 0, message: { role: "assistant", content: r.text }, finish_reason: finishReason(r) } : { index: 0, text: r.text, finish_reason: finishReason(r) };
-      return c.json({ id, object: kind === "chat" ? "chat.completion" : "text_completion", created, model: g.modelName, choices: [choice], usage: usage(r) });
+      return c.json({ id, object: kind === "chat" ? "chat.completion" : "text_completion", created, model: g.modelName, choices: [choice], usage: usage(r), ...(r.routing && { distmoe: { routing: r.routing } }) });
     });
   }
 

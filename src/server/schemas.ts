@@ -41,6 +41,8 @@ const sampling = {
   stream_options: z.strictObject({ include_usage: z.boolean({ error: "must be true or false" }).optional() }).nullish(),
   n: z.literal(1, { error: "only n = 1 is supported" }).nullish(),
   user: z.string().max(256).optional(),
+  // this server's own options
+  distmoe: z.strictObject({ routing: z.boolean({ error: "must be true or false" }).optional() }, { error: "must be an object such as {\"routing\": true}" }).nullish(),
 };
 
 const completionSchema = z.strictObject({
@@ -76,6 +78,8 @@ export interface SamplingParams {
   stream: boolean;
   /** OpenAI's stream_options.include_usage: one last chunk with the usage and no choices */
   includeUsage: boolean;
+  /** distmoe.routing: each generated token's experts per layer and the devices that computed them */
+  routing: boolean;
 }
 
 export interface CompletionRequest extends SamplingParams {
@@ -95,7 +99,10 @@ function parse<T extends z.ZodType>(schema: T, body: unknown): z.infer<T> {
   const r = schema.safeParse(rest);
   if (r.success) return r.data;
   const issue = r.error.issues[0]!;
-  if (issue.code === "unrecognized_keys") throw new ApiError(400, `unrecognized parameter${issue.keys.length > 1 ? "s" : ""}: ${issue.keys.join(", ")}`, "invalid_request_error", { param: issue.keys[0] });
+  if (issue.code === "unrecognized_keys") {
+    const keys = issue.keys.map((k) => [...issue.path, k].join("."));
+    throw new ApiError(400, `unrecognized parameter${keys.length > 1 ? "s" : ""}: ${keys.join(", ")}`, "invalid_request_error", { param: keys[0] });
+  }
   const param = issue.path.map((p, i) => (typeof p === "number" ? `[${p}]` : i > 0 ? `.${String(p)}` : String(p))).join("");
   throw new ApiError(400, `${param || "body"}: ${issue.message}`, "invalid_request_error", { param });
 }
@@ -112,6 +119,7 @@ function samplingParams(b: z.infer<typeof completionSchema> | z.infer<typeof cha
     seed: b.seed ?? undefined,
     stream: b.stream ?? false,
     includeUsage: b.stream_options?.include_usage ?? false,
+    routing: b.distmoe?.routing ?? false,
   };
 }
 

@@ -73,7 +73,7 @@ export class Calls {
         clearTimeout(timer);
         const roundTripMs = performance.now() - t0;
         this.opts.onCall?.(device.name, roundTripMs, payload.length, output.length * wireBytes(wireDType));
-        resolve(splitRows(output, hidden, calls.map((c) => c.rows)).map((out) => ({ output: out, computeMs, roundTripMs })));
+        resolve(splitRows(output, hidden, calls.map((c) => c.rows)).map((out) => ({ output: out, computeMs, roundTripMs, device: device.name })));
       };
       const failed = (e: Error) => {
         clearTimeout(timer);

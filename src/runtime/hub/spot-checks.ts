@@ -67,21 +67,21 @@ export class SpotChecks {
    */
   async settle(device: Device, checks: ReadonlyArray<Check | null>, results: readonly ExpertResult[]): Promise<ExpertResult[]> {
     const used = [...results];
-    for (const [i, c] of checks.entries()) if (c) used[i] = { ...results[i]!, output: await this.judge(c, device, results[i]!.output) };
+    for (const [i, c] of checks.entries()) if (c) used[i] = { ...results[i]!, ...(await this.judge(c, device, results[i]!.output)) };
     return used;
   }
 
-  /** The output to use for a checked call that `device` answered with `output`. */
-  private async judge(c: Check, device: Device, output: Float32Array): Promise<Float32Array> {
+  /** The output to use for a checked call that `device` answered with `output`, and who computed it (device absent: the base station). */
+  private async judge(c: Check, device: Device, output: Float32Array): Promise<{ output: Float32Array; device: string | undefined }> {
     this.verified++;
     // a replica that failed, or that the call failed over to, gives no second opinion: the base station does
     const replica = c.replica && c.replica.device !== device ? await c.replica.output : null;
-    if (replica && !resultMismatch(output, replica, this.opts.hidden, this.opts.tolerance)) return output;
+    if (replica && !resultMismatch(output, replica, this.opts.hidden, this.opts.tolerance)) return { output, device: device.name };
     // the base station referees: each result that disagrees with its own is found out
     const own = this.own(c.call);
     const deviceRight = this.agrees(device, output, own, c.call);
     const replicaRight = replica !== null && this.agrees(c.replica!.device, replica, own, c.call);
-    return deviceRight ? output : replicaRight ? replica : own;
+    return deviceRight ? { output, device: device.name } : replicaRight ? { output: replica, device: c.replica!.device.name } : { output: own, device: undefined };
   }
 
   /** Whether `output` agrees with the base station's `own`; a device whose result does not is taken out of service. */

@@ -1,6 +1,8 @@
 // The dashboard page in headless chromium against a real `serve --local-devices 4` (every device its own
 // process, links emulated, MoNDE's hot experts at the BS): the topology shows the four devices; the
-// playground streams a completion with an API key; the placement marks the experts the BS holds; the admin's policy control lowers the experts per token the page shows; a killed device turns failed
+// playground streams a completion with an API key, and a token hovered or focused shows its experts per
+// layer and their devices; the placement marks the experts the BS holds; the admin's policy control
+// lowers the experts per token the page shows; a killed device turns failed
 // on the page; a view key gets the views without the controls (the server refuses it there too), and no
 // key gets nothing. The run writes the page's screenshots (desktop and narrow) into docs/web/.
 import { test } from "node:test";
@@ -34,6 +36,8 @@ const showsCell = async (tab: Page) => (await tab.locator(".device[data-device]"
 const expertsPerToken = async (tab: Page) => Number((await tab.getAttribute("#experts-per-token", "data-value")) || NaN);
 
 async function complete(tab: Page): Promise<string> {
+  // marked first, so a click that submits nothing cannot pass for a completion that ended
+  await tab.evaluate(() => void (document.getElementById("completion")!.dataset.done = "not started"));
   await tab.click("#prompt-form button");
   await until(async () => (await tab.getAttribute("#completion", "data-done")) === "true" || (await tab.getAttribute("#completion", "class")) === "error", "the completion to end");
   assert.notEqual(await tab.getAttribute("#completion", "class"), "error", (await tab.textContent("#completion")) ?? "");
@@ -76,6 +80,15 @@ test("dashboard page against serve --local-devices 4: topology, playground, poli
     const user = await openWith(() => browser.context.newPage(), base, API_KEY);
     await until(() => showsCell(user), "the user's topology");
     assert.ok((await complete(user)).length > 0, "the completion has text");
+    // a token hovered (one that shows: a control character has no width), then one focused: its experts per layer (top-2 of 4 here), each with the device that computed it
+    const run = String.raw`[0-3] \(\d\.\d\d\) local-[0-3]`;
+    const routed = new RegExp(`^(token \\d+layer 0: ${run} · ${run}layer 1: ${run} · ${run})+$`);
+    assert.equal(await user.isVisible("#token-info"), false);
+    await user.hover("#completion .token:visible >> nth=0");
+    await until(() => user.isVisible("#token-info"), "the token's routing on hover");
+    assert.match((await user.textContent("#token-info")) ?? "", routed);
+    await user.focus("#completion .token >> nth=-1");
+    assert.match((await user.textContent("#token-info")) ?? "", routed);
     await until(async () => (await expertsPerToken(admin)) === 2, "top-k: 2 experts per token on the page");
     await until(async () => Number(await admin.getAttribute("#bs-experts", "data-value")) > 0 && (await admin.isVisible("#bs-legend")), "the BS's own experts marked on the placement");
     assert.equal(await user.isVisible("#controls"), false, "no controls for an API key");
