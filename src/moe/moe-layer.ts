@@ -102,7 +102,7 @@ export class MoeBlock {
 
   /**
    * out[rows][hidden] = MoE(h) for layer `layer`; h is the post-attention-norm activation. `taps`: rows
-   * whose routing a sequence asked for (null: none, and the layer may run as one job).
+   * whose routing a sequence asked for (null: none); they do not keep the layer from running as one job.
    */
   async forward(layer: number, w: LayerWeights, h: Tensor, out: Tensor, rows: number, step: number, positions: ArrayLike<number>, taps: readonly StepTap[] | null = null): Promise<void> {
     const { backend, cfg } = this;
@@ -110,7 +110,8 @@ export class MoeBlock {
     const bufs = this.bufs.take(rows);
     const [logitsBuf, sharedOut] = bufs as [Tensor, Tensor];
     try {
-      if (!taps && this.asOneJob(layer, w, h, out, rows, step)) {
+      if (this.asOneJob(layer, w, h, out, rows, step)) {
+        if (taps) this.tapOneJob(layer, w, h, rows, taps, logitsBuf);
         if (w.shared) this.addSharedExpert(w, h, out, rows, logitsBuf, sharedOut);
         return;
       }
@@ -160,6 +161,20 @@ export class MoeBlock {
     } finally {
       this.bufs.give(rows, bufs);
     }
+  }
+
+  /**
+   * The taps of a layer that ran as one job: the model's own top-k, from the router's output computed again
+   * (a matmul of the router, small beside the experts), every expert here. The step's other rows keep
+   * their one job, so a request that asks for its routing changes neither the output nor the path of the
+   * requests batched with it.
+   */
+  private tapOneJob(layer: number, w: LayerWeights, h: Tensor, rows: number, taps: readonly StepTap[], logitsBuf: Tensor): void {
+    const E = this.cfg.experts;
+    this.backend.matmul(logitsBuf, h, w.router!, rows);
+    const logits = this.backend.f32(logitsBuf, 0, rows * E).slice();
+    const decision = selectTopK({ layer, rows, experts: E, logits, probs: routerProbabilities(logits, rows, E) }, { topK: this.cfg.topK, normalize: this.cfg.normTopK });
+    for (const { row, tap } of taps) tap.record(layerRouting(layer, decision, row, () => BASE_STATION));
   }
 
   /**

@@ -1,7 +1,8 @@
 // Per-token routing through the completion API (distmoe.routing) on a real hub with two device
 // processes: each token's experts per layer are the model's top-k for the row that produced it (as a
 // single-process engine's routing trace has them), each named with a device that holds it; without the
-// flag nothing is added; a bad flag is a 400; two concurrent requests each get their own tokens' routing.
+// flag nothing is added; a bad flag is a 400; two concurrent requests each get their own tokens' routing; on one
+// process a routed request keeps the one-job MoE layers for itself and the plain requests batched with it.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { Server } from "node:http";
@@ -126,24 +127,41 @@ test("distmoe.routing: per token, the top-k experts of each layer and the device
   }
 });
 
-test("routing on one process: each expert named the base station; only the steps of a request that asks leave the one-job MoE layers", async () => {
+test("routing on one process: each expert named the base station; a request that asks keeps the one-job MoE layers, and so do the requests batched with it", async () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-routing-"));
   try {
     initModel({ arch: "MixtralForCausalLM", out: dir, layers: 2, hidden: 64, experts: 4, topK: 2, seed: 5 });
     const engine = Engine.load(dir, { threads: 1 });
     try {
       const prompt = engine.tokenizer.encode("hello there", true);
+      const other = engine.tokenizer.encode("the patient one waits", true);
+      const maxTokens = 6;
       const oneJob = () => engine.model.expertStats.oneJobLayers;
-      const before = oneJob();
-      const routed = await engine.generate(prompt, { temperature: 0, maxTokens: 4, routing: true });
-      assert.equal(oneJob(), before, "no one-job layer in a step with a tap");
+      const routed = await engine.generate(prompt, { temperature: 0, maxTokens, routing: true });
       assert.deepEqual(routed.routing!.map((t) => t.token), routed.tokens);
       for (const t of routed.routing!) assert.deepEqual(t.layers.map((l) => l.layer), [0, 1]);
       for (const t of routed.routing!) for (const l of t.layers) assert.deepEqual(l.experts.map((x) => [x.device, typeof x.expert]), [[BASE_STATION, "number"], [BASE_STATION, "number"]]);
-      const plain = await engine.generate(prompt, { temperature: 0, maxTokens: 4 });
+      const plain = await engine.generate(prompt, { temperature: 0, maxTokens });
       assert.equal(plain.routing, undefined);
       assert.deepEqual(plain.tokens, routed.tokens, "the same tokens either way");
-      if (engine.backend.moeTopK) assert.ok(oneJob() > before, "a request without routing keeps the one-job layers");
+      const plainOther = await engine.generate(other, { temperature: 0, maxTokens });
+
+      // a routed request and a plain one in the same steps: the plain one's tokens and path are its own, the routed one's routing as alone
+      let before = oneJob();
+      await Promise.all([engine.generate(prompt, { temperature: 0, maxTokens }), engine.generate(other, { temperature: 0, maxTokens })]);
+      const plainPair = oneJob() - before;
+      before = oneJob();
+      const [routedMixed, plainMixed] = await Promise.all([engine.generate(prompt, { temperature: 0, maxTokens, routing: true }), engine.generate(other, { temperature: 0, maxTokens })]);
+      assert.deepEqual(plainMixed.tokens, plainOther.tokens);
+      assert.deepEqual(routedMixed.tokens, routed.tokens);
+      routedMixed.routing!.forEach((t, i) =>
+        t.layers.forEach((l, j) => {
+          const alone = routed.routing![i]!.layers[j]!;
+          assert.deepEqual(l.experts.map((x) => x.expert), alone.experts.map((x) => x.expert), `token ${i} layer ${l.layer}: the experts it had alone`);
+          l.experts.forEach((x, k) => assert.ok(Math.abs(x.weight - alone.experts[k]!.weight) < 2e-3, `token ${i} layer ${l.layer}: weight ${x.weight} vs ${alone.experts[k]!.weight}`));
+        }),
+      );
+      if (engine.backend.moeTopK) assert.ok(plainPair > 2 && oneJob() - before === plainPair, `the pair ran ${oneJob() - before} one-job layers, as two plain requests do (${plainPair})`);
     } finally {
       engine.close();
     }
