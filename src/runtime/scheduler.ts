@@ -62,7 +62,7 @@ export interface GenerationResult {
   decodeSteps: number;
   experts: ExpertUsage;
   latency: TokenLatency;
-  /** per token of `tokens`, the experts that ran to produce it (only when the request asked for routing) */
+  /** per token of `tokens`, the experts that ran to produce it (only when the request asked for routing and took no pieces: theirs carried it) */
   routing?: TokenRouting[];
 }
 
@@ -103,10 +103,12 @@ class Sequence {
   text = "";
   emitted = 0;
   stopReason: GenerationResult["stopReason"] | null = null;
-  /** when the request asked for its routing: the tap its rows are watched by, each token's routing, and how many were given with a piece */
+  /**
+   * when the request asked for its routing: the tap its rows are watched by, and its tokens' routing not
+   * given with a piece yet (a request that takes pieces keeps none it was given: a long stream holds a piece's)
+   */
   readonly tap: RoutingTap | null;
-  readonly routing: TokenRouting[] = [];
-  routingGiven = 0;
+  routing: TokenRouting[] = [];
 
   constructor(
     readonly req: Request,
@@ -275,9 +277,9 @@ export class Scheduler {
    * the last piece; the `last` piece goes out with no text too when some tokens' routing is not given yet.
    */
   private emit(s: Sequence, upTo: number, token: number, last = false): void {
-    if (upTo <= s.emitted && !(last && s.routingGiven < s.routing.length)) return;
-    const routing = s.tap ? s.routing.slice(s.routingGiven) : undefined;
-    s.routingGiven = s.routing.length;
+    if (upTo <= s.emitted && !(last && s.req.onText && s.routing.length > 0)) return;
+    const routing = s.tap && s.req.onText ? s.routing : undefined;
+    if (routing) s.routing = [];
     s.req.onText?.(s.text.slice(s.emitted, upTo), token, routing);
     s.emitted = Math.max(s.emitted, upTo);
   }
@@ -307,7 +309,7 @@ export class Scheduler {
       prefillMs: s.prefillMs,
       decodeMs: s.decodeStart > 0 ? performance.now() - s.decodeStart : 0,
       decodeSteps: s.decodeSteps,
-      ...(s.tap && { routing: s.routing }),
+      ...(s.tap && !s.req.onText && { routing: s.routing }),
       latency: Object.fromEntries(Object.entries(s.latency).map(([k, v]) => [k, s.decodeSteps > 0 ? v / s.decodeSteps : 0])) as unknown as TokenLatency,
       experts: {
         calls: now.calls - b.calls,

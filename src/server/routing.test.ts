@@ -146,6 +146,12 @@ test("routing on one process: each expert named the base station; a request that
       assert.deepEqual(plain.tokens, routed.tokens, "the same tokens either way");
       const plainOther = await engine.generate(other, { temperature: 0, maxTokens });
 
+      // streamed: the pieces carry every token's routing, and the sequence keeps none it gave (a long stream's routing is not held to its end)
+      const pieces: TokenRouting[] = [];
+      const streamed = await engine.generate(prompt, { temperature: 0, maxTokens, routing: true }, (_text, _token, routing) => pieces.push(...(routing ?? [])));
+      assert.deepEqual(pieces.map((t) => t.token), routed.tokens);
+      assert.equal(streamed.routing, undefined, "a streamed request's result holds no routing: its pieces had it");
+
       // a routed request and a plain one in the same steps: the plain one's tokens and path are its own, the routed one's routing as alone
       let before = oneJob();
       await Promise.all([engine.generate(prompt, { temperature: 0, maxTokens }), engine.generate(other, { temperature: 0, maxTokens })]);
