@@ -91,11 +91,13 @@ export function addPolicyOptions(cmd: Command, names: readonly PolicyName[], abo
   return cmd
     .addOption(new Option("--policy <name>", about).choices(names as string[]).default("topk"))
     .option("--theta <x>", theta, unitTheta)
-    .option("--budget <ms>", "deadline: each token's latency budget for its expert round trips, ms", nonNegativeNumber);
+    .option("--budget <ms>", "deadline: each token's latency budget for its expert round trips, ms", positiveNumber);
 }
 
-/** The policy the options name; wlr and joint without --theta take θ = 0.3. */
+/** The policy the options name; wlr and joint without --theta take θ = 0.3. A knob of another policy is refused: it would do nothing. */
 export function policySpec(o: PolicyCliOptions): PolicySpec {
+  if (o.theta !== undefined && o.policy !== "wlr" && o.policy !== "joint") throw new Error(`--theta is wlr's knob (and joint's): with --policy ${o.policy} it would do nothing`);
+  if (o.budget !== undefined && o.policy !== "deadline") throw new Error(`--budget is the deadline policy's knob: with --policy ${o.policy} it would do nothing`);
   return { name: o.policy, theta: o.theta ?? (o.policy === "wlr" || o.policy === "joint" ? 0.3 : undefined), budgetMs: o.budget };
 }
 

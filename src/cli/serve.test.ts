@@ -39,6 +39,10 @@ test("serve: a port in use or a bad model ends the BS with one clear line and a 
       [["--model", dir, "--port", "0", "--verify-rate", "0.1"], /--verify-rate checks the devices' results: give --devices N or --local-devices N/],
       [["--model", dir, "--port", "0", "--local-devices", "1", "--browser-devices"], /--browser-devices admits browser tabs among the devices the BS waits for: give --devices N/],
       [["--model", dir, "--port", "0", "--policy", "deadline"], /the deadline policy needs --budget/],
+      // a knob without its policy would be ignored: the careless `serve --theta 0.5` runs top-k
+      [["--model", dir, "--port", "0", "--theta", "0.5"], /--theta is wlr's knob \(and joint's\): with --policy topk it would do nothing/],
+      [["--model", dir, "--port", "0", "--policy", "wlr", "--budget", "20"], /--budget is the deadline policy's knob: with --policy wlr it would do nothing/],
+      [["--model", dir, "--port", "0", "--policy", "deadline", "--budget", "0"], /--budget.*expected a number above 0, got "0"/],
       // joint splits a cell's band, which a serving BS does not model
       [["--model", dir, "--port", "0", "--policy", "joint"], /--policy.*Allowed choices are topk, wlr, deadline/],
       [["--model", dir, "--port", "0", "--local-devices", "1", "--bs-budget", "1.5"], /--bs-budget.*expected a share of the experts such as 25% or 0\.25, got "1\.5"/],
