@@ -58,13 +58,22 @@ export function budgetExperts(cfg: ModelConfig, fraction: number): { experts: nu
   return { experts, of };
 }
 
+/**
+ * The near tier's speed: the slowest device's, per rate. A device's rates are its own claim: one of 0 (which
+ * the cost model prices as free) would make the slowest device the fastest, so only rates above 0 count.
+ */
+export function nearSpeed(devices: readonly DeviceSpeed[]): DeviceSpeed {
+  const slowest = (rates: number[]) => Math.min(...rates.filter((r) => r > 0));
+  return { gflops: slowest(devices.map((d) => d.gflops)), readGbps: slowest(devices.map((d) => d.readGbps)) };
+}
+
 /** The tiers over `hub`, whose devices must be placed (hub.start resolved). */
 export async function hubTiers(hub: DeviceHub, cfg: ModelConfig, o: HubTierOptions): Promise<HubTiers> {
   const budget = budgetExperts(cfg, o.budgetFraction);
   const layer = cfg.sparseLayers.indexOf(true);
   const speeds = hub.placed.map((name) => hub.capabilitiesOf(name)).filter((c) => c !== undefined);
   if (speeds.length === 0) throw new Error("MoNDE's near tier needs placed devices: set the tiers up once the hub has started");
-  const near = { gflops: Math.min(...speeds.map((c) => c.gflops)), readGbps: Math.min(...speeds.map((c) => c.readGbps)) };
+  const near = nearSpeed(speeds);
   const link = o.link && o.link.downBps > 0 ? { gbps: o.link.downBps / 8e9, delayMs: o.link.delayMs, emulated: true } : { ...(await measureLink(hub, layer, cfg.hidden)), emulated: false };
   const store = o.store ? (o.storeGbps !== undefined ? { gbps: o.storeGbps, delayMs: 0 } : await measureStore(o.store, layer)) : null;
   const expert = expertWork(cfg, o.weightDType);

@@ -4,6 +4,7 @@ import { planTiers, TIER_POLICIES } from "../policies/tiers.js";
 import { Random } from "../util/random.js";
 import { breakEvenTokens, copyMs, paybackCalls, planTime, tierCosts, tierPricing } from "./cost-model.js";
 import { ExpertCache } from "./expert-cache.js";
+import { nearSpeed } from "./hub-tiers.js";
 import { LoadWindow } from "./load-window.js";
 
 // brown-moe's expert in bf16 (3 × 256 × 512), a link of 1 GB/s, a fast tier computing 10× faster than the near one
@@ -101,4 +102,9 @@ test("the load window counts the last `window` steps only", () => {
   assert.equal(w.load(1, 2), 0);
   assert.equal(w.load(0, 2), 0);
   assert.throws(() => new LoadWindow(1, 1, 0), /whole number of steps/);
+});
+
+test("the near tier's speed is the slowest device's; a device that claims a rate of 0 does not make the near tier free", () => {
+  assert.deepEqual(nearSpeed([{ gflops: 40, readGbps: 8 }, { gflops: 10, readGbps: 20 }]), { gflops: 10, readGbps: 8 });
+  assert.deepEqual(nearSpeed([{ gflops: 0, readGbps: 0 }, { gflops: 10, readGbps: 20 }]), { gflops: 10, readGbps: 20 });
 });
