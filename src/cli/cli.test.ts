@@ -6,7 +6,8 @@ import { mkdtempSync, rmSync, writeFileSync, readFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { REPO_ROOT } from "../testing/shared.js";
-import { byteSize } from "./options.js";
+import { makePolicy } from "../policies/registry.js";
+import { byteSize, unitTheta } from "./options.js";
 
 const BIN = path.join(REPO_ROOT, "bin/distmoe.js");
 
@@ -91,4 +92,12 @@ test("sizes such as --memory 2GiB are read in bytes; anything else is refused", 
   assert.equal(byteSize("1.5GB"), 1.5e9);
   assert.equal(byteSize("4096"), 4096);
   assert.throws(() => byteSize("lots"), /expected a size such as 512MiB or 2GiB, got "lots"/);
+});
+
+test("--theta takes wlr's whole range [0, 1], as /admin/policy does; joint refuses 1 itself", () => {
+  assert.equal(unitTheta("1"), 1);
+  assert.equal(unitTheta("0"), 0);
+  assert.throws(() => unitTheta("1.01"), /expected a number in \[0, 1\], got "1.01"/);
+  assert.throws(() => unitTheta("x"), /expected a number in \[0, 1\]/);
+  assert.throws(() => makePolicy({ name: "joint", theta: 1 }, 1), /joint: theta must be in \[0, 1\), got 1/);
 });

@@ -57,10 +57,10 @@ export function positiveNumber(v: string): number {
   return n;
 }
 
-/** A policy knob θ in [0, 1). */
+/** A policy knob θ in [0, 1] (wlr's range, as /admin/policy takes it; joint refuses 1 itself). */
 export function unitTheta(v: string): number {
   const n = Number(v);
-  if (!(n >= 0 && n < 1)) throw new InvalidArgumentError(`expected a number in [0, 1), got "${v}"`);
+  if (!(n >= 0 && n <= 1)) throw new InvalidArgumentError(`expected a number in [0, 1], got "${v}"`);
   return n;
 }
 
