@@ -15,6 +15,13 @@ import type { SamplingParams } from "./schemas.js";
 
 /** Completions without max_tokens stop here (OpenAI's default); chat runs to the end of the context. */
 const COMPLETION_MAX_TOKENS_DEFAULT = 16;
+/**
+ * An answer not streamed holds every token's routing (distmoe.routing) until it is sent: at most this many
+ * tokens, some MB for a large model (a layer's entry lists up to MAX_EXPERTS_LISTED experts), so a long
+ * context cannot make one request hold hundreds of MB, or a body beyond what JSON.stringify can write.
+ * A streamed answer gives each token's routing away with its text and has no such bound.
+ */
+export const ROUTED_TOKENS_HELD_MAX = 4096;
 
 export interface GenerationContext {
   engine: Engine;
@@ -73,6 +80,9 @@ export function generate(c: Context, g: GenerationContext, kind: "text" | "chat"
   const maxTokens = p.maxTokens ?? (kind === "text" ? Math.min(COMPLETION_MAX_TOKENS_DEFAULT, room) : room);
   if (maxTokens > room) {
     throw new ApiError(400, `the context holds ${ctx} tokens; the prompt has ${prompt.length} and max_tokens asks for ${maxTokens} more (at most ${room})`, "invalid_request_error", { param: "max_tokens" });
+  }
+  if (p.routing && !p.stream && maxTokens > ROUTED_TOKENS_HELD_MAX) {
+    throw new ApiError(400, `distmoe.routing without "stream" holds every token's routing until the answer is sent: at most ${ROUTED_TOKENS_HELD_MAX} tokens, and max_tokens is ${p.maxTokens ?? `the context's room, ${maxTokens}`}; ask for fewer, or stream the answer`, "invalid_request_error", { param: "max_tokens" });
   }
 
   const id = `${kind === "chat" ? "chatcmpl" : "cmpl"}-${randomUUID()}`;

@@ -17,6 +17,7 @@ import type { RoutingRecord } from "../moe/trace.js";
 import { Engine } from "../runtime/engine.js";
 import { startLocalCluster } from "../runtime/local-cluster.js";
 import { createApp } from "./app.js";
+import { ROUTED_TOKENS_HELD_MAX } from "./completions.js";
 import { ServerMetrics } from "./metrics.js";
 
 /** Per generated token, per layer, expert → gate weight: the last row of each step of a greedy run on one process. */
@@ -169,6 +170,42 @@ test("routing on one process: each expert named the base station; a request that
       );
       if (engine.backend.moeTopK) assert.ok(plainPair > 2 && oneJob() - before === plainPair, `the pair ran ${oneJob() - before} one-job layers, as two plain requests do (${plainPair})`);
     } finally {
+      engine.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("an answer not streamed holds its routing to the end: at most ROUTED_TOKENS_HELD_MAX tokens of it (a 400 beyond, the default chat length included); streamed, the same length is served", async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-routing-"));
+  try {
+    initModel({ arch: "MixtralForCausalLM", out: dir, layers: 1, hidden: 32, experts: 2, topK: 1, seed: 5, maxPositions: 2 * ROUTED_TOKENS_HELD_MAX });
+    const engine = Engine.load(dir, { threads: 1, contextLength: 2 * ROUTED_TOKENS_HELD_MAX });
+    const app = createApp({ engine: () => engine, modelName: "tiny", metrics: new ServerMetrics(() => engine.scheduler.depth, () => engine.expertUsage()) });
+    const server = createAdaptorServer({ fetch: app.fetch }) as Server;
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const post = (route: string, body: unknown, signal?: AbortSignal) => fetch(base + route, { method: "POST", signal, headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+    try {
+      const over = ROUTED_TOKENS_HELD_MAX + 1;
+      let r = await post("/v1/completions", { prompt: "hi", max_tokens: over, distmoe: { routing: true } });
+      assert.equal(r.status, 400);
+      const e = (await r.json()).error;
+      assert.equal(e.param, "max_tokens");
+      assert.match(e.message, new RegExp(`at most ${ROUTED_TOKENS_HELD_MAX} tokens, and max_tokens is ${over}; ask for fewer, or stream the answer`));
+      r = await post("/v1/chat/completions", { messages: [{ role: "user", content: "hi" }], distmoe: { routing: true } });
+      assert.equal(r.status, 400, "chat without max_tokens runs to the end of the context");
+      assert.match((await r.json()).error.message, /max_tokens is the context's room, \d+/);
+      // streamed, it is admitted (and left at once)
+      const left = new AbortController();
+      r = await post("/v1/completions", { prompt: "hi", max_tokens: over, stream: true, distmoe: { routing: true } }, left.signal);
+      assert.equal(r.status, 200);
+      left.abort();
+      await r.body?.cancel().catch(() => undefined);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
       engine.close();
     }
   } finally {
