@@ -120,6 +120,7 @@ export function addTierOptions(cmd: Command): Command {
 /** The BS's tiers the options ask for, or undefined without --bs-budget. */
 export function tierSpec(o: TierCliOptions): BsTierSpec | undefined {
   if ((o.bsStoreGbps?.length ?? 0) > 1) throw new Error("give --bs-store-gbps once (several only with eval --tier-sweep)");
+  if (o.bsBudget === undefined && o.bsStoreGbps !== undefined) throw new Error("--bs-store-gbps is the rate of the store the BS's hot experts are read from: without --bs-budget it would do nothing");
   return o.bsBudget === undefined ? undefined : { policy: o.tiers, budget: o.bsBudget, window: o.tierWindow, storeGbps: o.bsStoreGbps?.[0] };
 }
 

@@ -48,6 +48,7 @@ test("serve: a port in use or a bad model ends the BS with one clear line and a 
       [["--model", dir, "--port", "0", "--local-devices", "1", "--bs-budget", "1.5"], /--bs-budget.*expected a share of the experts such as 25% or 0\.25, got "1\.5"/],
       [["--model", dir, "--port", "0", "--local-devices", "1", "--bs-budget", "0.1"], /--bs-budget: a budget of 10\.0 % of the 8 experts holds none: the fast tier needs room for one at least \(12\.5 %\)/],
       [["--model", dir, "--port", "0", "--bs-budget", "25%"], /--bs-budget keeps hot experts at the BS beside devices that hold them all: give --devices N or --local-devices N/],
+      [["--model", dir, "--port", "0", "--local-devices", "1", "--bs-store-gbps", "5"], /--bs-store-gbps is the rate of the store the BS's hot experts are read from: without --bs-budget it would do nothing/],
     ] as const) {
       const r = spawnSync(process.execPath, [BIN, "serve", ...args], { encoding: "utf8", timeout: 60_000 });
       assert.equal(r.status, 1, r.stderr);
