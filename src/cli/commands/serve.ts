@@ -211,7 +211,7 @@ export function serveCommand(): Command {
       if (hub) metrics.describeDevices(() => hub.status().devices);
       metrics.countEngineWork(() => engine?.work());
       if (tierAsk) metrics.countBsExperts(() => tiers?.resident() ?? null);
-      const policy = new LivePolicy(() => engine, hub && ((layer) => hub.expertLatencyMs(layer)));
+      const policy = new LivePolicy(() => engine, hub && ((layer) => hub.expertLatencyMs(layer)), startPolicy);
       const health = new Health();
       const feed = new DashboardFeed(dashboardSources({ modelName, metrics, engine: () => engine, hub, health, policy: () => policy.describe(), bsExperts: () => tiers?.resident() ?? null }), { log });
       /** the link a browser joins with, once the port is known (browser devices only) */

@@ -93,3 +93,9 @@ test("controls that are not there: no link emulation or browser devices is 404; 
   const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   for (const key of [undefined, API_KEY, ADMIN_KEY]) assert.equal((await request(base, "PUT", "/admin/policy", key, { name: "topk" })).status, 403);
 });
+
+test("the policy a base station starts with is described while its model loads; setting one before the engine exists is 503", () => {
+  const policy = new LivePolicy(() => undefined, null, { name: "wlr", theta: 0.5 });
+  assert.deepEqual([policy.current, policy.describe()], [{ name: "wlr", theta: 0.5 }, "wlr θ=0.5"]);
+  assert.throws(() => policy.set({ name: "topk" }), (e: Error & { status?: number }) => e.status === 503 && /still loading/.test(e.message));
+});

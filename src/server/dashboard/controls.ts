@@ -25,9 +25,8 @@ const MAX_BUDGET_MS = 60_000;
  * an equal one for all. joint needs a cell's radio state, which a serving base station does not model.
  */
 export class LivePolicy {
-  private spec: PolicySpec = { name: "topk" };
-
-  constructor(private readonly engine: () => Engine | undefined, private readonly latencyMs: ((layer: number) => Float64Array) | null) {}
+  /** `spec`: the policy to start with, described from the start; `set` puts it on the engine once that exists (serve does right after loading it). */
+  constructor(private readonly engine: () => Engine | undefined, private readonly latencyMs: ((layer: number) => Float64Array) | null, private spec: PolicySpec = { name: "topk" }) {}
 
   get current(): PolicySpec {
     return this.spec;

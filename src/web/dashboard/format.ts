@@ -1,4 +1,4 @@
-// How the page writes numbers: bit rates, bytes, milliseconds; "–" for absent.
+// How the page writes numbers (bit rates, bytes, milliseconds; "–" for absent) and text into HTML.
 
 export const DASH = "–";
 
@@ -23,3 +23,6 @@ export const num = (x: number | null, digits = 2): string => (x === null ? DASH 
 
 /** The colour of the k-th device in the placement and the lists. */
 export const deviceColour = (k: number): string => `hsl(${(k * 137.5) % 360} 60% 55%)`;
+
+/** Text for a string ECharts renders as HTML (its tooltips): device names are checked by the hub, and escaped here anyway. */
+export const html = (text: string): string => text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);

@@ -3,7 +3,7 @@
 import type { Snapshot } from "../../server/dashboard/snapshot.js";
 import { $ } from "./api.js";
 import { chartIn } from "./charts.js";
-import { deviceColour, DASH, num } from "./format.js";
+import { deviceColour, DASH, html, num } from "./format.js";
 
 /** Axis labels of a grid's rows (layers) or columns (experts), where one cell may cover several. */
 const labels = (cells: number, per: number, total: number) =>
@@ -29,7 +29,7 @@ export function gridViews(): (s: Snapshot) => void {
     const held = (bs: number) => (bs === 0 ? "" : perCell === 1 ? "; the BS holds it too" : `; the BS holds ${bs} of them too`);
     placement.setOption({
       ...base,
-      tooltip: { formatter: (p: { data: Cell }) => `layer ${yAxis.data[p.data.value[1]!]}, expert ${xAxis.data[p.data.value[0]!]}: ${p.data.hosts.map((h) => names[h]).join(", ") || "the base station"}${held(p.data.bs)}` },
+      tooltip: { formatter: (p: { data: Cell }) => `layer ${yAxis.data[p.data.value[1]!]}, expert ${xAxis.data[p.data.value[0]!]}: ${p.data.hosts.map((h) => html(names[h] ?? "")).join(", ") || "the base station"}${held(p.data.bs)}` },
       xAxis, yAxis,
       series: [{
         type: "heatmap",
