@@ -14,6 +14,7 @@ import type { ModelConfig } from "../model/config.js";
 import { expertWork } from "../model/work-shape.js";
 import type { TierPolicyName } from "../policies/tiers.js";
 import { wireBytes, type WireDType } from "../protocol/activations.js";
+import { Backoff } from "../runtime/backoff.js";
 import type { DeviceHub } from "../runtime/device-hub.js";
 import { tierCosts, type TierLink } from "./cost-model.js";
 import type { ExpertStore } from "./expert-store.js";
@@ -36,6 +37,8 @@ export interface HubTierOptions {
   storeGbps?: number;
   onLayer?: (r: TierLayerReport) => void;
   log?: (line: string) => void;
+  /** the pause before measuring the link again after a failed try, ms (default: backing off from 250 ms) */
+  linkPauseMs?: () => number;
 }
 
 export interface HubTiers {
@@ -67,6 +70,11 @@ export function nearSpeed(devices: readonly DeviceSpeed[]): DeviceSpeed {
   return { gflops: slowest(devices.map((d) => d.gflops)), readGbps: slowest(devices.map((d) => d.readGbps)) };
 }
 
+const backoff = () => {
+  const b = new Backoff({ firstMs: 250, capMs: 4000 });
+  return () => b.next();
+};
+
 /** The tiers over `hub`, whose devices must be placed (hub.start resolved). */
 export async function hubTiers(hub: DeviceHub, cfg: ModelConfig, o: HubTierOptions): Promise<HubTiers> {
   const budget = budgetExperts(cfg, o.budgetFraction);
@@ -74,7 +82,7 @@ export async function hubTiers(hub: DeviceHub, cfg: ModelConfig, o: HubTierOptio
   const speeds = hub.placed.map((name) => hub.capabilitiesOf(name)).filter((c) => c !== undefined);
   if (speeds.length === 0) throw new Error("MoNDE's near tier needs placed devices: set the tiers up once the hub has started");
   const near = nearSpeed(speeds);
-  const link = o.link && o.link.downBps > 0 ? { gbps: o.link.downBps / 8e9, delayMs: o.link.delayMs, emulated: true } : { ...(await measureLink(hub, layer, cfg.hidden)), emulated: false };
+  const link = o.link && o.link.downBps > 0 ? { gbps: o.link.downBps / 8e9, delayMs: o.link.delayMs, emulated: true } : { ...(await measureLink(hub, layer, cfg.hidden, o.linkPauseMs ?? backoff())), emulated: false };
   const store = o.store ? (o.storeGbps !== undefined ? { gbps: o.storeGbps, delayMs: 0 } : await measureStore(o.store, layer)) : null;
   const expert = expertWork(cfg, o.weightDType);
   const from = o.store;
@@ -110,16 +118,29 @@ async function measureStore(store: ExpertStore, layer: number): Promise<TierLink
   return { gbps: bytes / (Math.max(1e-3, ms) * 1e6), delayMs: 0 };
 }
 
-/** The devices' link as it is: its rate from copying an expert over it, its delay from one-row calls (best of three each). */
-async function measureLink(hub: DeviceHub, layer: number, hidden: number): Promise<TierLink> {
+/** Tries at measuring the devices' link before giving up (each sample taken again after a pause when it fails). */
+export const LINK_MEASURE_TRIES = 8;
+
+/**
+ * The devices' link as it is: its rate from copying an expert over it, its delay from one-row calls (best of
+ * three each). A sample that fails (a device leaving meanwhile, its experts not yet placed again) is taken
+ * again after a pause, up to LINK_MEASURE_TRIES tries in all.
+ */
+async function measureLink(hub: DeviceHub, layer: number, hidden: number, pauseMs: () => number): Promise<TierLink> {
   let copyMs = Infinity, bytes = 0, delayMs = Infinity;
-  for (let i = 0; i < 3; i++) {
-    const t0 = performance.now();
-    bytes = (await hub.pullExpert(layer, 0)).payload.length;
-    copyMs = Math.min(copyMs, performance.now() - t0);
-    const [call] = hub.executor.dispatch([{ layer, expert: 0, rows: 1, input: new Float32Array(hidden) }]);
-    const r = await call!;
-    delayMs = Math.min(delayMs, Math.max(0, r.roundTripMs - r.computeMs) / 2);
+  for (let tries = 1, taken = 0; taken < 3; tries++) {
+    try {
+      const t0 = performance.now();
+      const copied = (await hub.pullExpert(layer, 0)).payload.length;
+      const ms = performance.now() - t0;
+      const [call] = hub.executor.dispatch([{ layer, expert: 0, rows: 1, input: new Float32Array(hidden) }]);
+      const r = await call!;
+      [bytes, copyMs, delayMs] = [copied, Math.min(copyMs, ms), Math.min(delayMs, Math.max(0, r.roundTripMs - r.computeMs) / 2)];
+      taken++;
+    } catch (e) {
+      if (tries >= LINK_MEASURE_TRIES) throw new Error(`cannot measure the devices' link for MoNDE's cost model (${(e as Error).message}); give --link with a rate to model it instead`);
+      await new Promise((r) => setTimeout(r, pauseMs()));
+    }
   }
   return { gbps: bytes / (Math.max(1e-3, copyMs - 2 * delayMs) * 1e6), delayMs };
 }

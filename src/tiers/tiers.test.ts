@@ -4,7 +4,10 @@ import { planTiers, TIER_POLICIES } from "../policies/tiers.js";
 import { Random } from "../util/random.js";
 import { breakEvenTokens, copyMs, paybackCalls, planTime, tierCosts, tierPricing } from "./cost-model.js";
 import { ExpertCache } from "./expert-cache.js";
-import { nearSpeed } from "./hub-tiers.js";
+import { parseModelConfig } from "../model/config.js";
+import type { ExpertCall } from "../moe/executor.js";
+import type { DeviceHub } from "../runtime/device-hub.js";
+import { hubTiers, LINK_MEASURE_TRIES, nearSpeed } from "./hub-tiers.js";
 import { LoadWindow } from "./load-window.js";
 
 // brown-moe's expert in bf16 (3 × 256 × 512), a link of 1 GB/s, a fast tier computing 10× faster than the near one
@@ -107,4 +110,26 @@ test("the load window counts the last `window` steps only", () => {
 test("the near tier's speed is the slowest device's; a device that claims a rate of 0 does not make the near tier free", () => {
   assert.deepEqual(nearSpeed([{ gflops: 40, readGbps: 8 }, { gflops: 10, readGbps: 20 }]), { gflops: 10, readGbps: 8 });
   assert.deepEqual(nearSpeed([{ gflops: 0, readGbps: 0 }, { gflops: 10, readGbps: 20 }]), { gflops: 10, readGbps: 20 });
+});
+
+test("measuring the devices' link takes a failed sample again (a device leaving meanwhile), and gives up with what to do after LINK_MEASURE_TRIES", async () => {
+  const cfg = parseModelConfig({ architectures: ["MixtralForCausalLM"], vocab_size: 64, hidden_size: 16, intermediate_size: 32, num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 2, num_local_experts: 4, num_experts_per_tok: 2 }, "test");
+  /** a hub whose first `failing` copies fail, as when the device holding the expert has just left */
+  const hub = (failing: number) => {
+    let copies = 0;
+    return {
+      placed: ["d0"],
+      capabilitiesOf: () => ({ gflops: 10, readGbps: 5 }),
+      pullExpert: async () => {
+        if (copies++ < failing) throw new Error("no ready device holds expert 0 of layer 0");
+        return { payload: new Uint8Array(4096) };
+      },
+      executor: { dispatch: (calls: readonly ExpertCall[]) => calls.map((c) => Promise.resolve({ output: new Float32Array(c.rows * 16), computeMs: 0.1, roundTripMs: 0.3 })) },
+    } as unknown as DeviceHub;
+  };
+  const opts = { policy: "monde" as const, budgetFraction: 0.25, window: 8, weightDType: "f32" as const, wireDType: "f32" as const, link: null, store: null, linkPauseMs: () => 0 };
+  const tiers = await hubTiers(hub(2), cfg, opts);
+  assert.equal(tiers.link.emulated, false);
+  assert.ok(tiers.link.gbps > 0 && Math.abs(tiers.link.delayMs - 0.1) < 1e-9, `measured ${JSON.stringify(tiers.link)}`);
+  await assert.rejects(hubTiers(hub(LINK_MEASURE_TRIES), cfg, opts), /cannot measure the devices' link .*no ready device.*give --link with a rate/);
 });
