@@ -11,7 +11,7 @@
 //        (after npm run build)
 import { parseArgs } from "node:util";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { ensureLlamaCppTools } from "./llama-cpp/build.mjs";
@@ -46,6 +46,7 @@ if (a["decode-only"]) {
 if (!a.model) fail("usage: node scripts/perf-vs-llamacpp.mjs --model FILE.gguf [--threads 2] [--tokens 600] [--context 256] [--top 14]");
 for (const [k, v] of [["threads", a.threads], ["tokens", a.tokens], ["context", a.context], ["top", a.top]]) if (!(Number.isInteger(Number(v)) && Number(v) >= 1)) fail(`--${k} is a positive integer, got "${v}"`);
 if (Number(a.context) + Number(a.tokens) >= 4096) fail("--context + --tokens must stay below 4096 (the engine's context)");
+if (!existsSync(a.model)) fail(`no model file ${a.model}`);
 if (spawnSync("perf", ["--version"]).status !== 0) fail("needs perf on the PATH (Debian: apt-get install linux-perf)");
 const tools = await ensureLlamaCppTools(["llama-bench"]).catch((e) => fail(e.message));
 
@@ -54,7 +55,11 @@ const dir = mkdtempSync(path.join(os.tmpdir(), "distmoe-perf-"));
 function profile(name, cmd, args) {
   const data = path.join(dir, `${name}.data`);
   const run = spawnSync("perf", ["record", "-F", "999", "-o", data, "--", cmd, ...args], { encoding: "utf8", maxBuffer: 64 << 20 });
-  if (run.status !== 0) fail(`${name}: perf record failed: ${run.stderr.trim().split("\n").slice(-3).join(" ")}`);
+  if (run.status !== 0) {
+    // the profiled command's own error, not perf's lines about the samples it wrote
+    const lines = run.stderr.trim().split("\n").filter((l) => !/^\[ perf record:/.test(l));
+    fail(`${name} failed under perf: ${(lines.find((l) => /error/i.test(l)) ?? lines.at(-1) ?? "").trim()}`);
+  }
   const report = (sort) =>
     spawnSync("perf", ["report", "-i", data, "--sort", sort, "--stdio"], { encoding: "utf8", maxBuffer: 64 << 20 })
       .stdout.split("\n")
