@@ -58,7 +58,7 @@ function profile(name, cmd, args) {
   if (run.status !== 0) {
     // the profiled command's own error, not perf's lines about the samples it wrote
     const lines = run.stderr.trim().split("\n").filter((l) => !/^\[ perf record:/.test(l));
-    fail(`${name} failed under perf: ${(lines.find((l) => /error/i.test(l)) ?? lines.at(-1) ?? "").trim()}`);
+    fail(`${name} failed under perf: ${(lines.find((l) => /^\s*\w*Error: /.test(l)) ?? lines.find((l) => /error/i.test(l)) ?? lines.at(-1) ?? "").trim()}`);
   }
   const report = (sort) =>
     spawnSync("perf", ["report", "-i", data, "--sort", sort, "--stdio"], { encoding: "utf8", maxBuffer: 64 << 20 })
