@@ -18,6 +18,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { deviceChildren } from "../dist/testing/cli-process.js";
+import { until as waitUntil } from "../dist/testing/until.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const { values: a } = parseArgs({
@@ -46,14 +47,8 @@ let log = "";
 bs.stderr.on("data", (d) => (log += d));
 const exited = new Promise((r) => bs.once("exit", r));
 
-/** Waits for `f` to give a value, polling every `everyMs`; fails after a minute with the server's log. */
-async function until(f, what, everyMs = 100) {
-  for (const end = Date.now() + 60_000; Date.now() < end; await new Promise((r) => setTimeout(r, everyMs))) {
-    const v = await f();
-    if (v) return v;
-  }
-  throw new Error(`waited a minute for ${what}; the base station said:\n${log}`);
-}
+/** Waits for `f` to give a value (polling every 10 ms); fails after a minute with the server's log. */
+const until = (f, what) => waitUntil(f, what).catch((e) => Promise.reject(new Error(`${e.message}; the base station said:\n${log}`)));
 
 const port = await until(() => /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(log)?.[1], "the base station to listen");
 const base = `http://127.0.0.1:${port}`;
@@ -127,7 +122,7 @@ try {
       if (!pid) throw new Error(`no process for ${name}`);
       const t0 = performance.now();
       process.kill(pid, "SIGKILL");
-      await until(() => state() === "failed", `${name} shown failed`, 10);
+      await until(() => state() === "failed", `${name} shown failed`);
       failedMs.push(performance.now() - t0);
       process.stderr.write(`kill ${k + 1}/${KILLS}: ${name} shown failed after ${failedMs.at(-1).toFixed(0)} ms\n`);
     }
