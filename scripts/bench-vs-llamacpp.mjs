@@ -36,9 +36,12 @@
 // converts K-quants to q8 at load (its load log says so; the table's "distmoe weights" column shows it).
 //
 // Usage: node scripts/bench-vs-llamacpp.mjs [--models brown-moe,mixtral-734m|FILE.gguf,...] [--dtypes bf16,q8_0,f32,q4_K_M]
-//        [--threads 2[,4]] [--rounds 3] [--repeats 3] [--backend native,wasm] [--llama-passive] [--quick] [--cache DIR]
+//        [--threads 2[,4]] [--rounds 3] [--repeats 3] [--backend native,native-local,wasm] [--llama-passive] [--quick] [--cache DIR]
 //        [--out docs/bench/vs-llamacpp.json]   (after npm run build)
 // --backend passes `--backend B` to distmoe once per named backend; without it distmoe runs its default.
+//   native: ggml's prebuilt libraries from the npm package (DISTMOE_GGML_DIR=prebuilt), what an install runs;
+//   native-local: the same ggml source built for this CPU like llama-bench (npm run build-ggml, done here when
+//   missing), so that both engines run the same kernels compiled the same way.
 // --llama-passive: llama-bench's OpenMP threads sleep instead of spinning while they wait (OMP_WAIT_POLICY=passive):
 //   not llama.cpp's default, but on a machine other processes share, its spinning 2-thread figures collapse
 //   (brown-moe q8_0 decode here at load 4–6 on 2 CPUs: 15 tok/s spinning, 373 passive, 807 on 1 thread).
@@ -49,7 +52,7 @@ import { existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { cacheRoot, ensureLlamaCppTools } from "./llama-cpp/build.mjs";
+import { cacheRoot, ensureLlamaCppTools, ensureLocalGgml } from "./llama-cpp/build.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 if (!existsSync(path.join(root, "dist/model/gguf.js"))) {
@@ -93,7 +96,7 @@ const promptTokens = posInt("prompt-tokens", a["prompt-tokens"]), decodeTokens =
 const wantDtypes = a.dtypes?.split(",") ?? (a.quick ? ["bf16", "q8_0"] : undefined);
 const modelNames = a.quick && a.models === "brown-moe,mixtral-734m" ? ["brown-moe"] : a.models.split(",");
 const backends = a.backend ? a.backend.split(",") : [undefined];
-for (const b of backends) if (b !== undefined && b !== "native" && b !== "wasm") fail(`--backend: expected native and/or wasm, got "${b}"`);
+for (const b of backends) if (b !== undefined && !["native", "native-local", "wasm"].includes(b)) fail(`--backend: expected native, native-local and/or wasm, got "${b}"`);
 
 function runTool(cmd, args, what, env = process.env) {
   const r = spawnSync(cmd, args, { encoding: "utf8", maxBuffer: 64 << 20, env });
@@ -113,6 +116,9 @@ if (backends.some((b) => b !== undefined) && !hasBackendOption) {
 
 // ---- model files ------------------------------------------------------------------------------------------
 const tools = await ensureLlamaCppTools(["llama-bench", "llama-quantize"]).catch((e) => fail(e.message));
+// native: ggml as the npm package ships it prebuilt (what an install gets); native-local: the same ggml source
+// built for this CPU as llama-bench is (npm run build-ggml), so both engines run identically compiled kernels
+const ggmlDirs = { native: "prebuilt", "native-local": backends.includes("native-local") ? await ensureLocalGgml().catch((e) => fail(e.message)) : undefined };
 say(`llama.cpp ${tools.commit.slice(0, 10)} (release ${tools.tag || "?"}), ggml ${tools.ggmlVersion}, tools in ${path.dirname(tools.bin["llama-bench"])}`);
 mkdirSync(a.cache, { recursive: true });
 
@@ -216,8 +222,9 @@ function llamaBench(file, threads, test) {
 
 function distmoeBench(file, threads, backend) {
   const args = [distmoe, "bench", "--model", file, "--prompt-tokens", String(promptTokens), "--decode-tokens", String(decodeTokens), "--threads", String(threads), "--repeats", String(repeats), "--json"];
-  if (backend !== undefined && hasBackendOption) args.push("--backend", backend);
-  const r = runTool(process.execPath, args, `distmoe bench ${args.slice(2).join(" ")}`);
+  if (backend !== undefined && hasBackendOption) args.push("--backend", backend.startsWith("native") ? "native" : backend);
+  const env = ggmlDirs[backend] ? { ...process.env, DISTMOE_GGML_DIR: ggmlDirs[backend] } : process.env;
+  const r = runTool(process.execPath, args, `${ggmlDirs[backend] ? `DISTMOE_GGML_DIR=${ggmlDirs[backend]} ` : ""}distmoe bench ${args.slice(2).join(" ")}`, env);
   const result = JSON.parse(r.stdout.trim().split("\n").pop());
   const loaded = r.stderr.split("\n").find((l) => / weights \S+ \(/.test(l));
   const m = loaded?.match(/ weights (\S+) \(([^)]*)\)/);
@@ -231,7 +238,7 @@ const rows = [];
 for (const f of files) {
   const types = fileTypes(f.file);
   for (const threads of threadCounts) {
-    const runBackends = backends.filter((b) => b !== "native" || hasBackendOption);
+    const runBackends = backends.filter((b) => !b?.startsWith("native") || hasBackendOption);
     if (runBackends.length === 0) continue;
     // a side that fails (a file one engine cannot load) is said once and left out of the later rounds
     const llama = { pp: [], tg: [], error: undefined }, ours = new Map(runBackends.map((b) => [b ?? "default", { pp: [], tg: [], ppFloor: [], tgFloor: [], weights: "?", weightsWhy: "", kernels: "", loadLine: "", error: undefined }]));
@@ -320,6 +327,7 @@ const report = {
     llama_prefill: `llama-bench -m FILE -t T -r ${repeats} -o json -p ${promptTokens} -n 0`,
     llama_decode: `llama-bench -m FILE -t T -r ${repeats} -o json -p 0 -n ${decodeTokens} -d ${promptTokens}`,
     distmoe: `node bin/distmoe.js bench --model FILE --prompt-tokens ${promptTokens} --decode-tokens ${decodeTokens} --threads T --repeats ${repeats} --json${hasBackendOption && backends[0] !== undefined ? " --backend B" : ""}`,
+    distmoe_ggml: "backend native: DISTMOE_GGML_DIR=prebuilt (the npm package's ggml); native-local: DISTMOE_GGML_DIR=<the folder npm run build-ggml wrote> (the same ggml source, -march=native, no OpenMP)",
     llama_threads_wait: a["llama-passive"] ? "OMP_WAIT_POLICY=passive" : "llama.cpp's default (OpenMP threads spin while waiting)",
     figures: "median over rounds of each round's median; ratio = distmoe ÷ llama.cpp",
   },

@@ -14,7 +14,8 @@
 // (.build.lock, holding the builder's pid) makes one build at a time; a lock whose pid is dead is taken over.
 //
 // Usage: node scripts/llama-cpp/build.mjs [llama-bench llama-quantize llama-tokenize]   (prints the tool paths)
-// Module: import { ensureLlamaCppTools } from "./llama-cpp/build.mjs";
+//        node scripts/llama-cpp/build.mjs --ggml   (npm run build-ggml: see ensureLocalGgml)
+// Module: import { ensureLlamaCppTools, ensureLocalGgml } from "./llama-cpp/build.mjs";
 //         const { bin, commit, ggmlVersion } = await ensureLlamaCppTools(["llama-bench"]);
 import { spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
@@ -169,8 +170,67 @@ export async function ensureLlamaCppTools(tools = ALL_TOOLS) {
   return { bin, commit, tag, ggmlVersion, dir };
 }
 
+/**
+ * Builds ggml's two CPU libraries (ggml-base, ggml-cpu) from the same source, shared, for this machine's CPU
+ * (-DGGML_NATIVE=ON, as llama.cpp's own build and the llama-bench above), into the folder the native backend
+ * looks in first (localGgmlDir in src/kernels/native/ggml.ts), with a stamp naming the ggml version. Without
+ * OpenMP: the backend drives ggml's own threadpool (polling, pausing), which an OpenMP build bypasses (measured
+ * no faster here). Rebuilt when the stamp is missing or names another commit. Returns the folder.
+ */
+export async function ensureLocalGgml() {
+  const ggml = path.join(path.dirname(fileURLToPath(import.meta.url)), "../../dist/kernels/native/ggml.js");
+  if (!existsSync(ggml)) throw new Error("distmoe is not built here: run npm run build first");
+  const { LOCAL_GGML_STAMP, localGgmlDir } = await import(ggml);
+  const binDir = localGgmlDir();
+  const build = path.dirname(binDir);
+  const dir = llamaCppDir();
+  const src = path.join(dir, "src");
+  const stampFile = path.join(binDir, LOCAL_GGML_STAMP);
+  const current = () => {
+    try {
+      return existsSync(path.join(src, ".git")) && JSON.parse(readFileSync(stampFile, "utf8")).commit === describeSource(src).commit;
+    } catch {
+      return false;
+    }
+  };
+  if (!current()) {
+    requireTools();
+    mkdirSync(dir, { recursive: true });
+    await withLock(dir, async () => {
+      ensureSource(src);
+      if (current()) return;
+      const { commit, ggmlVersion } = describeSource(src);
+      log(`building ggml ${ggmlVersion} (llama.cpp ${commit.slice(0, 10)}) for this CPU in ${build}; this takes about a minute`);
+      rmSync(stampFile, { force: true });
+      // prettier-ignore
+      run("cmake", ["-S", src, "-B", build, "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON", "-DGGML_OPENMP=OFF", "-DBUILD_SHARED_LIBS=ON",
+        "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_TOOLS=OFF",
+        "-DGGML_CUDA=OFF", "-DGGML_VULKAN=OFF", "-DGGML_METAL=OFF"]);
+      const jobs = String(Math.max(1, os.availableParallelism?.() ?? os.cpus().length));
+      run("cmake", ["--build", build, "--config", "Release", "-j", jobs, "--target", "ggml-base", "ggml-cpu"]);
+      const libs = existsSync(binDir) ? readdirSync(binDir) : [];
+      for (const lib of ["ggml-base", "ggml-cpu"]) {
+        if (!libs.some((f) => new RegExp(`^(lib)?${lib}\\.(so|dylib|dll)$`).test(f))) throw new Error(`the build finished but ${lib} is not in ${binDir} (files there: ${libs.join(", ")})`);
+      }
+      writeFileSync(stampFile, JSON.stringify({ ggmlVersion, commit, source: `node-llama-cpp@${NODE_LLAMA_CPP_VERSION}`, flags: "GGML_NATIVE=ON GGML_OPENMP=OFF", built: new Date().toISOString() }, null, 2) + "\n");
+    });
+  }
+  return binDir;
+}
+
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const tools = process.argv.slice(2);
+  if (tools.length === 1 && tools[0] === "--ggml") {
+    try {
+      const dir = await ensureLocalGgml();
+      log(`ggml for this CPU in ${dir}: the native backend loads it from now on (DISTMOE_GGML_DIR=prebuilt for the npm package's)`);
+      process.stdout.write(`${dir}\n`);
+    } catch (e) {
+      process.stderr.write(`error: ${e.message}\n`);
+      process.exit(1);
+    }
+    process.exit(0);
+  }
   try {
     const r = await ensureLlamaCppTools(tools.length > 0 ? tools : ALL_TOOLS);
     log(`llama.cpp ${r.commit}${r.tag ? ` (release ${r.tag})` : ""}, ggml ${r.ggmlVersion}`);

@@ -26,7 +26,7 @@ test("wasm when asked; native when asked or by default where it loads, saying wh
     const native = openBackend({ backend, threads: 2 });
     try {
       assert.match(native.backend.name, /^native-ggml-/);
-      assert.match(native.why, /^kernels: native \(ggml \d+\.\d+\.\d+, \S+ variant, 2 threads\)$/);
+      assert.match(native.why, /^kernels: native \(ggml \d+\.\d+\.\d+ (prebuilt \(@node-llama-cpp\/[\w-]+\), \S+ variant|built for this CPU by npm run build-ggml \(.+\)), 2 threads\)$/);
     } finally {
       native.backend.close();
     }

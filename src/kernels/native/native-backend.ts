@@ -249,7 +249,7 @@ export class NativeBackend implements Backend {
 
   /** How this backend describes itself in the startup log. */
   describe(): string {
-    return `ggml ${this.ggml.version}, ${this.ggml.variant} variant, ${this.threads} thread${this.threads === 1 ? "" : "s"}${this.poll === DEFAULT_POLL ? "" : `, poll ${this.poll}`}${this.mmap ? "" : ", no mmap"}`;
+    return `ggml ${this.ggml.version} ${this.ggml.origin}, ${this.threads} thread${this.threads === 1 ? "" : "s"}${this.poll === DEFAULT_POLL ? "" : `, poll ${this.poll}`}${this.mmap ? "" : ", no mmap"}`;
   }
 
   // ---------------------------------------------------------------- memory
