@@ -104,14 +104,22 @@ async function timed(engine: Engine, o: BenchOptions, prompt: readonly number[],
   const { model } = engine;
   const footprint = decodeFootprint(engine);
 
-  // Each repetition: a prefill from an empty cache, then decodeTokens greedy steps; medians resist
-  // the noise of a shared machine better than one run or the best one.
+  // As llama-bench's two tests: the prefills back to back, each from an empty cache; then the decode runs, each
+  // decodeTokens greedy steps after the prompt, which is prefilled untimed (llama-bench -d fills its context so).
+  // A prefill timed right after a decode run measured up to 2× slower on brown-moe, with some repetitions as fast
+  // as back to back (ad hoc, this VM): the decode graphs had left the caches and the pool's threads elsewhere,
+  // a cost llama-bench's prefill never pays. Medians resist the noise of a shared machine better than one run.
   const prefillRates: number[] = [], decodeRates: number[] = [];
-  for (let rep = 0; rep < (o.repeats ?? 3); rep++) {
+  const reps = o.repeats ?? 3;
+  for (let rep = 0; rep < reps; rep++) {
     cache.clear();
     const t0 = performance.now();
-    let [logits] = await model.forward([{ cache, tokens: prompt, logits: "last" }]);
+    await model.forward([{ cache, tokens: prompt, logits: "last" }]);
     prefillRates.push(o.promptTokens / ((performance.now() - t0) / 1000));
+  }
+  for (let rep = 0; rep < reps; rep++) {
+    cache.clear();
+    let [logits] = await model.forward([{ cache, tokens: prompt, logits: "last" }]);
     const t1 = performance.now();
     for (let i = 0; i < o.decodeTokens; i++) [logits] = await model.forward([{ cache, tokens: [argmax(logits!)], logits: "last" }]);
     decodeRates.push(o.decodeTokens / ((performance.now() - t1) / 1000));
