@@ -62,6 +62,16 @@ test("DISTMOE_GGML_DIR: a folder without ggml fails --backend native with the re
       timeout: 60_000,
     });
     assert.match(missing.stderr, /DISTMOE_GGML_DIR: .*nowhere does not exist/);
+    // a stamped build of this machine's whose libraries are gone: the error says how to do without it
+    const cache = path.join(empty, "cache");
+    mkdirSync(localGgmlDir({ DISTMOE_CACHE: cache }), { recursive: true });
+    writeFileSync(path.join(localGgmlDir({ DISTMOE_CACHE: cache }), LOCAL_GGML_STAMP), JSON.stringify({ ggmlVersion: TESTED_GGML_VERSIONS[0] }));
+    const broken = spawnSync(process.execPath, ["--input-type=module", "-e", `const { loadGgml } = await import(${JSON.stringify(new URL("./ggml.js", import.meta.url).href)}); loadGgml();`], {
+      encoding: "utf8",
+      env: { ...env, [GGML_DIR_ENV]: "", DISTMOE_CACHE: cache },
+      timeout: 60_000,
+    });
+    assert.match(broken.stderr, /holds no ggml-base library \(ggml built by npm run build-ggml: build it again, or set DISTMOE_GGML_DIR=prebuilt\)/);
   } finally {
     rmSync(empty, { recursive: true, force: true });
   }

@@ -226,18 +226,20 @@ function open(): Ggml {
   };
   const chosen = ggmlLibraries(process.env, prebuilt);
   const binDir = chosen.dir;
-  if (!existsSync(binDir)) throw new Error(`${GGML_DIR_ENV}: ${binDir} does not exist`);
+  // a build of this machine's that does not load says how to do without it
+  const fail = (why: string) => new Error(chosen.local ? `${why} (ggml built by npm run build-ggml: build it again, or set ${GGML_DIR_ENV}=prebuilt)` : why);
+  if (!existsSync(binDir)) throw fail(`${GGML_DIR_ENV}: ${binDir} does not exist`);
   const files = readdirSync(binDir);
   const baseFile = files.find((f) => /^(lib)?ggml-base\.(so|dylib|dll)$/.test(f));
-  if (!baseFile) throw new Error(`${binDir} holds no ggml-base library`);
+  if (!baseFile) throw fail(`${binDir} holds no ggml-base library`);
   let base: ReturnType<KoffiLike["load"]>;
   try {
     base = koffi.load(path.join(binDir, baseFile));
   } catch (e) {
-    throw new Error(`${baseFile} does not load (${firstLine(e)})`);
+    throw fail(`${baseFile} does not load (${firstLine(e)})`);
   }
   const version = base.func("const char* ggml_version(void)")() as string;
-  if (!TESTED_GGML_VERSIONS.includes(version)) throw new Error(`ggml ${version} in ${binDir} is not a tested version (${TESTED_GGML_VERSIONS.join(", ")})`);
+  if (!TESTED_GGML_VERSIONS.includes(version)) throw fail(`ggml ${version} in ${binDir} is not a tested version (${TESTED_GGML_VERSIONS.join(", ")})`);
 
   // ggml_backend_load_best's rule: every CPU build scores this CPU (0 = cannot run it); take the highest
   const variants: Array<{ name: string; lib: ReturnType<KoffiLike["load"]>; score: number }> = [];
@@ -259,7 +261,7 @@ function open(): Ggml {
   }
   variants.sort((x, y) => y.score - x.score);
   const best = variants[0];
-  if (!best) throw new Error(`no ggml CPU library in ${binDir} runs on this CPU`);
+  if (!best) throw fail(`no ggml CPU library in ${binDir} runs on this CPU`);
   const variant = chosen.local ? "local" : best.name;
   const origin = chosen.local
     ? `built for this CPU by npm run build-ggml (${binDir})`
