@@ -45,7 +45,7 @@ function run(cmd, args, opts = {}) {
   return r.stdout;
 }
 
-function requireTools() {
+function requireTools(what = "building llama.cpp's tools", instead = `or put prebuilt llama-bench/llama-quantize/llama-tokenize binaries in ${path.join(llamaCppDir(), "build", "bin")}. distmoe itself does not need them; only this comparison does.`) {
   const missing = [];
   for (const [tool, args] of [["npm", ["--version"]], ["git", ["--version"]], ["cmake", ["--version"]], [process.env.CXX ?? "c++", ["--version"]], [process.env.CC ?? "cc", ["--version"]]]) {
     const r = spawnSync(tool, args, { stdio: "ignore" });
@@ -53,9 +53,7 @@ function requireTools() {
   }
   if (missing.length > 0) {
     throw new Error(
-      `building llama.cpp's tools needs npm, git, cmake and a C/C++ compiler; not found: ${missing.join(", ")}. ` +
-        `Install them (e.g. apt-get install git cmake g++) or put prebuilt llama-bench/llama-quantize/llama-tokenize binaries in ${path.join(llamaCppDir(), "build", "bin")}. ` +
-        `distmoe itself does not need them; only this comparison does.`,
+      `${what} needs npm, git, cmake and a C/C++ compiler; not found: ${missing.join(", ")}. Install them (e.g. apt-get install git cmake g++) ${instead}`,
     );
   }
 }
@@ -194,7 +192,7 @@ export async function ensureLocalGgml() {
     }
   };
   if (!current()) {
-    requireTools();
+    requireTools("building ggml for this CPU", "or go on with the prebuilt ggml from npm, which distmoe loads without them.");
     mkdirSync(dir, { recursive: true });
     await withLock(dir, async () => {
       ensureSource(src);
