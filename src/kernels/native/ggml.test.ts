@@ -11,6 +11,10 @@ import { nativeSkip } from "../../testing/backends.js";
 
 const PREBUILT = "/prebuilt/bins/x";
 
+/** loadGgml in a process of its own (it loads once per process), with `env`. */
+const loadIn = (env: NodeJS.ProcessEnv) =>
+  spawnSync(process.execPath, ["--input-type=module", "-e", `const { loadGgml } = await import(${JSON.stringify(new URL("./ggml.js", import.meta.url).href)}); loadGgml();`], { encoding: "utf8", env, timeout: 60_000 });
+
 test("the ggml folder: as named, else a stamped build of this machine's of a tested version, else the prebuilt one", () => {
   const cache = mkdtempSync(path.join(os.tmpdir(), "distmoe-ggml-"));
   try {
@@ -56,21 +60,16 @@ test("DISTMOE_GGML_DIR: a folder without ggml fails --backend native with the re
     const auto = probe("auto");
     assert.equal(auto.status, 0, auto.stderr);
     assert.match(auto.stdout, /kernels: wasm \(.*native unavailable: .*holds no ggml-base library/);
-    const missing = spawnSync(process.execPath, ["--input-type=module", "-e", `const { loadGgml } = await import(${JSON.stringify(new URL("./ggml.js", import.meta.url).href)}); loadGgml();`], {
-      encoding: "utf8",
-      env: { ...process.env, [GGML_DIR_ENV]: path.join(empty, "nowhere") },
-      timeout: 60_000,
-    });
+    const missing = loadIn({ ...process.env, [GGML_DIR_ENV]: path.join(empty, "nowhere") });
     assert.match(missing.stderr, /DISTMOE_GGML_DIR: .*nowhere does not exist/);
+    writeFileSync(path.join(empty, "a-file"), "");
+    const file = loadIn({ ...process.env, [GGML_DIR_ENV]: path.join(empty, "a-file") });
+    assert.match(file.stderr, /DISTMOE_GGML_DIR: .*a-file is not a folder/);
     // a stamped build of this machine's whose libraries are gone: the error says how to do without it
     const cache = path.join(empty, "cache");
     mkdirSync(localGgmlDir({ DISTMOE_CACHE: cache }), { recursive: true });
     writeFileSync(path.join(localGgmlDir({ DISTMOE_CACHE: cache }), LOCAL_GGML_STAMP), JSON.stringify({ ggmlVersion: TESTED_GGML_VERSIONS[0] }));
-    const broken = spawnSync(process.execPath, ["--input-type=module", "-e", `const { loadGgml } = await import(${JSON.stringify(new URL("./ggml.js", import.meta.url).href)}); loadGgml();`], {
-      encoding: "utf8",
-      env: { ...env, [GGML_DIR_ENV]: "", DISTMOE_CACHE: cache },
-      timeout: 60_000,
-    });
+    const broken = loadIn({ ...env, [GGML_DIR_ENV]: "", DISTMOE_CACHE: cache });
     assert.match(broken.stderr, /holds no ggml-base library \(ggml built by npm run build-ggml: build it again, or set DISTMOE_GGML_DIR=prebuilt\)/);
   } finally {
     rmSync(empty, { recursive: true, force: true });

@@ -7,7 +7,7 @@
 // CPU with -march=native as llama.cpp's own build is), it is loaded instead of the prebuilt one: the
 // prebuilt libraries' f32 and bf16 products run up to 1.6× slower (see ggmlLibraries).
 import { createRequire } from "node:module";
-import { existsSync, readFileSync, readdirSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 
@@ -229,6 +229,7 @@ function open(): Ggml {
   // a build of this machine's that does not load says how to do without it
   const fail = (why: string) => new Error(chosen.local ? `${why} (ggml built by npm run build-ggml: build it again, or set ${GGML_DIR_ENV}=prebuilt)` : why);
   if (!existsSync(binDir)) throw fail(`${GGML_DIR_ENV}: ${binDir} does not exist`);
+  if (!statSync(binDir).isDirectory()) throw fail(`${GGML_DIR_ENV}: ${binDir} is not a folder`);
   const files = readdirSync(binDir);
   const baseFile = files.find((f) => /^(lib)?ggml-base\.(so|dylib|dll)$/.test(f));
   if (!baseFile) throw fail(`${binDir} holds no ggml-base library`);
