@@ -22,15 +22,15 @@ test("the ggml folder: as named, else a stamped build of this machine's of a tes
     const local = localGgmlDir(env);
     assert.equal(local, path.join(cache, "ggml-native", "bin"));
     // nothing built: the prebuilt package
-    assert.deepEqual(ggmlLibraries(env, () => PREBUILT), { dir: PREBUILT, local: false });
+    assert.deepEqual(ggmlLibraries(env, () => PREBUILT), { dir: PREBUILT, from: "prebuilt" });
     // built, with a stamp naming a tested version: taken
     mkdirSync(local, { recursive: true });
     writeFileSync(path.join(local, LOCAL_GGML_STAMP), JSON.stringify({ ggmlVersion: TESTED_GGML_VERSIONS[0] }));
-    assert.deepEqual(ggmlLibraries(env, () => PREBUILT), { dir: local, local: true });
+    assert.deepEqual(ggmlLibraries(env, () => PREBUILT), { dir: local, from: "local" });
     // DISTMOE_GGML_DIR=prebuilt passes over it; a folder named is taken as it is
-    assert.deepEqual(ggmlLibraries({ ...env, [GGML_DIR_ENV]: "prebuilt" }, () => PREBUILT), { dir: PREBUILT, local: false });
-    assert.deepEqual(ggmlLibraries({ ...env, [GGML_DIR_ENV]: "/some/where" }, () => PREBUILT), { dir: "/some/where", local: false });
-    assert.deepEqual(ggmlLibraries({ [GGML_DIR_ENV]: local }, () => PREBUILT), { dir: local, local: true });
+    assert.deepEqual(ggmlLibraries({ ...env, [GGML_DIR_ENV]: "prebuilt" }, () => PREBUILT), { dir: PREBUILT, from: "prebuilt" });
+    assert.deepEqual(ggmlLibraries({ ...env, [GGML_DIR_ENV]: "/some/where" }, () => PREBUILT), { dir: "/some/where", from: "named" });
+    assert.deepEqual(ggmlLibraries({ [GGML_DIR_ENV]: local }, () => PREBUILT), { dir: local, from: "local" });
     // another version, or a stamp that does not parse: not loaded (libraries of two ggml builds must not meet in one process), and said why
     for (const stamp of [JSON.stringify({ ggmlVersion: "0.1.0" }), "{not json"]) {
       writeFileSync(path.join(local, LOCAL_GGML_STAMP), stamp);

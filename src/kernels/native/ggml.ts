@@ -29,24 +29,28 @@ export function localGgmlDir(env: Record<string, string | undefined> = process.e
 }
 
 /**
- * The folder to load ggml from: the one DISTMOE_GGML_DIR names; else a build of this machine's (localGgmlDir) whose
- * stamp names a tested ggml version; else the prebuilt package's. `skipped`: why a local build found was not taken.
- * The local build comes first because it was measured faster, with the same ggml source: brown-moe f32 prefill
- * 6.5–6.8 k against 8.7–9.3 k tok/s, bf16 10.6 k against 12.8–13.6 k, a 512×256 f32 product of 64 rows 194 against
- * 119 µs (2 threads, this project's 2-vCPU AMD EPYC VM); quantized products and decode about the same.
+ * The folder to load ggml from: the one DISTMOE_GGML_DIR names (`named`; `local` where a build's stamp lies in it);
+ * else a build of this machine's (localGgmlDir) whose stamp names a tested ggml version; else the prebuilt package's.
+ * `skipped`: why a local build found was not taken. The local build comes first because it measured faster, with
+ * the same ggml source (`node scripts/bench-vs-llamacpp.mjs --backend native,native-local`, 2 threads, this
+ * project's 2-vCPU AMD EPYC VM): prefill of brown-moe f32 7.6 k against 12.8 k tok/s, bf16 9.3 k against 12.2 k,
+ * the 734 M f32 217 against 323; quantized products and decode about the same.
  */
-export function ggmlLibraries(env: Record<string, string | undefined>, prebuilt: () => string): { dir: string; local: boolean; skipped?: string } {
+export function ggmlLibraries(env: Record<string, string | undefined>, prebuilt: () => string): { dir: string; from: "named" | "local" | "prebuilt"; skipped?: string } {
   const given = env[GGML_DIR_ENV];
-  if (given && given !== "prebuilt") return { dir: path.resolve(given), local: stampedVersion(path.resolve(given)) !== null };
+  if (given && given !== "prebuilt") {
+    const dir = path.resolve(given);
+    return { dir, from: stampedVersion(dir) === null ? "named" : "local" };
+  }
   if (given !== "prebuilt") {
     const dir = localGgmlDir(env);
     const version = stampedVersion(dir);
     if (version !== null) {
-      if (TESTED_GGML_VERSIONS.includes(version)) return { dir, local: true };
-      return { dir: prebuilt(), local: false, skipped: `the ggml built in ${dir} is ${version ? `version ${version}, not a tested one` : "not described by a readable stamp"} (rebuild it: npm run build-ggml)` };
+      if (TESTED_GGML_VERSIONS.includes(version)) return { dir, from: "local" };
+      return { dir: prebuilt(), from: "prebuilt", skipped: `the ggml built in ${dir} is ${version ? `version ${version}, not a tested one` : "not described by a readable stamp"} (rebuild it: npm run build-ggml)` };
     }
   }
-  return { dir: prebuilt(), local: false };
+  return { dir: prebuilt(), from: "prebuilt" };
 }
 
 /** The ggml version a build's stamp in `dir` names: null without a stamp, "" where it does not parse. */
@@ -227,7 +231,7 @@ function open(): Ggml {
   const chosen = ggmlLibraries(process.env, prebuilt);
   const binDir = chosen.dir;
   // a build of this machine's that does not load says how to do without it
-  const fail = (why: string) => new Error(chosen.local ? `${why} (ggml built by npm run build-ggml: build it again, or set ${GGML_DIR_ENV}=prebuilt)` : why);
+  const fail = (why: string) => new Error(chosen.from === "local" ? `${why} (ggml built by npm run build-ggml: build it again, or set ${GGML_DIR_ENV}=prebuilt)` : why);
   if (!existsSync(binDir)) throw fail(`${GGML_DIR_ENV}: ${binDir} does not exist`);
   if (!statSync(binDir).isDirectory()) throw fail(`${GGML_DIR_ENV}: ${binDir} is not a folder`);
   const files = readdirSync(binDir);
@@ -263,12 +267,12 @@ function open(): Ggml {
   variants.sort((x, y) => y.score - x.score);
   const best = variants[0];
   if (!best) throw fail(`no ggml CPU library in ${binDir} runs on this CPU`);
-  const variant = chosen.local ? "local" : best.name;
-  const origin = chosen.local
-    ? `built for this CPU by npm run build-ggml (${binDir})`
-    : process.env[GGML_DIR_ENV] && process.env[GGML_DIR_ENV] !== "prebuilt"
-      ? `from ${binDir} (${GGML_DIR_ENV}), ${best.name} variant`
-      : `prebuilt (@node-llama-cpp/${pkg}), ${best.name} variant${chosen.skipped ? `; ${chosen.skipped}` : ""}`;
+  const variant = chosen.from === "local" ? "local" : best.name;
+  const origin = {
+    local: `built for this CPU by npm run build-ggml (${binDir})`,
+    named: `from ${binDir} (${GGML_DIR_ENV}), ${best.name} variant`,
+    prebuilt: `prebuilt (@node-llama-cpp/${pkg}), ${best.name} variant${chosen.skipped ? `; ${chosen.skipped}` : ""}`,
+  }[chosen.from];
 
   koffi.struct("ggml_init_params", { mem_size: "size_t", mem_buffer: "void*", no_alloc: "bool" });
   const f = bind(base, best.lib);
