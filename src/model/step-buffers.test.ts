@@ -29,6 +29,14 @@ test("a prefill's set is kept and handed to any later step it holds; a larger on
     const e = bufs.take(3);
     bufs.give(3, e);
     assert.deepEqual(bufs.take(4), e);
+    const f = bufs.take(4);
+    assert.notDeepEqual(f, e, "a second step of the bucket gets its own set");
+    bufs.give(4, e);
+    const held = used();
+    bufs.give(4, f);
+    assert.ok(used() < held, "a bucket keeps one set: the second given back is freed");
+    assert.deepEqual(bufs.take(4), e);
+    assert.notDeepEqual(bufs.take(4), e, "and the kept one is leased");
     bufs.close();
   } finally {
     be.close();

@@ -7,7 +7,11 @@
 import type { Backend, Tensor } from "../kernels/backend.js";
 
 export class StepBuffers {
-  private readonly idle = new Map<number, Tensor[]>();
+  /**
+   * Per bucket of rows, the set given back and not taken since, or null. Sets come and go every step: a Map
+   * that deleted and added them would rebuild its table every few steps (measured: ~0.6 µs a take).
+   */
+  private readonly idle = new Map<number, { set: Tensor[] | null }>();
   /** The largest set of more than keepMaxRows rows given back, and its rows, while no step holds it. */
   private large: { rows: number; set: Tensor[] } | null = null;
 
@@ -25,9 +29,10 @@ export class StepBuffers {
       return set;
     }
     const bucket = this.bucket(rows);
-    const set = this.idle.get(bucket);
-    if (set) {
-      this.idle.delete(bucket);
+    const slot = this.idle.get(bucket);
+    if (slot?.set) {
+      const { set } = slot;
+      slot.set = null;
       return set;
     }
     return this.floatsPerRow.map((n) => this.backend.alloc(Math.max(1, bucket * n) * 4));
@@ -43,8 +48,10 @@ export class StepBuffers {
       return;
     }
     const bucket = this.bucket(rows);
-    if (this.idle.has(bucket)) this.release(set);
-    else this.idle.set(bucket, set);
+    const slot = this.idle.get(bucket);
+    if (!slot) this.idle.set(bucket, { set });
+    else if (slot.set) this.release(set);
+    else slot.set = set;
   }
 
   private release(set: Tensor[]): void {
@@ -56,7 +63,7 @@ export class StepBuffers {
   }
 
   close(): void {
-    for (const set of this.idle.values()) this.release(set);
+    for (const { set } of this.idle.values()) if (set) this.release(set);
     this.idle.clear();
     if (this.large) this.release(this.large.set);
     this.large = null;

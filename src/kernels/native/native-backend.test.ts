@@ -146,6 +146,31 @@ test("random programs give the same bits recorded (graphs evicted, mask rewritte
   }
 });
 
+test("past maxGraphs the graph run longest ago goes: one run every step stays built", { skip }, () => {
+  const be = new NativeBackend({ threads: 1, maxGraphs: 8 });
+  const internals = be as unknown as { build(...args: unknown[]): unknown };
+  const build = internals.build.bind(be);
+  let builds = 0;
+  internals.build = (...args: unknown[]) => (builds++, build(...args));
+  try {
+    const N = 32, x = put(be, new Float32Array(N).fill(1)), y = be.alloc(N * 4);
+    const step = () => {
+      be.add(y, x, x, N);
+      return be.f32(y, 0, 1)[0];
+    };
+    assert.equal(step(), 2);
+    for (let i = 1; i <= 20; i++) {
+      // a graph of its own (another length), then the step's again
+      be.add(y, x, x, i);
+      be.f32(y, 0, 1);
+      assert.equal(step(), 2);
+    }
+    assert.equal(builds, 21, "the step's graph once, each other graph once");
+  } finally {
+    be.close();
+  }
+});
+
 test("a graph of many wide matmulMany calls: as many products as one call takes, in a row", { skip }, () => {
   const native = new NativeBackend({ threads: 2 });
   try {

@@ -67,6 +67,8 @@ const STAGING_BYTES = 16 << 20;
 const MAX_OP_NODES = 16;
 const MAX_PRODUCTS = MAX_OP_NODES - 1;
 const MAX_SEGMENT_OPS = 64;
+// How many of the graphs run last are looked for by key before the cache of all graphs (see recentGraphs).
+const RECENT_GRAPHS = 4;
 // moeTopK runs a layer as one job for steps of at most this many rows. ggml's mul_mat_id computes each expert's
 // rows with dot products, not the tiled products mul_mat uses for many rows. Measured on a 2-vCPU machine
 // (scripts/bench-moe-one-job.mjs, 734 M q8_0, 2 threads): one job is faster at 1 row (8.6–11 vs 12.5–16 ms a
@@ -106,6 +108,10 @@ interface WeightGroup {
 }
 
 interface Graph {
+  /** The keys of its ops, joined (see NativeBackend.run). */
+  readonly key: string;
+  /** When it last ran, in flushes: the least recently run is dropped first (see maxGraphs). */
+  lastRun: number;
   readonly ctx: Ptr;
   readonly graph: Ptr;
   readonly buffer: Ptr | null;
@@ -171,6 +177,12 @@ export class NativeBackend implements Backend {
   private nextRegion = 1;
   private weightBytes = 0;
   private readonly graphs = new Map<string, Graph>();
+  /**
+   * The graphs run last, most recent first, found by comparing keys: a decode step runs the same few graphs
+   * over and over, and a lookup in graphs hashes the whole key, thousands of characters, every time.
+   */
+  private readonly recentGraphs: Graph[] = [];
+  private flushes = 0;
   /** Ops recorded and not yet run (see flush), their keys joined, and their multiply-adds. */
   private readonly pending: Array<(b: GraphBuilder) => void> = [];
   private pendingKey = "";
@@ -201,7 +213,7 @@ export class NativeBackend implements Backend {
    * one-thread time, each pair on the same graph, and when to explore next (see EXPLORE_EVERY). Classes apart
    * because the pool's cost of waking is a share of small graphs' time and not of large ones'.
    */
-  private readonly sizeClasses: Array<{ logPoolOverSingle: number[]; untilExplore: number; every: number; exploring: number; wasOnPool: boolean }> = [];
+  private readonly sizeClasses: Array<{ logPoolOverSingle: number[]; onPool: boolean; untilExplore: number; every: number; exploring: number; wasOnPool: boolean }> = [];
   private readonly mmap: boolean;
   /**
    * Files mapped, by device and inode (not path: a file replaced at its path, as the device's weight cache
@@ -493,7 +505,7 @@ export class NativeBackend implements Backend {
   /** Frees the graphs over w, whose ggml tensor is about to go: a cached graph would compute with a freed tensor. */
   private dropWeightGraphs(w: WeightTensor): void {
     this.weightChanges++;
-    for (const [key, gr] of this.graphs) if (key.includes(`|w${w.arena}|`)) this.dropGraph(key, gr);
+    for (const [key, gr] of this.graphs) if (key.includes(`|w${w.arena}|`)) this.dropGraph(gr);
   }
 
   /** How many files are mapped now. */
@@ -735,18 +747,7 @@ export class NativeBackend implements Backend {
     this.pendingKey = "";
     this.pendingWork = 0;
     this.maskRead = false;
-    let gr = this.graphs.get(key);
-    if (gr) {
-      this.graphs.delete(key);
-      this.graphs.set(key, gr);
-    } else {
-      gr = this.build(work, nodes, builds);
-      this.graphs.set(key, gr);
-      if (this.graphs.size > this.maxGraphs) {
-        const [oldKey, old] = this.graphs.entries().next().value as [string, Graph];
-        this.dropGraph(oldKey, old);
-      }
-    }
+    const gr = this.graphFor(key, work, nodes, builds);
     if (pinned) return this.compute(this.pooled, gr);
     if (gr.work < PARALLEL_MIN_WORK || this.threads === 1) return this.compute(this.single, gr);
     // ggml's threads meet at a barrier after every node, spinning: when the machine is busy (other processes, a
@@ -754,8 +755,8 @@ export class NativeBackend implements Backend {
     // the pool is slower than one thread (measured here: 10× at load 7 on 2 cores). So big graphs run on the
     // pool unless, compared graph by graph (times of different graphs are not comparable), it has lately been
     // slower than one thread on graphs of the size (see EXPLORE_EVERY).
-    const sizeClass = (this.sizeClasses[Math.floor(Math.log2(gr.work) / 2)] ??= { logPoolOverSingle: [], untilExplore: EXPLORE_EVERY, every: EXPLORE_EVERY, exploring: 0, wasOnPool: true });
-    const onPool = sizeClass.logPoolOverSingle.length < POOL_SAMPLES || median(sizeClass.logPoolOverSingle) <= Math.log(POOL_SLOWER);
+    const sizeClass = (this.sizeClasses[Math.floor(Math.log2(gr.work) / 2)] ??= { logPoolOverSingle: [], onPool: true, untilExplore: EXPLORE_EVERY, every: EXPLORE_EVERY, exploring: 0, wasOnPool: true });
+    const onPool = sizeClass.onPool;
     if (sizeClass.exploring === 0 && --sizeClass.untilExplore === 0) {
       sizeClass.every = onPool === sizeClass.wasOnPool ? Math.min(EXPLORE_EVERY_MAX, sizeClass.every * 2) : EXPLORE_EVERY;
       sizeClass.untilExplore = sizeClass.every;
@@ -776,7 +777,32 @@ export class NativeBackend implements Backend {
       const samples = sizeClass.logPoolOverSingle;
       samples.push(Math.log(gr.pooledNs / gr.singleNs));
       if (samples.length > POOL_SAMPLES) samples.shift();
+      sizeClass.onPool = samples.length < POOL_SAMPLES || median(samples) <= Math.log(POOL_SLOWER);
     }
+  }
+
+  /** The graph of the ops recorded under `key`: one run before, or built now (dropping the least recently run past maxGraphs). */
+  private graphFor(key: string, work: number, nodes: number, builds: ReadonlyArray<(b: GraphBuilder) => void>): Graph {
+    const recent = this.recentGraphs;
+    // a key of another length differs without a look at its characters
+    let at = recent.findIndex((g) => g.key.length === key.length && g.key === key);
+    let gr = at >= 0 ? recent[at]! : this.graphs.get(key);
+    if (!gr) {
+      gr = this.build(key, work, nodes, builds);
+      this.graphs.set(key, gr);
+    }
+    gr.lastRun = ++this.flushes;
+    if (at !== 0) {
+      if (at < 0) at = recent.length < RECENT_GRAPHS ? recent.length : RECENT_GRAPHS - 1;
+      recent.splice(at, 1);
+      recent.unshift(gr);
+    }
+    if (this.graphs.size > this.maxGraphs) {
+      let oldest = gr;
+      for (const g of this.graphs.values()) if (g.lastRun < oldest.lastRun) oldest = g;
+      this.dropGraph(oldest);
+    }
+    return gr;
   }
 
   private compute(backend: Ptr, gr: Graph): void {
@@ -792,7 +818,7 @@ export class NativeBackend implements Backend {
     if (status !== 0) throw new Error(`ggml_backend_graph_compute: status ${status}`);
   }
 
-  private build(work: number, nodes: number, builds: ReadonlyArray<(b: GraphBuilder) => void>): Graph {
+  private build(key: string, work: number, nodes: number, builds: ReadonlyArray<(b: GraphBuilder) => void>): Graph {
     const g = this.g;
     const ctx = g.init({ mem_size: g.tensorOverhead() * nodes * 2 + g.graphOverheadCustom(nodes, false) + 4096, mem_buffer: null, no_alloc: true });
     const b = new GraphBuilder(this, ctx);
@@ -802,7 +828,7 @@ export class NativeBackend implements Backend {
       for (const t of b.outputs) g.buildForward(graph, t);
       // intermediate results get a buffer of their own; null when there are none
       const buffer = g.allocCtxTensorsFromBuft(ctx, this.cpuBuft);
-      return { ctx, graph, buffer, stackBuffers: b.stackBuffers, work, pooledNs: NaN, singleNs: NaN };
+      return { key, lastRun: 0, ctx, graph, buffer, stackBuffers: b.stackBuffers, work, pooledNs: NaN, singleNs: NaN };
     } catch (e) {
       for (const buf of b.stackBuffers) g.bufferFree(buf);
       g.free(ctx);
@@ -810,8 +836,10 @@ export class NativeBackend implements Backend {
     }
   }
 
-  private dropGraph(key: string, gr: Graph): void {
-    this.graphs.delete(key);
+  private dropGraph(gr: Graph): void {
+    this.graphs.delete(gr.key);
+    const at = this.recentGraphs.indexOf(gr);
+    if (at >= 0) this.recentGraphs.splice(at, 1);
     if (gr.buffer) this.g.bufferFree(gr.buffer);
     for (const buf of gr.stackBuffers) this.g.bufferFree(buf);
     this.g.free(gr.ctx);
@@ -1183,7 +1211,7 @@ export class NativeBackend implements Backend {
   private release(): void {
     this.closed = true;
     openBackends.delete(this);
-    for (const [key, gr] of [...this.graphs]) this.dropGraph(key, gr);
+    for (const gr of [...this.graphs.values()]) this.dropGraph(gr);
     for (const r of this.regions.values()) {
       this.releaseBuffer(r);
       if (r.weight) this.g.free(r.weight.ctx);
