@@ -62,6 +62,11 @@ test("init-model, inspect, generate --json, perplexity --json, bench --json on a
     assert.equal(r.code, 0, r.err);
     const b = JSON.parse(r.out);
     for (const k of ["prefill_tokens_per_s", "decode_tokens_per_s", "decode_weight_gbps", "memory_read_gbps", "bandwidth_ratio"]) assert.ok(b[k] > 0, k);
+    // the host's share of a decode token where the kernels run as graphs (native), and only there
+    if (b.kernels.startsWith("native")) {
+      assert.ok(b.decode_graphs_per_token >= 1, `${b.decode_graphs_per_token} graphs per token`);
+      assert.ok(b.decode_host_ms_per_token > 0 && b.decode_host_ms_per_token < 1000 / b.decode_tokens_per_s, `host ${b.decode_host_ms_per_token} ms of a ${1000 / b.decode_tokens_per_s} ms token`);
+    } else assert.equal(b.decode_host_ms_per_token, undefined);
     // a run smaller than the warm-up once was (it overran the context the run sized)
     r = distmoe("bench", "--model", model, "--prompt-tokens", "4", "--decode-tokens", "2", "--json");
     assert.equal(r.code, 0, r.err);

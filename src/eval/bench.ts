@@ -33,6 +33,12 @@ export interface BenchResult {
   /** Weight-product FLOPs per decode token divided by its time. */
   decode_gflops: number;
   decode_weight_bytes_per_token: number;
+  /**
+   * Where the backend computes in graphs (Backend.graphTime): per decode token, the graphs run and the time
+   * outside them, the host's (JavaScript, reading the logits, the greedy pick), medians over the decode runs.
+   */
+  decode_graphs_per_token?: number;
+  decode_host_ms_per_token?: number;
   threads: number;
   kernels: string;
 }
@@ -109,7 +115,8 @@ async function timed(engine: Engine, o: BenchOptions, prompt: readonly number[],
   // A prefill timed right after a decode run measured up to 2× slower on brown-moe, with some repetitions as fast
   // as back to back (ad hoc, this VM): the decode graphs had left the caches and the pool's threads elsewhere,
   // a cost llama-bench's prefill never pays. Medians resist the noise of a shared machine better than one run.
-  const prefillRates: number[] = [], decodeRates: number[] = [];
+  const prefillRates: number[] = [], decodeRates: number[] = [], graphsPerToken: number[] = [], hostMs: number[] = [];
+  const graphTime = engine.backend.graphTime;
   const reps = o.repeats ?? 3;
   for (let rep = 0; rep < reps; rep++) {
     cache.clear();
@@ -120,9 +127,15 @@ async function timed(engine: Engine, o: BenchOptions, prompt: readonly number[],
   for (let rep = 0; rep < reps; rep++) {
     cache.clear();
     let [logits] = await model.forward([{ cache, tokens: prompt, logits: "last" }]);
+    const graphs = graphTime?.graphs ?? 0, graphMs = graphTime?.ms ?? 0;
     const t1 = performance.now();
     for (let i = 0; i < o.decodeTokens; i++) [logits] = await model.forward([{ cache, tokens: [argmax(logits!)], logits: "last" }]);
-    decodeRates.push(o.decodeTokens / ((performance.now() - t1) / 1000));
+    const ms = performance.now() - t1;
+    decodeRates.push(o.decodeTokens / (ms / 1000));
+    if (graphTime) {
+      graphsPerToken.push((graphTime.graphs - graphs) / o.decodeTokens);
+      hostMs.push((ms - (graphTime.ms - graphMs)) / o.decodeTokens);
+    }
   }
   const prefillTps = median(prefillRates), decodeTps = median(decodeRates);
   // on a shared host the bandwidth drifts over seconds: the mean of the probes on either side of the runs
@@ -138,6 +151,7 @@ async function timed(engine: Engine, o: BenchOptions, prompt: readonly number[],
     prefill_gflops: (2 * ((footprint.macs - footprint.headMacs) * o.promptTokens + footprint.headMacs) * (prefillTps / o.promptTokens)) / 1e9,
     decode_gflops: (2 * footprint.macs * decodeTps) / 1e9,
     decode_weight_bytes_per_token: footprint.bytes,
+    ...(graphTime ? { decode_graphs_per_token: median(graphsPerToken), decode_host_ms_per_token: median(hostMs) } : {}),
     threads: engine.backend.threads,
     kernels: engine.backend.name,
   };

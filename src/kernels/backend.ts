@@ -141,5 +141,10 @@ export interface Backend {
   measureComputeRate(): number;
   /** Bytes held in backend memory, per weight dtype and for activations. */
   memoryUsage(): { weights: number; activations: number; arenas: number };
+  /**
+   * Where the backend runs its ops as graphs of a kernel library (native): the graphs run and the wall time spent
+   * in them since it was made. The rest of a step's time is the host's: JavaScript, and reads and writes of memory.
+   */
+  readonly graphTime?: Readonly<{ graphs: number; ms: number }>;
   close(): void;
 }

@@ -146,6 +146,23 @@ test("random programs give the same bits recorded (graphs evicted, mask rewritte
   }
 });
 
+test("graphTime counts each graph run and the time in it", { skip }, () => {
+  const be = new NativeBackend({ threads: 1 });
+  try {
+    const N = 64, x = put(be, new Float32Array(N).fill(1)), y = be.alloc(N * 4);
+    const before = { ...be.graphTime };
+    for (let i = 0; i < 3; i++) {
+      be.add(y, x, x, N);
+      be.add(y, y, x, N);
+      assert.equal(be.f32(y, 0, 1)[0], 3);
+    }
+    assert.equal(be.graphTime.graphs - before.graphs, 3, "two ops recorded, one graph, per read");
+    assert.ok(be.graphTime.ms > before.ms);
+  } finally {
+    be.close();
+  }
+});
+
 test("past maxGraphs the graph run longest ago goes: one run every step stays built", { skip }, () => {
   const be = new NativeBackend({ threads: 1, maxGraphs: 8 });
   const internals = be as unknown as { build(...args: unknown[]): unknown };

@@ -183,6 +183,7 @@ export class NativeBackend implements Backend {
    */
   private readonly recentGraphs: Graph[] = [];
   private flushes = 0;
+  readonly graphTime = { graphs: 0, ms: 0 };
   /** Ops recorded and not yet run (see flush), their keys joined, and their multiply-adds. */
   private readonly pending: Array<(b: GraphBuilder) => void> = [];
   private pendingKey = "";
@@ -814,7 +815,10 @@ export class NativeBackend implements Backend {
       this.g.threadpoolPause(this.threadpool!);
       this.poolAwake = false;
     }
+    const t0 = performance.now();
     const status = this.g.graphCompute(backend, gr.graph);
+    this.graphTime.ms += performance.now() - t0;
+    this.graphTime.graphs++;
     if (status !== 0) throw new Error(`ggml_backend_graph_compute: status ${status}`);
   }
 
