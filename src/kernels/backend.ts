@@ -14,6 +14,11 @@ export const WEIGHT_DTYPES: readonly WeightDType[] = ["f32", "bf16", "q8", "q4",
 /** How a tensor is stored in a checkpoint file: floats, or ggml's quantized blocks from GGUF (see ggml-blocks.ts). */
 export type SourceDType = "F32" | "BF16" | "F16" | GgmlBlockType;
 
+/** Ops a backend recorded (see Backend.endTape): opaque, for replayTape of the backend that made it. */
+export interface OpTape {
+  readonly ops: number;
+}
+
 /** A region of backend memory. Activations are f32 unless a kernel says otherwise. */
 export interface Tensor {
   readonly arena: number;
@@ -146,5 +151,22 @@ export interface Backend {
    * in them since it was made. The rest of a step's time is the host's: JavaScript, and reads and writes of memory.
    */
   readonly graphTime?: Readonly<{ graphs: number; ms: number }>;
+  /**
+   * Where the backend records ops before it runs them (native): a step's ops kept to be recorded again without
+   * the calls that made them (a decode step's layers, token after token). beginTape keeps the ops recorded from
+   * now on; endTape stops and returns them, or null where they cannot be recorded again alone: JavaScript read or
+   * wrote backend memory between them, or attention ran for more than one (rows, start).
+   */
+  beginTape?(): void;
+  endTape?(): OpTape | null;
+  /**
+   * Records the ops of `tape` again, as the calls that made it would with the same arguments, with attention at
+   * position `start` of the same sequence (its mask is written for it). False, recording nothing, where the
+   * tape no longer holds: memory it names was given back or replaced (a weight freed, the backend's scratch
+   * grown), or at `start` attention would cover another span of the cache. The caller answers for the rest: the
+   * same tensors, not freed, holding what the calls would have found, and the checks the calls made (positions
+   * within the cache and the rotary table).
+   */
+  replayTape?(tape: OpTape, start: number): boolean;
   close(): void;
 }

@@ -2,8 +2,8 @@
 // biases, q/k norm over the projection or per head, clip_qkv, shared expert, dense layers).
 // A step takes the new tokens of any number of sequences as one batch of rows: linear layers and the
 // MoE block see all rows at once, attention runs per sequence against its own KV cache.
-import type { Backend, RopeTable, Tensor } from "../kernels/backend.js";
-import { MoeBlock, type ExpertCallStats, type ExpertTiming, type MoeDeps, type RoutingStats } from "../moe/moe-layer.js";
+import type { Backend, OpTape, RopeTable, Tensor } from "../kernels/backend.js";
+import { MoeBlock, type ExpertCallStats, type ExpertTiming, type MoeDeps, type OneJobStep, type RoutingStats } from "../moe/moe-layer.js";
 import type { RoutingTap, StepTap } from "../moe/token-routing.js";
 import type { SelectionPolicy } from "../policies/selection.js";
 import type { ModelConfig } from "./config.js";
@@ -44,6 +44,11 @@ export class Transformer {
   /** per step, for the rows whose logits are wanted: picked rows, normed, logits */
   private readonly logitBufs: StepBuffers;
   private step = 0;
+  /** Steps begun and not ended, and begun in all. */
+  private inFlight = 0;
+  private begun = 0;
+  /** The last single-sequence decode step's layers as the backend recorded them (Backend.endTape), and what they ran over. */
+  private decodeTape: { tape: OpTape; cache: KVCache; bufs: readonly Tensor[]; moe: OneJobStep | null } | null = null;
 
   constructor(
     readonly backend: Backend,
@@ -95,11 +100,12 @@ export class Transformer {
         throw new Error(`sequence of ${it.cache.length + it.tokens.length} tokens exceeds its context of ${it.cache.capacity}`);
       }
     }
-    const H = c.hidden;
     const bufs = this.stepBufs.take(rows);
-    const [x, h, tmp, q, k, v, att, pos] = bufs as [Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor];
+    const x = bufs[0]!, pos = bufs[7]!; // see stepBufs
     const step = this.step++;
     this.moe.beginStep();
+    this.inFlight++;
+    this.begun++;
     let done = false;
     try {
       const ids: number[] = [];
@@ -114,28 +120,77 @@ export class Transformer {
       const posList = positions.slice();
       const taps = items.some((it) => it.routing) ? stepTaps(items) : null;
       be.embed(x, this.weights.embed, ids);
-
-      for (let l = 0; l < c.layers; l++) {
-        const w = this.weights.layers[l]!;
-        be.rmsnorm(h, x, w.attnNorm, rows, H, c.rmsEps);
-        this.attention(l, w, items, h, q, k, v, att, pos, rows);
-        be.matmul(tmp, att, w.o, rows);
-        if (w.oBias) be.addBias(tmp, w.oBias, rows);
-        be.add(x, x, tmp, rows * H);
-
-        be.rmsnorm(h, x, w.ffnNorm, rows, H, c.rmsEps);
-        if (w.dense) be.ffn(tmp, h, w.dense, rows);
-        else await this.moe.forward(l, w, h, tmp, rows, step, posList, taps);
-        be.add(x, x, tmp, rows * H);
-      }
+      await this.runLayers(items, bufs, rows, step, posList, taps);
       for (const it of items) it.cache.length += it.tokens.length;
       const logits = this.logits(items, x, rows);
       done = true;
       return logits;
     } finally {
+      this.inFlight--;
       this.moe.endStep(step, done);
       this.stepBufs.give(rows, bufs);
     }
+  }
+
+  /**
+   * The step's layers. A single sequence's decode step keeps their ops as the backend recorded them (a tape), and
+   * the next step records them again from it where it still holds (replayLayers): the calls' checks and keys
+   * cost more than the rest of the step's JavaScript.
+   */
+  private async runLayers(items: readonly BatchItem[], bufs: Tensor[], rows: number, step: number, positions: ArrayLike<number>, taps: readonly StepTap[] | null): Promise<void> {
+    const be = this.backend;
+    const decode = items.length === 1 && rows === 1 && !taps && this.inFlight === 1 && be.beginTape !== undefined;
+    if (decode && this.replayLayers(items[0]!.cache, bufs, step)) return;
+    const begun = this.begun;
+    if (decode) be.beginTape!();
+    let ran = false;
+    try {
+      await this.layers(items, bufs, rows, step, positions, taps);
+      ran = true;
+    } finally {
+      if (decode) {
+        const tape = be.endTape!();
+        // a step begun while this one awaited (its ops may be among these) leaves no tape
+        this.decodeTape = ran && tape && this.begun === begun ? { tape, cache: items[0]!.cache, bufs, moe: this.moe.oneJobStep(step) } : null;
+      }
+    }
+  }
+
+  private async layers(items: readonly BatchItem[], bufs: Tensor[], rows: number, step: number, positions: ArrayLike<number>, taps: readonly StepTap[] | null): Promise<void> {
+    const { backend: be, config: c } = this;
+    const H = c.hidden;
+    const [x, h, tmp, q, k, v, att, pos] = bufs as [Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor];
+    for (let l = 0; l < c.layers; l++) {
+      const w = this.weights.layers[l]!;
+      be.rmsnorm(h, x, w.attnNorm, rows, H, c.rmsEps);
+      this.attention(l, w, items, h, q, k, v, att, pos, rows);
+      be.matmul(tmp, att, w.o, rows);
+      if (w.oBias) be.addBias(tmp, w.oBias, rows);
+      be.add(x, x, tmp, rows * H);
+
+      be.rmsnorm(h, x, w.ffnNorm, rows, H, c.rmsEps);
+      if (w.dense) be.ffn(tmp, h, w.dense, rows);
+      else await this.moe.forward(l, w, h, tmp, rows, step, positions, taps);
+      be.add(x, x, tmp, rows * H);
+    }
+  }
+
+  /**
+   * Records the layers' ops again as the last decode step's tape holds them, where it still holds: the same
+   * sequence and step buffers, a cache not freed, MoE layers that would run as one job as they did. The checks the
+   * calls made hold by construction: the position is within the cache (forward checked it), whose capacity is
+   * within the rotary table (newSequence).
+   */
+  private replayLayers(cache: KVCache, bufs: readonly Tensor[], step: number): boolean {
+    const t = this.decodeTape;
+    if (!t || t.cache !== cache || t.bufs !== bufs || cache.k.length !== this.config.layers) return false;
+    if (t.moe && !this.moe.canReplayOneJob(step, 1, t.moe)) return false;
+    if (!this.backend.replayTape!(t.tape, cache.length)) {
+      this.decodeTape = null;
+      return false;
+    }
+    if (t.moe) this.moe.replayOneJob(step, 1, t.moe);
+    return true;
   }
 
   private attention(l: number, w: LayerWeights, items: readonly BatchItem[], h: Tensor, q: Tensor, k: Tensor, v: Tensor, att: Tensor, pos: Tensor, rows: number): void {

@@ -38,6 +38,12 @@ export class StepBuffers {
     return this.floatsPerRow.map((n) => this.backend.alloc(Math.max(1, bucket * n) * 4));
   }
 
+  /** The set take(rows) would hand out now, or null where it would allocate one. */
+  peek(rows: number): Tensor[] | null {
+    if (rows > this.keepMaxRows) return this.large && this.large.rows >= rows ? this.large.set : null;
+    return this.idle.get(this.bucket(rows))?.set ?? null;
+  }
+
   give(rows: number, set: Tensor[]): void {
     if (rows > this.keepMaxRows) {
       // the set may be larger than rows asked for (the kept one): its size is in its tensors

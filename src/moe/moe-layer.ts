@@ -60,6 +60,12 @@ export interface RoutingStats {
   droppedGateMass: number;
 }
 
+/** A step's layers that ran as one job (Backend.moeTopK), and the set their chosen experts went to. */
+export interface OneJobStep {
+  readonly set: readonly Tensor[];
+  readonly layers: readonly number[];
+}
+
 export class MoeBlock {
   readonly stats: ExpertCallStats = { calls: 0, failedCalls: 0, droppedSlots: 0, droppedWeight: 0, oneJobLayers: 0 };
   readonly timing: ExpertTiming = { waitMs: 0, deviceComputeMs: 0, transferMs: 0, waitingMs: 0 };
@@ -207,6 +213,29 @@ export class MoeBlock {
     held.layers.push(layer);
     this.stats.oneJobLayers++;
     return true;
+  }
+
+  /** The layers of step `step` that ran as one job so far; null: none. */
+  oneJobStep(step: number): OneJobStep | null {
+    const c = this.chosen.get(step);
+    return c ? { set: c.set, layers: [...c.layers] } : null;
+  }
+
+  /**
+   * Whether step `step` may stand for a recorded one whose one-job layers were `recorded` (a decode step's ops
+   * recorded again: Transformer): those layers would run as one job now, and choose into the same set.
+   */
+  canReplayOneJob(step: number, rows: number, recorded: OneJobStep): boolean {
+    if (!this.backend.moeTopK || this.deps.trace || this.policy !== selectTopK || this.chosen.has(step)) return false;
+    return this.chosenBufs.peek(rows) === recorded.set && recorded.layers.every((l) => this.oneJob[l]);
+  }
+
+  /** Step `step` stands for the recorded one (checked by canReplayOneJob): its one-job layers count as run. */
+  replayOneJob(step: number, rows: number, recorded: OneJobStep): void {
+    const set = this.chosenBufs.take(rows);
+    if (set !== recorded.set) throw new Error("replayOneJob: the step's chosen experts would go to another set");
+    this.chosen.set(step, { rows, set, layers: [...recorded.layers] });
+    this.stats.oneJobLayers += recorded.layers.length;
   }
 
   /** Ends a step: the experts that its one-job layers chose are counted as the calls they stand for (`completed`: the step ran to its end). */

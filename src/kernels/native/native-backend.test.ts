@@ -188,6 +188,65 @@ test("past maxGraphs the graph run longest ago goes: one run every step stays bu
   }
 });
 
+test("a tape records ops again as the calls would, with attention at a new start; it ends where memory was read mid-way, attention moved, a weight went or the span grew", { skip }, () => {
+  const be = new NativeBackend({ threads: 1 });
+  try {
+    const D = 8, CAP = 300, N = 16;
+    const kv = put(be, new Float32Array(2 * CAP * D)), k = { ...kv, bytes: CAP * D * 4 }, v = { ...kv, ptr: kv.ptr + CAP * D * 4, bytes: CAP * D * 4 };
+    const x = put(be, Float32Array.from({ length: N }, (_, i) => i / N)), y = be.alloc(N * 4), out = be.alloc(D * 4), at = be.alloc(4);
+    const w = be.allocWeight("f32", N, N);
+    be.setWeight(w, Float32Array.from({ length: N * N }, (_, i) => ((i % 7) - 3) / 10));
+    // a step: a product, its first D values as one key and value row at `start`, attention over the cache
+    const ops = (start: number) => {
+      be.matmul(y, x, w, 1);
+      be.setRows(k, { ...y, bytes: D * 4 }, 1, D, at);
+      be.setRows(v, { ...y, bytes: D * 4 }, 1, D, at);
+      be.attention(out, { ...y, bytes: D * 4 }, k, v, 1, start, 1, 1, D);
+    };
+    const step = (start: number, tape: ReturnType<NativeBackend["endTape"]> | "calls") => {
+      be.i32(at)[0] = start;
+      if (tape === "calls") ops(start);
+      else assert.ok(be.replayTape(tape!, start), `replayed at ${start}`);
+      return be.f32(out).slice();
+    };
+    be.i32(at)[0] = 0;
+    be.beginTape();
+    ops(0);
+    assert.equal(be.endTape(), null, "the first attention allocates the mask: a tape ends where the backend's memory moves");
+    be.i32(at)[0] = 0;
+    be.beginTape();
+    ops(0);
+    const tape = be.endTape();
+    assert.ok(tape && tape.ops === 4);
+    const replayed = [1, 2, 3, 100].map((s) => step(s, tape));
+    be.f32(kv).fill(0);
+    be.i32(at)[0] = 0;
+    ops(0);
+    assert.deepEqual([1, 2, 3, 100].map((s) => step(s, "calls")), replayed, "the calls' results");
+    assert.equal(be.replayTape(tape!, 256), false, "at 256 attention covers 512 positions, not 256");
+
+    be.beginTape();
+    ops(5);
+    be.f32(y, 0, 1);
+    be.matmul(y, x, w, 1);
+    assert.equal(be.endTape(), null, "memory read mid-way: what JavaScript did there would be missing");
+    be.beginTape();
+    ops(5);
+    ops(6);
+    assert.equal(be.endTape(), null, "attention at two starts");
+    assert.throws(() => be.endTape(), /no tape/);
+    be.beginTape();
+    assert.throws(() => be.beginTape(), /already/);
+    assert.equal(be.replayTape(tape!, 7), false, "not while recording");
+    assert.equal(be.endTape(), null, "nothing recorded");
+
+    be.freeWeight(w);
+    assert.equal(be.replayTape(tape!, 7), false, "the weight it reads is gone");
+  } finally {
+    be.close();
+  }
+});
+
 test("a graph of many wide matmulMany calls: as many products as one call takes, in a row", { skip }, () => {
   const native = new NativeBackend({ threads: 2 });
   try {

@@ -9,7 +9,7 @@
 // ggml aborts the process on a failed GGML_ASSERT, so every precondition it asserts is checked here first.
 import { fstatSync } from "node:fs";
 import os from "node:os";
-import type { Backend, FfnWeightSet, RopeTable, Tensor, WeightDType, WeightSource, WeightTensor } from "../backend.js";
+import type { Backend, FfnWeightSet, OpTape, RopeTable, Tensor, WeightDType, WeightSource, WeightTensor } from "../backend.js";
 import { dequantizeBlocks, f16ToF32, GGML_BLOCK_TYPES, isGgmlBlockType } from "../ggml-blocks.js";
 import { FirstFit } from "../first-fit.js";
 import { readRows } from "../read-rows.js";
@@ -123,6 +123,39 @@ interface Graph {
   singleNs: number;
 }
 
+/**
+ * The cache positions attention covers for `rows` queries ending at position len - 1 of a cache holding `held`:
+ * a decode step's, up to a multiple of KV_PAD (see attention); a prefill's, exactly len.
+ */
+function attentionSpan(rows: number, len: number, held: number): number {
+  return rows === 1 ? Math.min(held, Math.ceil(len / KV_PAD) * KV_PAD) : len;
+}
+
+/** An op as run() records it; readsMask: attention's, which reads the mask. */
+interface TapedOp {
+  readonly key: string;
+  readonly work: number;
+  readonly build: (b: GraphBuilder) => void;
+  readonly nodes: number;
+  readonly readsMask: boolean;
+}
+
+/** Attention's shape in a tape: every attention op of it had these (see beginTape). */
+interface TapedAttention {
+  readonly rows: number;
+  readonly start: number;
+  readonly span: number;
+  /** positions the cache holds */
+  readonly held: number;
+}
+
+/** A tape (Backend.endTape): the ops, and the tapeVersion they hold for. */
+interface NativeTape extends OpTape {
+  readonly taped: readonly TapedOp[];
+  readonly version: number;
+  readonly attention: TapedAttention | null;
+}
+
 /** Builds one op's graph: tensors bound to backend memory, ops, outputs. */
 class GraphBuilder {
   readonly outputs: Ptr[] = [];
@@ -184,6 +217,10 @@ export class NativeBackend implements Backend {
   private readonly recentGraphs: Graph[] = [];
   private flushes = 0;
   readonly graphTime = { graphs: 0, ms: 0 };
+  /** The tape being recorded (beginTape), and whether it still may run again alone. */
+  private taping: { ops: TapedOp[]; version: number; attention: TapedAttention | null; valid: boolean } | null = null;
+  /** Counts changes that end every tape: a weight freed, a scratch tensor of the backend's replaced. */
+  private tapeVersion = 0;
   /** Ops recorded and not yet run (see flush), their keys joined, and their multiply-adds. */
   private readonly pending: Array<(b: GraphBuilder) => void> = [];
   private pendingKey = "";
@@ -506,6 +543,7 @@ export class NativeBackend implements Backend {
   /** Frees the graphs over w, whose ggml tensor is about to go: a cached graph would compute with a freed tensor. */
   private dropWeightGraphs(w: WeightTensor): void {
     this.weightChanges++;
+    this.tapeVersion++;
     for (const [key, gr] of this.graphs) if (key.includes(`|w${w.arena}|`)) this.dropGraph(gr);
   }
 
@@ -725,13 +763,45 @@ export class NativeBackend implements Backend {
    * Records an op: `key` names it (op, shape, addresses, weights), `work` counts its multiply-adds, `build`
    * adds its nodes to a graph. It runs with the ops recorded after it at the next flush.
    */
-  private run(key: string, work: number, build: (b: GraphBuilder) => void, nodes = MAX_OP_NODES): void {
+  private run(key: string, work: number, build: (b: GraphBuilder) => void, nodes = MAX_OP_NODES, readsMask = false): void {
     if (this.closed) throw new Error("the native backend is closed");
+    this.taping?.ops.push({ key, work, build, nodes, readsMask });
     this.pending.push(build);
     this.pendingKey += key;
     this.pendingWork += work;
     this.pendingNodes += nodes;
-    if (this.pending.length >= MAX_SEGMENT_OPS) this.flush();
+    // a segment's end is the ops' own: a tape recorded across it runs again alike
+    if (this.pending.length >= MAX_SEGMENT_OPS) this.runPending();
+  }
+
+  beginTape(): void {
+    if (this.taping) throw new Error("beginTape: a tape is being recorded already");
+    this.taping = { ops: [], version: this.tapeVersion, attention: null, valid: true };
+  }
+
+  endTape(): OpTape | null {
+    const t = this.taping;
+    if (!t) throw new Error("endTape: no tape is being recorded");
+    this.taping = null;
+    if (!t.valid || t.version !== this.tapeVersion || t.ops.length === 0) return null;
+    const tape: NativeTape = { ops: t.ops.length, taped: t.ops, version: t.version, attention: t.attention };
+    return tape;
+  }
+
+  replayTape(tape: OpTape, start: number): boolean {
+    const t = tape as NativeTape;
+    if (this.closed || this.taping || t.version !== this.tapeVersion || !Array.isArray(t.taped)) return false;
+    const a = t.attention;
+    if (a) {
+      checkCount(start, "replayTape start");
+      if (attentionSpan(a.rows, start + a.rows, a.held) !== a.span) return false;
+      this.prepareMask(a.rows, start, a.span);
+    }
+    for (const op of t.taped) {
+      if (op.readsMask) this.maskRead = true;
+      this.run(op.key, op.work, op.build, op.nodes, op.readsMask);
+    }
+    return true;
   }
 
   /**
@@ -741,6 +811,12 @@ export class NativeBackend implements Backend {
    * flushes first. `pinned`: on the pool whatever the measurements say (the probes).
    */
   private flush(pinned = false): void {
+    // JavaScript reads or writes memory here: what a tape being recorded holds would not run again alone
+    if (this.taping) this.taping.valid = false;
+    this.runPending(pinned);
+  }
+
+  private runPending(pinned = false): void {
     const n = this.pending.length;
     if (n === 0) return;
     const key = this.pendingKey, work = this.pendingWork, nodes = this.pendingNodes, builds = this.pending.splice(0, n);
@@ -901,6 +977,7 @@ export class NativeBackend implements Backend {
     if (!this.scratchIds || this.scratchIds.bytes < n * 4) {
       if (this.scratchIds) this.free(this.scratchIds);
       this.scratchIds = this.alloc(Math.max(n * 4, 4096));
+      this.tapeVersion++;
     }
     const idBuf = this.scratchIds;
     const view = this.i32(idBuf, 0, n);
@@ -994,13 +1071,36 @@ export class NativeBackend implements Backend {
     // that it is built once per KV_PAD tokens, not per token; the mask hides the positions beyond len, and
     // ggml's flash-attention kernel skips masked positions without reading them (they hold no values yet).
     const held = Math.floor(Math.min(k.bytes, v.bytes) / (kvDim * 4));
-    const span = rows === 1 ? Math.min(held, Math.ceil(len / KV_PAD) * KV_PAD) : len;
+    const span = attentionSpan(rows, len, held);
+    if (this.taping) {
+      const a = this.taping.attention;
+      if (!a) this.taping.attention = { rows, start, span, held };
+      else if (a.rows !== rows || a.start !== start || a.span !== span || a.held !== held) this.taping.valid = false;
+    }
+    const mask = this.prepareMask(rows, start, span);
+    const g = this.g, scale = 1 / Math.sqrt(headDim);
+    this.maskRead = true;
+    this.run(NativeBackend.key("attn", out, q, k, v, mask, rows, span, heads, kvHeads, headDim), rows * heads * len * headDim * 2, (b) => {
+      // q [hd, rows, heads]; k, v [hd, span, kvHeads]: head h reads kv head h / (heads / kvHeads)
+      const qt = b.view(g.permute(b.ctx, b.bind(q, GgmlType.F32, headDim, heads, rows), 0, 2, 1, 3));
+      const kt = b.view(g.permute(b.ctx, b.bind(k, GgmlType.F32, headDim, kvHeads, span), 0, 2, 1, 3));
+      const vt = b.view(g.permute(b.ctx, b.bind(v, GgmlType.F32, headDim, kvHeads, span), 0, 2, 1, 3));
+      const fa = g.flashAttnExt(b.ctx, qt, kt, vt, b.bind(mask, GgmlType.F16, span, rows), scale, 0, 0);
+      if (!g.devSupportsOp(this.ggml.cpuDevice, fa)) throw new Error(`attention: ggml's CPU flash attention does not take these shapes (${heads}/${kvHeads} heads of ${headDim})`);
+      // the result is [hd, heads, rows]: the output's own layout
+      b.outputs.push(b.into(fa, out));
+    }, MAX_OP_NODES, true);
+  }
+
+  /** The attention mask for `rows` queries at positions start.. over `span` cached positions, written where it holds another. */
+  private prepareMask(rows: number, start: number, span: number): Tensor {
     if (!this.mask || this.mask.bytes < rows * span * 2) {
       // new memory may be memory freed that recorded ops still use: they run before JavaScript writes it
       this.flush();
       if (this.mask) this.free(this.mask);
       this.mask = this.alloc(Math.max(rows * span * 2, KV_PAD * 2));
       this.maskHolds = "";
+      this.tapeVersion++;
     }
     const mask = this.mask;
     // the mask is written when it changes (the layers of a step share it): a recorded attention op reads it, so
@@ -1016,18 +1116,7 @@ export class NativeBackend implements Backend {
       }
       this.maskHolds = holds;
     }
-    const g = this.g, scale = 1 / Math.sqrt(headDim);
-    this.maskRead = true;
-    this.run(NativeBackend.key("attn", out, q, k, v, mask, rows, span, heads, kvHeads, headDim), rows * heads * len * headDim * 2, (b) => {
-      // q [hd, rows, heads]; k, v [hd, span, kvHeads]: head h reads kv head h / (heads / kvHeads)
-      const qt = b.view(g.permute(b.ctx, b.bind(q, GgmlType.F32, headDim, heads, rows), 0, 2, 1, 3));
-      const kt = b.view(g.permute(b.ctx, b.bind(k, GgmlType.F32, headDim, kvHeads, span), 0, 2, 1, 3));
-      const vt = b.view(g.permute(b.ctx, b.bind(v, GgmlType.F32, headDim, kvHeads, span), 0, 2, 1, 3));
-      const fa = g.flashAttnExt(b.ctx, qt, kt, vt, b.bind(mask, GgmlType.F16, span, rows), scale, 0, 0);
-      if (!g.devSupportsOp(this.ggml.cpuDevice, fa)) throw new Error(`attention: ggml's CPU flash attention does not take these shapes (${heads}/${kvHeads} heads of ${headDim})`);
-      // the result is [hd, heads, rows]: the output's own layout
-      b.outputs.push(b.into(fa, out));
-    });
+    return mask;
   }
 
   siluMul(h: Tensor, gt: Tensor, u: Tensor, n: number): void {
@@ -1053,6 +1142,7 @@ export class NativeBackend implements Backend {
     if (!this.ffnScratch || this.ffnScratch.bytes < 2 * rows * F * 4) {
       if (this.ffnScratch) this.free(this.ffnScratch);
       this.ffnScratch = this.alloc(2 * rows * F * 4);
+      this.tapeVersion++;
     }
     const scratch = this.ffnScratch;
     const gs = { arena: scratch.arena, ptr: scratch.ptr, bytes: rows * F * 4 }, us = { arena: scratch.arena, ptr: scratch.ptr + rows * F * 4, bytes: rows * F * 4 };
@@ -1097,6 +1187,7 @@ export class NativeBackend implements Backend {
     if (!this.moeScratch || this.moeScratch.bytes < floats.end * 4) {
       if (this.moeScratch) this.free(this.moeScratch);
       this.moeScratch = this.alloc(floats.end * 4);
+      this.tapeVersion++;
     }
     const scratch = this.moeScratch;
     const part = (offset: number, n: number): Tensor => ({ arena: scratch.arena, ptr: scratch.ptr + offset * 4, bytes: n * 4 });
