@@ -53,8 +53,8 @@ test("ops recorded in one graph see each other's results: reads after writes, wr
       be.rmsnorm(y, z, norm, M, N, 1e-5); // writes y after add read it
       read(y);
       be.matmul(z, y, w, M); // z = W·norm(W·x + c): reads y, overwrites its own earlier input
-      // 70 in-place adds in a row: more ops than one graph holds
-      for (let i = 0; i < 70; i++) {
+      // 140 in-place adds in a row: more ops than one graph holds
+      for (let i = 0; i < 140; i++) {
         read(z);
         be.add(z, z, c, M * N);
       }
@@ -224,6 +224,28 @@ test("a tape records ops again as the calls would, with attention at a new start
     ops(0);
     assert.deepEqual([1, 2, 3, 100].map((s) => step(s, "calls")), replayed, "the calls' results");
     assert.equal(be.replayTape(tape!, 256), false, "at 256 attention covers 512 positions, not 256");
+
+    // a tape longer than a graph holds: replayed, it runs in the same segments as the calls
+    const long = (start: number) => {
+      ops(start);
+      for (let i = 0; i < 140; i++) be.add(y, y, x, N);
+    };
+    be.i32(at)[0] = 4;
+    be.beginTape();
+    long(4);
+    const longTape = be.endTape();
+    assert.ok(longTape && longTape.ops === 144);
+    const viaTape = [5, 6].map((s) => {
+      be.i32(at)[0] = s;
+      assert.ok(be.replayTape(longTape!, s));
+      return [...be.f32(out), ...be.f32(y)];
+    });
+    const viaCalls = [5, 6].map((s) => {
+      be.i32(at)[0] = s;
+      long(s);
+      return [...be.f32(out), ...be.f32(y)];
+    });
+    assert.deepEqual(viaTape, viaCalls);
 
     be.beginTape();
     ops(5);
