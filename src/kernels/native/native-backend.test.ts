@@ -224,6 +224,21 @@ test("a tape records ops again as the calls would, with attention at a new start
     ops(0);
     assert.deepEqual([1, 2, 3, 100].map((s) => step(s, "calls")), replayed, "the calls' results");
     assert.equal(be.replayTape(tape!, 256), false, "at 256 attention covers 512 positions, not 256");
+    // a cache of exactly 256 positions: full at 256, where the span would still be 256
+    const small = { ...k, bytes: 256 * D * 4 };
+    be.beginTape();
+    be.attention(out, { ...y, bytes: D * 4 }, small, small, 1, 10, 1, 1, D);
+    const full = be.endTape();
+    assert.ok(full);
+    assert.equal(be.replayTape(full!, 255), true);
+    assert.equal(be.replayTape(full!, 256), false, "no room in the cache for a row at 256");
+    be.f32(out);
+    const other = new NativeBackend({ threads: 1 });
+    try {
+      assert.equal(other.replayTape(tape!, 7), false, "another backend's tape");
+    } finally {
+      other.close();
+    }
 
     // a tape longer than a graph holds: replayed, it runs in the same segments as the calls
     const long = (start: number) => {

@@ -152,6 +152,7 @@ interface TapedAttention {
 
 /** A tape (Backend.endTape): the ops, and the tapeVersion they hold for. */
 interface NativeTape extends OpTape {
+  readonly owner: NativeBackend;
   readonly taped: readonly TapedOp[];
   readonly version: number;
   readonly attention: TapedAttention | null;
@@ -785,17 +786,18 @@ export class NativeBackend implements Backend {
     if (!t) throw new Error("endTape: no tape is being recorded");
     this.taping = null;
     if (!t.valid || t.version !== this.tapeVersion || t.ops.length === 0) return null;
-    const tape: NativeTape = { ops: t.ops.length, taped: t.ops, version: t.version, attention: t.attention };
+    const tape: NativeTape = { ops: t.ops.length, owner: this, taped: t.ops, version: t.version, attention: t.attention };
     return tape;
   }
 
   replayTape(tape: OpTape, start: number): boolean {
     const t = tape as NativeTape;
-    if (this.closed || this.taping || t.version !== this.tapeVersion || !Array.isArray(t.taped)) return false;
+    if (this.closed || this.taping || t.owner !== this || t.version !== this.tapeVersion) return false;
     const a = t.attention;
     if (a) {
       checkCount(start, "replayTape start");
-      if (attentionSpan(a.rows, start + a.rows, a.held) !== a.span) return false;
+      // the cache must hold the new rows (as attention checks), and the graphs cover the span they were built for
+      if (start + a.rows > a.held || attentionSpan(a.rows, start + a.rows, a.held) !== a.span) return false;
       this.prepareMask(a.rows, start, a.span);
     }
     for (const op of t.taped) {
