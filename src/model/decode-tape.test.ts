@@ -58,7 +58,7 @@ function withModel(fn: (dir: string) => Promise<void>): () => Promise<void> {
 }
 
 test(
-  "decode steps replayed give the calls' logits bit for bit, across the 256-position attention span, with two sequences and a policy change between",
+  "decode steps replayed give the calls' logits bit for bit, across the 256-position attention span, with two sequences, a policy change and two steps at once between",
   { skip },
   withModel(async (dir) => {
     const runs = [open(dir, true), open(dir, false)];
@@ -79,6 +79,10 @@ test(
         got.push(...(await decode(engine, a, 12, 4)));
         m.setPolicy(selectTopK);
         got.push(...(await decode(engine, a, 13, 6)));
+        // two steps at once: b's begins recording, a's begins while b's awaits its MoE layers; neither leaves a tape
+        const [lb, la] = await Promise.all([m.forward([{ cache: b, tokens: [14], logits: "last" }]), m.forward([{ cache: a, tokens: [15], logits: "last" }])]);
+        got.push(lb[0]!, la[0]!);
+        got.push(...(await decode(engine, a, 16, 3)));
         results.push({ got, stats: { ...m.expertStats }, routing: Array.from(m.routingStats.use) });
       }
       const [taped, called] = results as [(typeof results)[0], (typeof results)[0]];
@@ -88,8 +92,9 @@ test(
       assert.deepEqual(taped.routing, called.routing, "routing counted alike");
       // recorded at a's second step (its first allocates the one-job layers' scratch, the prompt having run the
       // seam's steps, and a tape ends where the backend's memory moves) and where its span grew (start 256), at
-      // b's first, back at a, and after the seam's steps (which replay nothing): 77 + 4 + 4 + 0 + 5
-      assert.equal(runs[0]!.replays(), 90);
+      // b's first, back at a, after the seam's steps (which replay nothing), and after the two at once:
+      // 77 + 4 + 4 + 0 + 5 + 2
+      assert.equal(runs[0]!.replays(), 92);
       assert.equal(runs[1]!.replays(), 0);
     } finally {
       for (const { engine } of runs) engine.close();

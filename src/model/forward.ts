@@ -44,9 +44,8 @@ export class Transformer {
   /** per step, for the rows whose logits are wanted: picked rows, normed, logits */
   private readonly logitBufs: StepBuffers;
   private step = 0;
-  /** Steps begun and not ended, and begun in all. */
+  /** Steps begun and not ended. */
   private inFlight = 0;
-  private begun = 0;
   /** The last single-sequence decode step's layers as the backend recorded them (Backend.endTape), and what they ran over. */
   private decodeTape: { tape: OpTape; cache: KVCache; bufs: readonly Tensor[]; moe: OneJobStep | null } | null = null;
 
@@ -105,7 +104,6 @@ export class Transformer {
     const step = this.step++;
     this.moe.beginStep();
     this.inFlight++;
-    this.begun++;
     let done = false;
     try {
       const ids: number[] = [];
@@ -141,7 +139,6 @@ export class Transformer {
     const be = this.backend;
     const decode = items.length === 1 && rows === 1 && !taps && this.inFlight === 1 && be.beginTape !== undefined;
     if (decode && this.replayLayers(items[0]!.cache, bufs, step)) return;
-    const begun = this.begun;
     if (decode) be.beginTape!();
     let ran = false;
     try {
@@ -151,7 +148,7 @@ export class Transformer {
       if (decode) {
         const tape = be.endTape!();
         // a step begun while this one awaited (its ops may be among these) leaves no tape
-        this.decodeTape = ran && tape && this.begun === begun ? { tape, cache: items[0]!.cache, bufs, moe: this.moe.oneJobStep(step) } : null;
+        this.decodeTape = ran && tape && this.step === step + 1 ? { tape, cache: items[0]!.cache, bufs, moe: this.moe.oneJobStep(step) } : null;
       }
     }
   }
