@@ -23,19 +23,11 @@ export class StepBuffers {
 
   /** Tensors of at least rows × floatsPerRow[i] f32 each; give them back with the same `rows`. */
   take(rows: number): Tensor[] {
-    if (rows > this.keepMaxRows && this.large && this.large.rows >= rows) {
-      const { set } = this.large;
-      this.large = null;
-      return set;
-    }
-    const bucket = this.bucket(rows);
-    const slot = this.idle.get(bucket);
-    if (slot?.set) {
-      const { set } = slot;
-      slot.set = null;
-      return set;
-    }
-    return this.floatsPerRow.map((n) => this.backend.alloc(Math.max(1, bucket * n) * 4));
+    const kept = this.peek(rows);
+    if (!kept) return this.floatsPerRow.map((n) => this.backend.alloc(Math.max(1, this.bucket(rows) * n) * 4));
+    if (rows > this.keepMaxRows) this.large = null;
+    else this.idle.get(this.bucket(rows))!.set = null;
+    return kept;
   }
 
   /** The set take(rows) would hand out now, or null where it would allocate one. */

@@ -767,7 +767,8 @@ export class NativeBackend implements Backend {
    */
   private run(key: string, work: number, build: (b: GraphBuilder) => void, nodes = MAX_OP_NODES, readsMask = false): void {
     if (this.closed) throw new Error("the native backend is closed");
-    this.taping?.ops.push({ key, work, build, nodes, readsMask });
+    // a recording already spoilt (a flush) keeps nothing: the seam's steps try one every step
+    if (this.taping?.valid) this.taping.ops.push({ key, work, build, nodes, readsMask });
     this.pending.push(build);
     this.pendingKey += key;
     this.pendingWork += work;
