@@ -65,14 +65,20 @@ export interface RopeTable {
   readonly theta: number;
 }
 
+/** What a weight is read for: products (matmul and the like; the default), or rows looked up (embed). */
+export type WeightUse = "products" | "lookup";
+
 export interface Backend {
   readonly name: string;
   readonly threads: number;
 
   /** Whether the kernels can hold a matrix with rows of `cols` values as dtype. */
   supportsWeight(dtype: WeightDType, cols: number): boolean;
-  /** Room for a weight; vectors (norms, biases) always land in the arena that holds activations. */
-  allocWeight(dtype: WeightDType, rows: number, cols: number): WeightTensor;
+  /**
+   * Room for a weight; vectors (norms, biases) always land in the arena that holds activations. `use`: "lookup"
+   * for a table only read a row at a time (embed), which a backend need not lay out for products.
+   */
+  allocWeight(dtype: WeightDType, rows: number, cols: number, use?: WeightUse): WeightTensor;
   /**
    * `count` weights of one dtype and shape, laid out as one (a layer's experts, as a GGUF file's merged expert
    * tensor holds them): a backend may then compute them as one stack (moeTopK). Absent: allocWeight each.

@@ -64,6 +64,8 @@ export interface TensorSpec {
   readonly expert: boolean;
   /** A layer's experts' matrices of one kind, when the process holds them all: their key and this one's place. */
   readonly stack?: { readonly key: string; readonly index: number };
+  /** Only rows of it are read (an embedding that is not also the LM head). */
+  readonly lookup?: boolean;
   /** Puts the loaded tensor in its place in the ModelWeights that `planTensors` builds. */
   readonly assign: (w: WeightTensor) => void;
 }
@@ -86,7 +88,8 @@ export function planTensors(cfg: ModelConfig, tiedHead: boolean, holds: (layer: 
   const add = (name: string, shape: number[], role: TensorRole, assign: (w: WeightTensor) => void, expert = false, stack?: TensorSpec["stack"]) =>
     specs.push({ name, shape, role, assign, expert, ...(stack ? { stack } : {}) });
 
-  add(names.embed, [cfg.vocabSize, H], "matrix", (w) => (top.embed = w));
+  // untied, the embedding is only looked up by rows
+  specs.push({ name: names.embed, shape: [cfg.vocabSize, H], role: "matrix", assign: (w) => (top.embed = w), expert: false, lookup: !tiedHead });
   add(names.outputNorm, [H], "vector", (w) => (top.outputNorm = w));
   if (!tiedHead) add(names.lmHead, [cfg.vocabSize, H], "matrix", (w) => (top.lmHead = w));
 
@@ -207,7 +210,7 @@ function loadSpecs(backend: Backend, ck: TensorStore, cfg: ModelConfig, specs: r
     const cols = p.shape[p.shape.length - 1]!;
     const members = p.stack && backend.allocWeights ? stacks.get(p.stack.key)! : null;
     if (members && !stacked.has(p.stack!.key) && members.every((m) => dtypes[m] === dtype)) stacked.set(p.stack!.key, backend.allocWeights!(dtype, members.length, rows, cols));
-    const w = (members && stacked.get(p.stack!.key)?.[p.stack!.index]) || backend.allocWeight(dtype, rows, cols);
+    const w = (members && stacked.get(p.stack!.key)?.[p.stack!.index]) || backend.allocWeight(dtype, rows, cols, p.lookup ? "lookup" : "products");
     backend.loadWeight(w, { fd: src.file.fd, data: src.file.data, offset: src.offset, dtype: src.dtype as SourceDType, file: src.file.path, rowOrder: src.rowOrder });
     p.assign(w);
     const how = keptAs(src.dtype as SourceDType, dtype);

@@ -284,6 +284,46 @@ test("a tape records ops again as the calls would, with attention at a new start
   }
 });
 
+test("a tape's segments are named by the tape: replayed, their graph is built once; after other ops, the ops' own keys; a freed weight drops the tape's graphs", { skip }, () => {
+  const be = new NativeBackend({ threads: 1 });
+  const internals = be as unknown as { build(...args: unknown[]): unknown; graphs: Map<string, unknown> };
+  const build = internals.build.bind(be);
+  const built: string[] = [];
+  internals.build = (...args: unknown[]) => (built.push(args[0] as string), build(...args));
+  try {
+    const N = 16, xs = Float32Array.from({ length: N }, (_, i) => i), x = put(be, xs), y = be.alloc(N * 4), z = be.alloc(N * 4);
+    const w = be.allocWeight("f32", N, N);
+    be.setWeight(w, Float32Array.from({ length: N * N }, (_, i) => ((i % 5) - 2) / 4));
+    const ops = () => {
+      be.matmul(y, x, w, 1);
+      be.add(y, y, x, N);
+    };
+    be.beginTape();
+    ops();
+    const tape = be.endTape()!;
+    const expected = [...be.f32(y)];
+    built.length = 0;
+    for (let i = 0; i < 3; i++) {
+      assert.ok(be.replayTape(tape, 0));
+      be.add(z, y, x, N); // an op after the tape joins its last segment's graph
+      assert.deepEqual([...be.f32(y)], expected);
+      assert.deepEqual([...be.f32(z)], expected.map((v, j) => v + xs[j]!));
+    }
+    assert.equal(built.length, 1, "one graph for three replays");
+    assert.ok(built[0]!.startsWith("\u0000tape") && built[0]!.length < 100, `named by the tape: ${JSON.stringify(built[0])}`);
+    // replayed after an op still pending: the segments would be cut elsewhere, so each op is recorded with its key
+    be.add(z, x, x, N);
+    assert.ok(be.replayTape(tape, 0));
+    assert.deepEqual([...be.f32(y)], expected);
+    assert.deepEqual([...be.f32(z)], [...xs].map((v) => 2 * v));
+    assert.ok(!built.at(-1)!.includes("\u0000"), "the ops' own keys");
+    be.freeWeight(w);
+    assert.ok(![...internals.graphs.keys()].some((k) => k.startsWith("\u0000tape")), "no graph of an ended tape is kept");
+  } finally {
+    be.close();
+  }
+});
+
 test("a graph of many wide matmulMany calls: as many products as one call takes, in a row", { skip }, () => {
   const native = new NativeBackend({ threads: 2 });
   try {

@@ -9,7 +9,7 @@
 // ggml aborts the process on a failed GGML_ASSERT, so every precondition it asserts is checked here first.
 import { fstatSync } from "node:fs";
 import os from "node:os";
-import type { Backend, FfnWeightSet, OpTape, RopeTable, Tensor, WeightDType, WeightSource, WeightTensor } from "../backend.js";
+import type { Backend, FfnWeightSet, OpTape, RopeTable, Tensor, WeightDType, WeightSource, WeightTensor, WeightUse } from "../backend.js";
 import { dequantizeBlocks, f16ToF32, GGML_BLOCK_TYPES, isGgmlBlockType } from "../ggml-blocks.js";
 import { FirstFit } from "../first-fit.js";
 import { readRows } from "../read-rows.js";
@@ -68,6 +68,8 @@ const STAGING_BYTES = 16 << 20;
 const MAX_OP_NODES = 16;
 const MAX_PRODUCTS = MAX_OP_NODES - 1;
 const MAX_SEGMENT_OPS = 128;
+// Starts the name a tape gives a segment of its ops (see NativeTape.segments); no op's key holds the character.
+const TAPE_KEY = "\u0000tape";
 // How many of the graphs run last are looked for by key before the cache of all graphs (see recentGraphs).
 const RECENT_GRAPHS = 4;
 // moeTopK runs a layer as one job for steps of at most this many rows. ggml's mul_mat_id computes each expert's
@@ -156,6 +158,20 @@ interface NativeTape extends OpTape {
   readonly taped: readonly TapedOp[];
   readonly version: number;
   readonly attention: TapedAttention | null;
+  /**
+   * The ops cut where run() would cut them when none are pending before them (MAX_SEGMENT_OPS each), each
+   * segment named by the tape (TAPE_KEY, the tape's serial, its index) instead of its ops' keys joined again:
+   * a graph's key of thousands of characters, built and compared every step, becomes a short one.
+   */
+  readonly segments: readonly TapeSegment[];
+}
+
+interface TapeSegment {
+  readonly key: string;
+  readonly builds: ReadonlyArray<(b: GraphBuilder) => void>;
+  readonly work: number;
+  readonly nodes: number;
+  readonly readsMask: boolean;
 }
 
 /** Builds one op's graph: tensors bound to backend memory, ops, outputs. */
@@ -221,8 +237,10 @@ export class NativeBackend implements Backend {
   readonly graphTime = { graphs: 0, ms: 0 };
   /** The tape being recorded (beginTape), and whether it still may run again alone. */
   private taping: { ops: TapedOp[]; version: number; attention: TapedAttention | null; valid: boolean } | null = null;
-  /** Counts changes that end every tape: a weight freed, a scratch tensor of the backend's replaced. */
+  /** Counts changes that end every tape: a weight freed, a scratch tensor of the backend's replaced (endTapes). */
   private tapeVersion = 0;
+  /** Tapes made, naming their segments' graphs (NativeTape.segments). */
+  private tapes = 0;
   /** Ops recorded and not yet run (see flush), their keys joined, and their multiply-adds. */
   private readonly pending: Array<(b: GraphBuilder) => void> = [];
   private pendingKey = "";
@@ -420,14 +438,15 @@ export class NativeBackend implements Backend {
     return layoutBytes(dtype, 1, cols) !== null;
   }
 
-  allocWeight(dtype: WeightDType, rows: number, cols: number): WeightTensor {
+  allocWeight(dtype: WeightDType, rows: number, cols: number, use: WeightUse = "products"): WeightTensor {
     if (this.closed) throw new Error("the native backend is closed");
     if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 1 || cols < 1) throw new Error(`allocWeight: a ${rows}×${cols} weight`);
     const bytes = layoutBytes(dtype, rows, cols);
     if (bytes === null) throw new Error(`a ${rows}×${cols} weight cannot be held as ${dtype}: its rows must be a multiple of ${dtype === "bf16" || dtype === "f16" ? 8 : kQuantBlocks(dtype) ? 256 : 32}`);
     const type = WEIGHT_TYPE[dtype];
     // q4 and q4_k matrices go where llama.cpp puts them, ggml's repacked layout (much faster products), where ggml takes the shape
-    const repack = REPACKED[dtype] && rows % 8 === 0 ? this.repackBuft(dtype) : null;
+    // a table embed looks rows up in stays as the file holds it: ggml's row lookup reads that layout in the graph
+    const repack = use === "products" && REPACKED[dtype] && rows % 8 === 0 ? this.repackBuft(dtype) : null;
     let placed = this.placeWeight(type, rows, cols, repack);
     if (placed && repack && !this.productSupported(placed.tensor, cols)) {
       this.g.bufferFree(placed.buffer);
@@ -545,7 +564,7 @@ export class NativeBackend implements Backend {
   /** Frees the graphs over w, whose ggml tensor is about to go: a cached graph would compute with a freed tensor. */
   private dropWeightGraphs(w: WeightTensor): void {
     this.weightChanges++;
-    this.tapeVersion++;
+    this.endTapes();
     for (const [key, gr] of this.graphs) if (key.includes(`|w${w.arena}|`)) this.dropGraph(gr);
   }
 
@@ -787,8 +806,19 @@ export class NativeBackend implements Backend {
     if (!t) throw new Error("endTape: no tape is being recorded");
     this.taping = null;
     if (!t.valid || t.version !== this.tapeVersion || t.ops.length === 0) return null;
-    const tape: NativeTape = { ops: t.ops.length, owner: this, taped: t.ops, version: t.version, attention: t.attention };
+    const serial = ++this.tapes, segments: TapeSegment[] = [];
+    for (let at = 0; at < t.ops.length; at += MAX_SEGMENT_OPS) {
+      const ops = t.ops.slice(at, at + MAX_SEGMENT_OPS);
+      segments.push({ key: `${TAPE_KEY}${serial}/${segments.length}|`, builds: ops.map((o) => o.build), work: ops.reduce((s, o) => s + o.work, 0), nodes: ops.reduce((s, o) => s + o.nodes, 0), readsMask: ops.some((o) => o.readsMask) });
+    }
+    const tape: NativeTape = { ops: t.ops.length, owner: this, taped: t.ops, version: t.version, attention: t.attention, segments };
     return tape;
+  }
+
+  /** Ends every tape (a weight freed, a scratch tensor replaced), and drops the graphs named by one. */
+  private endTapes(): void {
+    this.tapeVersion++;
+    for (const [key, gr] of this.graphs) if (key.startsWith(TAPE_KEY)) this.dropGraph(gr);
   }
 
   replayTape(tape: OpTape, start: number): boolean {
@@ -801,9 +831,22 @@ export class NativeBackend implements Backend {
       if (start + a.rows > a.held || attentionSpan(a.rows, start + a.rows, a.held) !== a.span) return false;
       this.prepareMask(a.rows, start, a.span);
     }
-    for (const op of t.taped) {
-      if (op.readsMask) this.maskRead = true;
-      this.run(op.key, op.work, op.build, op.nodes, op.readsMask);
+    if (this.pending.length > 0) {
+      // after other ops the segments would be cut elsewhere: recorded one by one, as the calls would
+      for (const op of t.taped) {
+        if (op.readsMask) this.maskRead = true;
+        this.run(op.key, op.work, op.build, op.nodes, op.readsMask);
+      }
+      return true;
+    }
+    for (const seg of t.segments) {
+      // each segment's ops alone pending, as run() leaves them: the ones before have run at the segment's end
+      this.pending.push(...seg.builds);
+      this.pendingKey = seg.key;
+      this.pendingWork = seg.work;
+      this.pendingNodes = seg.nodes;
+      if (seg.readsMask) this.maskRead = true;
+      if (this.pending.length >= MAX_SEGMENT_OPS) this.runPending();
     }
     return true;
   }
@@ -981,7 +1024,7 @@ export class NativeBackend implements Backend {
     if (!this.scratchIds || this.scratchIds.bytes < n * 4) {
       if (this.scratchIds) this.free(this.scratchIds);
       this.scratchIds = this.alloc(Math.max(n * 4, 4096));
-      this.tapeVersion++;
+      this.endTapes();
     }
     const idBuf = this.scratchIds;
     const view = this.i32(idBuf, 0, n);
@@ -1104,7 +1147,7 @@ export class NativeBackend implements Backend {
       if (this.mask) this.free(this.mask);
       this.mask = this.alloc(Math.max(rows * span * 2, KV_PAD * 2));
       this.maskHolds = "";
-      this.tapeVersion++;
+      this.endTapes();
     }
     const mask = this.mask;
     // the mask is written when it changes (the layers of a step share it): a recorded attention op reads it, so
@@ -1146,7 +1189,7 @@ export class NativeBackend implements Backend {
     if (!this.ffnScratch || this.ffnScratch.bytes < 2 * rows * F * 4) {
       if (this.ffnScratch) this.free(this.ffnScratch);
       this.ffnScratch = this.alloc(2 * rows * F * 4);
-      this.tapeVersion++;
+      this.endTapes();
     }
     const scratch = this.ffnScratch;
     const gs = { arena: scratch.arena, ptr: scratch.ptr, bytes: rows * F * 4 }, us = { arena: scratch.arena, ptr: scratch.ptr + rows * F * 4, bytes: rows * F * 4 };
@@ -1191,7 +1234,7 @@ export class NativeBackend implements Backend {
     if (!this.moeScratch || this.moeScratch.bytes < floats.end * 4) {
       if (this.moeScratch) this.free(this.moeScratch);
       this.moeScratch = this.alloc(floats.end * 4);
-      this.tapeVersion++;
+      this.endTapes();
     }
     const scratch = this.moeScratch;
     const part = (offset: number, n: number): Tensor => ({ arena: scratch.arena, ptr: scratch.ptr + offset * 4, bytes: n * 4 });
