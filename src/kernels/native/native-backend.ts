@@ -158,12 +158,13 @@ interface NativeTape extends OpTape {
   readonly taped: readonly TapedOp[];
   readonly version: number;
   readonly attention: TapedAttention | null;
+  readonly serial: number;
   /**
-   * The ops cut where run() would cut them when none are pending before them (MAX_SEGMENT_OPS each), each
-   * segment named by the tape (TAPE_KEY, the tape's serial, its index) instead of its ops' keys joined again:
+   * Per number of ops pending before a replay, the ops cut where run() would cut them after those, each
+   * segment named by the tape (TAPE_KEY, serial, ops before, index) instead of by its ops' keys joined again:
    * a graph's key of thousands of characters, built and compared every step, becomes a short one.
    */
-  readonly segments: readonly TapeSegment[];
+  readonly cuts: Map<number, readonly TapeSegment[]>;
 }
 
 interface TapeSegment {
@@ -806,13 +807,19 @@ export class NativeBackend implements Backend {
     if (!t) throw new Error("endTape: no tape is being recorded");
     this.taping = null;
     if (!t.valid || t.version !== this.tapeVersion || t.ops.length === 0) return null;
-    const serial = ++this.tapes, segments: TapeSegment[] = [];
-    for (let at = 0; at < t.ops.length; at += MAX_SEGMENT_OPS) {
-      const ops = t.ops.slice(at, at + MAX_SEGMENT_OPS);
-      segments.push({ key: `${TAPE_KEY}${serial}/${segments.length}|`, builds: ops.map((o) => o.build), work: ops.reduce((s, o) => s + o.work, 0), nodes: ops.reduce((s, o) => s + o.nodes, 0), readsMask: ops.some((o) => o.readsMask) });
-    }
-    const tape: NativeTape = { ops: t.ops.length, owner: this, taped: t.ops, version: t.version, attention: t.attention, segments };
+    const tape: NativeTape = { ops: t.ops.length, owner: this, taped: t.ops, version: t.version, attention: t.attention, serial: ++this.tapes, cuts: new Map() };
     return tape;
+  }
+
+  /** The tape's ops in the segments run() makes of them after `before` pending ops (see NativeTape.cuts). */
+  private static cut(t: NativeTape, before: number): readonly TapeSegment[] {
+    const segments: TapeSegment[] = [];
+    for (let at = 0, end = MAX_SEGMENT_OPS - before; at < t.taped.length; at = end, end += MAX_SEGMENT_OPS) {
+      const ops = t.taped.slice(at, end);
+      segments.push({ key: `${TAPE_KEY}${t.serial}:${before}/${segments.length}|`, builds: ops.map((o) => o.build), work: ops.reduce((s, o) => s + o.work, 0), nodes: ops.reduce((s, o) => s + o.nodes, 0), readsMask: ops.some((o) => o.readsMask) });
+    }
+    t.cuts.set(before, segments);
+    return segments;
   }
 
   /** Ends every tape (a weight freed, a scratch tensor replaced), and drops the graphs named by one. */
@@ -831,20 +838,13 @@ export class NativeBackend implements Backend {
       if (start + a.rows > a.held || attentionSpan(a.rows, start + a.rows, a.held) !== a.span) return false;
       this.prepareMask(a.rows, start, a.span);
     }
-    if (this.pending.length > 0) {
-      // after other ops the segments would be cut elsewhere: recorded one by one, as the calls would
-      for (const op of t.taped) {
-        if (op.readsMask) this.maskRead = true;
-        this.run(op.key, op.work, op.build, op.nodes, op.readsMask);
-      }
-      return true;
-    }
-    for (const seg of t.segments) {
-      // each segment's ops alone pending, as run() leaves them: the ones before have run at the segment's end
+    const before = this.pending.length;
+    for (const seg of t.cuts.get(before) ?? NativeBackend.cut(t, before)) {
+      // as run() would leave them: each segment but the last fills the graph up and runs
       this.pending.push(...seg.builds);
-      this.pendingKey = seg.key;
-      this.pendingWork = seg.work;
-      this.pendingNodes = seg.nodes;
+      this.pendingKey += seg.key;
+      this.pendingWork += seg.work;
+      this.pendingNodes += seg.nodes;
       if (seg.readsMask) this.maskRead = true;
       if (this.pending.length >= MAX_SEGMENT_OPS) this.runPending();
     }
