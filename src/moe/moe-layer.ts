@@ -246,14 +246,16 @@ export class MoeBlock {
     try {
       if (!completed) return;
       const k = this.cfg.topK, n = c.rows * k, E = this.cfg.experts, use = this.routing.use;
+      // one view over every layer's ids (a view costs more than the few ids a decode step's layer holds)
+      const all = this.backend.i32(c.set[0]!, 0, this.cfg.layers * n);
       for (const layer of c.layers) {
-        const ids = this.backend.i32(c.set[0]!, layer * n, n);
         const stamp = ++this.stamp;
         this.routing.rows += c.rows;
-        for (let i = 0; i < n; i++) {
-          use[layer * E + ids[i]!]!++;
-          if (this.seen[ids[i]!] !== stamp) {
-            this.seen[ids[i]!] = stamp;
+        for (let i = layer * n; i < (layer + 1) * n; i++) {
+          const id = all[i]!;
+          use[layer * E + id]!++;
+          if (this.seen[id] !== stamp) {
+            this.seen[id] = stamp;
             this.stats.calls++;
           }
         }
