@@ -825,7 +825,7 @@ export class NativeBackend implements Backend {
   /** Ends every tape (a weight freed, a scratch tensor replaced), and drops the graphs named by one. */
   private endTapes(): void {
     this.tapeVersion++;
-    for (const [key, gr] of this.graphs) if (key.startsWith(TAPE_KEY)) this.dropGraph(gr);
+    for (const [key, gr] of this.graphs) if (key.includes(TAPE_KEY)) this.dropGraph(gr);
   }
 
   replayTape(tape: OpTape, start: number): boolean {
