@@ -36,7 +36,7 @@
 // converts K-quants to q8 at load (its load log says so; the table's "distmoe weights" column shows it).
 //
 // Usage: node scripts/bench-vs-llamacpp.mjs [--models brown-moe,mixtral-734m|FILE.gguf,...] [--dtypes bf16,q8_0,f32,q4_K_M]
-//        [--threads 2[,4]] [--rounds 3] [--repeats 3] [--backend native,native-local,wasm] [--llama-passive] [--quick] [--cache DIR]
+//        [--threads 2[,4]] [--rounds 3] [--repeats 3] [--backend native,native-local,wasm] [--llama-passive] [--no-mmap] [--quick] [--cache DIR]
 //        [--out docs/bench/vs-llamacpp.json]   (after npm run build)
 // --backend passes `--backend B` to distmoe once per named backend; without it distmoe runs its default.
 //   native: ggml's prebuilt libraries from the npm package (DISTMOE_GGML_DIR=prebuilt), what an install runs;
@@ -45,6 +45,8 @@
 // --llama-passive: llama-bench's OpenMP threads sleep instead of spinning while they wait (OMP_WAIT_POLICY=passive):
 //   not llama.cpp's default, but on a machine other processes share, its spinning 2-thread figures collapse
 //   (brown-moe q8_0 decode here at load 4–6 on 2 CPUs: 15 tok/s spinning, 373 passive, 807 on 1 thread).
+// --no-mmap: both engines read the weights into memory of their own (distmoe --no-mmap, llama-bench -mmp 0)
+//   instead of mapping the file, their defaults: on this VM both decode f32 weights up to ~1.8× faster so.
 // --quick: one round of two repetitions, brown-moe's bf16 and q8_0 only (a smoke run, not figures to publish).
 import { parseArgs } from "node:util";
 import { spawnSync } from "node:child_process";
@@ -72,6 +74,7 @@ const { values: a } = parseArgs({
     backend: { type: "string" },
     quick: { type: "boolean", default: false },
     "llama-passive": { type: "boolean", default: false },
+    "no-mmap": { type: "boolean", default: false },
     cache: { type: "string", default: path.join(cacheRoot(), "bench-models") },
     "prompt-tokens": { type: "string", default: "256" },
     "decode-tokens": { type: "string", default: "64" },
@@ -109,6 +112,8 @@ function runTool(cmd, args, what, env = process.env) {
 const help = (sub) => spawnSync(process.execPath, [distmoe, ...sub, "--help"], { encoding: "utf8" });
 const benchHelp = help(["bench", "engine"]).stdout ?? "";
 const hasBackendOption = benchHelp.includes("--backend");
+if (a["no-mmap"] && !benchHelp.includes("--no-mmap")) fail("--no-mmap: this checkout's distmoe bench has no --no-mmap");
+const noMmap = a["no-mmap"] ? { llama: ["-mmp", "0"], distmoe: ["--no-mmap"] } : { llama: [], distmoe: [] };
 const hasConvert = /^\s+convert\b/m.test(help([]).stdout ?? "");
 if (backends.some((b) => b !== undefined) && !hasBackendOption) {
   say("note: this distmoe has no --backend option yet: it runs the wasm kernels only; native rows are skipped, wasm rows run without the option");
@@ -207,7 +212,7 @@ const med = (xs) => (xs.length > 0 ? median(xs) : null);
 
 /** llama-bench's samples (tokens/s, one per repetition) of one test. */
 function llamaBench(file, threads, test) {
-  const args = ["-m", file, "-t", String(threads), "-r", String(repeats), "-o", "json", ...(test === "pp" ? ["-p", String(promptTokens), "-n", "0"] : ["-p", "0", "-n", String(decodeTokens), "-d", String(promptTokens)])];
+  const args = ["-m", file, "-t", String(threads), "-r", String(repeats), "-o", "json", ...(test === "pp" ? ["-p", String(promptTokens), "-n", "0"] : ["-p", "0", "-n", String(decodeTokens), "-d", String(promptTokens)]), ...noMmap.llama];
   const env = a["llama-passive"] ? { ...process.env, OMP_WAIT_POLICY: "passive" } : process.env;
   const r = runTool(tools.bin["llama-bench"], args, `llama-bench ${args.join(" ")}`, env);
   let rows;
@@ -221,7 +226,7 @@ function llamaBench(file, threads, test) {
 }
 
 function distmoeBench(file, threads, backend) {
-  const args = [distmoe, "bench", "--model", file, "--prompt-tokens", String(promptTokens), "--decode-tokens", String(decodeTokens), "--threads", String(threads), "--repeats", String(repeats), "--json"];
+  const args = [distmoe, "bench", "--model", file, "--prompt-tokens", String(promptTokens), "--decode-tokens", String(decodeTokens), "--threads", String(threads), "--repeats", String(repeats), "--json", ...noMmap.distmoe];
   if (backend !== undefined && hasBackendOption) args.push("--backend", backend.startsWith("native") ? "native" : backend);
   const env = ggmlDirs[backend] ? { ...process.env, DISTMOE_GGML_DIR: ggmlDirs[backend] } : process.env;
   const r = runTool(process.execPath, args, `${ggmlDirs[backend] ? `DISTMOE_GGML_DIR=${ggmlDirs[backend]} ` : ""}distmoe bench ${args.slice(2).join(" ")}`, env);
@@ -317,7 +322,7 @@ for (const r of rows) {
 }
 const busy = rows.filter((r) => r.busy);
 if (busy.length > 0) process.stdout.write(`warning: ${busy.length} row(s) measured with a load average above the ${os.cpus().length} CPUs: other processes took cores, so ${a["llama-passive"] || busy.every((r) => r.threads === 1) ? "the figures are noisy" : "llama.cpp's spinning threads lost far more than distmoe's and those ratios overstate distmoe (--llama-passive makes them sleep)"}\n`);
-process.stdout.write(`prefill ${promptTokens} tokens, decode ${decodeTokens} tokens after them; medians of ${rounds} round(s), each ${repeats} repetition(s); llama.cpp ${tools.commit.slice(0, 10)} (ggml ${tools.ggmlVersion}) llama-bench, -march=native${a["llama-passive"] ? ", OMP_WAIT_POLICY=passive" : ""}; ${os.cpus().length} CPUs (${os.cpus()[0]?.model})\n`);
+process.stdout.write(`prefill ${promptTokens} tokens, decode ${decodeTokens} tokens after them; medians of ${rounds} round(s), each ${repeats} repetition(s); llama.cpp ${tools.commit.slice(0, 10)} (ggml ${tools.ggmlVersion}) llama-bench, -march=native${a["llama-passive"] ? ", OMP_WAIT_POLICY=passive" : ""}; weights ${a["no-mmap"] ? "read into memory (--no-mmap, -mmp 0)" : "mapped from the file (both engines' default)"}; ${os.cpus().length} CPUs (${os.cpus()[0]?.model})\n`);
 
 const report = {
   generated: new Date().toISOString(),
@@ -326,9 +331,10 @@ const report = {
   llama_cpp: { source: "node-llama-cpp@3.21.1 llama/gitRelease.bundle", commit: tools.commit, tag: tools.tag, ggml: tools.ggmlVersion, build: "Release, GGML_NATIVE=ON, static, CPU only" },
   method: {
     prompt_tokens: promptTokens, decode_tokens: decodeTokens, rounds, repeats,
-    llama_prefill: `llama-bench -m FILE -t T -r ${repeats} -o json -p ${promptTokens} -n 0`,
-    llama_decode: `llama-bench -m FILE -t T -r ${repeats} -o json -p 0 -n ${decodeTokens} -d ${promptTokens}`,
-    distmoe: `node bin/distmoe.js bench --model FILE --prompt-tokens ${promptTokens} --decode-tokens ${decodeTokens} --threads T --repeats ${repeats} --json${hasBackendOption && backends[0] !== undefined ? " --backend B" : ""}`,
+    llama_prefill: `llama-bench -m FILE -t T -r ${repeats} -o json -p ${promptTokens} -n 0${noMmap.llama.map((x) => ` ${x}`).join("")}`,
+    llama_decode: `llama-bench -m FILE -t T -r ${repeats} -o json -p 0 -n ${decodeTokens} -d ${promptTokens}${noMmap.llama.map((x) => ` ${x}`).join("")}`,
+    distmoe: `node bin/distmoe.js bench --model FILE --prompt-tokens ${promptTokens} --decode-tokens ${decodeTokens} --threads T --repeats ${repeats} --json${noMmap.distmoe.map((x) => ` ${x}`).join("")}${hasBackendOption && backends[0] !== undefined ? " --backend B" : ""}`,
+    weights: a["no-mmap"] ? "read into memory of each engine's own (distmoe --no-mmap, llama-bench -mmp 0)" : "mapped from the file where the engine maps them (both engines' default)",
     distmoe_ggml: "backend native: DISTMOE_GGML_DIR=prebuilt (the npm package's ggml); native-local: DISTMOE_GGML_DIR=<the folder npm run build-ggml wrote> (the same ggml source, -march=native, no OpenMP)",
     llama_threads_wait: a["llama-passive"] ? "OMP_WAIT_POLICY=passive" : "llama.cpp's default (OpenMP threads spin while waiting)",
     figures: "median over rounds of each round's median; ratio = distmoe ÷ llama.cpp",
