@@ -101,6 +101,10 @@ test("a Q4_K_M-like GGUF: each type kept on native (Q4_K, Q5_K, Q6_K, Q8_0 as th
     const expert = n.weights.layers[0]!.experts[0]!;
     assert.deepEqual([expert.gate.dtype, expert.up.dtype, expert.down.dtype], ["q4_k", "q4_k", "q6_k"], "a mixed FFN stays mixed");
     assert.equal(ffnDTypeName(expert), "q4_k/q4_k/q6_k");
+    // the untied embedding table, only looked up by rows, stays in the file's layout (ggml_get_rows reads it)
+    assert.equal(n.weights.embed.dtype, "q4_k");
+    assert.equal(native.isRepacked(n.weights.embed), false);
+    assert.equal(native.isRepacked(expert.gate), true, "the products' Q4_K is repacked");
     const err = relErr(n.logits, w.logits);
     t.diagnostic(`native vs wasm logits: relative error ${err.toExponential(2)}`);
     // measured 1.7e-2 (activations quantized to Q8_K against q8 ones, over random weights); a mis-read block gives ~1

@@ -284,7 +284,7 @@ test("a tape records ops again as the calls would, with attention at a new start
   }
 });
 
-test("a tape's segments are named by the tape: replayed, their graph is built once; after other ops, the ops' own keys; a freed weight drops the tape's graphs", { skip }, () => {
+test("a tape's segments are named by the tape: replayed, their graph is built once; after ops pending, named after those and the tape, in the calls' graphs; a freed weight drops the tape's graphs", { skip }, () => {
   const be = new NativeBackend({ threads: 1 });
   const internals = be as unknown as { build(...args: unknown[]): unknown; graphs: Map<string, unknown> };
   const build = internals.build.bind(be);

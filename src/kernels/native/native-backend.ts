@@ -68,7 +68,7 @@ const STAGING_BYTES = 16 << 20;
 const MAX_OP_NODES = 16;
 const MAX_PRODUCTS = MAX_OP_NODES - 1;
 const MAX_SEGMENT_OPS = 128;
-// Starts the name a tape gives a segment of its ops (see NativeTape.segments); no op's key holds the character.
+// Starts the name a tape gives a segment of its ops (see NativeTape.cuts); no op's key holds the character.
 const TAPE_KEY = "\u0000tape";
 // How many of the graphs run last are looked for by key before the cache of all graphs (see recentGraphs).
 const RECENT_GRAPHS = 4;
@@ -240,7 +240,7 @@ export class NativeBackend implements Backend {
   private taping: { ops: TapedOp[]; version: number; attention: TapedAttention | null; valid: boolean } | null = null;
   /** Counts changes that end every tape: a weight freed, a scratch tensor of the backend's replaced (endTapes). */
   private tapeVersion = 0;
-  /** Tapes made, naming their segments' graphs (NativeTape.segments). */
+  /** Tapes made: a tape's serial names its segments' graphs (NativeTape.cuts). */
   private tapes = 0;
   /** Ops recorded and not yet run (see flush), their keys joined, and their multiply-adds. */
   private readonly pending: Array<(b: GraphBuilder) => void> = [];
