@@ -824,6 +824,8 @@ export class NativeBackend implements Backend {
 
   /** Ends every tape (a weight freed, a scratch tensor replaced), and drops the graphs named by one. */
   private endTapes(): void {
+    // a replayed segment still pending would be built under its ended tape's name after the drop, and kept
+    this.runPending();
     this.tapeVersion++;
     for (const [key, gr] of this.graphs) if (key.includes(TAPE_KEY)) this.dropGraph(gr);
   }
