@@ -338,6 +338,46 @@ test("a tape's segments are named by the tape: replayed, their graph is built on
   }
 });
 
+test("tapes of the same ops share their graphs: recorded again (the next request's decode over the same memory), a replay builds none", { skip }, () => {
+  const be = new NativeBackend({ threads: 1 });
+  const internals = be as unknown as { build(...args: unknown[]): unknown; graphs: Map<string, unknown> };
+  const build = internals.build.bind(be);
+  let builds = 0;
+  internals.build = (...args: unknown[]) => (builds++, build(...args));
+  try {
+    const N = 16, x = put(be, Float32Array.from({ length: N }, (_, i) => i / N)), y = be.alloc(N * 4), z = be.alloc(N * 4);
+    const w = be.allocWeight("f32", N, N);
+    be.setWeight(w, Float32Array.from({ length: N * N }, (_, i) => ((i % 5) - 2) / 4));
+    const record = (out: typeof y) => {
+      be.beginTape();
+      be.matmul(out, x, w, 1);
+      be.add(out, out, x, N);
+      const tape = be.endTape()!;
+      be.f32(out);
+      return tape;
+    };
+    const replay = (tape: ReturnType<typeof record>, out: typeof y) => {
+      assert.ok(be.replayTape(tape, 0));
+      return [...be.f32(out)];
+    };
+    const first = record(y);
+    const expected = replay(first, y);
+    const again = record(y);
+    builds = 0;
+    for (let i = 0; i < 100; i++) assert.deepEqual(replay(record(y), y), expected);
+    assert.equal(builds, 0, "no graph built for a tape of the same ops");
+    assert.deepEqual(replay(again, y), expected);
+    const tapeGraphs = () => [...internals.graphs.keys()].filter((k) => k.includes("\u0000tape")).length;
+    assert.equal(tapeGraphs(), 1, "one graph for them all");
+    // other ops (another output): graphs of their own, the calls' and the tape's
+    replay(record(z), z);
+    assert.equal(builds, 2);
+    assert.equal(tapeGraphs(), 2);
+  } finally {
+    be.close();
+  }
+});
+
 test("a tape ended while its replayed ops are still pending (a scratch tensor replaced) leaves no graph named by it", { skip }, () => {
   const be = new NativeBackend({ threads: 1 });
   const graphs = (be as unknown as { graphs: Map<string, unknown> }).graphs;

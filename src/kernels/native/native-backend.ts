@@ -158,6 +158,7 @@ interface NativeTape extends OpTape {
   readonly taped: readonly TapedOp[];
   readonly version: number;
   readonly attention: TapedAttention | null;
+  /** Names the tape's ops: tapes of the same ops (their keys joined) share it, and so their graphs (see tapeNames). */
   readonly serial: number;
   /**
    * Per number of ops pending before a replay, the ops cut where run() would cut them after those, each
@@ -240,7 +241,12 @@ export class NativeBackend implements Backend {
   private taping: { ops: TapedOp[]; version: number; attention: TapedAttention | null; valid: boolean } | null = null;
   /** Counts changes that end every tape: a weight freed, a scratch tensor of the backend's replaced (endTapes). */
   private tapeVersion = 0;
-  /** Tapes made: a tape's serial names its segments' graphs (NativeTape.cuts). */
+  /**
+   * Per tape's ops (their keys joined), the serial naming their segments' graphs (NativeTape.cuts): a decode step
+   * recorded again (the span grew back, the next request over the same memory) finds its graphs, as the ops'
+   * own keys did, instead of building and keeping more until evicted. At most maxGraphs; a serial is never reused.
+   */
+  private readonly tapeNames = new Map<string, number>();
   private tapes = 0;
   /** Ops recorded and not yet run (see flush), their keys joined, and their multiply-adds. */
   private readonly pending: Array<(b: GraphBuilder) => void> = [];
@@ -807,7 +813,13 @@ export class NativeBackend implements Backend {
     if (!t) throw new Error("endTape: no tape is being recorded");
     this.taping = null;
     if (!t.valid || t.version !== this.tapeVersion || t.ops.length === 0) return null;
-    const tape: NativeTape = { ops: t.ops.length, owner: this, taped: t.ops, version: t.version, attention: t.attention, serial: ++this.tapes, cuts: new Map() };
+    const ops = t.ops.map((o) => o.key).join("");
+    let serial = this.tapeNames.get(ops);
+    if (serial === undefined) {
+      if (this.tapeNames.size >= this.maxGraphs) this.tapeNames.clear();
+      this.tapeNames.set(ops, (serial = ++this.tapes));
+    }
+    const tape: NativeTape = { ops: t.ops.length, owner: this, taped: t.ops, version: t.version, attention: t.attention, serial, cuts: new Map() };
     return tape;
   }
 
@@ -827,6 +839,7 @@ export class NativeBackend implements Backend {
     // a replayed segment still pending would be built under its ended tape's name after the drop, and kept
     this.runPending();
     this.tapeVersion++;
+    this.tapeNames.clear();
     for (const [key, gr] of this.graphs) if (key.includes(TAPE_KEY)) this.dropGraph(gr);
   }
 
