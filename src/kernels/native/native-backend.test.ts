@@ -27,6 +27,15 @@ function pair(threads = 2): { native: NativeBackend; wasm: WasmBackend; both: Ba
   return { native, wasm, both: [native, wasm], close: () => (native.close(), wasm.close()) };
 }
 
+/** Watches the graphs `be` builds from now on (each one's key and ops), and holds its graph cache. */
+function watchBuilds(be: NativeBackend): { keys: string[]; sizes: number[]; graphs: Map<string, unknown> } {
+  const internals = be as unknown as { build(...args: unknown[]): unknown; graphs: Map<string, unknown> };
+  const build = internals.build.bind(be);
+  const seen = { keys: [] as string[], sizes: [] as number[], graphs: internals.graphs };
+  internals.build = (...args: unknown[]) => (seen.keys.push(args[0] as string), seen.sizes.push((args[3] as unknown[]).length), build(...args));
+  return seen;
+}
+
 function put(be: Backend, values: Float32Array): Tensor {
   const t = be.alloc(values.length * 4);
   be.f32(t).set(values);
@@ -165,10 +174,7 @@ test("graphTime counts each graph run and the time in it", { skip }, () => {
 
 test("past maxGraphs the graph run longest ago goes: one run every step stays built", { skip }, () => {
   const be = new NativeBackend({ threads: 1, maxGraphs: 8 });
-  const internals = be as unknown as { build(...args: unknown[]): unknown };
-  const build = internals.build.bind(be);
-  let builds = 0;
-  internals.build = (...args: unknown[]) => (builds++, build(...args));
+  const built = watchBuilds(be);
   try {
     const N = 32, x = put(be, new Float32Array(N).fill(1)), y = be.alloc(N * 4);
     const step = () => {
@@ -182,7 +188,7 @@ test("past maxGraphs the graph run longest ago goes: one run every step stays bu
       be.f32(y, 0, 1);
       assert.equal(step(), 2);
     }
-    assert.equal(builds, 21, "the step's graph once, each other graph once");
+    assert.equal(built.keys.length, 21, "the step's graph once, each other graph once");
   } finally {
     be.close();
   }
@@ -286,10 +292,7 @@ test("a tape records ops again as the calls would, with attention at a new start
 
 test("a tape's segments are named by the tape: replayed, their graph is built once; after ops pending, named after those and the tape, in the calls' graphs; a freed weight drops the tape's graphs", { skip }, () => {
   const be = new NativeBackend({ threads: 1 });
-  const internals = be as unknown as { build(...args: unknown[]): unknown; graphs: Map<string, unknown> };
-  const build = internals.build.bind(be);
-  const built: string[] = [], sizes: number[] = [];
-  internals.build = (...args: unknown[]) => (built.push(args[0] as string), sizes.push((args[3] as unknown[]).length), build(...args));
+  const { keys: built, sizes, graphs } = watchBuilds(be);
   try {
     const N = 16, xs = Float32Array.from({ length: N }, (_, i) => i), x = put(be, xs), y = be.alloc(N * 4), z = be.alloc(N * 4);
     const w = be.allocWeight("f32", N, N);
@@ -332,7 +335,7 @@ test("a tape's segments are named by the tape: replayed, their graph is built on
     const longTape = be.endTape()!;
     assert.deepEqual(runs(() => be.replayTape(longTape, 0)), runs(long), "graphs of 128 and 3 ops: the one pending and 127 of the tape's, then the rest");
     be.freeWeight(w);
-    assert.ok(![...internals.graphs.keys()].some((k) => k.includes("\u0000tape")), "no graph of an ended tape is kept");
+    assert.ok(![...graphs.keys()].some((k) => k.includes("\u0000tape")), "no graph of an ended tape is kept");
   } finally {
     be.close();
   }
@@ -340,10 +343,7 @@ test("a tape's segments are named by the tape: replayed, their graph is built on
 
 test("tapes of the same ops share their graphs: recorded again (the next request's decode over the same memory), a replay builds none", { skip }, () => {
   const be = new NativeBackend({ threads: 1 });
-  const internals = be as unknown as { build(...args: unknown[]): unknown; graphs: Map<string, unknown> };
-  const build = internals.build.bind(be);
-  let builds = 0;
-  internals.build = (...args: unknown[]) => (builds++, build(...args));
+  const { keys: built, graphs } = watchBuilds(be);
   try {
     const N = 16, x = put(be, Float32Array.from({ length: N }, (_, i) => i / N)), y = be.alloc(N * 4), z = be.alloc(N * 4);
     const w = be.allocWeight("f32", N, N);
@@ -363,15 +363,15 @@ test("tapes of the same ops share their graphs: recorded again (the next request
     const first = record(y);
     const expected = replay(first, y);
     const again = record(y);
-    builds = 0;
+    built.length = 0;
     for (let i = 0; i < 100; i++) assert.deepEqual(replay(record(y), y), expected);
-    assert.equal(builds, 0, "no graph built for a tape of the same ops");
+    assert.equal(built.length, 0, "no graph built for a tape of the same ops");
     assert.deepEqual(replay(again, y), expected);
-    const tapeGraphs = () => [...internals.graphs.keys()].filter((k) => k.includes("\u0000tape")).length;
+    const tapeGraphs = () => [...graphs.keys()].filter((k) => k.includes("\u0000tape")).length;
     assert.equal(tapeGraphs(), 1, "one graph for them all");
     // other ops (another output): graphs of their own, the calls' and the tape's
     replay(record(z), z);
-    assert.equal(builds, 2);
+    assert.equal(built.length, 2);
     assert.equal(tapeGraphs(), 2);
   } finally {
     be.close();
@@ -380,7 +380,7 @@ test("tapes of the same ops share their graphs: recorded again (the next request
 
 test("a tape ended while its replayed ops are still pending (a scratch tensor replaced) leaves no graph named by it", { skip }, () => {
   const be = new NativeBackend({ threads: 1 });
-  const graphs = (be as unknown as { graphs: Map<string, unknown> }).graphs;
+  const { graphs } = watchBuilds(be);
   try {
     const N = 32, F = 32, R = 4;
     const x = put(be, Float32Array.from({ length: R * N }, (_, i) => (i % 9) / 9)), y = be.alloc(R * N * 4);
