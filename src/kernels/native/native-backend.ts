@@ -247,6 +247,7 @@ export class NativeBackend implements Backend {
    * own keys did, instead of building and keeping more until evicted. At most maxGraphs; a serial is never reused.
    */
   private readonly tapeNames = new Map<string, number>();
+  /** Serials given so far (tapeNames). */
   private tapes = 0;
   /** Ops recorded and not yet run (see flush), their keys joined, and their multiply-adds. */
   private readonly pending: Array<(b: GraphBuilder) => void> = [];
@@ -452,7 +453,7 @@ export class NativeBackend implements Backend {
     if (bytes === null) throw new Error(`a ${rows}×${cols} weight cannot be held as ${dtype}: its rows must be a multiple of ${dtype === "bf16" || dtype === "f16" ? 8 : kQuantBlocks(dtype) ? 256 : 32}`);
     const type = WEIGHT_TYPE[dtype];
     // q4 and q4_k matrices go where llama.cpp puts them, ggml's repacked layout (much faster products), where ggml takes the shape
-    // a table embed looks rows up in stays as the file holds it: ggml's row lookup reads that layout in the graph
+    // an embedding table (only looked up by rows) keeps the file's layout: ggml's get_rows reads it in the graph
     const repack = use === "products" && REPACKED[dtype] && rows % 8 === 0 ? this.repackBuft(dtype) : null;
     let placed = this.placeWeight(type, rows, cols, repack);
     if (placed && repack && !this.productSupported(placed.tensor, cols)) {
