@@ -13,7 +13,7 @@
 // it is not available in this page instead of figures.
 // Usage: node scripts/bench-browser-device.mjs [--model DIR] [--dtypes f32,q8] [--threads 1,2] [--node wasm,native]
 //   [--compute wasm,webgpu] [--rows 1,16] [--calls 200] [--concurrency 4] [--out docs/bench/browser-device.json]
-import { parseArgs } from "node:util";
+import { parseScriptArgs } from "./lib/script-args.mjs";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -25,7 +25,7 @@ import { startBrowserHub } from "../dist/testing/browser-hub.js";
 import { until } from "../dist/testing/until.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const { values: a } = parseArgs({
+const { values: a } = parseScriptArgs(import.meta.url, {
   options: {
     model: { type: "string", default: path.resolve(root, "../shared/models/brown-moe") },
     dtypes: { type: "string", default: "f32,q8" },

@@ -12,7 +12,7 @@
 // Prints a table and writes the JSON.
 // Usage: node scripts/bench-checks.mjs [--model DIR] [--tokens 128] [--reps 24] [--warmup 12] [--rates 0.01,0.1,1]
 //        [--devices 2] [--wire-dtype f32] [--json docs/bench/checks.json]
-import { parseArgs } from "node:util";
+import { parseScriptArgs } from "./lib/script-args.mjs";
 import { mkdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -24,7 +24,7 @@ import { Checkpoint } from "../dist/model/checkpoint.js";
 import { readModelConfig } from "../dist/model/config.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const { values: a } = parseArgs({
+const { values: a } = parseScriptArgs(import.meta.url, {
   options: {
     model: { type: "string", default: path.resolve(root, "../shared/models/brown-moe") },
     tokens: { type: "string", default: "128" },

@@ -9,7 +9,7 @@
 // predicted is the runtime's overhead over the model. Then decode throughput at 1, 4 and 16 concurrent
 // streams, and how long a device joining a running cluster takes to be placed and loaded.
 // Usage: node scripts/bench-cluster.mjs [--model DIR] [--tokens 48] [--link "rate=100mbit,delay=2ms"]
-import { parseArgs } from "node:util";
+import { parseScriptArgs } from "./lib/script-args.mjs";
 import { spawn } from "node:child_process";
 import { createRequire } from "node:module";
 import { WebSocketServer } from "ws";
@@ -24,7 +24,7 @@ import { wireBytes } from "../dist/protocol/activations.js";
 
 const require = createRequire(import.meta.url);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const { values: a } = parseArgs({
+const { values: a } = parseScriptArgs(import.meta.url, {
   options: { model: { type: "string", default: path.resolve(root, "../shared/models/brown-moe") }, tokens: { type: "string", default: "48" }, link: { type: "string", default: "rate=100mbit,delay=2ms" } },
 });
 const model = a.model, N = Number(a.tokens), link = parseLink(a.link);

@@ -11,7 +11,7 @@
 // writes the JSON.
 // Usage: node scripts/bench-dashboard.mjs [--model DIR] [--tokens 128] [--reps 20] [--warmup 6] [--devices 2]
 //        [--kills 5] [--json docs/bench/dashboard.json]   (after npm run build)
-import { parseArgs } from "node:util";
+import { parseScriptArgs } from "./lib/script-args.mjs";
 import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
@@ -21,7 +21,7 @@ import { deviceChildren } from "../dist/testing/cli-process.js";
 import { until as waitUntil } from "../dist/testing/until.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const { values: a } = parseArgs({
+const { values: a } = parseScriptArgs(import.meta.url, {
   options: {
     model: { type: "string", default: path.resolve(root, "../shared/models/brown-moe") },
     tokens: { type: "string", default: "128" },

@@ -3,7 +3,7 @@
 // on brown-moe (when ../shared is present) and on a generated Mixtral-shaped model large enough that
 // decode is memory bound (~1.7 GB of f32 weights; written once to --cache, default /tmp/distmoe-bench).
 // Usage: node scripts/bench-engine.mjs [--threads N] [--cache DIR] [--dtypes f32,bf16,q8,q4]
-import { parseArgs } from "node:util";
+import { parseScriptArgs } from "./lib/script-args.mjs";
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import path from "node:path";
@@ -11,7 +11,7 @@ import { fileURLToPath } from "node:url";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const bin = path.join(root, "bin/distmoe.js");
-const { values: a } = parseArgs({
+const { values: a } = parseScriptArgs(import.meta.url, {
   options: { threads: { type: "string" }, cache: { type: "string", default: "/tmp/distmoe-bench" }, dtypes: { type: "string", default: "f32,bf16,q8,q4" } },
 });
 const big = path.join(a.cache, "mixtral-h1024-e8-l4");

@@ -2,13 +2,13 @@
 // Kernel figures against the machine's floors: memory read bandwidth, GEMV (decode) per weight dtype
 // in GB/s of weights and GFLOP/s, GEMM (prefill) per weight dtype in GFLOP/s.
 // Usage: node scripts/bench-kernels.mjs [--threads N] [--simd simd|relaxed] [--n 4096] [--k 4096] [--m 256]
-import { parseArgs } from "node:util";
+import { parseScriptArgs } from "./lib/script-args.mjs";
 import { WasmBackend } from "../dist/kernels/wasm/wasm-backend.js";
 import { Random } from "../dist/util/random.js";
 
 process.stdout.on("error", (e) => { if (e.code !== "EPIPE") throw e; });
 
-const { values: a } = parseArgs({
+const { values: a } = parseScriptArgs(import.meta.url, {
   options: { threads: { type: "string" }, simd: { type: "string", default: "auto" }, n: { type: "string", default: "4096" }, k: { type: "string", default: "4096" }, m: { type: "string", default: "256" }, json: { type: "boolean" } },
 });
 const N = Number(a.n), K = Number(a.k), M = Number(a.m);

@@ -7,11 +7,11 @@
 // Usage: node scripts/bench-moe-one-job.mjs --model FILE.gguf [--rows 1,2,4,8,16,32] [--threads 2] [--steps 20] [--rounds 3]
 //   (after npm run build; the native kernels; MOE_ONE_JOB_MAX_ROWS in src/kernels/native/native-backend.ts is the
 //   row count up to which moeTopK takes a step, so rows above it time the seam twice)
-import { parseArgs } from "node:util";
+import { parseScriptArgs } from "./lib/script-args.mjs";
 import { Engine } from "../dist/runtime/engine.js";
 import { selectTopK } from "../dist/policies/selection.js";
 
-const { values: a } = parseArgs({
+const { values: a } = parseScriptArgs(import.meta.url, {
   options: { model: { type: "string" }, rows: { type: "string", default: "1,2,4,8,16,32" }, threads: { type: "string", default: "2" }, steps: { type: "string", default: "20" }, rounds: { type: "string", default: "3" } },
 });
 if (!a.model) {

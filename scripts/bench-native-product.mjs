@@ -5,7 +5,7 @@
 // The default shape is a brown-moe expert's in a 256-token prefill: 512×256 weights, 64 rows.
 // Usage: node scripts/bench-native-product.mjs [--dtype f32|bf16|q8|q4_k] [--out-rows 512] [--cols 256] [--rows 64]
 //        [--threads 2] [--rounds 3]   (after npm run build and npm run build-ggml)
-import { parseArgs } from "node:util";
+import { parseScriptArgs } from "./lib/script-args.mjs";
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import path from "node:path";
@@ -13,7 +13,7 @@ import { fileURLToPath } from "node:url";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const backendJs = path.join(root, "dist/kernels/native/native-backend.js");
-const { values: a } = parseArgs({
+const { values: a } = parseScriptArgs(import.meta.url, {
   options: {
     dtype: { type: "string", default: "f32" }, "out-rows": { type: "string", default: "512" }, cols: { type: "string", default: "256" },
     rows: { type: "string", default: "64" }, threads: { type: "string", default: "2" }, rounds: { type: "string", default: "3" }, child: { type: "boolean" },

@@ -6,7 +6,7 @@
 // parts' sum (draws × draw + token-layers × (row + policy)) is the floor the event loop adds to, and
 // the measured time is reported against it.
 // Usage: node scripts/bench-sim.mjs [--tokens 256]
-import { parseArgs } from "node:util";
+import { parseScriptArgs } from "./lib/script-args.mjs";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -19,7 +19,7 @@ import { routingSource } from "../dist/sim/routing-source.js";
 import { scaleScenario, simulate } from "../dist/sim/simulator.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const { values: a } = parseArgs({ options: { tokens: { type: "string", default: "256" } } });
+const { values: a } = parseScriptArgs(import.meta.url, { options: { tokens: { type: "string", default: "256" } } });
 const scenario = loadScenario(path.join(root, "scenarios/cell-8.json"));
 const config = (name) => parseModelConfig(JSON.parse(readFileSync(path.join(root, `configs/${name}.json`), "utf8")));
 /** ns per call of f(i), best of three rounds of n */

@@ -48,7 +48,7 @@
 // --no-mmap: both engines read the weights into memory of their own (distmoe --no-mmap, llama-bench -mmp 0)
 //   instead of mapping the file, their defaults: on this VM both decode f32 weights up to ~1.8× faster so.
 // --quick: one round of two repetitions, brown-moe's bf16 and q8_0 only (a smoke run, not figures to publish).
-import { parseArgs } from "node:util";
+import { parseScriptArgs } from "./lib/script-args.mjs";
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
 import os from "node:os";
@@ -64,7 +64,7 @@ if (!existsSync(path.join(root, "dist/model/gguf.js"))) {
 const { GgufFile } = await import("../dist/model/gguf.js");
 const { median } = await import("../dist/util/stats.js");
 const distmoe = path.join(root, "bin/distmoe.js");
-const { values: a } = parseArgs({
+const { values: a } = parseScriptArgs(import.meta.url, {
   options: {
     models: { type: "string", default: "brown-moe,mixtral-734m" },
     dtypes: { type: "string" },

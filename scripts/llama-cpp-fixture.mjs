@@ -10,13 +10,16 @@
 //     distmoe (src/testing/converted-models.ts).
 // llama.cpp is the source node-llama-cpp 3.21.1 bundles, built by scripts/llama-cpp/build.mjs (the
 // same build the speed comparison uses) when it is not in the cache yet.
-// Usage (after `npm run build`): node scripts/llama-cpp-fixture.mjs
+// Usage: node scripts/llama-cpp-fixture.mjs   (after npm run build)
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { ensureLlamaCppTools } from "./llama-cpp/build.mjs";
+import { parseScriptArgs } from "./lib/script-args.mjs";
+
+parseScriptArgs(import.meta.url, { options: {} }); // no options: --help, or a stray one stops before the build
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const { SHARED_DIR } = await import(path.join(ROOT, "dist/testing/shared.js"));

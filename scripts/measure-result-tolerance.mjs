@@ -6,7 +6,7 @@
 // it loads, as a base station runs), native, or wasm (relaxed SIMD where the machine has it). Per wire dtype
 // the largest row difference ‖a − b‖ / max(‖a‖, ‖b‖) is printed beside the tolerance in use.
 // Usage: node scripts/measure-result-tolerance.mjs [--model DIR] [--dtype f32|bf16|q8|q4] [--base auto|native|wasm] [--prompts 30] [--tokens 100]
-import { parseArgs } from "node:util";
+import { parseScriptArgs } from "./lib/script-args.mjs";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -21,7 +21,7 @@ import { decodeActivations, encodeActivations, WIRE_DTYPES } from "../dist/proto
 import { resultTolerance } from "../dist/policies/result-match.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const { values: a } = parseArgs({
+const { values: a } = parseScriptArgs(import.meta.url, {
   options: {
     model: { type: "string", default: path.resolve(root, "../shared/models/brown-moe") },
     dtype: { type: "string", default: "f32" },

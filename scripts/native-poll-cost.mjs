@@ -3,10 +3,10 @@
 // waits, per poll level. A 1024×1024 f32 product by 8 rows on 2 threads, then 300 ms of waiting; the process's
 // CPU time over that window, minus the product's own, is the polling.
 // Usage: node scripts/native-poll-cost.mjs [--levels 0,1,10,50]   (after npm run build; needs the native kernels)
-import { parseArgs } from "node:util";
+import { parseScriptArgs } from "./lib/script-args.mjs";
 import { NativeBackend } from "../dist/kernels/native/native-backend.js";
 
-const { values: a } = parseArgs({ options: { levels: { type: "string", default: "0,1,10,50" } } });
+const { values: a } = parseScriptArgs(import.meta.url, { options: { levels: { type: "string", default: "0,1,10,50" } } });
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 console.log("| poll | CPU ms in the 300 ms after one graph |\n|---|---|");
 for (const poll of a.levels.split(",").map(Number)) {

@@ -9,14 +9,14 @@
 // bench-vs-llamacpp.mjs does). Run it on a quiet machine: other work shows up in both profiles.
 // Usage: node scripts/perf-vs-llamacpp.mjs --model FILE.gguf [--threads 2] [--tokens 600] [--context 256] [--top 14]
 //        (after npm run build)
-import { parseArgs } from "node:util";
+import { parseScriptArgs } from "./lib/script-args.mjs";
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { ensureLlamaCppTools } from "./llama-cpp/build.mjs";
 
-const { values: a } = parseArgs({
+const { values: a } = parseScriptArgs(import.meta.url, {
   options: {
     model: { type: "string" },
     threads: { type: "string", default: "2" },

@@ -13,7 +13,7 @@
 //
 // Usage: node scripts/profile-decode.mjs [--model DIR] [--dtype f32,bf16,q8] [--tokens 64] [--prompt 16]
 //        [--repeats 5] [--threads N] [--out docs/bench/decode-profile.json]   (after npm run build)
-import { parseArgs } from "node:util";
+import { parseScriptArgs } from "./lib/script-args.mjs";
 import { PerformanceObserver } from "node:perf_hooks";
 import { mkdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
@@ -29,7 +29,7 @@ import { decodeFootprint } from "../dist/eval/bench.js";
 import { median } from "../dist/util/stats.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const { values: a } = parseArgs({
+const { values: a } = parseScriptArgs(import.meta.url, {
   options: {
     model: { type: "string", default: path.resolve(root, "../shared/models/brown-moe") },
     dtype: { type: "string", default: "f32,bf16,q8" },

@@ -1,0 +1,37 @@
+// Command-line options for the scripts: node's parseArgs, plus `--help` (the script's own header comment,
+// where each script documents its usage) and one clear line instead of a stack trace for an unknown or
+// malformed option.
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+
+/** The leading `//` comment of the script at `url`, without the comment marks (the shebang skipped). */
+export function headerComment(url) {
+  const lines = readFileSync(fileURLToPath(url), "utf8").split("\n");
+  if (lines[0]?.startsWith("#!")) lines.shift();
+  const header = [];
+  for (const line of lines) {
+    if (!line.startsWith("//")) break;
+    header.push(line.replace(/^\/\/ ?/, ""));
+  }
+  return header.join("\n");
+}
+
+/** parseArgs(config) for the script at `url`; `--help` prints its header comment and exits 0, a bad option exits 2. */
+export function parseScriptArgs(url, config) {
+  const script = fileURLToPath(url).split("/").pop();
+  let parsed;
+  try {
+    parsed = parseArgs({ ...config, options: { ...config.options, help: { type: "boolean", short: "h" } } });
+  } catch (err) {
+    if (!err.code?.startsWith("ERR_PARSE_ARGS_")) throw err;
+    process.stderr.write(`${script}: ${err.message}\n(--help lists the options)\n`);
+    process.exit(2);
+  }
+  if (parsed.values.help) {
+    process.stdout.write(`${headerComment(url) || `${script}: no usage written`}\n`);
+    process.exit(0);
+  }
+  delete parsed.values.help;
+  return parsed;
+}

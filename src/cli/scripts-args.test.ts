@@ -1,0 +1,34 @@
+// The repository's scripts (scripts/*.mjs) read their options through scripts/lib/script-args.mjs: `--help`
+// prints the script's usage and exits 0; an unknown option costs one clear line and exit status 2, not a
+// stack trace. Each script is run for real, so one that parses its options some other way is caught.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { REPO_ROOT } from "../testing/shared.js";
+
+const scriptsDir = path.join(REPO_ROOT, "scripts");
+const withOptions = readdirSync(scriptsDir)
+  .filter((f) => f.endsWith(".mjs"))
+  .filter((f) => /\bparse(Script)?Args\(/.test(readFileSync(path.join(scriptsDir, f), "utf8")))
+  .filter((f) => f !== "soak.mjs"); // soak writes its usage from its own option table (its --help is its own)
+
+const run = (script: string, arg: string) =>
+  spawnSync(process.execPath, [path.join(scriptsDir, script), arg], { cwd: REPO_ROOT, encoding: "utf8", timeout: 60_000 });
+
+test("the scripts that take options are found", () => {
+  assert.ok(withOptions.length >= 10, `${withOptions.length} scripts`);
+  assert.ok(withOptions.includes("bench-vs-llamacpp.mjs"));
+});
+
+for (const script of withOptions) {
+  test(`${script}: --help prints its usage, an unknown option one line and exit 2`, () => {
+    const help = run(script, "--help");
+    assert.equal(help.status, 0, help.stderr);
+    assert.match(help.stdout, new RegExp(`Usage: node scripts/${script.replace(".", "\\.")}`));
+    const bad = run(script, "--no-such-option");
+    assert.equal(bad.status, 2, bad.stderr);
+    assert.equal(bad.stderr, `${script}: Unknown option '--no-such-option'\n(--help lists the options)\n`);
+  });
+}
