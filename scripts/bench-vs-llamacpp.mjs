@@ -149,12 +149,15 @@ function quantized(src, dst, dtype) {
   if (!type) throw new Error(`no llama-quantize type for ${dtype}; known: ${Object.keys(QUANTIZE_TYPES).join(", ")}`);
   const srcTypes = fileTypes(src).split(" ").map((s) => s.split("×")[0]);
   const requant = srcTypes.some((t) => !UNQUANTIZED.has(t)) ? ["--allow-requantize"] : [];
-  const args = [...requant, src, `${dst}.part`, type];
+  const args = [...requant, src, partFile(dst), type];
   say(`llama-quantize ${args.join(" ")}`);
   runTool(tools.bin["llama-quantize"], args, "llama-quantize");
-  renameSync(`${dst}.part`, dst);
+  renameSync(partFile(dst), dst);
   return dst;
 }
+
+/** Where a model file is written before it is renamed into place: still *.gguf, which distmoe convert requires. */
+const partFile = (file) => file.replace(/\.gguf$/, ".part.gguf");
 
 const MIXTRAL_734M = ["--arch", "MixtralForCausalLM", "--layers", "8", "--hidden", "1024", "--heads", "16", "--kv-heads", "4", "--experts", "8", "--top-k", "2", "--ffn", "3584", "--vocab", "4096", "--max-positions", "4096", "--file-dtype", "bf16"];
 
@@ -171,10 +174,10 @@ function mixtralBase() {
     say(`writing the 734 M Mixtral to ${dir} (once)`);
     runTool(process.execPath, [distmoe, "init-model", ...MIXTRAL_734M, "--out", dir], "distmoe init-model");
   }
-  const args = [distmoe, "convert", dir, `${file}.part`, "--outtype", "bf16"];
+  const args = [distmoe, "convert", dir, partFile(file), "--outtype", "bf16"];
   say(`node bin/distmoe.js ${args.slice(1).join(" ")}`);
   runTool(process.execPath, args, "distmoe convert");
-  renameSync(`${file}.part`, file);
+  renameSync(partFile(file), file);
   return file;
 }
 
