@@ -19,6 +19,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { deviceChildren } from "../dist/testing/cli-process.js";
 import { until as waitUntil } from "../dist/testing/until.js";
+import { quantile } from "../dist/util/stats.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const { values: a } = parseScriptArgs(import.meta.url, {
@@ -39,7 +40,6 @@ if (![TOKENS, REPS, DEVICES].every((n) => Number.isInteger(n) && n >= 1) || ![WA
 }
 const PROMPT = "The jury said it did find that many of the";
 const KEY = "bench-api-key-0123456789";
-const quantile = (xs, q) => [...xs].sort((x, y) => x - y)[Math.round(q * (xs.length - 1))];
 
 const state = mkdtempSync(path.join(os.tmpdir(), "distmoe-bench-dashboard-"));
 const bs = spawn(process.execPath, [path.join(root, "bin/distmoe.js"), "serve", "--model", a.model, "--port", "0", "--local-devices", String(DEVICES), "--threads", "1", "--state-dir", state, "--api-key", KEY], { stdio: ["ignore", "ignore", "pipe"] });

@@ -62,7 +62,7 @@ if (!existsSync(path.join(root, "dist/model/gguf.js"))) {
   process.exit(1);
 }
 const { GgufFile } = await import("../dist/model/gguf.js");
-const { median } = await import("../dist/util/stats.js");
+const { median, quantile } = await import("../dist/util/stats.js");
 const distmoe = path.join(root, "bin/distmoe.js");
 const { values: a } = parseScriptArgs(import.meta.url, {
   options: {
@@ -239,6 +239,13 @@ function distmoeBench(file, threads, backend) {
   return { result, weights: m?.[1] ?? "?", weightsWhy: m?.[2] ?? "", loadLine: loaded?.trim() };
 }
 
+/** distmoe ÷ llama.cpp round by round: each round's ratio, their median and quartiles; null without a round of both. */
+function pairedRatios(ours, theirs) {
+  const rounds = ours.slice(0, theirs.length).map((x, i) => x / theirs[i]);
+  if (rounds.length === 0) return null;
+  return { median: median(rounds), q1: quantile(rounds, 0.25), q3: quantile(rounds, 0.75), rounds };
+}
+
 // ---- the run ----------------------------------------------------------------------------------------------
 const files = modelFiles();
 if (files.length === 0) fail("no model files to measure");
@@ -307,6 +314,9 @@ for (const f of files) {
       row.busy = row.load_average.median > os.cpus().length;
       const ratio = (x, y) => (x === null || y === null ? null : x / y);
       row.ratio = { prefill: ratio(row.distmoe.prefill_tokens_per_s, row.llama_cpp.prefill_tokens_per_s), decode: ratio(row.distmoe.decode_tokens_per_s, row.llama_cpp.decode_tokens_per_s) };
+      // each round measures both engines back to back, so the ratio within a round sees the machine as it was for
+      // both: the steadier figure on a noisy machine (a side that failed stopped there, so its rounds are a prefix)
+      row.paired_ratio = { prefill: pairedRatios(o.pp, llama.pp), decode: pairedRatios(o.tg, llama.tg) };
       rows.push(row);
     }
   }
@@ -314,10 +324,11 @@ for (const f of files) {
 
 const f1 = (x) => (x === null ? "—" : x >= 100 ? x.toFixed(0) : x.toFixed(1));
 const f2 = (x) => (x === null ? "—" : x.toFixed(2));
+const paired = (p) => (p === null ? "—" : `${f2(p.median)} (${f2(p.q1)}–${f2(p.q3)})`);
 const table = [
-  `| model | file type | distmoe weights | backend | threads | distmoe prefill tok/s | llama.cpp prefill tok/s | prefill ratio | prefill floor tok/s | distmoe decode tok/s | llama.cpp decode tok/s | decode ratio | decode floor tok/s | distmoe decode host µs/token | load avg |`,
-  `|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|`,
-  ...rows.map((r) => `| ${r.model} | ${r.dtype} | ${r.distmoe_weights}${r.distmoe_weights_why.startsWith("the nearest") ? " (converted at load)" : ""} | ${r.kernels || r.backend} | ${r.threads} | ${f1(r.distmoe.prefill_tokens_per_s)} | ${f1(r.llama_cpp.prefill_tokens_per_s)} | ${f2(r.ratio.prefill)} | ${f1(r.floor.prefill_tokens_per_s)} | ${f1(r.distmoe.decode_tokens_per_s)} | ${f1(r.llama_cpp.decode_tokens_per_s)} | ${f2(r.ratio.decode)} | ${f1(r.floor.decode_tokens_per_s)} | ${r.distmoe.decode_host_ms_per_token === null ? "—" : `${(r.distmoe.decode_host_ms_per_token * 1000).toFixed(0)} (${((r.distmoe.decode_host_ms_per_token * r.distmoe.decode_tokens_per_s) / 10).toFixed(0)} %)`} | ${r.load_average.median.toFixed(1)} (max ${r.load_average.max.toFixed(1)})${r.busy ? " busy" : ""} |`),
+  `| model | file type | distmoe weights | backend | threads | distmoe prefill tok/s | llama.cpp prefill tok/s | prefill ratio | prefill floor tok/s | distmoe decode tok/s | llama.cpp decode tok/s | decode ratio | decode floor tok/s | distmoe decode host µs/token | load avg | prefill ratio per round | decode ratio per round |`,
+  `|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|`,
+  ...rows.map((r) => `| ${r.model} | ${r.dtype} | ${r.distmoe_weights}${r.distmoe_weights_why.startsWith("the nearest") ? " (converted at load)" : ""} | ${r.kernels || r.backend} | ${r.threads} | ${f1(r.distmoe.prefill_tokens_per_s)} | ${f1(r.llama_cpp.prefill_tokens_per_s)} | ${f2(r.ratio.prefill)} | ${f1(r.floor.prefill_tokens_per_s)} | ${f1(r.distmoe.decode_tokens_per_s)} | ${f1(r.llama_cpp.decode_tokens_per_s)} | ${f2(r.ratio.decode)} | ${f1(r.floor.decode_tokens_per_s)} | ${r.distmoe.decode_host_ms_per_token === null ? "—" : `${(r.distmoe.decode_host_ms_per_token * 1000).toFixed(0)} (${((r.distmoe.decode_host_ms_per_token * r.distmoe.decode_tokens_per_s) / 10).toFixed(0)} %)`} | ${r.load_average.median.toFixed(1)} (max ${r.load_average.max.toFixed(1)})${r.busy ? " busy" : ""} | ${paired(r.paired_ratio.prefill)} | ${paired(r.paired_ratio.decode)} |`),
 ].join("\n");
 process.stdout.write(`${table}\n`);
 for (const r of rows) {
@@ -325,7 +336,7 @@ for (const r of rows) {
 }
 const busy = rows.filter((r) => r.busy);
 if (busy.length > 0) process.stdout.write(`warning: ${busy.length} row(s) measured with a load average above the ${os.cpus().length} CPUs: other processes took cores, so ${a["llama-passive"] || busy.every((r) => r.threads === 1) ? "the figures are noisy" : "llama.cpp's spinning threads lost far more than distmoe's and those ratios overstate distmoe (--llama-passive makes them sleep)"}\n`);
-process.stdout.write(`prefill ${promptTokens} tokens, decode ${decodeTokens} tokens after them; medians of ${rounds} round(s), each ${repeats} repetition(s); llama.cpp ${tools.commit.slice(0, 10)} (ggml ${tools.ggmlVersion}) llama-bench, -march=native${a["llama-passive"] ? ", OMP_WAIT_POLICY=passive" : ""}; weights ${a["no-mmap"] ? "read into memory (--no-mmap, -mmp 0)" : "mapped from the file (both engines' default)"}; ${os.cpus().length} CPUs (${os.cpus()[0]?.model})\n`);
+process.stdout.write(`prefill ${promptTokens} tokens, decode ${decodeTokens} tokens after them; medians of ${rounds} round(s), each ${repeats} repetition(s); "per round": the median of the rounds' own ratios (each round runs both engines back to back), with its quartiles; llama.cpp ${tools.commit.slice(0, 10)} (ggml ${tools.ggmlVersion}) llama-bench, -march=native${a["llama-passive"] ? ", OMP_WAIT_POLICY=passive" : ""}; weights ${a["no-mmap"] ? "read into memory (--no-mmap, -mmp 0)" : "mapped from the file (both engines' default)"}; ${os.cpus().length} CPUs (${os.cpus()[0]?.model})\n`);
 
 const report = {
   generated: new Date().toISOString(),
@@ -340,7 +351,7 @@ const report = {
     weights: a["no-mmap"] ? "read into memory of each engine's own (distmoe --no-mmap, llama-bench -mmp 0)" : "mapped from the file where the engine maps them (both engines' default)",
     distmoe_ggml: "backend native: DISTMOE_GGML_DIR=prebuilt (the npm package's ggml); native-local: DISTMOE_GGML_DIR=<the folder npm run build-ggml wrote> (the same ggml source, -march=native, no OpenMP)",
     llama_threads_wait: a["llama-passive"] ? "OMP_WAIT_POLICY=passive" : "llama.cpp's default (OpenMP threads spin while waiting)",
-    figures: "median over rounds of each round's median; ratio = distmoe ÷ llama.cpp",
+    figures: "median over rounds of each round's median; ratio = distmoe ÷ llama.cpp; paired_ratio: each round's distmoe ÷ llama.cpp (rounds), their median and quartiles (q1, q3; nearest rank)",
   },
   rows,
 };
