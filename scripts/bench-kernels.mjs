@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Kernel figures against the machine's floors: memory read bandwidth, GEMV (decode) per weight dtype
 // in GB/s of weights and GFLOP/s, GEMM (prefill) per weight dtype in GFLOP/s.
-// Usage: node scripts/bench-kernels.mjs [--threads N] [--simd simd|relaxed] [--n 4096] [--k 4096] [--m 256]
+// Usage: node scripts/bench-kernels.mjs [--threads N] [--simd auto|simd|relaxed] [--n 4096] [--k 4096] [--m 256] [--json]
+//        (--simd auto: relaxed SIMD where the runtime has it; --json: the figures also as one JSON line at the end)
 import { parseScriptArgs } from "./lib/script-args.mjs";
 import { WasmBackend } from "../dist/kernels/wasm/wasm-backend.js";
 import { Random } from "../dist/util/random.js";

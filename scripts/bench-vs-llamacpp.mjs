@@ -32,12 +32,17 @@
 // - mixtral-734m: `distmoe init-model` (Mixtral, d 1024, ff 3584, 8 layers, 8 experts, top-2, 16 heads / 4 KV
 //   heads, vocab 4096: 734 M parameters, 201 M active per token), `distmoe convert` to a bf16 GGUF, then
 //   f32/q8_0/q4_K_M by llama-quantize. The row is skipped with a message where `distmoe convert` is missing.
-// distmoe loads each file in its own type where its kernels have it (BF16 → bf16, Q8_0 → q8, F32 → f32) and
-// converts K-quants to q8 at load (its load log says so; the table's "distmoe weights" column shows it).
+// distmoe loads each tensor in its file's type where its kernels have it (BF16 → bf16, Q8_0 → q8, F32 → f32,
+// Q4_K/Q5_K/Q6_K as they are on the native kernels) and converts what they lack to the nearest type they have
+// (its load log says so; the table's "distmoe weights" column shows it: "file's types" for mixed K-quants).
+//
+// The table: per row, the medians of both engines, their ratio, the floors, distmoe's decode host time, the load
+// average, and the ratio round by round ("per round": the median of the rounds' own ratios and its quartiles;
+// each round runs both engines back to back, so its ratio sees the machine as it was for both).
 //
 // Usage: node scripts/bench-vs-llamacpp.mjs [--models brown-moe,mixtral-734m|FILE.gguf,...] [--dtypes bf16,q8_0,f32,q4_K_M]
 //        [--threads 2[,4]] [--rounds 3] [--repeats 3] [--backend native,native-local,wasm] [--llama-passive] [--no-mmap] [--quick] [--cache DIR]
-//        [--out docs/bench/vs-llamacpp.json]   (after npm run build)
+//        [--prompt-tokens 256] [--decode-tokens 64] [--out docs/bench/vs-llamacpp.json]   (after npm run build)
 // --backend passes `--backend B` to distmoe once per named backend; without it distmoe runs its default.
 //   native: ggml's prebuilt libraries from the npm package (DISTMOE_GGML_DIR=prebuilt), what an install runs;
 //   native-local: the same ggml source built for this CPU like llama-bench (npm run build-ggml, done here when
@@ -57,13 +62,6 @@ import { fileURLToPath } from "node:url";
 import { cacheRoot, ensureLlamaCppTools, ensureLocalGgml } from "./llama-cpp/build.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-if (!existsSync(path.join(root, "dist/model/gguf.js"))) {
-  process.stderr.write("error: distmoe is not built here: run npm run build first\n");
-  process.exit(1);
-}
-const { GgufFile } = await import("../dist/model/gguf.js");
-const { median, quantile } = await import("../dist/util/stats.js");
-const distmoe = path.join(root, "bin/distmoe.js");
 const { values: a } = parseScriptArgs(import.meta.url, {
   options: {
     models: { type: "string", default: "brown-moe,mixtral-734m" },
@@ -80,7 +78,14 @@ const { values: a } = parseScriptArgs(import.meta.url, {
     "decode-tokens": { type: "string", default: "64" },
     out: { type: "string", default: path.join(root, "docs/bench/vs-llamacpp.json") },
   },
-});
+});if (!existsSync(path.join(root, "dist/model/gguf.js"))) {
+  process.stderr.write("error: distmoe is not built here: run npm run build first\n");
+  process.exit(1);
+}
+const { GgufFile } = await import("../dist/model/gguf.js");
+const { median, quantile } = await import("../dist/util/stats.js");
+const distmoe = path.join(root, "bin/distmoe.js");
+
 const posInt = (name, v) => {
   const n = Number(v);
   if (!Number.isSafeInteger(n) || n < 1) fail(`--${name}: expected a positive integer, got "${v}"`);
@@ -88,10 +93,11 @@ const posInt = (name, v) => {
 };
 function fail(msg) {
   process.stderr.write(`error: ${msg}\n`);
-  process.exit(1);
+  process.exit(2);
 }
 const say = (msg) => process.stderr.write(`${msg}\n`);
 
+if (!a.cache) fail("--cache: expected a folder for the generated model files");
 const rounds = posInt("rounds", a.rounds ?? (a.quick ? "1" : "3"));
 const repeats = posInt("repeats", a.repeats ?? (a.quick ? "2" : "3"));
 const threadCounts = a.threads.split(",").map((t) => posInt("threads", t));
@@ -241,7 +247,8 @@ function distmoeBench(file, threads, backend) {
 
 /** distmoe ÷ llama.cpp round by round: each round's ratio, their median and quartiles; null without a round of both. */
 function pairedRatios(ours, theirs) {
-  const rounds = ours.slice(0, theirs.length).map((x, i) => x / theirs[i]);
+  // a figure of 0 or none (a run that printed nothing usable) makes no ratio
+  const rounds = ours.slice(0, theirs.length).map((x, i) => x / theirs[i]).filter(Number.isFinite);
   if (rounds.length === 0) return null;
   return { median: median(rounds), q1: quantile(rounds, 0.25), q3: quantile(rounds, 0.75), rounds };
 }
@@ -351,7 +358,7 @@ const report = {
     weights: a["no-mmap"] ? "read into memory of each engine's own (distmoe --no-mmap, llama-bench -mmp 0)" : "mapped from the file where the engine maps them (both engines' default)",
     distmoe_ggml: "backend native: DISTMOE_GGML_DIR=prebuilt (the npm package's ggml); native-local: DISTMOE_GGML_DIR=<the folder npm run build-ggml wrote> (the same ggml source, -march=native, no OpenMP)",
     llama_threads_wait: a["llama-passive"] ? "OMP_WAIT_POLICY=passive" : "llama.cpp's default (OpenMP threads spin while waiting)",
-    figures: "median over rounds of each round's median; ratio = distmoe ÷ llama.cpp; paired_ratio: each round's distmoe ÷ llama.cpp (rounds), their median and quartiles (q1, q3; nearest rank)",
+    figures: "median over rounds of each round's median; ratio = distmoe ÷ llama.cpp; paired_ratio: each round's distmoe ÷ llama.cpp (rounds), their median and quartiles (q1, q3; interpolated between ranks)",
   },
   rows,
 };

@@ -1,7 +1,11 @@
 // Compiles the AssemblyScript kernels twice: plain SIMD128 and relaxed SIMD (picked at run time).
+// Usage: node scripts/build-kernels.mjs   (npm run build runs it; writes dist/kernels)
 import { execFileSync } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import { createRequire } from "node:module";
+import { parseScriptArgs } from "./lib/script-args.mjs";
+
+parseScriptArgs(import.meta.url, { options: {} }); // no options: --help, or a stray one stops before the build
 
 const require = createRequire(import.meta.url);
 const asc = require.resolve("assemblyscript/bin/asc.js");

@@ -5,8 +5,12 @@
 // paths (reading model files, worker threads, the kernel file) become modules whose every export throws
 // if called, so a Node-only path reached in the browser fails with a clear error instead of the bundle
 // failing to load.
+// Usage: node scripts/build-web.mjs   (npm run build runs it; writes dist/web)
 import { build } from "esbuild";
 import { copyFileSync, mkdirSync } from "node:fs";
+import { parseScriptArgs } from "./lib/script-args.mjs";
+
+parseScriptArgs(import.meta.url, { options: {} }); // no options: --help, or a stray one stops before the build
 
 const out = "dist/web/device";
 mkdirSync(out, { recursive: true });

@@ -30,6 +30,7 @@ const fail = (message) => {
   process.stderr.write(`perf-vs-llamacpp: ${message}\n`);
   process.exit(2);
 };
+if (a["decode-only"] && !a.model) fail("--decode-only needs --model FILE.gguf");
 if (a["decode-only"]) {
   // the child: distmoe's decode loop, run under perf by the parent
   const { Engine } = await import("../dist/runtime/engine.js");

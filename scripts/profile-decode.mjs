@@ -43,7 +43,10 @@ const { values: a } = parseScriptArgs(import.meta.url, {
 const N = Number(a.tokens), PROMPT = Number(a.prompt), REPEATS = Number(a.repeats);
 const threads = a.threads ? Number(a.threads) : undefined;
 for (const [k, v] of [["tokens", N], ["prompt", PROMPT], ["repeats", REPEATS], ["threads", threads ?? 1]]) {
-  if (!(Number.isInteger(v) && v > 0)) throw new Error(`--${k} must be a positive integer`);
+  if (!(Number.isInteger(v) && v > 0)) {
+    process.stderr.write(`profile-decode.mjs: --${k} must be a positive integer\n`);
+    process.exit(2);
+  }
 }
 
 // ------------------------------------------------------------------ the profiler

@@ -9,7 +9,7 @@
 // first token, serve's RSS after warm-up / mid-run / at the end, kills, serve's exit code.
 // Exits 1 if any request failed or serve did not exit 0. Loopback only; reads /proc (Linux).
 // Usage: node scripts/soak.mjs [--clients 32] [--minutes 10] [--devices 4] [--replicas 2] … (--help)
-import { parseArgs } from "node:util";
+import { parseScriptArgs } from "./lib/script-args.mjs";
 import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
@@ -36,14 +36,10 @@ const OPTIONS = {
   "request-timeout": { type: "string", default: "120", help: "seconds before a request counts as failed (hung)" },
   grace: { type: "string", default: "60", help: "seconds requests in flight at the deadline may take to finish" },
   json: { type: "string", help: "write the full results here" },
-  help: { type: "boolean", short: "h", help: "this text" },
 };
-const { values: a } = parseArgs({ options: Object.fromEntries(Object.entries(OPTIONS).map(([k, { help, ...o }]) => [k, o])) });
-if (a.help) {
-  process.stdout.write("Usage: node scripts/soak.mjs [options]\n\n");
-  for (const [k, o] of Object.entries(OPTIONS)) process.stdout.write(`  --${k.padEnd(16)} ${o.help}${o.default ? ` (default ${o.default})` : ""}\n`);
-  process.exit(0);
-}
+const usage = () =>
+  ["Usage: node scripts/soak.mjs [options]", "", ...Object.entries(OPTIONS).map(([k, o]) => `  --${k.padEnd(16)} ${o.help}${o.default ? ` (default ${o.default})` : ""}`), `  --${"help".padEnd(16)} this text`].join("\n");
+const { values: a } = parseScriptArgs(import.meta.url, { options: Object.fromEntries(Object.entries(OPTIONS).map(([k, { help, ...o }]) => [k, o])) }, usage);
 const num = (name, min, max = Infinity) => {
   const v = Number(a[name]);
   if (!Number.isFinite(v) || v < min || v > max) fail(`--${name} ${a[name]}: a number from ${min}${max < Infinity ? ` to ${max}` : ""}`);

@@ -17,8 +17,11 @@ export function headerComment(url) {
   return header.join("\n");
 }
 
-/** parseArgs(config) for the script at `url`; `--help` prints its header comment and exits 0, a bad option exits 2. */
-export function parseScriptArgs(url, config) {
+/**
+ * parseArgs(config) for the script at `url`; `--help` prints `usage()` (by default the script's header comment)
+ * and exits 0, a bad option exits 2.
+ */
+export function parseScriptArgs(url, config, usage = () => headerComment(url)) {
   const script = fileURLToPath(url).split("/").pop();
   let parsed;
   try {
@@ -29,7 +32,7 @@ export function parseScriptArgs(url, config) {
     process.exit(2);
   }
   if (parsed.values.help) {
-    process.stdout.write(`${headerComment(url) || `${script}: no usage written`}\n`);
+    process.stdout.write(`${usage() || `${script}: no usage written`}\n`);
     process.exit(0);
   }
   delete parsed.values.help;

@@ -11,8 +11,7 @@ import { REPO_ROOT } from "../testing/shared.js";
 const scriptsDir = path.join(REPO_ROOT, "scripts");
 const withOptions = readdirSync(scriptsDir)
   .filter((f) => f.endsWith(".mjs"))
-  .filter((f) => /\bparse(Script)?Args\(/.test(readFileSync(path.join(scriptsDir, f), "utf8")))
-  .filter((f) => f !== "soak.mjs"); // soak writes its usage from its own option table (its --help is its own)
+  .filter((f) => /\bparse(Script)?Args\(/.test(readFileSync(path.join(scriptsDir, f), "utf8")));
 
 const run = (script: string, arg: string) =>
   spawnSync(process.execPath, [path.join(scriptsDir, script), arg], { cwd: REPO_ROOT, encoding: "utf8", timeout: 60_000 });

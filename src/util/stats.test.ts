@@ -9,14 +9,18 @@ test("median: the middle one, or the mean of the middle two; the input is left u
   assert.deepEqual(xs, [5, 1, 4, 2]);
 });
 
-test("quantile: the nearest rank of the sorted numbers; no quantile of nothing, nor outside 0..1", () => {
+test("quantile: interpolated between the sorted numbers; quartiles of 3 about the median; none of nothing, nor outside 0..1", () => {
   const xs = [0.9, 1.1, 1.0, 0.8, 1.2];
   assert.equal(quantile(xs, 0), 0.8);
   assert.equal(quantile(xs, 0.25), 0.9);
   assert.equal(quantile(xs, 0.5), 1.0);
   assert.equal(quantile(xs, 0.75), 1.1);
   assert.equal(quantile(xs, 1), 1.2);
-  assert.equal(quantile([1, 2, 3, 4], 0.5), 3);
+  assert.equal(quantile([1, 2, 3, 4], 0.5), 2.5);
+  // three rounds: the quartiles halfway to each end, not the median and the maximum
+  assert.equal(quantile([1, 3, 2], 0.25), 1.5);
+  assert.equal(quantile([1, 3, 2], 0.75), 2.5);
+  assert.equal(quantile([7], 0.25), 7);
   assert.throws(() => quantile([], 0.5), /quantile 0.5 of 0 numbers/);
   assert.throws(() => quantile([1], 1.5), /quantile 1.5/);
   assert.throws(() => quantile([1], NaN), /quantile NaN/);

@@ -6,8 +6,14 @@ export function median(xs: readonly number[]): number {
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
 
-/** The q-quantile of `xs` (0 ≤ q ≤ 1), the nearest rank: q = 0.5 of an even count is the upper middle one. */
+/**
+ * The q-quantile of `xs` (0 ≤ q ≤ 1), interpolated linearly between the sorted numbers (R's type 7, numpy's
+ * default): the median of an even count is the mean of the middle two, and the quartiles of an odd count
+ * lie symmetrically about the median.
+ */
 export function quantile(xs: readonly number[], q: number): number {
   if (xs.length === 0 || !(q >= 0 && q <= 1)) throw new Error(`quantile ${q} of ${xs.length} numbers`);
-  return [...xs].sort((a, b) => a - b)[Math.round(q * (xs.length - 1))]!;
+  const s = [...xs].sort((a, b) => a - b);
+  const at = q * (s.length - 1), lo = Math.floor(at);
+  return lo + 1 < s.length ? s[lo]! + (at - lo) * (s[lo + 1]! - s[lo]!) : s[lo]!;
 }
