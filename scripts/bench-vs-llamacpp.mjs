@@ -78,14 +78,14 @@ const { values: a } = parseScriptArgs(import.meta.url, {
     "decode-tokens": { type: "string", default: "64" },
     out: { type: "string", default: path.join(root, "docs/bench/vs-llamacpp.json") },
   },
-});if (!existsSync(path.join(root, "dist/model/gguf.js"))) {
+});
+if (!existsSync(path.join(root, "dist/model/gguf.js"))) {
   process.stderr.write("error: distmoe is not built here: run npm run build first\n");
   process.exit(1);
 }
 const { GgufFile } = await import("../dist/model/gguf.js");
 const { median, quantile } = await import("../dist/util/stats.js");
 const distmoe = path.join(root, "bin/distmoe.js");
-
 const posInt = (name, v) => {
   const n = Number(v);
   if (!Number.isSafeInteger(n) || n < 1) fail(`--${name}: expected a positive integer, got "${v}"`);

@@ -2,11 +2,12 @@
 // where each script documents its usage) and one clear line instead of a stack trace for an unknown or
 // malformed option.
 import { readFileSync } from "node:fs";
+import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 
 /** The leading `//` comment of the script at `url`, without the comment marks (the shebang skipped). */
-export function headerComment(url) {
+function headerComment(url) {
   const lines = readFileSync(fileURLToPath(url), "utf8").split("\n");
   if (lines[0]?.startsWith("#!")) lines.shift();
   const header = [];
@@ -22,7 +23,7 @@ export function headerComment(url) {
  * and exits 0, a bad option exits 2.
  */
 export function parseScriptArgs(url, config, usage = () => headerComment(url)) {
-  const script = fileURLToPath(url).split("/").pop();
+  const script = path.basename(fileURLToPath(url));
   let parsed;
   try {
     parsed = parseArgs({ ...config, options: { ...config.options, help: { type: "boolean", short: "h" } } });

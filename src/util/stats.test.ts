@@ -2,10 +2,11 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { median, quantile } from "./stats.js";
 
-test("median: the middle one, or the mean of the middle two; the input is left unsorted", () => {
+test("median: the middle one, or the mean of the middle two; NaN for none; the input is left unsorted", () => {
   const xs = [5, 1, 4, 2];
   assert.equal(median(xs), 3);
   assert.equal(median([7, 1, 3]), 3);
+  assert.ok(Number.isNaN(median([])));
   assert.deepEqual(xs, [5, 1, 4, 2]);
 });
 
