@@ -104,7 +104,7 @@ const threadCounts = a.threads.split(",").map((t) => posInt("threads", t));
 const promptTokens = posInt("prompt-tokens", a["prompt-tokens"]), decodeTokens = posInt("decode-tokens", a["decode-tokens"]);
 const wantDtypes = a.dtypes?.split(",") ?? (a.quick ? ["bf16", "q8_0"] : undefined);
 const modelNames = a.quick && a.models === "brown-moe,mixtral-734m" ? ["brown-moe"] : a.models.split(",");
-const backends = a.backend ? a.backend.split(",") : [undefined];
+const backends = a.backend !== undefined ? a.backend.split(",") : [undefined];
 for (const b of backends) if (b !== undefined && !["native", "native-local", "wasm"].includes(b)) fail(`--backend: expected native, native-local and/or wasm, got "${b}"`);
 
 function runTool(cmd, args, what, env = process.env) {
