@@ -26,6 +26,7 @@ import { until } from "../dist/testing/until.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const { values: a } = parseScriptArgs(import.meta.url, {
+  paths: ["model"],
   options: {
     model: { type: "string", default: path.resolve(root, "../shared/models/brown-moe") },
     dtypes: { type: "string", default: "f32,q8" },

@@ -25,6 +25,7 @@ import { readModelConfig } from "../dist/model/config.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const { values: a } = parseScriptArgs(import.meta.url, {
+  paths: ["model"],
   options: {
     model: { type: "string", default: path.resolve(root, "../shared/models/brown-moe") },
     tokens: { type: "string", default: "128" },

@@ -25,9 +25,18 @@ import { wireBytes } from "../dist/protocol/activations.js";
 const require = createRequire(import.meta.url);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const { values: a } = parseScriptArgs(import.meta.url, {
+  paths: ["model"],
   options: { model: { type: "string", default: path.resolve(root, "../shared/models/brown-moe") }, tokens: { type: "string", default: "48" }, link: { type: "string", default: "rate=100mbit,delay=2ms" } },
 });
-const model = a.model, N = Number(a.tokens), link = parseLink(a.link);
+const model = a.model, N = Number(a.tokens), link = linkOrExit(a.link);
+function linkOrExit(spec) {
+  try {
+    return parseLink(spec);
+  } catch (e) {
+    process.stderr.write(`bench-cluster.mjs: --link: ${e.message}\n`);
+    process.exit(2);
+  }
+}
 const prompt = (e) => e.tokenizer.encode("The jury said it did find that many of the");
 // the prediction is of a mean time per token, so its inputs are means too (tails included)
 const mean = (xs) => xs.reduce((s, x) => s + x, 0) / xs.length;

@@ -12,12 +12,9 @@ import { Engine } from "../dist/runtime/engine.js";
 import { selectTopK } from "../dist/policies/selection.js";
 
 const { values: a } = parseScriptArgs(import.meta.url, {
+  paths: ["model"],
   options: { model: { type: "string" }, rows: { type: "string", default: "1,2,4,8,16,32" }, threads: { type: "string", default: "2" }, steps: { type: "string", default: "20" }, rounds: { type: "string", default: "3" } },
 });
-if (!a.model) {
-  console.error("usage: node scripts/bench-moe-one-job.mjs --model FILE.gguf [--rows 1,2,4,8,16,32] [--threads 2] [--steps 20] [--rounds 3]");
-  process.exit(2);
-}
 const threads = Number(a.threads), steps = Number(a.steps), rounds = Number(a.rounds);
 const sameTopK = (router, ctx) => selectTopK(router, ctx);
 const engines = {

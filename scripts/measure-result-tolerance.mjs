@@ -22,6 +22,7 @@ import { resultTolerance } from "../dist/policies/result-match.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const { values: a } = parseScriptArgs(import.meta.url, {
+  paths: ["model"],
   options: {
     model: { type: "string", default: path.resolve(root, "../shared/models/brown-moe") },
     dtype: { type: "string", default: "f32" },

@@ -1,7 +1,7 @@
 // Command-line options for the scripts: node's parseArgs, plus `--help` (the script's own header comment,
 // where each script documents its usage) and one clear line instead of a stack trace for an unknown or
 // malformed option.
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -20,22 +20,30 @@ function headerComment(url) {
 
 /**
  * parseArgs(config) for the script at `url`; `--help` prints `usage()` (by default the script's header comment)
- * and exits 0, a bad option exits 2.
+ * and exits 0, a bad option exits 2, as does an option named in `config.paths` whose file or folder is not there.
  */
-export function parseScriptArgs(url, config, usage = () => headerComment(url)) {
+export function parseScriptArgs(url, { paths = [], ...config }, usage = () => headerComment(url)) {
   const script = path.basename(fileURLToPath(url));
+  const refuse = (message) => {
+    process.stderr.write(`${script}: ${message}\n(--help lists the options)\n`);
+    process.exit(2);
+  };
   let parsed;
   try {
     parsed = parseArgs({ ...config, options: { ...config.options, help: { type: "boolean", short: "h" } } });
   } catch (err) {
     if (!err.code?.startsWith("ERR_PARSE_ARGS_")) throw err;
-    process.stderr.write(`${script}: ${err.message}\n(--help lists the options)\n`);
-    process.exit(2);
+    refuse(err.message);
   }
   if (parsed.values.help) {
     process.stdout.write(`${usage() || `${script}: no usage written`}\n`);
     process.exit(0);
   }
   delete parsed.values.help;
+  for (const name of paths) {
+    const value = parsed.values[name];
+    if (value === undefined) refuse(`--${name} is needed`);
+    if (!existsSync(value)) refuse(`--${name} ${JSON.stringify(value)}: no such file or folder`);
+  }
   return parsed;
 }

@@ -13,8 +13,8 @@ const withOptions = readdirSync(scriptsDir)
   .filter((f) => f.endsWith(".mjs"))
   .filter((f) => /\bparse(Script)?Args\(/.test(readFileSync(path.join(scriptsDir, f), "utf8")));
 
-const run = (script: string, arg: string) =>
-  spawnSync(process.execPath, [path.join(scriptsDir, script), arg], { cwd: REPO_ROOT, encoding: "utf8", timeout: 60_000 });
+const run = (script: string, ...args: string[]) =>
+  spawnSync(process.execPath, [path.join(scriptsDir, script), ...args], { cwd: REPO_ROOT, encoding: "utf8", timeout: 60_000 });
 
 test("the scripts that take options are found", () => {
   assert.ok(withOptions.length >= 10, `${withOptions.length} scripts`);
@@ -29,5 +29,20 @@ for (const script of withOptions) {
     const bad = run(script, "--no-such-option");
     assert.equal(bad.status, 2, bad.stderr);
     assert.equal(bad.stderr, `${script}: Unknown option '--no-such-option'\n(--help lists the options)\n`);
+  });
+}
+
+// a script that opens a model names the option in `paths`: a model that is not there costs one line, before any work
+const withModel = withOptions.filter((f) => /paths: \["model"\]/.test(readFileSync(path.join(scriptsDir, f), "utf8")));
+
+test("the scripts that open a model are found", () => {
+  assert.ok(withModel.length >= 5, `${withModel.length} scripts`);
+});
+
+for (const script of withModel) {
+  test(`${script}: a --model that is not there is one line and exit 2`, () => {
+    const r = run(script, "--model", "/no/such/model");
+    assert.equal(r.status, 2, r.stderr);
+    assert.equal(r.stderr, `${script}: --model "/no/such/model": no such file or folder\n(--help lists the options)\n`);
   });
 }
