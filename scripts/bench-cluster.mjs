@@ -9,7 +9,7 @@
 // predicted is the runtime's overhead over the model. Then decode throughput at 1, 4 and 16 concurrent
 // streams, and how long a device joining a running cluster takes to be placed and loaded.
 // Usage: node scripts/bench-cluster.mjs [--model DIR] [--tokens 48] [--link "rate=100mbit,delay=2ms"]
-import { parseScriptArgs } from "./lib/script-args.mjs";
+import { parseScriptArgs, refuseOption } from "./lib/script-args.mjs";
 import { spawn } from "node:child_process";
 import { createRequire } from "node:module";
 import { WebSocketServer } from "ws";
@@ -28,15 +28,13 @@ const { values: a } = parseScriptArgs(import.meta.url, {
   paths: ["model"],
   options: { model: { type: "string", default: path.resolve(root, "../shared/models/brown-moe") }, tokens: { type: "string", default: "48" }, link: { type: "string", default: "rate=100mbit,delay=2ms" } },
 });
-const model = a.model, N = Number(a.tokens), link = linkOrExit(a.link);
-function linkOrExit(spec) {
-  try {
-    return parseLink(spec);
-  } catch (e) {
-    process.stderr.write(`bench-cluster.mjs: --link: ${e.message}\n`);
-    process.exit(2);
-  }
+let link;
+try {
+  link = parseLink(a.link);
+} catch (e) {
+  refuseOption(import.meta.url, `--link: ${e.message}`);
 }
+const model = a.model, N = Number(a.tokens);
 const prompt = (e) => e.tokenizer.encode("The jury said it did find that many of the");
 // the prediction is of a mean time per token, so its inputs are means too (tails included)
 const mean = (xs) => xs.reduce((s, x) => s + x, 0) / xs.length;

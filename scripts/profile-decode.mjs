@@ -13,7 +13,7 @@
 //
 // Usage: node scripts/profile-decode.mjs [--model DIR] [--dtype f32,bf16,q8] [--tokens 64] [--prompt 16]
 //        [--repeats 5] [--threads N] [--out docs/bench/decode-profile.json]   (after npm run build)
-import { parseScriptArgs } from "./lib/script-args.mjs";
+import { parseScriptArgs, refuseOption } from "./lib/script-args.mjs";
 import { PerformanceObserver } from "node:perf_hooks";
 import { mkdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
@@ -43,10 +43,7 @@ const { values: a } = parseScriptArgs(import.meta.url, {
 const N = Number(a.tokens), PROMPT = Number(a.prompt), REPEATS = Number(a.repeats);
 const threads = a.threads ? Number(a.threads) : undefined;
 for (const [k, v] of [["tokens", N], ["prompt", PROMPT], ["repeats", REPEATS], ["threads", threads ?? 1]]) {
-  if (!(Number.isInteger(v) && v > 0)) {
-    process.stderr.write(`profile-decode.mjs: --${k} must be a positive integer\n`);
-    process.exit(2);
-  }
+  if (!(Number.isInteger(v) && v > 0)) refuseOption(import.meta.url, `--${k} must be a positive integer`);
 }
 
 // ------------------------------------------------------------------ the profiler

@@ -18,16 +18,18 @@ function headerComment(url) {
   return header.join("\n");
 }
 
+/** Ends the script at `url` on a bad option or value: one line naming the script, exit status 2. */
+export function refuseOption(url, message) {
+  process.stderr.write(`${path.basename(fileURLToPath(url))}: ${message}\n(--help lists the options)\n`);
+  process.exit(2);
+}
+
 /**
  * parseArgs(config) for the script at `url`; `--help` prints `usage()` (by default the script's header comment)
  * and exits 0, a bad option exits 2, as does an option named in `config.paths` whose file or folder is not there.
  */
 export function parseScriptArgs(url, { paths = [], ...config }, usage = () => headerComment(url)) {
-  const script = path.basename(fileURLToPath(url));
-  const refuse = (message) => {
-    process.stderr.write(`${script}: ${message}\n(--help lists the options)\n`);
-    process.exit(2);
-  };
+  const refuse = (message) => refuseOption(url, message);
   let parsed;
   try {
     parsed = parseArgs({ ...config, options: { ...config.options, help: { type: "boolean", short: "h" } } });
@@ -36,7 +38,7 @@ export function parseScriptArgs(url, { paths = [], ...config }, usage = () => he
     refuse(err.message);
   }
   if (parsed.values.help) {
-    process.stdout.write(`${usage() || `${script}: no usage written`}\n`);
+    process.stdout.write(`${usage() || `${path.basename(fileURLToPath(url))}: no usage written`}\n`);
     process.exit(0);
   }
   delete parsed.values.help;

@@ -46,3 +46,12 @@ for (const script of withModel) {
     assert.equal(r.stderr, `${script}: --model "/no/such/model": no such file or folder\n(--help lists the options)\n`);
   });
 }
+
+test("a bad value costs one line and exit 2 before any work (profile-decode --tokens, bench-cluster --link)", () => {
+  const tokens = run("profile-decode.mjs", "--tokens", "abc");
+  assert.equal(tokens.status, 2, tokens.stderr);
+  assert.equal(tokens.stderr, "profile-decode.mjs: --tokens must be a positive integer\n(--help lists the options)\n");
+  const link = run("bench-cluster.mjs", "--link", "bogus");
+  assert.equal(link.status, 2, link.stderr);
+  assert.match(link.stderr, /^bench-cluster\.mjs: --link: link setting "bogus" is not one of .*\n\(--help lists the options\)\n$/);
+});
