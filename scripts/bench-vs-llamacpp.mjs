@@ -36,7 +36,7 @@
 // Q4_K/Q5_K/Q6_K as they are on the native kernels) and converts what they lack to the nearest type they have
 // (its load log says so; the table's "distmoe weights" column shows it: "file's types" for mixed K-quants).
 //
-// The table: per row, the medians of both engines, their ratio, the floors, distmoe's decode host time, the load
+// The table: per row, the medians of both engines, their ratio, the floors, distmoe's host time (outside ggml's graphs: per prefill, and per decode token), the load
 // average, and the ratio round by round ("per round": the median of the rounds' own ratios and its quartiles;
 // each round runs both engines back to back, so its ratio sees the machine as it was for both).
 //
@@ -263,7 +263,7 @@ for (const f of files) {
     const runBackends = backends.filter((b) => !b?.startsWith("native") || hasBackendOption);
     if (runBackends.length === 0) continue;
     // a side that fails (a file one engine cannot load) is said once and left out of the later rounds
-    const llama = { pp: [], tg: [], error: undefined }, ours = new Map(runBackends.map((b) => [b ?? "default", { pp: [], tg: [], ppFloor: [], tgFloor: [], tgHost: [], weights: "?", weightsWhy: "", kernels: "", loadLine: "", error: undefined }]));
+    const llama = { pp: [], tg: [], error: undefined }, ours = new Map(runBackends.map((b) => [b ?? "default", { pp: [], tg: [], ppFloor: [], tgFloor: [], tgHost: [], ppHost: [], weights: "?", weightsWhy: "", kernels: "", loadLine: "", error: undefined }]));
     const loads = [];
     let llamaInfo;
     for (let round = 0; round < rounds; round++) {
@@ -297,6 +297,7 @@ for (const f of files) {
             o.ppFloor.push(d.result.compute_gflops / (d.result.prefill_gflops / d.result.prefill_tokens_per_s));
             // native: a decode token's time outside ggml's graphs (JavaScript and the handoffs between graphs)
             if (d.result.decode_host_ms_per_token !== undefined) o.tgHost.push(d.result.decode_host_ms_per_token);
+            if (d.result.prefill_host_ms !== undefined) o.ppHost.push(d.result.prefill_host_ms);
             Object.assign(o, { weights: d.weights, weightsWhy: d.weightsWhy, kernels: d.result.kernels, loadLine: d.loadLine });
           });
         }),
@@ -311,7 +312,7 @@ for (const f of files) {
       const row = {
         model: f.model, dtype: f.dtype, file: f.file, file_types: types, backend: backend === "default" ? (hasBackendOption ? "default" : "wasm") : backend, // as asked; kernels: what ran
         kernels: o.kernels, distmoe_weights: o.weights, distmoe_weights_why: o.weightsWhy, distmoe_load_log: o.loadLine, threads,
-        distmoe: { prefill_tokens_per_s: med(o.pp), decode_tokens_per_s: med(o.tg), decode_host_ms_per_token: med(o.tgHost), rounds: { prefill: o.pp, decode: o.tg, decode_host_ms_per_token: o.tgHost }, error: o.error },
+        distmoe: { prefill_tokens_per_s: med(o.pp), decode_tokens_per_s: med(o.tg), decode_host_ms_per_token: med(o.tgHost), prefill_host_ms: med(o.ppHost), rounds: { prefill: o.pp, decode: o.tg, decode_host_ms_per_token: o.tgHost, prefill_host_ms: o.ppHost }, error: o.error },
         floor: { prefill_tokens_per_s: med(o.ppFloor), decode_tokens_per_s: med(o.tgFloor) },
         llama_cpp: { prefill_tokens_per_s: med(llama.pp), decode_tokens_per_s: med(llama.tg), rounds: { prefill: llama.pp, decode: llama.tg }, error: llama.error, ...llamaInfo },
         load_average: { median: median(loads), max: Math.max(...loads), samples: loads },
@@ -333,9 +334,9 @@ const f1 = (x) => (x === null ? "—" : x >= 100 ? x.toFixed(0) : x.toFixed(1));
 const f2 = (x) => (x === null ? "—" : x.toFixed(2));
 const paired = (p) => (p === null ? "—" : `${f2(p.median)} (${f2(p.q1)}–${f2(p.q3)})`);
 const table = [
-  `| model | file type | distmoe weights | backend | threads | distmoe prefill tok/s | llama.cpp prefill tok/s | prefill ratio | prefill floor tok/s | distmoe decode tok/s | llama.cpp decode tok/s | decode ratio | decode floor tok/s | distmoe decode host µs/token | load avg | prefill ratio per round | decode ratio per round |`,
-  `|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|`,
-  ...rows.map((r) => `| ${r.model} | ${r.dtype} | ${r.distmoe_weights}${r.distmoe_weights_why.startsWith("the nearest") ? " (converted at load)" : ""} | ${r.kernels || r.backend} | ${r.threads} | ${f1(r.distmoe.prefill_tokens_per_s)} | ${f1(r.llama_cpp.prefill_tokens_per_s)} | ${f2(r.ratio.prefill)} | ${f1(r.floor.prefill_tokens_per_s)} | ${f1(r.distmoe.decode_tokens_per_s)} | ${f1(r.llama_cpp.decode_tokens_per_s)} | ${f2(r.ratio.decode)} | ${f1(r.floor.decode_tokens_per_s)} | ${r.distmoe.decode_host_ms_per_token === null ? "—" : `${(r.distmoe.decode_host_ms_per_token * 1000).toFixed(0)} (${((r.distmoe.decode_host_ms_per_token * r.distmoe.decode_tokens_per_s) / 10).toFixed(0)} %)`} | ${r.load_average.median.toFixed(1)} (max ${r.load_average.max.toFixed(1)})${r.busy ? " busy" : ""} | ${paired(r.paired_ratio.prefill)} | ${paired(r.paired_ratio.decode)} |`),
+  `| model | file type | distmoe weights | backend | threads | distmoe prefill tok/s | llama.cpp prefill tok/s | prefill ratio | prefill floor tok/s | distmoe prefill host ms | distmoe decode tok/s | llama.cpp decode tok/s | decode ratio | decode floor tok/s | distmoe decode host µs/token | load avg | prefill ratio per round | decode ratio per round |`,
+  `|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|`,
+  ...rows.map((r) => `| ${r.model} | ${r.dtype} | ${r.distmoe_weights}${r.distmoe_weights_why.startsWith("the nearest") ? " (converted at load)" : ""} | ${r.kernels || r.backend} | ${r.threads} | ${f1(r.distmoe.prefill_tokens_per_s)} | ${f1(r.llama_cpp.prefill_tokens_per_s)} | ${f2(r.ratio.prefill)} | ${f1(r.floor.prefill_tokens_per_s)} | ${r.distmoe.prefill_host_ms === null ? "—" : `${f2(r.distmoe.prefill_host_ms)} (${((r.distmoe.prefill_host_ms * r.distmoe.prefill_tokens_per_s) / (10 * promptTokens)).toFixed(0)} %)`} | ${f1(r.distmoe.decode_tokens_per_s)} | ${f1(r.llama_cpp.decode_tokens_per_s)} | ${f2(r.ratio.decode)} | ${f1(r.floor.decode_tokens_per_s)} | ${r.distmoe.decode_host_ms_per_token === null ? "—" : `${(r.distmoe.decode_host_ms_per_token * 1000).toFixed(0)} (${((r.distmoe.decode_host_ms_per_token * r.distmoe.decode_tokens_per_s) / 10).toFixed(0)} %)`} | ${r.load_average.median.toFixed(1)} (max ${r.load_average.max.toFixed(1)})${r.busy ? " busy" : ""} | ${paired(r.paired_ratio.prefill)} | ${paired(r.paired_ratio.decode)} |`),
 ].join("\n");
 process.stdout.write(`${table}\n`);
 for (const r of rows) {

@@ -66,7 +66,9 @@ test("init-model, inspect, generate --json, perplexity --json, bench --json on a
     if (b.kernels.startsWith("native")) {
       assert.ok(b.decode_graphs_per_token >= 1, `${b.decode_graphs_per_token} graphs per token`);
       assert.ok(b.decode_host_ms_per_token > 0 && b.decode_host_ms_per_token < 1000 / b.decode_tokens_per_s, `host ${b.decode_host_ms_per_token} ms of a ${1000 / b.decode_tokens_per_s} ms token`);
-    } else assert.equal(b.decode_host_ms_per_token, undefined);
+      assert.ok(b.prefill_graphs >= 1, `${b.prefill_graphs} graphs per prefill`);
+      assert.ok(b.prefill_host_ms > 0 && b.prefill_host_ms < (1000 * 16) / b.prefill_tokens_per_s, `host ${b.prefill_host_ms} ms of a ${(1000 * 16) / b.prefill_tokens_per_s} ms prefill`);
+    } else assert.equal(b.decode_host_ms_per_token ?? b.prefill_host_ms, undefined);
     // a run smaller than the warm-up once was (it overran the context the run sized)
     r = distmoe("bench", "--model", model, "--prompt-tokens", "4", "--decode-tokens", "2", "--json");
     assert.equal(r.code, 0, r.err);

@@ -39,6 +39,9 @@ export interface BenchResult {
    */
   decode_graphs_per_token?: number;
   decode_host_ms_per_token?: number;
+  /** Likewise per prefill (the whole prompt): the graphs run, and the time outside them (the MoE seam's JavaScript, mostly). */
+  prefill_graphs?: number;
+  prefill_host_ms?: number;
   threads: number;
   kernels: string;
 }
@@ -116,13 +119,20 @@ async function timed(engine: Engine, o: BenchOptions, prompt: readonly number[],
   // as back to back (ad hoc, this VM): the decode graphs had left the caches and the pool's threads elsewhere,
   // a cost llama-bench's prefill never pays. Medians resist the noise of a shared machine better than one run.
   const prefillRates: number[] = [], decodeRates: number[] = [], graphsPerToken: number[] = [], hostMs: number[] = [];
+  const prefillGraphs: number[] = [], prefillHostMs: number[] = [];
   const graphTime = engine.backend.graphTime;
   const reps = o.repeats ?? 3;
   for (let rep = 0; rep < reps; rep++) {
     cache.clear();
+    const graphs = graphTime?.graphs ?? 0, graphMs = graphTime?.ms ?? 0;
     const t0 = performance.now();
     await model.forward([{ cache, tokens: prompt, logits: "last" }]);
-    prefillRates.push(o.promptTokens / ((performance.now() - t0) / 1000));
+    const ms = performance.now() - t0;
+    prefillRates.push(o.promptTokens / (ms / 1000));
+    if (graphTime) {
+      prefillGraphs.push(graphTime.graphs - graphs);
+      prefillHostMs.push(ms - (graphTime.ms - graphMs));
+    }
   }
   for (let rep = 0; rep < reps; rep++) {
     cache.clear();
@@ -151,7 +161,7 @@ async function timed(engine: Engine, o: BenchOptions, prompt: readonly number[],
     prefill_gflops: (2 * ((footprint.macs - footprint.headMacs) * o.promptTokens + footprint.headMacs) * (prefillTps / o.promptTokens)) / 1e9,
     decode_gflops: (2 * footprint.macs * decodeTps) / 1e9,
     decode_weight_bytes_per_token: footprint.bytes,
-    ...(graphTime ? { decode_graphs_per_token: median(graphsPerToken), decode_host_ms_per_token: median(hostMs) } : {}),
+    ...(graphTime ? { decode_graphs_per_token: median(graphsPerToken), decode_host_ms_per_token: median(hostMs), prefill_graphs: median(prefillGraphs), prefill_host_ms: median(prefillHostMs) } : {}),
     threads: engine.backend.threads,
     kernels: engine.backend.name,
   };

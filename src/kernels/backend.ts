@@ -58,6 +58,13 @@ export interface FfnWeightSet {
   readonly down: WeightTensor;
 }
 
+/** One expert's share of a MoE layer's step: the step's rows routed to it (ascending, distinct) and each result's routing weight. */
+export interface ExpertBatch {
+  readonly expert: number;
+  readonly rows: Int32Array;
+  readonly weights: Float32Array;
+}
+
 /** A model's rotary embedding as ropeTable prepared it: positions it covers, head size and base; a backend may hold more (wasm: the angles' cos and sin). */
 export interface RopeTable {
   readonly positions: number;
@@ -141,6 +148,15 @@ export interface Backend {
    * the caller then runs the block's seam (router, policy, executors, combine) step by step. Absent: never.
    */
   moeTopK?(out: Tensor, h: Tensor, router: WeightTensor, experts: readonly FfnWeightSet[], rows: number, topK: number, normalize: boolean, chosen: Tensor): boolean;
+  /**
+   * A sparse MoE block's experts and combine for a routing chosen outside (the seam's selection policy), as one job:
+   *   out[row] = Σ over the batches b that hold row: (b's weight for it) · FFN_experts[b.expert](h[row]),
+   * a row in no batch getting zeros. `experts` are the layer's, by number (each batch's expert must be there);
+   * h and out are [rows][hidden] f32. The rows are looked up and the results combined in backend memory, so no
+   * JavaScript runs between the layer's experts and the next layer's ops (the seam's executor path copies each
+   * expert's rows out and its results back). Absent: the caller runs the experts through its executor.
+   */
+  moeExperts?(out: Tensor, h: Tensor, experts: ReadonlyArray<FfnWeightSet | null>, plan: readonly ExpertBatch[], rows: number): void;
   add(y: Tensor, a: Tensor, b: Tensor, n: number): void;
   /** y[r] += bias for every row */
   addBias(y: Tensor, bias: WeightTensor, rows: number): void;

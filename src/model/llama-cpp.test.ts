@@ -92,8 +92,8 @@ test("greedy tokens: Mixtral, Qwen2-MoE, OLMoE and Qwen3-MoE converted here give
 });
 
 // The native backend runs a decode step's MoE layer as one job (ggml_mul_mat_id over the file's merged expert
-// tensors, mapped); the same top-k behind another function runs the seam's steps (router read, policy, experts,
-// combine): both give llama.cpp's tokens, shared expert (Qwen2-MoE) and unnormalised weights (OLMoE) included.
+// tensors, mapped); the same top-k behind another function runs the seam's steps (router read, policy, then the
+// experts and combine as one job of the backend's, moeExperts): both give llama.cpp's tokens, shared expert (Qwen2-MoE) and unnormalised weights (OLMoE) included.
 test("greedy tokens on the native kernels: a MoE layer as one job and as the seam's steps both give llama.cpp's", { skip: NATIVE_SKIP }, async () => {
   const files = writeConvertedModels(path.join(tmp, "one-job"));
   const sameTopK: SelectionPolicy = (router, ctx) => selectTopK(router, ctx);
@@ -102,6 +102,9 @@ test("greedy tokens on the native kernels: a MoE layer as one job and as the sea
     const seam = await sameGreedyAsLlamaCpp(file, name, { dtype: "f32", backend: "native", policy: sameTopK });
     assert.ok(oneJob.oneJobLayers > 0, `${name}: no layer ran as one job`);
     assert.equal(seam.oneJobLayers, 0, `${name}: another policy must run the seam`);
+    // every expert here: each of the seam's layer steps has the backend look its rows up and combine them (moeExperts),
+    // as do the one-job run's steps of more rows than one job takes (the prefill)
+    assert.ok(seam.expertJobLayers > 0 && seam.expertJobLayers === oneJob.oneJobLayers + oneJob.expertJobLayers, `${name}: ${seam.expertJobLayers} layer steps as expert jobs`);
     // one-job layers count the experts they ran as the calls the seam makes
     assert.equal(oneJob.calls, seam.calls, `${name}: expert calls`);
   }

@@ -1,13 +1,9 @@
 // Routing decision → dispatch plan: for every expert that any row chose, the rows it must process and
 // the weight each result gets when combined.
+import type { ExpertBatch } from "../kernels/backend.js";
 import type { RoutingDecision } from "../policies/selection.js";
 
-export interface ExpertBatch {
-  readonly expert: number;
-  /** Row indices within the step, ascending. */
-  readonly rows: Int32Array;
-  readonly weights: Float32Array;
-}
+export type { ExpertBatch };
 
 export function planDispatch(decision: RoutingDecision, experts: number): ExpertBatch[] {
   const n = decision.offsets[decision.rows]!;

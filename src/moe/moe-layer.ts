@@ -19,7 +19,8 @@ export interface MoeDeps {
   /**
    * Every layer's experts, when the executor is this process's own and holds them all: with the model's own
    * routing and no trace, the backend may then run a layer's router, experts and combine as one job
-   * (Backend.moeTopK) instead of the seam's steps, which have JavaScript between them.
+   * (Backend.moeTopK) instead of the seam's steps, which have JavaScript between them; with any routing, the
+   * experts and combine after the policy's choice (Backend.moeExperts) instead of the executor's calls.
    */
   localExperts?: ExpertTable;
 }
@@ -36,6 +37,8 @@ export interface ExpertCallStats {
   droppedWeight: number;
   /** layer steps the backend ran as one job (router, experts and combine: Backend.moeTopK); their calls are counted in calls */
   oneJobLayers: number;
+  /** layer steps whose chosen experts and combine the backend ran as one job after the policy (Backend.moeExperts); their calls are counted in calls */
+  expertJobLayers: number;
 }
 
 /**
@@ -67,7 +70,7 @@ export interface OneJobStep {
 }
 
 export class MoeBlock {
-  readonly stats: ExpertCallStats = { calls: 0, failedCalls: 0, droppedSlots: 0, droppedWeight: 0, oneJobLayers: 0 };
+  readonly stats: ExpertCallStats = { calls: 0, failedCalls: 0, droppedSlots: 0, droppedWeight: 0, oneJobLayers: 0, expertJobLayers: 0 };
   readonly timing: ExpertTiming = { waitMs: 0, deviceComputeMs: 0, transferMs: 0, waitingMs: 0 };
   readonly routing: RoutingStats;
   /** the selection policy of the step running, and one set to take over from the next step */
@@ -80,8 +83,8 @@ export class MoeBlock {
   private probs = new Float32Array(0);
   private readonly decisionBuffers: DecisionBuffers = { offsets: new Int32Array(0), experts: new Int32Array(0), weights: new Float32Array(0) };
 
-  /** Per layer, its experts when the backend may run the layer as one job (see MoeDeps.localExperts), else null; absent until first asked. */
-  private readonly oneJob: Array<readonly FfnWeights[] | null> = [];
+  /** Per layer, its experts when this process holds them all (see MoeDeps.localExperts), else null; absent until first asked. */
+  private readonly local: Array<readonly FfnWeights[] | null> = [];
   /** Per step in flight, the experts its one-job layers chose, [layer][rows][topK] i32, until endStep counts them. */
   private readonly chosen = new Map<number, { rows: number; set: Tensor[]; layers: number[] }>();
   private readonly chosenBufs: StepBuffers;
@@ -137,6 +140,16 @@ export class MoeBlock {
       const plan = planDispatch(decision, E);
       this.countRouting(layer, rows, plan, this.policy === selectTopK ? null : { decision, probs: router.probs });
 
+      const local = this.localLayer(layer);
+      if (local && backend.moeExperts) {
+        // every expert here: the backend looks the rows up and combines the results itself, no copies through JavaScript
+        backend.moeExperts(out, h, local, plan, rows);
+        this.stats.calls += plan.length;
+        this.stats.expertJobLayers++;
+        if (taps) for (const { row, tap } of taps) tap.record(layerRouting(layer, decision, row, () => BASE_STATION));
+        if (w.shared) this.addSharedExpert(w, h, out, rows, logitsBuf, sharedOut);
+        return;
+      }
       const x = backend.f32(h, 0, rows * H);
       const t0 = performance.now();
       const results = await Promise.allSettled(
@@ -190,11 +203,7 @@ export class MoeBlock {
   private asOneJob(layer: number, w: LayerWeights, h: Tensor, out: Tensor, rows: number, step: number): boolean {
     const { backend, cfg } = this;
     if (!backend.moeTopK || this.deps.trace || this.policy !== selectTopK) return false;
-    if (this.oneJob[layer] === undefined) {
-      const experts = this.deps.localExperts?.[layer];
-      this.oneJob[layer] = experts && experts.length === cfg.experts && experts.every((x) => x !== null) ? (experts as FfnWeights[]) : null;
-    }
-    const experts = this.oneJob[layer];
+    const experts = this.localLayer(layer);
     if (!experts) return false;
     let held = this.chosen.get(step);
     if (!held) this.chosen.set(step, (held = { rows, set: this.chosenBufs.take(rows), layers: [] }));
@@ -215,6 +224,15 @@ export class MoeBlock {
     return true;
   }
 
+  /** The layer's experts when this process holds every one of them (MoeDeps.localExperts), else null. */
+  private localLayer(layer: number): readonly FfnWeights[] | null {
+    if (this.local[layer] === undefined) {
+      const experts = this.deps.localExperts?.[layer];
+      this.local[layer] = experts && experts.length === this.cfg.experts && experts.every((x) => x !== null) ? (experts as FfnWeights[]) : null;
+    }
+    return this.local[layer]!;
+  }
+
   /** The layers of step `step` that ran as one job so far; null: none. */
   oneJobStep(step: number): OneJobStep | null {
     const c = this.chosen.get(step);
@@ -227,7 +245,7 @@ export class MoeBlock {
    */
   canReplayOneJob(step: number, rows: number, recorded: OneJobStep): boolean {
     if (!this.backend.moeTopK || this.deps.trace || this.policy !== selectTopK || this.chosen.has(step)) return false;
-    return this.chosenBufs.peek(rows) === recorded.set && recorded.layers.every((l) => this.oneJob[l]);
+    return this.chosenBufs.peek(rows) === recorded.set && recorded.layers.every((l) => this.local[l]);
   }
 
   /** Step `step` stands for the recorded one (checked by canReplayOneJob): its one-job layers count as run. */

@@ -39,6 +39,9 @@ function benchEngineCommand(): Command {
             `prefill          ${r.prefill_tokens_per_s.toFixed(1)} tokens/s (${o.promptTokens} tokens; ${r.prefill_gflops.toFixed(1)} GFLOP/s of weight products, ${((100 * r.prefill_gflops) / r.compute_gflops).toFixed(0)}% of the measured ${r.compute_gflops.toFixed(1)} GFLOP/s peak)`,
             `decode           ${r.decode_tokens_per_s.toFixed(1)} tokens/s (${(r.decode_weight_bytes_per_token / 2 ** 20).toFixed(1)} MiB of weights per token; ${r.decode_gflops.toFixed(1)} GFLOP/s)`,
             `weight bandwidth ${r.decode_weight_gbps.toFixed(1)} GB/s in decode vs ${r.memory_read_gbps.toFixed(1)} GB/s measured read bandwidth: ratio ${r.bandwidth_ratio.toFixed(2)}`,
+            ...(r.prefill_host_ms === undefined
+              ? []
+              : [`prefill host time ${r.prefill_host_ms.toFixed(2)} ms per prefill outside the kernels' graphs (${r.prefill_graphs} graphs): JavaScript, mostly the MoE layers' routing`]),
             ...(r.decode_host_ms_per_token === undefined
               ? []
               : [`decode host time ${(r.decode_host_ms_per_token * 1000).toFixed(0)} µs per token outside the kernels' graphs (${r.decode_graphs_per_token!.toFixed(1)} graphs per token): JavaScript, the logits read, the greedy pick`]),

@@ -961,6 +961,76 @@ test("moeTopK: a layer's experts mapped as one stack run as one job and agree wi
   }
 });
 
+test("moeExperts: a routing chosen outside, experts and combine in one job, equal to each row's experts computed alone; the routing read when the op runs; bad plans refused", { skip }, () => {
+  const be = new NativeBackend({ threads: 2 });
+  const rng = new Random(21);
+  const E = 5, H = 64, F = 96, rows = 7;
+  try {
+    for (const dtype of ["f32", "q8"] as const) {
+      const experts = Array.from({ length: E }, () => ({ gate: be.allocWeight(dtype, F, H), up: be.allocWeight(dtype, F, H), down: be.allocWeight(dtype, H, F) }));
+      for (const x of experts) for (const w of [x.gate, x.up, x.down]) be.setWeight(w, Float32Array.from({ length: w.rows * w.cols }, () => rng.normal() * 0.1));
+      const layer = [...experts.slice(0, 3), null, experts[4]!];
+      // per row, its (expert, weight) choices: row 0 none, row 1 three, the rest one or two (expert 3 is not held)
+      const choose = (): Array<Array<[number, number]>> => Array.from({ length: rows }, (_, r) => {
+        const held = [0, 1, 2, 4].sort(() => rng.next() - 0.5);
+        return held.slice(0, r === 0 ? 0 : r === 1 ? 3 : 1 + (r % 2)).map((e) => [e, rng.next()] as [number, number]);
+      });
+      const planOf = (choices: Array<Array<[number, number]>>) => [0, 1, 2, 4].map((e) => {
+        const mine = choices.flatMap((c, r) => c.filter(([x]) => x === e).map(([, w]) => [r, w] as const));
+        return { expert: e, rows: Int32Array.from(mine, ([r]) => r), weights: Float32Array.from(mine, ([, w]) => w) };
+      });
+      const y = be.alloc(H * 4);
+      const want = (x: Float32Array, choices: Array<Array<[number, number]>>) => {
+        const out = new Float32Array(rows * H), xt = put(be, x);
+        choices.forEach((c, r) => {
+          for (const [e, w] of c) {
+            be.ffn(y, { ...xt, ptr: xt.ptr + r * H * 4, bytes: H * 4 }, experts[e]!, 1);
+            const ye = be.f32(y, 0, H);
+            for (let j = 0; j < H; j++) out[r * H + j]! += w * ye[j]!;
+          }
+        });
+        be.free(xt);
+        return out;
+      };
+      const tol = dtype === "f32" ? 1e-5 : 1e-3;
+      // two layers recorded before either runs (each writes its routing while the other's op waits), the second
+      // with the first's counts per expert and other rows: one graph, two routings
+      const first = choose(), counts = planOf(first).map((b) => b.rows.length);
+      let second = choose();
+      while (planOf(second).some((b, i) => b.rows.length !== counts[i])) second = choose();
+      const x = Float32Array.from({ length: rows * H }, () => rng.normal());
+      const h = put(be, x), mid = be.alloc(rows * H * 4), out = put(be, new Float32Array((rows + 1) * H).fill(7));
+      be.moeExperts(mid, h, layer, planOf(first), rows);
+      be.moeExperts(out, mid, layer, planOf(second), rows);
+      const got = be.f32(out, 0, (rows + 1) * H).slice(), gotMid = be.f32(mid, 0, rows * H).slice();
+      const wantMid = want(x, first);
+      assert.ok(relErr(gotMid, wantMid) < tol, `${dtype}: first layer, rel. error ${relErr(gotMid, wantMid)}`);
+      assert.ok(gotMid.subarray(0, H).every((v) => v === 0), `${dtype}: a row routed nowhere is zeros`);
+      const wantOut = want(gotMid, second);
+      assert.ok(relErr(got.subarray(0, rows * H), wantOut) < tol, `${dtype}: second layer, rel. error ${relErr(got.subarray(0, rows * H), wantOut)}`);
+      assert.ok(got.subarray(rows * H).every((v) => v === 7), `${dtype}: nothing written past the rows`);
+      // refused before anything is recorded: an expert not held or out of range, twice, rows out of order or range, weights short
+      const plan = planOf(first), bad = (change: (p: typeof plan) => void, message: RegExp) => {
+        const p = planOf(first);
+        change(p);
+        assert.throws(() => be.moeExperts!(out, h, layer, p, rows), message);
+      };
+      bad((p) => p.push({ expert: 3, rows: Int32Array.of(0), weights: Float32Array.of(1) }), /expert 3 is not among the layer's/);
+      bad((p) => p.push({ expert: 9, rows: Int32Array.of(0), weights: Float32Array.of(1) }), /expert 9 is not among/);
+      bad((p) => p.push({ ...p[0]!, rows: Int32Array.of(0), weights: Float32Array.of(1) }), /twice in one plan/);
+      bad((p) => (p[1] = { ...p[1]!, rows: Int32Array.of(2, 1), weights: Float32Array.of(1, 1) }), /not ascending rows of 7/);
+      bad((p) => (p[1] = { ...p[1]!, rows: Int32Array.of(rows), weights: Float32Array.of(1) }), /not ascending rows of 7/);
+      bad((p) => (p[1] = { ...p[1]!, rows: Int32Array.of(-1), weights: Float32Array.of(1) }), /not ascending rows of 7/);
+      bad((p) => (p[1] = { ...p[1]!, weights: new Float32Array(0) }), /rows and 0 weights/);
+      assert.ok(plan.length > 0 && be.f32(out, 0, rows * H).every((v, i) => v === got[i]), `${dtype}: a refused plan writes nothing`);
+      for (const t of [h, mid, out, y]) be.free(t);
+      for (const x of experts) for (const w of [x.gate, x.up, x.down]) be.freeWeight(w);
+    }
+  } finally {
+    be.close();
+  }
+});
+
 test("allocWeights: weights allocated as a group hold their values (repacked ones too), run as one moeTopK stack equal to the seam's steps, and are freed one by one", { skip }, () => {
   const be = new NativeBackend({ threads: 2 });
   const rng = new Random(9);

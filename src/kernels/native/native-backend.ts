@@ -9,7 +9,7 @@
 // ggml aborts the process on a failed GGML_ASSERT, so every precondition it asserts is checked here first.
 import { fstatSync } from "node:fs";
 import os from "node:os";
-import type { Backend, FfnWeightSet, OpTape, RopeTable, Tensor, WeightDType, WeightSource, WeightTensor, WeightUse } from "../backend.js";
+import type { Backend, ExpertBatch, FfnWeightSet, OpTape, RopeTable, Tensor, WeightDType, WeightSource, WeightTensor, WeightUse } from "../backend.js";
 import { dequantizeBlocks, f16ToF32, GGML_BLOCK_TYPES, isGgmlBlockType } from "../ggml-blocks.js";
 import { FirstFit } from "../first-fit.js";
 import { readRows } from "../read-rows.js";
@@ -264,6 +264,13 @@ export class NativeBackend implements Backend {
   private ffnScratch: Tensor | null = null;
   /** moeTopK's intermediate activations, likewise. */
   private moeScratch: Tensor | null = null;
+  /**
+   * moeExperts' memory: a row of zeros, the experts' results, their inputs, gate and up activations and the
+   * results gathered per row's slot (f32), then the routing JavaScript writes (i32 rows and slots, f32 weights);
+   * and whether an op recorded and not yet run reads that routing.
+   */
+  private expertScratch: Tensor | null = null;
+  private routeRead = false;
   /**
    * Per experts array moeTopK was given (a layer's, which the engine never changes), what it found: the three
    * stacks (null: not stacked) and the weights' part of the graph key; redone once any weight has changed since.
@@ -887,6 +894,7 @@ export class NativeBackend implements Backend {
     this.pendingKey = "";
     this.pendingWork = 0;
     this.maskRead = false;
+    this.routeRead = false;
     const gr = this.graphFor(key, work, nodes, builds);
     if (pinned) return this.compute(this.pooled, gr);
     if (gr.work < PARALLEL_MIN_WORK || this.threads === 1) return this.compute(this.single, gr);
@@ -1284,6 +1292,112 @@ export class NativeBackend implements Backend {
       // about 25 + 2k tensors: room for them all as nodes
     }, 32 + 2 * k);
     return true;
+  }
+
+  moeExperts(out: Tensor, h: Tensor, experts: ReadonlyArray<FfnWeightSet | null>, plan: readonly ExpertBatch[], rows: number): void {
+    checkCount(rows, "moe rows");
+    if (rows === 0) return;
+    // checked here, not when the graph is built: ggml aborts on a row out of range
+    const slotsOf = new Int32Array(rows), used = new Set<number>();
+    const H = experts.find((x) => x)?.gate.cols;
+    if (H === undefined) throw new Error("moeExperts: a layer without experts");
+    // an expert with no rows has nothing to compute
+    plan = plan.filter((batch) => batch.rows.length > 0);
+    let n = 0, floatsF = 0;
+    for (const batch of plan) {
+      const w = experts[batch.expert];
+      if (!w || used.has(batch.expert)) throw new Error(`moeExperts: expert ${batch.expert} ${w ? "twice in one plan" : "is not among the layer's"}`);
+      used.add(batch.expert);
+      const { gate, up, down } = w, F = gate.rows;
+      if (gate.cols !== H || up.rows !== F || up.cols !== H || down.rows !== H || down.cols !== F) throw new Error(`moeExperts: expert ${batch.expert}'s weights do not make a feed-forward block of width ${H}`);
+      if (batch.weights.length !== batch.rows.length) throw new Error(`moeExperts: expert ${batch.expert} has ${batch.rows.length} rows and ${batch.weights.length} weights`);
+      for (let i = 0; i < batch.rows.length; i++) {
+        const r = batch.rows[i]!;
+        if (!(r >= 0 && r < rows) || (i > 0 && r <= batch.rows[i - 1]!)) throw new Error(`moeExperts: expert ${batch.expert}'s rows are not ascending rows of ${rows}`);
+        slotsOf[r]!++;
+      }
+      for (const t of [gate, up, down]) this.weightTensor(t);
+      n += batch.rows.length;
+      floatsF += batch.rows.length * F;
+    }
+    // a row in no batch (a policy that dropped it) takes the zero row in every slot
+    const k = Math.max(1, ...slotsOf);
+    this.region(h, rows * H * 4, "moe input");
+    this.region(out, rows * H * 4, "moe output");
+    // floats: the zero row, results [n][H] right after it (looked up as one table with it), inputs [n][H],
+    // gate and up [n][F] each, slots [rows][k][H]; then rows [n] i32, slots [rows][k] i32, weights [n] f32
+    const at = { results: H, inputs: H + n * H, gate: H + 2 * n * H, up: H + 2 * n * H + floatsF, slots: H + 2 * n * H + 2 * floatsF };
+    const route = { rows: at.slots + rows * k * H, slots: at.slots + rows * k * H + n, weights: at.slots + rows * k * H + n + rows * k };
+    const end = route.weights + n;
+    // the routing is written by JavaScript below: an op recorded and not yet run that reads it runs first
+    if (this.routeRead) this.runPending();
+    if (!this.expertScratch || this.expertScratch.bytes < end * 4) {
+      // new memory may be memory freed that recorded ops still use: they run before JavaScript writes it
+      this.flush();
+      if (this.expertScratch) this.free(this.expertScratch);
+      this.expertScratch = this.alloc(end * 4);
+      this.endTapes();
+    }
+    const scratch = this.expertScratch;
+    // JavaScript writes the routing (a tape holding ops before it would not run again alone)
+    if (this.taping) this.taping.valid = false;
+    // no op recorded and not yet run touches the zero row or the routing: written without running them
+    const f = new Float32Array(this.viewAt(scratch, 0, end * 4), scratch.ptr, end), ints = new Int32Array(f.buffer, f.byteOffset, end);
+    f.fill(0, 0, H);
+    // each row's results in its slots; a row with fewer than k takes the zero row in the rest
+    ints.fill(0, route.slots, route.slots + rows * k);
+    const filled = new Int32Array(rows);
+    let i = 0;
+    for (const batch of plan) {
+      for (let j = 0; j < batch.rows.length; j++, i++) {
+        const r = batch.rows[j]!;
+        ints[route.rows + i] = r;
+        f[route.weights + i] = batch.weights[j]!;
+        ints[route.slots + r * k + filled[r]!++] = 1 + i;
+      }
+    }
+    const part = (offset: number, count: number): Tensor => ({ arena: scratch.arena, ptr: scratch.ptr + offset * 4, bytes: count * 4 });
+    let key = NativeBackend.key("moex", out, h, scratch, rows, k, n);
+    let work = 0;
+    for (const batch of plan) {
+      const w = experts[batch.expert]!;
+      key += `${batch.rows.length}w${w.gate.arena}|w${w.up.arena}|w${w.down.arena}|`;
+      work += 3 * batch.rows.length * H * w.gate.rows;
+    }
+    const g = this.g;
+    this.routeRead = true;
+    this.run(key, work, (b) => {
+      const table = b.bind(part(0, (n + 1) * H), GgmlType.F32, H, n + 1), slotIds = b.bind(part(route.slots, rows * k), GgmlType.I32, rows * k);
+      if (n > 0) this.expertJobs(b, h, experts, plan, rows, H, n, at, part, route);
+      // the slots of each row looked up beside the zero row, and summed
+      if (k === 1) return void b.outputs.push(b.into(g.getRows(b.ctx, table, slotIds), out));
+      const slots = b.into(g.getRows(b.ctx, table, slotIds), part(at.slots, rows * k * H));
+      const slot = (s: number) => b.view(g.view2d(b.ctx, slots, H, rows, k * H * 4, s * H * 4));
+      let sum = b.into(g.add(b.ctx, slot(0), slot(1)), out);
+      for (let s = 2; s < k; s++) sum = b.into(g.add(b.ctx, sum, slot(s)), out);
+      b.outputs.push(sum);
+    }, 16 + 8 * plan.length + 3 * k);
+  }
+
+  /** moeExperts' products: each batch's rows looked up, its expert's FFN, each result times its weight (in the results' part). */
+  private expertJobs(b: GraphBuilder, h: Tensor, experts: ReadonlyArray<FfnWeightSet | null>, plan: readonly ExpertBatch[], rows: number, H: number, n: number,
+    at: { results: number; inputs: number; gate: number; up: number }, part: (offset: number, count: number) => Tensor, route: { rows: number; weights: number }): void {
+    const g = this.g;
+    const inputs = b.into(g.getRows(b.ctx, b.bind(h, GgmlType.F32, H, rows), b.bind(part(route.rows, n), GgmlType.I32, n)), part(at.inputs, n * H));
+    let row = 0, gateAt = at.gate, upAt = at.up;
+    for (const batch of plan) {
+      const w = experts[batch.expert]!, m = batch.rows.length, F = w.gate.rows;
+      const x = b.view(g.view2d(b.ctx, inputs, H, m, H * 4, row * H * 4));
+      const gate = b.into(g.mulMat(b.ctx, this.weightTensor(w.gate), x), part(gateAt, m * F));
+      const up = b.into(g.mulMat(b.ctx, this.weightTensor(w.up), x), part(upAt, m * F));
+      const act = b.into(g.swigluSplit(b.ctx, gate, up), part(gateAt, m * F));
+      b.outputs.push(b.into(g.mulMat(b.ctx, this.weightTensor(w.down), act), part(at.results + row * H, m * H)));
+      row += m;
+      gateAt += m * F;
+      upAt += m * F;
+    }
+    const results = b.bind(part(at.results, n * H), GgmlType.F32, H, n);
+    b.outputs.push(b.into(g.mul(b.ctx, results, b.bind(part(route.weights, n), GgmlType.F32, 1, n)), part(at.results, n * H)));
   }
 
   add(y: Tensor, a: Tensor, c: Tensor, n: number): void {
