@@ -80,7 +80,10 @@ export const WARM_UP_MS = 2000;
 export async function benchEngine(engine: Engine, o: BenchOptions): Promise<BenchResult> {
   const { model, config } = engine;
   const rng = new Random(o.seed ?? 1);
-  const prompt = Array.from({ length: o.promptTokens }, () => 3 + Math.floor(rng.next() * (config.vocabSize - 3)));
+  // Every prefill takes a prompt of its own, as llama-bench's do (random tokens each time): a prompt routed
+  // otherwise runs its MoE layers' experts on other row counts, which a backend's graphs may be built for
+  // (the native one's are), so one prompt repeated would time graphs built once and leave out their building.
+  const newPrompt = () => Array.from({ length: o.promptTokens }, () => 3 + Math.floor(rng.next() * (config.vocabSize - 3)));
 
   // Warm-up, as llama-bench's (the whole prompt, then a few tokens), repeated for WARM_UP_MS: page in the
   // weights, let V8 tier up the kernels' callers (measured on brown-moe: the first two seconds' prefills take
@@ -99,17 +102,18 @@ export async function benchEngine(engine: Engine, o: BenchOptions): Promise<Benc
     const warmStart = performance.now();
     do {
       cache.clear();
+      const prompt = newPrompt();
       await model.forward([{ cache, tokens: prompt, logits: "last" }]);
       for (let i = 0; i < warmSteps; i++) await model.forward([{ cache, tokens: [prompt[i % prompt.length]!], logits: "last" }]);
     } while (performance.now() - warmStart < (o.warmUpMs ?? WARM_UP_MS));
-    return await timed(engine, o, prompt, cache, readBefore);
+    return await timed(engine, o, newPrompt, cache, readBefore);
   } finally {
     cache.free();
   }
 }
 
 /** The timed repetitions of benchEngine, in the cache it warmed up. */
-async function timed(engine: Engine, o: BenchOptions, prompt: readonly number[], cache: KVCache, readBefore: number): Promise<BenchResult> {
+async function timed(engine: Engine, o: BenchOptions, newPrompt: () => number[], cache: KVCache, readBefore: number): Promise<BenchResult> {
   const { model } = engine;
   const footprint = decodeFootprint(engine);
 
@@ -124,6 +128,7 @@ async function timed(engine: Engine, o: BenchOptions, prompt: readonly number[],
   const reps = o.repeats ?? 3;
   for (let rep = 0; rep < reps; rep++) {
     cache.clear();
+    const prompt = newPrompt();
     const graphs = graphTime?.graphs ?? 0, graphMs = graphTime?.ms ?? 0;
     const t0 = performance.now();
     await model.forward([{ cache, tokens: prompt, logits: "last" }]);
@@ -136,7 +141,7 @@ async function timed(engine: Engine, o: BenchOptions, prompt: readonly number[],
   }
   for (let rep = 0; rep < reps; rep++) {
     cache.clear();
-    let [logits] = await model.forward([{ cache, tokens: prompt, logits: "last" }]);
+    let [logits] = await model.forward([{ cache, tokens: newPrompt(), logits: "last" }]);
     const graphs = graphTime?.graphs ?? 0, graphMs = graphTime?.ms ?? 0;
     const t1 = performance.now();
     for (let i = 0; i < o.decodeTokens; i++) [logits] = await model.forward([{ cache, tokens: [argmax(logits!)], logits: "last" }]);

@@ -87,6 +87,58 @@ const TP_PARAMS_BYTES = 528, TP_N_THREADS = 512, TP_POLL = 520;
 /** An opaque ggml pointer as koffi hands it out. */
 export type Ptr = unknown;
 
+// struct ggml_tensor (ggml.h): type, buffer, int64 ne[4] at 16, size_t nb[4] at 48, enum op at 80, …, size_t
+// view_offs at 240, void* data at 248, …; 336 bytes. Checked at load against tensors ggml made (tensorLayoutHolds).
+const TENSOR_BYTES = 336, TENSOR_NE = 16, TENSOR_NB = 48, TENSOR_OP = 80, TENSOR_VIEW_OFFS = 240, TENSOR_DATA = 248;
+/** GGML_OP_NONE: a node ggml's CPU backend skips (ggml_op_is_empty). */
+export const GGML_OP_NONE = 0;
+
+/**
+ * A tensor's header in a built graph, to change the rows of a 2-D result or view between runs (see
+ * NativeBackend.moeExperts): ggml reads shapes, addresses and ops when it computes, not when it builds.
+ */
+export class TensorHeader {
+  private readonly v: DataView;
+  constructor(koffi: KoffiLike, t: Ptr) {
+    this.v = new DataView(koffi.view(t, TENSOR_BYTES));
+  }
+  get op(): number {
+    return this.v.getInt32(TENSOR_OP, true);
+  }
+  set op(op: number) {
+    this.v.setInt32(TENSOR_OP, op, true);
+  }
+  get data(): number {
+    return Number(this.v.getBigUint64(TENSOR_DATA, true));
+  }
+  /** ne[1] = rows (ne[2] = ne[3] = 1), its strides after, and where its data starts (a view: `viewOffset` into its source). */
+  setRows(rows: number, data: number, viewOffset?: number): void {
+    const v = this.v, rowBytes = Number(v.getBigUint64(TENSOR_NB + 8, true));
+    v.setBigInt64(TENSOR_NE + 8, BigInt(rows), true);
+    v.setBigUint64(TENSOR_NB + 16, BigInt(rows * rowBytes), true);
+    v.setBigUint64(TENSOR_NB + 24, BigInt(rows * rowBytes), true);
+    v.setBigUint64(TENSOR_DATA, BigInt(data), true);
+    if (viewOffset !== undefined) v.setBigUint64(TENSOR_VIEW_OFFS, BigInt(viewOffset), true);
+  }
+}
+
+/** Whether ggml's tensors lie as TensorHeader reads them: a tensor, and a view of it, made by ggml and read back. */
+function tensorLayoutHolds(koffi: KoffiLike, f: GgmlFunctions): boolean {
+  const ctx = f.init({ mem_size: 1 << 16, mem_buffer: null, no_alloc: false });
+  try {
+    const t = f.newTensor2d(ctx, GgmlType.F32, 7, 11), view = f.view2d(ctx, t, 7, 5, 28, 56);
+    const tv = new DataView(koffi.view(t, TENSOR_BYTES)), vv = new DataView(koffi.view(view, TENSOR_BYTES));
+    const i64 = (d: DataView, at: number) => Number(d.getBigInt64(at, true));
+    const data = Number(koffi.address(f.getData(t)));
+    return [7, 11, 1, 1].every((n, i) => i64(tv, TENSOR_NE + 8 * i) === n) && [4, 28, 308, 308].every((n, i) => i64(tv, TENSOR_NB + 8 * i) === n)
+      && tv.getInt32(TENSOR_OP, true) === GGML_OP_NONE && vv.getInt32(TENSOR_OP, true) !== GGML_OP_NONE
+      && data !== 0 && i64(tv, TENSOR_DATA) === data && i64(vv, TENSOR_DATA) === data + 56 && i64(vv, TENSOR_VIEW_OFFS) === 56
+      && [7, 5, 1, 1].every((n, i) => i64(vv, TENSOR_NE + 8 * i) === n) && i64(vv, TENSOR_NB + 16) === 140;
+  } finally {
+    f.free(ctx);
+  }
+}
+
 export interface Ggml {
   readonly version: string;
   /** The libggml-cpu build chosen for this CPU, e.g. "zen4", "cpu" where the folder has a single one, or "local": built on this machine. */
@@ -99,6 +151,8 @@ export interface Ggml {
   /** The CPU "extra" buffer types (CPU_REPACK …), in ggml's order. */
   readonly extraBufts: Ptr[];
   readonly cpuDevice: Ptr;
+  /** A built tensor's header (see TensorHeader); null where ggml's tensor layout did not check out at load. */
+  readonly header: ((t: Ptr) => TensorHeader) | null;
   /** A new threadpool of `threads` threads; poll 0 lets idle workers sleep, up to 100 spins longer. */
   newThreadpool(threads: number, poll: number): Ptr;
   /** Native address of a pointer. */
@@ -300,8 +354,10 @@ function open(): Ggml {
       extraBufts.push(b);
     }
   }
+  const headersHold = tensorLayoutHolds(koffi, f);
   return {
     version, variant, binDir, origin, koffi, f, extraBufts, cpuDevice,
+    header: headersHold ? (t: Ptr) => new TensorHeader(koffi, t) : null,
     newThreadpool(threads: number, poll: number): Ptr {
       const p = new Uint8Array(TP_PARAMS_BYTES);
       f.tpParamsInit(p, threads);

@@ -14,7 +14,7 @@ import { dequantizeBlocks, f16ToF32, GGML_BLOCK_TYPES, isGgmlBlockType } from ".
 import { FirstFit } from "../first-fit.js";
 import { readRows } from "../read-rows.js";
 import { blocksFromLayout, dtypeOfBlocks, isBlockDType, kQuantBlocks, layoutBytes, layoutFromBlocks } from "../weight-layout.js";
-import { GGML_MAX_THREADS, GgmlType, loadGgml, type Ggml, type Ptr } from "./ggml.js";
+import { GGML_MAX_THREADS, GGML_OP_NONE, GgmlType, loadGgml, type Ggml, type Ptr, type TensorHeader } from "./ggml.js";
 import { median } from "../../util/stats.js";
 
 export interface NativeBackendOptions {
@@ -120,6 +120,8 @@ interface Graph {
   readonly buffer: Ptr | null;
   /** Buffers over weights that the graph sees as one tensor (moeTopK's expert stacks). */
   readonly stackBuffers: Ptr[];
+  /** What each of its reshaped ops (see NativeBackend.run) handed the builder, in the order of the ops. */
+  readonly reshapable: readonly unknown[];
   readonly work: number;
   /** The graph's last compute time (ns) on the pool and on one thread; NaN before it has one. */
   pooledNs: number;
@@ -132,6 +134,17 @@ interface Graph {
  */
 function attentionSpan(rows: number, len: number, held: number): number {
   return rows === 1 ? Math.min(held, Math.ceil(len / KV_PAD) * KV_PAD) : len;
+}
+
+/** An expert's nodes in a moeExperts graph, and the ops its products and SiLU·mul were built with (see moeExperts' reshape). */
+interface ExpertNodes {
+  readonly x: TensorHeader;
+  readonly gate: TensorHeader;
+  readonly up: TensorHeader;
+  readonly act: TensorHeader;
+  readonly down: TensorHeader;
+  readonly mulMat: number;
+  readonly glu: number;
 }
 
 /** An op as run() records it; readsMask: attention's, which reads the mask. */
@@ -191,6 +204,8 @@ class GraphBuilder {
   }
   /** Buffers the graph's weight stacks need, freed with the graph. */
   readonly stackBuffers: Ptr[] = [];
+  /** Per reshaped op (see NativeBackend.run), in order, the tensors its reshape changes. */
+  readonly reshapable: unknown[] = [];
   /** The weights as one 3-D tensor [cols, rows, weights.length] (see NativeBackend.stackOf). */
   stack(weights: readonly WeightTensor[]): Ptr {
     return this.be.stackTensor(this.ctx, weights, this.stackBuffers);
@@ -251,6 +266,8 @@ export class NativeBackend implements Backend {
   private tapes = 0;
   /** Ops recorded and not yet run (see flush), their keys joined, and their multiply-adds. */
   private readonly pending: Array<(b: GraphBuilder) => void> = [];
+  /** The reshapes of the reshaped ops among them, in order (see run). */
+  private readonly pendingReshapes: Array<(tensors: unknown) => void> = [];
   private pendingKey = "";
   private pendingWork = 0;
   private pendingNodes = 0;
@@ -797,12 +814,18 @@ export class NativeBackend implements Backend {
 
   /**
    * Records an op: `key` names it (op, shape, addresses, weights), `work` counts its multiply-adds, `build`
-   * adds its nodes to a graph. It runs with the ops recorded after it at the next flush.
+   * adds its nodes to a graph. It runs with the ops recorded after it at the next flush. `reshape`: an op whose
+   * key leaves out shapes that change from call to call; its build hands the builder the tensors of those
+   * (GraphBuilder.reshapable, once), and `reshape` is given them to set this call's shapes before the graph
+   * runs, whether it was built for this call or an earlier one.
    */
-  private run(key: string, work: number, build: (b: GraphBuilder) => void, nodes = MAX_OP_NODES, readsMask = false): void {
+  private run(key: string, work: number, build: (b: GraphBuilder) => void, nodes = MAX_OP_NODES, readsMask = false, reshape?: (tensors: unknown) => void): void {
     if (this.closed) throw new Error("the native backend is closed");
-    // a recording already spoilt (a flush) keeps nothing: the seam's steps try one every step
+    // a recording already spoilt (a flush) keeps nothing: the seam's steps try one every step; an op whose
+    // shapes come from this call cannot run again alone
+    if (reshape && this.taping) this.taping.valid = false;
     if (this.taping?.valid) this.taping.ops.push({ key, work, build, nodes, readsMask });
+    if (reshape) this.pendingReshapes.push(reshape);
     this.pending.push(build);
     this.pendingKey += key;
     this.pendingWork += work;
@@ -890,12 +913,14 @@ export class NativeBackend implements Backend {
     const n = this.pending.length;
     if (n === 0) return;
     const key = this.pendingKey, work = this.pendingWork, nodes = this.pendingNodes, builds = this.pending.splice(0, n);
+    const reshapes = this.pendingReshapes.splice(0, this.pendingReshapes.length);
     this.pendingNodes = 0;
     this.pendingKey = "";
     this.pendingWork = 0;
     this.maskRead = false;
     this.routeRead = false;
     const gr = this.graphFor(key, work, nodes, builds);
+    reshapes.forEach((reshape, i) => reshape(gr.reshapable[i]));
     if (pinned) return this.compute(this.pooled, gr);
     if (gr.work < PARALLEL_MIN_WORK || this.threads === 1) return this.compute(this.single, gr);
     // ggml's threads meet at a barrier after every node, spinning: when the machine is busy (other processes, a
@@ -979,7 +1004,7 @@ export class NativeBackend implements Backend {
       for (const t of b.outputs) g.buildForward(graph, t);
       // intermediate results get a buffer of their own; null when there are none
       const buffer = g.allocCtxTensorsFromBuft(ctx, this.cpuBuft);
-      return { key, lastRun: 0, ctx, graph, buffer, stackBuffers: b.stackBuffers, work, pooledNs: NaN, singleNs: NaN };
+      return { key, lastRun: 0, ctx, graph, buffer, stackBuffers: b.stackBuffers, reshapable: b.reshapable, work, pooledNs: NaN, singleNs: NaN };
     } catch (e) {
       for (const buf of b.stackBuffers) g.bufferFree(buf);
       g.free(ctx);
@@ -1298,16 +1323,13 @@ export class NativeBackend implements Backend {
     checkCount(rows, "moe rows");
     if (rows === 0) return;
     // checked here, not when the graph is built: ggml aborts on a row out of range
-    const slotsOf = new Int32Array(rows), used = new Set<number>();
     const H = experts.find((x) => x)?.gate.cols;
     if (H === undefined) throw new Error("moeExperts: a layer without experts");
-    // an expert with no rows has nothing to compute
-    plan = plan.filter((batch) => batch.rows.length > 0);
-    let n = 0, floatsF = 0;
+    const count = new Int32Array(experts.length), slotsOf = new Int32Array(rows), seen = new Uint8Array(experts.length);
     for (const batch of plan) {
       const w = experts[batch.expert];
-      if (!w || used.has(batch.expert)) throw new Error(`moeExperts: expert ${batch.expert} ${w ? "twice in one plan" : "is not among the layer's"}`);
-      used.add(batch.expert);
+      if (!w || seen[batch.expert]) throw new Error(`moeExperts: expert ${batch.expert} ${w ? "twice in one plan" : "is not among the layer's"}`);
+      seen[batch.expert] = 1;
       const { gate, up, down } = w, F = gate.rows;
       if (gate.cols !== H || up.rows !== F || up.cols !== H || down.rows !== H || down.cols !== F) throw new Error(`moeExperts: expert ${batch.expert}'s weights do not make a feed-forward block of width ${H}`);
       if (batch.weights.length !== batch.rows.length) throw new Error(`moeExperts: expert ${batch.expert} has ${batch.rows.length} rows and ${batch.weights.length} weights`);
@@ -1317,16 +1339,27 @@ export class NativeBackend implements Backend {
         slotsOf[r]!++;
       }
       for (const t of [gate, up, down]) this.weightTensor(t);
-      n += batch.rows.length;
-      floatsF += batch.rows.length * F;
+      count[batch.expert] = batch.rows.length;
     }
+    // The graph's experts: where built graphs can be reshaped (ggml.header), every expert of the layer, each on
+    // this call's rows (none: its nodes skipped), so that one graph serves every routing of this many rows;
+    // else the experts with rows, a graph per routing. Each expert's rows lie together, in the experts' order.
+    const header = this.ggml.header;
+    const members: Array<{ expert: number; w: FfnWeightSet; m: number; start: number }> = [];
+    let n = 0, F = 0;
+    experts.forEach((w, e) => {
+      if (!w || !(count[e]! > 0 || header)) return;
+      members.push({ expert: e, w, m: count[e]!, start: n });
+      n += count[e]!;
+      F = Math.max(F, w.gate.rows);
+    });
     // a row in no batch (a policy that dropped it) takes the zero row in every slot
     const k = Math.max(1, ...slotsOf);
     this.region(h, rows * H * 4, "moe input");
     this.region(out, rows * H * 4, "moe output");
     // floats: the zero row, results [n][H] right after it (looked up as one table with it), inputs [n][H],
     // gate and up [n][F] each, slots [rows][k][H]; then rows [n] i32, slots [rows][k] i32, weights [n] f32
-    const at = { results: H, inputs: H + n * H, gate: H + 2 * n * H, up: H + 2 * n * H + floatsF, slots: H + 2 * n * H + 2 * floatsF };
+    const at = { results: H, inputs: H + n * H, gate: H + 2 * n * H, up: H + 2 * n * H + n * F, slots: H + 2 * n * H + 2 * n * F };
     const route = { rows: at.slots + rows * k * H, slots: at.slots + rows * k * H + n, weights: at.slots + rows * k * H + n + rows * k };
     const end = route.weights + n;
     // the routing is written by JavaScript below: an op recorded and not yet run that reads it runs first
@@ -1339,16 +1372,15 @@ export class NativeBackend implements Backend {
       this.endTapes();
     }
     const scratch = this.expertScratch;
-    // JavaScript writes the routing (a tape holding ops before it would not run again alone)
-    if (this.taping) this.taping.valid = false;
     // no op recorded and not yet run touches the zero row or the routing: written without running them
     const f = new Float32Array(this.viewAt(scratch, 0, end * 4), scratch.ptr, end), ints = new Int32Array(f.buffer, f.byteOffset, end);
     f.fill(0, 0, H);
     // each row's results in its slots; a row with fewer than k takes the zero row in the rest
     ints.fill(0, route.slots, route.slots + rows * k);
-    const filled = new Int32Array(rows);
-    let i = 0;
+    const filled = new Int32Array(rows), at0 = new Int32Array(experts.length);
+    for (const x of members) at0[x.expert] = x.start;
     for (const batch of plan) {
+      let i = at0[batch.expert]!;
       for (let j = 0; j < batch.rows.length; j++, i++) {
         const r = batch.rows[j]!;
         ints[route.rows + i] = r;
@@ -1357,18 +1389,17 @@ export class NativeBackend implements Backend {
       }
     }
     const part = (offset: number, count: number): Tensor => ({ arena: scratch.arena, ptr: scratch.ptr + offset * 4, bytes: count * 4 });
-    let key = NativeBackend.key("moex", out, h, scratch, rows, k, n);
+    let key = NativeBackend.key("moex", out, h, scratch, rows, k, n, F, header ? 1 : 0);
     let work = 0;
-    for (const batch of plan) {
-      const w = experts[batch.expert]!;
-      key += `${batch.rows.length}w${w.gate.arena}|w${w.up.arena}|w${w.down.arena}|`;
-      work += 3 * batch.rows.length * H * w.gate.rows;
+    for (const x of members) {
+      key += `${header ? "" : x.m}w${x.w.gate.arena}|w${x.w.up.arena}|w${x.w.down.arena}|`;
+      work += 3 * x.m * H * x.w.gate.rows;
     }
-    const g = this.g;
+    const g = this.g, base = this.regions.get(scratch.arena)!.base + scratch.ptr;
     this.routeRead = true;
     this.run(key, work, (b) => {
       const table = b.bind(part(0, (n + 1) * H), GgmlType.F32, H, n + 1), slotIds = b.bind(part(route.slots, rows * k), GgmlType.I32, rows * k);
-      if (n > 0) this.expertJobs(b, h, experts, plan, rows, H, n, at, part, route);
+      if (n > 0) this.expertJobs(b, h, members, rows, H, n, at, part, route);
       // the slots of each row looked up beside the zero row, and summed
       if (k === 1) return void b.outputs.push(b.into(g.getRows(b.ctx, table, slotIds), out));
       const slots = b.into(g.getRows(b.ctx, table, slotIds), part(at.slots, rows * k * H));
@@ -1376,26 +1407,45 @@ export class NativeBackend implements Backend {
       let sum = b.into(g.add(b.ctx, slot(0), slot(1)), out);
       for (let s = 2; s < k; s++) sum = b.into(g.add(b.ctx, sum, slot(s)), out);
       b.outputs.push(sum);
-    }, 16 + 8 * plan.length + 3 * k);
+    }, 16 + 8 * members.length + 3 * k, false, header && n > 0 ? (tensors) => {
+      // this call's rows: each expert's products over its rows (views, results and their addresses), or skipped
+      (tensors as ExpertNodes[]).forEach((t, i) => {
+        const { m, start } = members[i]!, F = members[i]!.w.gate.rows;
+        for (const [node, op] of [[t.gate, t.mulMat], [t.up, t.mulMat], [t.act, t.glu], [t.down, t.mulMat]] as const) node.op = m > 0 ? op : GGML_OP_NONE;
+        if (m === 0) return;
+        t.x.setRows(m, base + (at.inputs + start * H) * 4, start * H * 4);
+        t.gate.setRows(m, base + (at.gate + start * F) * 4);
+        t.up.setRows(m, base + (at.up + start * F) * 4);
+        t.act.setRows(m, base + (at.gate + start * F) * 4);
+        t.down.setRows(m, base + (at.results + start * H) * 4);
+      });
+    } : undefined);
   }
 
-  /** moeExperts' products: each batch's rows looked up, its expert's FFN, each result times its weight (in the results' part). */
-  private expertJobs(b: GraphBuilder, h: Tensor, experts: ReadonlyArray<FfnWeightSet | null>, plan: readonly ExpertBatch[], rows: number, H: number, n: number,
+  /**
+   * moeExperts' products: each expert's rows looked up, its FFN, each result times its weight (in the results'
+   * part). Where headers can be reshaped, an expert with no rows is built over one row and skipped (see reshape).
+   */
+  private expertJobs(b: GraphBuilder, h: Tensor, members: ReadonlyArray<{ w: FfnWeightSet; m: number; start: number }>, rows: number, H: number, n: number,
     at: { results: number; inputs: number; gate: number; up: number }, part: (offset: number, count: number) => Tensor, route: { rows: number; weights: number }): void {
-    const g = this.g;
+    const g = this.g, header = this.ggml.header;
     const inputs = b.into(g.getRows(b.ctx, b.bind(h, GgmlType.F32, H, rows), b.bind(part(route.rows, n), GgmlType.I32, n)), part(at.inputs, n * H));
-    let row = 0, gateAt = at.gate, upAt = at.up;
-    for (const batch of plan) {
-      const w = experts[batch.expert]!, m = batch.rows.length, F = w.gate.rows;
-      const x = b.view(g.view2d(b.ctx, inputs, H, m, H * 4, row * H * 4));
-      const gate = b.into(g.mulMat(b.ctx, this.weightTensor(w.gate), x), part(gateAt, m * F));
-      const up = b.into(g.mulMat(b.ctx, this.weightTensor(w.up), x), part(upAt, m * F));
-      const act = b.into(g.swigluSplit(b.ctx, gate, up), part(gateAt, m * F));
-      b.outputs.push(b.into(g.mulMat(b.ctx, this.weightTensor(w.down), act), part(at.results + row * H, m * H)));
-      row += m;
-      gateAt += m * F;
-      upAt += m * F;
+    const nodes: ExpertNodes[] = [];
+    for (const { w, m: rowsOf, start: startOf } of members) {
+      // a view must lie within its source: an expert without rows is built over the first
+      const [m, start, F] = rowsOf > 0 ? [rowsOf, startOf, w.gate.rows] : [1, 0, w.gate.rows];
+      const x = b.view(g.view2d(b.ctx, inputs, H, m, H * 4, start * H * 4));
+      const gate = b.into(g.mulMat(b.ctx, this.weightTensor(w.gate), x), part(at.gate + start * F, m * F));
+      const up = b.into(g.mulMat(b.ctx, this.weightTensor(w.up), x), part(at.up + start * F, m * F));
+      const act = b.into(g.swigluSplit(b.ctx, gate, up), part(at.gate + start * F, m * F));
+      const down = b.into(g.mulMat(b.ctx, this.weightTensor(w.down), act), part(at.results + start * H, m * H));
+      b.outputs.push(down);
+      if (header) {
+        const t = { x: header(x), gate: header(gate), up: header(up), act: header(act), down: header(down) };
+        nodes.push({ ...t, mulMat: t.gate.op, glu: t.act.op });
+      }
     }
+    if (header) b.reshapable.push(nodes);
     const results = b.bind(part(at.results, n * H), GgmlType.F32, H, n);
     b.outputs.push(b.into(g.mul(b.ctx, results, b.bind(part(route.weights, n), GgmlType.F32, 1, n)), part(at.results, n * H)));
   }
