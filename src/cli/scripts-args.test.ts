@@ -51,7 +51,8 @@ test("a bad value costs one line and exit 2 before any work (profile-decode --to
   const tokens = run("profile-decode.mjs", "--tokens", "abc");
   assert.equal(tokens.status, 2, tokens.stderr);
   assert.equal(tokens.stderr, "profile-decode.mjs: --tokens must be a positive integer\n(--help lists the options)\n");
-  const link = run("bench-cluster.mjs", "--link", "bogus");
+  // a --model that is there (the default one lies in ../shared, which a checkout may lack): the link is refused first
+  const link = run("bench-cluster.mjs", "--model", scriptsDir, "--link", "bogus");
   assert.equal(link.status, 2, link.stderr);
   assert.match(link.stderr, /^bench-cluster\.mjs: --link: link setting "bogus" is not one of .*\n\(--help lists the options\)\n$/);
 });

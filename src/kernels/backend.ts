@@ -151,7 +151,8 @@ export interface Backend {
   /**
    * A sparse MoE block's experts and combine for a routing chosen outside (the seam's selection policy), as one job:
    *   out[row] = Σ over the batches b that hold row: (b's weight for it) · FFN_experts[b.expert](h[row]),
-   * a row in no batch getting zeros. `experts` are the layer's, by number (each batch's expert must be there);
+   * a row in no batch getting zeros. `experts` are the layer's, by number: each batch's expert must be there, and
+   * every one there must make a feed-forward block of the same width (a backend may hold them all in its job);
    * h and out are [rows][hidden] f32. The rows are looked up and the results combined in backend memory, so no
    * JavaScript runs between the layer's experts and the next layer's ops (the seam's executor path copies each
    * expert's rows out and its results back). Absent: the caller runs the experts through its executor.

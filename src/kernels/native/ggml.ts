@@ -108,9 +108,6 @@ export class TensorHeader {
   set op(op: number) {
     this.v.setInt32(TENSOR_OP, op, true);
   }
-  get data(): number {
-    return Number(this.v.getBigUint64(TENSOR_DATA, true));
-  }
   /** ne[1] = rows (ne[2] = ne[3] = 1), its strides after, and where its data starts (a view: `viewOffset` into its source). */
   setRows(rows: number, data: number, viewOffset?: number): void {
     const v = this.v, rowBytes = Number(v.getBigUint64(TENSOR_NB + 8, true));

@@ -996,8 +996,8 @@ test("moeExperts: a routing chosen outside, experts and combine in one job, equa
         return out;
       };
       const tol = dtype === "f32" ? 1e-5 : 1e-3;
-      // two layers recorded before either runs (each writes its routing while the other's op waits), the second
-      // with the first's counts per expert and other rows: one graph, two routings
+      // two layers back to back, no read between, the second reading the first's output: the second's routing
+      // overwrites the first's only once the first has run; the second with the first's counts and other rows
       const first = choose(), counts = planOf(first).map((b) => b.rows.length);
       let second = choose();
       while (planOf(second).some((b, i) => b.rows.length !== counts[i])) second = choose();
@@ -1038,7 +1038,29 @@ test("moeExperts: a routing chosen outside, experts and combine in one job, equa
       bad((p) => (p[1] = { ...p[1]!, rows: Int32Array.of(rows), weights: Float32Array.of(1) }), /not ascending rows of 7/);
       bad((p) => (p[1] = { ...p[1]!, rows: Int32Array.of(-1), weights: Float32Array.of(1) }), /not ascending rows of 7/);
       bad((p) => (p[1] = { ...p[1]!, weights: new Float32Array(0) }), /rows and 0 weights/);
+      bad((p) => (p[1] = { ...p[1]!, rows: Float32Array.of(0.5) as unknown as Int32Array<ArrayBuffer>, weights: Float32Array.of(1) }), /not an Int32Array/);
+      bad((p) => (p[1] = { ...p[1]!, expert: "1" as unknown as number }), /expert 1 is not among/);
+      // the graph holds every expert of the layer: one that does not make a block of the layer's width, or was
+      // freed, is refused though no row goes to it (ggml would abort on its product)
+      const narrow = { gate: be.allocWeight(dtype, F, 32), up: be.allocWeight(dtype, F, 32), down: be.allocWeight(dtype, 32, F) };
+      assert.throws(() => be.moeExperts!(out, h, [...layer.slice(0, 3), narrow, layer[4]!], planOf(first), rows), /expert 3's weights do not make a feed-forward block of width 64/);
+      const gone = { gate: be.allocWeight(dtype, F, H), up: be.allocWeight(dtype, F, H), down: be.allocWeight(dtype, H, F) };
+      be.freeWeight(gone.up);
+      assert.throws(() => be.moeExperts!(out, h, [...layer.slice(0, 3), gone, layer[4]!], planOf(first), rows), /does not hold \(freed\?\)/);
+      for (const w of [narrow.gate, narrow.up, narrow.down, gone.gate, gone.down]) be.freeWeight(w);
+      // buffers too small for the rows: refused before any work of the rows' size
+      assert.throws(() => be.moeExperts!(out, h, layer, [], 1e9), /moe input/);
+      // the plan is read once: a batch whose fields would change on a second read runs as first read
+      let reads = 0;
+      const once = planOf(first).map((b) => (b.expert !== 0 ? b : { get expert() { return reads++ === 0 ? 0 : 3; }, rows: b.rows, weights: b.weights }));
+      be.moeExperts(out, h, layer, once, rows);
+      assert.ok(relErr(be.f32(out, 0, rows * H), wantMid) < tol && reads === 1, `${dtype}: a plan read once (${reads} reads)`);
+      be.f32(out, 0, rows * H).set(got.subarray(0, rows * H));
       assert.ok(plan.length > 0 && be.f32(out, 0, rows * H).every((v, i) => v === got[i]), `${dtype}: a refused plan writes nothing`);
+      // JavaScript writes the routing: a tape recorded around the op would not run again alone, even without rows
+      be.beginTape!();
+      be.moeExperts(out, h, layer, [], rows);
+      assert.equal(be.endTape!(), null, `${dtype}: no tape around moeExperts`);
       for (const t of [h, mid, out, y]) be.free(t);
       for (const x of experts) for (const w of [x.gate, x.up, x.down]) be.freeWeight(w);
     }

@@ -136,6 +136,23 @@ function attentionSpan(rows: number, len: number, held: number): number {
   return rows === 1 ? Math.min(held, Math.ceil(len / KV_PAD) * KV_PAD) : len;
 }
 
+/** An expert in a moeExperts graph: its weights, and this call's rows of it (m) from row `start` of the layout. */
+interface ExpertMember {
+  readonly expert: number;
+  readonly w: FfnWeightSet;
+  readonly m: number;
+  readonly start: number;
+}
+
+/** Where moeExperts' parts lie in its scratch (in floats), and the scratch's regions by offset and length. */
+interface ExpertLayout {
+  readonly H: number;
+  readonly n: number;
+  readonly at: { readonly results: number; readonly inputs: number; readonly gate: number; readonly up: number };
+  readonly route: { readonly rows: number; readonly weights: number };
+  readonly part: (offset: number, count: number) => Tensor;
+}
+
 /** An expert's nodes in a moeExperts graph, and the ops its products and SiLU·mul were built with (see moeExperts' reshape). */
 interface ExpertNodes {
   readonly x: TensorHeader;
@@ -1322,48 +1339,59 @@ export class NativeBackend implements Backend {
   moeExperts(out: Tensor, h: Tensor, experts: ReadonlyArray<FfnWeightSet | null>, plan: readonly ExpertBatch[], rows: number): void {
     checkCount(rows, "moe rows");
     if (rows === 0) return;
-    // checked here, not when the graph is built: ggml aborts on a row out of range
+    // Everything is checked here, before anything is recorded: ggml aborts the process on a shape that does not
+    // multiply or a row out of range. Every expert of the layer, not only the plan's: the graph holds them all.
     const H = experts.find((x) => x)?.gate.cols;
     if (H === undefined) throw new Error("moeExperts: a layer without experts");
-    const count = new Int32Array(experts.length), slotsOf = new Int32Array(rows), seen = new Uint8Array(experts.length);
-    for (const batch of plan) {
-      const w = experts[batch.expert];
-      if (!w || seen[batch.expert]) throw new Error(`moeExperts: expert ${batch.expert} ${w ? "twice in one plan" : "is not among the layer's"}`);
-      seen[batch.expert] = 1;
-      const { gate, up, down } = w, F = gate.rows;
-      if (gate.cols !== H || up.rows !== F || up.cols !== H || down.rows !== H || down.cols !== F) throw new Error(`moeExperts: expert ${batch.expert}'s weights do not make a feed-forward block of width ${H}`);
-      if (batch.weights.length !== batch.rows.length) throw new Error(`moeExperts: expert ${batch.expert} has ${batch.rows.length} rows and ${batch.weights.length} weights`);
-      for (let i = 0; i < batch.rows.length; i++) {
-        const r = batch.rows[i]!;
-        if (!(r >= 0 && r < rows) || (i > 0 && r <= batch.rows[i - 1]!)) throw new Error(`moeExperts: expert ${batch.expert}'s rows are not ascending rows of ${rows}`);
-        slotsOf[r]!++;
-      }
-      for (const t of [gate, up, down]) this.weightTensor(t);
-      count[batch.expert] = batch.rows.length;
-    }
-    // The graph's experts: where built graphs can be reshaped (ggml.header), every expert of the layer, each on
-    // this call's rows (none: its nodes skipped), so that one graph serves every routing of this many rows;
-    // else the experts with rows, a graph per routing. Each expert's rows lie together, in the experts' order.
-    const header = this.ggml.header;
-    const members: Array<{ expert: number; w: FfnWeightSet; m: number; start: number }> = [];
-    let n = 0, F = 0;
-    experts.forEach((w, e) => {
-      if (!w || !(count[e]! > 0 || header)) return;
-      members.push({ expert: e, w, m: count[e]!, start: n });
-      n += count[e]!;
-      F = Math.max(F, w.gate.rows);
-    });
-    // a row in no batch (a policy that dropped it) takes the zero row in every slot
-    const k = Math.max(1, ...slotsOf);
     this.region(h, rows * H * 4, "moe input");
     this.region(out, rows * H * 4, "moe output");
+    let maxF = 0;
+    experts.forEach((w, e) => {
+      if (!w) return;
+      const { gate, up, down } = w, F = gate.rows;
+      if (gate.cols !== H || up.rows !== F || up.cols !== H || down.rows !== H || down.cols !== F) throw new Error(`moeExperts: expert ${e}'s weights do not make a feed-forward block of width ${H}`);
+      for (const t of [gate, up, down]) this.weightTensor(t);
+      maxF = Math.max(maxF, F);
+    });
+    // the plan read once, into what is used below (a batch's fields are not read again)
+    const rowsOf: Array<Int32Array | null> = experts.map(() => null), weightsOf: Array<Float32Array | null> = experts.map(() => null);
+    const slotsOf = new Int32Array(rows);
+    let k = 1;
+    for (const batch of plan) {
+      const e = batch.expert, batchRows = batch.rows, batchWeights = batch.weights;
+      if (!Number.isInteger(e) || !experts[e]) throw new Error(`moeExperts: expert ${e} is not among the layer's`);
+      if (rowsOf[e]) throw new Error(`moeExperts: expert ${e} twice in one plan`);
+      if (!(batchRows instanceof Int32Array) || !(batchWeights instanceof Float32Array)) throw new Error(`moeExperts: expert ${e}'s rows and weights are not an Int32Array and a Float32Array`);
+      if (batchWeights.length !== batchRows.length) throw new Error(`moeExperts: expert ${e} has ${batchRows.length} rows and ${batchWeights.length} weights`);
+      for (let i = 0; i < batchRows.length; i++) {
+        const r = batchRows[i]!;
+        if (!(r >= 0 && r < rows) || (i > 0 && r <= batchRows[i - 1]!)) throw new Error(`moeExperts: expert ${e}'s rows are not ascending rows of ${rows}`);
+        k = Math.max(k, ++slotsOf[r]!);
+      }
+      rowsOf[e] = batchRows;
+      weightsOf[e] = batchWeights;
+    }
+    // The graph's experts: where built graphs can be reshaped (ggml.header), every expert of the layer, each on
+    // this call's rows (none: its nodes skipped), so that one graph serves every routing of as many rows and
+    // slots; else the experts with rows, a graph per routing. Each expert's rows lie together, in the experts' order.
+    const header = this.ggml.header;
+    const members: ExpertMember[] = [];
+    let n = 0;
+    experts.forEach((w, e) => {
+      const m = rowsOf[e]?.length ?? 0;
+      if (!w || !(m > 0 || header)) return;
+      members.push({ expert: e, w, m, start: n });
+      n += m;
+    });
     // floats: the zero row, results [n][H] right after it (looked up as one table with it), inputs [n][H],
-    // gate and up [n][F] each, slots [rows][k][H]; then rows [n] i32, slots [rows][k] i32, weights [n] f32
-    const at = { results: H, inputs: H + n * H, gate: H + 2 * n * H, up: H + 2 * n * H + n * F, slots: H + 2 * n * H + 2 * n * F };
+    // gate and up [n][maxF] each, slots [rows][k][H]; then rows [n] i32, slots [rows][k] i32, weights [n] f32
+    const at = { results: H, inputs: H + n * H, gate: H + 2 * n * H, up: H + 2 * n * H + n * maxF, slots: H + 2 * n * H + 2 * n * maxF };
     const route = { rows: at.slots + rows * k * H, slots: at.slots + rows * k * H + n, weights: at.slots + rows * k * H + n + rows * k };
     const end = route.weights + n;
-    // the routing is written by JavaScript below: an op recorded and not yet run that reads it runs first
+    // the routing is written by JavaScript below: an op recorded and not yet run that reads it runs first, and
+    // a tape being recorded would not run again alone
     if (this.routeRead) this.runPending();
+    if (this.taping) this.taping.valid = false;
     if (!this.expertScratch || this.expertScratch.bytes < end * 4) {
       // new memory may be memory freed that recorded ops still use: they run before JavaScript writes it
       this.flush();
@@ -1377,29 +1405,30 @@ export class NativeBackend implements Backend {
     f.fill(0, 0, H);
     // each row's results in its slots; a row with fewer than k takes the zero row in the rest
     ints.fill(0, route.slots, route.slots + rows * k);
-    const filled = new Int32Array(rows), at0 = new Int32Array(experts.length);
-    for (const x of members) at0[x.expert] = x.start;
-    for (const batch of plan) {
-      let i = at0[batch.expert]!;
-      for (let j = 0; j < batch.rows.length; j++, i++) {
-        const r = batch.rows[j]!;
+    const filled = new Int32Array(rows);
+    for (const { expert, start } of members) {
+      const batchRows = rowsOf[expert], batchWeights = weightsOf[expert]!;
+      if (!batchRows) continue;
+      for (let j = 0, i = start; j < batchRows.length; j++, i++) {
+        const r = batchRows[j]!;
         ints[route.rows + i] = r;
-        f[route.weights + i] = batch.weights[j]!;
+        f[route.weights + i] = batchWeights[j]!;
         ints[route.slots + r * k + filled[r]!++] = 1 + i;
       }
     }
     const part = (offset: number, count: number): Tensor => ({ arena: scratch.arena, ptr: scratch.ptr + offset * 4, bytes: count * 4 });
-    let key = NativeBackend.key("moex", out, h, scratch, rows, k, n, F, header ? 1 : 0);
+    let key = NativeBackend.key("moex", out, h, scratch, rows, k, n, maxF, header ? 1 : 0);
     let work = 0;
     for (const x of members) {
       key += `${header ? "" : x.m}w${x.w.gate.arena}|w${x.w.up.arena}|w${x.w.down.arena}|`;
       work += 3 * x.m * H * x.w.gate.rows;
     }
     const g = this.g, base = this.regions.get(scratch.arena)!.base + scratch.ptr;
+    const layout: ExpertLayout = { H, n, at, route, part };
     this.routeRead = true;
     this.run(key, work, (b) => {
       const table = b.bind(part(0, (n + 1) * H), GgmlType.F32, H, n + 1), slotIds = b.bind(part(route.slots, rows * k), GgmlType.I32, rows * k);
-      if (n > 0) this.expertJobs(b, h, members, rows, H, n, at, part, route);
+      if (n > 0) this.expertJobs(b, h, rows, members, layout);
       // the slots of each row looked up beside the zero row, and summed
       if (k === 1) return void b.outputs.push(b.into(g.getRows(b.ctx, table, slotIds), out));
       const slots = b.into(g.getRows(b.ctx, table, slotIds), part(at.slots, rows * k * H));
@@ -1410,7 +1439,7 @@ export class NativeBackend implements Backend {
     }, 16 + 8 * members.length + 3 * k, false, header && n > 0 ? (tensors) => {
       // this call's rows: each expert's products over its rows (views, results and their addresses), or skipped
       (tensors as ExpertNodes[]).forEach((t, i) => {
-        const { m, start } = members[i]!, F = members[i]!.w.gate.rows;
+        const { m, start, w } = members[i]!, F = w.gate.rows;
         for (const [node, op] of [[t.gate, t.mulMat], [t.up, t.mulMat], [t.act, t.glu], [t.down, t.mulMat]] as const) node.op = m > 0 ? op : GGML_OP_NONE;
         if (m === 0) return;
         t.x.setRows(m, base + (at.inputs + start * H) * 4, start * H * 4);
@@ -1426,8 +1455,7 @@ export class NativeBackend implements Backend {
    * moeExperts' products: each expert's rows looked up, its FFN, each result times its weight (in the results'
    * part). Where headers can be reshaped, an expert with no rows is built over one row and skipped (see reshape).
    */
-  private expertJobs(b: GraphBuilder, h: Tensor, members: ReadonlyArray<{ w: FfnWeightSet; m: number; start: number }>, rows: number, H: number, n: number,
-    at: { results: number; inputs: number; gate: number; up: number }, part: (offset: number, count: number) => Tensor, route: { rows: number; weights: number }): void {
+  private expertJobs(b: GraphBuilder, h: Tensor, rows: number, members: readonly ExpertMember[], { H, n, at, route, part }: ExpertLayout): void {
     const g = this.g, header = this.ggml.header;
     const inputs = b.into(g.getRows(b.ctx, b.bind(h, GgmlType.F32, H, rows), b.bind(part(route.rows, n), GgmlType.I32, n)), part(at.inputs, n * H));
     const nodes: ExpertNodes[] = [];
