@@ -3,8 +3,6 @@
 import type { ExpertBatch } from "../kernels/backend.js";
 import type { RoutingDecision } from "../policies/selection.js";
 
-export type { ExpertBatch };
-
 export function planDispatch(decision: RoutingDecision, experts: number): ExpertBatch[] {
   const n = decision.offsets[decision.rows]!;
   // each expert's rows and weights are a slice of two arrays, ordered by expert

@@ -1,12 +1,12 @@
 // The sparse MoE block, as a seam with named parts:
 //   router (gate logits → probabilities) → selection policy → dispatch plan → expert executors → combine.
 // Executors are asynchronous and each gets all of the step's rows for one expert at once.
-import type { Backend, Tensor } from "../kernels/backend.js";
+import type { Backend, ExpertBatch, Tensor } from "../kernels/backend.js";
 import type { ModelConfig } from "../model/config.js";
 import { StepBuffers } from "../model/step-buffers.js";
 import type { ExpertTable, FfnWeights, LayerWeights } from "../model/weights.js";
 import { selectTopK, selectTopKInto, topKMass, type DecisionBuffers, type RoutingDecision, type SelectionPolicy } from "../policies/selection.js";
-import { combineInto, gatherRows, planDispatch, type ExpertBatch } from "./dispatch.js";
+import { combineInto, gatherRows, planDispatch } from "./dispatch.js";
 import { ExpertsUnavailable, type ExpertExecutor, type ExpertResult } from "./executor.js";
 import { routerProbabilities } from "./router.js";
 import { BASE_STATION, layerRouting, type StepTap } from "./token-routing.js";

@@ -1459,9 +1459,9 @@ export class NativeBackend implements Backend {
     const g = this.g, header = this.ggml.header;
     const inputs = b.into(g.getRows(b.ctx, b.bind(h, GgmlType.F32, H, rows), b.bind(part(route.rows, n), GgmlType.I32, n)), part(at.inputs, n * H));
     const nodes: ExpertNodes[] = [];
-    for (const { w, m: rowsOf, start: startOf } of members) {
+    for (const member of members) {
       // a view must lie within its source: an expert without rows is built over the first
-      const [m, start, F] = rowsOf > 0 ? [rowsOf, startOf, w.gate.rows] : [1, 0, w.gate.rows];
+      const { w } = member, F = w.gate.rows, [m, start] = member.m > 0 ? [member.m, member.start] : [1, 0];
       const x = b.view(g.view2d(b.ctx, inputs, H, m, H * 4, start * H * 4));
       const gate = b.into(g.mulMat(b.ctx, this.weightTensor(w.gate), x), part(at.gate + start * F, m * F));
       const up = b.into(g.mulMat(b.ctx, this.weightTensor(w.up), x), part(at.up + start * F, m * F));
