@@ -1326,11 +1326,7 @@ export class NativeBackend implements Backend {
       const act = b.into(g.swigluSplit(b.ctx, gate, up), part(floats.gate, rows * k * F));
       const down = b.into(g.mulMatId(b.ctx, b.stack(downs), act, ids), part(floats.down, rows * k * H));
       const weighted = b.into(g.mul(b.ctx, down, weights), part(floats.down, rows * k * H));
-      // the k weighted outputs of a row summed, as llama.cpp does: views of each and adds
-      const slot = (i: number) => b.view(g.view2d(b.ctx, weighted, H, rows, k * H * 4, i * H * 4));
-      let sum = b.into(k === 1 ? g.cont(b.ctx, slot(0)) : g.add(b.ctx, slot(0), slot(1)), out);
-      for (let i = 2; i < k; i++) sum = b.into(g.add(b.ctx, sum, slot(i)), out);
-      b.outputs.push(sum);
+      b.outputs.push(this.sumSlots(b, weighted, H, rows, k, out));
       // about 25 + 2k tensors: room for them all as nodes
     }, 32 + 2 * k);
     return true;
@@ -1431,11 +1427,7 @@ export class NativeBackend implements Backend {
       if (n > 0) this.expertJobs(b, h, rows, members, layout);
       // the slots of each row looked up beside the zero row, and summed
       if (k === 1) return void b.outputs.push(b.into(g.getRows(b.ctx, table, slotIds), out));
-      const slots = b.into(g.getRows(b.ctx, table, slotIds), part(at.slots, rows * k * H));
-      const slot = (s: number) => b.view(g.view2d(b.ctx, slots, H, rows, k * H * 4, s * H * 4));
-      let sum = b.into(g.add(b.ctx, slot(0), slot(1)), out);
-      for (let s = 2; s < k; s++) sum = b.into(g.add(b.ctx, sum, slot(s)), out);
-      b.outputs.push(sum);
+      b.outputs.push(this.sumSlots(b, b.into(g.getRows(b.ctx, table, slotIds), part(at.slots, rows * k * H)), H, rows, k, out));
     }, 16 + 8 * members.length + 3 * k, false, header && n > 0 ? (tensors) => {
       // this call's rows: each expert's products over its rows (views, results and their addresses), or skipped
       (tensors as ExpertNodes[]).forEach((t, i) => {
@@ -1449,6 +1441,14 @@ export class NativeBackend implements Backend {
         t.down.setRows(m, base + (at.results + start * H) * 4);
       });
     } : undefined);
+  }
+
+  /** out[row] = Σ of the row's k slots of `slots` ([rows][k][H] f32), as llama.cpp sums a row's experts: views of each and adds. */
+  private sumSlots(b: GraphBuilder, slots: Ptr, H: number, rows: number, k: number, out: Tensor): Ptr {
+    const g = this.g, slot = (i: number) => b.view(g.view2d(b.ctx, slots, H, rows, k * H * 4, i * H * 4));
+    let sum = b.into(k === 1 ? g.cont(b.ctx, slot(0)) : g.add(b.ctx, slot(0), slot(1)), out);
+    for (let i = 2; i < k; i++) sum = b.into(g.add(b.ctx, sum, slot(i)), out);
+    return sum;
   }
 
   /**
