@@ -69,6 +69,24 @@ test("init-model, inspect, generate --json, perplexity --json, bench --json on a
       assert.ok(b.prefill_graphs >= 1, `${b.prefill_graphs} graphs per prefill`);
       assert.ok(b.prefill_host_ms > 0 && b.prefill_host_ms < (1000 * 16) / b.prefill_tokens_per_s, `host ${b.prefill_host_ms} ms of a ${(1000 * 16) / b.prefill_tokens_per_s} ms prefill`);
     } else assert.equal(b.decode_host_ms_per_token ?? b.prefill_host_ms, undefined);
+    // --ops: where the kernels run graphs, each op's share of a prefill and of a decode token; elsewhere one clear error
+    if (b.kernels.startsWith("native")) {
+      r = distmoe("bench", "--model", model, "--prompt-tokens", "16", "--decode-tokens", "4", "--repeats", "2", "--json", "--ops");
+      assert.equal(r.code, 0, r.err);
+      const { ops } = JSON.parse(r.out);
+      for (const step of [ops.prefill, ops.decode]) {
+        assert.ok(step.some((x: { op: string }) => x.op === "attn") && step.some((x: { op: string }) => x.op.startsWith("moe")), JSON.stringify(step));
+        assert.ok(step.every((x: { ms: number; graphs: number }) => x.ms > 0 && x.graphs > 0), JSON.stringify(step));
+        assert.ok(step.every((x: { ms: number }, i: number) => i === 0 || x.ms <= step[i - 1].ms), "largest first");
+      }
+      assert.ok(ops.prefill_ms > 0 && ops.decode_ms_per_token > 0);
+      r = distmoe("bench", "--model", model, "--prompt-tokens", "16", "--decode-tokens", "4", "--repeats", "1", "--ops");
+      assert.equal(r.code, 0, r.err);
+      assert.match(r.out, /^prefill by op .*\n {2}\S+ +[\d.]+ ms +\d+ %/m);
+    }
+    r = distmoe("bench", "--model", model, "--prompt-tokens", "16", "--decode-tokens", "4", "--backend", "wasm", "--ops");
+    assert.notEqual(r.code, 0);
+    assert.match(r.err, /--ops: the \S+ kernels do not run their ops as graphs/);
     // a run smaller than the warm-up once was (it overran the context the run sized)
     r = distmoe("bench", "--model", model, "--prompt-tokens", "4", "--decode-tokens", "2", "--json");
     assert.equal(r.code, 0, r.err);

@@ -18,6 +18,15 @@ export interface BenchOptions {
   probeBytes?: number;
   /** Warm-up time before timing (default WARM_UP_MS; the warm-up runs at least once). */
   warmUpMs?: number;
+  /** After the timed runs, the prefills and decode runs again with each op timed alone (see BenchResult.ops). */
+  ops?: boolean;
+}
+
+/** An op's share of a step: its name (Backend.opTime), its graphs' wall time and how many ran, per step. */
+export interface OpShare {
+  op: string;
+  ms: number;
+  graphs: number;
 }
 
 export interface BenchResult {
@@ -42,6 +51,11 @@ export interface BenchResult {
   /** Likewise per prefill (the whole prompt): the graphs run, and the time outside them (the MoE seam's JavaScript, mostly). */
   prefill_graphs?: number;
   prefill_host_ms?: number;
+  /**
+   * With BenchOptions.ops: per prefill and per decode token, each op's time run as a graph of its own
+   * (Backend.profileOps), largest first, and the step's whole time so run (more than timed: a launch per op).
+   */
+  ops?: { prefill: OpShare[]; prefill_ms: number; decode: OpShare[]; decode_ms_per_token: number };
   threads: number;
   kernels: string;
 }
@@ -78,7 +92,8 @@ export function decodeFootprint(engine: Engine): { bytes: number; macs: number; 
 export const WARM_UP_MS = 2000;
 
 export async function benchEngine(engine: Engine, o: BenchOptions): Promise<BenchResult> {
-  const { model, config } = engine;
+  const { model, config, backend } = engine;
+  if (o.ops && !(backend.profileOps && backend.opTime)) throw new Error(`--ops: the ${backend.name} kernels do not run their ops as graphs (the native ones do)`);
   const rng = new Random(o.seed ?? 1);
   // Every prefill takes a prompt of its own, as llama-bench's do (random tokens each time): a prompt routed
   // otherwise runs its MoE layers' experts on other row counts, which a backend's graphs may be built for
@@ -98,7 +113,7 @@ export async function benchEngine(engine: Engine, o: BenchOptions): Promise<Benc
     // the probe's buffer evicts the weights a small model keeps in cache (llama-bench's runs find them there),
     // and allocating it moves memory around (measured with `distmoe bench --model brown-moe-q8_0.gguf
     // --threads 2`: prefill 8.9–9.1 k tok/s in two runs with the probe between runs, 12.1–15.3 k in three without).
-    const readBefore = engine.backend.measureReadBandwidth(o.probeBytes ?? 512 << 20);
+    const readBefore = backend.measureReadBandwidth(o.probeBytes ?? 512 << 20);
     const warmStart = performance.now();
     do {
       cache.clear();
@@ -153,6 +168,8 @@ async function timed(engine: Engine, o: BenchOptions, newPrompt: () => number[],
     }
   }
   const prefillTps = median(prefillRates), decodeTps = median(decodeRates);
+  // before the probes, which leave the caches and memory otherwise than the timed runs found them (see benchEngine)
+  const ops = o.ops ? await opProfile(engine, o, newPrompt, cache) : undefined;
   // on a shared host the bandwidth drifts over seconds: the mean of the probes on either side of the runs
   const read = (readBefore + engine.backend.measureReadBandwidth(o.probeBytes ?? 512 << 20)) / 2;
   return {
@@ -167,8 +184,55 @@ async function timed(engine: Engine, o: BenchOptions, newPrompt: () => number[],
     decode_gflops: (2 * footprint.macs * decodeTps) / 1e9,
     decode_weight_bytes_per_token: footprint.bytes,
     ...(graphTime ? { decode_graphs_per_token: median(graphsPerToken), decode_host_ms_per_token: median(hostMs), prefill_graphs: median(prefillGraphs), prefill_host_ms: median(prefillHostMs) } : {}),
+    ...(ops ? { ops } : {}),
     threads: engine.backend.threads,
     kernels: engine.backend.name,
   };
 }
 
+
+/** BenchResult.ops: the timed runs again (as many, as long), each op a graph of its own and timed alone. */
+async function opProfile(engine: Engine, o: BenchOptions, newPrompt: () => number[], cache: KVCache): Promise<NonNullable<BenchResult["ops"]>> {
+  const { model, backend } = engine;
+  const opTime = backend.opTime!, reps = o.repeats ?? 3;
+  const snapshot = () => new Map([...opTime].map(([op, t]) => [op, { ...t }]));
+  const sums = { prefill: new Map<string, { ms: number; graphs: number }>(), decode: new Map<string, { ms: number; graphs: number }>() };
+  const add = (into: Map<string, { ms: number; graphs: number }>, before: ReadonlyMap<string, { ms: number; graphs: number }>) => {
+    for (const [op, t] of opTime) {
+      const b = before.get(op), s = into.get(op) ?? { ms: 0, graphs: 0 };
+      into.set(op, { ms: s.ms + t.ms - (b?.ms ?? 0), graphs: s.graphs + t.graphs - (b?.graphs ?? 0) });
+    }
+  };
+  let prefillMs = 0, decodeMs = 0;
+  backend.profileOps!(true);
+  try {
+    // untimed first, as the timed runs' warm-up (see benchEngine): each op's graph alone is built, and the prefills
+    // find the caches and threads as a prefill after prefills does, not as the decode runs left them
+    const warmStart = performance.now();
+    do {
+      cache.clear();
+      let [warm] = await model.forward([{ cache, tokens: newPrompt(), logits: "last" }]);
+      for (let i = 0; i < Math.min(4, o.decodeTokens); i++) [warm] = await model.forward([{ cache, tokens: [argmax(warm!)], logits: "last" }]);
+    } while (performance.now() - warmStart < (o.warmUpMs ?? WARM_UP_MS) / 2);
+    for (let rep = 0; rep < reps; rep++) {
+      cache.clear();
+      const before = snapshot(), t0 = performance.now();
+      await model.forward([{ cache, tokens: newPrompt(), logits: "last" }]);
+      prefillMs += performance.now() - t0;
+      add(sums.prefill, before);
+    }
+    for (let rep = 0; rep < reps; rep++) {
+      cache.clear();
+      let [logits] = await model.forward([{ cache, tokens: newPrompt(), logits: "last" }]);
+      const before = snapshot(), t0 = performance.now();
+      for (let i = 0; i < o.decodeTokens; i++) [logits] = await model.forward([{ cache, tokens: [argmax(logits!)], logits: "last" }]);
+      decodeMs += performance.now() - t0;
+      add(sums.decode, before);
+    }
+  } finally {
+    backend.profileOps!(false);
+  }
+  const shares = (m: Map<string, { ms: number; graphs: number }>, steps: number): OpShare[] =>
+    [...m].filter(([, t]) => t.graphs > 0).map(([op, t]) => ({ op, ms: t.ms / steps, graphs: t.graphs / steps })).sort((a, b) => b.ms - a.ms);
+  return { prefill: shares(sums.prefill, reps), prefill_ms: prefillMs / reps, decode: shares(sums.decode, reps * o.decodeTokens), decode_ms_per_token: decodeMs / (reps * o.decodeTokens) };
+}

@@ -175,6 +175,15 @@ export interface Backend {
    */
   readonly graphTime?: Readonly<{ graphs: number; ms: number }>;
   /**
+   * Where the backend runs graphs (native): with `on`, each op from now on runs as a graph of its own, timed into
+   * opTime under the op's name (matmul "mm", attention "attn", an MoE layer's experts "moex" …), so that a step's
+   * time can be told apart op by op (bench --ops). Each op then pays a graph's launch and no recorded step is
+   * replayed: slower than the ops run together, for where the time goes, not for how fast. Off: as before.
+   */
+  profileOps?(on: boolean): void;
+  /** Per op name, since profiling was last turned on or off: the graphs run and their wall time (see profileOps). */
+  readonly opTime?: ReadonlyMap<string, Readonly<{ graphs: number; ms: number }>>;
+  /**
    * Where the backend records ops before it runs them (native): a step's ops kept to be recorded again without
    * the calls that made them (a decode step's layers, token after token). beginTape keeps the ops recorded from
    * now on; endTape stops and returns them, or null where they cannot be recorded again alone: JavaScript read or

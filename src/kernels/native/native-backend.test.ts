@@ -172,6 +172,46 @@ test("graphTime counts each graph run and the time in it", { skip }, () => {
   }
 });
 
+test("profileOps runs each op as a graph of its own, timed under its name; no tape records or replays meanwhile; off, ops share graphs again", { skip }, () => {
+  const be = new NativeBackend({ threads: 2 });
+  try {
+    const N = 64, x = put(be, new Float32Array(N).fill(1)), y = be.alloc(N * 4), w = be.allocWeight("f32", N, N);
+    be.setWeight(w, new Float32Array(N * N).fill(0.5));
+    const ops = () => {
+      be.add(y, x, x, N);
+      be.add(y, y, x, N);
+      be.matmul(y, y, w, 1);
+    };
+    const step = () => (ops(), be.f32(y, 0, 1)[0]);
+    assert.equal(step(), 96);
+    be.beginTape();
+    ops();
+    const tape = be.endTape();
+    assert.ok(tape, "recorded before profiling");
+    assert.equal(be.f32(y, 0, 1)[0], 96);
+    const graphs = be.graphTime.graphs;
+    be.profileOps(true);
+    assert.equal(be.opTime.size, 0, "turned on: nothing counted yet");
+    assert.equal(step(), 96, "the same results");
+    assert.equal(be.graphTime.graphs - graphs, 3, "three ops, three graphs");
+    assert.deepEqual([...be.opTime].map(([op, t]) => [op, t.graphs]), [["add", 2], ["mm", 1]]);
+    assert.ok([...be.opTime.values()].every((t) => t.ms > 0));
+    assert.equal(be.replayTape(tape!, 0), false, "a tape would run its ops as one graph");
+    be.beginTape();
+    ops();
+    assert.equal(be.endTape(), null, "nor is one recorded");
+    assert.equal(be.f32(y, 0, 1)[0], 96);
+    be.profileOps(false);
+    assert.equal(be.opTime.size, 0);
+    const before = be.graphTime.graphs;
+    assert.equal(step(), 96);
+    assert.equal(be.graphTime.graphs - before, 1, "off: the step's ops in one graph again");
+    assert.equal(be.opTime.size, 0, "and not counted");
+  } finally {
+    be.close();
+  }
+});
+
 test("past maxGraphs the graph run longest ago goes: one run every step stays built", { skip }, () => {
   const be = new NativeBackend({ threads: 1, maxGraphs: 8 });
   const built = watchBuilds(be);

@@ -269,6 +269,9 @@ export class NativeBackend implements Backend {
   private readonly recentGraphs: Graph[] = [];
   private flushes = 0;
   readonly graphTime = { graphs: 0, ms: 0 };
+  readonly opTime = new Map<string, { graphs: number; ms: number }>();
+  /** Each op its own graph, timed into opTime (see profileOps). */
+  private profiling = false;
   /** The tape being recorded (beginTape), and whether it still may run again alone. */
   private taping: { ops: TapedOp[]; version: number; attention: TapedAttention | null; valid: boolean } | null = null;
   /** Counts changes that end every tape: a weight freed, a scratch tensor of the backend's replaced (endTapes). */
@@ -848,7 +851,15 @@ export class NativeBackend implements Backend {
     this.pendingWork += work;
     this.pendingNodes += nodes;
     // a segment's end is the ops' own: a tape recorded across it runs again alike
-    if (this.pending.length >= MAX_SEGMENT_OPS) this.runPending();
+    if (this.pending.length >= (this.profiling ? 1 : MAX_SEGMENT_OPS)) this.runPending();
+  }
+
+  profileOps(on: boolean): void {
+    this.flush();
+    this.opTime.clear();
+    // a tape replayed would run its ops as graphs of many
+    if (on) this.endTapes();
+    this.profiling = on;
   }
 
   beginTape(): void {
@@ -860,7 +871,7 @@ export class NativeBackend implements Backend {
     const t = this.taping;
     if (!t) throw new Error("endTape: no tape is being recorded");
     this.taping = null;
-    if (!t.valid || t.version !== this.tapeVersion || t.ops.length === 0) return null;
+    if (!t.valid || t.version !== this.tapeVersion || t.ops.length === 0 || this.profiling) return null;
     const ops = t.ops.map((o) => o.key).join("");
     let serial = this.tapeNames.get(ops);
     if (serial === undefined) {
@@ -893,7 +904,7 @@ export class NativeBackend implements Backend {
 
   replayTape(tape: OpTape, start: number): boolean {
     const t = tape as NativeTape;
-    if (this.closed || this.taping || t.owner !== this || t.version !== this.tapeVersion) return false;
+    if (this.closed || this.taping || this.profiling || t.owner !== this || t.version !== this.tapeVersion) return false;
     const a = t.attention;
     if (a) {
       checkCount(start, "replayTape start");
@@ -940,6 +951,8 @@ export class NativeBackend implements Backend {
     reshapes.forEach((reshape, i) => reshape(gr.reshapable[i]));
     if (pinned) return this.compute(this.pooled, gr);
     if (gr.work < PARALLEL_MIN_WORK || this.threads === 1) return this.compute(this.single, gr);
+    // an op timed alone (profileOps) runs on the pool, as the segments it is part of otherwise do: its own size would be compared afresh
+    if (this.profiling) return this.compute(this.pooled, gr);
     // ggml's threads meet at a barrier after every node, spinning: when the machine is busy (other processes, a
     // device beside the base station) a worker that is not scheduled holds the graph up for a time slice, and
     // the pool is slower than one thread (measured here: 10× at load 7 on 2 cores). So big graphs run on the
@@ -1006,8 +1019,17 @@ export class NativeBackend implements Backend {
     }
     const t0 = performance.now();
     const status = this.g.graphCompute(backend, gr.graph);
-    this.graphTime.ms += performance.now() - t0;
+    const ms = performance.now() - t0;
+    this.graphTime.ms += ms;
     this.graphTime.graphs++;
+    if (this.profiling) {
+      // one op's graph: its key starts with the op's name
+      const name = gr.key.slice(0, gr.key.indexOf("|")), op = this.opTime.get(name);
+      if (op) {
+        op.graphs++;
+        op.ms += ms;
+      } else this.opTime.set(name, { graphs: 1, ms });
+    }
     if (status !== 0) throw new Error(`ggml_backend_graph_compute: status ${status}`);
   }
 
