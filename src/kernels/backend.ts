@@ -195,9 +195,9 @@ export interface Backend {
    * Records the ops of `tape` again, as the calls that made it would with the same arguments, with attention at
    * position `start` of the same sequence (its mask is written for it). False, recording nothing, where the
    * tape no longer holds: memory it names was given back or replaced (a weight freed, the backend's scratch
-   * grown), or at `start` attention would cover another span of the cache. The caller answers for the rest: the
-   * same tensors, not freed, holding what the calls would have found, and the checks the calls made (positions
-   * within the cache and the rotary table).
+   * grown), or at `start` attention would cover another span of the cache; and while ops are profiled (profileOps),
+   * after which it holds again. The caller answers for the rest: the same tensors, not freed, holding what the calls
+   * would have found, and the checks the calls made (positions within the cache and the rotary table).
    */
   replayTape?(tape: OpTape, start: number): boolean;
   close(): void;

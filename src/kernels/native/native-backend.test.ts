@@ -172,7 +172,7 @@ test("graphTime counts each graph run and the time in it", { skip }, () => {
   }
 });
 
-test("profileOps runs each op as a graph of its own, timed under its name; no tape records or replays meanwhile; off, ops share graphs again", { skip }, () => {
+test("profileOps runs each op as a graph of its own, timed under its name; no tape records or replays meanwhile; off, ops share graphs and tapes replay again", { skip }, () => {
   const be = new NativeBackend({ threads: 2 });
   try {
     const N = 64, x = put(be, new Float32Array(N).fill(1)), y = be.alloc(N * 4), w = be.allocWeight("f32", N, N);
@@ -207,6 +207,8 @@ test("profileOps runs each op as a graph of its own, timed under its name; no ta
     assert.equal(step(), 96);
     assert.equal(be.graphTime.graphs - before, 1, "off: the step's ops in one graph again");
     assert.equal(be.opTime.size, 0, "and not counted");
+    assert.equal(be.replayTape(tape!, 0), true, "the tape recorded before profiling holds again");
+    assert.equal(be.f32(y, 0, 1)[0], 96);
   } finally {
     be.close();
   }

@@ -857,8 +857,7 @@ export class NativeBackend implements Backend {
   profileOps(on: boolean): void {
     this.flush();
     this.opTime.clear();
-    // a tape replayed would run its ops as graphs of many
-    if (on) this.endTapes();
+    // tapes are kept: replayTape refuses meanwhile (a tape replayed would run its ops as graphs of many)
     this.profiling = on;
   }
 
