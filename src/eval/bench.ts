@@ -106,7 +106,6 @@ export async function benchEngine(engine: Engine, o: BenchOptions): Promise<Benc
   // It runs in the timed run's own cache, as llama-bench warms up in its own context: the same addresses, so
   // the graphs a backend builds over them are the timed run's (those of decode steps within the first
   // 256-position attention span: all of them for a prompt of 256 and 64 decoded).
-  const warmSteps = Math.min(4, o.decodeTokens + 1);
   const cache = model.newSequence(o.promptTokens + o.decodeTokens + 1);
   try {
     // The read bandwidth is probed before the warm-up and after the timed runs, never between them: streaming
@@ -114,17 +113,22 @@ export async function benchEngine(engine: Engine, o: BenchOptions): Promise<Benc
     // and allocating it moves memory around (measured with `distmoe bench --model brown-moe-q8_0.gguf
     // --threads 2`: prefill 8.9–9.1 k tok/s in two runs with the probe between runs, 12.1–15.3 k in three without).
     const readBefore = backend.measureReadBandwidth(o.probeBytes ?? 512 << 20);
-    const warmStart = performance.now();
-    do {
-      cache.clear();
-      const prompt = newPrompt();
-      await model.forward([{ cache, tokens: prompt, logits: "last" }]);
-      for (let i = 0; i < warmSteps; i++) await model.forward([{ cache, tokens: [prompt[i % prompt.length]!], logits: "last" }]);
-    } while (performance.now() - warmStart < (o.warmUpMs ?? WARM_UP_MS));
+    await warmUp(engine, o, newPrompt, cache, o.warmUpMs ?? WARM_UP_MS);
     return await timed(engine, o, newPrompt, cache, readBefore);
   } finally {
     cache.free();
   }
+}
+
+/** benchEngine's warm-up, for `ms` and at least once: a fresh prompt prefilled, then a few tokens decoded. */
+async function warmUp(engine: Engine, o: BenchOptions, newPrompt: () => number[], cache: KVCache, ms: number): Promise<void> {
+  const steps = Math.min(4, o.decodeTokens + 1), start = performance.now();
+  do {
+    cache.clear();
+    const prompt = newPrompt();
+    await engine.model.forward([{ cache, tokens: prompt, logits: "last" }]);
+    for (let i = 0; i < steps; i++) await engine.model.forward([{ cache, tokens: [prompt[i % prompt.length]!], logits: "last" }]);
+  } while (performance.now() - start < ms);
 }
 
 /** The timed repetitions of benchEngine, in the cache it warmed up. */
@@ -190,7 +194,6 @@ async function timed(engine: Engine, o: BenchOptions, newPrompt: () => number[],
   };
 }
 
-
 /** BenchResult.ops: the timed runs again (as many, as long), each op a graph of its own and timed alone. */
 async function opProfile(engine: Engine, o: BenchOptions, newPrompt: () => number[], cache: KVCache): Promise<NonNullable<BenchResult["ops"]>> {
   const { model, backend } = engine;
@@ -206,14 +209,9 @@ async function opProfile(engine: Engine, o: BenchOptions, newPrompt: () => numbe
   let prefillMs = 0, decodeMs = 0;
   backend.profileOps!(true);
   try {
-    // untimed first, as the timed runs' warm-up (see benchEngine): each op's graph alone is built, and the prefills
-    // find the caches and threads as a prefill after prefills does, not as the decode runs left them
-    const warmStart = performance.now();
-    do {
-      cache.clear();
-      let [warm] = await model.forward([{ cache, tokens: newPrompt(), logits: "last" }]);
-      for (let i = 0; i < Math.min(4, o.decodeTokens); i++) [warm] = await model.forward([{ cache, tokens: [argmax(warm!)], logits: "last" }]);
-    } while (performance.now() - warmStart < (o.warmUpMs ?? WARM_UP_MS) / 2);
+    // warmed up again, for half as long (the weights are in and V8 has tiered up): each op's graph alone is built,
+    // and the prefills find the caches and threads as a prefill after prefills does, not as the decode runs left them
+    await warmUp(engine, o, newPrompt, cache, (o.warmUpMs ?? WARM_UP_MS) / 2);
     for (let rep = 0; rep < reps; rep++) {
       cache.clear();
       const before = snapshot(), t0 = performance.now();
