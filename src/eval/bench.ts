@@ -18,7 +18,7 @@ export interface BenchOptions {
   probeBytes?: number;
   /** Warm-up time before timing (default WARM_UP_MS; the warm-up runs at least once). */
   warmUpMs?: number;
-  /** After the timed runs, the prefills and decode runs again with each op timed alone (see BenchResult.ops). */
+  /** After the timed runs, the prefills and decode runs repeated with each op timed alone (see BenchResult.ops). */
   ops?: boolean;
 }
 
@@ -52,8 +52,9 @@ export interface BenchResult {
   prefill_graphs?: number;
   prefill_host_ms?: number;
   /**
-   * With BenchOptions.ops: per prefill and per decode token, each op's time run as a graph of its own
-   * (Backend.profileOps), largest first, and the step's whole time so run (more than timed: a launch per op).
+   * With BenchOptions.ops: per prefill and per decode token (means of the repetitions), each op's time run as a
+   * graph of its own (Backend.profileOps), largest first, and the step's whole time so run: not the timed time, as
+   * each op pays a launch and runs on the pool or one thread by its own size.
    */
   ops?: { prefill: OpShare[]; prefill_ms: number; decode: OpShare[]; decode_ms_per_token: number };
   threads: number;

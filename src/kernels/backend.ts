@@ -177,8 +177,8 @@ export interface Backend {
   /**
    * Where the backend runs graphs (native): with `on`, each op from now on runs as a graph of its own, timed into
    * opTime under the op's name (matmul "mm", attention "attn", an MoE layer's experts "moex" …), so that a step's
-   * time can be told apart op by op (bench --ops). Each op then pays a graph's launch and no recorded step is
-   * replayed: slower than the ops run together, for where the time goes, not for how fast. Off: as before.
+   * time can be told apart op by op (bench --ops). Each op then pays a graph's launch, runs on the pool or one thread
+   * by its own size, and no recorded step is replayed: for where the time goes, not for how fast. Off: as before.
    */
   profileOps?(on: boolean): void;
   /** Per op name, since profiling was last turned on or off: the graphs run and their wall time (see profileOps). */

@@ -25,7 +25,7 @@ function benchEngineCommand(): Command {
     .option("--prompt-tokens <n>", "prefill length", positiveInt, 256)
     .option("--decode-tokens <n>", "decode steps timed", positiveInt, 64)
     .option("--repeats <n>", "timed repetitions; medians are reported", positiveInt, 3)
-    .option("--ops", "native: then the prefills and decode runs again with each op a graph of its own, timed alone: where a step's time goes, op by op (each op paying a launch)")
+    .option("--ops", "native: then repeats the prefills and decode runs with each op a graph of its own, timed alone: where a step's time goes, op by op (each op paying a launch; means of the repetitions)")
     .option("--json", "print the figures as one JSON object")
     .action(async (o: BenchCliOptions) => {
       const engine = Engine.load(o.model, { ...engineOptions(o), contextLength: o.promptTokens + o.decodeTokens + 1 });

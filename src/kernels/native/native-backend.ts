@@ -950,7 +950,8 @@ export class NativeBackend implements Backend {
     reshapes.forEach((reshape, i) => reshape(gr.reshapable[i]));
     if (pinned) return this.compute(this.pooled, gr);
     if (gr.work < PARALLEL_MIN_WORK || this.threads === 1) return this.compute(this.single, gr);
-    // an op timed alone (profileOps) runs on the pool, as the segments it is part of otherwise do: its own size would be compared afresh
+    // an op timed alone (profileOps) and big enough runs on the pool, uncompared: its graph of one op would count in
+    // the size class by which the steps' segments, ops together, are run once profiling is off
     if (this.profiling) return this.compute(this.pooled, gr);
     // ggml's threads meet at a barrier after every node, spinning: when the machine is busy (other processes, a
     // device beside the base station) a worker that is not scheduled holds the graph up for a time slice, and
