@@ -214,6 +214,30 @@ test("profileOps runs each op as a graph of its own, timed under its name; no ta
   }
 });
 
+test("profileOps turned on mid-recording runs the ops pending first, in order, as one graph uncounted; the tape is spoilt", { skip }, () => {
+  const be = new NativeBackend({ threads: 2 });
+  try {
+    const N = 64, x = put(be, new Float32Array(N).fill(1)), y = be.alloc(N * 4), w = be.allocWeight("f32", N, N);
+    be.setWeight(w, new Float32Array(N * N).fill(0.5));
+    be.beginTape();
+    be.add(y, x, x, N);
+    be.add(y, y, x, N);
+    const graphs = be.graphTime.graphs;
+    be.profileOps(true);
+    assert.equal(be.graphTime.graphs - graphs, 1, "the two adds pending, in one graph");
+    assert.equal(be.opTime.size, 0, "run before profiling: not counted");
+    be.matmul(y, y, w, 1);
+    be.add(y, y, x, N);
+    assert.deepEqual([...be.opTime].map(([op, t]) => [op, t.graphs]), [["mm", 1], ["add", 1]]);
+    be.profileOps(false);
+    be.add(y, y, x, N);
+    assert.equal(be.endTape(), null);
+    assert.equal(be.f32(y, 0, 1)[0], 98, "every op, in the order recorded");
+  } finally {
+    be.close();
+  }
+});
+
 test("past maxGraphs the graph run longest ago goes: one run every step stays built", { skip }, () => {
   const be = new NativeBackend({ threads: 1, maxGraphs: 8 });
   const built = watchBuilds(be);
