@@ -172,11 +172,17 @@ test("graphTime counts each graph run and the time in it", { skip }, () => {
   }
 });
 
+/** profileOps' tests: a two-thread backend, x = N ones, y, and w (N × N, all 0.5): y = x + x + x, then w · y, is 96 everywhere. */
+function profiledSums() {
+  const be = new NativeBackend({ threads: 2 }), N = 64;
+  const x = put(be, new Float32Array(N).fill(1)), y = be.alloc(N * 4), w = be.allocWeight("f32", N, N);
+  be.setWeight(w, new Float32Array(N * N).fill(0.5));
+  return { be, N, x, y, w };
+}
+
 test("profileOps runs each op as a graph of its own, timed under its name; no tape records or replays meanwhile; off, ops share graphs and tapes replay again", { skip }, () => {
-  const be = new NativeBackend({ threads: 2 });
+  const { be, N, x, y, w } = profiledSums();
   try {
-    const N = 64, x = put(be, new Float32Array(N).fill(1)), y = be.alloc(N * 4), w = be.allocWeight("f32", N, N);
-    be.setWeight(w, new Float32Array(N * N).fill(0.5));
     const ops = () => {
       be.add(y, x, x, N);
       be.add(y, y, x, N);
@@ -215,10 +221,8 @@ test("profileOps runs each op as a graph of its own, timed under its name; no ta
 });
 
 test("profileOps turned on mid-recording runs the ops pending first, in order, as one graph uncounted; the tape is spoilt", { skip }, () => {
-  const be = new NativeBackend({ threads: 2 });
+  const { be, N, x, y, w } = profiledSums();
   try {
-    const N = 64, x = put(be, new Float32Array(N).fill(1)), y = be.alloc(N * 4), w = be.allocWeight("f32", N, N);
-    be.setWeight(w, new Float32Array(N * N).fill(0.5));
     be.beginTape();
     be.add(y, x, x, N);
     be.add(y, y, x, N);
