@@ -108,6 +108,8 @@ test("dashboard page against serve --local-devices 4: topology, playground, poli
     mkdirSync(SCREENSHOTS, { recursive: true });
     await admin.screenshot({ path: `${SCREENSHOTS}dashboard-desktop.png`, fullPage: true });
     await admin.setViewportSize({ width: 390, height: 844 });
+    // once the layout has followed the resize, a phone's width holds the whole page (one screenshot taken at once came out 694 px wide)
+    await until(async () => (await admin.evaluate(() => document.documentElement.scrollWidth)) <= 390, "no sideways scrolling at a phone's width");
     await admin.screenshot({ path: `${SCREENSHOTS}dashboard-narrow.png`, fullPage: true });
 
     // a viewer: the views, no controls, and the server refuses its key there
